@@ -1,0 +1,158 @@
+"""The in-memory depth type and every conversion between depth kinds.
+
+A :class:`DepthMap` is a ``float32 H x W`` array plus what its values mean (``kind``):
+
+- ``relative_inverse``: larger = nearer, scale and shift unknown (what monocular models and
+  the ``classic`` provider produce; normalised to 0..1 by convention).
+- ``disparity``: pixels, larger = nearer; a left pixel at x appears in the right view at
+  ``x - d`` (the Middlebury convention).
+- ``depth``: larger = farther, in unknown units (a user's depth file).
+- ``metric``: larger = farther, in meters.
+
+All conversions live here so that no other module guesses a convention.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .errors import ParameterError
+
+KINDS = ("relative_inverse", "disparity", "depth", "metric")
+NEAR_IS_LARGER = {"relative_inverse": True, "disparity": True, "depth": False, "metric": False}
+
+# User-facing ``--depth-kind`` values and the kinds they mean.
+USER_KINDS = {"disparity": "disparity", "depth": "depth", "metric": "metric",
+              "relative": "relative_inverse", "inverse": "relative_inverse"}
+
+
+@dataclass
+class DepthMap:
+    data: np.ndarray
+    kind: str = "relative_inverse"
+    source: str = "unknown"
+    fov_deg: float | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ParameterError(f"unknown depth kind {self.kind!r}; one of {', '.join(KINDS)}",
+                                 parameter="depth_kind")
+        a = np.asarray(self.data, dtype=np.float32)
+        if a.ndim == 3 and a.shape[2] >= 1:
+            a = a[..., 0]
+        if a.ndim != 2:
+            raise ParameterError(f"depth must be a 2-D array, got shape {a.shape}", parameter="depth")
+        self.data = np.ascontiguousarray(a)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.data.shape  # type: ignore[return-value]
+
+    def with_data(self, data: np.ndarray, **changes) -> "DepthMap":
+        return replace(self, data=np.asarray(data, dtype=np.float32), **changes)
+
+    def describe(self) -> dict:
+        """Metadata that travels with a stored depth artifact (JSON-safe)."""
+        d = {"kind": self.kind, "source": self.source, "near_is_larger": NEAR_IS_LARGER[self.kind]}
+        if self.fov_deg is not None:
+            d["fov_deg"] = float(self.fov_deg)
+        d.update({k: v for k, v in self.meta.items() if isinstance(v, (str, int, float, bool))})
+        return d
+
+
+def _finite_fill(a: np.ndarray) -> np.ndarray:
+    """Replace NaN/inf by the median of the finite values (so that filters never see them)."""
+    ok = np.isfinite(a)
+    if ok.all():
+        return a
+    out = a.copy()
+    out[~ok] = float(np.median(a[ok])) if ok.any() else 0.0
+    return out
+
+
+def nearness(dm: DepthMap, *, eps: float = 1e-6) -> np.ndarray:
+    """A map where larger = nearer, affine in inverse depth where the kind allows it.
+
+    ``disparity`` and ``relative_inverse`` are returned as they are; ``depth`` and ``metric``
+    become ``1 / depth``. Non-finite values are filled with the median.
+    """
+    a = _finite_fill(dm.data)
+    if NEAR_IS_LARGER[dm.kind]:
+        return a
+    return 1.0 / np.maximum(a, eps)
+
+
+def normalized_nearness(dm: DepthMap, *, robust: float = 0.0) -> np.ndarray:
+    """Nearness scaled to 0..1 (1 = nearest). ``robust`` clips that share at each end first."""
+    a = nearness(dm).astype(np.float32)
+    if robust > 0:
+        lo, hi = np.percentile(a, [100 * robust, 100 * (1 - robust)])
+    else:
+        lo, hi = float(a.min()), float(a.max())
+    if hi - lo < 1e-12:
+        return np.zeros_like(a)
+    return np.clip((a - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def to_disparity(dm: DepthMap, *, scale: float | None = None, max_disparity: float | None = None) -> np.ndarray:
+    """Pixel disparity (larger = nearer) for view synthesis.
+
+    - kind ``disparity``: ``data * scale`` (``scale`` defaults to 1): the exact mode.
+    - other kinds: normalised nearness (0..1) times ``max_disparity`` pixels.
+    """
+    if dm.kind == "disparity" and max_disparity is None:
+        return (_finite_fill(dm.data) * (1.0 if scale is None else float(scale))).astype(np.float32)
+    if max_disparity is None:
+        raise ParameterError("a relative depth map needs a maximum disparity (divergence) to make a view",
+                             parameter="divergence")
+    return (normalized_nearness(dm) * float(max_disparity) * (1.0 if scale is None else float(scale))).astype(np.float32)
+
+
+def to_metric(dm: DepthMap, *, near_m: float | None = None, far_m: float | None = None,
+              known_m: float | None = None, known_xy: tuple[int, int] | None = None) -> DepthMap:
+    """Meters (larger = farther) from any kind and a user-given scale.
+
+    Give ``near_m`` and ``far_m`` (the nearest and farthest distances in the scene: inverse
+    depth is mapped affinely between them, the usual assumption for relative inverse depth), or
+    one known distance ``known_m`` at pixel ``known_xy`` (x, y) (scale only: inverse depth is
+    taken as proportional to nearness). A ``metric`` map is returned unchanged.
+    """
+    if dm.kind == "metric":
+        return dm
+    if dm.kind == "depth" and known_m is not None and known_xy is not None:
+        x, y = known_xy
+        s = known_m / max(float(dm.data[y, x]), 1e-9)
+        return dm.with_data(dm.data * s, kind="metric")
+    n = normalized_nearness(dm)
+    if near_m is not None and far_m is not None:
+        if not (0 < near_m < far_m):
+            raise ParameterError(f"need 0 < near ({near_m}) < far ({far_m})", parameter="near/far")
+        inv = 1.0 / far_m + n * (1.0 / near_m - 1.0 / far_m)
+        return dm.with_data(1.0 / inv, kind="metric", meta={**dm.meta, "near_m": near_m, "far_m": far_m})
+    if known_m is not None and known_xy is not None:
+        x, y = known_xy
+        h, w = n.shape
+        if not (0 <= x < w and 0 <= y < h):
+            raise ParameterError(f"pixel ({x}, {y}) is outside the {w}x{h} map", parameter="known_xy")
+        raw = nearness(dm)
+        k = known_m * float(raw[y, x])
+        return dm.with_data(k / np.maximum(raw, 1e-6), kind="metric", meta={**dm.meta, "known_m": known_m})
+    raise ParameterError("metric depth needs near and far distances, or one known distance at a pixel",
+                         parameter="near/far", hint="e.g. near: 0.5, far: 10 (meters)")
+
+
+def resize_depth(dm: DepthMap, size: tuple[int, int]) -> DepthMap:
+    """Resize to ``(w, h)``; values kept in their units except disparity, which scales with width."""
+    import cv2
+
+    w, h = size
+    if (w, h) == (dm.shape[1], dm.shape[0]):
+        return dm
+    interp = cv2.INTER_AREA if w < dm.shape[1] else cv2.INTER_LINEAR
+    a = cv2.resize(_finite_fill(dm.data), (w, h), interpolation=interp)
+    if dm.kind == "disparity":
+        a = a * (w / dm.shape[1])
+    return dm.with_data(a)

@@ -1,0 +1,50 @@
+"""The ``estimate`` step: a depth map for a photo, from the run's provider or a given depth file."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .depthmap import DepthMap
+from .export import SUFFIX, FormatName, MetricScale, format_for_suffix, write_format
+from .providers import DepthRequest, get_provider
+from .steps import Output, StepContext, StepParams, StepSpec, load_depth_artifact, save_depth
+
+UseCase = Literal["general", "portrait", "landscape", "product", "interior", "parallax", "vr", "stereo",
+                  "focus_planes", "background_blur"]
+
+
+class EstimateParams(StepParams):
+    format: FormatName = Field("grayscale", description="file written to the output folder (see export formats)")
+    use_case: UseCase = Field("general", description="what the depth is for; remote providers word their request by it")
+    message: str | None = Field(None, description="eachsense: the request in your own words (overrides use_case)")
+    output: Literal["relative", "metric"] = Field("relative", description="relative depth, or meters (metric models, eachsense)")
+    metric: MetricScale = Field(default_factory=MetricScale, description="scale for the metric formats")
+
+
+def estimate_depth(ctx: StepContext, p: EstimateParams) -> DepthMap:
+    """The given depth file when the input has one, else the provider's estimate."""
+    if ctx.given_depth is not None:
+        return load_depth_artifact(ctx.given_depth, expect_size=ctx.photo().shape[1::-1])
+    provider = get_provider(ctx.provider)
+    req = DepthRequest(image=ctx.photo(), image_path=ctx.source.meta.get("origin", ctx.source.path),
+                       session_id=ctx.session_id, mode=ctx.mode, use_case=p.use_case, message=p.message,
+                       answers=dict(ctx.options.get("answers") or {}), output=p.output,
+                       options=dict(ctx.options.get("provider_options") or {}))
+    return provider.estimate(req)
+
+
+def run(ctx: StepContext, p: EstimateParams) -> dict[str, Output]:
+    dm = estimate_depth(ctx, p)
+    main = write_format(dm, p.format, ctx.out("main", SUFFIX[p.format]), scale=p.metric)
+    return {"depth": save_depth(ctx, dm), "main": Output(main, "depth", {"format": p.format, **dm.describe()})}
+
+
+def params_for_output(path) -> dict:
+    """``-o x.png``: 8-bit white = near; ``x.npy`` / ``x.pfm``: float32 normalised, larger = nearer."""
+    return {"format": format_for_suffix(path)}
+
+
+SPEC = StepSpec(kind="estimate", version="1", params=EstimateParams, run=run, needs_depth=False,
+                uses_provider=True, params_for_output=params_for_output, summary="estimate a depth map with the run's provider (or take the given one)")

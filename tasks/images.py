@@ -1,0 +1,152 @@
+"""Reading and writing photos.
+
+Convention: an image in memory is ``uint8`` RGB, ``H x W x 3``, C-contiguous, with the EXIF
+orientation applied and any alpha channel split off (returned separately when asked for).
+Grayscale, palette, CMYK and 16-bit files are converted to that form; a 16-bit file is scaled
+to 8 bits by its full range (65535 -> 255), not clipped.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import InputError
+
+MIN_SIDE = 64
+DEFAULT_MAX_PIXELS = 50_000_000
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".gif"}
+
+# PIL's own bomb check would raise a warning or its own error first; we enforce our limit.
+Image.MAX_IMAGE_PIXELS = None
+
+
+@dataclass
+class Photo:
+    """A decoded photo: ``rgb`` (uint8 HxWx3) and optional ``alpha`` (uint8 HxW)."""
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None = None
+    downscaled_from: tuple[int, int] | None = None  # (w, h) before a requested downscale
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.rgb.shape[1], self.rgb.shape[0]
+
+
+def max_pixels_default() -> int:
+    """The pixel limit: ``DEPTHCRAFT_MAX_PIXELS`` or 50 MP."""
+    try:
+        return int(os.environ.get("DEPTHCRAFT_MAX_PIXELS", DEFAULT_MAX_PIXELS))
+    except ValueError:
+        return DEFAULT_MAX_PIXELS
+
+
+def _to_rgb(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    alpha = None
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if a.max() > 255 or img.mode.startswith("I;16") else 255.0
+        g = np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(g[..., None], 3, axis=2)), None
+    if img.mode == "F":
+        a = np.asarray(img, dtype=np.float32)
+        lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+        g = ((a - lo) / max(hi - lo, 1e-12) * 255 + 0.5).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(g[..., None], 3, axis=2)), None
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        arr = np.asarray(rgba)
+        alpha = np.ascontiguousarray(arr[..., 3])
+        return np.ascontiguousarray(arr[..., :3]), alpha
+    if img.mode == "CMYK":
+        # Adobe CMYK JPEGs are stored inverted; PIL's convert handles the common case.
+        img = img.convert("RGB")
+    elif img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.ascontiguousarray(np.asarray(img)), None
+
+
+def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int | None = None,
+                 downscale: bool = False) -> Photo:
+    """Decode encoded image bytes into a :class:`Photo`.
+
+    Raises :class:`InputError` naming ``name`` for unreadable, truncated, too small or too
+    large images. With ``downscale=True`` an image over ``max_pixels`` is resized (area
+    interpolation) to fit instead of refused.
+    """
+    limit = max_pixels or max_pixels_default()
+    try:
+        img = Image.open(io.BytesIO(data))
+        w, h = img.size
+        if w * h > limit and not downscale:
+            raise InputError(
+                f"image is {w}x{h} = {w * h / 1e6:.1f} MP, over the limit of {limit / 1e6:.0f} MP",
+                path=name, hint="pass --downscale (or `downscale: true` in the recipe), or raise "
+                "the limit with --max-pixels / DEPTHCRAFT_MAX_PIXELS")
+        img.load()
+        img = ImageOps.exif_transpose(img)
+    except InputError:
+        raise
+    except UnidentifiedImageError:
+        raise InputError("not an image, or a format that cannot be read", path=name,
+                         hint="use JPEG, PNG, WebP, TIFF, BMP or PPM") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InputError(f"unreadable or truncated image ({e})", path=name) from None
+    rgb, alpha = _to_rgb(img)
+    h, w = rgb.shape[:2]
+    if min(w, h) < MIN_SIDE:
+        raise InputError(f"image is {w}x{h}; both sides must be at least {MIN_SIDE} px", path=name)
+    before = None
+    if w * h > limit:
+        import cv2
+
+        f = (limit / (w * h)) ** 0.5
+        nw, nh = max(MIN_SIDE, int(w * f)), max(MIN_SIDE, int(h * f))
+        rgb = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA)
+        if alpha is not None:
+            alpha = cv2.resize(alpha, (nw, nh), interpolation=cv2.INTER_AREA)
+        before = (w, h)
+    return Photo(rgb=rgb, alpha=alpha, downscaled_from=before)
+
+
+def read_image(path: str | os.PathLike, *, max_pixels: int | None = None, downscale: bool = False) -> Photo:
+    """Read a photo file. See :func:`decode_image` for the conventions and errors."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError("no such file", path=str(p))
+    if p.is_dir():
+        raise InputError("is a folder, not an image", path=str(p))
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read ({e.strerror})", path=str(p)) from None
+    return decode_image(data, name=str(p), max_pixels=max_pixels, downscale=downscale)
+
+
+def read_rgb(path: str | os.PathLike, **kw) -> np.ndarray:
+    """Shorthand for ``read_image(path).rgb``."""
+    return read_image(path, **kw).rgb
+
+
+def write_image(path: str | os.PathLike, arr: np.ndarray, *, quality: int = 95) -> Path:
+    """Write a uint8 RGB/RGBA/gray array; format from the suffix. Returns the path."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    a = np.asarray(arr)
+    if a.dtype != np.uint8:
+        a = np.clip(a, 0, 255).astype(np.uint8)
+    img = Image.fromarray(a)
+    suffix = p.suffix.lower()
+    if suffix in (".jpg", ".jpeg"):
+        img.convert("RGB").save(p, quality=quality, subsampling=0 if quality >= 95 else 2)
+    else:
+        img.save(p)
+    return p

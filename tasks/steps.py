@@ -1,0 +1,139 @@
+"""What a step is: its parameters, its code version, and the function that runs it on one image.
+
+Every step kind lives in its own module (``tasks/estimate.py``, ``tasks/stereo.py``...) that
+defines pure functions on arrays plus one ``run(ctx, params)`` wrapper and a module-level
+``SPEC``. The wrapper reads its inputs through the :class:`StepContext`, calls the pure
+functions, writes files into ``ctx.workdir`` and returns named :class:`Output` s. It knows
+nothing of Prefect, caching or output folders: the flow runner does that.
+
+Bump a step's ``version`` whenever its code changes what it produces: the version is part of
+every cache key, so old artifacts are not reused for new code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from .depthmap import DepthMap
+from .errors import InputError, ParameterError
+from .store import Artifact
+
+
+class StepParams(BaseModel):
+    """Base of every step's parameters: unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+@dataclass
+class Output:
+    """A file a step produced. ``publish`` copies it into the run's output folder."""
+
+    path: Path
+    kind: str
+    meta: dict = field(default_factory=dict)
+    publish: bool = True
+
+
+@dataclass
+class StepContext:
+    """Everything a step may read. Built by the runner (or by a test, or a one-shot command)."""
+
+    step_id: str
+    image_name: str
+    source: Artifact  # the input photo (kind image)
+    workdir: Path
+    session_id: str = "adhoc"
+    provider: str = "classic"
+    mode: str = "max"
+    upstream: list[dict[str, Artifact]] = field(default_factory=list)
+    given_depth: Artifact | None = None  # depth map supplied with the input
+    options: dict = field(default_factory=dict)  # recipe-level settings (use case, answers...)
+    progress: Callable[[int, int], None] | None = None  # (done, total), e.g. video frames
+    _photo: Any = None
+
+    # -- reading -------------------------------------------------------------------------
+    def photo(self) -> np.ndarray:
+        """The input photo, uint8 RGB HxWx3 (decoded once)."""
+        if self._photo is None:
+            from .images import read_image
+
+            self._photo = read_image(self.source.path, max_pixels=self.options.get("max_pixels"),
+                                     downscale=bool(self.options.get("downscale", False))).rgb
+        return self._photo
+
+    def image(self) -> np.ndarray:
+        """The image to work on: an upstream step's ``image`` output if any, else the photo."""
+        for outs in self.upstream:
+            a = outs.get("image")
+            if a is not None:
+                from .images import read_rgb
+
+                return read_rgb(a.path, max_pixels=2**62)
+        return self.photo()
+
+    def depth_artifact(self) -> Artifact | None:
+        for outs in self.upstream:
+            if "depth" in outs:
+                return outs["depth"]
+        return self.given_depth
+
+    def depth(self) -> DepthMap:
+        """The depth to work with: the first upstream ``depth`` output, else the given depth map."""
+        a = self.depth_artifact()
+        if a is None:
+            raise ParameterError(f"step {self.step_id!r} needs a depth map: add `from: <an estimate step>` "
+                                 "or give the input a depth file", parameter="from")
+        return load_depth_artifact(a, expect_size=self.photo().shape[1::-1])
+
+    def out(self, name: str, suffix: str) -> Path:
+        """A path in this step's work folder for output ``name``."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        return self.workdir / f"{name}{suffix}"
+
+    def tick(self, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(done, total)
+
+
+def load_depth_artifact(a: Artifact, *, expect_size: tuple[int, int] | None = None) -> DepthMap:
+    """Read a stored depth artifact back into a DepthMap (kind and source from its metadata)."""
+    from .depthio import read_depth
+
+    data, file_meta = read_depth(a.path)
+    meta = {**file_meta, **a.meta}
+    dm = DepthMap(data=data, kind=meta.get("kind", "relative_inverse"), source=meta.get("source", "unknown"),
+                  fov_deg=meta.get("fov_deg"))
+    if expect_size is not None and (dm.shape[1], dm.shape[0]) != tuple(expect_size):
+        src = meta.get("given_path", a.path)
+        raise InputError(f"depth map is {dm.shape[1]}x{dm.shape[0]} but the image is "
+                         f"{expect_size[0]}x{expect_size[1]}", path=src,
+                         hint="give a depth map of the same size as its photo")
+    return dm
+
+
+def save_depth(ctx: StepContext, dm: DepthMap, name: str = "depth", *, publish: bool = False) -> Output:
+    """Write a DepthMap as float32 .npy in the work folder (the form steps exchange)."""
+    from .depthio import write_npy
+
+    p = write_npy(ctx.out(name, ".npy"), dm.data)
+    return Output(p, "depth", dm.describe(), publish=publish)
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    kind: str
+    version: str
+    params: type[StepParams]
+    run: Callable[[StepContext, Any], dict[str, Output]]
+    summary: str
+    needs_depth: bool = True
+    uses_provider: bool = False  # provider identity enters the cache key
+    primary: str = "main"  # the output named in the output folder as <step id><suffix>
+    # One-shot commands: parameters implied by the ``-o`` path (e.g. its suffix picks a format).
+    params_for_output: Callable[[Path], dict] | None = None
