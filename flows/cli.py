@@ -1,0 +1,383 @@
+"""The ``depthcraft`` command: parses arguments and calls the same functions recipes reach.
+
+Errors raised on purpose (:class:`tasks.errors.DepthcraftError`) become one clear line on
+stderr and a non-zero exit; ``-v`` shows Prefect's logs and full tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from tasks.errors import DepthcraftError
+
+from .workspace import Workspace
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def _quiet_prefect(verbose: bool) -> None:
+    """Prefect's console logs would bury our progress bars; the UI and API keep them all."""
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL", "CRITICAL")
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_LEVEL", "CRITICAL")
+
+
+# -- run, validate, plan ---------------------------------------------------------------------
+def cmd_run(a) -> int:
+    from .recipe import load_recipe
+
+    ws = Workspace.default(a.workspace)
+    recipe, src = load_recipe(a.recipe, overrides=a.set)
+    from .compile import compile_plan
+
+    # compile once here so that bad inputs and parameters fail before any server or flow starts
+    plan = compile_plan(recipe, src, ws, out_root=a.out)
+    from .server import ensure_api
+
+    _quiet_prefect(a.verbose)
+    t0 = time.time()
+    ensure_api(ws)
+    from . import progress
+    from .runner import RunFailed, run_recipe
+
+    total = len(plan.nodes)
+    con = _console()
+    reporter = progress.RichReporter(total=total, description=f"{recipe.name}") if con.is_terminal else None
+    try:
+        if reporter:
+            with reporter, progress.reporting(reporter):
+                summary = run_recipe(a.recipe, overrides=a.set, out_root=a.out, workspace=str(ws.root),
+                                     refresh=a.refresh, task_runner=_task_runner(a, recipe))
+        else:
+            summary = run_recipe(a.recipe, overrides=a.set, out_root=a.out, workspace=str(ws.root), refresh=a.refresh,
+                                 task_runner=_task_runner(a, recipe))
+        failed = False
+    except RunFailed as e:
+        summary, failed = e.summary, True
+    _print_summary(con, summary, time.time() - t0)
+    if a.json:
+        print(json.dumps(summary, indent=1))
+    return 1 if failed else 0
+
+
+def _task_runner(a, recipe):
+    kind = getattr(a, "task_runner", None) or recipe.task_runner
+    if kind == "dask":
+        from .scale import dask_runner
+
+        return dask_runner(recipe, address=getattr(a, "dask_address", None))
+    return None
+
+
+def _print_summary(con, s: dict, seconds: float) -> None:
+    from rich.markup import escape
+
+    con.print(f"[bold]{s['recipe']}[/]: {s['images']} image(s), {s['nodes']} step run(s): "
+              f"{s['computed']} computed, {s['cached']} cached, {len(s['failures'])} failed "
+              f"in {seconds:.1f} s  (session {s['session_id']})")
+    for f in s["failures"]:
+        where = f"{f['step']} on {f['image']}" if f["step"] else f["image"]
+        con.print(f"  [red]failed[/] {escape(where)}: {escape(f['error'])}")
+    con.print(f"outputs in {s['out_dir']}; manifest {s['manifest']}")
+
+
+def cmd_validate(a) -> int:
+    from .compile import compile_plan
+    from .recipe import load_recipe
+
+    recipe, src = load_recipe(a.recipe, overrides=a.set)
+    plan = compile_plan(recipe, src, Workspace.default(a.workspace), out_root=a.out, fetch=False)
+    bad = [i for i in plan.images if i.error]
+    con = _console()
+    for i in bad:
+        con.print(f"[red]error[/] {i.error}")
+    if bad:
+        return 2
+    con.print(f"{a.recipe}: ok ({len(plan.images)} image(s), {len(plan.order)} step(s): {' -> '.join(plan.order)})")
+    return 0
+
+
+def cmd_plan(a) -> int:
+    from rich.table import Table
+
+    from .compile import compile_plan
+    from .recipe import load_recipe
+
+    ws = Workspace.default(a.workspace)
+    recipe, src = load_recipe(a.recipe, overrides=a.set)
+    plan = compile_plan(recipe, src, ws, out_root=a.out)
+    store = ws.store
+    t = Table(title=f"{recipe.name}: session {plan.session_id}")
+    for c in ("step", "uses", "from", "image", "cached", "key"):
+        t.add_column(c)
+    decl = {s.id: s for s in recipe.steps}
+    for img in plan.images:
+        for sid in plan.order:
+            node = plan.nodes.get((sid, img.name))
+            if node is None:
+                t.add_row(sid, decl[sid].uses, ", ".join(decl[sid].from_), img.name, "[red]input error[/]", "")
+                continue
+            t.add_row(sid, node.kind, ", ".join(node.upstream) or "-", img.name,
+                      "yes" if store.has(node.key) else "no", node.key[:12])
+    from rich.console import Console
+
+    Console().print(t)
+    for img in plan.images:
+        if img.error:
+            _console().print(f"[red]error[/] {img.error}")
+    return 0
+
+
+# -- steps -----------------------------------------------------------------------------------
+def cmd_steps(a) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from tasks.catalog import get_step, steps
+
+    con = Console()
+    kinds = [a.kind] if a.kind else sorted(steps())
+    for k in kinds:
+        spec = get_step(k)
+        t = Table(title=f"{k}: {spec.summary}", title_justify="left", show_lines=False)
+        t.add_column("parameter")
+        t.add_column("default")
+        t.add_column("meaning")
+        for name, f in spec.params.model_fields.items():
+            default = f.default_factory() if f.default_factory else f.default
+            if hasattr(default, "model_dump"):
+                default = {k2: v for k2, v in default.model_dump().items() if v is not None} or "{}"
+            t.add_row(name, json.dumps(default, default=str), f.description or "")
+        con.print(t)
+    return 0
+
+
+# -- sessions, server, reproduce, runs -------------------------------------------------------
+def cmd_session(a) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .session import SessionLog, list_sessions
+
+    ws = Workspace.default(a.workspace)
+    con = Console()
+    if a.action == "list":
+        t = Table(title="sessions")
+        for c in ("session", "turns", "last turn"):
+            t.add_column(c)
+        for sid, n, mtime in list_sessions(ws):
+            t.add_row(sid, str(n), time.strftime("%Y-%m-%d %H:%M", time.localtime(mtime)))
+        con.print(t)
+        return 0
+    if not a.id:
+        raise DepthcraftError("session show needs an id", hint="`depthcraft session list` shows them")
+    log = SessionLog(ws, a.id)
+    turns = log.turns()
+    if not turns:
+        raise DepthcraftError(f"no session {a.id!r} in {ws.sessions}", hint="`depthcraft session list` shows them")
+    if a.json:
+        print(json.dumps(turns, indent=1))
+        return 0
+    t = Table(title=f"session {a.id}: {len(turns)} turn(s)")
+    for c in ("#", "time", "step", "image", "provider", "status", "s", "outputs"):
+        t.add_column(c)
+    for i, turn in enumerate(turns, 1):
+        outs = ", ".join(Path(o["path"]).name for o in (turn.get("outputs") or {}).values())
+        t.add_row(str(i), turn.get("time", "")[11:19], f"{turn.get('step')} ({turn.get('kind')})", str(turn.get("image")),
+                  str(turn.get("provider")), turn.get("status", ""), str(turn.get("seconds", "")),
+                  outs or turn.get("error", ""))
+    con.print(t)
+    return 0
+
+
+def cmd_server(a) -> int:
+    from . import server
+
+    ws = Workspace.default(a.workspace)
+    con = _console()
+    if a.action == "start":
+        st = server.start(ws, port=a.port)
+        con.print(f"Prefect server on {st['url']} (pid {st['pid']}); UI at {st['url'][:-4]}; log {st['log']}")
+    elif a.action == "stop":
+        con.print("stopped" if server.stop(ws) else "no server was running")
+    else:
+        st = server.status(ws)
+        ext = os.environ.get("PREFECT_API_URL")
+        if ext:
+            con.print(f"PREFECT_API_URL is set: runs use {ext} (healthy: {server.healthy(ext)})")
+        if st:
+            con.print(f"running: {st['url']} (pid {st['pid']}, healthy: {server.healthy(st['url'])})")
+        else:
+            con.print("not running (`depthcraft run` starts it on first use)")
+            return 0 if ext else 3
+    return 0
+
+
+def cmd_reproduce(a) -> int:
+    from . import manifest as mf
+
+    old = mf.read(a.manifest)
+    r = old["recipe"]
+    src_file = r["file"]
+    import tempfile
+
+    ws = Workspace.default(a.workspace)
+    from .server import ensure_api
+
+    _quiet_prefect(a.verbose)
+    ensure_api(ws)
+    from .runner import RunFailed, flow_for
+    from .recipe import load_recipe
+
+    out_root = a.out or old["out_root"]
+    recipe, _ = load_recipe(src_file, overrides=r["overrides"], text=r["text"])
+    f = flow_for(recipe)
+    try:
+        summary = f(recipe_text=r["text"], recipe_file=src_file, overrides=r["overrides"], out_root=out_root,
+                    workspace=str(ws.root), refresh=not a.use_cache)
+    except RunFailed as e:
+        summary = e.summary
+    new = mf.read(summary["manifest"])
+    if a.out:  # compare by path relative to each run's root
+        rel = lambda m: {str(Path(p).relative_to(m["out_root"])): h for p, h in mf.output_hashes(m).items()}
+        diffs = [{"path": k, "recorded": rel(old).get(k), "now": rel(new).get(k)}
+                 for k in sorted(set(rel(old)) | set(rel(new))) if rel(old).get(k) != rel(new).get(k)]
+    else:
+        diffs = mf.compare(old, new)
+    con = _console()
+    n = len(mf.output_hashes(old))
+    if not diffs:
+        con.print(f"reproduced: all {n} output(s) have the recorded sha256 ({'cached' if a.use_cache else 'recomputed'})")
+        return 0
+    for d in diffs:
+        con.print(f"[red]differs[/] {d['path']}: recorded {str(d['recorded'])[:12]}, now {str(d['now'])[:12]}")
+    con.print(f"{len(diffs)} of {n} output(s) differ")
+    _ = tempfile
+    return 1
+
+
+def cmd_runs(a) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    ws = Workspace.default(a.workspace)
+    p = ws.runs / "runs.jsonl"
+    rows = []
+    if p.exists():
+        for line in p.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                pass
+    if a.recipe:
+        name = a.recipe
+        if Path(a.recipe).exists():
+            from .recipe import load_recipe
+
+            name = load_recipe(a.recipe)[0].name
+        rows = [r for r in rows if r["recipe"] == name]
+    t = Table(title="recent runs")
+    for c in ("time", "recipe", "state", "computed", "cached", "failed", "s", "output"):
+        t.add_column(c)
+    for r in rows[-a.limit:][::-1]:
+        state = "Failed" if r["failed"] else "Completed"
+        t.add_row(r["time"], r["recipe"], state, str(r["computed"]), str(r["cached"]), str(r["failed"]),
+                  f"{r['duration_s']:.1f}", r["out_dir"])
+    Console().print(t)
+    return 0
+
+
+# -- the parser ------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="depthcraft", description="Depth maps and depth effects from photos, "
+                                "as YAML recipes run by Prefect.")
+    p.add_argument("-v", "--verbose", action="store_true", help="Prefect's logs and full tracebacks")
+    p.add_argument("--workspace", help="state folder (default $DEPTHCRAFT_HOME or the user data folder)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def recipe_cmd(name, func, help_):
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.add_argument("recipe", help="the recipe YAML file")
+        sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe value, e.g. steps.video.with.duration=6 (repeatable)")
+        sp.add_argument("--out", help="output root; the recipe's output template is resolved under it "
+                        "(default: the current folder)")
+        sp.set_defaults(func=func)
+        return sp
+
+    r = recipe_cmd("run", cmd_run, "run a recipe as a Prefect flow")
+    r.add_argument("--refresh", action="store_true", help="recompute every step (ignore the cache)")
+    r.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
+    r.add_argument("--task-runner", choices=["threads", "dask"], help="override the recipe's task runner")
+    r.add_argument("--dask-address", help="tcp://host:port of an existing Dask scheduler")
+    recipe_cmd("validate", cmd_validate, "check a recipe (schema, steps, parameters, DAG, inputs)")
+    recipe_cmd("plan", cmd_plan, "show the DAG of a recipe with what is already cached")
+
+    s = sub.add_parser("steps", help="every step kind with its parameters and defaults")
+    s.add_argument("kind", nargs="?")
+    s.set_defaults(func=cmd_steps)
+
+    se = sub.add_parser("session", help="show or list sessions")
+    se.add_argument("action", choices=["show", "list"])
+    se.add_argument("id", nargs="?")
+    se.add_argument("--json", action="store_true")
+    se.set_defaults(func=cmd_session)
+
+    sv = sub.add_parser("server", help="the local Prefect server (start | stop | status)")
+    sv.add_argument("action", choices=["start", "stop", "status"])
+    sv.add_argument("--port", type=int)
+    sv.set_defaults(func=cmd_server)
+
+    rp = sub.add_parser("reproduce", help="re-run a manifest's recipe and report outputs whose hash differs")
+    rp.add_argument("manifest", help="manifest.json (or its folder)")
+    rp.add_argument("--out", help="write to another output root instead of the recorded one")
+    rp.add_argument("--use-cache", action="store_true", help="reuse cached artifacts instead of recomputing")
+    rp.set_defaults(func=cmd_reproduce)
+
+    ru = sub.add_parser("runs", help="recent runs with state, duration and output folder")
+    ru.add_argument("recipe", nargs="?")
+    ru.add_argument("--limit", type=int, default=20)
+    ru.set_defaults(func=cmd_runs)
+
+    from . import oneshot
+
+    oneshot.register(sub)
+    for mod in ("cli_models", "cli_deploy", "cli_extra"):
+        try:
+            m = __import__(f"flows.{mod}", fromlist=["register"])
+        except ModuleNotFoundError as e:
+            if e.name != f"flows.{mod}":
+                raise
+            continue
+        m.register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except DepthcraftError as e:
+        from rich.markup import escape
+
+        _console().print(f"[red]error:[/] {escape(str(e))}")
+        if args.verbose:
+            raise
+        return e.exit_code
+    except KeyboardInterrupt:
+        _console().print("interrupted; finished outputs and cache entries are kept")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

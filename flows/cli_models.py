@@ -1,0 +1,129 @@
+"""``depthcraft models list | pull NAME | verify [NAME]``: the ONNX model cache from the command line.
+
+Only parses arguments and calls :mod:`tasks.models`; :func:`register` adds the sub-command to
+the main parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from tasks import models as M
+from tasks.errors import DepthcraftError
+
+
+def _console():
+    import sys
+
+    from rich.console import Console
+
+    # Piped output (logs, tests) gets a wide fixed width rather than rich's 80 columns.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+def cmd_list(args) -> int:
+    from rich.table import Table
+
+    con = _console()
+    table = Table(title=f"ONNX depth models (cache: {M.models_dir()})")
+    for col in ("name", "output", "input", "licence", "size", "cached", "pinned"):
+        table.add_column(col, no_wrap=col in ("name", "cached", "pinned"))
+    trusted = M.trusted_hashes()
+    for info in M.REGISTRY.values():
+        out = "meters" + (f" (<= {info.max_depth_m:g} m)" if info.max_depth_m else "") if info.output == "metric" \
+            else "relative"
+        lic = info.licence + ("" if info.commercial_use else " [yellow](non-commercial)[/]")
+        pinned = "yes" if info.pinned else ("recorded" if info.name in trusted else "[yellow]no[/]")
+        table.add_row(info.name, out, info.input_text(), lic, info.size_text(),
+                      "yes" if M.is_cached(info) else "no", pinned)
+    con.print(table)
+    if args.verbose:
+        for info in M.REGISTRY.values():
+            con.print(f"[bold]{info.name}[/]: {info.description}\n  url: {info.url}\n  sha256: "
+                      f"{info.sha256 or 'not pinned'} ({info.sha256_note})")
+    con.print("Use one with `--provider onnx:NAME` (downloaded on first use when pinned), or fetch it now with "
+              "`depthcraft models pull NAME`.")
+    return 0
+
+
+def cmd_pull(args) -> int:
+    con = _console()
+    info = M.get_model(args.name)
+    if M.is_cached(info) and not args.force:
+        con.print(f"{info.name} is already in the cache: {M.cached_path(info)} (`depthcraft models verify "
+                  f"{info.name}` re-hashes it; --force downloads it again)")
+        return 0
+    path = M.pull(info, trust_unpinned=args.trust_unpinned, force=args.force, progress=not args.quiet,
+                  say=lambda s: con.print(s, markup=False))
+    con.print(f"{info.name}: {path}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    con = _console()
+    names = [args.name] if args.name else [n for n in M.REGISTRY if M.is_cached(M.REGISTRY[n])]
+    if not names:
+        con.print(f"no models in the cache ({M.models_dir()})")
+        return 0
+    bad = 0
+    for name in names:
+        r = M.verify(name)
+        if r.status == "ok":
+            con.print(f"[green]ok[/]        {name}  sha256 {r.got}")
+        elif r.status == "unpinned":
+            con.print(f"[yellow]unpinned[/]  {name}  sha256 {r.got} (no pinned or recorded hash to compare)")
+        elif r.status == "missing":
+            bad += 1
+            con.print(f"[red]missing[/]   {name}  not in {r.path.parent}; run `depthcraft models pull {name}`")
+        else:
+            bad += 1
+            con.print(f"[red]MISMATCH[/]  {name}  expected {r.expected}, got {r.got}; delete {r.path} and run "
+                      f"`depthcraft models pull {name}`")
+    return 1 if bad else 0
+
+
+def handler(args) -> int:
+    """Run the chosen ``models`` action; a depthcraft error becomes one line and its exit code."""
+    action = getattr(args, "models_action", None) or "list"
+    fn = {"list": cmd_list, "pull": cmd_pull, "verify": cmd_verify}[action]
+    if action == "list" and not hasattr(args, "verbose"):
+        args.verbose = False
+    try:
+        return fn(args)
+    except DepthcraftError as e:
+        _console().print(f"[red]error:[/] {e}", markup=True, highlight=False)
+        return e.exit_code
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add ``models`` (list | pull NAME | verify [NAME]) to the main parser's sub-commands."""
+    p = subparsers.add_parser("models", help="list, download and verify the ONNX depth models",
+                              description="The ONNX depth models: list them, download one into the user cache "
+                                          "(DEPTHCRAFT_MODELS_DIR overrides the folder), verify cached files.")
+    sub = p.add_subparsers(dest="models_action")
+    pl = sub.add_parser("list", help="the models, their licences, and which are cached")
+    pl.add_argument("-v", "--verbose", action="store_true", help="also print descriptions, URLs and hashes")
+    pp = sub.add_parser("pull", help="download a model (resumable, verified by sha256)")
+    pp.add_argument("name", help="a model name from `depthcraft models list`")
+    pp.add_argument("--trust-unpinned", action="store_true",
+                    help="download a model that has no pinned sha256, and record the hash it gets")
+    pp.add_argument("--force", action="store_true", help="download again even when cached")
+    pp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    pv = sub.add_parser("verify", help="re-hash cached models against their pinned sha256")
+    pv.add_argument("name", nargs="?", help="one model (default: every cached one)")
+    p.set_defaults(func=handler, verbose=False)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (``python -m flows.cli_models list``), for use before the main CLI exists."""
+    parser = argparse.ArgumentParser(prog="depthcraft")
+    register(parser.add_subparsers(dest="command"))
+    import sys
+
+    args = parser.parse_args(["models", *(sys.argv[1:] if argv is None else argv)])
+    return args.func(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,286 @@
+"""From a validated recipe to a plan: resolved inputs, ordered steps, and a cache key per node.
+
+A node is one step on one image. Its cache key is the hash of everything that determines its
+output and nothing else: step kind, step code version, parameters after defaults, provider
+identity (when the step uses one), the input photo's content hash, a given depth map's hash,
+and the keys of its upstream nodes. Nothing time- or path-dependent enters it, so the same
+recipe on the same photos finds its artifacts again wherever and whenever it runs.
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from tasks.catalog import get_step
+from tasks.depthmap import USER_KINDS
+from tasks.errors import DepthcraftError, InputError, RecipeError
+from tasks.images import IMAGE_SUFFIXES
+from tasks.steps import StepSpec
+from tasks.store import Artifact, sha256_file, stable_hash
+
+from .recipe import InputEntry, Recipe, RecipeSource
+from .workspace import Workspace
+
+URL_RE = re.compile(r"^https?://", re.I)
+
+
+@dataclass
+class ImageInput:
+    name: str
+    origin: str  # the path or URL the user gave
+    source: Artifact | None = None
+    given_depth: Artifact | None = None
+    error: str | None = None  # why this input cannot be used (the run goes on with the others)
+
+
+@dataclass
+class StepNode:
+    step_id: str
+    kind: str
+    image: str
+    key: str
+    params: Any  # the step's pydantic params model
+    provider: str
+    upstream: list[str]  # step ids
+    step_provider: bool = False
+
+
+@dataclass
+class Plan:
+    recipe: Recipe
+    src: RecipeSource
+    session_id: str
+    images: list[ImageInput]
+    order: list[str]  # step ids, topologically sorted
+    specs: dict[str, StepSpec]
+    nodes: dict[tuple[str, str], StepNode] = field(default_factory=dict)
+    out_root: Path = Path(".")
+    out_dirs: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def ok_images(self) -> list[ImageInput]:
+        return [i for i in self.images if i.error is None]
+
+    def options(self) -> dict:
+        ins = self.recipe.inputs
+        return {"max_pixels": ins.max_pixels, "downscale": ins.downscale}
+
+
+# -- steps -----------------------------------------------------------------------------------
+def order_steps(recipe: Recipe, src: RecipeSource) -> list[str]:
+    """Topological order of the step ids; refuses duplicates, unknown `from` and cycles."""
+    ids: dict[str, int] = {}
+    for i, s in enumerate(recipe.steps):
+        if s.id in ids:
+            raise src.error(f"duplicate step id {s.id!r} (also step {ids[s.id] + 1})", ("steps", i, "id"))
+        ids[s.id] = i
+    for i, s in enumerate(recipe.steps):
+        for j, f in enumerate(s.from_):
+            if f not in ids:
+                raise src.error(f"`from` names {f!r}, which is not a step id; steps: {', '.join(ids)}",
+                                ("steps", i, "from"))
+            if f == s.id:
+                raise src.error(f"step {s.id!r} reads from itself", ("steps", i, "from"))
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+
+    def visit(sid: str, path: list[str]):
+        if state.get(sid) == 2:
+            return
+        if state.get(sid) == 1:
+            cyc = path[path.index(sid):] + [sid]
+            raise src.error(f"the steps form a cycle: {' -> '.join(cyc)}", ("steps", ids[sid], "from"))
+        state[sid] = 1
+        for f in recipe.steps[ids[sid]].from_:
+            visit(f, path + [sid])
+        state[sid] = 2
+        order.append(sid)
+
+    for s in recipe.steps:
+        visit(s.id, [])
+    return order
+
+
+def validate_params(recipe: Recipe, src: RecipeSource) -> dict[str, tuple[StepSpec, Any]]:
+    """Each step's spec and validated parameters; errors name the recipe line and key."""
+    out = {}
+    for i, s in enumerate(recipe.steps):
+        try:
+            spec = get_step(s.uses)
+        except DepthcraftError as e:
+            raise src.error(e.message.replace("parameter 'uses': ", ""), ("steps", i, "uses"),
+                            hint="`depthcraft steps` lists the step kinds") from None
+        values = dict(s.with_)
+        if "use_case" in spec.params.model_fields and "use_case" not in values and recipe.use_case:
+            values["use_case"] = recipe.use_case
+        try:
+            params = spec.params.model_validate(values)
+        except ValidationError as e:
+            err = e.errors()[0]
+            loc = ("steps", i, "with") + tuple(err["loc"])
+            if err["type"] == "extra_forbidden":
+                known = ", ".join(sorted(spec.params.model_fields))
+                raise src.error(f"unknown parameter {err['loc'][-1]!r} for step kind {s.uses!r}", loc,
+                                hint=f"{s.uses} takes: {known}") from None
+            raise src.error(f"{err['msg']} (got {err.get('input')!r})", loc) from None
+        if spec.needs_depth and not s.from_ and not _inputs_have_depth(recipe):
+            raise src.error(f"step {s.id!r} ({s.uses}) needs a depth map: add `from: <an estimate step>`",
+                            ("steps", i))
+        out[s.id] = (spec, params)
+    return out
+
+
+def _inputs_have_depth(recipe: Recipe) -> bool:
+    return all(isinstance(e, InputEntry) and e.depth for e in recipe.inputs.images)
+
+
+# -- inputs ----------------------------------------------------------------------------------
+def _fetch_url(url: str, ws: Workspace) -> Path:
+    """Download an input URL once into the workspace (keyed by URL); errors name the URL."""
+    import httpx
+
+    from tasks.store import atomic_write_bytes, sha256_bytes
+
+    dst = ws.downloads / (sha256_bytes(url.encode())[:24] + Path(url.split("?")[0]).suffix.lower()[:6])
+    if dst.exists():
+        return dst
+    try:
+        with httpx.Client(follow_redirects=True, timeout=httpx.Timeout(30.0)) as c:
+            r = c.get(url)
+            r.raise_for_status()
+    except httpx.HTTPStatusError as e:
+        raise InputError(f"download failed: HTTP {e.response.status_code}", path=url) from None
+    except httpx.HTTPError as e:
+        raise InputError(f"unreachable URL ({type(e).__name__}: {e})", path=url,
+                         hint="check the address and your network, or download it and give the path") from None
+    atomic_write_bytes(dst, r.content)
+    return dst
+
+
+def _expand(pattern: str, base: Path) -> list[str]:
+    if URL_RE.match(pattern):
+        return [pattern]
+    p = Path(pattern).expanduser()
+    full = p if p.is_absolute() else base / p
+    if glob.has_magic(pattern):
+        hits = sorted(h for h in glob.glob(str(full), recursive=True) if Path(h).suffix.lower() in IMAGE_SUFFIXES)
+        return hits
+    return [str(full)]
+
+
+def _unique_name(stem: str, taken: set[str]) -> str:
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("._") or "image"
+    name, n = stem, 2
+    while name in taken:
+        name, n = f"{stem}-{n}", n + 1
+    taken.add(name)
+    return name
+
+
+def resolve_inputs(recipe: Recipe, src: RecipeSource, ws: Workspace, *, fetch: bool = True) -> list[ImageInput]:
+    """Expand globs, fetch URLs, hash every file. A bad input is kept with its ``error``."""
+    base = src.base_dir
+    out: list[ImageInput] = []
+    taken: set[str] = set()
+    for i, entry in enumerate(recipe.inputs.images):
+        e = entry if isinstance(entry, InputEntry) else InputEntry(image=entry)
+        hits = _expand(e.image, base)
+        if not hits:
+            raise src.error(f"no image matches {e.image!r} (relative to {base})", ("inputs", "images", i))
+        for h in hits:
+            stem = e.name if (e.name and len(hits) == 1) else Path(h.split("?")[0]).stem
+            item = ImageInput(name=_unique_name(stem, taken), origin=h)
+            out.append(item)
+            try:
+                if URL_RE.match(h):
+                    local = _fetch_url(h, ws) if fetch else None
+                    if local is None:
+                        continue
+                else:
+                    local = Path(h)
+                    if not local.exists():
+                        line = src.line_of(("inputs", "images", i))
+                        raise InputError(f"no such file (recipe {src.file}:{line})", path=h)
+                    if local.is_dir():
+                        raise InputError("is a folder; use a glob such as photos/*.jpg", path=h)
+                item.source = Artifact(path=str(local.resolve()), sha256=sha256_file(local), kind="image",
+                                       meta={"origin": h, "name": item.name})
+                if e.depth:
+                    dp = Path(e.depth).expanduser()
+                    dp = dp if dp.is_absolute() else base / dp
+                    if not dp.exists():
+                        raise InputError("no such depth file", path=str(dp))
+                    item.given_depth = Artifact(path=str(dp.resolve()), sha256=sha256_file(dp), kind="depth",
+                                                meta={"kind": USER_KINDS[e.depth_kind], "source": "given",
+                                                      "given_path": str(dp)})
+            except InputError as err:
+                item.error = str(err)
+    return out
+
+
+# -- the plan --------------------------------------------------------------------------------
+def derive_session_id(recipe: Recipe, images: list[ImageInput]) -> str:
+    if recipe.session:
+        return recipe.session
+    digest = stable_hash({"recipe": recipe.name, "inputs": sorted(i.source.sha256 if i.source else i.origin for i in images)})
+    return f"{recipe.name}-{digest[:10]}"
+
+
+def provider_identity(provider: str, mode: str, cache: dict) -> dict:
+    if provider not in cache:
+        from tasks.providers import get_provider
+
+        cache[provider] = get_provider(provider).identity()
+    return {**cache[provider], "mode": mode}
+
+
+def output_dir(recipe: Recipe, root: Path, image: str, session: str) -> Path:
+    rel = recipe.output.format(recipe=recipe.name, image=image, session=session)
+    d = (root / rel).resolve()
+    if root.resolve() not in (d, *d.parents):
+        raise RecipeError(f"output folder {d} escapes the output root {root}", key="output")
+    return d
+
+
+def compile_plan(recipe: Recipe, src: RecipeSource, ws: Workspace, *, out_root: str | Path | None = None,
+                 fetch: bool = True) -> Plan:
+    order = order_steps(recipe, src)
+    validated = validate_params(recipe, src)
+    images = resolve_inputs(recipe, src, ws, fetch=fetch)
+    plan = Plan(recipe=recipe, src=src, session_id=derive_session_id(recipe, images), images=images, order=order,
+                specs={sid: validated[sid][0] for sid in order}, out_root=Path(out_root or Path.cwd()).resolve())
+    decls = {s.id: s for s in recipe.steps}
+    ident_cache: dict = {}
+    options = plan.options()
+    for img in images:
+        plan.out_dirs[img.name] = output_dir(recipe, plan.out_root, img.name, plan.session_id)
+        if img.source is None:
+            continue
+        for sid in order:
+            spec, params = validated[sid]
+            d = decls[sid]
+            provider = d.provider or recipe.provider
+            body = {
+                "step": spec.kind, "version": spec.version, "params": params.model_dump(mode="json"),
+                "image": img.source.sha256, "upstream": [plan.nodes[(u, img.name)].key for u in d.from_],
+                "options": options,
+            }
+            if img.given_depth is not None:
+                body["given_depth"] = [img.given_depth.sha256, img.given_depth.meta["kind"]]
+            if spec.uses_provider or d.provider:
+                try:
+                    body["provider"] = provider_identity(provider, recipe.mode, ident_cache)
+                except DepthcraftError as e:
+                    i = recipe.steps.index(d)
+                    raise src.error(str(e), ("steps", i, "provider") if d.provider else ("provider",)) from None
+                body["answers"] = recipe.answers
+            plan.nodes[(sid, img.name)] = StepNode(step_id=sid, kind=spec.kind, image=img.name, key=stable_hash(body),
+                                                   params=params, provider=provider, upstream=list(d.from_),
+                                                   step_provider=bool(d.provider))
+    return plan

@@ -1,0 +1,82 @@
+"""Running one node (one step on one image) outside of Prefect, and publishing its files.
+
+:func:`execute_node` is what the Prefect task wraps. It takes and returns plain JSON-safe data
+(artifact references, never arrays), so the same call works in a thread, in a Dask worker on
+another machine that sees the same workspace, or in a test without Prefect at all.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from tasks.catalog import get_step
+from tasks.steps import StepContext
+from tasks.store import Artifact, Store, atomic_copy, sha256_file
+
+from . import progress
+from .workspace import Workspace
+
+
+def execute_node(payload: dict, upstream: list[dict]) -> dict:
+    """Run the step described by ``payload`` on one image; store its outputs under its key.
+
+    ``payload`` holds: key, step_id, kind, image, source (artifact dict), given_depth, params
+    (JSON), provider, step_provider, mode, session_id, options, workspace. ``upstream`` holds
+    the results of the upstream nodes (as returned by this function). Returns
+    ``{"outputs": {name: artifact dict}, "seconds": float, "reused": bool}``.
+    """
+    ws = Workspace.default(payload["workspace"])
+    store = ws.store
+    key = payload["key"]
+    found = store.load_record(key)
+    if found is not None:  # artifacts already made (e.g. Prefect's result store was cleared)
+        return {"outputs": {k: a.to_dict() for k, a in found.items()}, "seconds": 0.0, "reused": True}
+    spec = get_step(payload["kind"])
+    params = spec.params.model_validate(payload["params"])
+    workdir = ws.tmp / f"{key[:16]}-{time.monotonic_ns()}"
+    label = f"{payload['step_id']}[{payload['image']}]"
+    ctx = StepContext(
+        step_id=payload["step_id"], image_name=payload["image"], source=Artifact.from_dict(payload["source"]),
+        workdir=workdir, session_id=payload["session_id"], provider=payload["provider"], mode=payload["mode"],
+        upstream=[{k: Artifact.from_dict(a) for k, a in u["outputs"].items()} for u in upstream],
+        given_depth=Artifact.from_dict(payload["given_depth"]) if payload.get("given_depth") else None,
+        options={**payload.get("options", {}), "step_provider": payload.get("step_provider", False)},
+        progress=progress.callback(label),
+    )
+    t0 = time.perf_counter()
+    try:
+        produced = spec.run(ctx, params)
+        seconds = time.perf_counter() - t0
+        outputs: dict[str, Artifact] = {}
+        for name, out in produced.items():
+            a = store.put_file(out.path, out.kind, {**out.meta, "publish": out.publish}, move=True)
+            outputs[name] = a
+        store.save_record(key, outputs, {"step": payload["kind"], "seconds": seconds})
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {"outputs": {k: a.to_dict() for k, a in outputs.items()}, "seconds": seconds, "reused": False}
+
+
+def output_name(step_id: str, name: str, primary: str, suffix: str) -> str:
+    """``<step id><suffix>`` for the primary output, ``<step id>-<name><suffix>`` for the others."""
+    return f"{step_id}{suffix}" if name == primary else f"{step_id}-{name}{suffix}"
+
+
+def publish(result: dict, step_id: str, primary: str, out_dir: Path) -> dict[str, dict]:
+    """Copy a node's published outputs into ``out_dir`` (atomically, skipping identical files)."""
+    done: dict[str, dict] = {}
+    for name, ad in result["outputs"].items():
+        a = Artifact.from_dict(ad)
+        if not a.meta.get("publish", True):
+            continue
+        dst = out_dir / output_name(step_id, name, primary, a.suffix)
+        if not (dst.exists() and dst.stat().st_size == Path(a.path).stat().st_size and sha256_file(dst) == a.sha256):
+            atomic_copy(a.path, dst)
+        done[name] = {"path": str(dst), "sha256": a.sha256, "kind": a.kind}
+    return done
+
+
+def store_for(payload: dict) -> Store:
+    return Workspace.default(payload["workspace"]).store

@@ -1,0 +1,125 @@
+"""The manifest every run writes beside its outputs, and reproducing a run from it.
+
+``manifest.json`` holds the recipe (text and hash, overrides, resolved parameters), every
+input and output with its sha256, the versions of the code that made them, the provider and
+model identity, the session id, and per-step timings and cache hits. ``reproduce`` runs the
+recorded recipe again (recomputing by default) and lists every output whose hash differs.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+from tasks.store import atomic_write_bytes, sha256_bytes
+
+MANIFEST = "manifest.json"
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for dist in ("depthcraft", "prefect", "numpy", "opencv-python-headless", "moviepy", "pillow", "onnxruntime",
+                 "scikit-image", "pydantic"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    try:
+        import imageio_ffmpeg
+
+        out["ffmpeg"] = imageio_ffmpeg.get_ffmpeg_version()
+    except Exception:  # noqa: BLE001 - versions are informative, never fatal
+        pass
+    return out
+
+
+def manifest_dir(out_dirs: list[Path], root: Path) -> Path:
+    """The deepest folder holding every image's output folder (the folder itself for one image)."""
+    if not out_dirs:
+        return root
+    common = Path(*Path(out_dirs[0]).parts)
+    for d in out_dirs[1:]:
+        parts = []
+        for a, b in zip(common.parts, Path(d).parts):
+            if a != b:
+                break
+            parts.append(a)
+        common = Path(*parts)
+    return common
+
+
+def build(plan, *, run_id: str | None, started: float, nodes: list[dict], failures: list[dict],
+          identities: dict) -> dict:
+    r = plan.recipe
+    return {
+        "depthcraft_manifest": 1,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "run_id": run_id,
+        "session_id": plan.session_id,
+        "recipe": {
+            "name": r.name, "file": plan.src.file, "text": plan.src.text,
+            "sha256": sha256_bytes(plan.src.text.encode()), "overrides": plan.src.overrides,
+            "resolved": r.model_dump(mode="json", by_alias=True, exclude_none=True),
+        },
+        "out_root": str(plan.out_root),
+        "provider": {"name": r.provider, "mode": r.mode, "identities": identities},
+        "inputs": [{"name": i.name, "origin": i.origin, "sha256": i.source.sha256 if i.source else None,
+                    "depth": i.given_depth.meta.get("given_path") if i.given_depth else None,
+                    "depth_sha256": i.given_depth.sha256 if i.given_depth else None, "error": i.error}
+                   for i in plan.images],
+        "steps": nodes,
+        "failures": failures,
+        "versions": versions(),
+        "platform": {"system": platform.system(), "machine": platform.machine(), "argv0": Path(sys.argv[0]).name},
+        "duration_s": round(time.time() - started, 3),
+    }
+
+
+def write(manifest: dict, folder: Path) -> Path:
+    p = Path(folder) / MANIFEST
+    atomic_write_bytes(p, json.dumps(manifest, indent=2, sort_keys=False).encode())
+    return p
+
+
+def read(path: str | Path) -> dict:
+    from tasks.errors import InputError
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / MANIFEST
+    try:
+        m = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise InputError("no such manifest", path=str(p)) from None
+    except ValueError as e:
+        raise InputError(f"not a JSON manifest ({e})", path=str(p)) from None
+    if m.get("depthcraft_manifest") != 1:
+        raise InputError("not a depthcraft manifest", path=str(p))
+    return m
+
+
+def output_hashes(manifest: dict) -> dict[str, str]:
+    """{published path: sha256} over every node of a manifest."""
+    out = {}
+    for n in manifest.get("steps", []):
+        for o in (n.get("outputs") or {}).values():
+            out[o["path"]] = o["sha256"]
+    return out
+
+
+def compare(old: dict, new: dict) -> list[dict]:
+    """Outputs whose hash differs (or that appeared / went missing) between two manifests."""
+    a, b = output_hashes(old), output_hashes(new)
+    diffs = []
+    for path in sorted(set(a) | set(b)):
+        if a.get(path) != b.get(path):
+            diffs.append({"path": path, "recorded": a.get(path), "now": b.get(path)})
+    ins_old = {i["name"]: i["sha256"] for i in old.get("inputs", [])}
+    for i in new.get("inputs", []):
+        if i["name"] in ins_old and ins_old[i["name"]] != i["sha256"]:
+            diffs.append({"path": i["origin"], "recorded": ins_old[i["name"]], "now": i["sha256"], "input": True})
+    return diffs

@@ -1,0 +1,183 @@
+"""One-shot commands: one step on one image, no recipe and no flow.
+
+``depthcraft <step> IMAGE -o OUT [--depth D --depth-kind K] [--<param> VALUE ...]``. Every
+scalar parameter of the step becomes a ``--param-name`` option; others are set with
+``--set name=value`` (YAML values). The suffix of ``-o`` may pick parameters (a format, a
+container) through the step's ``params_for_output``. The step's main output is written to
+``OUT``; its other published outputs next to it as ``<OUT stem>-<name><suffix>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import types
+import typing
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from tasks.catalog import steps
+from tasks.depthmap import USER_KINDS
+from tasks.errors import InputError, ParameterError
+from tasks.steps import StepContext, StepSpec
+from tasks.store import Artifact, atomic_copy, sha256_file
+
+GENERIC = {"output", "depth", "depth_kind", "provider", "mode", "session", "set", "max_pixels", "downscale", "image"}
+
+
+def _scalar_type(ann) -> tuple[str, Any] | None:
+    """('bool'|'choice'|'value', choices) for annotations a command-line flag can carry."""
+    origin = typing.get_origin(ann)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(ann) if a is not type(None)]
+        if len(args) == 1:
+            return _scalar_type(args[0])
+        if all(a in (int, float, str) for a in args):
+            return ("value", None)
+        return None
+    if origin is Literal:
+        return ("choice", [str(a) for a in typing.get_args(ann)])
+    if ann is bool:
+        return ("bool", None)
+    if ann in (int, float, str):
+        return ("value", None)
+    return None
+
+
+def add_step_parser(sub, spec: StepSpec) -> None:
+    p = sub.add_parser(spec.kind, help=spec.summary, description=f"{spec.summary}. " + __doc__.split("\n\n")[1],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("image", help="the photo (JPEG, PNG, WebP, TIFF...)")
+    p.add_argument("-o", "--output", required=True, help="the file to write (its suffix may choose the format)")
+    p.add_argument("--depth", help="a depth map for the photo (PNG 8/16-bit, PGM, PFM, NPY, NPZ)")
+    p.add_argument("--depth-kind", choices=sorted(USER_KINDS), default="disparity",
+                   help="what --depth values mean: disparity/relative (larger = nearer) or depth/metric "
+                        "(larger = farther); default disparity")
+    p.add_argument("--provider", default="classic", help="classic | onnx:<model or path> | eachsense")
+    p.add_argument("--mode", choices=["max", "eco"], default="max", help="provider quality")
+    p.add_argument("--session", help="session id (remote providers continue it)")
+    p.add_argument("--max-pixels", type=int, help="refuse photos larger than this many pixels (default 50 MP)")
+    p.add_argument("--downscale", action="store_true", help="downscale photos over the limit instead of refusing")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="set any parameter, including nested ones (YAML value)")
+    for name, f in spec.params.model_fields.items():
+        if name in GENERIC:
+            continue
+        kind = _scalar_type(f.annotation)
+        if kind is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        help_ = (f.description or "") + (f" (default: {f.default})" if f.default is not None and not callable(f.default) else "")
+        help_ = help_.replace("%", "%%")
+        if kind[0] == "bool":
+            p.add_argument(flag, dest=f"param_{name}", action=argparse.BooleanOptionalAction, default=None, help=help_)
+        elif kind[0] == "choice":
+            p.add_argument(flag, dest=f"param_{name}", choices=kind[1], default=None, help=help_)
+        else:
+            p.add_argument(flag, dest=f"param_{name}", default=None, metavar=name.upper(), help=help_)
+    p.set_defaults(func=run_oneshot, step_kind=spec.kind)
+
+
+def register(sub) -> None:
+    for spec in steps().values():
+        add_step_parser(sub, spec)
+
+
+def params_from_args(spec: StepSpec, args) -> Any:
+    from pydantic import ValidationError
+
+    values: dict[str, Any] = {}
+    if spec.params_for_output is not None:
+        values.update(spec.params_for_output(Path(args.output)))
+    for name in spec.params.model_fields:
+        v = getattr(args, f"param_{name}", None)
+        if v is not None:
+            values[name] = v
+    for s in args.set:
+        if "=" not in s:
+            raise ParameterError(f"--set {s!r}: expected NAME=VALUE", parameter="--set")
+        k, raw = s.split("=", 1)
+        node = values
+        parts = k.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw) if raw else ""
+    try:
+        return spec.params.model_validate(values)
+    except ValidationError as e:
+        err = e.errors()[0]
+        name = ".".join(str(x) for x in err["loc"])
+        if err["type"] == "extra_forbidden":
+            raise ParameterError(f"{spec.kind} has no parameter {name!r}", parameter=name,
+                                 hint=f"`depthcraft steps {spec.kind}` lists them") from None
+        raise ParameterError(f"{err['msg']} (got {err.get('input')!r})", parameter="--" + name.replace("_", "-")) from None
+
+
+def run_oneshot(args) -> int:
+    from rich.console import Console
+
+    from . import progress
+
+    spec = steps()[args.step_kind]
+    params = params_from_args(spec, args)
+    img = Path(args.image)
+    if not img.exists():
+        raise InputError("no such file", path=str(img))
+    source = Artifact(path=str(img.resolve()), sha256=sha256_file(img), kind="image", meta={"origin": str(img), "name": img.stem})
+    given = None
+    if args.depth:
+        d = Path(args.depth)
+        if not d.exists():
+            raise InputError("no such depth file", path=str(d))
+        given = Artifact(path=str(d.resolve()), sha256=sha256_file(d), kind="depth",
+                         meta={"kind": USER_KINDS[args.depth_kind], "source": "given", "given_path": str(d)})
+    elif spec.needs_depth and spec.kind != "estimate":
+        given = None  # computed below with the provider, like a recipe's estimate -> step chain
+    session = args.session or f"oneshot-{uuid.uuid4().hex[:10]}"
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    console = Console(stderr=True)
+    with tempfile.TemporaryDirectory(prefix="depthcraft-") as tmp:
+        options = {"max_pixels": args.max_pixels, "downscale": args.downscale}
+        ctx = StepContext(step_id=spec.kind, image_name=img.stem, source=source, workdir=Path(tmp) / "work",
+                          session_id=session, provider=args.provider, mode=args.mode, given_depth=given,
+                          options={**options, "step_provider": args.provider != "classic"})
+        if spec.needs_depth and given is None:
+            ctx.upstream = [_estimate_first(ctx, Path(tmp) / "estimate")]
+        reporter = progress.RichReporter(total=1, description=spec.kind, transient=True) if console.is_terminal else None
+        if reporter:
+            ctx.progress = lambda d, t: reporter.update("frames", d, t)
+            with reporter, progress.reporting(reporter):
+                produced = spec.run(ctx, params)
+        else:
+            produced = spec.run(ctx, params)
+        written = []
+        for name, o in produced.items():
+            if name == spec.primary:
+                atomic_copy(o.path, out)
+                written.append(out)
+            elif o.publish:
+                dst = out.with_name(f"{out.stem}-{name}{Path(o.path).suffix}")
+                atomic_copy(o.path, dst)
+                written.append(dst)
+    for w in written:
+        console.print(f"wrote {w}")
+    return 0
+
+
+def _estimate_first(ctx: StepContext, workdir: Path) -> dict[str, Artifact]:
+    """A step that needs depth but got no --depth: estimate it with the provider first."""
+    est = steps()["estimate"]
+    sub = StepContext(step_id="estimate", image_name=ctx.image_name, source=ctx.source, workdir=workdir,
+                      session_id=ctx.session_id, provider=ctx.provider, mode=ctx.mode, options=ctx.options)
+    sub._photo = ctx.photo()
+    produced = est.run(sub, est.params())
+    ctx._photo = sub._photo
+    d = produced["depth"]
+    keep = workdir.parent / "estimated-depth.npy"
+    shutil.copyfile(d.path, keep)
+    return {"depth": Artifact(path=str(keep), sha256=sha256_file(keep), kind="depth", meta=d.meta)}

@@ -1,0 +1,191 @@
+"""A recipe as a Prefect flow: one task run per step and image, cached by content.
+
+The flow reads like the recipe it runs: load the recipe, compile the plan, submit each step
+for each image with its upstream futures (so Prefect sees the DAG and runs independent steps
+and images concurrently), then publish outputs, log the session turns and write the manifest.
+
+Caching is Prefect's own: each task run's cache key is the node's content key (see
+:mod:`flows.compile`), results are persisted in the workspace, and a hit shows as *Cached* in
+Prefect. Tasks exchange artifact references (path + sha256), never arrays.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.context import get_run_context
+from prefect.futures import as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from tasks.errors import DepthcraftError
+
+from . import manifest as mf
+from . import progress
+from .compile import Plan, compile_plan, provider_identity
+from .execute import execute_node, publish
+from .recipe import load_recipe
+from .session import SessionLog
+from .workspace import Workspace
+
+
+class RunFailed(DepthcraftError):
+    """Some nodes failed; everything else was produced and kept. Carries the run summary."""
+
+    def __init__(self, summary: dict):
+        self.summary = summary
+        n = len(summary["failures"])
+        super().__init__(f"{n} step run{'s' if n != 1 else ''} failed; see the summary above "
+                         f"and {summary.get('manifest') or 'the log'}")
+
+
+def _node_key(context, parameters: dict) -> str:
+    return parameters["payload"]["key"]
+
+
+@task(name="step", persist_result=True, cache_key_fn=_node_key, retries=0)
+def step_task(payload: dict, upstream: list[dict], session_id: str) -> dict:
+    """One step on one image: a thin wrapper over :func:`flows.execute.execute_node`."""
+    return execute_node(payload, upstream)
+
+
+def default_workers() -> int:
+    env = os.environ.get("DEPTHCRAFT_WORKERS")
+    return int(env) if env else max(2, os.cpu_count() or 2)
+
+
+def _payload(plan: Plan, ws: Workspace, sid: str, img) -> dict:
+    node = plan.nodes[(sid, img.name)]
+    return {
+        "key": node.key, "step_id": sid, "kind": node.kind, "image": img.name,
+        "source": img.source.to_dict(), "given_depth": img.given_depth.to_dict() if img.given_depth else None,
+        "params": node.params.model_dump(mode="json"), "provider": node.provider, "step_provider": node.step_provider,
+        "mode": plan.recipe.mode, "session_id": plan.session_id, "workspace": str(ws.root),
+        "options": {**plan.options(), "answers": plan.recipe.answers},
+    }
+
+
+def run_plan(plan: Plan, ws: Workspace, *, refresh: bool = False) -> dict:
+    """Submit every node, wait, publish, log and write the manifest. Returns the run summary."""
+    started = time.time()
+    try:
+        run_id = str(get_run_context().flow_run.id)
+    except Exception:  # noqa: BLE001 - outside a flow run (tests of run_plan itself)
+        run_id = None
+    store = ws.store
+    session = SessionLog(ws, plan.session_id)
+    futures: dict = {}
+    meta: dict = {}
+    for img in plan.ok_images:
+        for sid in plan.order:
+            node = plan.nodes[(sid, img.name)]
+            opts = dict(name=node.kind, task_run_name=f"{sid}[{img.name}]",
+                        tags=["depthcraft", f"step:{node.kind}", node.provider.split(":")[0]],
+                        result_storage=ws.results, refresh_cache=refresh or not store.has(node.key))
+            ups = [futures[(u, img.name)] for u in node.upstream]
+            fut = step_task.with_options(**opts).submit(_payload(plan, ws, sid, img), ups, plan.session_id)
+            futures[(sid, img.name)] = fut
+            meta[fut.task_run_id] = (sid, img.name)
+
+    nodes, failures = [], []
+    for img in plan.images:
+        if img.error:
+            failures.append({"step": None, "image": img.name, "error": img.error})
+    for fut in as_completed(list(futures.values())):
+        sid, image = meta[fut.task_run_id]
+        node = plan.nodes[(sid, image)]
+        fut.wait()  # the done-callback can fire before the final state is attached
+        state = fut.state
+        rec = {"step": sid, "kind": node.kind, "image": image, "key": node.key,
+               "params": node.params.model_dump(mode="json"), "provider": node.provider}
+        if state.is_completed():
+            result = state.result()
+            out_dir = plan.out_dirs[image]
+            outs = publish(result, sid, plan.specs[sid].primary, out_dir)
+            cached = state.name == "Cached" or result.get("reused", False)
+            rec.update(status="cached" if cached else "computed", cached=cached,
+                       seconds=round(result["seconds"], 3), outputs=outs)
+        else:
+            err = _state_error(state)
+            rec.update(status="failed" if not err.startswith("skipped") else "skipped", cached=False, error=err)
+            failures.append({"step": sid, "image": image, "error": err})
+        nodes.append(rec)
+        session.append({"run_id": run_id, "recipe": plan.recipe.name,
+                        **{k: v for k, v in rec.items() if k != "key"}, "key": node.key[:16]})
+        progress.advance()
+
+    order = {(sid, img.name): i for i, (sid, img) in enumerate((s, im) for im in plan.images for s in plan.order)}
+    nodes.sort(key=lambda n: order.get((n["step"], n["image"]), 0))
+    idents = {}
+    for p in {n.provider for n in plan.nodes.values()}:
+        try:
+            idents[p] = provider_identity(p, plan.recipe.mode, {})
+        except DepthcraftError:
+            pass
+    man = mf.build(plan, run_id=run_id, started=started, nodes=nodes, failures=failures, identities=idents)
+    folder = mf.manifest_dir([plan.out_dirs[i.name] for i in plan.images], plan.out_root)
+    mpath = mf.write(man, folder)
+    summary = {
+        "run_id": run_id, "recipe": plan.recipe.name, "session_id": plan.session_id, "manifest": str(mpath),
+        "out_dir": str(folder), "computed": sum(n["status"] == "computed" for n in nodes),
+        "cached": sum(n["status"] == "cached" for n in nodes), "failures": failures,
+        "nodes": len(nodes), "images": len(plan.images), "duration_s": round(time.time() - started, 3),
+    }
+    _record_run(ws, summary)
+    return summary
+
+
+def _state_error(state) -> str:
+    if state.name == "NotReady" or "upstream" in (state.message or "").lower():
+        return "skipped: an upstream step failed"
+    try:
+        state.result(raise_on_failure=True)
+    except Exception as e:  # noqa: BLE001 - we report whatever the step raised
+        return str(e) or type(e).__name__
+    return state.message or state.name
+
+
+def _record_run(ws: Workspace, summary: dict) -> None:
+    import json
+
+    ws.runs.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({k: summary[k] for k in ("run_id", "recipe", "session_id", "out_dir", "manifest", "computed",
+                                                 "cached", "nodes", "duration_s")}
+                      | {"failed": len(summary["failures"]), "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    with open(ws.runs / "runs.jsonl", "a") as f:
+        f.write(line + "\n")
+
+
+@flow(name="depthcraft-recipe", log_prints=True, validate_parameters=False)
+def recipe_flow(recipe_text: str, recipe_file: str = "<recipe>", overrides: list[str] | None = None,
+                out_root: str | None = None, workspace: str | None = None, refresh: bool = False) -> dict:
+    """Run a recipe: compile it (inputs are resolved now, so a scheduled run sees new photos),
+    run every step on every image, write outputs, session turns and the manifest."""
+    recipe, src = load_recipe(recipe_file, overrides=overrides or [], text=recipe_text)
+    ws = Workspace.default(workspace)
+    plan = compile_plan(recipe, src, ws, out_root=out_root or os.getcwd())
+    get_run_logger().info("recipe %s: %d image(s) x %d step(s), session %s", recipe.name, len(plan.images),
+                          len(plan.order), plan.session_id)
+    summary = run_plan(plan, ws, refresh=refresh)
+    if summary["failures"]:
+        raise RunFailed(summary)
+    return summary
+
+
+def flow_for(recipe, *, task_runner=None):
+    """The recipe flow named after the recipe, with the recipe's task runner."""
+    runner = task_runner or ThreadPoolTaskRunner(max_workers=default_workers())
+    return recipe_flow.with_options(name=f"depthcraft-{recipe.name}", task_runner=runner,
+                                    flow_run_name=f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def run_recipe(path: str | Path, *, overrides: list[str] | None = None, out_root: str | None = None,
+               workspace: str | None = None, refresh: bool = False, task_runner=None) -> dict:
+    """Run a recipe file as a Prefect flow in this process. Raises RunFailed on partial failure."""
+    text = Path(path).read_text(encoding="utf-8") if Path(path).exists() else None
+    recipe, _ = load_recipe(path, overrides=overrides or [])  # fail fast, before any flow run exists
+    f = flow_for(recipe, task_runner=task_runner)
+    return f(recipe_text=text, recipe_file=str(Path(path).resolve()), overrides=list(overrides or []),
+             out_root=str(Path(out_root or os.getcwd()).resolve()), workspace=workspace, refresh=refresh)

@@ -1,0 +1,56 @@
+"""Where depthcraft keeps its state: the artifact store, sessions, downloads and the local server.
+
+The workspace is ``$DEPTHCRAFT_HOME`` when set, else the user data folder (platformdirs), e.g.
+``~/.local/share/depthcraft`` on Linux. Everything in it is a cache or a log: deleting it loses
+no output, only the speed of the next run and the session history.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from platformdirs import user_data_dir
+
+from tasks.store import Store
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @classmethod
+    def default(cls, root: str | os.PathLike | None = None) -> "Workspace":
+        r = root or os.environ.get("DEPTHCRAFT_HOME") or user_data_dir("depthcraft", appauthor=False)
+        p = Path(r).expanduser().resolve()
+        p.mkdir(parents=True, exist_ok=True)
+        return cls(p)
+
+    @property
+    def store(self) -> Store:
+        return Store(self.root / "store")
+
+    @property
+    def sessions(self) -> Path:
+        return self.root / "sessions"
+
+    @property
+    def downloads(self) -> Path:
+        return self.root / "downloads"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.root / "prefect"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "prefect-results"
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
