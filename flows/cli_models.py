@@ -37,7 +37,7 @@ def cmd_list(args) -> int:
         table.add_row(info.name, out, info.input_text(), lic, info.size_text(),
                       "yes" if M.is_cached(info) else "no", pinned)
     con.print(table)
-    if args.verbose:
+    if getattr(args, "models_long", False):
         for info in M.REGISTRY.values():
             con.print(f"[bold]{info.name}[/]: {info.description}\n  url: {info.url}\n  sha256: "
                       f"{info.sha256 or 'not pinned'} ({info.sha256_note})")
@@ -86,12 +86,12 @@ def handler(args) -> int:
     """Run the chosen ``models`` action; a depthcraft error becomes one line and its exit code."""
     action = getattr(args, "models_action", None) or "list"
     fn = {"list": cmd_list, "pull": cmd_pull, "verify": cmd_verify}[action]
-    if action == "list" and not hasattr(args, "verbose"):
-        args.verbose = False
     try:
         return fn(args)
     except DepthcraftError as e:
-        _console().print(f"[red]error:[/] {e}", markup=True, highlight=False)
+        from rich.markup import escape
+
+        _console().print(f"[red]error:[/] {escape(str(e))}")
         return e.exit_code
 
 
@@ -102,7 +102,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                                           "(DEPTHCRAFT_MODELS_DIR overrides the folder), verify cached files.")
     sub = p.add_subparsers(dest="models_action")
     pl = sub.add_parser("list", help="the models, their licences, and which are cached")
-    pl.add_argument("-v", "--verbose", action="store_true", help="also print descriptions, URLs and hashes")
+    pl.add_argument("-l", "--long", dest="models_long", action="store_true",
+                    help="also print descriptions, URLs and hashes")
     pp = sub.add_parser("pull", help="download a model (resumable, verified by sha256)")
     pp.add_argument("name", help="a model name from `depthcraft models list`")
     pp.add_argument("--trust-unpinned", action="store_true",
@@ -111,7 +112,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     pp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     pv = sub.add_parser("verify", help="re-hash cached models against their pinned sha256")
     pv.add_argument("name", nargs="?", help="one model (default: every cached one)")
-    p.set_defaults(func=handler, verbose=False)
+    p.set_defaults(func=handler)
     return p
 
 

@@ -85,6 +85,8 @@ class Recipe(_Strict):
     mode: Literal["max", "eco"] = Field("max", description="provider quality: max or eco")
     use_case: str | None = Field(None, description="default use case for estimate steps")
     answers: dict[str, str] = Field(default_factory=dict, description="answers to a provider's clarification questions")
+    provider_options: dict[str, Any] = Field(default_factory=dict,
+                                             description="provider settings, e.g. {upsample: bilinear} for onnx")
     inputs: Inputs
     steps: list[StepDecl] = Field(min_length=1)
     output: str = Field("out/{recipe}/{image}/", description="output folder template: {recipe} {image} {session}")

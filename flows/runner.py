@@ -63,7 +63,8 @@ def _payload(plan: Plan, ws: Workspace, sid: str, img) -> dict:
         "source": img.source.to_dict(), "given_depth": img.given_depth.to_dict() if img.given_depth else None,
         "params": node.params.model_dump(mode="json"), "provider": node.provider, "step_provider": node.step_provider,
         "mode": plan.recipe.mode, "session_id": plan.session_id, "workspace": str(ws.root),
-        "options": {**plan.options(), "answers": plan.recipe.answers},
+        "options": {**plan.options(), "answers": plan.recipe.answers,
+                    "provider_options": plan.recipe.provider_options},
     }
 
 

@@ -1,12 +1,19 @@
 """Depth map files: reading every supported format, and the raw writers.
 
-Read: PNG (8 or 16 bit, gray or the first channel), PGM, PFM, NPY, NPZ (first array, or
-``depth``), TIFF. A 16-bit PNG written by depthcraft carries its value range in a ``depthcraft``
-text chunk and is read back to the original values within 1/65535 of the range.
+Read: PNG (8 or 16 bit, gray or the first channel), PGM, PFM, NPY, NPZ (``depth`` or the first
+array), TIFF (float32 or integer), EXR (scanline, uncompressed / ZIP / ZIPS; FLOAT, HALF or UINT).
 
-Write (raw, for the ``export`` step and one-shot commands): ``.npy`` (float32), ``.pfm``
-(float32, little-endian, bottom-up rows as the format requires), ``.png`` 8-bit and 16-bit.
-Presentation choices (white = near, colour maps, metric millimetres) live in ``tasks/export.py``.
+Metadata: every file depthcraft writes says its convention in JSON (see ``docs/formats.md``):
+PNG in a ``depthcraft`` text chunk, TIFF in the ImageDescription tag, EXR in a ``depthcraft``
+string attribute, NPZ in a ``meta`` entry, NPY and PFM in a ``<file>.json`` sidecar. Integer
+files carry ``offset`` and ``scale`` (value = offset + scale * stored; older 16-bit files carry
+``min``/``max``) and optionally ``invalid`` (a stored value that means "no depth", read as NaN),
+so that :func:`read_depth` gives back the written values within the format's precision.
+
+Write (raw, for the ``export`` step and one-shot commands): ``.npy`` (float32), ``.npz``,
+``.pfm`` (float32, little-endian, bottom-up rows as the format requires), ``.png`` 8 and 16 bit,
+``.tif`` float32, ``.exr`` float32 (a small writer of our own: OpenCV wheels ship without
+OpenEXR). Presentation choices (white = near, colour maps, millimetres) live in ``tasks/export.py``.
 """
 
 from __future__ import annotations
@@ -52,11 +59,53 @@ def write_pfm(path: str | os.PathLike, a: np.ndarray) -> Path:
     return p
 
 
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """The JSON sidecar that carries the metadata of a ``.npy`` or ``.pfm`` file: ``<file>.json``."""
+    p = Path(path)
+    return p.with_name(p.name + ".json")
+
+
+def write_sidecar(path: str | os.PathLike, meta: dict) -> Path:
+    s = sidecar_path(path)
+    s.write_text(json.dumps(meta, indent=1, sort_keys=True))
+    return s
+
+
+def _json_meta(text) -> dict:
+    """Parse a metadata string; a foreign, non-JSON description gives no metadata."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    if not isinstance(text, str) or not text.lstrip().startswith("{"):
+        return {}
+    try:
+        d = json.loads(text)
+    except ValueError:
+        return {}
+    return d if isinstance(d, dict) else {}
+
+
+def decode_values(a: np.ndarray, meta: dict) -> np.ndarray:
+    """Stored integers to the values they encode, per the file's ``offset``/``scale``/``invalid``."""
+    if not np.issubdtype(a.dtype, np.integer):
+        return a
+    out = None
+    if "scale" in meta:
+        out = float(meta.get("offset", 0.0)) + a.astype(np.float64) * float(meta["scale"])
+    elif a.dtype == np.uint16 and "min" in meta and "max" in meta:
+        lo, hi = float(meta["min"]), float(meta["max"])
+        out = lo + a.astype(np.float64) / 65535.0 * (hi - lo)
+    if out is None:
+        return a
+    if meta.get("invalid") is not None:
+        out = np.where(a == int(meta["invalid"]), np.nan, out)
+    return out
+
+
 def read_depth(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     """Read a depth-like map as ``float32 H x W`` and the metadata found in the file.
 
-    16-bit PNGs written by depthcraft are mapped back to their stored range; other integer
-    images are returned in their stored units (no rescaling).
+    Files written by depthcraft are decoded back to the values they were written from; other
+    integer images are returned in their stored units (no rescaling).
     """
     p = Path(path)
     if not p.exists():
@@ -64,29 +113,29 @@ def read_depth(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     suffix = p.suffix.lower()
     meta: dict = {}
     try:
+        if suffix in (".pfm", ".npy") and sidecar_path(p).exists():
+            meta = _json_meta(sidecar_path(p).read_text())
         if suffix == ".pfm":
-            return read_pfm(p), meta
-        if suffix == ".npy":
+            a = read_pfm(p)
+        elif suffix == ".npy":
             a = np.load(p, allow_pickle=False)
         elif suffix == ".npz":
             with np.load(p, allow_pickle=False) as z:
-                name = "depth" if "depth" in z.files else z.files[0]
-                a = z[name]
+                names = [n for n in z.files if n != "meta"]
+                if not names:
+                    raise InputError("NPZ file holds no array", path=str(p))
+                a = z["depth" if "depth" in names else names[0]]
+                if "meta" in z.files:
+                    meta = _json_meta(str(z["meta"]))
         elif suffix == ".exr":
-            import cv2
-
-            os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
-            a = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
-            if a is None:
-                raise InputError("cannot read EXR (OpenCV built without OpenEXR?)", path=str(p))
+            a, meta = read_exr(p)
         elif suffix in (".png", ".pgm", ".tif", ".tiff", ".ppm"):
             img = Image.open(p)
-            if suffix == ".png" and PNG_META_KEY in img.info:
-                meta = json.loads(img.info[PNG_META_KEY])
+            if suffix == ".png":
+                meta = _json_meta(img.info.get(PNG_META_KEY))
+            elif suffix in (".tif", ".tiff"):
+                meta = _json_meta(img.tag_v2.get(270))
             a = np.asarray(img)
-            if a.dtype == np.uint16 and "min" in meta and "max" in meta:
-                lo, hi = float(meta["min"]), float(meta["max"])
-                a = lo + a.astype(np.float64) / 65535.0 * (hi - lo)
         else:
             raise InputError(f"unsupported depth format {suffix!r}", path=str(p),
                              hint="use PNG, PGM, PFM, NPY, NPZ, TIFF or EXR")
@@ -99,7 +148,21 @@ def read_depth(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
         a = a[..., 0]
     if a.ndim != 2:
         raise InputError(f"depth map must be 2-D, got shape {a.shape}", path=str(p))
+    a = decode_values(a, meta)
     return np.ascontiguousarray(a, dtype=np.float32), meta
+
+
+def read_depthmap(path: str | os.PathLike, *, kind: str | None = None) -> "DepthMap":
+    """A depth file as a :class:`~tasks.depthmap.DepthMap`: values decoded, ``kind``, source
+    and field of view from the file's metadata (``kind`` overrides; default ``relative_inverse``)."""
+    from .depthmap import KINDS, DepthMap
+
+    data, meta = read_depth(path)
+    k = kind or meta.get("kind")
+    if k not in KINDS:
+        k = "relative_inverse"
+    keep = {key: v for key, v in meta.items() if key in ("near_m", "far_m", "known_m", "model")}
+    return DepthMap(data=data, kind=k, source=str(meta.get("source", "file")), fov_deg=meta.get("fov_deg"), meta=keep)
 
 
 def write_npy(path: str | os.PathLike, a: np.ndarray) -> Path:
@@ -109,28 +172,193 @@ def write_npy(path: str | os.PathLike, a: np.ndarray) -> Path:
     return p
 
 
+def write_npz(path: str | os.PathLike, a: np.ndarray, meta: dict | None = None) -> Path:
+    """float32 ``depth`` plus a ``meta`` entry (a JSON string: loads without pickle)."""
+    p = Path(path)
+    with open(p, "wb") as f:
+        np.savez_compressed(f, depth=np.asarray(a, dtype=np.float32), meta=np.array(json.dumps(meta or {})))
+    return p
+
+
 def write_png16(path: str | os.PathLike, a: np.ndarray, meta: dict | None = None) -> Path:
-    """16-bit PNG of ``a`` spread over its finite range; the range travels in the file."""
+    """16-bit PNG of ``a`` spread over its finite range; the range travels in the file.
+
+    Read back within ``(max - min) / 65535``. Non-finite values are stored as 0 (``invalid``),
+    the finite ones then over 1..65535.
+    """
     p = Path(path)
     a = np.asarray(a, dtype=np.float64)
     ok = np.isfinite(a)
     lo = float(a[ok].min()) if ok.any() else 0.0
     hi = float(a[ok].max()) if ok.any() else 1.0
-    q = np.zeros(a.shape, dtype=np.uint16)
-    if hi > lo:
-        q = np.round((np.where(ok, a, lo) - lo) / (hi - lo) * 65535.0).astype(np.uint16)
+    first, levels = (0, 65535) if ok.all() else (1, 65534)
+    span = hi - lo if hi > lo else 1.0
+    q = np.round((np.where(ok, a, lo) - lo) / span * levels).astype(np.int64) + first
+    q = np.where(ok, q, 0).astype(np.uint16)
+    enc = {"min": lo, "max": hi, "scale": span / levels, "offset": lo - first * span / levels}
+    if not ok.all():
+        enc["invalid"] = 0
     info = PngImagePlugin.PngInfo()
-    info.add_text(PNG_META_KEY, json.dumps({**(meta or {}), "min": lo, "max": hi}))
+    info.add_text(PNG_META_KEY, json.dumps({**(meta or {}), **enc}))
+    Image.fromarray(q).save(p, pnginfo=info)
+    return p
+
+
+def write_png16_units(path: str | os.PathLike, a: np.ndarray, unit: float, meta: dict | None = None) -> Path:
+    """16-bit PNG storing ``round(a / unit)``, 0 = invalid (non-finite or not positive).
+
+    The depth camera convention with ``unit = 0.001`` (millimetres from meters); values over
+    65535 units are clipped.
+    """
+    p = Path(path)
+    a = np.asarray(a, dtype=np.float64)
+    ok = np.isfinite(a) & (a > 0)
+    q = np.where(ok, np.clip(np.round(np.where(ok, a, 0) / unit), 1, 65535), 0).astype(np.uint16)
+    info = PngImagePlugin.PngInfo()
+    info.add_text(PNG_META_KEY, json.dumps({**(meta or {}), "scale": unit, "offset": 0.0, "invalid": 0}))
     Image.fromarray(q).save(p, pnginfo=info)
     return p
 
 
 def write_png8(path: str | os.PathLike, unit: np.ndarray, meta: dict | None = None) -> Path:
-    """8-bit PNG of a 0..1 map (values clipped)."""
+    """8-bit PNG of a 0..1 map (values clipped).
+
+    With ``meta``, the file also says how to read it back (``scale`` 1/255 unless ``meta``
+    gives its own ``offset``/``scale``, as the inverted format does).
+    """
     p = Path(path)
     q = np.clip(np.asarray(unit, dtype=np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
     info = PngImagePlugin.PngInfo()
     if meta:
-        info.add_text(PNG_META_KEY, json.dumps(meta))
+        info.add_text(PNG_META_KEY, json.dumps({"offset": 0.0, "scale": 1.0 / 255.0, **meta}))
     Image.fromarray(q).save(p, pnginfo=info)
     return p
+
+
+def write_tiff(path: str | os.PathLike, a: np.ndarray, meta: dict | None = None) -> Path:
+    """float32 TIFF (NaN kept); ``meta`` as JSON in the ImageDescription tag."""
+    p = Path(path)
+    img = Image.fromarray(np.ascontiguousarray(a, dtype=np.float32))
+    img.save(p, format="TIFF", tiffinfo={270: json.dumps(meta or {})})
+    return p
+
+
+# -- OpenEXR ---------------------------------------------------------------------------------
+# A minimal scanline EXR codec after the OpenEXR file layout document ("OpenEXR File Layout",
+# openexr.com): magic, version, header attributes, a line offset table, then one chunk per block
+# of scanlines. We write one FLOAT channel ``Y`` (what OpenCV and most viewers show as gray),
+# uncompressed; we read NO/ZIPS/ZIP compression, which covers most depth EXRs from 3D tools.
+_EXR_MAGIC = 20000630
+_EXR_TYPES = {0: np.dtype("<u4"), 1: np.dtype("<f2"), 2: np.dtype("<f4")}
+_EXR_LINES = {0: 1, 2: 1, 3: 16}  # compression -> scanlines per chunk (NONE, ZIPS, ZIP)
+
+
+def _exr_attr(name: str, type_: str, value: bytes) -> bytes:
+    return name.encode() + b"\0" + type_.encode() + b"\0" + np.int32(len(value)).tobytes() + value
+
+
+def write_exr(path: str | os.PathLike, a: np.ndarray, meta: dict | None = None) -> Path:
+    """float32 single-channel (``Y``) uncompressed scanline OpenEXR; ``meta`` in a string attribute."""
+    p = Path(path)
+    a = np.ascontiguousarray(a, dtype="<f4")
+    h, w = a.shape
+    box = np.array([0, 0, w - 1, h - 1], dtype="<i4").tobytes()
+    chlist = b"Y\0" + np.array([2], "<i4").tobytes() + b"\0\0\0\0" + np.array([1, 1], "<i4").tobytes() + b"\0"
+    header = b"".join([
+        _exr_attr("channels", "chlist", chlist),
+        _exr_attr("compression", "compression", b"\0"),
+        _exr_attr("dataWindow", "box2i", box),
+        _exr_attr("displayWindow", "box2i", box),
+        _exr_attr("lineOrder", "lineOrder", b"\0"),
+        _exr_attr("pixelAspectRatio", "float", np.float32(1).tobytes()),
+        _exr_attr("screenWindowCenter", "v2f", np.zeros(2, "<f4").tobytes()),
+        _exr_attr("screenWindowWidth", "float", np.float32(1).tobytes()),
+        _exr_attr(PNG_META_KEY, "string", json.dumps(meta or {}).encode()),
+    ]) + b"\0"
+    start = 8 + len(header) + 8 * h
+    row = 8 + 4 * w
+    offsets = (start + row * np.arange(h, dtype=np.uint64)).astype("<u8")
+    rows = np.empty((h, row), dtype=np.uint8)
+    rows[:, :4] = np.arange(h, dtype="<i4").view(np.uint8).reshape(h, 4)
+    rows[:, 4:8] = np.frombuffer(np.int32(4 * w).tobytes(), np.uint8)
+    rows[:, 8:] = a.view(np.uint8).reshape(h, 4 * w)
+    with open(p, "wb") as f:
+        f.write(np.array([_EXR_MAGIC, 2], dtype="<i4").tobytes())
+        f.write(header)
+        f.write(offsets.tobytes())
+        f.write(rows.tobytes())
+    return p
+
+
+def _exr_unzip(data: bytes, size: int) -> bytes:
+    """Inflate an EXR ZIP block: zlib, then undo the byte predictor and the half-split interleave."""
+    import zlib
+
+    if len(data) >= size:  # stored raw when compression would not have helped
+        return data
+    t = np.frombuffer(zlib.decompress(data), dtype=np.uint8).astype(np.int64)
+    t[1:] -= 128
+    t = (np.cumsum(t) & 0xFF).astype(np.uint8)
+    out = np.empty_like(t)
+    half = (t.size + 1) // 2
+    out[0::2], out[1::2] = t[:half], t[half:]
+    return out.tobytes()
+
+
+def read_exr(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
+    """The depth channel of a scanline EXR (``Z``, ``Y``, ``R``, ``*.Z``/``*.V`` or the first) and its metadata."""
+    p = Path(path)
+    buf = p.read_bytes()
+    magic, version = np.frombuffer(buf[:8], "<i4")
+    if magic != _EXR_MAGIC:
+        raise InputError("not an OpenEXR file", path=str(p))
+    if version & 0x1A00:  # tiled, deep or multi-part
+        raise InputError("tiled, deep or multi-part EXR is not supported; save as scanline", path=str(p))
+    pos, attrs = 8, {}
+    while buf[pos] != 0:
+        name_end = buf.index(b"\0", pos)
+        type_end = buf.index(b"\0", name_end + 1)
+        size = int(np.frombuffer(buf[type_end + 1:type_end + 5], "<i4")[0])
+        attrs[buf[pos:name_end].decode()] = (buf[name_end + 1:type_end].decode(), buf[type_end + 5:type_end + 5 + size])
+        pos = type_end + 5 + size
+    pos += 1
+    channels, q = [], attrs["channels"][1]
+    while q[:1] not in (b"", b"\0"):
+        end = q.index(b"\0")
+        ptype = int(np.frombuffer(q[end + 1:end + 5], "<i4")[0])
+        xs, ys = np.frombuffer(q[end + 9:end + 17], "<i4")
+        if (xs, ys) != (1, 1):
+            raise InputError("subsampled EXR channels are not supported", path=str(p))
+        channels.append((q[:end].decode(), _EXR_TYPES[ptype]))
+        q = q[end + 17:]
+    comp = attrs["compression"][1][0]
+    if comp not in _EXR_LINES:
+        raise InputError(f"EXR compression {comp} is not supported (use none, ZIP or ZIPS)", path=str(p))
+    x0, y0, x1, y1 = np.frombuffer(attrs["dataWindow"][1], "<i4")
+    w, h = int(x1 - x0 + 1), int(y1 - y0 + 1)
+    lines = _EXR_LINES[comp]
+    nchunks = (h + lines - 1) // lines
+    offsets = np.frombuffer(buf[pos:pos + 8 * nchunks], "<u8")
+    names = [c[0] for c in channels]
+    pick = next((n for n in ("Z", "Y", "R") if n in names), None) or \
+        next((n for n in names if n.endswith((".Z", ".V", ".Y", ".R"))), names[0])
+    line_bytes = sum(w * dt.itemsize for _, dt in channels)
+    out = np.empty((h, w), dtype=np.float32)
+    for off in offsets:
+        off = int(off)
+        y = int(np.frombuffer(buf[off:off + 4], "<i4")[0]) - int(y0)
+        size = int(np.frombuffer(buf[off + 4:off + 8], "<i4")[0])
+        n = min(lines, h - y)
+        data = buf[off + 8:off + 8 + size]
+        if comp != 0:
+            data = _exr_unzip(data, n * line_bytes)
+        block = np.frombuffer(data, np.uint8).reshape(n, line_bytes)
+        col = 0
+        for name, dt in channels:  # channel planes per scanline, in the header's (sorted) order
+            if name == pick:
+                out[y:y + n] = block[:, col:col + w * dt.itemsize].copy().view(dt).reshape(n, w)
+            col += w * dt.itemsize
+    meta = {}
+    if PNG_META_KEY in attrs and attrs[PNG_META_KEY][0] == "string":
+        meta = _json_meta(attrs[PNG_META_KEY][1])
+    return out, meta

@@ -156,3 +156,29 @@ def resize_depth(dm: DepthMap, size: tuple[int, int]) -> DepthMap:
     if dm.kind == "disparity":
         a = a * (w / dm.shape[1])
     return dm.with_data(a)
+
+
+# -- camera geometry (pinhole, from a field of view) ---------------------------------------------
+def intrinsics(width: int, height: int, fov_deg: float) -> tuple[float, float, float, float]:
+    """Pinhole ``(fx, fy, cx, cy)`` in pixels from the *horizontal* field of view.
+
+    Square pixels (``fy = fx``), principal point at the image centre; pixel centres are at
+    integer coordinates, so ``cx = (width - 1) / 2``.
+    """
+    if not (0 < fov_deg < 180):
+        raise ParameterError(f"field of view must be between 0 and 180 degrees, got {fov_deg}", parameter="fov_deg")
+    fx = (width / 2.0) / np.tan(np.radians(fov_deg) / 2.0)
+    return float(fx), float(fx), (width - 1) / 2.0, (height - 1) / 2.0
+
+
+def back_project(z: np.ndarray, fov_deg: float) -> np.ndarray:
+    """Camera-space points ``float32 H x W x 3`` from z-depth (distance along the optical axis).
+
+    Axes: x right, y down, z forward (OpenCV camera convention); units those of ``z``.
+    """
+    h, w = z.shape
+    fx, fy, cx, cy = intrinsics(w, h, fov_deg)
+    xs = (np.arange(w, dtype=np.float32) - cx) / fx
+    ys = (np.arange(h, dtype=np.float32) - cy) / fy
+    zz = z.astype(np.float32)
+    return np.stack([zz * xs[None, :], zz * ys[:, None], zz], axis=-1)

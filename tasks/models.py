@@ -1,0 +1,555 @@
+"""The ONNX model registry, the model cache and the download path.
+
+A registry entry says where a model comes from (URL, sha256), how to feed it (input size,
+multiple of, mean/std, aspect handling) and what its output means (relative inverse depth or
+metric depth in meters), plus its licence, which is shown to the user before a download.
+
+Downloads go once into the user cache folder (``platformdirs``; ``DEPTHCRAFT_MODELS_DIR``
+overrides it), through a ``.part`` file that an interrupted download resumes with an HTTP
+``Range`` request. The file is checked against its sha256 before it is renamed into place,
+so a cached model is always a verified one. An entry whose sha256 is not known (``None``) is
+downloaded only when the user passes ``--trust-unpinned``; the hash it got is then recorded in
+``trusted.json`` next to the models and checked from then on.
+
+``DEPTHCRAFT_MODELS_MIRROR=http://host:port/`` replaces the scheme and host of every URL
+(an internal mirror, or a test server), keeping the path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlsplit
+
+from .errors import InputError, ParameterError, ProviderError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+OUTPUT_KINDS = ("relative_inverse", "metric")
+
+# fabio-sim/Depth-Anything-ONNX v2.0.0: dynamic-shape exports of the official weights
+# (input "image" N x 3 x H x W, ImageNet-normalised RGB; output "depth" N x H x W).
+_FABIO = "https://github.com/fabio-sim/Depth-Anything-ONNX/releases/download/v2.0.0/"
+# onnx-community export pinned to one revision so that the bytes behind the URL cannot change.
+_HF_DA2_SMALL = ("https://huggingface.co/onnx-community/depth-anything-v2-small/resolve/"
+                 "4472b7362082ad9968fee890ca0f1e5aca36b93d/onnx/model.onnx")
+
+_NC = "CC-BY-NC-4.0"
+_DA2_CITE = "Yang et al., Depth Anything V2, NeurIPS 2024"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One model: where it comes from, how to feed it, what its output means."""
+
+    name: str
+    title: str
+    url: str | None
+    sha256: str | None  # None: not pinned; see the module docstring
+    licence: str
+    commercial_use: bool
+    description: str
+    output: str = "relative_inverse"  # relative_inverse (larger = nearer) | metric (meters)
+    input_size: int = 518  # the side the photo is resized to
+    multiple_of: int = 14
+    keep_aspect: bool = True  # False: stretch to input_size x input_size
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # on 0..1 RGB
+    std: tuple[float, float, float] = IMAGENET_STD
+    channel_order: str = "rgb"
+    max_depth_m: float | None = None  # metric models: the largest depth they can output
+    size_bytes: int | None = None  # exact size when known
+    approx_mb: float | None = None  # for the listing when the exact size is not known
+    sha256_note: str = ""  # where the pinned hash comes from, or why there is none
+    source: str = ""  # the page the model comes from
+    local_path: str | None = None  # set for onnx:/path/model.onnx models
+    defaults_used: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def filename(self) -> str:
+        return f"{self.name}.onnx"
+
+    @property
+    def pinned(self) -> bool:
+        return bool(self.sha256)
+
+    def size_text(self) -> str:
+        if self.size_bytes:
+            return f"{self.size_bytes / 1e6:.1f} MB"
+        if self.approx_mb:
+            return f"~{self.approx_mb:.0f} MB"
+        return "?"
+
+    def input_text(self) -> str:
+        if self.keep_aspect:
+            return f"{self.input_size} short side, x{self.multiple_of}"
+        return f"{self.input_size}x{self.input_size}"
+
+
+# The registry is data: one entry per model, nothing computed.
+_ENTRIES: list[dict] = [
+    dict(name="depth-anything-v2-small", title="Depth Anything V2 Small (relative)",
+         url=_HF_DA2_SMALL, sha256="afb6a5c28f3b6bf1618c6e43f02073ef9dfdc70e937502d51603e57b0a1df10c",
+         size_bytes=99_060_839, licence="Apache-2.0", commercial_use=True, output="relative_inverse",
+         description="ViT-S, 24.8M params; relative inverse depth (larger = nearer). Fast, the default choice. "
+                     + _DA2_CITE + ".",
+         sha256_note="onnx-community revision 4472b73; the same hash is pinned by several independent projects",
+         source="https://huggingface.co/onnx-community/depth-anything-v2-small"),
+    dict(name="depth-anything-v2-base", title="Depth Anything V2 Base (relative)",
+         url=_FABIO + "depth_anything_v2_vitb_dynamic.onnx", sha256=None, approx_mb=390,
+         licence=_NC, commercial_use=False, output="relative_inverse",
+         description="ViT-B, 97.5M params; relative inverse depth, finer detail than Small. Non-commercial licence. "
+                     + _DA2_CITE + ".",
+         sha256_note="no published sha256 found; pull with --trust-unpinned to record the one you get",
+         source="https://github.com/fabio-sim/Depth-Anything-ONNX/releases/tag/v2.0.0"),
+    dict(name="depth-anything-v2-large", title="Depth Anything V2 Large (relative)",
+         url=_FABIO + "depth_anything_v2_vitl_dynamic.onnx", sha256=None, approx_mb=1340,
+         licence=_NC, commercial_use=False, output="relative_inverse",
+         description="ViT-L, 335.3M params; the most detailed relative depth, slow on CPU. Non-commercial licence. "
+                     + _DA2_CITE + ".",
+         sha256_note="no published sha256 found; pull with --trust-unpinned to record the one you get",
+         source="https://github.com/fabio-sim/Depth-Anything-ONNX/releases/tag/v2.0.0"),
+    dict(name="depth-anything-v2-metric-indoor-small", title="Depth Anything V2 Metric Indoor Small (meters)",
+         url=_FABIO + "depth_anything_v2_vits_indoor_dynamic.onnx",
+         sha256="2e25a3f332b34d885a1b3059cab471f7916a36099325810821b2d6e0471f74ad", approx_mb=99,
+         licence="Apache-2.0", commercial_use=True, output="metric", max_depth_m=20.0,
+         description="ViT-S fine-tuned on Hypersim; metric depth in meters (larger = farther), up to 20 m. "
+                     "For rooms and interiors. " + _DA2_CITE + ".",
+         sha256_note="hash as pinned by a third-party download script that verifies it (one source)",
+         source="https://github.com/fabio-sim/Depth-Anything-ONNX/releases/tag/v2.0.0"),
+    dict(name="depth-anything-v2-metric-outdoor-small", title="Depth Anything V2 Metric Outdoor Small (meters)",
+         url=_FABIO + "depth_anything_v2_vits_outdoor_dynamic.onnx", sha256=None, approx_mb=99,
+         licence="Apache-2.0", commercial_use=True, output="metric", max_depth_m=80.0,
+         description="ViT-S fine-tuned on Virtual KITTI 2; metric depth in meters (larger = farther), up to 80 m. "
+                     "For streets and landscapes. " + _DA2_CITE + ".",
+         sha256_note="no published sha256 found; pull with --trust-unpinned to record the one you get",
+         source="https://github.com/fabio-sim/Depth-Anything-ONNX/releases/tag/v2.0.0"),
+    dict(name="midas-v2.1-small", title="MiDaS v2.1 Small (relative)",
+         url="https://github.com/isl-org/MiDaS/releases/download/v2_1/model-small.onnx",
+         sha256="2d8c6cb8f415229daf1eb041024208e2608c9f98e17c81cc7c6ecb449c56fd58", size_bytes=66_764_249,
+         licence="MIT", commercial_use=True, output="relative_inverse", input_size=256, multiple_of=32,
+         keep_aspect=False,
+         description="Fixed 256x256 input; relative inverse depth. Small and quick, coarser than Depth Anything. "
+                     "Ranftl et al., Towards Robust Monocular Depth Estimation, TPAMI 2020.",
+         sha256_note="official isl-org release asset v2_1; the same hash is pinned by several independent projects",
+         source="https://github.com/isl-org/MiDaS/releases/tag/v2_1"),
+]
+
+REGISTRY: dict[str, ModelInfo] = {e["name"]: ModelInfo(**e) for e in _ENTRIES}
+
+
+class ModelError(ProviderError):
+    """A model cannot be downloaded, verified or found."""
+
+    def __init__(self, message: str, *, hint: str | None = None, retryable: bool = False):
+        super().__init__(message, provider="onnx", hint=hint, retryable=retryable)
+
+
+# -- where things are ------------------------------------------------------------------------
+def models_dir() -> Path:
+    """The model cache: ``DEPTHCRAFT_MODELS_DIR`` or the user cache folder (platformdirs)."""
+    env = os.environ.get("DEPTHCRAFT_MODELS_DIR")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("depthcraft", appauthor=False)) / "models"
+
+
+def cached_path(info: ModelInfo) -> Path:
+    if info.local_path:
+        return Path(info.local_path)
+    return models_dir() / info.filename
+
+
+def is_cached(info: ModelInfo) -> bool:
+    return cached_path(info).is_file()
+
+
+def get_model(name: str) -> ModelInfo:
+    """The registry entry ``name``; an unknown name lists the close ones."""
+    if name in REGISTRY:
+        return REGISTRY[name]
+    import difflib
+
+    close = difflib.get_close_matches(name, list(REGISTRY), n=3, cutoff=0.4)
+    hint = f"did you mean {', '.join(close)}?" if close else "`depthcraft models list` shows the names"
+    raise ParameterError(f"unknown model {name!r}; known: {', '.join(REGISTRY)}", parameter="provider", hint=hint)
+
+
+def resolved_url(info: ModelInfo) -> str:
+    """The URL to fetch: the entry's, with scheme and host replaced by ``DEPTHCRAFT_MODELS_MIRROR``."""
+    if not info.url:
+        raise ModelError(f"model {info.name!r} has no download URL", hint="pass onnx:/path/model.onnx")
+    mirror = os.environ.get("DEPTHCRAFT_MODELS_MIRROR", "").strip()
+    if not mirror:
+        return info.url
+    parts = urlsplit(info.url)
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    return mirror.rstrip("/") + path
+
+
+# -- hashes ----------------------------------------------------------------------------------
+_HASH_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file, computed once per (path, mtime, size) in this process."""
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_mtime_ns, st.st_size)
+    if key not in _HASH_CACHE:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _HASH_CACHE[key] = h.hexdigest()
+    return _HASH_CACHE[key]
+
+
+def _trusted_file() -> Path:
+    return models_dir() / "trusted.json"
+
+
+def trusted_hashes() -> dict[str, dict]:
+    """Hashes recorded by ``pull --trust-unpinned``: name -> {sha256, url, recorded}."""
+    try:
+        return json.loads(_trusted_file().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _record_trusted(info: ModelInfo, sha: str, url: str) -> None:
+    table = trusted_hashes()
+    table[info.name] = {"sha256": sha, "url": url, "recorded": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    f = _trusted_file()
+    f.parent.mkdir(parents=True, exist_ok=True)
+    tmp = f.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(table, indent=2, sort_keys=True))
+    os.replace(tmp, f)
+
+
+def expected_sha256(info: ModelInfo) -> str | None:
+    """The pinned hash, else the one recorded when the user trusted an unpinned download."""
+    if info.sha256:
+        return info.sha256.lower()
+    rec = trusted_hashes().get(info.name)
+    return rec["sha256"].lower() if rec else None
+
+
+# -- download --------------------------------------------------------------------------------
+def _unreachable(host: str, why: str, info: ModelInfo, part: Path | None, *, started: bool = False) -> ModelError:
+    kept = ""
+    if part is not None and part.exists() and part.stat().st_size:
+        kept = f" ({part.stat().st_size / 1e6:.1f} MB kept in {part.name}; running it again resumes)"
+    return ModelError(
+        f"{'download from ' + host + ' interrupted' if started else 'could not reach ' + host}: {why}{kept}",
+        hint=f"download {info.url or 'the model'} elsewhere and pass onnx:/path/model.onnx, "
+             f"or copy it to {models_dir() / info.filename} (or set DEPTHCRAFT_MODELS_DIR to a folder that has it)",
+        retryable=True)
+
+
+class _Bar:
+    """A rich progress bar, or nothing."""
+
+    def __init__(self, enabled: bool, label: str):
+        self.progress = None
+        if enabled:
+            from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                       TransferSpeedColumn)
+
+            self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+                                     TransferSpeedColumn(), TimeRemainingColumn(), transient=False)
+            self.task = self.progress.add_task(label, total=None)
+
+    def __enter__(self):
+        if self.progress:
+            self.progress.start()
+        return self
+
+    def update(self, done: int, total: int | None):
+        if self.progress:
+            self.progress.update(self.task, completed=done, total=total)
+
+    def __exit__(self, *exc):
+        if self.progress:
+            self.progress.stop()
+
+
+def _lock(dest: Path):
+    """An exclusive lock for one model's download across processes (POSIX), else a no-op."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def held():
+        try:
+            import fcntl
+        except ImportError:  # Windows: parallel downloads of one model are the user's to avoid
+            yield
+            return
+        lock = dest.with_name(dest.name + ".lock")
+        with open(lock, "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    return held()
+
+
+def _fetch_to_part(url: str, part: Path, info: ModelInfo, *, progress: bool, timeout: float,
+                   client=None) -> None:
+    """Stream ``url`` into ``part``, resuming from its current size with a Range request."""
+    import httpx
+
+    host = urlsplit(url).netloc or url
+    own = client is None
+    if own:
+        client = httpx.Client(follow_redirects=True, timeout=httpx.Timeout(timeout, read=max(timeout, 60.0)),
+                              headers={"User-Agent": "depthcraft"})
+    try:
+        for _attempt in range(2):  # a second pass only after a refused range restarts from zero
+            offset = part.stat().st_size if part.exists() else 0
+            headers = {"Range": f"bytes={offset}-"} if offset else {}
+            try:
+                with client.stream("GET", url, headers=headers) as r:
+                    if r.status_code == 416 and offset:
+                        # Nothing left past our offset: the part is whole already, or longer than the file.
+                        total = _content_range_total(r.headers.get("content-range"))
+                        if total is not None and total == offset:
+                            return
+                        part.unlink(missing_ok=True)
+                        continue
+                    if r.status_code >= 400:
+                        raise ModelError(f"HTTP {r.status_code} for {url}",
+                                         hint="the file may have moved; download it yourself and pass "
+                                              "onnx:/path/model.onnx", retryable=r.status_code >= 500)
+                    if r.status_code == 206:
+                        start = _content_range_start(r.headers.get("content-range"))
+                        if start != offset:  # a server that answers another range than asked: start over
+                            part.unlink(missing_ok=True)
+                            continue
+                        total = _content_range_total(r.headers.get("content-range"))
+                        mode = "ab"
+                    else:  # 200: the server ignored the range; the body is the whole file
+                        offset, mode = 0, "wb"
+                        length = r.headers.get("content-length")
+                        total = int(length) if length and length.isdigit() else None
+                    if total is None and info.size_bytes:
+                        total = info.size_bytes
+                    done = offset
+                    with _Bar(progress, info.name) as bar, open(part, mode) as out:
+                        bar.update(done, total)
+                        # No chunk size: httpx would drop a half-filled buffer when the connection dies,
+                        # and every byte received is a byte the resume does not need again.
+                        for chunk in r.iter_bytes():
+                            out.write(chunk)
+                            done += len(chunk)
+                            bar.update(done, total)
+                    if total is not None and done < total:
+                        raise _unreachable(host, f"the connection closed after {done} of {total} bytes",
+                                           info, part, started=True)
+                    return
+            except ModelError:
+                raise
+            except httpx.HTTPError as e:  # connect, timeout, read, protocol errors
+                started = not isinstance(e, (httpx.ConnectError, httpx.ConnectTimeout))
+                raise _unreachable(host, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__,
+                                   info, part, started=started) from None
+        raise ModelError(f"{host} refused to resume the download of {info.name}",
+                         hint=f"delete {part} and run the pull again")
+    finally:
+        if own:
+            client.close()
+
+
+def _content_range_start(value: str | None) -> int | None:
+    # "bytes 100-199/200"
+    try:
+        return int(value.split()[1].split("-")[0]) if value else None
+    except (IndexError, ValueError):
+        return None
+
+
+def _content_range_total(value: str | None) -> int | None:
+    try:
+        tail = value.rsplit("/", 1)[1] if value else "*"
+        return None if tail == "*" else int(tail)
+    except (IndexError, ValueError):
+        return None
+
+
+def pull(info: ModelInfo | str, *, trust_unpinned: bool = False, force: bool = False, progress: bool = True,
+         timeout: float = 30.0, say: Callable[[str], None] | None = None, client=None) -> Path:
+    """Download a registry model into the cache (once), verified by sha256; returns its path.
+
+    A cached file is returned as it is (``verify`` re-hashes it); ``force`` downloads again.
+    An unpinned model needs ``trust_unpinned``; the hash it gets is then recorded and printed.
+    """
+    info = get_model(info) if isinstance(info, str) else info
+    if info.local_path:
+        return Path(info.local_path)
+    say = say or (lambda s: None)
+    dest = cached_path(info)
+    # An explicit --trust-unpinned accepts (and re-records) whatever an unpinned URL serves now.
+    expected = info.sha256.lower() if info.sha256 else (None if trust_unpinned else expected_sha256(info))
+    if dest.is_file() and not force:
+        return dest
+    if expected is None and not trust_unpinned:
+        raise ModelError(
+            f"model {info.name!r} has no pinned sha256, so its download cannot be verified",
+            hint=f"run `depthcraft models pull {info.name} --trust-unpinned` to download it anyway and "
+                 "record the hash you get, or download it yourself and pass onnx:/path/model.onnx")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    say(f"{info.title}: licence {info.licence}" + ("" if info.commercial_use else
+        " - NON-COMMERCIAL use only; check the licence before using its output in commercial work"))
+    url = resolved_url(info)
+    part = dest.with_name(dest.name + ".part")
+    with _lock(dest):
+        if dest.is_file() and not force:  # another process finished it while we waited
+            return dest
+        if part.exists() and part.stat().st_size:
+            say(f"resuming {info.name} from {part.stat().st_size / 1e6:.1f} MB")
+        _fetch_to_part(url, part, info, progress=progress, timeout=timeout, client=client)
+        got = file_sha256(part)
+        if expected is not None and got != expected:
+            size = part.stat().st_size
+            part.unlink(missing_ok=True)
+            raise ModelError(
+                f"sha256 mismatch for {info.name}: expected {expected}, got {got} ({size} bytes from {url}); "
+                "the partial file was removed",
+                hint=f"run `depthcraft models pull {info.name}` again; if it fails the same way the file behind "
+                     "the URL has changed: download one you trust and pass onnx:/path/model.onnx")
+        os.replace(part, dest)
+        if not info.pinned:
+            _record_trusted(info, got, url)
+            say(f"trusted unpinned download of {info.name}: sha256 {got} (recorded in {_trusted_file()})")
+        else:
+            say(f"verified {info.name}: sha256 {got}")
+    return dest
+
+
+@dataclass
+class VerifyResult:
+    name: str
+    status: str  # ok | mismatch | missing | unpinned
+    expected: str | None = None
+    got: str | None = None
+    path: Path | None = None
+
+
+def verify(info: ModelInfo | str) -> VerifyResult:
+    """Re-hash a cached model against its pinned (or recorded) hash."""
+    info = get_model(info) if isinstance(info, str) else info
+    path = cached_path(info)
+    expected = expected_sha256(info)
+    if not path.is_file():
+        return VerifyResult(info.name, "missing", expected, None, path)
+    got = file_sha256(path)
+    if expected is None:
+        return VerifyResult(info.name, "unpinned", None, got, path)
+    return VerifyResult(info.name, "ok" if got == expected else "mismatch", expected, got, path)
+
+
+def ensure_model(info: ModelInfo, *, download: bool = True, say: Callable[[str], None] | None = None) -> Path:
+    """The model file, downloading a pinned registry model on first use."""
+    path = cached_path(info)
+    if path.is_file():
+        return path
+    if info.local_path:
+        raise InputError("no such model file", path=info.local_path)
+    if not download or expected_sha256(info) is None:
+        flag = "" if info.pinned else " --trust-unpinned"
+        raise ModelError(f"model {info.name!r} is not downloaded yet",
+                         hint=f"run `depthcraft models pull {info.name}{flag}`")
+    if say is None:
+        import sys
+
+        def say(s: str) -> None:  # the licence line must reach the user even inside a flow
+            print(s, file=sys.stderr)
+    return pull(info, progress=_interactive(), say=say)
+
+
+def _interactive() -> bool:
+    import sys
+
+    return sys.stderr.isatty()
+
+
+# -- local files with a sidecar --------------------------------------------------------------
+_SIDECAR_KEYS = {"name", "title", "output", "input_size", "multiple_of", "keep_aspect", "mean", "std",
+                 "channel_order", "max_depth_m", "licence", "description"}
+_LOCAL_DEFAULTS = {"output": "relative_inverse", "input_size": 518, "multiple_of": 14, "keep_aspect": True,
+                   "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "channel_order": "rgb"}
+
+
+def sidecar_for(path: Path) -> Path | None:
+    for cand in (path.with_suffix(".json"), path.with_name(path.name + ".json")):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def local_model(path: str | os.PathLike) -> ModelInfo:
+    """A :class:`ModelInfo` for ``onnx:/path/model.onnx`` from its optional sidecar JSON.
+
+    The sidecar (``model.json`` or ``model.onnx.json``) may give ``output`` (relative_inverse |
+    metric), ``input_size``, ``multiple_of``, ``keep_aspect``, ``mean``, ``std`` (on 0..1 RGB),
+    ``channel_order`` (rgb | bgr), ``max_depth_m``, ``name``, ``licence``, ``description``.
+    Missing keys take Depth Anything's values; ``defaults_used`` says which.
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise InputError("no such model file" if not p.exists() else "is not a file", path=str(p),
+                         hint="give onnx:/path/model.onnx, or a registry name from `depthcraft models list`")
+    side = sidecar_for(p)
+    data: dict = {}
+    if side is not None:
+        try:
+            data = json.loads(side.read_text())
+        except (OSError, ValueError) as e:
+            raise InputError(f"unreadable model description ({e})", path=str(side)) from None
+        if not isinstance(data, dict):
+            raise InputError("model description must be a JSON object", path=str(side))
+        unknown = set(data) - _SIDECAR_KEYS
+        if unknown:
+            raise InputError(f"unknown keys {sorted(unknown)}; allowed: {sorted(_SIDECAR_KEYS)}", path=str(side))
+    used = tuple(k for k in _LOCAL_DEFAULTS if k not in data)
+    vals = {**_LOCAL_DEFAULTS, **data}
+    where = str(side or p)
+    if vals["output"] not in OUTPUT_KINDS:
+        raise InputError(f"output must be one of {OUTPUT_KINDS}, got {vals['output']!r}", path=where)
+    if vals["channel_order"] not in ("rgb", "bgr"):
+        raise InputError(f"channel_order must be rgb or bgr, got {vals['channel_order']!r}", path=where)
+    try:
+        mean = tuple(float(x) for x in vals["mean"])
+        std = tuple(float(x) for x in vals["std"])
+        size, mult = int(vals["input_size"]), int(vals["multiple_of"])
+    except (TypeError, ValueError) as e:
+        raise InputError(f"bad number in model description ({e})", path=where) from None
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0 or size < 1 or mult < 1:
+        raise InputError("mean and std need 3 values (std > 0); input_size and multiple_of must be >= 1",
+                         path=where)
+    name = str(data.get("name") or p.stem)
+    return ModelInfo(name=name, title=str(data.get("title") or name), url=None, sha256=None,
+                     licence=str(data.get("licence", "unknown (local file)")), commercial_use=False,
+                     description=str(data.get("description", f"local model {p}")), output=vals["output"],
+                     input_size=size, multiple_of=mult, keep_aspect=bool(vals["keep_aspect"]), mean=mean, std=std,
+                     channel_order=vals["channel_order"],
+                     max_depth_m=float(vals["max_depth_m"]) if vals.get("max_depth_m") is not None else None,
+                     local_path=str(p.resolve()), defaults_used=used)
+
+
+def with_registry_entry(info: ModelInfo) -> None:
+    """Add (or replace) a registry entry: for tests and plugins."""
+    REGISTRY[info.name] = info
+
+
+__all__ = ["ModelInfo", "REGISTRY", "ModelError", "VerifyResult", "models_dir", "cached_path", "is_cached",
+           "get_model", "resolved_url", "file_sha256", "expected_sha256", "trusted_hashes", "pull", "verify",
+           "ensure_model", "local_model", "sidecar_for", "with_registry_entry"]

@@ -1,0 +1,87 @@
+"""Shared fixtures: a real Prefect server on loopback, sample photos, and ../shared data.
+
+The Prefect server is started once per test session (``prefect_server``) by the same code
+that ``depthcraft run`` uses, with its SQLite database in a temporary workspace. Prefect reads
+its settings when it is imported, so the fixture both exports ``PREFECT_API_URL`` (for
+subprocesses) and enters ``temporary_settings`` (for this process).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+DEPTHCRAFT = [sys.executable, "-m", "flows.cli"]
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    from flows import server
+    from flows.workspace import Workspace
+
+    ws = Workspace.default(tmp_path_factory.mktemp("prefect-server-ws"))
+    st = server.start(ws, ui=False)
+    old = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = st["url"]
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: st["url"]}):
+            yield st["url"]
+    finally:
+        server.stop(ws)
+        if old is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = old
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    """A fresh workspace (store, sessions, results) for one test."""
+    ws = tmp_path / "ws"
+    monkeypatch.setenv("DEPTHCRAFT_HOME", str(ws))
+    return ws
+
+
+def save_photo(path: Path, rgb: np.ndarray) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory) -> dict[str, Path]:
+    """Real photos from scikit-image, written as files (small versions for speed)."""
+    import cv2
+    import skimage.data as d
+
+    root = tmp_path_factory.mktemp("photos")
+    out = {}
+    for name, img in (("astronaut", d.astronaut()), ("chelsea", d.chelsea()), ("coffee", d.coffee())):
+        small = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        out[name] = save_photo(root / f"{name}.png", small)
+    return out
+
+
+def run_cli(*args, env=None, cwd=None, timeout=300) -> subprocess.CompletedProcess:
+    """Run the real ``depthcraft`` command line in a subprocess."""
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run([*DEPTHCRAFT, *map(str, args)], capture_output=True, text=True, env=e, cwd=cwd,
+                          timeout=timeout)
+
+
+def shared_or_skip() -> Path:
+    if not (SHARED / "data" / "stereo").exists():
+        pytest.skip("../shared/data is not beside this checkout")
+    return SHARED
