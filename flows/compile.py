@@ -217,7 +217,7 @@ def resolve_inputs(recipe: Recipe, src: RecipeSource, ws: Workspace, *, fetch: b
                     if not dp.exists():
                         raise InputError("no such depth file", path=str(dp))
                     item.given_depth = Artifact(path=str(dp.resolve()), sha256=sha256_file(dp), kind="depth",
-                                                meta={"kind": USER_KINDS[e.depth_kind], "source": "given",
+                                                meta={"kind": USER_KINDS[e.depth_kind] if e.depth_kind else None, "source": "given",
                                                       "given_path": str(dp)})
             except InputError as err:
                 item.error = str(err)
@@ -272,7 +272,7 @@ def compile_plan(recipe: Recipe, src: RecipeSource, ws: Workspace, *, out_root: 
                 "options": options,
             }
             if img.given_depth is not None:
-                body["given_depth"] = [img.given_depth.sha256, img.given_depth.meta["kind"]]
+                body["given_depth"] = [img.given_depth.sha256, img.given_depth.meta.get("kind")]
             if spec.uses_provider or d.provider:
                 try:
                     body["provider"] = provider_identity(provider, recipe.mode, ident_cache)

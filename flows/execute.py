@@ -67,11 +67,16 @@ def output_name(step_id: str, name: str, primary: str, suffix: str) -> str:
 def publish(result: dict, step_id: str, primary: str, out_dir: Path) -> dict[str, dict]:
     """Copy a node's published outputs into ``out_dir`` (atomically, skipping identical files)."""
     done: dict[str, dict] = {}
-    for name, ad in result["outputs"].items():
-        a = Artifact.from_dict(ad)
+    outs = {n: Artifact.from_dict(ad) for n, ad in result["outputs"].items()}
+    for name, a in outs.items():
         if not a.meta.get("publish", True):
             continue
-        dst = out_dir / output_name(step_id, name, primary, a.suffix)
+        owner = a.meta.get("sidecar_of")
+        if owner in outs:  # a metadata sidecar travels as <the published file>.json
+            o = outs[owner]
+            dst = out_dir / (output_name(step_id, owner, primary, o.suffix) + ".json")
+        else:
+            dst = out_dir / output_name(step_id, name, primary, a.suffix)
         if not (dst.exists() and dst.stat().st_size == Path(a.path).stat().st_size and sha256_file(dst) == a.sha256):
             atomic_copy(a.path, dst)
         done[name] = {"path": str(dst), "sha256": a.sha256, "kind": a.kind}

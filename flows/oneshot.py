@@ -26,7 +26,8 @@ from tasks.errors import InputError, ParameterError
 from tasks.steps import StepContext, StepSpec
 from tasks.store import Artifact, atomic_copy, sha256_file
 
-GENERIC = {"output", "depth", "depth_kind", "provider", "mode", "session", "set", "max_pixels", "downscale", "image"}
+GENERIC = {"output", "depth", "depth_kind", "provider", "mode", "session", "set", "max_pixels", "downscale", "image",
+           "answer"}
 
 
 def _scalar_type(ann) -> tuple[str, Any] | None:
@@ -54,14 +55,16 @@ def add_step_parser(sub, spec: StepSpec) -> None:
     p.add_argument("image", help="the photo (JPEG, PNG, WebP, TIFF...)")
     p.add_argument("-o", "--output", required=True, help="the file to write (its suffix may choose the format)")
     p.add_argument("--depth", help="a depth map for the photo (PNG 8/16-bit, PGM, PFM, NPY, NPZ)")
-    p.add_argument("--depth-kind", choices=sorted(USER_KINDS), default="disparity",
+    p.add_argument("--depth-kind", choices=sorted(USER_KINDS), default=None,
                    help="what --depth values mean: disparity/relative (larger = nearer) or depth/metric "
-                        "(larger = farther); default disparity")
+                        "(larger = farther); default: what a depthcraft file records, else disparity")
     p.add_argument("--provider", default="classic", help="classic | onnx:<model or path> | eachsense")
     p.add_argument("--mode", choices=["max", "eco"], default="max", help="provider quality")
     p.add_argument("--session", help="session id (remote providers continue it)")
     p.add_argument("--max-pixels", type=int, help="refuse photos larger than this many pixels (default 50 MP)")
     p.add_argument("--downscale", action="store_true", help="downscale photos over the limit instead of refusing")
+    p.add_argument("--answer", action="append", default=[], metavar="QUESTION=ANSWER",
+                   help="answer a remote provider's clarification question (repeatable)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="set any parameter, including nested ones (YAML value)")
     for name, f in spec.params.model_fields.items():
@@ -134,15 +137,17 @@ def run_oneshot(args) -> int:
         if not d.exists():
             raise InputError("no such depth file", path=str(d))
         given = Artifact(path=str(d.resolve()), sha256=sha256_file(d), kind="depth",
-                         meta={"kind": USER_KINDS[args.depth_kind], "source": "given", "given_path": str(d)})
+                         meta={"kind": USER_KINDS[args.depth_kind] if args.depth_kind else None, "source": "given",
+                               "given_path": str(d)})
     elif spec.needs_depth and spec.kind != "estimate":
         given = None  # computed below with the provider, like a recipe's estimate -> step chain
     session = args.session or f"oneshot-{uuid.uuid4().hex[:10]}"
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     with tempfile.TemporaryDirectory(prefix="depthcraft-") as tmp:
-        options = {"max_pixels": args.max_pixels, "downscale": args.downscale}
+        answers = dict(a.split("=", 1) for a in args.answer if "=" in a)
+        options = {"max_pixels": args.max_pixels, "downscale": args.downscale, "answers": answers}
         ctx = StepContext(step_id=spec.kind, image_name=img.stem, source=source, workdir=Path(tmp) / "work",
                           session_id=session, provider=args.provider, mode=args.mode, given_depth=given,
                           options={**options, "step_provider": args.provider != "classic"})
@@ -156,14 +161,18 @@ def run_oneshot(args) -> int:
         else:
             produced = spec.run(ctx, params)
         written = []
+        dest = {name: out if name == spec.primary else out.with_name(f"{out.stem}-{name}{Path(o.path).suffix}")
+                for name, o in produced.items()}
         for name, o in produced.items():
-            if name == spec.primary:
-                atomic_copy(o.path, out)
-                written.append(out)
-            elif o.publish:
-                dst = out.with_name(f"{out.stem}-{name}{Path(o.path).suffix}")
-                atomic_copy(o.path, dst)
-                written.append(dst)
+            owner = o.meta.get("sidecar_of")
+            if owner in dest:  # metadata sidecar: <the written file>.json
+                dst = dest[owner].with_name(dest[owner].name + ".json")
+            elif name == spec.primary or o.publish:
+                dst = dest[name]
+            else:
+                continue
+            atomic_copy(o.path, dst)
+            written.append(dst)
     for w in written:
         console.print(f"wrote {w}")
     return 0

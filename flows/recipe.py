@@ -38,9 +38,9 @@ class _Strict(BaseModel):
 class InputEntry(_Strict):
     image: str = Field(description="path, glob or http(s) URL of the photo")
     depth: str | None = Field(None, description="a depth map already made for this photo")
-    depth_kind: Literal["disparity", "depth", "metric", "relative"] = Field(
-        "disparity", description="what the depth file's values mean: disparity/relative (larger = nearer), "
-        "depth/metric (larger = farther)")
+    depth_kind: Literal["disparity", "depth", "metric", "relative"] | None = Field(
+        None, description="what the depth file's values mean: disparity/relative (larger = nearer), "
+        "depth/metric (larger = farther); default: what a depthcraft file records, else disparity")
     name: str | None = Field(None, description="name used in output paths (default: the file's stem)")
 
 

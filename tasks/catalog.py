@@ -8,7 +8,7 @@ from functools import lru_cache
 from .errors import ParameterError
 from .steps import StepSpec
 
-STEP_MODULES = ("estimate", "export", "layers", "mesh")
+STEP_MODULES = ("estimate", "export", "layers", "mesh", "refine", "stereo", "parallax", "bokeh")
 
 
 @lru_cache(maxsize=1)

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from .depthmap import DepthMap
-from .export import SUFFIX, FormatName, MetricScale, format_for_suffix, write_format
+from .export import FormatName, MetricScale, format_for_suffix, format_outputs
 from .providers import DepthRequest, get_provider
 from .steps import Output, StepContext, StepParams, StepSpec, load_depth_artifact, save_depth
 
@@ -37,8 +37,7 @@ def estimate_depth(ctx: StepContext, p: EstimateParams) -> DepthMap:
 
 def run(ctx: StepContext, p: EstimateParams) -> dict[str, Output]:
     dm = estimate_depth(ctx, p)
-    main = write_format(dm, p.format, ctx.out("main", SUFFIX[p.format]), scale=p.metric)
-    return {"depth": save_depth(ctx, dm), "main": Output(main, "depth", {"format": p.format, **dm.describe()})}
+    return {"depth": save_depth(ctx, dm), **format_outputs(ctx, dm, p.format, scale=p.metric)}
 
 
 def params_for_output(path) -> dict:
@@ -46,5 +45,5 @@ def params_for_output(path) -> dict:
     return {"format": format_for_suffix(path)}
 
 
-SPEC = StepSpec(kind="estimate", version="1", params=EstimateParams, run=run, needs_depth=False,
+SPEC = StepSpec(kind="estimate", version="2", params=EstimateParams, run=run, needs_depth=False,
                 uses_provider=True, params_for_output=params_for_output, summary="estimate a depth map with the run's provider (or take the given one)")

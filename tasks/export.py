@@ -184,19 +184,25 @@ class ExportParams(StepParams):
     metric: MetricScale = Field(default_factory=MetricScale, description="scale for metric formats")
 
 
+def format_outputs(ctx: StepContext, dm: DepthMap, fmt: str, name: str = "main", *,
+                   scale: MetricScale | None = None) -> dict[str, Output]:
+    """Write ``dm`` in ``fmt`` as step output ``name`` (plus its ``.json`` sidecar, if the format has one)."""
+    path, meta = write_format_meta(dm, fmt, ctx.out(f"{name}-{fmt}", SUFFIX[fmt]), scale=scale)
+    # the artifact's metadata is the file's: a metric file stays metric when read downstream
+    outs = {name: Output(path, "depth" if fmt != "preview" else "image", {"format": fmt, **meta})}
+    side = path.with_name(path.name + ".json")
+    if side.exists():
+        outs[f"{name}_meta"] = Output(side, "data", {"format": fmt, "sidecar_of": name})
+    return outs
+
+
 def run(ctx: StepContext, p: ExportParams) -> dict[str, Output]:
     dm = ctx.depth()
     if p.metric.fov_deg is not None:
         dm = dm.with_data(dm.data, fov_deg=p.metric.fov_deg)
     outs: dict[str, Output] = {}
     for i, fmt in enumerate(dict.fromkeys(p.formats)):
-        name = "main" if i == 0 else fmt
-        path, meta = write_format_meta(dm, fmt, ctx.out(fmt, SUFFIX[fmt]), scale=p.metric)
-        # the artifact's metadata is the file's: a metric file stays metric when read downstream
-        outs[name] = Output(path, "depth" if fmt != "preview" else "image", {"format": fmt, **meta})
-        side = path.with_name(path.name + ".json")
-        if side.exists():
-            outs[f"{name}_meta"] = Output(side, "data", {"format": fmt, "sidecar_of": name})
+        outs.update(format_outputs(ctx, dm, fmt, "main" if i == 0 else fmt, scale=p.metric))
     return outs
 
 

@@ -66,10 +66,14 @@ def grid_indices(n: int, stride: int) -> np.ndarray:
     return idx if idx[-1] == n - 1 else np.append(idx, n - 1)
 
 
-def stride_for(width: int, height: int, max_faces: int) -> int:
-    """The smallest stride whose grid has at most ``max_faces`` triangles."""
-    s = max(1, math.ceil(math.sqrt(2.0 * width * height / max(max_faces, 2))))
-    while 2 * (len(grid_indices(width, s)) - 1) * (len(grid_indices(height, s)) - 1) > max_faces:
+def stride_for(width: int, height: int, max_faces: int, *, points: bool = False) -> int:
+    """The smallest stride whose grid has at most ``max_faces`` triangles (or points, for a cloud)."""
+    def size(s: int) -> int:
+        gw, gh = len(grid_indices(width, s)), len(grid_indices(height, s))
+        return gw * gh if points else 2 * (gw - 1) * (gh - 1)
+
+    s = max(1, math.floor(math.sqrt((1.0 if points else 2.0) * width * height / max(max_faces, 2))))
+    while size(s) > max_faces:
         s += 1
     return s
 
@@ -229,7 +233,7 @@ def export_3d(rgb: np.ndarray, dm: DepthMap, path: str | Path, *, fmt: MeshForma
     fov = float(fov_deg or dm.fov_deg or DEFAULT_FOV)
     z = depth_in_meters(dm, scale, far_ratio)
     h, w = z.shape
-    s = stride or stride_for(w, h, max_faces)
+    s = stride or stride_for(w, h, max_faces, points=fmt == "ply")
     units = "meters" if dm.kind == "metric" or (scale is not None and scale.given()) else "relative"
     info = {"format": fmt, "fov_deg": fov, "stride": s, "units": units, "axes": "x right, y up, camera looks down -z"}
     p = Path(path)
@@ -240,6 +244,9 @@ def export_3d(rgb: np.ndarray, dm: DepthMap, path: str | Path, *, fmt: MeshForma
         write_ply(p, pts, cols, comment="depthcraft point cloud\n" + json.dumps(info))
         return p, info
     mesh = depth_mesh(z, rgb, fov, stride=s, edge_cut=edge_cut)
+    if len(mesh.faces) == 0:
+        raise ParameterError("no triangle is left: the depth has no valid values or every triangle "
+                             "crosses a depth edge", parameter="edge_cut", hint="raise edge_cut, or set it to null")
     info.update(vertices=int(len(mesh.vertices)), faces=int(len(mesh.faces)), edge_cut=edge_cut)
     if fmt == "obj":
         write_obj(p, mesh, comment="depthcraft mesh\n" + json.dumps(info))
@@ -258,7 +265,7 @@ class MeshParams(StepParams):
     metric: MetricScale = Field(default_factory=MetricScale, description="scale in meters for a relative map "
                                 "(near/far or a known distance); without it the shape is in relative units")
     far_ratio: float = Field(3.0, gt=1, description="without a metric scale: far/near distance ratio assumed")
-    max_faces: int = Field(500_000, ge=2, description="triangle budget: picks the sampling stride when stride is unset")
+    max_faces: int = Field(500_000, ge=2, description="triangle budget (points for ply): picks the sampling stride when stride is unset")
     stride: int | None = Field(None, ge=1, description="sample every n-th pixel (overrides max_faces)")
     edge_cut: float | None = Field(0.1, ge=0, description="cut triangles whose far/near depth ratio exceeds "
                                    "1 + edge_cut (depth edges); null keeps all")

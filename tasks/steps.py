@@ -106,8 +106,10 @@ def load_depth_artifact(a: Artifact, *, expect_size: tuple[int, int] | None = No
     from .depthio import read_depth
 
     data, file_meta = read_depth(a.path)
-    meta = {**file_meta, **a.meta}
-    dm = DepthMap(data=data, kind=meta.get("kind", "relative_inverse"), source=meta.get("source", "unknown"),
+    # what the user said (--depth-kind) wins over the file's own metadata, which wins over the default
+    meta = {**file_meta, **{k: v for k, v in a.meta.items() if v is not None}}
+    default_kind = "disparity" if meta.get("source") == "given" else "relative_inverse"
+    dm = DepthMap(data=data, kind=meta.get("kind") or default_kind, source=meta.get("source", "unknown"),
                   fov_deg=meta.get("fov_deg"))
     if expect_size is not None and (dm.shape[1], dm.shape[0]) != tuple(expect_size):
         src = meta.get("given_path", a.path)

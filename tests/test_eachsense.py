@@ -46,6 +46,8 @@ def srv(server, monkeypatch):
     monkeypatch.setenv("EACHSENSE_BASE_URL", server.base_url)
     monkeypatch.setenv("EACHLABS_STORAGE_URL", server.base_url)
     monkeypatch.delenv("EACHLABS_API_KEY_BLOCK", raising=False)
+    monkeypatch.setenv("EACHSENSE_BACKOFF_BASE", "0.01")  # for providers built from the environment
+    monkeypatch.setenv("EACHSENSE_POLL_INTERVAL", "0.01")
     return server
 
 
@@ -448,7 +450,7 @@ def test_find_answer_never_guesses():
 def test_concurrency_limit_and_one_turn_at_a_time_per_session(srv):
     ec.set_max_concurrency(2)
     try:
-        srv.event_delay = 0.05
+        srv.event_delay = 0.03
         p, _ = make()
         imgs = [photo(96, 96, i) for i in range(6)]
         errs = []
@@ -536,14 +538,13 @@ def test_no_secret_in_any_file_log_or_error(srv, monkeypatch, tmp_path, caplog):
     from tasks.store import Artifact, sha256_file
 
     monkeypatch.setenv("EACHLABS_API_KEY", SECRET)
-    monkeypatch.setenv("EACHSENSE_BACKOFF_BASE", "0.01")
-    monkeypatch.setenv("EACHSENSE_POLL_INTERVAL", "0.01")
     src = tmp_path / "in" / "coffee.png"
     src.parent.mkdir()
     Image.fromarray(skimage.data.coffee()).save(src)
     art = Artifact(str(src), sha256_file(src), "image")
     errors = []
     with caplog.at_level(logging.DEBUG):
+        srv.retry_after = "0"
         srv.chat_faults.extend(["http_429", "drop_before_record", "malformed"])
         ctx = StepContext(step_id="depth", image_name="coffee", source=art, workdir=tmp_path / "work",
                           session_id="secret-run", provider="eachsense", mode="max")
@@ -559,7 +560,7 @@ def test_no_secret_in_any_file_log_or_error(srv, monkeypatch, tmp_path, caplog):
             except ProviderError as e:
                 errors.append(e)
     assert len(errors) == 4
-    assert outs["main"].meta["session_id"] == "secret-run"
+    assert outs["depth"].meta["session_id"] == "secret-run"
     assert Image.open(outs["main"].path).size == (600, 400)
     leaks = [str(f) for f in tmp_path.rglob("*") if f.is_file() and SECRET.encode() in f.read_bytes()]
     assert leaks == []

@@ -106,6 +106,9 @@ def test_face_budget_picks_the_stride():
         assert faces <= budget
         if s > 1:  # and it is the finest stride within the budget
             assert 2 * (len(grid_indices(640, s - 1)) - 1) * (len(grid_indices(480, s - 1)) - 1) > budget
+        sp = stride_for(640, 480, budget, points=True)
+        assert len(grid_indices(640, sp)) * len(grid_indices(480, sp)) <= budget
+        assert sp == 1 or len(grid_indices(640, sp - 1)) * len(grid_indices(480, sp - 1)) > budget
 
 
 def test_relative_map_gets_relative_units_or_a_metric_scale(tmp_path):
@@ -134,3 +137,5 @@ def test_mesh_step_and_output_suffix(tmp_path):
         params_for_output("x.stl")
     with pytest.raises(ParameterError):
         depth_mesh(np.ones((10, 10), np.float32), RGB, 60.0)
+    with pytest.raises(ParameterError, match="edge_cut"):
+        export_3d(RGB, DepthMap(np.full((128, 128), np.nan, np.float32), kind="metric"), tmp_path / "x.glb")

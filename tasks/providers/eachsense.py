@@ -116,8 +116,10 @@ def find_answer(answers: dict | None, question: str, options: list):
     if found is None:
         inside = [v for k, v in answers.items() if norm(k) and norm(k) in q]
         found = inside[0] if len(inside) == 1 else None
-    if isinstance(found, bool) or found is None:
-        return None if found is None else str(found).lower()
+    if found is None:
+        return None
+    if isinstance(found, bool):  # YAML turns yes/no into booleans
+        return "yes" if found else "no"
     if isinstance(found, int) and options and 1 <= found <= len(options):
         return str(options[found - 1])
     return str(found)

@@ -563,7 +563,7 @@ class EachSenseClient:
                                 request_id=err.request_id, retryable=False, status=err.status, code=err.code,
                                 hint=err.hint)
             delay = self.backoff(attempt, err.retry_after)
-            log.warning("eachsense: %s; retry %d of %d in %.1f s", err, attempt + 1, self.max_retries, delay)
+            log.warning("%s; retry %d of %d in %.1f s", err, attempt + 1, self.max_retries, delay)
             self._sleep(delay)
             attempt += 1
 

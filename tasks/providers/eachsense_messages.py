@@ -44,8 +44,6 @@ REFINE_DEFAULT = ("Enhance the edges around the main subject in the depth map: a
 REFINE_WITH_DEPTH = ("The first image is the photo, the second image is its current depth map "
                      "(white = near).")
 
-ANSWER_PREFIX = ""  # an answer is sent as the user's own words, nothing added
-
 
 def estimate_message(use_case: str | None, output: str = "relative", override: str | None = None) -> str:
     """The message for an estimate: the recipe's own words, or the use case's wording + format."""

@@ -1,0 +1,219 @@
+"""The ``bokeh`` step: synthetic shallow depth of field, occlusion-aware, in linear light.
+
+The blur radius of a pixel grows with its distance from the focus plane measured in nearness
+(inverse depth), which is what a thin lens does: the circle of confusion is proportional to
+``|1/z - 1/z_focus|``. The sign says in front of (positive) or behind the focus plane.
+
+Rendering is layered (after Kraus & Strengert, "Depth-of-Field Rendering by Pyramidal Image
+Processing", Eurographics 2007): the signed radius is cut into slices; each slice's pixels are
+blurred with the slice's aperture kernel (disc or polygon), premultiplied by their coverage, and
+the slices are composited from far to near with their blurred coverage as alpha. So a sharp
+foreground never bleeds into a blurred background (background slices never see foreground
+pixels; what the foreground hid is filled from the background around it), and a blurred
+foreground softly covers the sharp subject behind it (its coverage spreads with its blur).
+Large radii are blurred at reduced resolution (the result is smooth anyway), which keeps a
+12 MP photo in seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import cv2
+import numpy as np
+from pydantic import Field
+
+from .depthmap import DepthMap, normalized_nearness
+from .errors import ParameterError
+from .images import write_image
+from .steps import Output, StepContext, StepParams, StepSpec
+from .viewsynth import push_pull_fill
+
+
+class BokehParams(StepParams):
+    focus_x: float | None = Field(None, ge=0, description="focus point x: a share of the width (0..1) or pixels (>1)")
+    focus_y: float | None = Field(None, ge=0, description="focus point y: a share of the height (0..1) or pixels (>1)")
+    focus_depth: float | None = Field(None, ge=0, le=1, description="focus on this nearness (0 = farthest, 1 = nearest) instead of a point")
+    focus: Literal["point", "depth", "nearest"] | None = Field(None, description="focus by point, depth, or on the nearest subject (default: point if given, else depth if given, else nearest)")
+    aperture: float = Field(1.5, ge=0, le=10, description="largest blur radius, percent of the image width (bigger = shallower focus)")
+    f_number: float | None = Field(None, gt=0, description="alternatively a lens-like f-number: aperture = 2.8 / f_number percent")
+    shape: Literal["disc", "polygon"] = Field("disc", description="aperture shape")
+    blades: int = Field(6, ge=3, le=12, description="polygon: number of blades")
+    rotation: float = Field(0.0, description="polygon: rotation, degrees")
+    highlight_boost: float = Field(1.0, ge=0, le=8, description="brighten highlights before blurring (1 = off; 2-4 makes bright bokeh balls)")
+    highlight_threshold: float = Field(0.85, ge=0, le=1, description="linear luminance above which highlights are boosted")
+    focus_band: float = Field(0.03, ge=0, le=0.5, description="nearness range around the focus plane kept fully sharp")
+    quality: int = Field(95, ge=50, le=100, description="JPEG quality when writing .jpg")
+    format: Literal["png", "jpg"] = Field("png", description="image format")
+
+
+# -- colour -------------------------------------------------------------------------------------
+_LUT = None
+
+
+def srgb_to_linear(img: np.ndarray) -> np.ndarray:
+    """uint8 sRGB -> float32 linear 0..1 (a lookup table)."""
+    global _LUT
+    if _LUT is None:
+        c = np.arange(256, dtype=np.float64) / 255.0
+        _LUT = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32)
+    return _LUT[img]
+
+
+def linear_to_srgb(lin: np.ndarray) -> np.ndarray:
+    """float32 linear -> uint8 sRGB (clipped)."""
+    c = np.clip(lin, 0.0, 1.0)
+    s = np.where(c <= 0.0031308, c * 12.92, 1.055 * np.power(c, 1.0 / 2.4, dtype=np.float32) - 0.055)
+    return np.clip(s * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+# -- geometry -------------------------------------------------------------------------------------
+def aperture_kernel(radius: float, shape: str = "disc", blades: int = 6, rotation: float = 0.0) -> np.ndarray:
+    """Normalised float32 kernel of the aperture with ``radius`` pixels, anti-aliased edge."""
+    r = max(float(radius), 0.5)
+    n = int(math.ceil(r)) + 1
+    yy, xx = np.mgrid[-n:n + 1, -n:n + 1].astype(np.float32)
+    if shape == "disc":
+        dist = np.hypot(xx, yy)
+    elif shape == "polygon":
+        # distance in the polygon's own metric: the largest projection on its edge normals
+        ang = np.arctan2(yy, xx) - math.radians(rotation)
+        sector = 2 * math.pi / blades
+        a = np.mod(ang, sector) - sector / 2
+        dist = np.hypot(xx, yy) * np.cos(a) / math.cos(sector / 2)
+    else:
+        raise ParameterError(f"unknown aperture shape {shape!r}; disc or polygon", parameter="shape")
+    k = np.clip(r + 0.5 - dist, 0.0, 1.0)
+    return (k / k.sum()).astype(np.float32)
+
+
+def signed_radius(nearness: np.ndarray, focus: float, max_radius: float, band: float = 0.03) -> np.ndarray:
+    """Blur radius in pixels, signed: positive in front of the focus plane, negative behind.
+
+    Proportional to the distance from the focus plane in nearness (thin-lens circle of
+    confusion), minus a small in-focus ``band``, scaled so that the farthest of the extremes
+    (nearness 0 or 1) gets ``max_radius``.
+    """
+    d = nearness - np.float32(focus)
+    span = max(focus, 1.0 - focus) - band
+    mag = np.maximum(np.abs(d) - np.float32(band), 0.0) / np.float32(max(span, 1e-3))
+    return (np.sign(d) * mag * np.float32(max_radius)).astype(np.float32)
+
+
+def focus_value(nearness: np.ndarray, mode: str, *, point: tuple[float, float] | None = None,
+                depth: float | None = None) -> float:
+    """The nearness to focus on: at a point (median of a small window), a given value, or the
+    nearest subject (a high percentile, robust to specks)."""
+    h, w = nearness.shape
+    if mode == "point":
+        if point is None:
+            raise ParameterError("focus by point needs focus_x and focus_y", parameter="focus_x")
+        x, y = point
+        x = x * (w - 1) if x <= 1 else x
+        y = y * (h - 1) if y <= 1 else y
+        if not (0 <= x < w and 0 <= y < h):
+            raise ParameterError(f"focus point ({x:.0f}, {y:.0f}) is outside the {w}x{h} image", parameter="focus_x")
+        r = max(2, min(w, h) // 100)
+        xi, yi = int(round(x)), int(round(y))
+        win = nearness[max(0, yi - r):yi + r + 1, max(0, xi - r):xi + r + 1]
+        return float(np.median(win))
+    if mode == "depth":
+        if depth is None:
+            raise ParameterError("focus by depth needs focus_depth", parameter="focus_depth")
+        return float(depth)
+    if mode == "nearest":
+        return float(np.percentile(nearness, 99.0))
+    raise ParameterError(f"unknown focus mode {mode!r}; point, depth or nearest", parameter="focus")
+
+
+def _blur(img: np.ndarray, radius: float, shape: str, blades: int, rotation: float) -> np.ndarray:
+    """Aperture blur; large radii at reduced resolution (kernel at most ~7 px wide there)."""
+    if radius < 0.5:
+        return img
+    h, w = img.shape[:2]
+    if radius <= 2.0:  # tiny: a Gaussian of the same spread is indistinguishable and separable
+        return cv2.GaussianBlur(img, (0, 0), max(radius * 0.6, 0.3), borderType=cv2.BORDER_REFLECT)
+    f = 1
+    while radius / f > 3.0:
+        f *= 2
+    small = img if f == 1 else cv2.resize(img, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
+    k = aperture_kernel(radius / f, shape, blades, rotation)
+    out = cv2.filter2D(small, -1, k, borderType=cv2.BORDER_REFLECT)
+    return out if f == 1 else cv2.resize(out, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def render_bokeh(image: np.ndarray, nearness: np.ndarray, *, focus: float, max_radius: float,
+                 shape: str = "disc", blades: int = 6, rotation: float = 0.0, highlight_boost: float = 1.0,
+                 highlight_threshold: float = 0.85, band: float = 0.03, step: float | None = None) -> np.ndarray:
+    """Depth of field for ``image`` (uint8 RGB) with ``nearness`` (0 far .. 1 near, float32),
+    focused at nearness ``focus``; ``max_radius`` in pixels. Returns uint8 RGB."""
+    if image.shape[:2] != nearness.shape:
+        raise ParameterError("depth and image sizes differ", parameter="depth")
+    lin = srgb_to_linear(image)
+    if highlight_boost != 1.0:
+        lum = lin @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+        gain = 1.0 + (highlight_boost - 1.0) * np.clip((lum - highlight_threshold) / max(1 - highlight_threshold, 1e-3), 0, 1)
+        lin = lin * gain[..., None]
+    rad = signed_radius(nearness, focus, max_radius, band)
+    if max_radius < 0.5:
+        return image.copy()
+    # slices of the signed radius, a pixel or so apart near focus and wider further out
+    step = step or max(1.0, max_radius / 8.0)
+    idx = np.round(rad / step).astype(np.int32)
+    lo, hi = int(idx.min()), int(idx.max())
+    rgba = np.dstack([lin, np.ones(lin.shape[:2], np.float32)])
+    # far to near: most negative slice (farthest behind focus) first
+    result = None
+    for s in range(lo, hi + 1):
+        m = idx == s
+        if not m.any():
+            continue
+        r = abs(s) * step
+        layer = rgba * m[..., None].astype(np.float32)
+        bl = _blur(layer, r, shape, blades, rotation)
+        a = np.clip(bl[..., 3], 0.0, 1.0)
+        col = bl[..., :3] / np.maximum(bl[..., 3:4], 1e-6)
+        if result is None:
+            # the farthest slice is the backdrop: fill what nearer slices hid from its own colours
+            if (a < 0.999).any():
+                col = push_pull_fill(col, np.clip(a, 0, 1))
+            result = col
+        else:
+            result = col * a[..., None] + result * (1.0 - a[..., None])
+    return linear_to_srgb(result)
+
+
+def run(ctx: StepContext, p: BokehParams) -> dict[str, Output]:
+    image = ctx.image()
+    dm: DepthMap = ctx.depth()
+    n = normalized_nearness(dm, robust=0.002)
+    if n.shape != image.shape[:2]:
+        n = cv2.resize(n, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
+    mode = p.focus or ("point" if p.focus_x is not None and p.focus_y is not None
+                       else "depth" if p.focus_depth is not None else "nearest")
+    pt = (p.focus_x, p.focus_y) if p.focus_x is not None and p.focus_y is not None else None
+    f = focus_value(n, mode, point=pt, depth=p.focus_depth)
+    aperture = 2.8 / p.f_number if p.f_number else p.aperture
+    max_r = aperture / 100.0 * image.shape[1]
+    out = render_bokeh(image, n, focus=f, max_radius=max_r, shape=p.shape, blades=p.blades, rotation=p.rotation,
+                       highlight_boost=p.highlight_boost, highlight_threshold=p.highlight_threshold, band=p.focus_band)
+    ext = ".jpg" if p.format == "jpg" else ".png"
+    path = write_image(ctx.out("main", ext), out, quality=p.quality)
+    meta = {"focus_nearness": round(f, 4), "focus_mode": mode, "max_radius_px": round(max_r, 2)}
+    return {"main": Output(path, "image", meta), "image": Output(path, "image", meta, publish=False)}
+
+
+def params_for_output(path) -> dict:
+    from pathlib import Path
+
+    s = Path(path).suffix.lower()
+    if s in (".jpg", ".jpeg"):
+        return {"format": "jpg"}
+    if s == ".png":
+        return {"format": "png"}
+    raise ParameterError(f"cannot tell an image format from {s!r}; use .png or .jpg", parameter="-o")
+
+
+SPEC = StepSpec(kind="bokeh", version="1", params=BokehParams, run=run, params_for_output=params_for_output,
+                summary="synthetic shallow depth of field, occlusion-aware (focus point, depth or nearest subject)")

@@ -1,0 +1,166 @@
+"""The ``parallax`` step: a short video of the photo seen from a moving camera ("2.5D" / "3D
+photo" effect), rendered by the view-synthesis engine and streamed to the encoder.
+
+Frames render on all cores (one frame per thread) while ffmpeg encodes the previous ones; at
+most a few frames are in memory at any time, whatever the duration or size.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+from pydantic import Field, field_validator
+
+from .camera import EasingName, Keyframe, MotionName, frame_times, motion_path, needed_overscan
+from .depthmap import normalized_nearness
+from .errors import ParameterError
+from .steps import Output, StepContext, StepParams, StepSpec
+from .video import VideoWriter, ordered_map
+from .viewsynth import ParallaxRenderer, threads
+
+
+class ParallaxParams(StepParams):
+    motion: MotionName = Field("orbit", description="camera motion: orbit, circle, swing, swing_vertical, dolly, zoom, "
+                               "ken_burns, dolly_zoom, or keyframes")
+    duration: float = Field(4.0, gt=0, le=600, description="video length, seconds")
+    fps: float = Field(30.0, gt=0, le=240, description="frames per second")
+    size: str | None = Field(None, description="output size WxH (e.g. 1920x1080); default: the photo's size, made even")
+    intensity: float = Field(0.03, ge=0, le=0.2, description="largest parallax between nearest and farthest surface, share of the width")
+    dolly: float = Field(0.25, gt=-2, lt=0.9, description="dolly motions: share of the distance to the nearest surface travelled")
+    zoom: float = Field(0.15, gt=-0.9, le=3, description="zoom motions: focal length change (0.15 = 15% closer)")
+    focus: float = Field(0.5, ge=0, le=1, description="nearness (0 far .. 1 near) of the plane that stays still (orbit pivot, dolly-zoom subject)")
+    loop: bool = Field(True, description="seamless loop: the last frame leads back into the first")
+    easing: EasingName = Field("ease_in_out", description="easing of one-way motions (loop: false)")
+    keyframes: list[Keyframe] = Field(default_factory=list, description="motion 'keyframes': list of {t, x, y, dolly, zoom, focus, pan_x, pan_y, easing}")
+    container: Literal["mp4", "webm", "gif"] = Field("mp4", description="mp4 (H.264), webm (VP9) or gif")
+    crf: int = Field(18, ge=0, le=51, description="encoder quality, lower is better (H.264 CRF; VP9 gets crf + 13)")
+    preset: str = Field("medium", description="x264 preset (ultrafast .. veryslow)")
+    pix_fmt: Literal["yuv420p", "yuv444p"] = Field("yuv420p", description="pixel format (yuv420p plays everywhere)")
+    supersample: int = Field(1, ge=1, le=3, description="render at this multiple of the size and downscale (anti-aliasing)")
+    edge_dilation: int | None = Field(None, ge=0, le=64, description="grow near objects by this many pixels so their edge pixels move with them (default: auto)")
+    mask: bool = Field(False, description="also write a video of the filled-in (disoccluded) pixels, white = filled")
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v):
+        if v is None:
+            return v
+        parse_size(v)
+        return v
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(x) for x in str(text).lower().replace("×", "x").split("x"))
+    except ValueError:
+        raise ParameterError(f"size {text!r} is not WxH, e.g. 1920x1080", parameter="size") from None
+    if w < 16 or h < 16 or w > 16384 or h > 16384:
+        raise ParameterError(f"size {w}x{h} is out of range (16..16384 per side)", parameter="size")
+    return w, h
+
+
+def output_size(p: ParallaxParams, photo_shape: tuple[int, ...]) -> tuple[int, int]:
+    if p.size:
+        w, h = parse_size(p.size)
+    else:
+        h, w = photo_shape[:2]
+    if p.container != "gif" and p.pix_fmt == "yuv420p":
+        w, h = w - w % 2, h - h % 2  # 4:2:0 needs even sides
+    return w, h
+
+
+def auto_edge_dilation(width: int, exact: bool) -> int:
+    """Near-object growth for estimated depth (its edges are soft and a little off): about a
+    pixel per 600 px of width; none for exact disparity."""
+    return 0 if exact else max(1, round(width / 600))
+
+
+def max_parallax(poses, size: tuple[int, int]) -> float:
+    """The largest displacement (px) of the nearest surface relative to the farthest, over poses."""
+    half_diag = 0.5 * math.hypot(*size)
+    best = 0.0
+    for p in poses:
+        r = p.zoom / max(1.0 - p.z, 1e-3)
+        best = max(best, math.hypot(p.x, p.y) * r + abs(r - p.zoom) * half_diag)
+    return best
+
+
+def render_video(photo: np.ndarray, nearness: np.ndarray, p: ParallaxParams, path: Path, *,
+                 exact: bool = False, mask_path: Path | None = None, progress=None) -> dict:
+    """Render and encode the video; returns facts about it (frames, size, overscan)."""
+    size = output_size(p, photo.shape)
+    n = max(1, int(round(p.duration * p.fps)))
+    path_fn = motion_path(p.motion, width=size[0], intensity=p.intensity, dolly=p.dolly, zoom=p.zoom,
+                          focus=p.focus, loop=p.loop, easing=p.easing, keyframes=p.keyframes)
+    poses = [path_fn(t) for t in frame_times(n, p.loop)]
+    over = needed_overscan(poses, size)
+    ss = int(p.supersample)
+    rsize = (size[0] * ss, size[1] * ss)
+    if ss > 1:
+        from .viewsynth import Pose
+
+        poses = [Pose(x=q.x * ss, y=q.y * ss, z=q.z, zoom=q.zoom, focus=q.focus, pan_x=q.pan_x * ss,
+                      pan_y=q.pan_y * ss) for q in poses]
+    dil = auto_edge_dilation(photo.shape[1], exact) if p.edge_dilation is None else p.edge_dilation
+    renderer = ParallaxRenderer(photo, nearness, rsize, overscan=over, max_parallax=max_parallax(poses, rsize),
+                                edge_dilation=dil, workers=1)
+
+    def one(pose):
+        frame, filled = renderer.render(pose)
+        if ss > 1:
+            frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+            filled = cv2.resize(filled.view(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+        return frame, filled
+
+    kw = dict(crf=p.crf, preset=p.preset, pix_fmt=p.pix_fmt)
+    mask_writer = VideoWriter(mask_path, size, p.fps, p.container, **kw) if mask_path else None
+    filled_share = 0.0
+    try:
+        with VideoWriter(path, size, p.fps, p.container, **kw) as writer:
+            for i, (frame, filled) in enumerate(ordered_map(one, poses, workers=threads())):
+                writer.write(frame)
+                if mask_writer is not None:
+                    writer_mask = np.repeat(filled.view(np.uint8)[..., None] * np.uint8(255), 3, axis=2)
+                    mask_writer.write(writer_mask)
+                filled_share += float(filled.mean()) / n
+                if progress is not None:
+                    progress(i + 1, n)
+    finally:
+        if mask_writer is not None:
+            mask_writer.close()
+    return {"frames": n, "width": size[0], "height": size[1], "fps": p.fps, "motion": p.motion,
+            "overscan": round(over, 4), "filled_share": round(filled_share, 5), "container": p.container}
+
+
+def run(ctx: StepContext, p: ParallaxParams) -> dict[str, Output]:
+    photo = ctx.image()
+    dm = ctx.depth()
+    if dm.shape != photo.shape[:2]:
+        from .depthmap import resize_depth
+
+        dm = resize_depth(dm, (photo.shape[1], photo.shape[0]))
+    nearness = normalized_nearness(dm, robust=0.002)
+    suffix = "." + p.container
+    main = ctx.out("main", suffix)
+    mask = ctx.out("mask", suffix) if p.mask else None
+    info = render_video(photo, nearness, p, main, exact=dm.kind == "disparity", mask_path=mask, progress=ctx.tick)
+    outs = {"main": Output(main, "video", info)}
+    if mask is not None:
+        outs["mask"] = Output(mask, "video", {**info, "content": "filled-in pixels, white"})
+    return outs
+
+
+def params_for_output(path) -> dict:
+    """``-o x.mp4`` / ``x.webm`` / ``x.gif`` picks the container."""
+    s = Path(path).suffix.lower().lstrip(".")
+    if s not in ("mp4", "webm", "gif"):
+        raise ParameterError(f"cannot tell a video format from '.{s}'; use .mp4, .webm or .gif", parameter="-o")
+    return {"container": s}
+
+
+SPEC = StepSpec(kind="parallax", version="1", params=ParallaxParams, run=run, params_for_output=params_for_output,
+                summary="render a parallax video (orbit, dolly, zoom, swing, Ken Burns, dolly-zoom, keyframes)")

@@ -1,0 +1,212 @@
+"""The ``stereo`` step: a stereo pair from one photo and its depth, in the layout a viewer needs.
+
+Two modes:
+
+- **relative** (any estimated depth): ``divergence`` is the largest disparity between the two
+  eyes, in percent of the image width, and ``convergence`` which nearness (0 = farthest,
+  1 = nearest) sits on the screen plane; each eye is rendered from the photo moved half-way
+  (the peers' parameters, e.g. iw3's ``divergence`` / ``convergence``).
+- **exact** (a ``disparity`` depth map with ``scale``): every pixel of the photo, taken as the
+  left view, moves to ``x - d * scale`` in the right view (the Middlebury convention); the
+  left view is the photo itself.
+
+Layouts: ``sbs`` (full side-by-side), ``hsbs`` (half side-by-side), ``tb`` / ``htb``
+(top-bottom), ``cross`` (cross-eyed: right image on the left), ``anaglyph`` (red-cyan, Dubois
+matrices by default), ``lr`` (two files), ``mpo`` (stereo JPEG, the format of 3D cameras).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+from pydantic import Field
+
+from .depthmap import DepthMap, normalized_nearness
+from .errors import ParameterError
+from .images import write_image
+from .steps import Output, StepContext, StepParams, StepSpec
+from .viewsynth import hidden_mask, make_layers, shift_view
+
+log = logging.getLogger(__name__)
+
+Layout = Literal["sbs", "hsbs", "tb", "htb", "cross", "anaglyph", "lr", "mpo"]
+AnaglyphName = Literal["dubois", "half_color", "gray", "color"]
+COMFORT_PERCENT = 3.0  # above this divergence (share of width) many viewers feel strain
+
+# Red-cyan anaglyph matrices, rows = output R, G, B; columns = input R, G, B.
+# Dubois (least-squares projection, E. Dubois, "A projection method to generate anaglyph
+# stereo images", ICASSP 2001), the red-cyan set published on his site.
+ANAGLYPH = {
+    "dubois": (np.array([[0.456, 0.500, 0.176], [-0.040, -0.038, -0.016], [-0.015, -0.021, -0.005]], np.float32),
+               np.array([[-0.043, -0.088, -0.002], [0.378, 0.734, -0.018], [-0.072, -0.113, 1.226]], np.float32)),
+    # left luminance in red, right colour in green and blue
+    "half_color": (np.array([[0.299, 0.587, 0.114], [0, 0, 0], [0, 0, 0]], np.float32),
+                   np.array([[0, 0, 0], [0, 1, 0], [0, 0, 1]], np.float32)),
+    "gray": (np.array([[0.299, 0.587, 0.114], [0, 0, 0], [0, 0, 0]], np.float32),
+             np.array([[0, 0, 0], [0.299, 0.587, 0.114], [0.299, 0.587, 0.114]], np.float32)),
+    "color": (np.array([[1, 0, 0], [0, 0, 0], [0, 0, 0]], np.float32),
+              np.array([[0, 0, 0], [0, 1, 0], [0, 0, 1]], np.float32)),
+}
+
+
+class StereoParams(StepParams):
+    eye: Literal["both", "left", "right"] = Field("both", description="both: the layout; left/right: that view alone, the photo's size")
+    layout: Layout = Field("sbs", description="sbs, hsbs, tb, htb, cross, anaglyph, lr (two files) or mpo (stereo JPEG)")
+    divergence: float = Field(2.0, gt=0, le=20, description="largest disparity between the eyes, percent of the width (relative depth)")
+    convergence: float = Field(0.5, ge=0, le=1, description="nearness on the screen plane: 0 = farthest (all pops out), 1 = nearest (all behind)")
+    scale: float | None = Field(None, description="exact mode (disparity depth): shift each pixel by disparity x scale")
+    anaglyph: AnaglyphName = Field("dubois", description="anaglyph matrix: dubois, half_color, gray or color")
+    edge_dilation: int | None = Field(None, ge=0, le=64, description="grow near objects by this many pixels (default: auto, 0 for exact disparity)")
+    interpolation: Literal["linear", "cubic", "lanczos"] = Field("cubic", description="resampling filter")
+    format: Literal["png", "jpg"] = Field("png", description="image file format (mpo is always JPEG)")
+    quality: int = Field(95, ge=50, le=100, description="JPEG quality")
+    mask: bool = Field(True, description="also write the mask of filled-in pixels of each view")
+
+
+# -- pure functions ----------------------------------------------------------------------------
+def eye_disparities(dm: DepthMap, *, divergence: float, convergence: float, scale: float | None,
+                    width: int) -> tuple[np.ndarray | None, np.ndarray, bool]:
+    """Per-eye shifts ``(left, right, exact)``: the left view shows x at ``x + left``, the right
+    view at ``x - right`` (``left`` is None in exact mode: the photo is the left view)."""
+    if dm.kind == "disparity" and scale is not None:
+        return None, (np.nan_to_num(dm.data, nan=0.0, posinf=0.0, neginf=0.0) * np.float32(scale)).astype(np.float32), True
+    n = normalized_nearness(dm, robust=0.002)
+    total = (n - np.float32(convergence)) * np.float32(divergence / 100.0 * width)
+    half = (0.5 * total).astype(np.float32)
+    return half, half, False
+
+
+def comfort_warning(disp_range_px: float, width: int) -> str | None:
+    """A warning when the pair's disparity range exceeds what most eyes fuse comfortably."""
+    pct = 100.0 * disp_range_px / max(width, 1)
+    if pct > COMFORT_PERCENT:
+        return (f"disparity range is {pct:.1f}% of the width, above the {COMFORT_PERCENT:.0f}% most viewers "
+                "find comfortable; lower divergence (or scale)")
+    return None
+
+
+def render_pair(image: np.ndarray, left_d: np.ndarray | None, right_d: np.ndarray, *,
+                edge_dilation: int = 0, interpolation: str = "cubic", eyes: tuple[str, ...] = ("left", "right")):
+    """The two views and their filled-in masks: ``{eye: View}``. One background layer serves
+    both eyes."""
+    from .viewsynth import View, dilate_near
+
+    out = {}
+    rd = dilate_near(right_d, edge_dilation) if edge_dilation else right_d
+    ld = None
+    if left_d is not None and "left" in eyes:
+        ld = rd if left_d is right_d else (dilate_near(left_d, edge_dilation) if edge_dilation else left_d)
+    sides = "both" if ld is not None and "right" in eyes else ("left" if ld is not None else "right")
+    hid = hidden_mask(rd if sides != "left" else ld, sides=sides)
+    layers = make_layers(image, hid)
+    if "right" in eyes:
+        out["right"] = shift_view(image, rd, direction=-1, layers=layers, interpolation=interpolation)
+    if "left" in eyes:
+        if ld is None:
+            out["left"] = View(image, np.zeros(image.shape[:2], bool), np.zeros(image.shape[:2], np.float32))
+        else:
+            out["left"] = shift_view(image, ld, direction=1, layers=layers, interpolation=interpolation)
+    return out
+
+
+def anaglyph(left: np.ndarray, right: np.ndarray, kind: str = "dubois") -> np.ndarray:
+    """Red-cyan anaglyph (uint8 RGB) of a pair, by a 3x3 matrix per eye."""
+    if kind not in ANAGLYPH:
+        raise ParameterError(f"unknown anaglyph {kind!r}; one of {', '.join(ANAGLYPH)}", parameter="anaglyph")
+    ml, mr = ANAGLYPH[kind]
+    out = cv2.transform(left.astype(np.float32), ml) + cv2.transform(right.astype(np.float32), mr)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def compose(left: np.ndarray, right: np.ndarray, layout: str, *, anaglyph_kind: str = "dubois") -> np.ndarray:
+    """One image of a pair in a layout (not ``lr`` / ``mpo``, which are several images)."""
+    h, w = left.shape[:2]
+    if layout == "sbs":
+        return np.concatenate([left, right], 1)
+    if layout == "cross":
+        return np.concatenate([right, left], 1)
+    if layout == "tb":
+        return np.concatenate([left, right], 0)
+    if layout == "hsbs":
+        half = (max(1, w // 2), h)
+        return np.concatenate([cv2.resize(left, half, interpolation=cv2.INTER_AREA),
+                               cv2.resize(right, half, interpolation=cv2.INTER_AREA)], 1)
+    if layout == "htb":
+        half = (w, max(1, h // 2))
+        return np.concatenate([cv2.resize(left, half, interpolation=cv2.INTER_AREA),
+                               cv2.resize(right, half, interpolation=cv2.INTER_AREA)], 0)
+    if layout == "anaglyph":
+        return anaglyph(left, right, anaglyph_kind)
+    raise ParameterError(f"layout {layout!r} is not a single image", parameter="layout")
+
+
+def write_mpo(path: str | Path, left: np.ndarray, right: np.ndarray, *, quality: int = 95) -> Path:
+    """A stereo MPO (CIPA DC-007 multi-picture JPEG: left image first, then right)."""
+    from PIL import Image
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(left).save(p, format="MPO", save_all=True, append_images=[Image.fromarray(right)],
+                               quality=quality)
+    return p
+
+
+# -- the step ----------------------------------------------------------------------------------
+def run(ctx: StepContext, p: StereoParams) -> dict[str, Output]:
+    image = ctx.image()
+    dm = ctx.depth()
+    h, w = image.shape[:2]
+    left_d, right_d, exact = eye_disparities(dm, divergence=p.divergence, convergence=p.convergence,
+                                             scale=p.scale, width=w)
+    dil = (0 if exact else max(1, round(w / 600))) if p.edge_dilation is None else p.edge_dilation
+    rng = float(np.ptp(right_d)) * (1.0 if exact else 2.0)
+    warning = comfort_warning(rng, w)
+    if warning:
+        log.warning("%s: %s", ctx.image_name, warning)
+    meta = {"mode": "exact" if exact else "relative", "divergence_percent": round(100.0 * rng / w, 3),
+            "layout": p.layout, "eye": p.eye}
+    if warning:
+        meta["warning"] = warning
+    eyes = ("left", "right") if p.eye == "both" else (p.eye,)
+    views = render_pair(image, left_d, right_d, edge_dilation=dil, interpolation=p.interpolation, eyes=eyes)
+    ext = ".jpg" if p.format == "jpg" else ".png"
+    outs: dict[str, Output] = {}
+    for eye, v in views.items():
+        outs[eye] = Output(write_image(ctx.out(eye, ext), v.image, quality=p.quality), "image", {**meta, "eye": eye})
+        if p.mask and v.filled.any():
+            outs[f"{eye}_mask"] = Output(write_image(ctx.out(f"{eye}_mask", ".png"), v.filled.view(np.uint8) * np.uint8(255)),
+                                         "mask", {"content": f"filled-in pixels of the {eye} view, white"})
+    if p.eye != "both":
+        outs["main"] = Output(outs[p.eye].path, "image", outs[p.eye].meta)
+        if f"{p.eye}_mask" in outs:
+            outs["mask"] = outs.pop(f"{p.eye}_mask")
+        return outs
+    left, right = views["left"].image, views["right"].image
+    if p.layout == "lr":
+        outs["main"] = Output(outs["left"].path, "image", outs["left"].meta)
+    elif p.layout == "mpo":
+        outs["main"] = Output(write_mpo(ctx.out("main", ".mpo"), left, right, quality=p.quality), "image", meta)
+    else:
+        img = compose(left, right, p.layout, anaglyph_kind=p.anaglyph)
+        outs["main"] = Output(write_image(ctx.out("main", ext), img, quality=p.quality), "image", meta)
+    return outs
+
+
+def params_for_output(path) -> dict:
+    """``-o x.mpo``: stereo JPEG; ``x.jpg``: JPEG; ``x.png``: PNG."""
+    s = Path(path).suffix.lower()
+    if s == ".mpo":
+        return {"layout": "mpo"}
+    if s in (".jpg", ".jpeg"):
+        return {"format": "jpg"}
+    if s == ".png":
+        return {"format": "png"}
+    raise ParameterError(f"cannot tell an image format from {s!r}; use .png, .jpg or .mpo", parameter="-o")
+
+
+SPEC = StepSpec(kind="stereo", version="1", params=StereoParams, run=run, params_for_output=params_for_output,
+                summary="make a stereo pair (side-by-side, top-bottom, anaglyph, MPO, or one eye)")
