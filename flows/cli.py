@@ -146,7 +146,7 @@ def cmd_steps(a) -> int:
     from tasks.catalog import get_step, steps
 
     con = Console()
-    kinds = [a.kind] if a.kind else sorted(steps())
+    kinds = list(a.kind) if a.kind else sorted(steps())
     if a.markdown:
         print(steps_markdown(kinds))
         return 0
@@ -368,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     recipe_cmd("plan", cmd_plan, "show the DAG of a recipe with what is already cached")
 
     s = sub.add_parser("steps", help="every step kind with its parameters and defaults")
-    s.add_argument("kind", nargs="?")
+    s.add_argument("kind", nargs="*")
     s.add_argument("--markdown", action="store_true", help="print the reference as Markdown")
     s.set_defaults(func=cmd_steps)
 

@@ -50,9 +50,10 @@ def execute_node(payload: dict, upstream: list[dict]) -> dict:
         produced = spec.run(ctx, params)
         seconds = time.perf_counter() - t0
         outputs: dict[str, Artifact] = {}
+        paths = [str(o.path) for o in produced.values()]
         for name, out in produced.items():
-            a = store.put_file(out.path, out.kind, {**out.meta, "publish": out.publish}, move=True)
-            outputs[name] = a
+            shared = paths.count(str(out.path)) > 1  # one file under two names: copy, don't move
+            outputs[name] = store.put_file(out.path, out.kind, {**out.meta, "publish": out.publish}, move=not shared)
         store.save_record(key, outputs, {"step": payload["kind"], "seconds": seconds})
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -14,6 +14,7 @@ output root at the same path, run the same package versions, and reach the Prefe
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -24,6 +25,9 @@ from .recipe import DaskSettings
 ENV_ADDRESS = "DEPTHCRAFT_DASK_ADDRESS"
 ENV_WORKERS = "DEPTHCRAFT_DASK_WORKERS"
 ENV_THREADS = "DEPTHCRAFT_DASK_THREADS"
+# set in each local worker process before it imports numpy or OpenCV
+SINGLE_THREADED = {"OPENCV_FOR_THREADS_NUM": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+                   "MKL_NUM_THREADS": "1"}
 
 
 def dask_settings(recipe: Any = None) -> DaskSettings:
@@ -47,7 +51,9 @@ def dask_runner(recipe: Any = None, address: str | None = None):
     (``threads_per_worker`` threads each) starts with the flow run and stops with it.
 
     Processes, not threads: the steps are CPU-bound numpy/OpenCV code, and separate processes
-    keep one step's Python work from holding another's GIL.
+    keep one step's Python work from holding another's GIL. Each worker's libraries run
+    single-threaded (OpenCV, OpenMP, BLAS): the worker's task threads are its parallelism, and
+    library thread pools on top of them would oversubscribe the cores.
     """
     from prefect_dask import DaskTaskRunner
 
@@ -58,7 +64,7 @@ def dask_runner(recipe: Any = None, address: str | None = None):
     return DaskTaskRunner(
         cluster_class="distributed.LocalCluster",
         cluster_kwargs={"n_workers": s.workers, "threads_per_worker": s.threads_per_worker, "processes": True,
-                        "dashboard_address": None},
+                        "dashboard_address": None, "silence_logs": logging.ERROR, "env": SINGLE_THREADED},
     )
 
 

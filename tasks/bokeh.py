@@ -61,13 +61,6 @@ def srgb_to_linear(img: np.ndarray) -> np.ndarray:
     return _LUT[img]
 
 
-def linear_to_srgb(lin: np.ndarray) -> np.ndarray:
-    """float32 linear -> uint8 sRGB (clipped)."""
-    c = np.clip(lin, 0.0, 1.0)
-    s = np.where(c <= 0.0031308, c * 12.92, 1.055 * np.power(c, 1.0 / 2.4, dtype=np.float32) - 0.055)
-    return np.clip(s * 255.0 + 0.5, 0, 255).astype(np.uint8)
-
-
 # -- geometry -------------------------------------------------------------------------------------
 def aperture_kernel(radius: float, shape: str = "disc", blades: int = 6, rotation: float = 0.0) -> np.ndarray:
     """Normalised float32 kernel of the aperture with ``radius`` pixels, anti-aliased edge."""
@@ -143,45 +136,121 @@ def _blur(img: np.ndarray, radius: float, shape: str, blades: int, rotation: flo
     return out if f == 1 else cv2.resize(out, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
+def _srgb_lut_inverse(levels: int = 4096) -> np.ndarray:
+    c = (np.arange(levels, dtype=np.float64) + 0.5) / levels
+    srgb = np.where(c <= 0.0031308, c * 12.92, 1.055 * c ** (1 / 2.4) - 0.055)
+    return np.clip(srgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+_INV = None
+
+
+def linear_to_srgb_fast(lin: np.ndarray) -> np.ndarray:
+    """float32 linear 0..1 -> uint8 sRGB through a 4096-entry table (exact to the 8-bit step)."""
+    global _INV
+    if _INV is None:
+        _INV = _srgb_lut_inverse()
+    q = np.clip(lin * np.float32(4096.0), 0, 4095).astype(np.int32)
+    return _INV[q]
+
+
+def _group(lin_s: np.ndarray, cov: np.ndarray, rad_s: np.ndarray, f0: int, step: float,
+           shape: str, blades: int, rotation: float) -> tuple[np.ndarray, np.ndarray]:
+    """Gather-blur one depth group (behind or in front of focus) at reduced resolution:
+    slices of equal radius, each blurred with its aperture, summed premultiplied.
+    ``lin_s``: premultiplied colour, ``cov``: coverage, ``rad_s``: radius (full-res px)."""
+    tot = np.zeros_like(lin_s)
+    alpha = np.zeros_like(cov)
+    idx = np.round(rad_s / step).astype(np.int32)
+    idx[cov <= 0] = -1
+    for s in np.unique(idx):
+        if s < 0:
+            continue
+        m = (idx == s).astype(np.float32)
+        r = s * step / f0  # in reduced pixels
+        rgba = np.dstack([lin_s * m[..., None], cov * m])
+        bl = _blur(rgba, r, shape, blades, rotation)
+        tot += bl[..., :3]
+        alpha += bl[..., 3]
+    return tot, alpha
+
+
 def render_bokeh(image: np.ndarray, nearness: np.ndarray, *, focus: float, max_radius: float,
                  shape: str = "disc", blades: int = 6, rotation: float = 0.0, highlight_boost: float = 1.0,
                  highlight_threshold: float = 0.85, band: float = 0.03, step: float | None = None) -> np.ndarray:
     """Depth of field for ``image`` (uint8 RGB) with ``nearness`` (0 far .. 1 near, float32),
-    focused at nearness ``focus``; ``max_radius`` in pixels. Returns uint8 RGB."""
+    focused at nearness ``focus``; ``max_radius`` in pixels. Returns uint8 RGB.
+
+    Three groups (the near-field / far-field split of real-time DoF): pixels behind the focus
+    plane are blurred among themselves only (so nothing in focus or in front bleeds into
+    them; what they hid is filled from around it), the in-focus pixels are kept sharp on top,
+    and the pixels in front are blurred among themselves and laid over the rest with their
+    spread coverage as alpha. Within a group, slices of equal radius are blurred with the
+    aperture kernel and summed (normalised gather), at reduced resolution for large images.
+    """
     if image.shape[:2] != nearness.shape:
         raise ParameterError("depth and image sizes differ", parameter="depth")
+    if max_radius < 0.5:
+        return image.copy()
+    h, w = image.shape[:2]
     lin = srgb_to_linear(image)
     if highlight_boost != 1.0:
         lum = lin @ np.array([0.2126, 0.7152, 0.0722], np.float32)
         gain = 1.0 + (highlight_boost - 1.0) * np.clip((lum - highlight_threshold) / max(1 - highlight_threshold, 1e-3), 0, 1)
-        lin = lin * gain[..., None]
+        lin *= gain[..., None]
     rad = signed_radius(nearness, focus, max_radius, band)
-    if max_radius < 0.5:
-        return image.copy()
-    # slices of the signed radius, a pixel or so apart near focus and wider further out
-    step = step or max(1.0, max_radius / 8.0)
-    idx = np.round(rad / step).astype(np.int32)
-    lo, hi = int(idx.min()), int(idx.max())
-    rgba = np.dstack([lin, np.ones(lin.shape[:2], np.float32)])
-    # far to near: most negative slice (farthest behind focus) first
-    result = None
-    for s in range(lo, hi + 1):
-        m = idx == s
-        if not m.any():
+    f0 = 1
+    while (w / f0) * (h / f0) > 1_500_000:
+        f0 *= 2
+    sharp_r = max(1.0, 0.5 * f0)
+    step = step or max(1.0, max_radius / 10.0, 0.75 * f0)
+    small = (max(1, w // f0), max(1, h // f0))
+
+    def down(a):
+        return a if f0 == 1 else cv2.resize(a, small, interpolation=cv2.INTER_AREA)
+
+    def up(a):
+        return a if f0 == 1 else cv2.resize(a, (w, h), interpolation=cv2.INTER_LINEAR)
+
+    out = None
+    layers = {}
+    for name, mask in (("behind", rad <= -sharp_r), ("front", rad >= sharp_r)):
+        if not mask.any():
             continue
-        r = abs(s) * step
-        layer = rgba * m[..., None].astype(np.float32)
-        bl = _blur(layer, r, shape, blades, rotation)
-        a = np.clip(bl[..., 3], 0.0, 1.0)
-        col = bl[..., :3] / np.maximum(bl[..., 3:4], 1e-6)
-        if result is None:
-            # the farthest slice is the backdrop: fill what nearer slices hid from its own colours
-            if (a < 0.999).any():
-                col = push_pull_fill(col, np.clip(a, 0, 1))
-            result = col
-        else:
-            result = col * a[..., None] + result * (1.0 - a[..., None])
-    return linear_to_srgb(result)
+        mf = mask.astype(np.float32)
+        cov = down(mf)
+        col = down(lin * mf[..., None])
+        rs = down(np.abs(rad) * mf) / np.maximum(cov, 1e-6)
+        layers[name] = _group(col, cov, rs, f0, step, shape, blades, rotation)
+    # Backdrop: the blurred far group, normalised and filled where it saw nothing (behind the
+    # subject and the near group); without a far group, the in-focus pixels filled the same way.
+    # Only in-focus pixels are copied over it: under the near group lies what it hides.
+    sharp = np.abs(rad) < sharp_r
+    if "behind" in layers:
+        tot, a = layers["behind"]
+    else:
+        mf = sharp.astype(np.float32)
+        a = down(mf)
+        tot = down(lin * mf[..., None])
+    col = tot / np.maximum(a, 1e-6)[..., None]
+    if (a < 0.999).any():
+        col = push_pull_fill(col, np.clip(a, 0.0, 1.0))
+    out = up(col)
+    np.copyto(out, lin, where=sharp[..., None])
+    if "front" in layers:
+        # under the near group lies what it hides: continue the backdrop and the in-focus
+        # pixels beneath it, so that its soft edges show the surface next to them
+        front = rad >= sharp_r
+        known = down((~front).astype(np.float32))
+        under = push_pull_fill(down(out * (~front)[..., None]) / np.maximum(known, 1e-6)[..., None],
+                               np.clip(known, 0.0, 1.0))
+        np.copyto(out, up(under), where=front[..., None])
+        tot, a = layers["front"]
+        col = tot / np.maximum(a, 1e-6)[..., None]
+        alpha = np.clip(a, 0.0, 1.0)
+        col_up, alpha_up = up(col), up(alpha)
+        out += (col_up - out) * alpha_up[..., None]
+    return linear_to_srgb_fast(out)
 
 
 def run(ctx: StepContext, p: BokehParams) -> dict[str, Output]:

@@ -61,7 +61,7 @@ class StereoParams(StepParams):
     scale: float | None = Field(None, description="exact mode (disparity depth): shift each pixel by disparity x scale")
     anaglyph: AnaglyphName = Field("dubois", description="anaglyph matrix: dubois, half_color, gray or color")
     edge_dilation: int | None = Field(None, ge=0, le=64, description="grow near objects by this many pixels (default: auto, 0 for exact disparity)")
-    interpolation: Literal["linear", "cubic", "lanczos"] = Field("cubic", description="resampling filter")
+    interpolation: Literal["auto", "linear", "cubic", "lanczos"] = Field("auto", description="resampling filter (auto: cubic up to 4 MP, linear above)")
     format: Literal["png", "jpg"] = Field("png", description="image file format (mpo is always JPEG)")
     quality: int = Field(95, ge=50, le=100, description="JPEG quality")
     mask: bool = Field(True, description="also write the mask of filled-in pixels of each view")
@@ -90,16 +90,16 @@ def comfort_warning(disp_range_px: float, width: int) -> str | None:
 
 
 def render_pair(image: np.ndarray, left_d: np.ndarray | None, right_d: np.ndarray, *,
-                edge_dilation: int = 0, interpolation: str = "cubic", eyes: tuple[str, ...] = ("left", "right")):
+                edge_dilation: int = 0, interpolation: str = "auto", eyes: tuple[str, ...] = ("left", "right")):
     """The two views and their filled-in masks: ``{eye: View}``. One background layer serves
     both eyes."""
     from .viewsynth import View, dilate_near
 
     out = {}
-    rd = dilate_near(right_d, edge_dilation) if edge_dilation else right_d
+    rd = dilate_near(right_d, edge_dilation, horizontal=True) if edge_dilation else right_d
     ld = None
     if left_d is not None and "left" in eyes:
-        ld = rd if left_d is right_d else (dilate_near(left_d, edge_dilation) if edge_dilation else left_d)
+        ld = rd if left_d is right_d else (dilate_near(left_d, edge_dilation, horizontal=True) if edge_dilation else left_d)
     sides = "both" if ld is not None and "right" in eyes else ("left" if ld is not None else "right")
     hid = hidden_mask(rd if sides != "left" else ld, sides=sides)
     layers = make_layers(image, hid)

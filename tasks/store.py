@@ -23,6 +23,15 @@ from pathlib import Path
 CHUNK = 1 << 20
 
 
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
+UMASK = _umask()  # mkstemp makes 0600 files; published outputs get the usual 0666 & ~umask
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -66,6 +75,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -81,6 +91,7 @@ def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     os.close(fd)
     try:
         shutil.copyfile(src, tmp)
+        os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, d)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -48,6 +48,7 @@ NEAR_EXTEND = 1.0  # px the near side of an edge extends over the gap (anti-alia
 FAR_EXTEND = 0.25  # px the far side extends (more would stretch the background edge pixel)
 HIDDEN_SPREAD = 2.0  # background hidden behind an edge: this many times the jump...
 HIDDEN_MARGIN = 16.0  # ...plus this many pixels is inpainted in the background layer
+AUTO_CUBIC_PIXELS = 4_000_000  # interpolation "auto": bicubic up to this size, bilinear above
 
 
 def threads() -> int:
@@ -145,9 +146,8 @@ def hidden_mask(disparity: np.ndarray, *, sides: str = "right", tau: float = JUM
     if sides != "all":
         raise ParameterError(f"unknown side {sides!r}; right, left, both or all", parameter="sides")
     # 2-D: the largest drop to a 4-neighbour, spread as a set of dilations of doubling radius.
-    pad = np.pad(d, 1, mode="edge")
-    low = np.minimum.reduce([pad[1:-1, :-2], pad[1:-1, 2:], pad[:-2, 1:-1], pad[2:, 1:-1]])
-    jump = d - low
+    low = cv2.erode(d, cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3)), borderType=cv2.BORDER_REPLICATE)
+    jump = d - low  # the largest drop to a 4-neighbour
     out = np.zeros(d.shape, bool)
     r = 2.0
     top = float(jump.max()) if jump.size else 0.0
@@ -220,12 +220,14 @@ def background_layer(image: np.ndarray, hidden: np.ndarray) -> np.ndarray:
     return make_layers(image, hidden).back.copy()
 
 
-def dilate_near(disparity: np.ndarray, radius: int) -> np.ndarray:
-    """Grey dilation (max filter, elliptic) of a larger-is-nearer map: near objects grow by
-    ``radius`` pixels, so that the blurred or anti-aliased pixels at their edges move with them."""
+def dilate_near(disparity: np.ndarray, radius: int, *, horizontal: bool = False) -> np.ndarray:
+    """Grey dilation (max filter) of a larger-is-nearer map: near objects grow by ``radius``
+    pixels, so that the blurred or anti-aliased pixels at their edges move with them.
+    ``horizontal``: along rows only (stereo, where gaps open sideways); square kernels otherwise
+    (OpenCV runs both separably, fast at any radius)."""
     if radius <= 0:
         return disparity
-    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    k = np.ones((1, 2 * radius + 1) if horizontal else (2 * radius + 1, 2 * radius + 1), np.uint8)
     return cv2.dilate(np.asarray(disparity, np.float32), k)
 
 
@@ -303,21 +305,21 @@ def _fill_row_holes(xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Holes take the farther (smaller) disparity of the nearest landed pixels left and right
     in their row: a disocclusion shows what is behind. Returns (source x, hole mask)."""
     h, w = xs.shape
-    q = np.arange(w, dtype=np.float32)[None, :]
     hole = np.isnan(xs)
     if not hole.any():
         return xs, hole
-    dt = np.where(hole, np.inf, xs - q).astype(np.float32)
     cols = np.arange(w, dtype=np.int32)[None, :]
     li = np.maximum.accumulate(np.where(hole, -1, cols), axis=1)
     ri = np.minimum.accumulate(np.where(hole, w, cols)[:, ::-1], axis=1)[:, ::-1]
-    lv = np.take_along_axis(dt, np.clip(li, 0, w - 1), 1)
-    rv = np.take_along_axis(dt, np.clip(ri, 0, w - 1), 1)
-    lv[li < 0] = np.inf
-    rv[ri >= w] = np.inf
+    hy, hx = np.nonzero(hole)
+    l, r = li[hy, hx], ri[hy, hx]
+    lv = np.where(l >= 0, xs[hy, np.maximum(l, 0)] - np.maximum(l, 0), np.inf)
+    rv = np.where(r < w, xs[hy, np.minimum(r, w - 1)] - np.minimum(r, w - 1), np.inf)
     fill = np.minimum(lv, rv)
     fill[~np.isfinite(fill)] = 0.0
-    return np.where(hole, q + fill, xs).astype(np.float32), hole
+    out = xs.copy()
+    out[hy, hx] = hx + fill
+    return out, hole
 
 
 def _row_maps(d: np.ndarray, direction: int, tau: float, near_extend: float, far_extend: float,
@@ -360,7 +362,7 @@ def shift_sources(disparity: np.ndarray, *, direction: int = -1, tau: float = JU
 
 
 def shift_view(image: np.ndarray, disparity: np.ndarray, *, direction: int = -1,
-               layers: Layers | None = None, interpolation: str = "cubic",
+               layers: Layers | None = None, interpolation: str = "auto",
                tau: float = JUMP_PX, near_extend: float = NEAR_EXTEND,
                far_extend: float = FAR_EXTEND) -> View:
     """``image`` seen from a camera moved sideways: each pixel moves by ``-d`` (``direction=-1``,
@@ -371,8 +373,10 @@ def shift_view(image: np.ndarray, disparity: np.ndarray, *, direction: int = -1,
     if img.shape[:2] != d.shape:
         raise ParameterError(f"disparity is {d.shape[1]}x{d.shape[0]} but the image is "
                              f"{img.shape[1]}x{img.shape[0]}", parameter="depth")
+    if interpolation == "auto":  # bicubic is sharper; on large photos the difference is invisible
+        interpolation = "cubic" if d.size <= AUTO_CUBIC_PIXELS else "linear"
     if interpolation not in INTERP:
-        raise ParameterError(f"unknown interpolation {interpolation!r}; one of {', '.join(INTERP)}",
+        raise ParameterError(f"unknown interpolation {interpolation!r}; auto or one of {', '.join(INTERP)}",
                              parameter="interpolation")
     if layers is None:
         sides = "right" if direction < 0 else "left"

@@ -36,6 +36,16 @@ def prefect_server(tmp_path_factory):
         with temporary_settings(updates={PREFECT_API_URL: st["url"]}):
             yield st["url"]
     finally:
+        # send what Prefect still holds (logs, events) before its server goes away, or the
+        # interpreter's exit waits on retries to a closed port
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        for worker in (APILogWorker, EventsWorker):
+            try:
+                worker.drain_all(timeout=10)
+            except Exception:  # noqa: BLE001 - best effort at teardown
+                pass
         server.stop(ws)
         if old is None:
             os.environ.pop("PREFECT_API_URL", None)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from skimage import data as skdata
 
-from tasks.cues import geodesic_popup, vertical_ramp
+from tasks.cues import edge_cost, geodesic_popup, side_figure, vertical_ramp, working_image
 from tasks.errors import InputError
 from tasks.guided import guided_filter, guided_upsample
 from tasks.providers import DepthRequest, get_provider
@@ -87,6 +87,24 @@ def test_guided_filter_keeps_a_step_in_the_guide():
     low[:, 8:] = 1.0
     up = guided_upsample(low, guide, r=2)
     assert up.shape == guide.shape and up[:, 28].mean() < 0.2 and up[:, 36].mean() > 0.8
+
+
+def test_an_object_walled_off_from_the_sides_comes_forward():
+    # A backdrop that reaches the bottom border, with a floating disc in front of it: the pop-up
+    # alone sees no ground contact; the side figure map brings the disc forward.
+    h, w = 200, 300
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.full((h, w, 3), 140, np.uint8)
+    r2 = (yy - 90) ** 2 + (xx - 150) ** 2
+    disc = r2 < 40 ** 2
+    img[disc] = (40, 160, 60)
+    fig = side_figure(edge_cost(img))
+    assert fig.dtype == np.float32 and fig.min() >= 0.0 and fig.max() <= 1.0
+    assert fig[r2 < 37 ** 2].min() > 0.9 and fig[r2 > 43 ** 2].max() < 0.05  # away from the outline
+    assert side_figure(edge_cost(np.full((60, 80, 3), 90, np.uint8))).max() == 0.0  # no edges, no figure
+    d = estimate_classic(img)
+    rows = slice(70, 110)  # the disc is nearer than the backdrop beside it at the same height
+    assert np.median(d[rows, 130:170]) > np.median(d[rows, 20:60]) + 0.05
 
 
 def test_geodesic_popup_is_bounded():

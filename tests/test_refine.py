@@ -1,4 +1,4 @@
-"""The ``refine`` step: edge snapping guided by the photo, on real stereo data."""
+"""The ``refine`` step: two-layer edge matting guided by the photo, on real stereo data."""
 
 from __future__ import annotations
 
@@ -96,6 +96,35 @@ def test_flat_regions_stay_flat_and_constant_maps_are_untouched(moto):
     assert np.abs(out - ramp).max() < 0.05
 
 
+def test_margin_and_tiling(moto, monkeypatch):
+    left, truth, known, blurry = moto
+    # margin 1 keeps the input's own position on every ramp: nothing changes.
+    assert np.allclose(refine_depth(left, blurry, margin=1.0), blurry, atol=1e-4)
+    # Work is split into tiles with a halo as wide as the filter's support: the result does not
+    # depend on the tile size.
+    import tasks.refine as R
+    whole = refine_depth(left, blurry)
+    monkeypatch.setattr(R, "TILE", 37)
+    assert np.allclose(refine_depth(left, blurry), whole, atol=1e-4)
+
+
+def test_a_step_on_a_slanted_plane_is_rebuilt():
+    # Two slanted surfaces (a wedge in front of a tilted wall) meeting at a colour edge.
+    rng = np.random.default_rng(1)
+    h, w = 160, 200
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    truth = 10.0 + 0.05 * xx
+    near = xx > 90 + 0.3 * yy
+    truth[near] = 40.0 + 0.05 * yy[near]
+    rgb = rng.integers(60, 90, (h, w, 3)).astype(np.uint8)
+    rgb[near] = rng.integers(150, 200, (int(near.sum()), 3))
+    blurry = _degrade(truth)
+    out = refine_depth(rgb, blurry)
+    edge = _edge_band(truth, radius=2)
+    assert np.sqrt(np.mean((out - truth)[edge] ** 2)) < 0.4 * np.sqrt(np.mean((blurry - truth)[edge] ** 2))
+    assert np.sqrt(np.mean((out - truth)[~edge] ** 2)) <= np.sqrt(np.mean((blurry - truth)[~edge] ** 2)) + 1e-3
+
+
 def test_non_finite_values_are_put_back_where_they_were(moto):
     left, truth, known, blurry = moto
     d = blurry.copy()
@@ -112,6 +141,8 @@ def test_size_mismatch_and_bad_parameters_are_clear_errors(moto):
         refine_depth(left, truth[:-4])
     with pytest.raises(ParameterError, match="median"):
         refine_depth(left, truth, median=4)
+    with pytest.raises(ParameterError, match="margin"):
+        refine_depth(left, truth, margin=1.5)
 
 
 def _ctx(tmp_path, rgb, depth, meta, options=None):

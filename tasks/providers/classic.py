@@ -1,10 +1,12 @@
 """The ``classic`` provider: single-image depth with no weights and no network.
 
 Method (details and citations in ``tasks/cues.py``): the photo is reduced to a small working
-image (200 px wide), a *geodesic pop-up* nearness is computed there (ground-plane ramp from the
+image (300 px wide), a *geodesic pop-up* nearness is computed there (ground-plane ramp from the
 bottom of the frame, broken into regions by strong colour edges; Hoiem et al. 2005, Wei et al.
-2012), and the result is brought back to full size with the fast guided filter (He & Sun 2015)
-so that the map follows the photo's edges. Output: ``relative_inverse`` normalised 0..1,
+2012), a little of a figure/ground map is added (regions walled off from the image sides are
+objects in front of the backdrop; Zhu et al. 2014), the sum is smoothed, and the result is
+brought back to full size with the fast guided filter (He & Sun 2015) so that the map follows
+the photo's edges. Output: ``relative_inverse`` normalised 0..1,
 larger = nearer.
 
 It is a prior, not a trained model: it knows "lower in the frame is nearer" and "things enclosed
@@ -17,14 +19,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cues import geodesic_popup, vertical_ramp, working_image
+from ..cues import nearness, vertical_ramp, working_image
 from ..depthmap import DepthMap
 from ..errors import InputError
 from ..guided import gray01, guided_upsample
 from .base import DepthRequest
 
-VERSION = "1"
-WORK_WIDTH = 200  # working resolution of the cue (columns)
+VERSION = "2"
+WORK_WIDTH = 300  # working resolution of the cue (columns)
 GUIDE_RADIUS = 2  # guided upsampling window radius, in working-image pixels
 GUIDE_EPS = 1e-3
 
@@ -36,7 +38,7 @@ def estimate_classic(rgb: np.ndarray, *, work_width: int = WORK_WIDTH) -> np.nda
         raise InputError(f"classic needs a uint8 RGB image, got {a.dtype} {a.shape}")
     h, w = a.shape[:2]
     small = working_image(a, work_width)
-    near = geodesic_popup(small)
+    near = nearness(small)
     # A faint ramp breaks exact ties (flat patches) so that every pair of rows is ordered.
     near = near + 1e-3 * vertical_ramp(*near.shape)
     full = guided_upsample(near, gray01(a), r=GUIDE_RADIUS, eps=GUIDE_EPS) if (h, w) != near.shape else near
@@ -56,4 +58,4 @@ class ClassicProvider:
     def estimate(self, req: DepthRequest) -> DepthMap:
         data = estimate_classic(req.image)
         return DepthMap(data=data, kind="relative_inverse", source=f"classic-{VERSION}",
-                        meta={"method": "geodesic pop-up + guided upsampling"})
+                        meta={"method": "geodesic pop-up + side figure map + guided upsampling"})

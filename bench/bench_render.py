@@ -1,0 +1,202 @@
+"""Rendering benchmarks for issue 3 (view synthesis, stereo, parallax, bokeh); prints a table.
+
+    python bench/bench_render.py            # everything (the 4K memory run takes a few minutes)
+    python bench/bench_render.py --quick    # skip the 4K run
+
+Ratios are measured side by side in one run (the machine is shared, absolute times are noisy):
+
+- parallax: total time of ``depthcraft parallax`` (1920x1080, 4 s at 30 fps, H.264 defaults,
+  from a ~3 MP photo with its depth file) over the time the same ffmpeg takes to re-encode that
+  output with the same settings (the encoder is the floor); target <= 1.5;
+- rendering alone: frames per second of the renderer with no encoder; target >= 30;
+- stereo pair and bokeh on a 12 MP (4000x3000) photo; targets <= 2 s and <= 3 s;
+- 4K (3840x2160) 10 s parallax: peak memory of the command and its ffmpeg together; target < 1.5 GB;
+- the Middlebury view-synthesis yardstick (when ../shared is present).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+sys.path.insert(0, str(REPO))
+
+from tasks import bokeh as B  # noqa: E402
+from tasks import stereo as S  # noqa: E402
+from tasks.depthmap import DepthMap, normalized_nearness  # noqa: E402
+from tasks.parallax import ParallaxParams, max_parallax  # noqa: E402
+from tasks.camera import frame_times, motion_path, needed_overscan  # noqa: E402
+from tasks.video import ordered_map, reencode_command  # noqa: E402
+from tasks.viewsynth import ParallaxRenderer, threads  # noqa: E402
+
+DEPTHCRAFT = [sys.executable, "-m", "flows.cli"]
+
+
+def sample_photo(size: tuple[int, int]) -> np.ndarray:
+    import skimage.data as sd
+
+    return cv2.resize(sd.coffee(), size, interpolation=cv2.INTER_CUBIC)
+
+
+def sample_depth(img: np.ndarray) -> np.ndarray:
+    """A depth map with real structure: the classic provider's estimate at 1 MP, resized."""
+    from tasks.providers import DepthRequest, get_provider
+
+    h, w = img.shape[:2]
+    f = min(1.0, (1_000_000 / (w * h)) ** 0.5)
+    small = cv2.resize(img, (int(w * f), int(h * f)), interpolation=cv2.INTER_AREA)
+    dm = get_provider("classic").estimate(DepthRequest(image=small, image_path="bench"))
+    return cv2.resize(normalized_nearness(dm), (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def timed(cmd: list[str]) -> float:
+    t = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    if r.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{r.stderr[-800:]}")
+    return time.perf_counter() - t
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory (bytes) of a process and all its descendants."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                todo += [int(c) for c in f.read().split()]
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            pass
+    return total
+
+
+def peak_memory(cmd: list[str]) -> tuple[float, int]:
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    t = time.perf_counter()
+    while proc.poll() is None:
+        peak = max(peak, tree_rss(proc.pid))
+        time.sleep(0.1)
+    if proc.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr.read()[-800:]}")
+    return time.perf_counter() - t, peak
+
+
+def viewsynth_yardstick() -> dict | None:
+    ev = SHARED / "eval"
+    if not (ev / "dc_eval.py").exists():
+        return None
+    sys.path.insert(0, str(ev))
+    import dc_eval as E
+    from score_depthcraft import fill_rows
+
+    from tasks.viewsynth import shift_view
+
+    keys = ("psnr", "psnr_visible", "psnr_disoccluded", "ssim")
+    rows = []
+    for scene in sorted((SHARED / "data" / "stereo").iterdir()):
+        left, right, dl, dr, _ = E.load_scene(str(scene))
+        if dr is None:
+            continue
+        pred = shift_view(left.astype(np.uint8), fill_rows(dl), direction=-1).image
+        rows.append(E.viewsynth_metrics(pred.astype(np.float32), right, dl, dr))
+    return {k: float(np.mean([r[k] for r in rows])) for k in keys} | {"scenes": len(rows)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="skip the 4K memory run")
+    a = ap.parse_args()
+    rows: list[tuple[str, str, str, str]] = []
+
+    def row(name, value, target, ok):
+        rows.append((name, value, target, "yes" if ok else "NO"))
+        print(f"  {name}: {value} (target {target})", flush=True)
+
+    with tempfile.TemporaryDirectory() as t:
+        tmp = Path(t)
+        # -- parallax: command vs ffmpeg re-encode --------------------------------------------
+        photo = sample_photo((2048, 1536))
+        depth = sample_depth(photo)
+        cv2.imwrite(str(tmp / "photo.jpg"), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 93])
+        np.save(tmp / "depth.npy", depth)
+        out = tmp / "parallax.mp4"
+        t_cmd = timed(DEPTHCRAFT + ["parallax", str(tmp / "photo.jpg"), "--depth", str(tmp / "depth.npy"),
+                                    "-o", str(out), "--duration", "4", "--fps", "30", "--size", "1920x1080"])
+        p = ParallaxParams()
+        t_ff = timed(reencode_command(out, tmp / "re.mp4", "mp4", crf=p.crf, preset=p.preset, pix_fmt=p.pix_fmt))
+        row("parallax 1080p 4 s: command / ffmpeg re-encode", f"{t_cmd:.1f} s / {t_ff:.1f} s = {t_cmd / t_ff:.2f}x",
+            "<= 1.5x", t_cmd / t_ff <= 1.5)
+
+        # -- rendering alone -------------------------------------------------------------------
+        size = (1920, 1080)
+        path = motion_path("orbit", width=size[0])
+        poses = [path(x) for x in frame_times(120, True)]
+        r = ParallaxRenderer(photo, depth, size, overscan=needed_overscan(poses, size),
+                             max_parallax=max_parallax(poses, size), edge_dilation=3, workers=1)
+        t0 = time.perf_counter()
+        for _ in ordered_map(lambda q: r.render(q), poses, workers=threads()):
+            pass
+        fps = len(poses) / (time.perf_counter() - t0)
+        row("parallax rendering alone, 1080p", f"{fps:.0f} frames/s", ">= 30", fps >= 30)
+
+        # -- 12 MP stereo pair and bokeh -----------------------------------------------------
+        big = sample_photo((4000, 3000))
+        bdepth = sample_depth(big)
+        dm = DepthMap(bdepth, "relative_inverse")
+        t0 = time.perf_counter()
+        ld, rd, _ = S.eye_disparities(dm, divergence=2.0, convergence=0.5, scale=None, width=4000)
+        S.render_pair(big, ld, rd, edge_dilation=round(4000 / 600))
+        t_st = time.perf_counter() - t0
+        row("stereo pair, 12 MP", f"{t_st:.2f} s", "<= 2 s", t_st <= 2.0)
+        t0 = time.perf_counter()
+        B.render_bokeh(big, normalized_nearness(dm), focus=B.focus_value(bdepth, "nearest"), max_radius=0.015 * 4000)
+        t_bk = time.perf_counter() - t0
+        row("bokeh, 12 MP", f"{t_bk:.2f} s", "<= 3 s", t_bk <= 3.0)
+
+        # -- 4K memory -----------------------------------------------------------------------
+        if not a.quick:
+            secs, peak = peak_memory(DEPTHCRAFT + ["parallax", str(tmp / "photo.jpg"), "--depth", str(tmp / "depth.npy"),
+                                                   "-o", str(tmp / "4k.mp4"), "--duration", "10", "--fps", "30",
+                                                   "--size", "3840x2160"])
+            row("parallax 4K 10 s: peak memory (command + ffmpeg)", f"{peak / 2**30:.2f} GB in {secs:.0f} s",
+                "< 1.5 GB", peak < 1.5 * 2**30)
+
+    ys = viewsynth_yardstick()
+    if ys:
+        row(f"view synthesis PSNR all ({ys['scenes']} Middlebury scenes)", f"{ys['psnr']:.2f} dB", ">= 28.5", ys["psnr"] >= 28.5)
+        row("view synthesis PSNR visible", f"{ys['psnr_visible']:.2f} dB", ">= 31.8", ys["psnr_visible"] >= 31.8)
+        row("view synthesis PSNR disoccluded", f"{ys['psnr_disoccluded']:.2f} dB", ">= 19.5", ys["psnr_disoccluded"] >= 19.5)
+        row("view synthesis SSIM", f"{ys['ssim']:.3f}", ">= 0.930", ys["ssim"] >= 0.930)
+
+    try:
+        from rich.console import Console
+        from rich.table import Table
+
+        tab = Table(title=f"depthcraft rendering ({os.cpu_count()} cores)")
+        for c in ("measure", "value", "target", "met"):
+            tab.add_column(c)
+        for r_ in rows:
+            tab.add_row(*r_)
+        Console().print(tab)
+    except ImportError:
+        for r_ in rows:
+            print(" | ".join(r_))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""The parallax step: every motion, containers, frame counts and sizes, loops that close,
+keyframes and easing, streaming with bounded memory."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import skimage.data as sd
+
+from tasks import camera as C
+from tasks import parallax as P
+from tasks.depthio import write_npy
+from tasks.images import write_image
+from tasks.steps import StepContext
+from tasks.store import Artifact, sha256_file
+from tasks.video import VideoWriter, ordered_map, probe
+
+
+@pytest.fixture(scope="module")
+def photo_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("parallax")
+    img = sd.coffee()[::3, ::3].copy()  # 134 x 200
+    h, w = img.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    near = (0.2 + 0.3 * yy / h).astype(np.float32)
+    near[(xx - 100) ** 2 + (yy - 60) ** 2 < 30 ** 2] = 0.9
+    return write_image(root / "photo.png", img), write_npy(root / "depth.npy", near), img.shape
+
+
+def _ctx(tmp_path, files, progress=None):
+    photo, depth, _ = files
+    return StepContext(step_id="parallax", image_name="photo", source=Artifact(str(photo), sha256_file(photo), "image"),
+                       workdir=tmp_path, given_depth=Artifact(str(depth), sha256_file(depth), "depth", {"kind": "relative_inverse"}),
+                       progress=progress)
+
+
+@pytest.mark.parametrize("motion", [m for m in C.MOTIONS if m != "keyframes"])
+def test_every_motion_renders_a_decodable_video_with_the_right_frames(tmp_path, photo_files, motion):
+    ticks = []
+    outs = P.run(_ctx(tmp_path, photo_files, progress=lambda d, t: ticks.append((d, t))),
+                 P.ParallaxParams(motion=motion, duration=0.5, fps=10, size="96x64", preset="ultrafast"))
+    info = probe(outs["main"].path)
+    assert (info["codec"], info["width"], info["height"], info["frames"]) == ("h264", 96, 64, 5)
+    assert info["pix_fmt"] == "yuv420p"
+    assert ticks[-1] == (5, 5) and len(ticks) == 5
+
+
+def test_keyframes_with_easing(tmp_path, photo_files):
+    keys = [C.Keyframe(t=0.0, x=-0.02), C.Keyframe(t=0.5, x=0.02, zoom=1.1, easing="linear"), C.Keyframe(t=1.0, dolly=0.2)]
+    outs = P.run(_ctx(tmp_path, photo_files), P.ParallaxParams(motion="keyframes", keyframes=keys, loop=False,
+                                                               duration=0.4, fps=10, size="96x64", preset="ultrafast"))
+    assert probe(outs["main"].path)["frames"] == 4
+    path = C.motion_path("keyframes", width=100, keyframes=keys, loop=False)
+    assert path(0.0).x == pytest.approx(-2.0) and path(0.5).x == pytest.approx(2.0) and path(1.0).z == pytest.approx(0.2)
+    assert path(0.25).x == pytest.approx(0.0, abs=1e-9)  # ease_in_out: half way at the middle
+    assert path(0.75).zoom == pytest.approx(1.05)  # linear from 1.1 to 1.0
+
+
+@pytest.mark.parametrize("motion", ["orbit", "circle", "swing", "swing_vertical", "dolly", "zoom", "ken_burns", "dolly_zoom"])
+def test_loops_close(motion):
+    path = C.motion_path(motion, width=1000, loop=True)
+    a, b = path(0.0), path(1.0)
+    for f in ("x", "y", "z", "zoom", "pan_x", "pan_y"):
+        assert getattr(a, f) == pytest.approx(getattr(b, f), abs=1e-9)
+    times = C.frame_times(10, loop=True)
+    assert times[0] == 0 and times[-1] == pytest.approx(0.9)  # frame N would be frame 0 again
+    assert C.frame_times(10, loop=False)[-1] == 1.0
+    # and the motion really moves
+    mid = path(0.25) if motion not in ("dolly", "zoom", "ken_burns", "dolly_zoom") else path(0.5)
+    assert any(abs(getattr(mid, f) - getattr(a, f)) > 1e-3 for f in ("x", "y", "z", "zoom", "pan_x"))
+
+
+def test_dolly_zoom_keeps_the_focus_plane_size():
+    path = C.motion_path("dolly_zoom", width=1000, dolly=0.3, focus=0.6)
+    p = path(0.5)
+    assert p.z == pytest.approx(0.3)
+    assert p.zoom / (1 - p.z * p.focus) == pytest.approx(1.0)
+
+
+def test_loop_video_first_and_last_frames_are_neighbours(tmp_path, photo_files):
+    """A seamless loop: the step from the last frame back to the first is like any other."""
+    import cv2
+
+    outs = P.run(_ctx(tmp_path, photo_files), P.ParallaxParams(motion="orbit", duration=1.0, fps=12, size="128x96",
+                                                               crf=10, preset="ultrafast", intensity=0.05))
+    cap = cv2.VideoCapture(str(outs["main"].path))
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(f.astype(np.float32))
+    assert len(frames) == 12
+    steps = [np.abs(frames[i + 1] - frames[i]).mean() for i in range(11)]
+    wrap = np.abs(frames[0] - frames[-1]).mean()
+    assert wrap < 1.5 * max(steps) and min(steps) > 0
+
+
+@pytest.mark.parametrize("container,codec", [("webm", "vp9"), ("gif", "gif")])
+def test_other_containers(tmp_path, photo_files, container, codec):
+    p = P.ParallaxParams(**P.params_for_output(f"out.{container}"), duration=0.3, fps=10, size="64x48")
+    outs = P.run(_ctx(tmp_path, photo_files), p)
+    assert outs["main"].path.suffix == f".{container}"
+    info = probe(outs["main"].path)
+    assert (info["codec"], info["width"], info["height"], info["frames"]) == (codec, 64, 48, 3)
+
+
+def test_yuv444_supersampling_and_mask(tmp_path, photo_files):
+    p = P.ParallaxParams(motion="swing", duration=0.3, fps=10, size="96x64", pix_fmt="yuv444p", supersample=2,
+                         mask=True, preset="ultrafast", intensity=0.08)
+    outs = P.run(_ctx(tmp_path, photo_files), p)
+    assert probe(outs["main"].path)["pix_fmt"] == "yuv444p"
+    m = probe(outs["mask"].path)
+    assert (m["width"], m["height"], m["frames"]) == (96, 64, 3)
+    assert outs["main"].meta["filled_share"] > 0
+
+
+def test_size_defaults_to_the_photo_made_even_and_bad_sizes_are_named(photo_files):
+    _, _, shape = photo_files
+    assert P.output_size(P.ParallaxParams(), (135, 201, 3)) == (200, 134)
+    assert P.output_size(P.ParallaxParams(size="1920x1080"), shape) == (1920, 1080)
+    with pytest.raises(Exception, match="size"):
+        P.ParallaxParams(size="big")
+    with pytest.raises(Exception, match="even"):
+        VideoWriter("/tmp/never.mp4", (101, 64), 10)
+    with pytest.raises(Exception, match=r"\.mp4"):
+        P.params_for_output("x.avi")
+
+
+def test_frames_stream_with_a_bounded_number_in_flight():
+    pulled = []
+
+    def items():
+        for i in range(50):
+            pulled.append(i)
+            yield i
+
+    seen_ahead = []
+    for i, r in enumerate(ordered_map(lambda x: x * 2, items(), workers=2, ahead=4)):
+        assert r == 2 * i
+        seen_ahead.append(len(pulled) - i)
+    assert max(seen_ahead) <= 5  # never more than `ahead` frames rendered but not yet written
+
+
+def test_overscan_covers_the_motion():
+    poses = [C.motion_path("orbit", width=200, intensity=0.05)(t) for t in C.frame_times(8, True)]
+    s = C.needed_overscan(poses, (200, 100))
+    assert 1.0 < s < 1.3
+    assert math.isclose(C.needed_overscan([C.Pose()], (200, 100)), 1.01)
