@@ -7,7 +7,7 @@ enclosed by strong colour edges. For each pixel we take the geodesic distance (m
 Dijkstra over the pixel grid) to the far seeds (the top row and the upper quarter of the side
 columns) and to the near seeds (the bottom row), with a step cost of
 
-    squared colour gradient (CIE Lab, after bilateral smoothing)  +  lam / height
+    colour gradient ** 1.5 (CIE Lab, after bilateral smoothing)  +  lam / height
 
 and return ``d_far / (d_far + d_near)``. Without edges this is exactly the vertical ramp; a
 region walled off by strong edges takes the value of the side it is best connected to, so an

@@ -117,11 +117,11 @@ def render_video(photo: np.ndarray, nearness: np.ndarray, p: ParallaxParams, pat
         return frame, filled
 
     kw = dict(crf=p.crf, preset=p.preset, pix_fmt=p.pix_fmt)
-    mask_writer = VideoWriter(mask_path, size, p.fps, p.container, **kw) if mask_path else None
+    mask_writer = VideoWriter(mask_path, size, p.fps, p.container, queue_frames=2, **kw) if mask_path else None
     filled_share = 0.0
     try:
-        with VideoWriter(path, size, p.fps, p.container, **kw) as writer:
-            for i, (frame, filled) in enumerate(ordered_map(one, poses, workers=threads())):
+        with VideoWriter(path, size, p.fps, p.container, queue_frames=2, **kw) as writer:
+            for i, (frame, filled) in enumerate(ordered_map(one, poses, workers=threads(), ahead=3)):
                 writer.write(frame)
                 if mask_writer is not None:
                     writer_mask = np.repeat(filled.view(np.uint8)[..., None] * np.uint8(255), 3, axis=2)

@@ -515,8 +515,24 @@ class ParallaxRenderer:
         scale = max(ow / iw, oh / ih) * max(1.0, float(overscan))
         bw, bh = max(1, round(iw * scale)), max(1, round(ih * scale))
         interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
-        base = cv2.resize(img, (bw, bh), interpolation=interp) if (bw, bh) != (iw, ih) else img
-        wb = cv2.resize(wn, (bw, bh), interpolation=cv2.INTER_LINEAR) if (bw, bh) != (iw, ih) else wn
+        # only the part of the photo the moving window can reach is kept (a 4:3 photo behind a
+        # 16:9 video loses its top and bottom): less memory, less work per frame
+        cw, ch = min(bw, int(np.ceil(ow * max(1.0, overscan))) + 8), min(bh, int(np.ceil(oh * max(1.0, overscan))) + 8)
+        x0, y0 = (bw - cw) / (2 * scale), (bh - ch) / (2 * scale)
+        crop = (slice(int(y0), min(ih, int(np.ceil(y0 + ch / scale)) + 1)), slice(int(x0), min(iw, int(np.ceil(x0 + cw / scale)) + 1)))
+        m = np.array([[scale, 0, (crop[1].start - x0) * scale + 0.5 * scale - 0.5],
+                      [0, scale, (crop[0].start - y0) * scale + 0.5 * scale - 0.5]], np.float32)
+        if (bw, bh) == (iw, ih) and (cw, ch) == (bw, bh):
+            base, wb = img, wn
+        else:
+            base = cv2.warpAffine(img[crop], m, (cw, ch), flags=interp if interp != cv2.INTER_AREA else cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_REPLICATE) if scale >= 1 else \
+                cv2.resize(img, (bw, bh), interpolation=interp)[int((bh - ch) / 2):int((bh - ch) / 2) + ch,
+                                                                int((bw - cw) / 2):int((bw - cw) / 2) + cw]
+            wb = cv2.warpAffine(wn[crop], m, (cw, ch), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) \
+                if scale >= 1 else cv2.resize(wn, (bw, bh), interpolation=cv2.INTER_LINEAR)[
+                    int((bh - ch) / 2):int((bh - ch) / 2) + ch, int((bw - cw) / 2):int((bw - cw) / 2) + cw]
+        bw, bh = cw, ch
         if edge_dilation > 0:
             wb = dilate_near(wb, int(round(edge_dilation * scale)) or 1)
         self.w = np.ascontiguousarray(wb, np.float32)
@@ -541,9 +557,9 @@ class ParallaxRenderer:
         gw, gh = (ow + 1) // 2, (oh + 1) // 2
         px, py = forward_point(pose, self._su, self._sv, self._sw, self.center)
         buf = np.full(gw * gh + 1, -1.0, np.float32)  # the last cell swallows off-frame samples
-        gx = np.floor((px - self.ox) * 0.5).astype(np.int64)
-        gy = np.floor((py - self.oy) * 0.5).astype(np.int64)
-        idx = gy * gw + gx
+        gx = np.floor((px - self.ox) * 0.5).astype(np.int32)
+        gy = np.floor((py - self.oy) * 0.5).astype(np.int32)
+        idx = gy * np.int32(gw) + gx
         idx[(gx < 0) | (gx >= gw) | (gy < 0) | (gy >= gh)] = gw * gh
         np.maximum.at(buf, idx, self._sw)
         g = buf[:-1].reshape(gh, gw)
@@ -558,8 +574,9 @@ class ParallaxRenderer:
         cols = bool(pose.z) or abs(pose.y) >= 0.3 * lateral
         return _min_fill(g, empty, rows=rows, cols=cols), empty
 
-    def maps(self, pose: Pose) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(map_x, map_y, filled)`` into :attr:`layers` for every output pixel."""
+    def render(self, pose: Pose, *, interpolation: str = "linear") -> tuple[np.ndarray, np.ndarray]:
+        """One frame (uint8 RGB of the output size) and its mask of filled-in pixels. The maps
+        are built and applied band by band, so no full-size map is ever held."""
         ow, oh = self.size
         g, holes = self._target_nearness(pose)
         wt = cv2.resize(g, (2 * g.shape[1], 2 * g.shape[0]), interpolation=cv2.INTER_LINEAR)[:oh, :ow]
@@ -577,9 +594,10 @@ class ParallaxRenderer:
         Py = (pyv - 0.5).astype(np.float32)[:, None]
         Qx = (pose.x - pose.z * (pxv - cx)).astype(np.float32)[None, :]
         Qy = (pose.y - pose.z * (pyv - cy)).astype(np.float32)[:, None]
-        map_x = np.empty((oh, ow), np.float32)
-        map_y = np.empty((oh, ow), np.float32)
+        out = np.empty((oh, ow, 3), np.uint8)
         filled = np.empty((oh, ow), bool)
+        interp = INTERP[interpolation]
+        stack = self.layers.stack
         tau = np.float32(self.jump_w)
         off = np.float32(self.layers.offset)
         hmax = np.float32(self.layers.h - 1)
@@ -599,19 +617,16 @@ class ParallaxRenderer:
             else:
                 fill = False
             np.multiply(w1, Qx, out=mx)
-            np.add(mx, Px, out=map_x[sl])
+            mx += Px
             np.multiply(w1, Qy[sl], out=my)
-            np.add(my, Py[sl], out=map_y[sl])
-            np.clip(map_y[sl], 0, hmax, out=map_y[sl])  # stay inside the layer read
+            my += Py[sl]
+            np.clip(my, 0, hmax, out=my)  # stay inside the layer read
             if fill is not False:
-                map_y[sl] += fill * off
+                my += fill * off
             filled[sl] = fill
+            cv2.remap(stack, mx, my, interp, dst=out[sl], borderMode=cv2.BORDER_REPLICATE)
 
         by_bands(band, oh, rows=32, workers=self.workers)
-        return map_x, map_y, filled
-
-    def render(self, pose: Pose, *, interpolation: str = "linear") -> tuple[np.ndarray, np.ndarray]:
-        """One frame (uint8 RGB of the output size) and its mask of filled-in pixels."""
-        mx, my, filled = self.maps(pose)
-        out = cv2.remap(self.layers.stack, mx, my, INTERP[interpolation], borderMode=cv2.BORDER_REPLICATE)
         return out, filled
+
+

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from skimage import data as skdata
 
-from tasks.cues import edge_cost, geodesic_popup, side_figure, vertical_ramp, working_image
+from tasks.cues import edge_cost, geodesic_popup, side_figure, vertical_ramp
 from tasks.errors import InputError
 from tasks.guided import guided_filter, guided_upsample
 from tasks.providers import DepthRequest, get_provider
