@@ -17,7 +17,6 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.context import get_run_context
-from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks.errors import DepthcraftError
@@ -94,7 +93,7 @@ def run_plan(plan: Plan, ws: Workspace, *, refresh: bool = False) -> dict:
     for img in plan.images:
         if img.error:
             failures.append({"step": None, "image": img.name, "error": img.error})
-    for fut in as_completed(list(futures.values())):
+    for fut in list(futures.values()):  # submission order: upstream before downstream
         sid, image = meta[fut.task_run_id]
         node = plan.nodes[(sid, image)]
         fut.wait()  # the done-callback can fire before the final state is attached

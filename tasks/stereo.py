@@ -29,7 +29,7 @@ from .depthmap import DepthMap, normalized_nearness
 from .errors import ParameterError
 from .images import write_image
 from .steps import Output, StepContext, StepParams, StepSpec
-from .viewsynth import hidden_mask, make_layers, shift_view
+from .viewsynth import hidden_mask, layer_channels, make_layers, resolve_interpolation, shift_view
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,8 @@ def render_pair(image: np.ndarray, left_d: np.ndarray | None, right_d: np.ndarra
         ld = rd if left_d is right_d else (dilate_near(left_d, edge_dilation, horizontal=True) if edge_dilation else left_d)
     sides = "both" if ld is not None and "right" in eyes else ("left" if ld is not None else "right")
     hid = hidden_mask(rd if sides != "left" else ld, sides=sides)
-    layers = make_layers(image, hid)
+    interpolation = resolve_interpolation(interpolation, image.shape[0] * image.shape[1])
+    layers = make_layers(image, hid, channels=layer_channels(interpolation))
     if "right" in eyes:
         out["right"] = shift_view(image, rd, direction=-1, layers=layers, interpolation=interpolation)
     if "left" in eyes:
@@ -176,7 +177,9 @@ def run(ctx: StepContext, p: StereoParams) -> dict[str, Output]:
     ext = ".jpg" if p.format == "jpg" else ".png"
     outs: dict[str, Output] = {}
     for eye, v in views.items():
-        outs[eye] = Output(write_image(ctx.out(eye, ext), v.image, quality=p.quality), "image", {**meta, "eye": eye})
+        # a single eye is the main output itself: not published twice
+        outs[eye] = Output(write_image(ctx.out(eye, ext), v.image, quality=p.quality), "image", {**meta, "eye": eye},
+                           publish=p.eye == "both")
         if p.mask and v.filled.any():
             outs[f"{eye}_mask"] = Output(write_image(ctx.out(f"{eye}_mask", ".png"), v.filled.view(np.uint8) * np.uint8(255)),
                                          "mask", {"content": f"filled-in pixels of the {eye} view, white"})

@@ -169,7 +169,8 @@ def hidden_mask(disparity: np.ndarray, *, sides: str = "right", tau: float = JUM
 @dataclass
 class Layers:
     """The photo and its background layer, stacked in one array so that a single ``cv2.remap``
-    reads either: rows ``[0, h)`` are the photo, rows ``[offset, offset + h)`` the background."""
+    reads either: rows ``[0, h)`` are the photo, rows ``[offset, offset + h)`` the background.
+    ``stack`` has 3 channels (RGB) or 4 (RGB and an unused 255: see :func:`make_layers`)."""
 
     stack: np.ndarray
     h: int
@@ -177,21 +178,33 @@ class Layers:
 
     @property
     def front(self) -> np.ndarray:
-        return self.stack[: self.h]
+        return self.stack[: self.h, :, :3]
 
     @property
     def back(self) -> np.ndarray:
-        return self.stack[self.offset: self.offset + self.h]
+        return self.stack[self.offset: self.offset + self.h, :, :3]
 
 
-def make_layers(image: np.ndarray, hidden: np.ndarray | None) -> Layers:
+def rgb(img: np.ndarray) -> np.ndarray:
+    """RGB of a 3- or 4-channel uint8 image (the 4th channel of a 4-channel stack is padding)."""
+    return cv2.cvtColor(img, cv2.COLOR_RGBA2RGB) if img.shape[2] == 4 else img
+
+
+def make_layers(image: np.ndarray, hidden: np.ndarray | None, *, channels: int = 3) -> Layers:
     """Stack ``image`` over its background layer: the ``hidden`` pixels (see
     :func:`hidden_mask`) inpainted from the others by push-pull (computed from half resolution
-    up: the fill is smooth anyway)."""
-    img = np.asarray(image)
-    h, w = img.shape[:2]
+    up: the fill is smooth anyway).
+
+    ``channels=4`` pads each pixel to RGBA: OpenCV 5's bilinear ``remap`` has a vector path for
+    4 channels that runs 2-3x faster than for 3 (measured: 12 MP 98 -> 31 ms CPU, 1080p 14 -> 7 ms);
+    its bicubic path is the other way round, so 3 channels stay the default there."""
+    src = np.asarray(image)
+    h, w = src.shape[:2]
+    if channels not in (3, 4):
+        raise ParameterError("layers have 3 or 4 channels", parameter="channels")
+    img = cv2.cvtColor(src, cv2.COLOR_RGB2RGBA) if channels == 4 else src
     pad = 2  # rows between the layers so that interpolation never mixes them
-    stack = np.empty((2 * h + 2 * pad, w, 3), np.uint8)
+    stack = np.empty((2 * h + 2 * pad, w, channels), np.uint8)
     stack[:h] = img
     stack[h:h + pad] = img[-1]
     back = stack[h + 2 * pad:]
@@ -205,12 +218,14 @@ def make_layers(image: np.ndarray, hidden: np.ndarray | None) -> Layers:
             f *= 2
         size = (max(1, -(-w // f)), max(1, -(-h // f)))
         known = np.logical_not(hidden).view(np.uint8) * np.uint8(255)
-        masked = cv2.bitwise_and(img, img, mask=known)
+        masked = cv2.bitwise_and(src, src, mask=known)
         num = cv2.resize(masked, size, interpolation=cv2.INTER_AREA).astype(np.float32)
         den = cv2.resize(known, size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
         del masked
         small = push_pull_fill(num / np.maximum(den, 1e-8)[..., None], np.minimum(den * (f * f), 1.0))
         up = cv2.resize(np.clip(small + 0.5, 0, 255).astype(np.uint8), (w, h), interpolation=cv2.INTER_LINEAR)
+        if channels == 4:
+            up = cv2.cvtColor(up, cv2.COLOR_RGB2RGBA)
         cv2.copyTo(up, hidden.view(np.uint8), back)
     return Layers(stack, h, h + 2 * pad)
 
@@ -361,6 +376,19 @@ def shift_sources(disparity: np.ndarray, *, direction: int = -1, tau: float = JU
     return mx, filled
 
 
+def resolve_interpolation(interpolation: str, pixels: int) -> str:
+    """``auto``: bicubic is sharper; on large photos the difference is invisible (and bilinear
+    is several times faster)."""
+    if interpolation == "auto":
+        return "cubic" if pixels <= AUTO_CUBIC_PIXELS else "linear"
+    return interpolation
+
+
+def layer_channels(interpolation: str) -> int:
+    """The fastest stack layout for a resampling filter (see :func:`make_layers`)."""
+    return 4 if interpolation in ("linear", "nearest") else 3
+
+
 def shift_view(image: np.ndarray, disparity: np.ndarray, *, direction: int = -1,
                layers: Layers | None = None, interpolation: str = "auto",
                tau: float = JUMP_PX, near_extend: float = NEAR_EXTEND,
@@ -373,16 +401,15 @@ def shift_view(image: np.ndarray, disparity: np.ndarray, *, direction: int = -1,
     if img.shape[:2] != d.shape:
         raise ParameterError(f"disparity is {d.shape[1]}x{d.shape[0]} but the image is "
                              f"{img.shape[1]}x{img.shape[0]}", parameter="depth")
-    if interpolation == "auto":  # bicubic is sharper; on large photos the difference is invisible
-        interpolation = "cubic" if d.size <= AUTO_CUBIC_PIXELS else "linear"
+    interpolation = resolve_interpolation(interpolation, d.size)
     if interpolation not in INTERP:
         raise ParameterError(f"unknown interpolation {interpolation!r}; auto or one of {', '.join(INTERP)}",
                              parameter="interpolation")
     if layers is None:
         sides = "right" if direction < 0 else "left"
-        layers = make_layers(img, hidden_mask(d, sides=sides, tau=tau))
+        layers = make_layers(img, hidden_mask(d, sides=sides, tau=tau), channels=layer_channels(interpolation))
     mx, my, filled = _row_maps(d, direction, tau, near_extend, far_extend, layers.offset)
-    out = cv2.remap(layers.stack, mx, my, INTERP[interpolation], borderMode=cv2.BORDER_REPLICATE)
+    out = rgb(cv2.remap(layers.stack, mx, my, INTERP[interpolation], borderMode=cv2.BORDER_REPLICATE))
     q = np.arange(d.shape[1], dtype=np.float32)[None, :]
     disp = np.subtract(mx, q, out=mx) if direction < 0 else np.subtract(q, mx, out=mx)
     return View(out, filled, disp)
@@ -400,7 +427,7 @@ def resample(layers: Layers, map_x: np.ndarray, map_y: np.ndarray | None, filled
         my = np.clip(map_y, 0, layers.h - 1).astype(np.float32)
     if filled is not None:
         my += filled * np.float32(layers.offset)
-    return cv2.remap(layers.stack, map_x, my, interp, borderMode=cv2.BORDER_REPLICATE)
+    return rgb(cv2.remap(layers.stack, map_x, my, interp, borderMode=cv2.BORDER_REPLICATE))
 
 
 # -- parallax: free camera moves ---------------------------------------------------------------
@@ -539,7 +566,7 @@ class ParallaxRenderer:
         hidden = None
         if max_parallax > 0:
             hidden = hidden_mask(self.w * np.float32(max_parallax), sides="all", tau=jump)
-        self.layers = make_layers(base, hidden)
+        self.layers = make_layers(base, hidden, channels=4)  # frames are bilinear: see make_layers
         # the output window is centred on the base image
         self.ox = (bw - ow) / 2.0
         self.oy = (bh - oh) / 2.0
@@ -574,9 +601,11 @@ class ParallaxRenderer:
         cols = bool(pose.z) or abs(pose.y) >= 0.3 * lateral
         return _min_fill(g, empty, rows=rows, cols=cols), empty
 
-    def render(self, pose: Pose, *, interpolation: str = "linear") -> tuple[np.ndarray, np.ndarray]:
+    def render(self, pose: Pose, *, interpolation: str = "linear", channels: int = 3) -> tuple[np.ndarray, np.ndarray]:
         """One frame (uint8 RGB of the output size) and its mask of filled-in pixels. The maps
-        are built and applied band by band, so no full-size map is ever held."""
+        are built and applied band by band, so no full-size map is ever held. ``channels=4``
+        returns the frame as rendered, RGBA (alpha 255), saving a conversion when the next step
+        (e.g. RGBA -> YUV for the encoder) reads 4 channels anyway."""
         ow, oh = self.size
         g, holes = self._target_nearness(pose)
         wt = cv2.resize(g, (2 * g.shape[1], 2 * g.shape[0]), interpolation=cv2.INTER_LINEAR)[:oh, :ow]
@@ -594,7 +623,7 @@ class ParallaxRenderer:
         Py = (pyv - 0.5).astype(np.float32)[:, None]
         Qx = (pose.x - pose.z * (pxv - cx)).astype(np.float32)[None, :]
         Qy = (pose.y - pose.z * (pyv - cy)).astype(np.float32)[:, None]
-        out = np.empty((oh, ow, 3), np.uint8)
+        out = np.empty((oh, ow, self.layers.stack.shape[2]), np.uint8)
         filled = np.empty((oh, ow), bool)
         interp = INTERP[interpolation]
         stack = self.layers.stack
@@ -627,6 +656,6 @@ class ParallaxRenderer:
             cv2.remap(stack, mx, my, interp, dst=out[sl], borderMode=cv2.BORDER_REPLICATE)
 
         by_bands(band, oh, rows=32, workers=self.workers)
-        return out, filled
+        return (out if channels == 4 else rgb(out)), filled
 
 
