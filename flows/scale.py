@@ -111,6 +111,26 @@ def read_concurrency_limits(tags: list[str]) -> dict[str, int | None]:
     return out
 
 
+def limited_tags() -> set[str]:
+    """The tags that have a concurrency limit on the Prefect API now (one request per page).
+
+    Every tag on a task run costs it a lease acquire and release on the API before and after it
+    runs, limit or not; on a busy 2-core machine that was about 0.45 s per task run
+    (bench/bench_scale.py). The runner can tag a task only with the tags that are limited.
+    """
+    from prefect.client.orchestration import get_client
+
+    out: set[str] = set()
+    with get_client(sync_client=True) as client:
+        offset = 0
+        while True:
+            page = client.read_global_concurrency_limits(limit=200, offset=offset)
+            out |= {g.name[4:] for g in page if g.name.startswith("tag:") and g.active}
+            if len(page) < 200:
+                return out
+            offset += len(page)
+
+
 def _env_flow():
     """The recipe flow with a Dask task runner configured from the environment.
 

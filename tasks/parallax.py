@@ -19,7 +19,7 @@ from .camera import EasingName, Keyframe, MotionName, frame_times, motion_path, 
 from .depthmap import normalized_nearness
 from .errors import ParameterError
 from .steps import Output, StepContext, StepParams, StepSpec
-from .video import VideoWriter, ordered_map
+from .video import BIG_FRAME_PIXELS, VideoWriter, ordered_map
 from .viewsynth import ParallaxRenderer, threads
 
 
@@ -106,32 +106,49 @@ def render_video(photo: np.ndarray, nearness: np.ndarray, p: ParallaxParams, pat
         poses = [Pose(x=q.x * ss, y=q.y * ss, z=q.z, zoom=q.zoom, focus=q.focus, pan_x=q.pan_x * ss,
                       pan_y=q.pan_y * ss) for q in poses]
     dil = auto_edge_dilation(photo.shape[1], exact) if p.edge_dilation is None else p.edge_dilation
-    renderer = ParallaxRenderer(photo, nearness, rsize, overscan=over, max_parallax=max_parallax(poses, rsize),
-                                edge_dilation=dil, workers=1)
-
-    def one(pose):
-        frame, filled = renderer.render(pose)
-        if ss > 1:
-            frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
-            filled = cv2.resize(filled.view(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
-        return frame, filled
-
     kw = dict(crf=p.crf, preset=p.preset, pix_fmt=p.pix_fmt)
-    mask_writer = VideoWriter(mask_path, size, p.fps, p.container, queue_frames=2, **kw) if mask_path else None
-    filled_share = 0.0
+    filled_px = 0
+    # Frames in flight (rendering, rendered, queued for ffmpeg). From 4K up x264 is the
+    # bottleneck by far (~0.3 CPU-s a frame against ~0.1 to render one), so one render thread
+    # keeps up and each further one would only hold another ~80 MB of frame temporaries.
+    big = size[0] * size[1] >= BIG_FRAME_PIXELS
+    workers, ahead, queued = (1, 1, 1) if big else (threads(), 3, 2)
+    # the encoders start first: ffmpeg loads while the renderer is set up
+    mask_writer = VideoWriter(mask_path, size, p.fps, p.container, queue_frames=queued, **kw) if mask_path else None
+    # Frames render in parallel, one per core: OpenCV's own thread pool on top only adds
+    # hand-offs and spinning workers that take CPU from the encoder (process-wide setting,
+    # restored afterwards).
+    cv_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
     try:
-        with VideoWriter(path, size, p.fps, p.container, queue_frames=2, **kw) as writer:
-            for i, (frame, filled) in enumerate(ordered_map(one, poses, workers=threads(), ahead=3)):
+        with VideoWriter(path, size, p.fps, p.container, queue_frames=queued, **kw) as writer:
+            renderer = ParallaxRenderer(photo, nearness, rsize, overscan=over, max_parallax=max_parallax(poses, rsize),
+                                        edge_dilation=dil, workers=1)
+
+            def one(pose):
+                # on a render thread: render, and convert for the encoder as each band is done
+                if ss == 1:
+                    frame = writer.builder()
+                    _, filled = renderer.render(pose, band_sink=frame.put)
+                else:
+                    big_frame, filled = renderer.render(pose, channels=4)
+                    frame = writer.prepare(cv2.resize(big_frame, size, interpolation=cv2.INTER_AREA))
+                    filled = cv2.resize(filled.view(np.uint8), size, interpolation=cv2.INTER_NEAREST).view(bool)
+                return frame, mask_writer.prepare(filled) if mask_writer else None, np.count_nonzero(filled)
+
+            # frames render in parallel, in order, a bounded number ahead of the encoder
+            for i, (frame, mask, nfilled) in enumerate(ordered_map(one, poses, workers=workers, ahead=ahead)):
                 writer.write(frame)
                 if mask_writer is not None:
-                    writer_mask = np.repeat(filled.view(np.uint8)[..., None] * np.uint8(255), 3, axis=2)
-                    mask_writer.write(writer_mask)
-                filled_share += float(filled.mean()) / n
+                    mask_writer.write(mask)
+                filled_px += nfilled
                 if progress is not None:
                     progress(i + 1, n)
     finally:
+        cv2.setNumThreads(cv_threads)
         if mask_writer is not None:
             mask_writer.close()
+    filled_share = filled_px / (n * size[0] * size[1])
     return {"frames": n, "width": size[0], "height": size[1], "fps": p.fps, "motion": p.motion,
             "overscan": round(over, 4), "filled_share": round(filled_share, 5), "container": p.container}
 

@@ -92,6 +92,15 @@ def test_concurrency_limits_become_tag_limits(prefect_server):
     assert read_concurrency_limits(["eachsense", "gpu-x"]) == {"eachsense": 2, "gpu-x": 1}
     with pytest.raises(RecipeError, match="eachsense"):
         apply_concurrency_limits(Recipe.model_validate({**base, "concurrency": {"eachsense": 0}}))
+    from flows.scale import limited_tags
+
+    assert {"eachsense", "gpu-x"} <= limited_tags() and "classic" not in limited_tags()
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as c:  # leave the shared server as found
+        for tag in ("eachsense", "gpu-x"):
+            c.delete_concurrency_limit_by_tag(tag)
+    assert read_concurrency_limits(["eachsense"]) == {"eachsense": None}
 
 
 def test_a_tag_limit_of_one_serialises_the_steps(prefect_server, tmp_path, photos):
