@@ -97,6 +97,10 @@ def cmd_validate(a) -> int:
 
     recipe, src = load_recipe(a.recipe, overrides=a.set)
     plan = compile_plan(recipe, src, Workspace.default(a.workspace), out_root=a.out, fetch=False)
+    if recipe.schedule:
+        from .deploy import schedule_spec
+
+        schedule_spec(recipe, src)  # a bad schedule is a recipe error too
     bad = [i for i in plan.images if i.error]
     con = _console()
     for i in bad:
@@ -292,37 +296,6 @@ def cmd_reproduce(a) -> int:
     return 1
 
 
-def cmd_runs(a) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    ws = Workspace.default(a.workspace)
-    p = ws.runs / "runs.jsonl"
-    rows = []
-    if p.exists():
-        for line in p.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                pass
-    if a.recipe:
-        name = a.recipe
-        if Path(a.recipe).exists():
-            from .recipe import load_recipe
-
-            name = load_recipe(a.recipe)[0].name
-        rows = [r for r in rows if r["recipe"] == name]
-    t = Table(title="recent runs")
-    for c in ("time", "recipe", "state", "computed", "cached", "failed", "s", "output"):
-        t.add_column(c)
-    for r in rows[-a.limit:][::-1]:
-        state = "Failed" if r["failed"] else "Completed"
-        t.add_row(r["time"], r["recipe"], state, str(r["computed"]), str(r["cached"]), str(r["failed"]),
-                  f"{r['duration_s']:.1f}", r["out_dir"])
-    Console().print(t)
-    return 0
-
-
 def cmd_focus_stack(a) -> int:
     from tasks.export import write_format
     from tasks.focus_stack import focus_stack
@@ -392,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     ru = sub.add_parser("runs", help="recent runs with state, duration and output folder")
     ru.add_argument("recipe", nargs="?")
     ru.add_argument("--limit", type=int, default=20)
+    ru.add_argument("--json", action="store_true", help="print the runs as JSON")
+    from .cli_deploy import cmd_runs
+
     ru.set_defaults(func=cmd_runs)
 
     fs = sub.add_parser("focus-stack", help="all-in-focus image and depth-from-focus map from a focus bracket")

@@ -249,7 +249,7 @@ def print_runs(rows: list[dict], title: str = "recent runs") -> None:
 
 
 def cmd_runs(a) -> int:
-    """Proposed replacement for ``flows.cli.cmd_runs`` (same arguments: recipe, --limit)."""
+    """``depthcraft runs [RECIPE]``: state and duration from the Prefect API, output folders from the workspace."""
     name = a.recipe
     if name and Path(name).exists():
         from .recipe import load_recipe

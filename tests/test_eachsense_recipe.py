@@ -1,0 +1,57 @@
+"""The multi-turn each::sense recipe, run as it is (with a shorter video) through Prefect against
+the loopback test server: one session for the whole batch, the refine turn continues it, a
+re-run pays for nothing, and the key is written nowhere."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from eachsense_server import EachSenseTestServer
+
+REPO = Path(__file__).resolve().parents[1]
+KEY = "sk-recipe-SECRET-1234"
+
+
+@pytest.fixture
+def service(monkeypatch):
+    srv = EachSenseTestServer(keys={KEY: "ok"})
+    srv.start()
+    for k, v in {"EACHLABS_API_KEY": KEY, "EACHLABS_ORG": "org-test", "EACHSENSE_BASE_URL": srv.base_url,
+                 "EACHLABS_STORAGE_URL": srv.base_url, "EACHSENSE_BACKOFF_BASE": "0.01",
+                 "EACHSENSE_POLL_INTERVAL": "0.01"}.items():
+        monkeypatch.setenv(k, v)
+    yield srv
+    srv.stop()
+
+
+def test_multiturn_recipe_keeps_one_session_and_caches(prefect_server, tmp_path, service):
+    from flows.runner import run_recipe
+
+    recipe = REPO / "recipes" / "multiturn-eachsense.yaml"
+    sets = ['inputs.images=["photos/astronaut.jpg", "photos/chelsea.jpg"]', "steps.video.with.duration=1",
+            "steps.video.with.fps=10"]
+    ws = tmp_path / "ws"
+    s = run_recipe(recipe, overrides=sets, out_root=str(tmp_path), workspace=str(ws))
+    assert s["failures"] == [] and s["computed"] == 6
+
+    chats = [r["body"] for r in service.chats()]
+    assert len(chats) == 4  # estimate + refine for each photo
+    assert {c["session_id"] for c in chats} == {s["session_id"]}  # one session for the batch
+    refines = [c for c in chats if "Enhance the edges" in c["message"]]
+    assert len(refines) == 2 and all(c["mode"] == "max" for c in chats)
+    for name in ("astronaut", "chelsea"):
+        assert (tmp_path / "out" / "multiturn-eachsense" / name / "video.mp4").exists()
+
+    turns = [json.loads(x) for x in (ws / "sessions" / f"{s['session_id']}.jsonl").read_text().splitlines()]
+    assert {t["provider"] for t in turns if t["step"] in ("depth", "edges")} == {"eachsense"}
+    man = json.loads(Path(s["manifest"]).read_text())
+    assert man["session_id"] == s["session_id"]
+
+    again = run_recipe(recipe, overrides=sets, out_root=str(tmp_path), workspace=str(ws))
+    assert again["cached"] == 6 and len(service.chats()) == 4  # nothing paid twice
+
+    for f in list(tmp_path.rglob("*")):
+        if f.is_file() and f.stat().st_size < 50_000_000:
+            assert KEY.encode() not in f.read_bytes(), f"the API key leaked into {f}"
