@@ -14,7 +14,6 @@ import argparse
 import time
 
 import cv2
-import numpy as np
 from skimage import data as skdata
 
 from tasks.providers.classic import estimate_classic

@@ -259,8 +259,6 @@ def cmd_reproduce(a) -> int:
     old = mf.read(a.manifest)
     r = old["recipe"]
     src_file = r["file"]
-    import tempfile
-
     ws = Workspace.default(a.workspace)
     from .server import ensure_api
 
@@ -292,7 +290,6 @@ def cmd_reproduce(a) -> int:
     for d in diffs:
         con.print(f"[red]differs[/] {d['path']}: recorded {str(d['recorded'])[:12]}, now {str(d['now'])[:12]}")
     con.print(f"{len(diffs)} of {n} output(s) differ")
-    _ = tempfile
     return 1
 
 

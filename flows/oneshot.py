@@ -139,8 +139,6 @@ def run_oneshot(args) -> int:
         given = Artifact(path=str(d.resolve()), sha256=sha256_file(d), kind="depth",
                          meta={"kind": USER_KINDS[args.depth_kind] if args.depth_kind else None, "source": "given",
                                "given_path": str(d)})
-    elif spec.needs_depth and spec.kind != "estimate":
-        given = None  # computed below with the provider, like a recipe's estimate -> step chain
     session = args.session or f"oneshot-{uuid.uuid4().hex[:10]}"
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,8 @@ OpenEXR). Presentation choices (white = near, colour maps, millimetres) live in 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import json
 import os
 from pathlib import Path
@@ -26,6 +28,9 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from .depthmap import DepthMap
 
 DEPTH_SUFFIXES = (".png", ".pgm", ".pfm", ".npy", ".npz", ".tif", ".tiff", ".exr")
 PNG_META_KEY = "depthcraft"

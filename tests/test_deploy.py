@@ -16,7 +16,6 @@ import os
 import shutil
 import signal
 import subprocess
-import textwrap
 import time
 from pathlib import Path
 from zoneinfo import ZoneInfo

@@ -7,11 +7,9 @@ its dependants), failure isolation in a batch, sessions, manifests and reproduct
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from conftest import run_cli, save_photo
 

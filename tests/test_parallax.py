@@ -129,6 +129,77 @@ def test_size_defaults_to_the_photo_made_even_and_bad_sizes_are_named(photo_file
         P.params_for_output("x.avi")
 
 
+def _ffmpeg_convert(img: np.ndarray, pix_fmt: str) -> np.ndarray:
+    """What ffmpeg's own rgb24 -> pix_fmt conversion (swscale) gives."""
+    import subprocess
+
+    from tasks.video import ffmpeg_exe
+
+    h, w = img.shape[:2]
+    r = subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
+                        "-i", "-", "-f", "rawvideo", "-pix_fmt", pix_fmt, "-"], input=img.tobytes(), capture_output=True,
+                       check=True)
+    return np.frombuffer(r.stdout, np.uint8)
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv444p"])
+def test_frames_are_converted_as_ffmpeg_would(pix_fmt):
+    """The writer pipes YUV made here; it must match ffmpeg's own conversion of RGB (BT.601,
+    limited range; 4:2:0 chroma from 2x2 averages)."""
+    import cv2
+
+    from tasks.video import FrameBuilder, to_input
+
+    img = np.ascontiguousarray(sd.astronaut()[100:228, 60:252])  # 192 x 128
+    ref = _ffmpeg_convert(img, pix_fmt).astype(int)
+    ours = to_input(img, pix_fmt).ravel().astype(int)
+    n = 192 * 128
+    assert ours.size == ref.size
+    assert np.abs(ours[:n] - ref[:n]).max() <= 1  # luma
+    chroma = np.abs(ours[n:] - ref[n:])
+    assert chroma.max() <= (1 if pix_fmt == "yuv444p" else 3) and chroma.mean() < 0.3
+    # RGBA in, band by band (as the renderer hands frames over): the same bytes
+    b = FrameBuilder((192, 128), pix_fmt)
+    rgba = cv2.cvtColor(img, cv2.COLOR_RGB2RGBA)
+    for y in range(0, 128, 32):
+        b.put(slice(y, y + 32), rgba[y:y + 32])
+    np.testing.assert_array_equal(b.data.ravel(), ours)
+
+
+def test_writer_pipes_yuv_to_moviepys_writer(tmp_path):
+    """moviepy's FFMPEG_VideoWriter (a subclass) gets yuv420p, not rgb24, and the decoded video
+    shows the frames written."""
+    import cv2
+    from moviepy.video.io.ffmpeg_writer import FFMPEG_VideoWriter
+
+    img = np.ascontiguousarray(sd.coffee()[::4, ::4][:100, :150])  # 150 x 100
+    with VideoWriter(tmp_path / "v.mp4", (150, 100), 10, crf=0, preset="ultrafast") as w:
+        assert isinstance(w._writer, FFMPEG_VideoWriter)
+        cmd = w._writer.command
+        inputs = cmd[:cmd.index("-i")]  # options before -i describe the piped frames
+        assert inputs[inputs.index("-pix_fmt") + 1] == "yuv420p"
+        for _ in range(3):
+            w.write(img)
+    cap = cv2.VideoCapture(str(tmp_path / "v.mp4"))
+    ok, f = cap.read()
+    assert ok
+    err = np.abs(cv2.cvtColor(f, cv2.COLOR_BGR2RGB).astype(float) - img)
+    assert err.mean() < 4.0  # lossless luma; chroma at half resolution
+
+
+def test_4k_encodes_with_bounded_x264_buffers():
+    """From 4K up, x264's lookahead and frame threads are bounded (its memory), and the
+    benchmark's re-encode uses the same settings."""
+    from tasks.video import encoder_args, reencode_command
+
+    _, _, small = encoder_args("mp4", size=(1920, 1080))
+    _, _, big = encoder_args("mp4", size=(3840, 2160))
+    assert "-x264-params" not in small and "-threads" not in small
+    assert "rc-lookahead=10" in big[big.index("-x264-params") + 1] and big[big.index("-threads") + 1] == "2"
+    cmd = reencode_command("a.mp4", "b.mp4", "mp4", size=(3840, 2160))
+    assert all(x in cmd for x in big)
+
+
 def test_frames_stream_with_a_bounded_number_in_flight():
     pulled = []
 

@@ -146,6 +146,33 @@ def test_make_layers_keeps_the_photo_and_fills_hidden_pixels():
     assert not np.array_equal(L.back[hidden], img[hidden])
 
 
+def test_four_channel_layers_resample_like_three():
+    """The RGBA stack (OpenCV's fast bilinear path) gives the same views as the RGB one."""
+    img = sd.coffee()[:200, :300].copy()
+    d = np.full(img.shape[:2], 2.0, np.float32)
+    d[60:140, 100:200] = 14.0
+    hidden = V.hidden_mask(d, sides="right")
+    L3, L4 = V.make_layers(img, hidden, channels=3), V.make_layers(img, hidden, channels=4)
+    np.testing.assert_array_equal(L4.front, L3.front)
+    np.testing.assert_array_equal(L4.back, L3.back)
+    a = V.shift_view(img, d, layers=L3, interpolation="linear")
+    b = V.shift_view(img, d, layers=L4, interpolation="linear")
+    assert b.image.shape == img.shape and b.image.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.filled, b.filled)
+
+
+def test_row_holes_take_the_farther_side_run_by_run():
+    xs = np.full((2, 12), -np.inf, np.float32)
+    xs[0, :3] = [0, 1, 2]  # disparity (source x - x) 0 on the left...
+    xs[0, 7:] = np.arange(7, 12) - 5  # ...and -5 (farther) on the right of a 4-pixel hole
+    xs[1, 2:] = np.arange(2, 12) + 1  # row 1: a hole at the row start, one neighbour only
+    out, hole = V._fill_row_holes(xs.copy())
+    assert hole[0, 3:7].all() and hole[1, :2].all() and hole.sum() == 6
+    np.testing.assert_allclose(out[0, 3:7], np.arange(3, 7) - 5)  # the farther (smaller) disparity
+    np.testing.assert_allclose(out[1, :2], np.arange(2) + 1)
+
+
 # -- free camera moves -------------------------------------------------------------------------
 def test_parallax_uniform_depth_is_a_plain_zoom_and_shift():
     img = sd.astronaut()
@@ -177,6 +204,27 @@ def test_parallax_near_moves_more_and_disocclusions_are_filled():
     assert not filled[:, :60].any()
     fill = out[filled].astype(float)
     assert fill.sum(1).min() > 20 and (fill[:, 2] > 40).mean() > 0.5  # not black, not yellow
+
+
+def test_parallax_bands_streamed_to_a_sink_are_the_frame():
+    img = sd.coffee()[:256, :320].copy()
+    near = np.full(img.shape[:2], 0.2, np.float32)
+    near[60:200, 100:220] = 0.9
+    R = V.ParallaxRenderer(img, near, (320, 256), max_parallax=20, overscan=1.1)
+    pose = V.Pose(x=14, y=-6, z=0.1, focus=0.3)
+    full, filled = R.render(pose, channels=4)
+    got = np.zeros_like(full)
+    seen = []
+
+    def sink(rows, band):
+        seen.append(rows.start)
+        got[rows] = band
+
+    none, filled2 = R.render(pose, band_sink=sink)
+    assert none is None and len(seen) == 8  # 32-row bands
+    np.testing.assert_array_equal(got, full)
+    np.testing.assert_array_equal(filled2, filled)
+    np.testing.assert_array_equal(R.render(pose)[0], full[..., :3])
 
 
 def test_parallax_dolly_magnifies_near_more_than_far_without_cracks():

@@ -589,7 +589,6 @@ class EachSenseClient:
         body.update({k: v for k, v in extra.items() if v is not None})
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         sent_at = time.time()
-        partial: dict = {}
 
         def attempt(n: int) -> ChatResult:
             with remote_slot():
