@@ -1,8 +1,10 @@
 """The ``parallax`` step: a short video of the photo seen from a moving camera ("2.5D" / "3D
 photo" effect), rendered by the view-synthesis engine and streamed to the encoder.
 
-Frames render on all cores (one frame per thread) while ffmpeg encodes the previous ones; at
-most a few frames are in memory at any time, whatever the duration or size.
+Frames render on all cores (one frame per thread; one thread from 4K up, where x264 is the
+bottleneck) while ffmpeg encodes the previous ones; each is converted for the encoder band by
+band as it renders, and at most a few frames are in memory at any time, whatever the duration
+or size.
 """
 
 from __future__ import annotations
