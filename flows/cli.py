@@ -312,7 +312,8 @@ def cmd_focus_stack(a) -> int:
 
 
 # -- the parser ------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``command`` (the sub-command being run) only what it needs is imported."""
     p = argparse.ArgumentParser(prog="depthcraft", description="Depth maps and depth effects from photos, "
                                 "as YAML recipes run by Prefect.")
     p.add_argument("-v", "--verbose", action="store_true", help="Prefect's logs and full tracebacks")
@@ -380,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from . import oneshot
 
-    oneshot.register(sub)
+    oneshot.register(sub, command)
     for mod in ("cli_models", "cli_deploy", "cli_extra"):
         try:
             m = __import__(f"flows.{mod}", fromlist=["register"])
@@ -393,7 +394,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # the first word that is not an option (or an option's value) is the sub-command
+    words = [w for i, w in enumerate(argv) if not w.startswith("-") and (i == 0 or argv[i - 1] != "--workspace")]
+    help_asked = not words or words[0] == "help"
+    args = build_parser(None if help_asked else words[0]).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except DepthcraftError as e:

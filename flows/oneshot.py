@@ -85,9 +85,16 @@ def add_step_parser(sub, spec: StepSpec) -> None:
     p.set_defaults(func=run_oneshot, step_kind=spec.kind)
 
 
-def register(sub) -> None:
-    for spec in steps().values():
-        add_step_parser(sub, spec)
+def register(sub, command: str | None = None) -> None:
+    """Add a sub-command per step kind. When ``command`` names the one being run, only that
+    step's module is imported (the others get a bare entry): each one-shot starts faster."""
+    from tasks.catalog import STEP_MODULES, get_step
+
+    for name in STEP_MODULES:
+        if command is None or command == name:
+            add_step_parser(sub, get_step(name))
+        else:
+            sub.add_parser(name, add_help=False)
 
 
 def params_from_args(spec: StepSpec, args) -> Any:

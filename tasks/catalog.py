@@ -1,4 +1,5 @@
-"""Every step kind, by name. A new step module adds its name to ``STEP_MODULES``."""
+"""Every step kind, by name. A step kind lives in the module of the same name
+(``tasks/<kind>.py``), which adds its name to ``STEP_MODULES``; modules load on first use."""
 
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ def steps() -> dict[str, StepSpec]:
     return out
 
 
+@lru_cache(maxsize=None)
 def get_step(kind: str) -> StepSpec:
-    table = steps()
-    if kind not in table:
-        raise ParameterError(f"unknown step kind {kind!r}; one of {', '.join(sorted(table))}", parameter="uses")
-    return table[kind]
+    if kind not in STEP_MODULES:
+        raise ParameterError(f"unknown step kind {kind!r}; one of {', '.join(sorted(STEP_MODULES))}",
+                             parameter="uses")
+    return importlib.import_module(f"tasks.{kind}").SPEC
