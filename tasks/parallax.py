@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from .camera import EasingName, Keyframe, MotionName, frame_times, motion_path, needed_overscan
-from .depthmap import normalized_nearness
+from .depthmap import nearness as raw_nearness
 from .errors import ParameterError
 from .steps import Output, StepContext, StepParams, StepSpec
 from .video import BIG_FRAME_PIXELS, VideoWriter, ordered_map
@@ -155,6 +155,19 @@ def render_video(photo: np.ndarray, nearness: np.ndarray, p: ParallaxParams, pat
             "overscan": round(over, 4), "filled_share": round(filled_share, 5), "container": p.container}
 
 
+def _nearness01(dm) -> np.ndarray:
+    """``normalized_nearness(dm, robust=0.002)`` (float32 0..1) in one float32 copy: the general
+    function works in float64 (its percentiles are float64), twice the time on a 3 MP map, and
+    this runs before the first frame."""
+    a = np.array(raw_nearness(dm), np.float32)  # a copy: it may be the map itself
+    lo, hi = np.percentile(a, [0.2, 99.8])
+    if hi - lo < 1e-12:
+        return np.zeros_like(a)
+    a -= np.float32(lo)
+    a *= np.float32(1.0 / (hi - lo))
+    return np.clip(a, 0.0, 1.0, out=a)
+
+
 def run(ctx: StepContext, p: ParallaxParams) -> dict[str, Output]:
     photo = ctx.image()
     dm = ctx.depth()
@@ -162,7 +175,7 @@ def run(ctx: StepContext, p: ParallaxParams) -> dict[str, Output]:
         from .depthmap import resize_depth
 
         dm = resize_depth(dm, (photo.shape[1], photo.shape[0]))
-    nearness = normalized_nearness(dm, robust=0.002)
+    nearness = _nearness01(dm)
     suffix = "." + p.container
     main = ctx.out("main", suffix)
     mask = ctx.out("mask", suffix) if p.mask else None

@@ -618,10 +618,21 @@ class ParallaxRenderer:
         # forward_point, then the half-resolution cell: (p - o) / 2, as one affine map per axis
         pose_g = Pose(x=pose.x, y=pose.y, z=pose.z, zoom=pose.zoom, focus=pose.focus,
                       pan_x=pose.pan_x - self.ox, pan_y=pose.pan_y - self.oy)
-        px, py = forward_point(pose_g, self._su, self._sv, self._sw, self.center)
+        if pose.z == 0:
+            # no dolly: each axis is a row (column) plus a multiple of nearness, cell size folded
+            # in (two passes per axis instead of five)
+            cx, cy = self.center
+            dx, dy = pose_g.offset()
+            r = np.float32(0.5 * pose.zoom)
+            px = np.multiply(self._sw, np.float32(-0.5 * pose.zoom * pose.x))
+            px += np.float32(0.5 * (cx + dx + pose_g.pan_x)) + r * (self._su - np.float32(cx))
+            py = np.multiply(self._sw, np.float32(-0.5 * pose.zoom * pose.y))
+            py += np.float32(0.5 * (cy + dy + pose_g.pan_y)) + r * (self._sv - np.float32(cy))
+        else:
+            px, py = forward_point(pose_g, self._su, self._sv, self._sw, self.center)
+            px *= np.float32(0.5)
+            py *= np.float32(0.5)
         buf = np.full(gw * gh + 1, -1.0, np.float32)  # the last cell swallows off-frame samples
-        px *= np.float32(0.5)
-        py *= np.float32(0.5)
         gx = np.floor(px, out=px).astype(np.int32)
         gy = np.floor(py, out=py).astype(np.int32)
         # off-frame: negative cells wrap to huge unsigned values
@@ -691,10 +702,14 @@ class ParallaxRenderer:
         hmax = np.float32(self.layers.h - 1)
         wsrc = self.w
         rows = 64  # (32-row bands: 3x the GIL hand-offs between the two render threads, +30% CPU)
-        # without dolly Q is constant: x maps are one cv2.scaleAdd (a third of numpy's time)
+        # without dolly Q is constant: maps are one cv2.scaleAdd each (a third of numpy's time)
         flat = pose.z == 0
-        qx, qy = float(pose.x), np.float32(pose.y)
+        qx, qy = float(pose.x), float(pose.y)
         Pxb = np.ascontiguousarray(np.broadcast_to(Px, (rows, ow))) if flat else None
+        # Rows whose y map cannot leave the photo layer need no clipping (nearness is 0..1, so a
+        # row's map lies between P and P + Q): most bands skip it.
+        y_lo = (Py + np.minimum(Qy, 0))[:, 0]
+        y_hi = (Py + np.maximum(Qy, 0))[:, 0]
 
         def xmap(w, n):
             return cv2.scaleAdd(w, qx, Pxb[:n]) if flat else Px + w * Qx
@@ -703,7 +718,8 @@ class ParallaxRenderer:
             w0, hb = upsampled(sl)
             n = w0.shape[0]
             mx = xmap(w0, n)
-            my = Py[sl] + w0 * (qy if flat else Qy[sl])
+            Pyb = np.ascontiguousarray(np.broadcast_to(Py[sl], (n, ow))) if flat else None
+            my = cv2.scaleAdd(w0, qy, Pyb) if flat else Py[sl] + w0 * Qy[sl]
             # refine: the nearness actually found where the estimate points
             w1 = cv2.remap(wsrc, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             if hb is not None and hb.any():
@@ -713,9 +729,13 @@ class ParallaxRenderer:
             else:
                 fill = False
             mx = xmap(w1, n)
-            np.multiply(w1, qy if flat else Qy[sl], out=my)
-            my += Py[sl]
-            np.clip(my, 0, hmax, out=my)  # stay inside the layer read
+            if flat:
+                cv2.scaleAdd(w1, qy, Pyb, dst=my)
+            else:
+                np.multiply(w1, Qy[sl], out=my)
+                my += Py[sl]
+            if y_lo[sl].min() < 0.01 or y_hi[sl].max() > hmax - 0.01:
+                np.clip(my, 0, hmax, out=my)  # stay inside the layer read
             if fill is not False:
                 my += fill * off
             filled[sl] = fill
