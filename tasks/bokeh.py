@@ -274,14 +274,9 @@ def run(ctx: StepContext, p: BokehParams) -> dict[str, Output]:
 
 
 def params_for_output(path) -> dict:
-    from pathlib import Path
+    from .images import image_format_for_suffix
 
-    s = Path(path).suffix.lower()
-    if s in (".jpg", ".jpeg"):
-        return {"format": "jpg"}
-    if s == ".png":
-        return {"format": "png"}
-    raise ParameterError(f"cannot tell an image format from {s!r}; use .png or .jpg", parameter="-o")
+    return image_format_for_suffix(path)
 
 
 SPEC = StepSpec(kind="bokeh", version="1", params=BokehParams, run=run, params_for_output=params_for_output,

@@ -150,3 +150,15 @@ def write_image(path: str | os.PathLike, arr: np.ndarray, *, quality: int = 95) 
     else:
         img.save(p)
     return p
+
+
+def image_format_for_suffix(path: str | os.PathLike, extra: str = "") -> dict:
+    """One-shot ``-o`` paths: ``.jpg``/``.jpeg`` -> ``{"format": "jpg"}``, ``.png`` -> png."""
+    from .errors import ParameterError
+
+    s = Path(path).suffix.lower()
+    if s in (".jpg", ".jpeg"):
+        return {"format": "jpg"}
+    if s == ".png":
+        return {"format": "png"}
+    raise ParameterError(f"cannot tell an image format from {s!r}; use .png or .jpg{extra}", parameter="-o")

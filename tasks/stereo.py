@@ -201,14 +201,11 @@ def run(ctx: StepContext, p: StereoParams) -> dict[str, Output]:
 
 def params_for_output(path) -> dict:
     """``-o x.mpo``: stereo JPEG; ``x.jpg``: JPEG; ``x.png``: PNG."""
-    s = Path(path).suffix.lower()
-    if s == ".mpo":
+    from .images import image_format_for_suffix
+
+    if Path(path).suffix.lower() == ".mpo":
         return {"layout": "mpo"}
-    if s in (".jpg", ".jpeg"):
-        return {"format": "jpg"}
-    if s == ".png":
-        return {"format": "png"}
-    raise ParameterError(f"cannot tell an image format from {s!r}; use .png, .jpg or .mpo", parameter="-o")
+    return image_format_for_suffix(path, " or .mpo")
 
 
 SPEC = StepSpec(kind="stereo", version="1", params=StereoParams, run=run, params_for_output=params_for_output,
