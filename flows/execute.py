@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tasks.catalog import get_step
 from tasks.steps import StepContext
-from tasks.store import Artifact, Store, atomic_copy, sha256_file
+from tasks.store import Artifact, atomic_copy, sha256_file
 
 from . import progress
 from .workspace import Workspace
@@ -83,6 +83,3 @@ def publish(result: dict, step_id: str, primary: str, out_dir: Path) -> dict[str
         done[name] = {"path": str(dst), "sha256": a.sha256, "kind": a.kind}
     return done
 
-
-def store_for(payload: dict) -> Store:
-    return Workspace.default(payload["workspace"]).store
