@@ -16,8 +16,8 @@ import time
 import cv2
 from skimage import data as skdata
 
-from tasks.providers.classic import estimate_classic
-from tasks.refine import refine_depth
+from depthcraft.tasks.providers.classic import estimate_classic
+from depthcraft.tasks.refine import refine_depth
 
 
 def best_time(fn, repeat: int) -> float:

@@ -17,12 +17,12 @@ from rich.console import Console
 from rich.table import Table
 from skimage import data
 
-from tasks.depthio import read_depth
-from tasks.depthmap import DepthMap
-from tasks.export import FORMATS, SUFFIX, MetricScale, write_format
-from tasks.focus_stack import stack_frames
-from tasks.layers import split_layers
-from tasks.mesh import export_3d
+from depthcraft.tasks.lib.depthio import read_depth
+from depthcraft.tasks.lib.depthmap import DepthMap
+from depthcraft.tasks.lib.formats import FORMATS, SUFFIX, MetricScale, write_format
+from depthcraft.tasks.focus_stack import stack_frames
+from depthcraft.tasks.layers import split_layers
+from depthcraft.tasks.mesh import export_3d
 
 
 def timed(fn, *a, **k):

@@ -28,8 +28,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
 
-    from flows import server
-    from flows.workspace import Workspace
+    from depthcraft.flows import server
+    from depthcraft.flows.workspace import Workspace
 
     tmp = Path(tempfile.mkdtemp(prefix="dc-bench-flow-"))
     srv_ws = Workspace.default(tmp / "server")
@@ -43,7 +43,7 @@ def main() -> None:
     try:
         from prefect import flow, task
 
-        from flows.runner import run_recipe
+        from depthcraft.flows.runner import run_recipe
 
         @task
         def one(x: int) -> int:

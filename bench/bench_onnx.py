@@ -21,8 +21,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.providers import DepthRequest  # noqa: E402
-from tasks.providers.onnx import OnnxProvider, upsample  # noqa: E402
+from depthcraft.tasks.providers import DepthRequest  # noqa: E402
+from depthcraft.tasks.providers.onnx import OnnxProvider, upsample  # noqa: E402
 
 
 def tiny_model(path: Path) -> Path:

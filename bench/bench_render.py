@@ -35,15 +35,15 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 sys.path.insert(0, str(REPO))
 
-from tasks import bokeh as B  # noqa: E402
-from tasks import stereo as S  # noqa: E402
-from tasks.depthmap import DepthMap, normalized_nearness  # noqa: E402
-from tasks.parallax import ParallaxParams, max_parallax  # noqa: E402
-from tasks.camera import frame_times, motion_path, needed_overscan  # noqa: E402
-from tasks.video import FrameBuilder, ordered_map, reencode_command  # noqa: E402
-from tasks.viewsynth import ParallaxRenderer, threads  # noqa: E402
+from depthcraft.tasks import bokeh as B  # noqa: E402
+from depthcraft.tasks import stereo as S  # noqa: E402
+from depthcraft.tasks.lib.depthmap import DepthMap, normalized_nearness  # noqa: E402
+from depthcraft.tasks.parallax import ParallaxParams, max_parallax  # noqa: E402
+from depthcraft.tasks.lib.camera import frame_times, motion_path, needed_overscan  # noqa: E402
+from depthcraft.tasks.lib.video import FrameBuilder, ordered_map, reencode_command  # noqa: E402
+from depthcraft.tasks.lib.viewsynth import ParallaxRenderer, threads  # noqa: E402
 
-DEPTHCRAFT = [sys.executable, "-m", "flows.cli"]
+DEPTHCRAFT = [sys.executable, "-m", "depthcraft.flows.cli"]
 
 
 def sample_photo(size: tuple[int, int]) -> np.ndarray:
@@ -54,7 +54,7 @@ def sample_photo(size: tuple[int, int]) -> np.ndarray:
 
 def sample_depth(img: np.ndarray) -> np.ndarray:
     """A depth map with real structure: the classic provider's estimate at 1 MP, resized."""
-    from tasks.providers import DepthRequest, get_provider
+    from depthcraft.tasks.providers import DepthRequest, get_provider
 
     h, w = img.shape[:2]
     f = min(1.0, (1_000_000 / (w * h)) ** 0.5)
@@ -114,7 +114,7 @@ def viewsynth_yardstick() -> dict | None:
     import dc_eval as E
     from score_depthcraft import fill_rows
 
-    from tasks.viewsynth import shift_view
+    from depthcraft.tasks.lib.viewsynth import shift_view
 
     keys = ("psnr", "psnr_visible", "psnr_disoccluded", "ssim")
     rows = []

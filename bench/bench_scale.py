@@ -96,15 +96,15 @@ def main() -> int:
     a = ap.parse_args()
     steps = a.steps.split(",")
 
-    from tasks.catalog import steps as catalog
+    from depthcraft.tasks.catalog import steps as catalog
 
     missing = [s for s in steps if s not in catalog()]
     if missing:
         print(f"step kinds not in the catalog: {', '.join(missing)}", file=sys.stderr)
         return 2
 
-    from flows import server
-    from flows.workspace import Workspace
+    from depthcraft.flows import server
+    from depthcraft.flows.workspace import Workspace
 
     tmp = Path(tempfile.mkdtemp(prefix="dc-bench-scale-"))
     photos = make_photos(tmp / "photos", a.photos, a.mp)
@@ -118,9 +118,9 @@ def main() -> int:
         os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_CONSOLE{k}_LEVEL", "CRITICAL")
     os.environ.setdefault("DISTRIBUTED_LOGGING__DISTRIBUTED", "error")
     try:
-        from flows.recipe import DaskSettings, load_recipe
-        from flows.runner import run_recipe
-        from flows.scale import dask_runner
+        from depthcraft.flows.recipe import DaskSettings, load_recipe
+        from depthcraft.flows.runner import run_recipe
+        from depthcraft.flows.scale import dask_runner
 
         rec, _ = load_recipe(recipe)
         h, w = __import__("PIL.Image", fromlist=["Image"]).open(photos[0]).size[::-1]

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from tasks import models as M
-from tasks.errors import DepthcraftError
+from depthcraft.tasks.lib import models as M
+from depthcraft.tasks.lib.errors import DepthcraftError
 
 
 def _console():

@@ -17,12 +17,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tasks.catalog import get_step
-from tasks.depthmap import USER_KINDS
-from tasks.errors import DepthcraftError, InputError, RecipeError
-from tasks.images import IMAGE_SUFFIXES
-from tasks.steps import StepSpec
-from tasks.store import Artifact, sha256_file, stable_hash
+from depthcraft.tasks.catalog import get_step
+from depthcraft.tasks.lib.depthmap import USER_KINDS
+from depthcraft.tasks.lib.errors import DepthcraftError, InputError, RecipeError
+from depthcraft.tasks.lib.images import IMAGE_SUFFIXES
+from depthcraft.tasks.lib.step import StepSpec
+from depthcraft.tasks.lib.store import Artifact, sha256_file, stable_hash
 
 from .recipe import InputEntry, Recipe, RecipeSource
 from .workspace import Workspace
@@ -145,7 +145,7 @@ def _fetch_url(url: str, ws: Workspace) -> Path:
     """Download an input URL once into the workspace (keyed by URL); errors name the URL."""
     import httpx
 
-    from tasks.store import atomic_write_bytes, sha256_bytes
+    from depthcraft.tasks.lib.store import atomic_write_bytes, sha256_bytes
 
     dst = ws.downloads / (sha256_bytes(url.encode())[:24] + Path(url.split("?")[0]).suffix.lower()[:6])
     if dst.exists():
@@ -234,7 +234,7 @@ def derive_session_id(recipe: Recipe, images: list[ImageInput]) -> str:
 
 def provider_identity(provider: str, mode: str, cache: dict) -> dict:
     if provider not in cache:
-        from tasks.providers import get_provider
+        from depthcraft.tasks.providers import get_provider
 
         cache[provider] = get_provider(provider).identity()
     return {**cache[provider], "mode": mode}

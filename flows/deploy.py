@@ -1,6 +1,6 @@
 """Prefect deployments from recipes: schedules, served deployments and work pools.
 
-A deployment runs :func:`flows.runner.recipe_flow` with the recipe as its parameters
+A deployment runs :func:`depthcraft.flows.runner.recipe_flow` with the recipe as its parameters
 (``recipe_text``, ``recipe_file``, ``overrides``, ``out_root``, ``workspace``). The recipe's
 inputs are resolved when each run starts, so a nightly run over ``photos/*.jpg`` sees the
 photos added since the last one, and the content-addressed cache makes unchanged photos free.
@@ -11,11 +11,11 @@ Two ways to execute the runs, both Prefect's own:
   runs each flow run in a subprocess of its own, until stopped.
 * ``depthcraft deploy RECIPE --work-pool NAME``: a deployment bound to a work pool, run by
   ``prefect worker start --pool NAME``. Its entrypoint is a module path
-  (``flows.runner.recipe_flow``; ``flows.scale.recipe_flow_dask`` for Dask recipes), which
+  (``depthcraft.flows.runner.recipe_flow``; ``depthcraft.flows.runner.recipe_flow_dask`` for Dask recipes), which
   works wherever depthcraft is installed; the same deployment is written to ``prefect.yaml``
   next to the recipe for ``prefect deploy``.
 
-Scheduling needs a real Prefect server (``flows.server.ensure_api``): depthcraft's local one,
+Scheduling needs a real Prefect server (``depthcraft.flows.server.ensure_api``): depthcraft's local one,
 or the user's own server / Prefect Cloud through ``PREFECT_API_URL``.
 """
 
@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tasks.errors import DepthcraftError, RecipeError
+from depthcraft.tasks.lib.errors import DepthcraftError, RecipeError
 
 from .recipe import Recipe, RecipeSource, load_recipe
 from .workspace import Workspace
@@ -225,11 +225,11 @@ def prepare(recipe_path: str | Path, *, name: str | None = None, overrides: list
 
     if work_pool:
         # a worker imports the flow by module path (depthcraft is installed where workers run);
-        # the Dask settings reach flows.scale.recipe_flow_dask through the job's environment
+        # the Dask settings reach depthcraft.flows.runner.recipe_flow_dask through the job's environment
         flow = recipe_flow.with_options(name=f"depthcraft-{recipe.name}", flow_run_name=flow_run_name)
         options.update(work_pool_name=work_pool, work_queue_name=work_queue,
                        job_variables=_job_variables(recipe, kind, dask_address))
-        entry = "flows.scale.recipe_flow_dask" if kind == "dask" else "flows.runner.recipe_flow"
+        entry = "depthcraft.flows.runner.recipe_flow_dask" if kind == "dask" else "depthcraft.flows.runner.recipe_flow"
     else:
         # served: the serving process runs this very flow object (task runner included)
         runner = None
@@ -238,7 +238,7 @@ def prepare(recipe_path: str | Path, *, name: str | None = None, overrides: list
 
             runner = dask_runner(recipe, address=dask_address)
         flow = flow_for(recipe, task_runner=runner).with_options(flow_run_name=flow_run_name)
-        entry = "flows.runner.recipe_flow"
+        entry = "depthcraft.flows.runner.recipe_flow"
     return Prepared(flow=flow, name=dep_name, options=options, recipe=recipe, spec=spec, entrypoint=entry)
 
 
@@ -249,7 +249,7 @@ def build_deployment(recipe_path: str | Path, **kw):
 
 
 def _job_variables(recipe: Recipe, kind: str, dask_address: str | None) -> dict:
-    """Environment for a pool's job: where Dask is (read by ``flows.scale.recipe_flow_dask``)."""
+    """Environment for a pool's job: where Dask is (read by ``depthcraft.flows.runner.recipe_flow_dask``)."""
     if kind != "dask":
         return {}
     from .scale import ENV_ADDRESS, ENV_THREADS, ENV_WORKERS, dask_settings
@@ -316,7 +316,7 @@ def deploy(recipe_path: str | Path, *, write_yaml: bool = True, **kw) -> dict:
     writes ``prefect.yaml`` for work-pool deployments, and has the server schedule the next
     runs at once. Returns {id, name, full_name, schedule, work_pool, prefect_yaml, upcoming}.
     """
-    from .scale import apply_concurrency_limits
+    from .limits import apply_concurrency_limits
 
     dep, recipe, spec = build_deployment(recipe_path, **kw)
     apply_concurrency_limits(recipe)
@@ -343,7 +343,7 @@ def write_prefect_yaml(dep, folder: Path) -> Path:
     read by ``prefect deploy``); other entries and keys are kept."""
     import yaml
 
-    from tasks.store import atomic_write_bytes
+    from depthcraft.tasks.lib.store import atomic_write_bytes
 
     path = folder / "prefect.yaml"
     doc: dict[str, Any] = {}
@@ -405,7 +405,7 @@ def serve(recipe_paths: list[str | Path], *, overrides: list[str] | None = None,
     from prefect.exceptions import TerminationSignal
     from prefect.runner import Runner
 
-    from .scale import apply_concurrency_limits
+    from .limits import apply_concurrency_limits
 
     prepared: list[Prepared] = []
     seen: dict[str, str] = {}

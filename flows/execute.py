@@ -11,9 +11,9 @@ import shutil
 import time
 from pathlib import Path
 
-from tasks.catalog import get_step
-from tasks.steps import StepContext
-from tasks.store import Artifact, atomic_copy, sha256_file
+from depthcraft.tasks.catalog import get_step
+from depthcraft.tasks.lib.step import StepContext
+from depthcraft.tasks.lib.store import Artifact, atomic_copy, sha256_file
 
 from . import progress
 from .workspace import Workspace

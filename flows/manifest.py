@@ -15,7 +15,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from tasks.store import atomic_write_bytes, sha256_bytes
+from depthcraft.tasks.lib.store import atomic_write_bytes, sha256_bytes
 
 MANIFEST = "manifest.json"
 
@@ -86,7 +86,7 @@ def write(manifest: dict, folder: Path) -> Path:
 
 
 def read(path: str | Path) -> dict:
-    from tasks.errors import InputError
+    from depthcraft.tasks.lib.errors import InputError
 
     p = Path(path)
     if p.is_dir():

@@ -20,11 +20,11 @@ from typing import Any, Literal
 
 import yaml
 
-from tasks.catalog import steps
-from tasks.depthmap import USER_KINDS
-from tasks.errors import InputError, ParameterError
-from tasks.steps import StepContext, StepSpec
-from tasks.store import Artifact, atomic_copy, sha256_file
+from depthcraft.tasks.catalog import steps
+from depthcraft.tasks.lib.depthmap import USER_KINDS
+from depthcraft.tasks.lib.errors import InputError, ParameterError
+from depthcraft.tasks.lib.step import StepContext, StepSpec
+from depthcraft.tasks.lib.store import Artifact, atomic_copy, sha256_file
 
 GENERIC = {"output", "depth", "depth_kind", "provider", "mode", "session", "set", "max_pixels", "downscale", "image",
            "answer"}
@@ -88,7 +88,7 @@ def add_step_parser(sub, spec: StepSpec) -> None:
 def register(sub, command: str | None = None) -> None:
     """Add a sub-command per step kind. When ``command`` names the one being run, only that
     step's module is imported (the others get a bare entry): each one-shot starts faster."""
-    from tasks.catalog import STEP_MODULES, get_step
+    from depthcraft.tasks.catalog import STEP_MODULES, get_step
 
     for name in STEP_MODULES:
         if command is None or command == name:

@@ -13,7 +13,7 @@ A recipe describes a production once::
     output: out/{recipe}/{image}/
 
 :func:`load_recipe` parses and validates the structure; step parameters are validated against
-each step's own model by :mod:`flows.compile`, which also checks the DAG.
+each step's own model by :mod:`depthcraft.flows.compile`, which also checks the DAG.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tasks.errors import RecipeError
+from depthcraft.tasks.lib.errors import RecipeError
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 

@@ -5,7 +5,7 @@ for each image with its upstream futures (so Prefect sees the DAG and runs indep
 and images concurrently), then publish outputs, log the session turns and write the manifest.
 
 Caching is Prefect's own: each task run's cache key is the node's content key (see
-:mod:`flows.compile`), results are persisted in the workspace, and a hit shows as *Cached* in
+:mod:`depthcraft.flows.compile`), results are persisted in the workspace, and a hit shows as *Cached* in
 Prefect. Tasks exchange artifact references (path + sha256), never arrays.
 """
 
@@ -19,7 +19,7 @@ from prefect import flow, get_run_logger, task
 from prefect.context import get_run_context
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from tasks.errors import DepthcraftError
+from depthcraft.tasks.lib.errors import DepthcraftError
 
 from . import manifest as mf
 from . import progress
@@ -46,7 +46,7 @@ def _node_key(context, parameters: dict) -> str:
 
 @task(name="step", persist_result=True, cache_key_fn=_node_key, retries=0)
 def step_task(payload: dict, upstream: list[dict], session_id: str) -> dict:
-    """One step on one image: a thin wrapper over :func:`flows.execute.execute_node`."""
+    """One step on one image: a thin wrapper over :func:`depthcraft.flows.execute.execute_node`."""
     return execute_node(payload, upstream)
 
 
@@ -141,7 +141,7 @@ def run_plan(plan: Plan, ws: Workspace, *, refresh: bool = False) -> dict:
 
 
 def _limited_tags() -> set[str]:
-    from .scale import limited_tags
+    from .limits import limited_tags
 
     try:
         return limited_tags()
@@ -177,7 +177,7 @@ def recipe_flow(recipe_text: str, recipe_file: str = "<recipe>", overrides: list
     run every step on every image, write outputs, session turns and the manifest."""
     recipe, src = load_recipe(recipe_file, overrides=overrides or [], text=recipe_text)
     if recipe.concurrency:
-        from .scale import apply_concurrency_limits
+        from .limits import apply_concurrency_limits
 
         apply_concurrency_limits(recipe)
     ws = Workspace.default(workspace)
@@ -205,3 +205,25 @@ def run_recipe(path: str | Path, *, overrides: list[str] | None = None, out_root
     f = flow_for(recipe, task_runner=task_runner)
     return f(recipe_text=text, recipe_file=str(Path(path).resolve()), overrides=list(overrides or []),
              out_root=str(Path(out_root or os.getcwd()).resolve()), workspace=workspace, refresh=refresh)
+
+
+def _env_flow():
+    """The recipe flow with a Dask task runner configured from the environment.
+
+    A work-pool deployment names this flow as its entrypoint (``depthcraft.flows.runner.recipe_flow_dask``)
+    when the recipe asks for Dask; the worker's job sets ``DEPTHCRAFT_DASK_ADDRESS`` (and/or
+    ``_WORKERS``, ``_THREADS``) through the deployment's job variables.
+    """
+    from .scale import dask_runner
+
+    return recipe_flow.with_options(task_runner=dask_runner())
+
+
+def __getattr__(name: str):
+    # built on first access so that importing this module does not import Prefect (whose
+    # settings are read at import time, before ensure_api has set PREFECT_API_URL)
+    if name == "recipe_flow_dask":
+        flow = _env_flow()
+        globals()[name] = flow
+        return flow
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

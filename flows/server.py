@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from tasks.errors import DepthcraftError
+from depthcraft.tasks.lib.errors import DepthcraftError
 
 from .workspace import Workspace
 
@@ -101,7 +101,7 @@ def start(ws: Workspace, *, port: int | None = None, timeout: float = 90.0, ui: 
             raise DepthcraftError(f"the local Prefect server exited at start (code {proc.returncode}):\n{tail}",
                                   hint=f"see {log}")
         if healthy(url, timeout=1.0):
-            from tasks.store import atomic_write_bytes
+            from depthcraft.tasks.lib.store import atomic_write_bytes
 
             atomic_write_bytes(_state_file(ws), json.dumps(st).encode())
             return st

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from platformdirs import user_data_dir
 
-from tasks.store import Store
+from depthcraft.tasks.lib.store import Store
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,11 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from .depthmap import DepthMap, normalized_nearness
-from .errors import ParameterError
-from .images import write_image
-from .steps import Output, StepContext, StepParams, StepSpec
-from .viewsynth import push_pull_fill
+from .lib.depthmap import DepthMap, normalized_nearness
+from .lib.errors import ParameterError
+from .lib.images import write_image
+from .lib.step import Output, StepContext, StepParams, StepSpec
+from .lib.viewsynth import push_pull_fill
 
 
 class BokehParams(StepParams):
@@ -274,7 +274,7 @@ def run(ctx: StepContext, p: BokehParams) -> dict[str, Output]:
 
 
 def params_for_output(path) -> dict:
-    from .images import image_format_for_suffix
+    from .lib.images import image_format_for_suffix
 
     return image_format_for_suffix(path)
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import importlib
 from functools import lru_cache
 
-from .errors import ParameterError
-from .steps import StepSpec
+from .lib.errors import ParameterError
+from .lib.step import StepSpec
 
 STEP_MODULES = ("estimate", "export", "layers", "mesh", "refine", "stereo", "parallax", "bokeh")
 
@@ -16,7 +16,7 @@ STEP_MODULES = ("estimate", "export", "layers", "mesh", "refine", "stereo", "par
 def steps() -> dict[str, StepSpec]:
     out: dict[str, StepSpec] = {}
     for name in STEP_MODULES:
-        spec: StepSpec = importlib.import_module(f"tasks.{name}").SPEC
+        spec: StepSpec = importlib.import_module(f"{__package__}.{name}").SPEC
         out[spec.kind] = spec
     return out
 
@@ -26,4 +26,4 @@ def get_step(kind: str) -> StepSpec:
     if kind not in STEP_MODULES:
         raise ParameterError(f"unknown step kind {kind!r}; one of {', '.join(sorted(STEP_MODULES))}",
                              parameter="uses")
-    return importlib.import_module(f"tasks.{kind}").SPEC
+    return importlib.import_module(f"{__package__}.{kind}").SPEC

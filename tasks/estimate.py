@@ -6,10 +6,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from .depthmap import DepthMap
-from .export import FormatName, MetricScale, format_for_suffix, format_outputs
+from .lib.depthmap import DepthMap
+from .lib.formats import FormatName, MetricScale, format_for_suffix, format_outputs
 from .providers import DepthRequest, get_provider
-from .steps import Output, StepContext, StepParams, StepSpec, load_depth_artifact, save_depth
+from .lib.step import Output, StepContext, StepParams, StepSpec, load_depth_artifact, save_depth
 
 UseCase = Literal["general", "portrait", "landscape", "product", "interior", "parallax", "vr", "stereo",
                   "focus_planes", "background_blur"]

@@ -30,8 +30,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .depthmap import DepthMap
-from .errors import InputError, ParameterError
+from .lib.depthmap import DepthMap
+from .lib.errors import InputError, ParameterError
 
 
 def to_gray(rgb: np.ndarray) -> np.ndarray:
@@ -192,7 +192,7 @@ def focus_stack(paths: Sequence[str | os.PathLike], *, order: str = "near_first"
 
     Photos are taken in the order given (see ``order``). The CLI's ``focus-stack`` command calls this.
     """
-    from .images import read_image
+    from .lib.images import read_image
 
     frames = [read_image(p, max_pixels=max_pixels, downscale=downscale).rgb for p in paths]
     if frames and any(f.shape != frames[0].shape for f in frames):

@@ -25,10 +25,10 @@ import numpy as np
 from PIL import Image
 from pydantic import Field
 
-from .depthmap import DepthMap, normalized_nearness
-from .errors import ParameterError
-from .export import MetricScale, colorize, metric_of
-from .steps import Output, StepContext, StepParams, StepSpec
+from .lib.depthmap import DepthMap, normalized_nearness
+from .lib.errors import ParameterError
+from .lib.formats import MetricScale, colorize, metric_of
+from .lib.step import Output, StepContext, StepParams, StepSpec
 
 
 def kmeans_1d(values: np.ndarray, k: int, *, bins: int = 1024, iters: int = 50) -> np.ndarray:

@@ -1,6 +1,6 @@
 """3D export: a coloured point cloud (PLY) or a textured mesh (GLB, OBJ) from photo + depth + field of view.
 
-The photo is seen through a pinhole camera (``tasks.depthmap.intrinsics``: horizontal field of
+The photo is seen through a pinhole camera (``depthcraft.tasks.lib.depthmap.intrinsics``: horizontal field of
 view, principal point at the centre); each sampled pixel is back-projected to its z-depth.
 Files use the glTF axes: x right, y up, the camera at the origin looking down -z, units meters
 (or "relative units" when the map has no metric scale). A mesh is the pixel grid (every
@@ -26,10 +26,10 @@ import numpy as np
 from PIL import Image
 from pydantic import Field
 
-from .depthmap import DepthMap, back_project, intrinsics, to_metric
-from .errors import ParameterError
-from .export import MetricScale, metric_of
-from .steps import Output, StepContext, StepParams, StepSpec
+from .lib.depthmap import DepthMap, back_project, intrinsics, to_metric
+from .lib.errors import ParameterError
+from .lib.formats import MetricScale, metric_of
+from .lib.step import Output, StepContext, StepParams, StepSpec
 
 DEFAULT_FOV = 60.0
 

@@ -17,12 +17,12 @@ import cv2
 import numpy as np
 from pydantic import Field, field_validator
 
-from .camera import EasingName, Keyframe, MotionName, frame_times, motion_path, needed_overscan
-from .depthmap import nearness as raw_nearness
-from .errors import ParameterError
-from .steps import Output, StepContext, StepParams, StepSpec
-from .video import BIG_FRAME_PIXELS, VideoWriter, ordered_map
-from .viewsynth import ParallaxRenderer, threads
+from .lib.camera import EasingName, Keyframe, MotionName, frame_times, motion_path, needed_overscan
+from .lib.depthmap import nearness as raw_nearness
+from .lib.errors import ParameterError
+from .lib.step import Output, StepContext, StepParams, StepSpec
+from .lib.video import BIG_FRAME_PIXELS, VideoWriter, ordered_map
+from .lib.viewsynth import ParallaxRenderer, threads
 
 
 class ParallaxParams(StepParams):
@@ -103,7 +103,7 @@ def render_video(photo: np.ndarray, nearness: np.ndarray, p: ParallaxParams, pat
     ss = int(p.supersample)
     rsize = (size[0] * ss, size[1] * ss)
     if ss > 1:
-        from .viewsynth import Pose
+        from .lib.viewsynth import Pose
 
         poses = [Pose(x=q.x * ss, y=q.y * ss, z=q.z, zoom=q.zoom, focus=q.focus, pan_x=q.pan_x * ss,
                       pan_y=q.pan_y * ss) for q in poses]
@@ -172,7 +172,7 @@ def run(ctx: StepContext, p: ParallaxParams) -> dict[str, Output]:
     photo = ctx.image()
     dm = ctx.depth()
     if dm.shape != photo.shape[:2]:
-        from .depthmap import resize_depth
+        from .lib.depthmap import resize_depth
 
         dm = resize_depth(dm, (photo.shape[1], photo.shape[0]))
     nearness = _nearness01(dm)

@@ -27,11 +27,11 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from .depthmap import DepthMap
-from .errors import InputError, ParameterError
-from .export import SUFFIX, FormatName, MetricScale, format_for_suffix, write_format
-from .guided import box
-from .steps import Output, StepContext, StepParams, StepSpec, save_depth
+from .lib.depthmap import DepthMap
+from .lib.errors import InputError, ParameterError
+from .lib.formats import SUFFIX, FormatName, MetricScale, format_for_suffix, write_format
+from .lib.guided import box
+from .lib.step import Output, StepContext, StepParams, StepSpec, save_depth
 
 
 GAIN = 3.0  # slope of the alpha sharpening at 0.5 (divided by `temperature`)

@@ -25,11 +25,11 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from .depthmap import DepthMap, normalized_nearness
-from .errors import ParameterError
-from .images import write_image
-from .steps import Output, StepContext, StepParams, StepSpec
-from .viewsynth import hidden_mask, layer_channels, make_layers, resolve_interpolation, shift_view
+from .lib.depthmap import DepthMap, normalized_nearness
+from .lib.errors import ParameterError
+from .lib.images import write_image
+from .lib.step import Output, StepContext, StepParams, StepSpec
+from .lib.viewsynth import hidden_mask, layer_channels, make_layers, resolve_interpolation, shift_view
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def render_pair(image: np.ndarray, left_d: np.ndarray | None, right_d: np.ndarra
                 edge_dilation: int = 0, interpolation: str = "auto", eyes: tuple[str, ...] = ("left", "right")):
     """The two views and their filled-in masks: ``{eye: View}``. One background layer serves
     both eyes."""
-    from .viewsynth import View, dilate_near
+    from .lib.viewsynth import View, dilate_near
 
     out = {}
     rd = dilate_near(right_d, edge_dilation, horizontal=True) if edge_dilation else right_d
@@ -201,7 +201,7 @@ def run(ctx: StepContext, p: StereoParams) -> dict[str, Output]:
 
 def params_for_output(path) -> dict:
     """``-o x.mpo``: stereo JPEG; ``x.jpg``: JPEG; ``x.png``: PNG."""
-    from .images import image_format_for_suffix
+    from .lib.images import image_format_for_suffix
 
     if Path(path).suffix.lower() == ".mpo":
         return {"layout": "mpo"}

@@ -18,13 +18,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-DEPTHCRAFT = [sys.executable, "-m", "flows.cli"]
+DEPTHCRAFT = [sys.executable, "-m", "depthcraft.flows.cli"]
 
 
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory):
-    from flows import server
-    from flows.workspace import Workspace
+    from depthcraft.flows import server
+    from depthcraft.flows.workspace import Workspace
 
     ws = Workspace.default(tmp_path_factory.mktemp("prefect-server-ws"))
     st = server.start(ws, ui=False)

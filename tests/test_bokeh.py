@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import skimage.data as sd
 
-from tasks import bokeh as B
-from tasks.depthio import write_npy
-from tasks.images import read_rgb, write_image
-from tasks.steps import StepContext
-from tasks.store import Artifact, sha256_file
+from depthcraft.tasks import bokeh as B
+from depthcraft.tasks.lib.depthio import write_npy
+from depthcraft.tasks.lib.images import read_rgb, write_image
+from depthcraft.tasks.lib.step import StepContext
+from depthcraft.tasks.lib.store import Artifact, sha256_file
 
 
 def _scene(h=160, w=160):

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from skimage import data as skdata
 
-from tasks.cues import edge_cost, geodesic_popup, side_figure, vertical_ramp
-from tasks.errors import InputError
-from tasks.guided import guided_filter, guided_upsample
-from tasks.providers import DepthRequest, get_provider
-from tasks.providers.classic import ClassicProvider, estimate_classic
+from depthcraft.tasks.lib.cues import edge_cost, geodesic_popup, side_figure, vertical_ramp
+from depthcraft.tasks.lib.errors import InputError
+from depthcraft.tasks.lib.guided import guided_filter, guided_upsample
+from depthcraft.tasks.providers import DepthRequest, get_provider
+from depthcraft.tasks.providers.classic import ClassicProvider, estimate_classic
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -118,7 +118,7 @@ def test_shared_scenes_mean_ordinal_error_beats_the_ramp():
         pytest.skip("../shared data not present")
     sys.path.insert(0, str(SHARED / "eval"))
     import dc_eval as E
-    from tasks.images import read_image
+    from depthcraft.tasks.lib.images import read_image
 
     ours, ramp = [], []
     for scene in sorted(root.glob("middlebury*")):

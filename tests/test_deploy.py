@@ -65,9 +65,9 @@ def wait_final(run_id: str, timeout: float = 240.0):
 
 # -- schedules (no server) -------------------------------------------------------------------
 def test_schedule_from_recipe_and_flags(tmp_path):
-    from flows.deploy import parse_duration, schedule_spec
-    from flows.recipe import load_recipe
-    from tasks.errors import RecipeError
+    from depthcraft.flows.deploy import parse_duration, schedule_spec
+    from depthcraft.flows.recipe import load_recipe
+    from depthcraft.tasks.lib.errors import RecipeError
 
     assert parse_duration("1h30m") == 5400 and parse_duration("1d") == 86400 and parse_duration(90) == 90
     r = tmp_path / "r.yaml"
@@ -118,7 +118,7 @@ def test_deploy_cron_shows_the_right_upcoming_runs(prefect_server, tmp_path, pho
     assert dep.parameters["overrides"] == ["steps.files.with.formats=[npy]"]
     assert dep.parameters["out_root"] == str((tmp_path / "o").resolve())
 
-    from flows.deploy import upcoming_runs
+    from depthcraft.flows.deploy import upcoming_runs
 
     runs = upcoming_runs(info["id"], limit=10)
     assert len(runs) >= 3
@@ -178,8 +178,8 @@ def test_triggered_run_is_served_and_sees_new_photos(prefect_server, tmp_path, p
     assert (out / "chelsea" / "files.png").stat().st_size > 0
     assert done.name.startswith("served-")  # named when it ran, not when it was deployed
 
-    from flows.cli_deploy import list_runs
-    from flows.workspace import Workspace
+    from depthcraft.flows.cli_deploy import list_runs
+    from depthcraft.flows.workspace import Workspace
 
     rows = list_runs(Workspace.default(ws), "served")
     row = next(x for x in rows if x["run_id"] == str(fr.id))
@@ -196,12 +196,12 @@ def test_work_pool_deployment_runs_on_a_process_worker(prefect_server, tmp_path,
     r = run_cli("--workspace", ws, "deploy", recipe, "--work-pool", pool, "--json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
-    assert info["created_pool"] and info["entrypoint"] == "flows.runner.recipe_flow" and info["upcoming"] == []
+    assert info["created_pool"] and info["entrypoint"] == "depthcraft.flows.runner.recipe_flow" and info["upcoming"] == []
     import yaml
 
     doc = yaml.safe_load(Path(info["prefect_yaml"]).read_text())
     entry = next(d for d in doc["deployments"] if d["name"] == "pooled")
-    assert entry["work_pool"]["name"] == pool and entry["entrypoint"] == "flows.runner.recipe_flow"
+    assert entry["work_pool"]["name"] == pool and entry["entrypoint"] == "depthcraft.flows.runner.recipe_flow"
     assert entry["parameters"]["recipe_file"] == str(recipe.resolve())
     # deploying again with a schedule updates its entry in prefect.yaml, keeping one
     r = run_cli("--workspace", ws, "deploy", recipe, "--work-pool", pool, "--cron", "0 1 * * *", "--json", cwd=tmp_path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tasks.catalog import steps
+from depthcraft.tasks.catalog import steps
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()

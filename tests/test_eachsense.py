@@ -19,12 +19,12 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from tasks.errors import InputError, ProviderError
-from tasks.providers import eachsense_client as ec
-from tasks.providers import get_provider
-from tasks.providers.base import DepthRequest
-from tasks.providers.eachsense import EachSenseProvider, decode_depth, find_answer
-from tasks.providers.eachsense_client import EachSenseClient, iter_sse, parse_retry_after
+from depthcraft.tasks.lib.errors import InputError, ProviderError
+from depthcraft.tasks.providers import eachsense_client as ec
+from depthcraft.tasks.providers import get_provider
+from depthcraft.tasks.providers.base import DepthRequest
+from depthcraft.tasks.providers.eachsense import EachSenseProvider, decode_depth, find_answer
+from depthcraft.tasks.providers.eachsense_client import EachSenseClient, iter_sse, parse_retry_after
 from eachsense_server import EachSenseTestServer, ramp_nearness
 
 SECRET = "sk-live-TOPSECRET-7f3a9c"
@@ -533,9 +533,9 @@ def test_registry_and_identity_hold_no_secret(srv, monkeypatch):
 # ---- secrets end to end --------------------------------------------------------------------------
 def test_no_secret_in_any_file_log_or_error(srv, monkeypatch, tmp_path, caplog):
     """Run the estimate step through its StepContext; then grep every file and log for the key."""
-    from tasks import estimate
-    from tasks.steps import StepContext
-    from tasks.store import Artifact, sha256_file
+    from depthcraft.tasks import estimate
+    from depthcraft.tasks.lib.step import StepContext
+    from depthcraft.tasks.lib.store import Artifact, sha256_file
 
     monkeypatch.setenv("EACHLABS_API_KEY", SECRET)
     src = tmp_path / "in" / "coffee.png"
@@ -588,7 +588,7 @@ def test_prefect_secret_block_is_read_lazily(monkeypatch):
 
 
 def test_messages_per_use_case_fix_the_convention():
-    from tasks.providers import eachsense_messages as m
+    from depthcraft.tasks.providers import eachsense_messages as m
 
     for uc in m.USE_CASES:
         text = m.estimate_message(uc)

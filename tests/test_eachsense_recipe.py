@@ -27,7 +27,7 @@ def service(monkeypatch):
 
 
 def test_multiturn_recipe_keeps_one_session_and_caches(prefect_server, tmp_path, service):
-    from flows.runner import run_recipe
+    from depthcraft.flows.runner import run_recipe
 
     recipe = REPO / "recipes" / "multiturn-eachsense.yaml"
     sets = ['inputs.images=["photos/astronaut.jpg", "photos/chelsea.jpg"]', "steps.video.with.duration=1",

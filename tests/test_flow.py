@@ -37,7 +37,7 @@ def make_recipe(tmp_path: Path, images: list[Path], name="t", session=None) -> P
 
 
 def run(recipe, ws, tmp_path, overrides=(), refresh=False):
-    from flows.runner import RunFailed, run_recipe
+    from depthcraft.flows.runner import RunFailed, run_recipe
 
     try:
         return run_recipe(recipe, overrides=list(overrides), out_root=str(tmp_path), workspace=str(ws), refresh=refresh)

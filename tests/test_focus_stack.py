@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from tasks.errors import InputError, ParameterError
-from tasks.focus_stack import align_frames, focus_measure, focus_stack, guided_filter, peak_index, stack_frames
+from depthcraft.tasks.lib.errors import InputError, ParameterError
+from depthcraft.tasks.focus_stack import align_frames, focus_measure, focus_stack, guided_filter, peak_index, stack_frames
 
 RGB = data.astronaut()[::2, ::2].copy()  # 256 x 256
 H, W = RGB.shape[:2]

@@ -11,13 +11,13 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from tasks.depthio import read_depth, read_depthmap, read_exr, sidecar_path, write_exr, write_png16
-from tasks.depthmap import DepthMap, normalized_nearness
-from tasks.errors import InputError, ParameterError
-from tasks.export import (FORMATS, SUFFIX, ExportParams, MetricScale, format_for_suffix, metric_of, run,
-                          write_format, write_format_meta)
-from tasks.steps import StepContext, load_depth_artifact
-from tasks.store import Store
+from depthcraft.tasks.lib.depthio import read_depth, read_depthmap, read_exr, sidecar_path, write_exr, write_png16
+from depthcraft.tasks.lib.depthmap import DepthMap, normalized_nearness
+from depthcraft.tasks.lib.errors import InputError, ParameterError
+from depthcraft.tasks.export import ExportParams, run
+from depthcraft.tasks.lib.formats import FORMATS, SUFFIX, MetricScale, format_for_suffix, metric_of, write_format, write_format_meta
+from depthcraft.tasks.lib.step import StepContext, load_depth_artifact
+from depthcraft.tasks.lib.store import Store
 
 
 def photo_depth() -> DepthMap:

@@ -9,8 +9,8 @@ import pytest
 import skimage.data as d
 from PIL import Image
 
-from tasks.errors import InputError
-from tasks.images import decode_image, read_image
+from depthcraft.tasks.lib.errors import InputError
+from depthcraft.tasks.lib.images import decode_image, read_image
 
 
 def _encode(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:

@@ -9,13 +9,13 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from tasks.depthio import write_npy
-from tasks.depthmap import DepthMap
-from tasks.errors import ParameterError
-from tasks.export import MetricScale
-from tasks.layers import LayersParams, assign_planes, choose_planes, plane_masks, run, split_layers
-from tasks.steps import StepContext
-from tasks.store import Store
+from depthcraft.tasks.lib.depthio import write_npy
+from depthcraft.tasks.lib.depthmap import DepthMap
+from depthcraft.tasks.lib.errors import ParameterError
+from depthcraft.tasks.lib.formats import MetricScale
+from depthcraft.tasks.layers import LayersParams, assign_planes, choose_planes, plane_masks, run, split_layers
+from depthcraft.tasks.lib.step import StepContext
+from depthcraft.tasks.lib.store import Store
 
 RGB = data.coffee()[::2, ::2].copy()  # 200 x 300 real photo
 

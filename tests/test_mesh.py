@@ -10,14 +10,14 @@ import trimesh
 from PIL import Image
 from skimage import data
 
-from tasks.depthio import write_npy
-from tasks.depthmap import DepthMap
-from tasks.errors import ParameterError
-from tasks.export import MetricScale
-from tasks.mesh import (MeshParams, depth_mesh, export_3d, grid_indices, params_for_output, point_cloud, run,
+from depthcraft.tasks.lib.depthio import write_npy
+from depthcraft.tasks.lib.depthmap import DepthMap
+from depthcraft.tasks.lib.errors import ParameterError
+from depthcraft.tasks.lib.formats import MetricScale
+from depthcraft.tasks.mesh import (MeshParams, depth_mesh, export_3d, grid_indices, params_for_output, point_cloud, run,
                         stride_for)
-from tasks.steps import StepContext
-from tasks.store import Store
+from depthcraft.tasks.lib.step import StepContext
+from depthcraft.tasks.lib.store import Store
 
 RGB = data.astronaut()[::4, ::4].copy()  # 128 x 128 real photo
 

@@ -14,11 +14,11 @@ import pytest
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from flows import cli_models  # noqa: E402
-from tasks import models as M  # noqa: E402
-from tasks.errors import ParameterError  # noqa: E402
-from tasks.providers import DepthRequest  # noqa: E402
-from tasks.providers.onnx import OnnxProvider  # noqa: E402
+from depthcraft.flows import cli_models  # noqa: E402
+from depthcraft.tasks.lib import models as M  # noqa: E402
+from depthcraft.tasks.lib.errors import ParameterError  # noqa: E402
+from depthcraft.tasks.providers import DepthRequest  # noqa: E402
+from depthcraft.tasks.providers.onnx import OnnxProvider  # noqa: E402
 
 UPSTREAM = "https://models.example.invalid/releases/v1/tiny.onnx"
 

@@ -12,10 +12,10 @@ import pytest
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from tasks.errors import InputError, ParameterError  # noqa: E402
-from tasks.models import IMAGENET_MEAN, IMAGENET_STD, local_model  # noqa: E402
-from tasks.providers import DepthRequest, get_provider  # noqa: E402
-from tasks.providers.onnx import (OnnxProvider, choose_execution_providers, guided_upsample,  # noqa: E402
+from depthcraft.tasks.lib.errors import InputError, ParameterError  # noqa: E402
+from depthcraft.tasks.lib.models import IMAGENET_MEAN, IMAGENET_STD, local_model  # noqa: E402
+from depthcraft.tasks.providers import DepthRequest, get_provider  # noqa: E402
+from depthcraft.tasks.providers.onnx import (OnnxProvider, choose_execution_providers, guided_upsample,  # noqa: E402
                                   preprocess, squeeze_output, target_size, upsample)
 
 
@@ -72,7 +72,7 @@ def dyn_model(tmp_path):
 # -- pure pre-processing -------------------------------------------------------------------------
 @pytest.mark.parametrize("hw", [(200, 300), (300, 200), (480, 640), (1000, 1000), (97, 1500), (3000, 4000)])
 def test_target_size_keeps_aspect_in_multiples_of_14(hw):
-    from tasks.models import REGISTRY
+    from depthcraft.tasks.lib.models import REGISTRY
 
     da = REGISTRY["depth-anything-v2-small"]
     h, w = hw
@@ -88,7 +88,7 @@ def test_target_size_keeps_aspect_in_multiples_of_14(hw):
 
 
 def test_target_size_fixed_and_square():
-    from tasks.models import REGISTRY
+    from depthcraft.tasks.lib.models import REGISTRY
 
     midas = REGISTRY["midas-v2.1-small"]
     assert target_size(300, 500, midas) == (256, 256)  # keep_aspect False: the square input
@@ -99,7 +99,7 @@ def test_target_size_fixed_and_square():
 
 
 def test_preprocess_normalises_and_orders_channels():
-    from tasks.models import REGISTRY
+    from depthcraft.tasks.lib.models import REGISTRY
 
     da = REGISTRY["depth-anything-v2-small"]
     rgb = np.zeros((20, 30, 3), np.uint8)

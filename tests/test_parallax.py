@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import skimage.data as sd
 
-from tasks import camera as C
-from tasks import parallax as P
-from tasks.depthio import write_npy
-from tasks.images import write_image
-from tasks.steps import StepContext
-from tasks.store import Artifact, sha256_file
-from tasks.video import VideoWriter, ordered_map, probe
+from depthcraft.tasks.lib import camera as C
+from depthcraft.tasks import parallax as P
+from depthcraft.tasks.lib.depthio import write_npy
+from depthcraft.tasks.lib.images import write_image
+from depthcraft.tasks.lib.step import StepContext
+from depthcraft.tasks.lib.store import Artifact, sha256_file
+from depthcraft.tasks.lib.video import VideoWriter, ordered_map, probe
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,7 @@ def _ffmpeg_convert(img: np.ndarray, pix_fmt: str) -> np.ndarray:
     """What ffmpeg's own rgb24 -> pix_fmt conversion (swscale) gives."""
     import subprocess
 
-    from tasks.video import ffmpeg_exe
+    from depthcraft.tasks.lib.video import ffmpeg_exe
 
     h, w = img.shape[:2]
     r = subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
@@ -148,7 +148,7 @@ def test_frames_are_converted_as_ffmpeg_would(pix_fmt):
     limited range; 4:2:0 chroma from 2x2 averages)."""
     import cv2
 
-    from tasks.video import FrameBuilder, to_input
+    from depthcraft.tasks.lib.video import FrameBuilder, to_input
 
     img = np.ascontiguousarray(sd.astronaut()[100:228, 60:252])  # 192 x 128
     ref = _ffmpeg_convert(img, pix_fmt).astype(int)
@@ -190,7 +190,7 @@ def test_writer_pipes_yuv_to_moviepys_writer(tmp_path):
 def test_4k_encodes_with_bounded_x264_buffers():
     """From 4K up, x264's lookahead and frame threads are bounded (its memory), and the
     benchmark's re-encode uses the same settings."""
-    from tasks.video import encoder_args, reencode_command
+    from depthcraft.tasks.lib.video import encoder_args, reencode_command
 
     _, _, small = encoder_args("mp4", size=(1920, 1080))
     _, _, big = encoder_args("mp4", size=(3840, 2160))

@@ -6,10 +6,10 @@ import textwrap
 
 import pytest
 
-from flows.compile import compile_plan, order_steps
-from flows.recipe import load_recipe
-from flows.workspace import Workspace
-from tasks.errors import RecipeError
+from depthcraft.flows.compile import compile_plan, order_steps
+from depthcraft.flows.recipe import load_recipe
+from depthcraft.flows.workspace import Workspace
+from depthcraft.tasks.lib.errors import RecipeError
 
 BASE = """\
 version: 1

@@ -29,7 +29,7 @@ def video_info(path: Path) -> tuple[tuple[int, int], int]:
 
 @pytest.mark.parametrize("recipe", OFFLINE, ids=lambda p: p.stem)
 def test_recipe_runs_as_it_is(prefect_server, tmp_path, shared_ws, recipe):
-    from flows.runner import run_recipe
+    from depthcraft.flows.runner import run_recipe
 
     s = run_recipe(recipe, out_root=str(tmp_path), workspace=str(shared_ws))
     assert s["failures"] == [] and s["nodes"] > 0
@@ -49,7 +49,7 @@ def test_recipe_runs_as_it_is(prefect_server, tmp_path, shared_ws, recipe):
 
 
 def test_showcase_outputs_follow_conventions(prefect_server, tmp_path, shared_ws):
-    from flows.runner import run_recipe
+    from depthcraft.flows.runner import run_recipe
 
     s = run_recipe(REPO / "recipes" / "showcase.yaml", out_root=str(tmp_path), workspace=str(shared_ws))
     out = tmp_path / "out" / "showcase" / "astronaut"

@@ -13,11 +13,11 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
-from tasks.depthio import write_npy
-from tasks.errors import InputError, ParameterError
-from tasks.refine import RefineParams, SPEC, params_for_output, refine_depth, run
-from tasks.steps import StepContext
-from tasks.store import Store
+from depthcraft.tasks.lib.depthio import write_npy
+from depthcraft.tasks.lib.errors import InputError, ParameterError
+from depthcraft.tasks.refine import RefineParams, SPEC, params_for_output, refine_depth, run
+from depthcraft.tasks.lib.step import StepContext
+from depthcraft.tasks.lib.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -188,7 +188,7 @@ def test_spec_and_params():
     assert params_for_output(Path("x.png")) == {"format": "grayscale"}
     with pytest.raises(Exception):
         RefineParams(radius=0)
-    from tasks.catalog import get_step
+    from depthcraft.tasks.catalog import get_step
     assert get_step("refine") is SPEC
 
 
@@ -202,7 +202,7 @@ def test_one_shot_command_on_a_shared_scene(tmp_path):
     meta = json.loads((scene / "scene.json").read_text())
     _, _, dl, _, _ = E.load_scene(str(scene))
     np.save(tmp_path / "in.npy", E.degrade(dl))
-    r = subprocess.run([sys.executable, "-m", "flows.cli", "refine", str(scene / meta["left"]), "--depth",
+    r = subprocess.run([sys.executable, "-m", "depthcraft.flows.cli", "refine", str(scene / meta["left"]), "--depth",
                         str(tmp_path / "in.npy"), "--depth-kind", "disparity", "-o", str(tmp_path / "out.npy")],
                        capture_output=True, text=True, cwd=REPO, timeout=300)
     assert r.returncode == 0, r.stderr

@@ -33,8 +33,8 @@ def hashes(root: Path) -> dict[str, str]:
 
 
 def test_dask_runner_from_recipe_and_address(tmp_path, photos):
-    from flows.recipe import load_recipe
-    from flows.scale import dask_runner
+    from depthcraft.flows.recipe import load_recipe
+    from depthcraft.flows.scale import dask_runner
 
     r = batch_recipe(tmp_path, photos, "d", "task_runner: dask\ndask: {workers: 3, threads_per_worker: 2}\n")
     recipe, _ = load_recipe(r)
@@ -46,9 +46,9 @@ def test_dask_runner_from_recipe_and_address(tmp_path, photos):
 
 
 def test_dask_batch_gives_the_same_outputs_as_threads(prefect_server, tmp_path, photos):
-    from flows.recipe import load_recipe
-    from flows.runner import run_recipe
-    from flows.scale import dask_runner
+    from depthcraft.flows.recipe import load_recipe
+    from depthcraft.flows.runner import run_recipe
+    from depthcraft.flows.scale import dask_runner
 
     recipe = batch_recipe(tmp_path, photos, "same")
     a = run_recipe(recipe, out_root=str(tmp_path / "threads"), workspace=str(tmp_path / "ws-threads"))
@@ -79,9 +79,9 @@ def test_cli_dask_flag_runs_the_batch(prefect_server, tmp_path, photos):
 
 
 def test_concurrency_limits_become_tag_limits(prefect_server):
-    from flows.recipe import Recipe
-    from flows.scale import apply_concurrency_limits, read_concurrency_limits
-    from tasks.errors import RecipeError
+    from depthcraft.flows.recipe import Recipe
+    from depthcraft.flows.limits import apply_concurrency_limits, read_concurrency_limits
+    from depthcraft.tasks.lib.errors import RecipeError
 
     base = {"name": "lim", "inputs": {"images": ["x.png"]}, "steps": [{"id": "d", "uses": "estimate"}]}
     applied = apply_concurrency_limits(Recipe.model_validate({**base, "concurrency": {"eachsense": 4, "gpu-x": 1}}))
@@ -92,7 +92,7 @@ def test_concurrency_limits_become_tag_limits(prefect_server):
     assert read_concurrency_limits(["eachsense", "gpu-x"]) == {"eachsense": 2, "gpu-x": 1}
     with pytest.raises(RecipeError, match="eachsense"):
         apply_concurrency_limits(Recipe.model_validate({**base, "concurrency": {"eachsense": 0}}))
-    from flows.scale import limited_tags
+    from depthcraft.flows.limits import limited_tags
 
     assert {"eachsense", "gpu-x"} <= limited_tags() and "classic" not in limited_tags()
     from prefect.client.orchestration import get_client
@@ -109,9 +109,9 @@ def test_a_tag_limit_of_one_serialises_the_steps(prefect_server, tmp_path, photo
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    from flows.recipe import load_recipe
-    from flows.runner import run_recipe
-    from flows.scale import apply_concurrency_limits
+    from depthcraft.flows.recipe import load_recipe
+    from depthcraft.flows.runner import run_recipe
+    from depthcraft.flows.limits import apply_concurrency_limits
 
     recipe = batch_recipe(tmp_path, photos, "serial", "concurrency: {'step:estimate': 1}\n")
     apply_concurrency_limits(load_recipe(recipe)[0])

@@ -9,12 +9,12 @@ import pytest
 import skimage.data as sd
 from PIL import Image
 
-from tasks import stereo as S
-from tasks.depthio import write_npy
-from tasks.depthmap import DepthMap
-from tasks.images import read_rgb, write_image
-from tasks.steps import StepContext
-from tasks.store import Artifact, sha256_file
+from depthcraft.tasks import stereo as S
+from depthcraft.tasks.lib.depthio import write_npy
+from depthcraft.tasks.lib.depthmap import DepthMap
+from depthcraft.tasks.lib.images import read_rgb, write_image
+from depthcraft.tasks.lib.step import StepContext
+from depthcraft.tasks.lib.store import Artifact, sha256_file
 
 
 def _ctx(tmp_path, img, depth, kind):

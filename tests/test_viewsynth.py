@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import skimage.data as sd
 
-from tasks import viewsynth as V
+from depthcraft.tasks.lib import viewsynth as V
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import ParameterError
+from ..lib.errors import ParameterError
 from .base import DepthRequest, Provider
 
 __all__ = ["DepthRequest", "Provider", "get_provider", "PROVIDER_NAMES"]

@@ -1,4 +1,4 @@
-"""The provider interface: one photo in, one :class:`~tasks.depthmap.DepthMap` out.
+"""The provider interface: one photo in, one :class:`~depthcraft.tasks.lib.depthmap.DepthMap` out.
 
 A provider is named in a recipe as ``classic``, ``onnx:<model or path>`` or ``eachsense``.
 ``identity()`` returns what makes its output what it is (model name, weights hash, mode...):
@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..depthmap import DepthMap
+from ..lib.depthmap import DepthMap
 
 
 @dataclass

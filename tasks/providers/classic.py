@@ -1,6 +1,6 @@
 """The ``classic`` provider: single-image depth with no weights and no network.
 
-Method (details and citations in ``tasks/cues.py``): the photo is reduced to a small working
+Method (details and citations in ``tasks/lib/cues.py``): the photo is reduced to a small working
 image (300 px wide), a *geodesic pop-up* nearness is computed there (ground-plane ramp from the
 bottom of the frame, broken into regions by strong colour edges; Hoiem et al. 2005, Wei et al.
 2012), a little of a figure/ground map is added (regions walled off from the image sides are
@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cues import nearness, vertical_ramp, working_image
-from ..depthmap import DepthMap
-from ..errors import InputError
-from ..guided import gray01, guided_upsample
+from ..lib.cues import nearness, vertical_ramp, working_image
+from ..lib.depthmap import DepthMap
+from ..lib.errors import InputError
+from ..lib.guided import gray01, guided_upsample
 from .base import DepthRequest
 
 VERSION = "2"

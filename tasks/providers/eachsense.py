@@ -3,7 +3,7 @@
 ``estimate`` sends the photo (uploaded through the storage API, or its URL passed through) with
 a message written for the use case (:mod:`.eachsense_messages`), in the run's ``session_id`` and
 ``mode``; it follows the event stream, downloads the generated depth map and returns it as a
-:class:`~tasks.depthmap.DepthMap` at the photo's size: ``relative_inverse`` 0..1 (larger =
+:class:`~depthcraft.tasks.lib.depthmap.DepthMap` at the photo's size: ``relative_inverse`` 0..1 (larger =
 nearer) from a white = near grayscale PNG, or ``metric`` meters when metric was asked for and
 the answer is metric (a float image, or a 16-bit PNG the service says is in millimeters).
 
@@ -24,8 +24,8 @@ from urllib.parse import urlparse
 import numpy as np
 from PIL import Image
 
-from ..depthmap import DepthMap, normalized_nearness, resize_depth
-from ..errors import InputError, ParameterError
+from ..lib.depthmap import DepthMap, normalized_nearness, resize_depth
+from ..lib.errors import InputError, ParameterError
 from . import eachsense_messages as msgs
 from .base import DepthRequest
 from .eachsense_client import (ClarificationNeeded, EachSenseClient, GenerationError, ImageRejectedError,

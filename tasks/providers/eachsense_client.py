@@ -7,7 +7,7 @@ uploaded first through the storage API (initiate, presigned PUT, poll until ``CO
 What this module guarantees:
 
 - One exception class per cause (:class:`AuthError`, :class:`BalanceError`,
-  :class:`RateLimitError`...), each a :class:`~tasks.errors.ProviderError` that says what happened
+  :class:`RateLimitError`...), each a :class:`~depthcraft.tasks.lib.errors.ProviderError` that says what happened
   and what to do, with the response's ``X-Request-Id``. ``retryable`` tells the retry loop.
 - Retries with exponential backoff and full jitter for network errors, interrupted streams and
   408/429/5xx, honouring ``Retry-After``; never for 400/401/403/404/422 or a balance error.
@@ -40,7 +40,7 @@ from urllib.parse import urlparse
 
 import httpx
 
-from ..errors import ProviderError
+from ..lib.errors import ProviderError
 
 log = logging.getLogger("depthcraft.eachsense")
 

@@ -2,7 +2,7 @@
 
 ``onnx:<name>`` takes a model from the registry (:mod:`tasks.models`, downloaded once into the
 user cache); ``onnx:/path/model.onnx`` takes a local file, described by an optional sidecar
-JSON (see :func:`tasks.models.local_model`).
+JSON (see :func:`depthcraft.tasks.lib.models.local_model`).
 
 Pre-processing follows Depth Anything's own (Yang et al., Depth Anything V2, 2024;
 ``Resize(keep_aspect_ratio=True, ensure_multiple_of=14, resize_method="lower_bound")``): the
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..depthmap import DepthMap, normalized_nearness
-from ..errors import InputError, ParameterError
-from ..models import (ModelError, ModelInfo, cached_path, ensure_model, expected_sha256, file_sha256, get_model,
+from ..lib.depthmap import DepthMap, normalized_nearness
+from ..lib.errors import InputError, ParameterError
+from ..lib.models import (ModelError, ModelInfo, cached_path, ensure_model, expected_sha256, file_sha256, get_model,
                       local_model)
 from .base import DepthRequest
 

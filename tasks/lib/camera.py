@@ -1,7 +1,7 @@
 """Camera motions for parallax videos: named motions, free keyframes, easing, loops.
 
 A motion is a function of the normalised time ``t`` in [0, 1] that returns a
-:class:`tasks.viewsynth.Pose`. Looping motions are periodic: the pose at ``t = 1`` equals the
+:class:`depthcraft.tasks.lib.viewsynth.Pose`. Looping motions are periodic: the pose at ``t = 1`` equals the
 pose at ``t = 0``, and a video of N frames shows ``t = i / N`` so that it closes seamlessly.
 Amounts are in users' terms: ``intensity`` is the largest parallax between the nearest and the
 farthest surface, as a share of the output width; ``dolly`` the share of the distance to the
@@ -16,7 +16,7 @@ from typing import Callable, Literal
 from pydantic import Field
 
 from .errors import ParameterError
-from .steps import StepParams
+from .step import StepParams
 from .viewsynth import Pose
 
 MotionName = Literal["orbit", "circle", "swing", "swing_vertical", "dolly", "zoom", "ken_burns",

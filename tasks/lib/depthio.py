@@ -13,7 +13,7 @@ so that :func:`read_depth` gives back the written values within the format's pre
 Write (raw, for the ``export`` step and one-shot commands): ``.npy`` (float32), ``.npz``,
 ``.pfm`` (float32, little-endian, bottom-up rows as the format requires), ``.png`` 8 and 16 bit,
 ``.tif`` float32, ``.exr`` float32 (a small writer of our own: OpenCV wheels ship without
-OpenEXR). Presentation choices (white = near, colour maps, millimetres) live in ``tasks/export.py``.
+OpenEXR). Presentation choices (white = near, colour maps, millimetres) live in ``tasks/lib/formats.py``.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def read_depth(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
 
 
 def read_depthmap(path: str | os.PathLike, *, kind: str | None = None) -> "DepthMap":
-    """A depth file as a :class:`~tasks.depthmap.DepthMap`: values decoded, ``kind``, source
+    """A depth file as a :class:`~depthcraft.tasks.lib.depthmap.DepthMap`: values decoded, ``kind``, source
     and field of view from the file's metadata (``kind`` overrides; default ``relative_inverse``)."""
     from .depthmap import KINDS, DepthMap
 
