@@ -20,11 +20,11 @@ import skimage.data
 from PIL import Image
 
 from depthcraft.tasks.lib.errors import InputError, ProviderError
-from depthcraft.tasks.providers import eachsense_client as ec
+from depthcraft.tasks.providers.eachsense import client as ec
 from depthcraft.tasks.providers import get_provider
 from depthcraft.tasks.providers.base import DepthRequest
 from depthcraft.tasks.providers.eachsense import EachSenseProvider, decode_depth, find_answer
-from depthcraft.tasks.providers.eachsense_client import EachSenseClient, iter_sse, parse_retry_after
+from depthcraft.tasks.providers.eachsense.client import EachSenseClient, iter_sse, parse_retry_after
 from eachsense_server import EachSenseTestServer, ramp_nearness
 
 SECRET = "sk-live-TOPSECRET-7f3a9c"
@@ -588,7 +588,7 @@ def test_prefect_secret_block_is_read_lazily(monkeypatch):
 
 
 def test_messages_per_use_case_fix_the_convention():
-    from depthcraft.tasks.providers import eachsense_messages as m
+    from depthcraft.tasks.providers.eachsense import messages as m
 
     for uc in m.USE_CASES:
         text = m.estimate_message(uc)

@@ -1,7 +1,7 @@
 """The ``eachsense`` provider: depth maps from the hosted each::sense chat API.
 
 ``estimate`` sends the photo (uploaded through the storage API, or its URL passed through) with
-a message written for the use case (:mod:`.eachsense_messages`), in the run's ``session_id`` and
+a message written for the use case (:mod:`.messages`), in the run's ``session_id`` and
 ``mode``; it follows the event stream, downloads the generated depth map and returns it as a
 :class:`~depthcraft.tasks.lib.depthmap.DepthMap` at the photo's size: ``relative_inverse`` 0..1 (larger =
 nearer) from a white = near grayscale PNG, or ``metric`` meters when metric was asked for and
@@ -12,7 +12,7 @@ subject" by default) and the current depth map as a second image, and returns th
 
 A ``clarification_needed`` question is answered from ``req.answers`` when the recipe has an
 answer for it; otherwise the step fails with the question and its options. Nothing is guessed.
-Networking, retries, errors and secrets are the client's job (:mod:`.eachsense_client`).
+Networking, retries, errors and secrets are the client's job (:mod:`.client`).
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from urllib.parse import urlparse
 import numpy as np
 from PIL import Image
 
-from ..lib.depthmap import DepthMap, normalized_nearness, resize_depth
-from ..lib.errors import InputError, ParameterError
-from . import eachsense_messages as msgs
-from .base import DepthRequest
-from .eachsense_client import (ClarificationNeeded, EachSenseClient, GenerationError, ImageRejectedError,
-                               MAX_IMAGES, session_lock)
+from ...lib.depthmap import DepthMap, normalized_nearness, resize_depth
+from ...lib.errors import InputError, ParameterError
+from ..base import DepthRequest
+from . import messages as msgs
+from .client import (ClarificationNeeded, EachSenseClient, GenerationError, ImageRejectedError,
+                     MAX_IMAGES, session_lock)
 
 log = logging.getLogger("depthcraft.eachsense")
 
