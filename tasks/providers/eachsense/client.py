@@ -36,7 +36,7 @@ import httpx
 from .concurrency import max_concurrency, remote_slot, session_lock, set_max_concurrency
 from .errors import (MAX_IMAGES, AuthError, BalanceError, ClarificationNeeded, ContentFilterError, EachSenseError,
                      GenerationError, ImageRejectedError, InvalidRequestError, NetworkError, RateLimitError,
-                     ServiceUnavailableError, SessionBusyError, SessionError, StreamInterruptedError,
+                     ServiceUnavailableError, SessionBusyError, SessionError, SessionFullError, StreamInterruptedError,
                      StreamTimeoutError, UploadError, http_error, stream_error)
 from .keys import _block_cache, _known_keys, api_key_from_env
 from .redact import remember
@@ -51,7 +51,7 @@ __all__ = [
     "http_error", "stream_error", "MAX_IMAGES", "MAX_MESSAGE_CHARS", "DEFAULT_BASE_URL", "DEFAULT_STORAGE_URL",
     "EachSenseError", "AuthError", "BalanceError", "RateLimitError", "ServiceUnavailableError", "NetworkError",
     "StreamInterruptedError", "StreamTimeoutError", "InvalidRequestError", "ImageRejectedError",
-    "ContentFilterError", "SessionError", "SessionBusyError", "GenerationError", "UploadError",
+    "ContentFilterError", "SessionError", "SessionBusyError", "SessionFullError", "GenerationError", "UploadError",
     "ClarificationNeeded", "_block_cache", "_known_keys",
 ]
 
@@ -184,8 +184,13 @@ class EachSenseClient:
 
     # -- chat ------------------------------------------------------------------------------------
     def chat(self, message: str, *, session_id: str, mode: str = "max", image_urls: list[str] | None = None,
-             behavior: str = "agent", validate: bool = True, **extra) -> ChatResult:
-        """One conversation turn in ``session_id``, retried as the module docstring says."""
+             behavior: str = "agent", validate: bool = True, on_attempt: Callable[[], None] | None = None,
+             **extra) -> ChatResult:
+        """One conversation turn in ``session_id``, retried as the module docstring says.
+
+        ``on_attempt()`` is called before each request is sent (each one is a message in the
+        service's session memory, which holds a limited number: :mod:`.sessions` counts them).
+        """
         urls = list(image_urls or [])
         if validate:
             if len(urls) > MAX_IMAGES:
@@ -206,6 +211,8 @@ class EachSenseClient:
         sent_at = time.time()
 
         def attempt(n: int) -> ChatResult:
+            if on_attempt is not None:
+                on_attempt()
             with remote_slot():
                 res = self._chat_once(body, headers)
             res.attempts = n + 1

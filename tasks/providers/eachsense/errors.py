@@ -99,6 +99,14 @@ class SessionBusyError(SessionError):
     default_retryable = True
 
 
+class SessionFullError(SessionError):
+    """The session holds as many messages as the service keeps (50): no further turn fits."""
+
+    default_hint = ("each::sense keeps at most 50 messages per session; depthcraft spreads a recipe's session over "
+                    "several service sessions (EACHSENSE_SESSION_MAX_MESSAGES): re-run, and check that no other "
+                    "program uses the same session id")
+
+
 class GenerationError(EachSenseError):
     """The stream ended with an ``error`` event not covered above."""
 
@@ -186,6 +194,8 @@ def stream_error(ev: dict, rid: str | None) -> EachSenseError:
         return ContentFilterError(f"refused by the content filter: {message}", **kw)
     if code == "SESSION_BUSY":
         return SessionBusyError(f"session busy: {message}", **kw)
+    if "memory limit" in low or code == "SESSION_FULL":
+        return SessionFullError(f"session full: {message}", **kw)
     if code == "SESSION_NOT_FOUND" or "session not found" in low:
         return SessionError(f"session not found: {message}", **kw)
     if "maximum" in low and "image" in low:
