@@ -107,6 +107,8 @@ def order_steps(recipe: Recipe, src: RecipeSource) -> list[str]:
             elif state.get(f) == 1:
                 path = [x for x, _ in stack]
                 cyc = path[path.index(f):] + [f]
+                if len(cyc) > 12:  # one readable line, however long the cycle
+                    cyc = cyc[:6] + [f"... ({len(cyc) - 9} more)"] + cyc[-3:]
                 raise src.error(f"the steps form a cycle: {' -> '.join(cyc)}", ("steps", ids[f], "from"))
             elif not state.get(f):
                 state[f] = 1

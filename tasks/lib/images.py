@@ -107,6 +107,11 @@ def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int | None =
                 f"image is {w}x{h} = {w * h / 1e6:.1f} MP, over the limit of {limit / 1e6:.0f} MP",
                 path=name, hint="pass --downscale (or `downscale: true` in the recipe), or raise "
                 "the limit with --max-pixels / DEPTHCRAFT_MAX_PIXELS")
+        if img.format == "JPEG" and len(data) * 512 < w0 * h0:
+            # every 8x8 block of a JPEG costs at least one bit (ITU-T T.81 F.1.2: a DC code and an
+            # end of block); fewer bytes than that is a cut file, which libjpeg pads with gray
+            raise InputError(f"truncated JPEG: {len(data):,} bytes cannot hold {w0}x{h0} pixels", path=name,
+                             hint="the file is damaged or cut: export it again")
         if w * h > limit and img.format == "JPEG":
             f = (limit / (w * h)) ** 0.5
             img.draft("RGB", (max(1, int(w0 * f)), max(1, int(h0 * f))))  # decode at 1/2..1/8 scale
