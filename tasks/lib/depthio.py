@@ -441,8 +441,9 @@ def read_exr(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     names = [c[0] for c in channels]
     # OpenEXR's conventions: Z is depth; Y is luminance (a gray image); R/G/B a colour image,
     # depth only when the three agree; a layer's depth is <layer>.Z
-    pick = next((n for n in ("Z", "Y", "R") if n in names), None) or \
-        next((n for n in names if n.endswith((".Z", ".V", ".Y", ".R"))), None)
+    ranked = [lambda n: n == "Z", lambda n: n.endswith(".Z"), lambda n: n.endswith(".V"), lambda n: n == "Y",
+              lambda n: n.endswith(".Y"), lambda n: n == "R", lambda n: n.endswith(".R")]
+    pick = next((n for test in ranked for n in names if test(n)), None)
     if pick is None:
         if len(names) != 1:
             raise InputError(f"EXR channels {', '.join(names)}: none is named Z (depth), Y or R; which holds depth "
@@ -450,7 +451,8 @@ def read_exr(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
         pick = names[0]
     if w * h > _exr_budget():
         raise InputError(f"depth map is {w}x{h}, over the decoding budget", path=str(p))
-    want = [pick] + ([c for c in ("G", "B") if c in names] if pick == "R" else [])
+    layer = pick[:-1]  # "" or "<layer>."
+    want = [pick] + ([layer + c for c in ("G", "B") if layer + c in names] if pick.endswith("R") else [])
     line_bytes = sum(w * dt.itemsize for _, dt in channels)
     planes = {n: np.empty((h, w), dtype=np.float32) for n in want}
     out = planes[pick]
