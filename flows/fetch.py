@@ -105,6 +105,19 @@ def fetch_url(url: str, folder: Path) -> Path:
     return got
 
 
+def _must_be_an_image(path: str, url: str, ctype: str | None) -> None:
+    """A login page or an error page served with status 200 is not a photo: say so by URL
+    (later, only the downloaded copy's name would be known)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path):
+            pass
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise InputError(f"the server sent something that is not an image ({ctype or 'no content type'})",
+                         path=url, hint="check that the address points at the image itself") from None
+
+
 def _mb(n: int) -> str:
     return f"{n / 1e6:,.0f} MB" if n >= 1e6 else f"{n:,} bytes"
 
@@ -143,6 +156,7 @@ def _download(url: str, dst: Path) -> Path:
                         raise too_slow
         if time.monotonic() > deadline:
             raise too_slow
+        _must_be_an_image(part, url, r.headers.get("content-type"))
         os.replace(part, dst)
         done = True
         return dst

@@ -179,6 +179,13 @@ class Hostile:
                             if outer.stop.is_set():
                                 return
                             self.wfile.write(block)
+                    elif self.path.startswith("/login"):
+                        body = b"<html>please log in</html>"
+                        self.send_response(200)
+                        self.send_header("Content-Type", "text/html")
+                        self.send_header("Content-Length", str(len(body)))
+                        self.end_headers()
+                        self.wfile.write(body)
                     elif self.path.startswith("/trickle"):
                         self.send_response(200)
                         self.send_header("Content-Type", "image/png")
@@ -251,6 +258,18 @@ def test_a_server_that_trickles_forever_hits_the_total_deadline(tmp_path, hostil
     with pytest.raises(InputError, match="took longer than 3 s"):
         fetch_url(hostile.url + "/trickle.png", tmp_path / "dl")
     assert time.monotonic() - t < 8
+    _no_partial_files(tmp_path / "dl")
+
+
+def test_a_page_that_is_not_an_image_is_named_by_its_url(tmp_path, hostile):
+    from depthcraft.flows.fetch import fetch_url, run_scope
+
+    with run_scope():
+        for _ in range(2):
+            with pytest.raises(InputError, match="not an image .text/html.") as ei:
+                fetch_url(hostile.url + "/login.jpg", tmp_path / "dl")
+    assert str(ei.value).startswith(hostile.url + "/login.jpg")
+    assert hostile.hits == {"/login.jpg": 1}  # once per run, failures included
     _no_partial_files(tmp_path / "dl")
 
 

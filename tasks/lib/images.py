@@ -100,7 +100,10 @@ def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int | None =
     try:
         img = Image.open(io.BytesIO(data))
         w0, h0 = img.size
-        rotated = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+        try:
+            rotated = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+        except Exception:  # noqa: BLE001 - a broken EXIF block: exif_transpose below says so, or ignores it
+            rotated = False
         w, h = (h0, w0) if rotated else (w0, h0)  # the size once EXIF orientation is applied
         if w * h > limit and not downscale:
             raise InputError(
