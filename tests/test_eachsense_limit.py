@@ -79,6 +79,9 @@ def test_planner_keeps_chains_whole_and_sessions_under_the_limit():
     assert "batch" not in counts  # 1 message of room is not enough for a chain
     assert all(n <= S.DEFAULT_MAX_MESSAGES for n in counts.values()) and len(counts) == 3
     assert p.mapping("batch") == sorted(counts)
+    # an estimate cached from another recipe session does not pull this session's chain into it
+    assert S.belongs("batch~2", "batch") and not S.belongs("other", "batch") and not S.belongs("batch~x", "batch")
+    assert p.place("fresh", "photo0", continues=where[0]) == "fresh"
 
 
 def test_27_photos_estimate_and_refine_in_one_named_session(service):

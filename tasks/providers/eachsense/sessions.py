@@ -57,6 +57,14 @@ def service_name(recipe_session: str, n: int) -> str:
     return recipe_session if n == 1 else f"{recipe_session}~{n}"
 
 
+def belongs(service_session: str, recipe_session: str) -> bool:
+    """Is ``service_session`` one of ``recipe_session``'s service sessions?"""
+    if service_session == recipe_session:
+        return True
+    head, sep, n = service_session.rpartition("~")
+    return bool(sep) and head == recipe_session and n.isdigit()
+
+
 @dataclass
 class _Service:
     used: int  # messages the service session holds (known or sent)
@@ -90,6 +98,8 @@ class SessionPlanner:
         """
         limit, reserve = max_messages(), min(turns_per_photo(), max_messages())
         key = (recipe_session, chain)
+        if continues and not belongs(continues, recipe_session):
+            continues = None  # an estimate cached from another session: this session starts its own chain
         with self._lock:
             current = self._chains.get(key) or continues
             if current:
