@@ -34,6 +34,8 @@ def notice(text: str) -> None:
             return
         _said.add(text)
         sink = _sink
-    log.warning("%s", text)
     if sink is not None:
+        log.info("%s", text)  # shown by the sink; a warning would reach stderr a second time
         sink(text)
+    else:
+        log.warning("%s", text)
