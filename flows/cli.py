@@ -38,6 +38,13 @@ def cmd_run(a) -> int:
 
     ws = Workspace.default(a.workspace)
     recipe, src = load_recipe(a.recipe, overrides=a.set)
+    from .fetch import run_scope
+
+    with run_scope():  # a URL input is fetched once per run, even when it fails
+        return _run(a, ws, recipe, src)
+
+
+def _run(a, ws, recipe, src) -> int:
     from .compile import compile_plan
 
     # compile once here so that bad inputs and parameters fail before any server or flow starts
@@ -395,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     words = [w for i, w in enumerate(argv) if not w.startswith("-") and (i == 0 or argv[i - 1] != "--workspace")]
     help_asked = not words or words[0] == "help"
     args = build_parser(None if help_asked else words[0]).parse_args(argv)
+    from depthcraft.tasks.lib.notices import set_sink
+
+    set_sink(lambda text: print(f"notice: {text}", file=sys.stderr, flush=True))
     try:
         return int(args.func(args) or 0)
     except DepthcraftError as e:

@@ -83,27 +83,36 @@ def order_steps(recipe: Recipe, src: RecipeSource) -> list[str]:
     for i, s in enumerate(recipe.steps):
         for j, f in enumerate(s.from_):
             if f not in ids:
-                raise src.error(f"`from` names {f!r}, which is not a step id; steps: {', '.join(ids)}",
+                known = ", ".join(list(ids)[:20]) + (f" ... ({len(ids)} in all)" if len(ids) > 20 else "")
+                raise src.error(f"`from` names {f!r}, which is not a step id; steps: {known}",
                                 ("steps", i, "from"))
             if f == s.id:
                 raise src.error(f"step {s.id!r} reads from itself", ("steps", i, "from"))
     order: list[str] = []
     state: dict[str, int] = {}  # 1 visiting, 2 done
-
-    def visit(sid: str, path: list[str]):
-        if state.get(sid) == 2:
-            return
-        if state.get(sid) == 1:
-            cyc = path[path.index(sid):] + [sid]
-            raise src.error(f"the steps form a cycle: {' -> '.join(cyc)}", ("steps", ids[sid], "from"))
-        state[sid] = 1
-        for f in recipe.steps[ids[sid]].from_:
-            visit(f, path + [sid])
-        state[sid] = 2
-        order.append(sid)
-
+    # depth-first, post-order, iterative (a chain of thousands of steps must not hit the
+    # recursion limit); the same order as the recursive walk: declaration order, `from` order
     for s in recipe.steps:
-        visit(s.id, [])
+        if state.get(s.id):
+            continue
+        state[s.id] = 1
+        stack = [(s.id, iter(s.from_))]
+        while stack:
+            sid, it = stack[-1]
+            f = next(it, None)
+            if f is None:
+                stack.pop()
+                state[sid] = 2
+                order.append(sid)
+            elif state.get(f) == 1:
+                path = [x for x, _ in stack]
+                cyc = path[path.index(f):] + [f]
+                if len(cyc) > 12:  # one readable line, however long the cycle
+                    cyc = cyc[:6] + [f"... ({len(cyc) - 9} more)"] + cyc[-3:]
+                raise src.error(f"the steps form a cycle: {' -> '.join(cyc)}", ("steps", ids[f], "from"))
+            elif not state.get(f):
+                state[f] = 1
+                stack.append((f, iter(recipe.steps[ids[f]].from_)))
     return order
 
 
@@ -142,25 +151,10 @@ def _inputs_have_depth(recipe: Recipe) -> bool:
 
 # -- inputs ----------------------------------------------------------------------------------
 def _fetch_url(url: str, ws: Workspace) -> Path:
-    """Download an input URL once into the workspace (keyed by URL); errors name the URL."""
-    import httpx
+    """Download an input URL once into the workspace (bounded in size and time: :mod:`.fetch`)."""
+    from .fetch import fetch_url
 
-    from depthcraft.tasks.lib.store import atomic_write_bytes, sha256_bytes
-
-    dst = ws.downloads / (sha256_bytes(url.encode())[:24] + Path(url.split("?")[0]).suffix.lower()[:6])
-    if dst.exists():
-        return dst
-    try:
-        with httpx.Client(follow_redirects=True, timeout=httpx.Timeout(30.0)) as c:
-            r = c.get(url)
-            r.raise_for_status()
-    except httpx.HTTPStatusError as e:
-        raise InputError(f"download failed: HTTP {e.response.status_code}", path=url) from None
-    except httpx.HTTPError as e:
-        raise InputError(f"unreachable URL ({type(e).__name__}: {e})", path=url,
-                         hint="check the address and your network, or download it and give the path") from None
-    atomic_write_bytes(dst, r.content)
-    return dst
+    return fetch_url(url, ws.downloads)
 
 
 def _expand(pattern: str, base: Path) -> list[str]:
@@ -174,28 +168,31 @@ def _expand(pattern: str, base: Path) -> list[str]:
     return [str(full)]
 
 
-def _unique_name(stem: str, taken: set[str]) -> str:
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("._") or "image"
-    name, n = stem, 2
-    while name in taken:
-        name, n = f"{stem}-{n}", n + 1
-    taken.add(name)
-    return name
+def _input_names(recipe: Recipe, base: Path) -> list[str]:
+    """The output folder name of every input, in order (see :mod:`.naming`): each depends on its
+    photo alone; names that would collide get a suffix derived from their own path."""
+    from .naming import assign_names
+
+    found = []
+    for entry in recipe.inputs.images:
+        e = entry if isinstance(entry, InputEntry) else InputEntry(image=entry)
+        hits = _expand(e.image, base)
+        found += [(e.name if (e.name and len(hits) == 1) else Path(h.split("?")[0]).stem, h) for h in hits]
+    return assign_names(found)
 
 
 def resolve_inputs(recipe: Recipe, src: RecipeSource, ws: Workspace, *, fetch: bool = True) -> list[ImageInput]:
     """Expand globs, fetch URLs, hash every file. A bad input is kept with its ``error``."""
     base = src.base_dir
     out: list[ImageInput] = []
-    taken: set[str] = set()
+    names = iter(_input_names(recipe, base))
     for i, entry in enumerate(recipe.inputs.images):
         e = entry if isinstance(entry, InputEntry) else InputEntry(image=entry)
         hits = _expand(e.image, base)
         if not hits:
             raise src.error(f"no image matches {e.image!r} (relative to {base})", ("inputs", "images", i))
         for h in hits:
-            stem = e.name if (e.name and len(hits) == 1) else Path(h.split("?")[0]).stem
-            item = ImageInput(name=_unique_name(stem, taken), origin=h)
+            item = ImageInput(name=next(names), origin=h)
             out.append(item)
             try:
                 if URL_RE.match(h):
@@ -216,6 +213,9 @@ def resolve_inputs(recipe: Recipe, src: RecipeSource, ws: Workspace, *, fetch: b
                     dp = dp if dp.is_absolute() else base / dp
                     if not dp.exists():
                         raise InputError("no such depth file", path=str(dp))
+                    from depthcraft.tasks.lib.depthio import read_depth
+
+                    read_depth(dp)  # a colour picture, a truncated or huge file: refused now, by name
                     item.given_depth = Artifact(path=str(dp.resolve()), sha256=sha256_file(dp), kind="depth",
                                                 meta={"kind": USER_KINDS[e.depth_kind] if e.depth_kind else None, "source": "given",
                                                       "given_path": str(dp)})

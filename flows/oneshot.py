@@ -143,6 +143,9 @@ def run_oneshot(args) -> int:
         d = Path(args.depth)
         if not d.exists():
             raise InputError("no such depth file", path=str(d))
+        from depthcraft.tasks.lib.depthio import read_depth
+
+        read_depth(d)  # a colour picture, a truncated or huge file: refused before any work
         given = Artifact(path=str(d.resolve()), sha256=sha256_file(d), kind="depth",
                          meta={"kind": USER_KINDS[args.depth_kind] if args.depth_kind else None, "source": "given",
                                "given_path": str(d)})

@@ -151,10 +151,14 @@ class RecipeSource:
 
 
 def parse_source(text: str, file: str = "<recipe>") -> RecipeSource:
+    from .yamlsafe import YamlLimitError, load
+
     src = RecipeSource(text=text, file=file)
     try:
-        src.root = yaml.compose(text)
-        src.data = yaml.safe_load(text)
+        src.root, src.data = load(text)  # bounded: no alias bomb, no nesting hundreds deep
+    except YamlLimitError as e:
+        raise RecipeError(e.message, file=file, line=e.line, key=e.key,
+                          hint="the limits are in docs/failures-inputs.md") from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None
@@ -199,9 +203,11 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         if "=" not in spec:
             raise RecipeError(f"--set {spec!r}: expected KEY=VALUE, e.g. steps.video.with.duration=6", key=spec)
         dotted, raw = spec.split("=", 1)
+        from .yamlsafe import safe_value
+
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
+            value = safe_value(raw) if raw != "" else ""
+        except (yaml.YAMLError, ValueError):
             value = raw
         _set_path(data, dotted.strip(), value, spec)
     return data
@@ -253,6 +259,8 @@ def load_recipe(path_or_text: str | Path, *, overrides: list[str] | None = None,
         if not p.exists():
             raise RecipeError("no such recipe file", file=str(p))
         try:
+            if p.stat().st_size > 10_000_000:
+                raise RecipeError(f"is {p.stat().st_size:,} bytes; a recipe may have at most 10,000,000", file=str(p))
             text = p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise RecipeError(f"cannot read recipe ({e})", file=str(p)) from None

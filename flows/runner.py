@@ -110,6 +110,7 @@ def run_plan(plan: Plan, ws: Workspace, *, refresh: bool = False) -> dict:
             cached = state.name == "Cached" or result.get("reused", False)
             rec.update(status="cached" if cached else "computed", cached=cached,
                        seconds=round(result["seconds"], 3), outputs=outs)
+            rec.update(_service_session(result))
         else:
             err = _state_error(state)
             rec.update(status="failed" if not err.startswith("skipped") else "skipped", cached=False, error=err)
@@ -128,6 +129,9 @@ def run_plan(plan: Plan, ws: Workspace, *, refresh: bool = False) -> dict:
         except DepthcraftError:
             pass
     man = mf.build(plan, run_id=run_id, started=started, nodes=nodes, failures=failures, identities=idents)
+    services = sorted({n["service_session"] for n in nodes if n.get("service_session")})
+    if services:  # the recipe session as the remote service holds it (one service session per 50 messages)
+        man["service_sessions"] = {plan.session_id: services}
     folder = mf.manifest_dir([plan.out_dirs[i.name] for i in plan.images], plan.out_root)
     mpath = mf.write(man, folder)
     summary = {
@@ -138,6 +142,15 @@ def run_plan(plan: Plan, ws: Workspace, *, refresh: bool = False) -> dict:
     }
     _record_run(ws, summary)
     return summary
+
+
+def _service_session(result: dict) -> dict:
+    """``{"service_session": id}`` when a remote provider says which of its sessions held the turn."""
+    for a in result.get("outputs", {}).values():
+        sid = (a.get("meta") or {}).get("service_session")
+        if sid:
+            return {"service_session": sid}
+    return {}
 
 
 def _limited_tags() -> set[str]:

@@ -70,8 +70,13 @@ def output_size(p: ParallaxParams, photo_shape: tuple[int, ...]) -> tuple[int, i
         w, h = parse_size(p.size)
     else:
         h, w = photo_shape[:2]
-    if p.container != "gif" and p.pix_fmt == "yuv420p":
-        w, h = w - w % 2, h - h % 2  # 4:2:0 needs even sides
+    if p.container != "gif" and p.pix_fmt == "yuv420p" and (w % 2 or h % 2):
+        from .lib.notices import notice
+
+        ew, eh = w - w % 2, h - h % 2  # 4:2:0 needs even sides
+        notice(f"parallax: video size {w}x{h} trimmed to {ew}x{eh} (yuv420p needs even sides; "
+               "give an even --size or pix_fmt yuv444p to keep it)")
+        w, h = ew, eh
     return w, h
 
 

@@ -179,9 +179,11 @@ def _delegate(ctx: StepContext, p: RefineParams, dm: DepthMap) -> DepthMap:
     if not hasattr(prov, "refine"):
         raise ParameterError(f"provider {ctx.provider!r} cannot refine a depth map; drop the step's provider "
                              "to use the local edge refinement", parameter="provider")
+    up = ctx.depth_artifact()  # a remote estimate says which service session holds its conversation
+    chain = {"service_session": up.meta["service_session"]} if up is not None and up.meta.get("service_session") else {}
     req = DepthRequest(image=ctx.photo(), image_path=ctx.source.meta.get("origin", ctx.source.path),
                        session_id=ctx.session_id, mode=ctx.mode, message=p.message, depth=dm,
-                       answers=dict(ctx.options.get("answers") or {}))
+                       answers=dict(ctx.options.get("answers") or {}), options=chain)
     return prov.refine(req)
 
 

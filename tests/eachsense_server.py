@@ -85,6 +85,7 @@ class EachSenseTestServer:
         self.retry_after = "1"
         self.slow_delay = 1.0
         self.event_delay = 0.0  # between events of every stream (concurrency tests)
+        self.max_messages: int | None = None  # the service's per-session memory limit (50 in production)
         self.required_headers_extra = {"x-amz-meta-origin": "depthcraft-test"}
         self.httpd: ThreadingHTTPServer | None = None
         self.base_url = ""
@@ -108,6 +109,7 @@ class EachSenseTestServer:
             self.requests.clear()
             self.generated = self.max_inflight = 0
             self.retry_after, self.slow_delay, self.event_delay = "1", 1.0, 0.0
+            self.max_messages = None
 
     # ---- queries for tests ---------------------------------------------------------------------
     def chats(self) -> list[dict]:
@@ -310,6 +312,12 @@ def _make_handler(srv: EachSenseTestServer):
             def fail(message, **kw):
                 return ev + [{"type": "error", "message": message, **kw}]
 
+            if srv.max_messages is not None and len(hist) >= srv.max_messages:
+                # as the service does: the turn is refused, and still kept in the session's memory
+                hist.append({"timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "user_prompt": msg,
+                             "chatbot_response": "", "generated_media_urls": []})
+                return self.stream(fail(f"Session memory limit reached. Maximum {srv.max_messages} messages per "
+                                        "session."), None, None)
             if fault == "malformed":
                 ev.insert(0, "{this is not json")
             if fault == "unknown_event":

@@ -25,7 +25,7 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FAKE = SHARED / "fakes" / "each_sense_server.py"
 pytestmark = pytest.mark.skipif(not FAKE.exists(), reason="../shared/fakes/each_sense_server.py is absent")
 
-from depthcraft.tasks.providers import eachsense_client as ec  # noqa: E402
+from depthcraft.tasks.providers.eachsense import client as ec  # noqa: E402
 from depthcraft.tasks.providers.base import DepthRequest  # noqa: E402
 from depthcraft.tasks.providers.eachsense import EachSenseProvider  # noqa: E402
 

@@ -51,6 +51,8 @@ def read_pfm(path: str | os.PathLike) -> np.ndarray:
     if data.size != w * h * ch:
         raise InputError(f"truncated PFM: {data.size} values for {w}x{h}x{ch}", path=str(path))
     a = data.reshape(h, w, ch)[::-1]
+    if ch == 3:  # a colour PFM: depth only when its three channels agree
+        return _array_channel(np.ascontiguousarray(a).astype(np.float32), Path(path))
     return np.ascontiguousarray(a[..., 0]).astype(np.float32)
 
 
@@ -140,21 +142,107 @@ def read_depth(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
                 meta = _json_meta(img.info.get(PNG_META_KEY))
             elif suffix in (".tif", ".tiff"):
                 meta = _json_meta(img.tag_v2.get(270))
-            a = np.asarray(img)
+            _refuse_preview(meta, p)
+            _within_budget(img.size, p)
+            a = _image_channel(img, p)
+            if suffix == ".png":
+                from .pngcheck import missing_data
+
+                missing = missing_data(p.read_bytes())
+                if missing:
+                    raise InputError(f"truncated PNG: {missing}", path=str(p), hint="the file is damaged: write it again")
         else:
             raise InputError(f"unsupported depth format {suffix!r}", path=str(p),
                              hint="use PNG, PGM, PFM, NPY, NPZ, TIFF or EXR")
     except InputError:
         raise
     except Exception as e:  # noqa: BLE001 - any decoder failure is the file's fault
-        raise InputError(f"cannot read depth map ({e})", path=str(p)) from None
+        raise InputError(f"cannot read depth map ({e or type(e).__name__})", path=str(p)) from None
     a = np.asarray(a)
-    if a.ndim == 3:
-        a = a[..., 0]
+    if a.ndim > 2:
+        a = _array_channel(a, p)
     if a.ndim != 2:
         raise InputError(f"depth map must be 2-D, got shape {a.shape}", path=str(p))
     a = decode_values(a, meta)
     return np.ascontiguousarray(a, dtype=np.float32), meta
+
+
+# -- which channel holds depth ----------------------------------------------------------------
+GIVE_INSTEAD = "give a single-channel depth file: grayscale PNG (8 or 16 bit), NPY, PFM, TIFF or EXR"
+
+
+def _refuse_preview(meta: dict, p: Path) -> None:
+    """depthcraft's own colour previews say what they are in their metadata: refuse them by name."""
+    if "colour map" in str(meta.get("values", "")) or meta.get("convention") == "warm = near":
+        raise InputError("is a depthcraft colour preview (a turbo picture for viewing): its colours cannot be "
+                         "read back as depth", path=str(p),
+                         hint="give the depth file written by the same export instead: the grayscale or "
+                         "png16 PNG, the .npy or the .exr")
+
+
+def _within_budget(size: tuple[int, int], p: Path) -> None:
+    from .images import decode_budget
+
+    w, h = size
+    if w * h > decode_budget():
+        raise InputError(f"depth map is {w}x{h} = {w * h / 1e6:,.0f} MP, over the decoding budget of "
+                         f"{decode_budget() / 1e6:,.0f} MP", path=str(p), hint="give a depth map of its photo's size")
+
+
+def _same(chans: list[np.ndarray]) -> bool:
+    """Do colour channels hold the same values (a gray picture stored as RGB)? Lossy files
+    (JPEG-coded RGB) differ by a few levels: 3/255 of the range is still "the same"."""
+    ref = np.nan_to_num(chans[0].astype(np.float64))
+    if np.issubdtype(chans[0].dtype, np.integer):
+        tol = 3.0 * max(1.0, np.iinfo(chans[0].dtype).max / 255.0)
+    else:
+        tol = 1e-6 * max(float(np.abs(ref).max(initial=0.0)), 1e-12)
+    return all(float(np.abs(np.nan_to_num(c.astype(np.float64)) - ref).max(initial=0.0)) <= tol for c in chans[1:])
+
+
+def _refuse_colour(p: Path, n: int) -> InputError:
+    return InputError(f"has {n} colour channels that differ: a colour-mapped picture (turbo, viridis...) is not a "
+                      "depth map, and which channel holds depth is ambiguous", path=str(p), hint=GIVE_INSTEAD)
+
+
+def _image_channel(img: "Image.Image", p: Path) -> np.ndarray:
+    """The depth channel of a PIL image, by the format's conventions (PNG gray + alpha: the gray;
+    RGB with equal channels: any one of them); a colour picture is refused."""
+    mode = img.mode
+    if mode in ("1", "L", "I", "F") or mode.startswith("I;16"):
+        return np.asarray(img)
+    if mode in ("LA", "La", "PA"):
+        return np.asarray(img.getchannel(0) if mode != "PA" else img.convert("LA").getchannel(0))
+    if mode == "P":
+        img = img.convert("RGB")
+        mode = "RGB"
+    if mode in ("RGB", "RGBA", "RGBX", "RGBa"):
+        a = np.asarray(img)
+        chans = [a[..., i] for i in range(3)]
+        if not _same(chans):
+            raise _refuse_colour(p, 3)
+        return chans[0]
+    raise InputError(f"is a {mode} image, not a depth map", path=str(p), hint=GIVE_INSTEAD)
+
+
+def _array_channel(a: np.ndarray, p: Path) -> np.ndarray:
+    """A 2-D map from an array with more dimensions: singleton axes dropped, then channels
+    (last axis, or first when it is the short one) used only when they agree."""
+    a = np.squeeze(a)
+    if a.ndim <= 2:
+        return a
+    if a.ndim == 3:
+        axis = 2 if a.shape[2] <= 4 else 0 if a.shape[0] <= 4 else None
+        if axis is not None:
+            n = a.shape[axis]
+            chans = [np.take(a, i, axis=axis) for i in range(min(n, 3))]
+            if n == 2:  # gray + alpha, or two unrelated maps: nothing says which
+                raise InputError(f"has 2 channels (shape {a.shape}); which one holds depth is ambiguous",
+                                 path=str(p), hint=GIVE_INSTEAD)
+            if _same(chans):
+                return chans[0]
+            raise _refuse_colour(p, n)
+    raise InputError(f"depth map must be 2-D, got shape {a.shape}", path=str(p), hint=GIVE_INSTEAD)
 
 
 def read_depthmap(path: str | os.PathLike, *, kind: str | None = None) -> "DepthMap":
@@ -295,6 +383,12 @@ def write_exr(path: str | os.PathLike, a: np.ndarray, meta: dict | None = None) 
     return p
 
 
+def _exr_budget() -> int:
+    from .images import decode_budget
+
+    return decode_budget()
+
+
 def _exr_unzip(data: bytes, size: int) -> bytes:
     """Inflate an EXR ZIP block: zlib, then undo the byte predictor and the half-split interleave."""
     import zlib
@@ -345,10 +439,23 @@ def read_exr(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     nchunks = (h + lines - 1) // lines
     offsets = np.frombuffer(buf[pos:pos + 8 * nchunks], "<u8")
     names = [c[0] for c in channels]
-    pick = next((n for n in ("Z", "Y", "R") if n in names), None) or \
-        next((n for n in names if n.endswith((".Z", ".V", ".Y", ".R"))), names[0])
+    # OpenEXR's conventions: Z is depth; Y is luminance (a gray image); R/G/B a colour image,
+    # depth only when the three agree; a layer's depth is <layer>.Z
+    ranked = [lambda n: n == "Z", lambda n: n.endswith(".Z"), lambda n: n.endswith(".V"), lambda n: n == "Y",
+              lambda n: n.endswith(".Y"), lambda n: n == "R", lambda n: n.endswith(".R")]
+    pick = next((n for test in ranked for n in names if test(n)), None)
+    if pick is None:
+        if len(names) != 1:
+            raise InputError(f"EXR channels {', '.join(names)}: none is named Z (depth), Y or R; which holds depth "
+                             "is ambiguous", path=str(p), hint="name the depth channel Z")
+        pick = names[0]
+    if w * h > _exr_budget():
+        raise InputError(f"depth map is {w}x{h}, over the decoding budget", path=str(p))
+    layer = pick[:-1]  # "" or "<layer>."
+    want = [pick] + ([layer + c for c in ("G", "B") if layer + c in names] if pick.endswith("R") else [])
     line_bytes = sum(w * dt.itemsize for _, dt in channels)
-    out = np.empty((h, w), dtype=np.float32)
+    planes = {n: np.empty((h, w), dtype=np.float32) for n in want}
+    out = planes[pick]
     for off in offsets:
         off = int(off)
         y = int(np.frombuffer(buf[off:off + 4], "<i4")[0]) - int(y0)
@@ -360,9 +467,11 @@ def read_exr(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
         block = np.frombuffer(data, np.uint8).reshape(n, line_bytes)
         col = 0
         for name, dt in channels:  # channel planes per scanline, in the header's (sorted) order
-            if name == pick:
-                out[y:y + n] = block[:, col:col + w * dt.itemsize].copy().view(dt).reshape(n, w)
+            if name in planes:
+                planes[name][y:y + n] = block[:, col:col + w * dt.itemsize].copy().view(dt).reshape(n, w)
             col += w * dt.itemsize
+    if len(want) > 1 and not _same([planes[n] for n in want]):
+        raise _refuse_colour(p, len(want))
     meta = {}
     if PNG_META_KEY in attrs and attrs[PNG_META_KEY][0] == "string":
         meta = _json_meta(attrs[PNG_META_KEY][1])

@@ -74,23 +74,56 @@ def _to_rgb(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     return np.ascontiguousarray(np.asarray(img)), None
 
 
+def decode_budget(limit: int | None = None) -> int:
+    """The most pixels ever decoded at once: 4 x the pixel limit, at least 200 MP (600 MB as RGB).
+
+    A header may claim any size (100000 x 100000 costs a few bytes to write); nothing larger
+    than this is decoded, whatever ``--downscale`` says.
+    """
+    return max(4 * (limit or max_pixels_default()), 200_000_000)
+
+
 def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int | None = None,
                  downscale: bool = False) -> Photo:
     """Decode encoded image bytes into a :class:`Photo`.
 
     Raises :class:`InputError` naming ``name`` for unreadable, truncated, too small or too
     large images. With ``downscale=True`` an image over ``max_pixels`` is resized (area
-    interpolation) to fit instead of refused.
+    interpolation) to fit instead of refused, with a notice giving both sizes; a JPEG is then
+    decoded reduced (DCT scaling, 1/2 to 1/8) so that memory stays bounded, and an image that
+    would still need more than :func:`decode_budget` pixels is refused.
     """
+    from .notices import notice
+    from .pngcheck import missing_data
+
     limit = max_pixels or max_pixels_default()
     try:
         img = Image.open(io.BytesIO(data))
-        w, h = img.size
+        w0, h0 = img.size
+        try:
+            rotated = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+        except Exception:  # noqa: BLE001 - a broken EXIF block: exif_transpose below says so, or ignores it
+            rotated = False
+        w, h = (h0, w0) if rotated else (w0, h0)  # the size once EXIF orientation is applied
         if w * h > limit and not downscale:
             raise InputError(
                 f"image is {w}x{h} = {w * h / 1e6:.1f} MP, over the limit of {limit / 1e6:.0f} MP",
                 path=name, hint="pass --downscale (or `downscale: true` in the recipe), or raise "
                 "the limit with --max-pixels / DEPTHCRAFT_MAX_PIXELS")
+        if img.format == "JPEG" and len(data) * 512 < w0 * h0:
+            # every 8x8 block of a JPEG costs at least one bit (ITU-T T.81 F.1.2: a DC code and an
+            # end of block); fewer bytes than that is a cut file, which libjpeg pads with gray
+            raise InputError(f"truncated JPEG: {len(data):,} bytes cannot hold {w0}x{h0} pixels", path=name,
+                             hint="the file is damaged or cut: export it again")
+        if w * h > limit and img.format == "JPEG":
+            f = (limit / (w * h)) ** 0.5
+            img.draft("RGB", (max(1, int(w0 * f)), max(1, int(h0 * f))))  # decode at 1/2..1/8 scale
+        dw, dh = img.size
+        if dw * dh > decode_budget(limit):
+            raise InputError(
+                f"image is {w}x{h} = {w * h / 1e6:,.0f} MP; decoding it would need {dw * dh / 1e6:,.0f} MP, "
+                f"over the decoding budget of {decode_budget(limit) / 1e6:,.0f} MP", path=name,
+                hint="shrink it with an image editor first (a JPEG can be decoded reduced up to 8x)")
         img.load()
         img = ImageOps.exif_transpose(img)
     except InputError:
@@ -98,10 +131,12 @@ def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int | None =
     except UnidentifiedImageError:
         raise InputError("not an image, or a format that cannot be read", path=name,
                          hint="use JPEG, PNG, WebP, TIFF, BMP or PPM") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise InputError(f"unreadable or truncated image ({e})", path=name) from None
+    except (OSError, SyntaxError, ValueError, MemoryError) as e:
+        raise InputError(f"unreadable or truncated image ({e or type(e).__name__})", path=name) from None
+    missing = missing_data(data)  # None unless a PNG whose data stops early
+    if missing:
+        raise InputError(f"truncated PNG: {missing}", path=name, hint="the file is damaged: export it again")
     rgb, alpha = _to_rgb(img)
-    h, w = rgb.shape[:2]
     if min(w, h) < MIN_SIDE:
         raise InputError(f"image is {w}x{h}; both sides must be at least {MIN_SIDE} px", path=name)
     before = None
@@ -114,6 +149,7 @@ def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int | None =
         if alpha is not None:
             alpha = cv2.resize(alpha, (nw, nh), interpolation=cv2.INTER_AREA)
         before = (w, h)
+        notice(f"{name}: downscaled from {w}x{h} to {nw}x{nh} to fit {limit / 1e6:g} MP (--downscale)")
     return Photo(rgb=rgb, alpha=alpha, downscaled_from=before)
 
 

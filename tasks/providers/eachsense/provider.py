@@ -1,7 +1,7 @@
 """The ``eachsense`` provider: depth maps from the hosted each::sense chat API.
 
 ``estimate`` sends the photo (uploaded through the storage API, or its URL passed through) with
-a message written for the use case (:mod:`.eachsense_messages`), in the run's ``session_id`` and
+a message written for the use case (:mod:`.messages`), in the run's ``session_id`` and
 ``mode``; it follows the event stream, downloads the generated depth map and returns it as a
 :class:`~depthcraft.tasks.lib.depthmap.DepthMap` at the photo's size: ``relative_inverse`` 0..1 (larger =
 nearer) from a white = near grayscale PNG, or ``metric`` meters when metric was asked for and
@@ -12,7 +12,7 @@ subject" by default) and the current depth map as a second image, and returns th
 
 A ``clarification_needed`` question is answered from ``req.answers`` when the recipe has an
 answer for it; otherwise the step fails with the question and its options. Nothing is guessed.
-Networking, retries, errors and secrets are the client's job (:mod:`.eachsense_client`).
+Networking, retries, errors and secrets are the client's job (:mod:`.client`).
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ from urllib.parse import urlparse
 import numpy as np
 from PIL import Image
 
-from ..lib.depthmap import DepthMap, normalized_nearness, resize_depth
-from ..lib.errors import InputError, ParameterError
-from . import eachsense_messages as msgs
-from .base import DepthRequest
-from .eachsense_client import (ClarificationNeeded, EachSenseClient, GenerationError, ImageRejectedError,
-                               MAX_IMAGES, session_lock)
+from ...lib.depthmap import DepthMap, normalized_nearness, resize_depth
+from ...lib.errors import InputError, ParameterError
+from ..base import DepthRequest
+from . import messages as msgs
+from .client import (ClarificationNeeded, EachSenseClient, GenerationError, ImageRejectedError,
+                     MAX_IMAGES, SessionError, session_lock)
+from .sessions import max_messages, planner_for
 
 log = logging.getLogger("depthcraft.eachsense")
 
@@ -99,6 +100,15 @@ def decode_depth(data: bytes, *, request_id: str | None = None) -> tuple[np.ndar
     return rgb[..., 0].astype(np.float32), "u8"
 
 
+def _chain(req: DepthRequest) -> str:
+    """What ties a photo's turns together: its path or URL, else a hash of its pixels."""
+    if req.image_path:
+        return str(req.image_path)
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(np.ascontiguousarray(req.image).tobytes()).hexdigest()
+
+
 def find_answer(answers: dict | None, question: str, options: list):
     """The recipe's answer to ``question``: exact text, the same text up to case/spacing/final
     punctuation, or the one key contained in the question. An integer picks option n (1-based)."""
@@ -157,24 +167,30 @@ class EachSenseProvider:
     def estimate(self, req: DepthRequest) -> DepthMap:
         message = msgs.estimate_message(req.use_case, req.output, req.message)
         self.client._key()  # no key: fail before uploading anything
-        with session_lock(req.session_id):
-            urls = [self._photo_url(req)]
-            res = self._converse(message, urls, req)
-        return self._depth_from(res, req, message, step="estimate")
+        urls = [self._photo_url(req)]  # checks the photo first: a refused one costs no request
+        chain = _chain(req)
+        sid = planner_for(self.client).place(req.session_id, chain)
+        with session_lock(sid):
+            res = self._converse(message, urls, req, sid, chain)
+        return self._depth_from(res, req, message, step="estimate", service_session=sid)
 
     def refine(self, req: DepthRequest) -> DepthMap:
-        """Continue ``req.session_id`` with ``req.message`` (default: enhance the subject's edges)."""
+        """Continue the photo's service session (the one its estimate used, ``service_session`` in
+        ``req.options``) with ``req.message`` (default: enhance the subject's edges)."""
         if req.depth is None:
             raise ParameterError("refine with eachsense needs the current depth map", parameter="from")
-        send_depth = bool(req.options.get("send_depth", True))
-        message = msgs.refine_message(req.message, with_depth=send_depth, output=req.output)
         self.client._key()
-        with session_lock(req.session_id):
-            urls = [self._photo_url(req)]
-            if send_depth:
-                urls.append(self._depth_url(req.depth, req.image.shape[1::-1]))
-            res = self._converse(message, urls, req)
-        return self._depth_from(res, req, message, step="refine")
+        urls = [self._photo_url(req)]  # checks the photo first: a refused one costs no request
+        chain, before = _chain(req), req.options.get("service_session")
+        sid = planner_for(self.client).place(req.session_id, chain, continues=before)
+        # a chain moved to a new service session has no history there: the depth map goes along
+        send_depth = bool(req.options.get("send_depth", True)) or (before is not None and sid != before)
+        message = msgs.refine_message(req.message, with_depth=send_depth, output=req.output)
+        if send_depth:
+            urls.append(self._depth_url(req.depth, req.image.shape[1::-1]))
+        with session_lock(sid):
+            res = self._converse(message, urls, req, sid, chain)
+        return self._depth_from(res, req, message, step="refine", service_session=sid)
 
     # -- helpers ---------------------------------------------------------------------------------
     def _photo_url(self, req: DepthRequest) -> str:
@@ -189,16 +205,27 @@ class EachSenseProvider:
         Image.fromarray(np.clip(unit * 255.0 + 0.5, 0, 255).astype(np.uint8)).save(out, format="PNG")
         return self.client.upload(out.getvalue(), "image/png")
 
-    def _converse(self, message: str, urls: list[str], req: DepthRequest):
-        """One turn, plus one turn per clarification the recipe answers."""
+    def _converse(self, message: str, urls: list[str], req: DepthRequest, sid: str, chain: str):
+        """One turn, plus one turn per clarification the recipe answers, all in service session ``sid``."""
         if len(urls) > MAX_IMAGES:
             raise ImageRejectedError(f"{len(urls)} images in one request; at most {MAX_IMAGES}")
         opts = req.options
         extra = {k: opts[k] for k in ("model", "behavior", "web_search", "enable_safety_checker") if k in opts}
         extra.setdefault("web_search", False)  # a depth map needs no web search; it costs time
         mode = req.mode or "max"
-        log.info("eachsense: session %s, mode %s, %d image(s)", req.session_id, mode, len(urls))
-        res = self.client.chat(message, session_id=req.session_id, mode=mode, image_urls=urls, **extra)
+        planner = planner_for(self.client)
+        log.info("eachsense: session %s (service session %s), mode %s, %d image(s)", req.session_id, sid, mode,
+                 len(urls))
+
+        def turn(text: str):
+            if planner.room(sid) < 1:
+                raise SessionError(f"service session {sid} holds {max_messages()} messages, the service's limit, "
+                                   "in the middle of a conversation",
+                                   hint="raise EACHSENSE_TURNS_PER_PHOTO (turns reserved per photo), then re-run")
+            return self.client.chat(text, session_id=sid, mode=mode, image_urls=urls,
+                                    on_attempt=lambda: planner.sent(sid, chain), **extra)
+
+        res = turn(message)
         for _ in range(MAX_CLARIFICATIONS):
             if not res.clarification or res.generations:
                 return res
@@ -208,14 +235,14 @@ class EachSenseProvider:
                 raise ClarificationNeeded(c["question"], c["options"], c.get("context"),
                                           request_id=res.request_id, session_id=req.session_id)
             log.info("eachsense: answering %r with %r (from the recipe)", c["question"], answer)
-            res = self.client.chat(answer, session_id=req.session_id, mode=mode, image_urls=urls, **extra)
+            res = turn(answer)
         if res.clarification and not res.generations:
             c = res.clarification
             raise ClarificationNeeded(c["question"], c["options"], c.get("context"),
                                       request_id=res.request_id, session_id=req.session_id)
         return res
 
-    def _depth_from(self, res, req: DepthRequest, message: str, *, step: str) -> DepthMap:
+    def _depth_from(self, res, req: DepthRequest, message: str, *, step: str, service_session: str) -> DepthMap:
         if not res.generations:
             said = " ".join(res.text.split())[:200]
             raise GenerationError(f"{step}: no depth map in the answer" + (f"; the service said: {said!r}" if said else ""),
@@ -246,12 +273,14 @@ class EachSenseProvider:
         dm = DepthMap(data=a, kind=kind, source=f"eachsense/{res.model}" if res.model else "eachsense")
         if dm.shape != (h, w):
             dm = resize_depth(dm, (w, h))
-        dm.meta = {**meta, "session_id": req.session_id, "mode": req.mode, "remote_url": url,
+        dm.meta = {**meta, "session_id": req.session_id, "service_session": service_session, "mode": req.mode,
+                   "remote_url": url,
                    **{k: v for k, v in (("request_id", res.request_id), ("task_id", res.task_id),
                                         ("model", res.model)) if v}}
         if res.recovered:
             dm.meta["recovered_from_memory"] = True
-        log.info("eachsense: %s done in session %s [request id %s]", step, req.session_id, res.request_id)
+        log.info("eachsense: %s done in session %s (service session %s) [request id %s]", step, req.session_id,
+                 service_session, res.request_id)
         return dm
 
     @staticmethod

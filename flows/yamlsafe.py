@@ -1,0 +1,146 @@
+"""YAML with limits: a recipe cannot expand into millions of nodes or nest hundreds of levels deep.
+
+PyYAML shares one object per anchor, so an alias "bomb" (the YAML "billion laughs": each level
+refers to the level below ten times) costs little to *parse* but explodes in anything that
+walks the data (validation, hashing, JSON). The composer below counts, while it composes, the
+size of every node *as if aliases were expanded* (memoised per node, so the count itself is
+linear in the text) and the nesting depth, and stops at the first node over a limit, naming
+its line and key path. Nothing recursive runs on data deeper than :data:`MAX_DEPTH`.
+
+Limits (generous for any real recipe):
+
+- :data:`MAX_DEPTH` levels of nesting (``DEPTHCRAFT_YAML_MAX_DEPTH``, default 64);
+- :data:`MAX_NODES` nodes after alias expansion (``DEPTHCRAFT_YAML_MAX_NODES``, default 100,000);
+- :data:`MAX_CHARS` characters of scalars after alias expansion (10 M);
+- :data:`MAX_TEXT` characters of text (a recipe file over 10 MB is refused before parsing).
+"""
+
+from __future__ import annotations
+
+import os
+
+import yaml
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.events import AliasEvent
+from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+from yaml.parser import Parser
+from yaml.reader import Reader
+from yaml.resolver import Resolver
+from yaml.scanner import Scanner
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return max(1, int(os.environ.get(name, default)))
+    except ValueError:
+        return default
+
+
+MAX_DEPTH = 64
+MAX_NODES = 100_000
+MAX_CHARS = 10_000_000
+MAX_TEXT = 10_000_000
+
+
+class YamlLimitError(ValueError):
+    """A document over a limit; ``line`` (1-based) and ``key`` (dotted path) say where."""
+
+    def __init__(self, message: str, line: int | None, key: str | None):
+        super().__init__(message)
+        self.message, self.line, self.key = message, line, key
+
+
+class _LimitedComposer(Composer):
+    def __init__(self):
+        super().__init__()
+        self._depth = 0
+        self._path: list = []
+        self._size: dict[int, tuple[int, int]] = {}  # id(node) -> (nodes, chars) once expanded
+        self._max_depth = _env_int("DEPTHCRAFT_YAML_MAX_DEPTH", MAX_DEPTH)
+        self._max_nodes = _env_int("DEPTHCRAFT_YAML_MAX_NODES", MAX_NODES)
+
+    def _where(self) -> str | None:
+        parts = [str(p) for p in self._path]
+        if len(parts) > 8:  # a path hundreds of levels long says nothing more than its start
+            parts = parts[:6] + [f"... ({len(parts)} levels)"]
+        return ".".join(parts) or None
+
+    def compose_node(self, parent, index):
+        if isinstance(index, int):
+            self._path.append(index)
+        elif isinstance(index, ScalarNode):
+            self._path.append(index.value)
+        elif index is not None:
+            self._path.append("?")
+        pushed = index is not None
+        try:
+            if self.check_event(AliasEvent):
+                mark = self.peek_event().start_mark
+                node = super().compose_node(parent, index)
+                if id(node) not in self._size:  # an alias to a node still being composed
+                    raise YamlLimitError("a recursive alias (a node that contains itself) is not allowed",
+                                         mark.line + 1, self._where())
+                return node
+            self._depth += 1
+            if self._depth > self._max_depth:
+                mark = self.peek_event().start_mark
+                raise YamlLimitError(f"nested more than {self._max_depth} levels deep", mark.line + 1, self._where())
+            node = super().compose_node(parent, index)
+            self._depth -= 1
+            self._account(node)
+            return node
+        finally:
+            if pushed:
+                self._path.pop()
+
+    def _account(self, node) -> None:
+        if isinstance(node, ScalarNode):
+            size = (1, len(node.value))
+        elif isinstance(node, SequenceNode):
+            kids = [self._size[id(c)] for c in node.value]
+            size = (1 + sum(k[0] for k in kids), sum(k[1] for k in kids))
+        elif isinstance(node, MappingNode):
+            kids = [self._size[id(c)] for kv in node.value for c in kv]
+            size = (1 + sum(k[0] for k in kids), sum(k[1] for k in kids))
+        else:  # pragma: no cover - PyYAML has no other node kind
+            size = (1, 0)
+        self._size[id(node)] = size
+        if size[0] > self._max_nodes or size[1] > MAX_CHARS:
+            what = f"{size[0]:,} values" if size[0] > self._max_nodes else f"{size[1]:,} characters"
+            limit = f"{self._max_nodes:,} values" if size[0] > self._max_nodes else f"{MAX_CHARS:,} characters"
+            raise YamlLimitError(f"expands to more than {limit} ({what} once aliases are expanded)",
+                                 node.start_mark.line + 1, self._where())
+
+
+class LimitedSafeLoader(Reader, Scanner, Parser, _LimitedComposer, SafeConstructor, Resolver):
+    """``yaml.SafeLoader`` with the limits of this module."""
+
+    def __init__(self, stream):
+        Reader.__init__(self, stream)
+        Scanner.__init__(self)
+        Parser.__init__(self)
+        _LimitedComposer.__init__(self)
+        SafeConstructor.__init__(self)
+        Resolver.__init__(self)
+
+
+def load(text: str):
+    """``(node tree, data)`` of one YAML document within the limits.
+
+    Raises :class:`YamlLimitError` (over a limit) or ``yaml.YAMLError`` (malformed).
+    """
+    if len(text) > MAX_TEXT:
+        raise YamlLimitError(f"is {len(text):,} characters; a recipe may have at most {MAX_TEXT:,}", None, None)
+    loader = LimitedSafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
+    return node, data
+
+
+def safe_value(text: str):
+    """One YAML value (a ``--set`` value) within the limits."""
+    return load(text)[1]
