@@ -44,10 +44,12 @@ class ParallaxRenderer:
         if edge_dilation > 0:
             wb = dilate_near(wb, int(round(edge_dilation * scale)) or 1)
         self.w = np.ascontiguousarray(wb, np.float32)
-        hidden = None
+        hidden = reach = None
         if max_parallax > 0:
-            hidden = hidden_mask(self.w * np.float32(max_parallax), sides="all", tau=jump)
-        self.layers = make_layers(base, hidden, channels=4)  # frames are bilinear: see make_layers
+            reach = self.w * np.float32(max_parallax)
+            hidden = hidden_mask(reach, sides="all", tau=jump)
+        # frames are bilinear: 4 channels (see make_layers)
+        self.layers = make_layers(base, hidden, channels=4, disparity=reach, sides="all")
         # the output window is centred on the base image
         self.ox = (bw - ow) / 2.0
         self.oy = (bh - oh) / 2.0

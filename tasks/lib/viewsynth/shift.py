@@ -102,7 +102,8 @@ def shift_view(image: np.ndarray, disparity: np.ndarray, *, direction: int = -1,
                              parameter="interpolation")
     if layers is None:
         sides = "right" if direction < 0 else "left"
-        layers = make_layers(img, hidden_mask(d, sides=sides, tau=tau), channels=layer_channels(interpolation))
+        layers = make_layers(img, hidden_mask(d, sides=sides, tau=tau), channels=layer_channels(interpolation),
+                             disparity=d, sides=sides)
     mx, _, filled, out = _row_maps(d, direction, tau, near_extend, far_extend, layers=layers,
                                    interp=INTERP[interpolation], keep_map_y=False)
     q = np.arange(d.shape[1], dtype=np.float32)[None, :]
