@@ -245,11 +245,15 @@ def render_bokeh(image: np.ndarray, nearness: np.ndarray, *, focus: float, max_r
         under = push_pull_fill(down(out * (~front)[..., None]) / np.maximum(known, 1e-6)[..., None],
                                np.clip(known, 0.0, 1.0))
         np.copyto(out, up(under), where=front[..., None])
+        # "over" in premultiplied colour: colour and alpha are resampled together. (Resampling
+        # the normalised colour instead mixes the undefined colour (0) of cells the near group
+        # does not reach into the pixels next to it: a dark seam where the in-focus region
+        # meets a slightly nearer one, whose unblurred slice leaves its coverage a hard edge.)
         tot, a = layers["front"]
-        col = tot / np.maximum(a, 1e-6)[..., None]
         alpha = np.clip(a, 0.0, 1.0)
-        col_up, alpha_up = up(col), up(alpha)
-        out += (col_up - out) * alpha_up[..., None]
+        pre = tot * (alpha / np.maximum(a, 1e-6))[..., None]
+        out *= 1.0 - up(alpha)[..., None]
+        out += up(pre)
     return linear_to_srgb_fast(out)
 
 
@@ -279,5 +283,5 @@ def params_for_output(path) -> dict:
     return image_format_for_suffix(path)
 
 
-SPEC = StepSpec(kind="bokeh", version="1", params=BokehParams, run=run, params_for_output=params_for_output,
+SPEC = StepSpec(kind="bokeh", version="2", params=BokehParams, run=run, params_for_output=params_for_output,
                 summary="synthetic shallow depth of field, occlusion-aware (focus point, depth or nearest subject)")

@@ -199,5 +199,5 @@ def params_for_output(path) -> dict:
     return {"container": s}
 
 
-SPEC = StepSpec(kind="parallax", version="1", params=ParallaxParams, run=run, params_for_output=params_for_output,
+SPEC = StepSpec(kind="parallax", version="2", params=ParallaxParams, run=run, params_for_output=params_for_output,
                 summary="render a parallax video (orbit, dolly, zoom, swing, Ken Burns, dolly-zoom, keyframes)")

@@ -101,9 +101,10 @@ def render_pair(image: np.ndarray, left_d: np.ndarray | None, right_d: np.ndarra
     if left_d is not None and "left" in eyes:
         ld = rd if left_d is right_d else (dilate_near(left_d, edge_dilation, horizontal=True) if edge_dilation else left_d)
     sides = "both" if ld is not None and "right" in eyes else ("left" if ld is not None else "right")
-    hid = hidden_mask(rd if sides != "left" else ld, sides=sides)
+    dh = rd if sides != "left" else ld
+    hid = hidden_mask(dh, sides=sides)
     interpolation = resolve_interpolation(interpolation, image.shape[0] * image.shape[1])
-    layers = make_layers(image, hid, channels=layer_channels(interpolation))
+    layers = make_layers(image, hid, channels=layer_channels(interpolation), disparity=dh, sides=sides)
     if "right" in eyes:
         out["right"] = shift_view(image, rd, direction=-1, layers=layers, interpolation=interpolation)
     if "left" in eyes:
@@ -208,5 +209,5 @@ def params_for_output(path) -> dict:
     return image_format_for_suffix(path, " or .mpo")
 
 
-SPEC = StepSpec(kind="stereo", version="1", params=StereoParams, run=run, params_for_output=params_for_output,
+SPEC = StepSpec(kind="stereo", version="2", params=StereoParams, run=run, params_for_output=params_for_output,
                 summary="make a stereo pair (side-by-side, top-bottom, anaglyph, MPO, or one eye)")

@@ -98,3 +98,48 @@ def test_bokeh_step_on_a_real_photo(tmp_path):
     blur_err = np.abs(out[:20].astype(int) - img[:20].astype(int)).mean()
     assert sharp_err < 2 and blur_err > 5  # the focused bottom stays, the far top blurs
     assert B.params_for_output("x.jpg") == {"format": "jpg"}
+
+
+# -- the seam where the in-focus region meets a slightly nearer one (issue 12 §4) ---------------
+def _two_planes(w: int, h: int, left: int, right: int, dn: float = 0.0535):
+    """In focus (nearness 0.5) on the left, a plane slightly nearer on the right: at this size
+    its blur radius is just above the sharp threshold (one unblurred slice)."""
+    img = np.empty((h, w, 3), np.uint8)
+    img[:, : w // 2] = left
+    img[:, w // 2:] = right
+    n = np.full((h, w), 0.5, np.float32)
+    n[:, w // 2:] = 0.5 + dn
+    return img, n
+
+
+@pytest.mark.parametrize("size", [(1600, 1200), (3200, 2400)])  # rendered at 1/2 and 1/4 size
+def test_no_seam_where_focus_meets_a_slightly_nearer_plane(size):
+    w, h = size
+    img, n = _two_planes(w, h, 128, 128)
+    maxr = 0.015 * w
+    r = float(B.signed_radius(n, 0.5, maxr)[0, -1])
+    assert 0.5 * (w // 1600) < r < 1.5 * max(1, w // 1600)  # the near plane is barely blurred
+    out = B.render_bokeh(img, n, focus=0.5, max_radius=maxr)
+    # one grey everywhere: blurring a flat image changes nothing, so any step is a seam
+    band = out[:, w // 2 - 16: w // 2 + 16].astype(int)
+    assert np.abs(band - 128).max() <= 1
+
+
+@pytest.mark.parametrize("tones", [(200, 60), (60, 200)])
+def test_step_across_the_boundary_follows_the_blur_profile(tones):
+    """Two tones: across the boundary the output ramps monotonically from the in-focus tone to
+    the near plane's, over about the near plane's blur diameter, with no dip or overshoot."""
+    w, h = 3200, 2400
+    a, b = tones
+    img, n = _two_planes(w, h, a, b)
+    maxr = 0.015 * w
+    r = float(B.signed_radius(n, 0.5, maxr)[0, -1])
+    out = B.render_bokeh(img, n, focus=0.5, max_radius=maxr)
+    row = out[h // 2, w // 2 - 24: w // 2 + 24, 1].astype(int)
+    lo, hi = min(a, b), max(a, b)
+    assert row.min() >= lo - 1 and row.max() <= hi + 1  # no dark or bright line
+    steps = np.diff(row) * np.sign(b - a)
+    assert steps.min() >= -1  # monotonic
+    ramp = np.flatnonzero((row > lo + 2) & (row < hi - 2))
+    assert ramp.size and ramp.size <= 2 * r + 2 * 4  # about the blur diameter (+ the resampling)
+    assert abs((ramp.min() + ramp.max()) / 2 - 24) <= r + 2  # centred on the boundary
