@@ -119,7 +119,7 @@ def cmd_plan(a) -> int:
 
     ws = Workspace.default(a.workspace)
     recipe, src = load_recipe(a.recipe, overrides=a.set)
-    plan = compile_plan(recipe, src, ws, out_root=a.out)
+    plan = compile_plan(recipe, src, ws, out_root=a.out, pull_models=False)
     store = ws.store
     t = Table(title=f"{recipe.name}: session {plan.session_id}")
     for c in ("step", "uses", "from", "image", "cached", "key"):
@@ -327,6 +327,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                         help="override a recipe value, e.g. steps.video.with.duration=6 (repeatable)")
         sp.add_argument("--out", help="output root; the recipe's output template is resolved under it "
                         "(default: the current folder)")
+        sp.add_argument("--offline", action="store_true", help="never download (as DEPTHCRAFT_OFFLINE=1): "
+                        "provider auto uses a cached model or classic")
         sp.set_defaults(func=func)
         return sp
 
@@ -395,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     words = [w for i, w in enumerate(argv) if not w.startswith("-") and (i == 0 or argv[i - 1] != "--workspace")]
     help_asked = not words or words[0] == "help"
     args = build_parser(None if help_asked else words[0]).parse_args(argv)
+    if getattr(args, "offline", False):
+        os.environ["DEPTHCRAFT_OFFLINE"] = "1"  # read by provider auto, here and in the flow it starts
     try:
         return int(args.func(args) or 0)
     except DepthcraftError as e:

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..lib.cues import (nearness, perspective_nearness, perspective_weight, vanishing_layout, vertical_ramp,
-                        working_image)
+from ..lib.cues import (VP_WIDTH, nearness, perspective_nearness, perspective_weight, vanishing_layout,
+                        vertical_ramp, working_image)
 from ..lib.depthmap import DepthMap
 from ..lib.errors import InputError
 from ..lib.guided import gray01, guided_upsample
@@ -42,15 +42,17 @@ def estimate_classic(rgb: np.ndarray, *, work_width: int = WORK_WIDTH) -> np.nda
 
 def _estimate(a: np.ndarray, work_width: int) -> tuple[np.ndarray, dict]:
     h, w = a.shape[:2]
-    small = working_image(a, work_width)
+    # One pass over the full photo: the line detector's copy, then the cue image from it.
+    mid = working_image(a, VP_WIDTH)
+    small = working_image(mid, work_width)
     near = nearness(small)
-    layout = vanishing_layout(a)
+    layout = vanishing_layout(mid)
     weight = perspective_weight(layout)
     if weight > 0:
         # Robust fusion: both cues brought to 0..1 (the pop-up by its 1st..99th percentiles),
         # then mixed by the perspective cue's confidence.
         lo, hi = np.percentile(near, [1, 99])
-        persp = perspective_nearness(*near.shape, layout, scale=near.shape[1] / w)
+        persp = perspective_nearness(*near.shape, layout, scale=near.shape[1] / mid.shape[1])
         near = (1 - weight) * (near - lo) / max(float(hi - lo), 1e-9) + weight * persp
     # A faint ramp breaks exact ties (flat patches) so that every pair of rows is ordered.
     near = near + 1e-3 * vertical_ramp(*near.shape)
@@ -59,7 +61,8 @@ def _estimate(a: np.ndarray, work_width: int) -> tuple[np.ndarray, dict]:
     out = (full - lo) / max(hi - lo, 1e-12)
     info = {"perspective_weight": round(weight, 3)}
     if layout is not None:
-        info["vanishing_point"] = [round(layout["vp"][0], 1), round(layout["vp"][1], 1)]
+        f = w / mid.shape[1]  # photo pixels
+        info["vanishing_point"] = [round(layout["vp"][0] * f, 1), round(layout["vp"][1] * f, 1)]
         info["vanishing_confidence"] = round(layout["confidence"], 3)
         info["walls"] = layout["walls"]
     return np.clip(out, 0.0, 1.0).astype(np.float32), info
