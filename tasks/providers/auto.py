@@ -6,7 +6,8 @@ Resolution order (:func:`resolve`):
    model the user pulled): no network at all;
 2. else, unless offline (``DEPTHCRAFT_OFFLINE=1``, or ``--offline`` which sets it), a
    connectivity probe of the registry host with a short deadline (:data:`PROBE_SECONDS`, DNS
-   included: it runs in a thread that is abandoned at the deadline), then a one-time pull of
+   included: it runs in a thread that is abandoned at the deadline; a slow link may raise it with
+   ``DEPTHCRAFT_PROBE_SECONDS``), then a one-time pull of
    :data:`AUTO_MODEL` (Depth Anything V2 Small, Apache-2.0, sha256-pinned in the registry),
    announced in one line (what, how big, why) with the download's progress bar;
 3. else ``classic``, said in one line with the command that gets a trained model.
@@ -36,7 +37,7 @@ AUTO_MODEL = "depth-anything-v2-small"
 PREFERENCE = ("depth-anything-v2-large", "depth-anything-v2-base", "depth-anything-v2-small",
               "depth-anything-v2-metric-outdoor-small", "depth-anything-v2-metric-indoor-small",
               "midas-v2.1-small")
-PROBE_SECONDS = 0.8  # the whole connectivity probe, name lookup included
+PROBE_SECONDS = 0.6  # the whole connectivity probe, name lookup included (DEPTHCRAFT_PROBE_SECONDS)
 RETRY_SECONDS = 300.0  # a failed probe or download is not retried sooner within one process
 OFFLINE_ENV = "DEPTHCRAFT_OFFLINE"
 
@@ -69,21 +70,58 @@ def best_cached() -> M.ModelInfo | None:
     return None
 
 
-def probe(url: str, seconds: float = PROBE_SECONDS) -> str | None:
-    """``None`` when the host of ``url`` answers an HTTP HEAD within ``seconds``, else why not.
+def probe_seconds() -> float:
+    try:
+        return max(0.05, float(os.environ.get("DEPTHCRAFT_PROBE_SECONDS", PROBE_SECONDS)))
+    except ValueError:
+        return PROBE_SECONDS
 
-    Everything, the import of the HTTP client and the name lookup included, runs in a thread that
-    is given up at the deadline: ``socket.getaddrinfo`` has no timeout of its own.
+
+def probe(url: str, seconds: float | None = None) -> str | None:
+    """``None`` when the host of ``url`` answers within ``seconds``, else why not.
+
+    A TCP connection, the TLS handshake for https, and the first byte of the answer to an HTTP
+    HEAD: a host that accepts connections and never answers counts as down. Through a proxy
+    (``https_proxy``/``http_proxy``, as the download uses them) only the proxy's port is tried.
+    Plain sockets, no HTTP client: building one loads a CA bundle, which is time spent before
+    the network is even asked. The attempt runs in a thread given up at the deadline, because
+    ``socket.getaddrinfo`` has no timeout of its own.
     """
+    import socket
+    import urllib.request
+
+    seconds = probe_seconds() if seconds is None else seconds
+    parts = urlsplit(url)
+    https = parts.scheme == "https"
+    host, port = parts.hostname or "", parts.port or (443 if https else 80)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        p = urlsplit(proxy if "://" in proxy else "http://" + proxy)
+        host, port, https, proxied = p.hostname or "", p.port or 8080, False, True
+    else:
+        proxied = False
     result: list[str | None] = []
+    deadline = time.monotonic() + seconds
 
     def attempt():
         try:
-            import httpx
+            sock = socket.create_connection((host, port), timeout=seconds)
+            try:
+                if not proxied:
+                    if https:
+                        import ssl
 
-            with httpx.Client(timeout=httpx.Timeout(seconds), follow_redirects=False,
-                              headers={"User-Agent": "depthcraft"}) as c:
-                c.head(url)  # any HTTP answer, even an error status, means the host is there
+                        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # no CA bundle: an answer is all we ask
+                        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+                        sock = ctx.wrap_socket(sock, server_hostname=host)
+                    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+                    sock.settimeout(max(0.01, deadline - time.monotonic()))
+                    sock.sendall(f"HEAD {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                                 f"User-Agent: depthcraft\r\nConnection: close\r\n\r\n".encode())
+                    if not sock.recv(1):
+                        raise ConnectionError("closed without an answer")
+            finally:
+                sock.close()
             result.append(None)
         except Exception as e:  # noqa: BLE001 - every failure means "not reachable now"
             result.append(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
