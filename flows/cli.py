@@ -268,10 +268,14 @@ def cmd_reproduce(a) -> int:
     from .recipe import load_recipe
 
     out_root = a.out or old["out_root"]
-    recipe, _ = load_recipe(src_file, overrides=r["overrides"], text=r["text"])
+    overrides = list(r["overrides"])
+    pinned = ((old.get("provider") or {}).get("resolved") or {}).get("auto", {}).get("provider")
+    if pinned and r.get("resolved", {}).get("provider") == "auto":  # what auto was then, not what it is now
+        overrides.append(f"provider={pinned}")
+    recipe, _ = load_recipe(src_file, overrides=overrides, text=r["text"])
     f = flow_for(recipe)
     try:
-        summary = f(recipe_text=r["text"], recipe_file=src_file, overrides=r["overrides"], out_root=out_root,
+        summary = f(recipe_text=r["text"], recipe_file=src_file, overrides=overrides, out_root=out_root,
                     workspace=str(ws.root), refresh=not a.use_cache)
     except RunFailed as e:
         summary = e.summary

@@ -205,3 +205,17 @@ def test_oneshot_offline_flag_uses_classic_and_says_so(tmp_path, photos, monkeyp
     from depthcraft.tasks.providers.classic import estimate_classic
 
     assert np.allclose(np.load(out), estimate_classic(read_image(photos["coffee"]).rgb), atol=1e-6)
+
+
+def test_reproduce_uses_what_auto_resolved_to_then(prefect_server, tmp_path, photos):
+    ws, models = tmp_path / "ws", tmp_path / "models"
+    recipe = _recipe(tmp_path, photos["coffee"])
+    env = {"DEPTHCRAFT_MODELS_DIR": str(models), "DEPTHCRAFT_OFFLINE": "1"}
+    r = run_cli("--workspace", ws, "run", recipe, "--out", tmp_path / "o", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads(r.stdout)["manifest"]
+    models.mkdir()  # a model arrives later: auto would now resolve to it, the manifest said classic
+    (models / f"{MODEL}.onnx").write_bytes(tiny_model_bytes(tmp_path))
+    r = run_cli("--workspace", ws, "reproduce", manifest, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "reproduced" in r.stdout

@@ -56,8 +56,7 @@ class Resolution:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-def is_offline() -> bool:
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+is_offline = M.is_offline
 
 
 def best_cached() -> M.ModelInfo | None:
