@@ -126,7 +126,7 @@ def cmd_plan(a) -> int:
 
     ws = Workspace.default(a.workspace)
     recipe, src = load_recipe(a.recipe, overrides=a.set)
-    plan = compile_plan(recipe, src, ws, out_root=a.out)
+    plan = compile_plan(recipe, src, ws, out_root=a.out, pull_models=False)
     store = ws.store
     t = Table(title=f"{recipe.name}: session {plan.session_id}")
     for c in ("step", "uses", "from", "image", "cached", "key"):
@@ -275,10 +275,14 @@ def cmd_reproduce(a) -> int:
     from .recipe import load_recipe
 
     out_root = a.out or old["out_root"]
-    recipe, _ = load_recipe(src_file, overrides=r["overrides"], text=r["text"])
+    overrides = list(r["overrides"])
+    pinned = ((old.get("provider") or {}).get("resolved") or {}).get("auto", {}).get("provider")
+    if pinned and r.get("resolved", {}).get("provider") == "auto":  # what auto was then, not what it is now
+        overrides.append(f"provider={pinned}")
+    recipe, _ = load_recipe(src_file, overrides=overrides, text=r["text"])
     f = flow_for(recipe)
     try:
-        summary = f(recipe_text=r["text"], recipe_file=src_file, overrides=r["overrides"], out_root=out_root,
+        summary = f(recipe_text=r["text"], recipe_file=src_file, overrides=overrides, out_root=out_root,
                     workspace=str(ws.root), refresh=not a.use_cache)
     except RunFailed as e:
         summary = e.summary
@@ -334,6 +338,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                         help="override a recipe value, e.g. steps.video.with.duration=6 (repeatable)")
         sp.add_argument("--out", help="output root; the recipe's output template is resolved under it "
                         "(default: the current folder)")
+        sp.add_argument("--offline", action="store_true", help="never download (as DEPTHCRAFT_OFFLINE=1): "
+                        "provider auto uses a cached model or classic")
         sp.set_defaults(func=func)
         return sp
 
@@ -405,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     from depthcraft.tasks.lib.notices import set_sink
 
     set_sink(lambda text: print(f"notice: {text}", file=sys.stderr, flush=True))
+    if getattr(args, "offline", False):
+        os.environ["DEPTHCRAFT_OFFLINE"] = "1"  # read by provider auto, here and in the flow it starts
     try:
         return int(args.func(args) or 0)
     except DepthcraftError as e:

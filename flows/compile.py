@@ -49,6 +49,7 @@ class StepNode:
     provider: str
     upstream: list[str]  # step ids
     step_provider: bool = False
+    requested_provider: str | None = None  # what the recipe said when it differs (``auto``)
 
 
 @dataclass
@@ -62,6 +63,7 @@ class Plan:
     nodes: dict[tuple[str, str], StepNode] = field(default_factory=dict)
     out_root: Path = Path(".")
     out_dirs: dict[str, Path] = field(default_factory=dict)
+    resolved: dict[str, dict] = field(default_factory=dict)  # {"auto": what it resolved to, and why}
 
     @property
     def ok_images(self) -> list[ImageInput]:
@@ -232,7 +234,21 @@ def derive_session_id(recipe: Recipe, images: list[ImageInput]) -> str:
     return f"{recipe.name}-{digest[:10]}"
 
 
+def resolve_provider(provider: str, resolved: dict, *, download: bool = True) -> str:
+    """The concrete provider for ``provider``: ``auto`` is resolved once per plan (into ``resolved``),
+    so that cache keys, task runs, the manifest and the session log all name what really runs."""
+    if provider != "auto":
+        return provider
+    if "auto" not in resolved:
+        from depthcraft.tasks.providers.auto import resolve
+
+        resolved["auto"] = resolve(download=download).record()
+    return resolved["auto"]["provider"]
+
+
 def provider_identity(provider: str, mode: str, cache: dict) -> dict:
+    if provider == "auto":  # not resolved (no step of the plan uses a provider): nothing ran with it
+        return {"provider": "auto", "mode": mode}
     if provider not in cache:
         from depthcraft.tasks.providers import get_provider
 
@@ -249,7 +265,8 @@ def output_dir(recipe: Recipe, root: Path, image: str, session: str) -> Path:
 
 
 def compile_plan(recipe: Recipe, src: RecipeSource, ws: Workspace, *, out_root: str | Path | None = None,
-                 fetch: bool = True) -> Plan:
+                 fetch: bool = True, pull_models: bool | None = None) -> Plan:
+    """``pull_models`` (default: ``fetch``): may ``provider: auto`` download a model now."""
     order = order_steps(recipe, src)
     validated = validate_params(recipe, src)
     images = resolve_inputs(recipe, src, ws, fetch=fetch)
@@ -258,6 +275,7 @@ def compile_plan(recipe: Recipe, src: RecipeSource, ws: Workspace, *, out_root: 
     decls = {s.id: s for s in recipe.steps}
     ident_cache: dict = {}
     options = plan.options()
+    uses_provider = any(validated[s.id][0].uses_provider or s.provider for s in recipe.steps)
     for img in images:
         plan.out_dirs[img.name] = output_dir(recipe, plan.out_root, img.name, plan.session_id)
         if img.source is None:
@@ -265,7 +283,11 @@ def compile_plan(recipe: Recipe, src: RecipeSource, ws: Workspace, *, out_root: 
         for sid in order:
             spec, params = validated[sid]
             d = decls[sid]
-            provider = d.provider or recipe.provider
+            requested = d.provider or recipe.provider
+            provider = requested
+            if uses_provider:  # resolved for every node, so that turns and tags name what ran
+                provider = resolve_provider(requested, plan.resolved,
+                                            download=fetch if pull_models is None else pull_models)
             body = {
                 "step": spec.kind, "version": spec.version, "params": params.model_dump(mode="json"),
                 "image": img.source.sha256, "upstream": [plan.nodes[(u, img.name)].key for u in d.from_],
@@ -283,5 +305,6 @@ def compile_plan(recipe: Recipe, src: RecipeSource, ws: Workspace, *, out_root: 
                 body["provider_options"] = recipe.provider_options
             plan.nodes[(sid, img.name)] = StepNode(step_id=sid, kind=spec.kind, image=img.name, key=stable_hash(body),
                                                    params=params, provider=provider, upstream=list(d.from_),
-                                                   step_provider=bool(d.provider))
+                                                   step_provider=bool(d.provider),
+                                                   requested_provider=requested if requested != provider else None)
     return plan

@@ -66,7 +66,8 @@ def build(plan, *, run_id: str | None, started: float, nodes: list[dict], failur
             "resolved": r.model_dump(mode="json", by_alias=True, exclude_none=True),
         },
         "out_root": str(plan.out_root),
-        "provider": {"name": r.provider, "mode": r.mode, "identities": identities},
+        "provider": {"name": r.provider, "mode": r.mode, "identities": identities,
+                     "resolved": getattr(plan, "resolved", {})},
         "inputs": [{"name": i.name, "origin": i.origin, "sha256": i.source.sha256 if i.source else None,
                     "depth": i.given_depth.meta.get("given_path") if i.given_depth else None,
                     "depth_sha256": i.given_depth.sha256 if i.given_depth else None, "error": i.error}

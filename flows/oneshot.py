@@ -58,7 +58,11 @@ def add_step_parser(sub, spec: StepSpec) -> None:
     p.add_argument("--depth-kind", choices=sorted(USER_KINDS), default=None,
                    help="what --depth values mean: disparity/relative (larger = nearer) or depth/metric "
                         "(larger = farther); default: what a depthcraft file records, else disparity")
-    p.add_argument("--provider", default="classic", help="classic | onnx:<model or path> | eachsense")
+    p.add_argument("--provider", default="auto",
+                   help="auto (the best model in the cache, else Depth Anything V2 Small downloaded once, else "
+                        "classic) | classic | onnx:<model or path> | eachsense")
+    p.add_argument("--offline", action="store_true", help="never download (as DEPTHCRAFT_OFFLINE=1): auto uses a "
+                   "cached model or classic")
     p.add_argument("--mode", choices=["max", "eco"], default="max", help="provider quality")
     p.add_argument("--session", help="session id (remote providers continue it)")
     p.add_argument("--max-pixels", type=int, help="refuse photos larger than this many pixels (default 50 MP)")
@@ -150,6 +154,11 @@ def run_oneshot(args) -> int:
                          meta={"kind": USER_KINDS[args.depth_kind] if args.depth_kind else None, "source": "given",
                                "given_path": str(d)})
     session = args.session or f"oneshot-{uuid.uuid4().hex[:10]}"
+    provider = args.provider
+    if provider == "auto" and (spec.uses_provider or (spec.needs_depth and given is None)):
+        from depthcraft.tasks.providers import resolve_spec
+
+        provider = resolve_spec(provider)  # once, before any step: it may download, or say why not
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     console = Console(stderr=True, soft_wrap=True)
@@ -157,8 +166,8 @@ def run_oneshot(args) -> int:
         answers = dict(a.split("=", 1) for a in args.answer if "=" in a)
         options = {"max_pixels": args.max_pixels, "downscale": args.downscale, "answers": answers}
         ctx = StepContext(step_id=spec.kind, image_name=img.stem, source=source, workdir=Path(tmp) / "work",
-                          session_id=session, provider=args.provider, mode=args.mode, given_depth=given,
-                          options={**options, "step_provider": args.provider != "classic"})
+                          session_id=session, provider=provider, mode=args.mode, given_depth=given,
+                          options={**options, "step_provider": args.provider not in ("classic", "auto")})
         if spec.needs_depth and given is None:
             ctx.upstream = [_estimate_first(ctx, Path(tmp) / "estimate")]
         reporter = progress.RichReporter(total=1, description=spec.kind, transient=True) if console.is_terminal else None

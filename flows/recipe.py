@@ -81,7 +81,8 @@ class Recipe(_Strict):
     name: str = Field(pattern=NAME_RE, description="the recipe's name ({recipe} in output paths)")
     description: str | None = None
     session: str | None = Field(None, pattern=NAME_RE, description="session id to start or continue")
-    provider: str = Field("classic", description="classic | onnx:<model or path> | eachsense")
+    provider: str = Field("auto", description="auto (the best model in the cache, else downloads Depth Anything V2 "
+                          "Small once, else classic) | classic | onnx:<model or path> | eachsense")
     mode: Literal["max", "eco"] = Field("max", description="provider quality: max or eco")
     use_case: str | None = Field(None, description="default use case for estimate steps")
     answers: dict[str, str] = Field(default_factory=dict, description="answers to a provider's clarification questions")

@@ -103,6 +103,9 @@ def run_plan(plan: Plan, ws: Workspace, *, refresh: bool = False) -> dict:
         state = fut.state
         rec = {"step": sid, "kind": node.kind, "image": image, "key": node.key,
                "params": node.params.model_dump(mode="json"), "provider": node.provider}
+        if node.requested_provider:  # e.g. auto -> onnx:depth-anything-v2-small, and why
+            rec["provider_requested"] = {"name": node.requested_provider,
+                                         **plan.resolved.get(node.requested_provider, {})}
         if state.is_completed():
             result = state.result()
             out_dir = plan.out_dirs[image]

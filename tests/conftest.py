@@ -8,13 +8,24 @@ subprocesses) and enters ``temporary_settings`` (for this process).
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# No test touches the internet: `provider: auto` (the default) never downloads in the suite, and
+# finds an empty model cache rather than the developer's, so that it resolves to `classic` unless
+# a test says otherwise (tests of the download delete DEPTHCRAFT_OFFLINE and serve on loopback).
+# Set at import, before any test or subprocess starts, so that the CLI subprocesses inherit it.
+os.environ["DEPTHCRAFT_OFFLINE"] = "1"
+os.environ["DEPTHCRAFT_MODELS_DIR"] = _EMPTY_MODELS = tempfile.mkdtemp(prefix="depthcraft-test-models-")
+atexit.register(shutil.rmtree, _EMPTY_MODELS, True)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

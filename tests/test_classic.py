@@ -128,3 +128,108 @@ def test_shared_scenes_mean_ordinal_error_beats_the_ramp():
         ours.append(E.depth_metrics(pred, dl, "disparity")["ordinal_error"])
         ramp.append(E.depth_baselines(dl)["vertical_ramp (bottom near)"]["ordinal_error"])
     assert np.mean(ours) < 0.95 * np.mean(ramp)
+
+
+# -- perspective: vanishing lines --------------------------------------------------------------------
+def _corridor(h=360, w=480, vp=(250, 170), walls=True):
+    """A rendered box corridor (or a road: ground only, open sky) seen along its length.
+
+    Surfaces at unit distance from the camera's axis; painted stripes along the corridor converge
+    on the vanishing point ``vp``. Returns (uint8 RGB, true nearness = 1 / depth).
+    """
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    f = float(max(h, w))
+    dx, dy = (xx - vp[0]) / f, (yy - vp[1]) / f
+    img = np.zeros((h, w, 3), np.uint8)
+    if walls:
+        near = np.maximum(np.abs(dx), np.abs(dy))
+        floor, ceil = (dy >= np.abs(dx)), (-dy >= np.abs(dx))
+        wall = ~floor & ~ceil
+        img[floor], img[ceil], img[wall] = (90, 80, 70), (215, 215, 205), (160, 150, 140)
+        z = 1.0 / np.maximum(near, 1e-9)
+        across = np.where(floor | ceil, dx * z, dy * z)  # position across each surface, -1..1
+    else:
+        near = np.maximum(dy, 0.0)
+        img[:] = (150, 190, 235)  # sky
+        img[dy > 0] = (95, 95, 100)
+        z = 1.0 / np.maximum(near, 1e-9)
+        across = np.where(dy > 0, dx * z, 99.0)
+    for c in (-0.6, 0.0, 0.6):  # stripes along the corridor / lane markings
+        img[np.abs(across - c) < 0.03] = (245, 245, 245)
+    return img, near.astype(np.float32)
+
+
+def test_vanishing_point_of_a_corridor_and_of_a_road():
+    from depthcraft.tasks.lib.cues import perspective_weight, vanishing_layout
+
+    img, _ = _corridor()
+    lay = vanishing_layout(img)
+    assert abs(lay["vp"][0] - 250) < 20 and abs(lay["vp"][1] - 170) < 20
+    assert lay["confidence"] > 0.7 and lay["walls"] and perspective_weight(lay) > 0.8
+    road, _ = _corridor(vp=(240, 140), walls=False)
+    lay = vanishing_layout(road)
+    assert abs(lay["vp"][0] - 240) < 20 and abs(lay["vp"][1] - 140) < 20 and not lay["walls"]
+
+
+def test_frontal_texture_and_close_ups_have_no_perspective():
+    from depthcraft.tasks.lib.cues import perspective_weight, vanishing_layout
+
+    # parallel lines (a tilted frontal texture) meet at infinity, a portrait has no converging lines
+    stripes = np.full((300, 400, 3), 120, np.uint8)
+    yy, xx = np.mgrid[0:300, 0:400]
+    stripes[((xx + 0.4 * yy) % 40) < 4] = 240
+    for img in (stripes, skdata.astronaut(), skdata.coffee(), skdata.chelsea(), np.repeat(skdata.brick()[..., None], 3, 2)):
+        assert perspective_weight(vanishing_layout(img)) == 0.0
+
+
+def test_classic_follows_the_perspective_of_a_corridor_and_a_road():
+    img, near = _corridor()
+    d = estimate_classic(img)
+    assert _ordinal_error(d, near) < 0.5 * _ordinal_error(vertical_ramp(*d.shape) + 1e-6, near)
+    # a road: below the horizon the truth is a ramp from the horizon, which the stripes must not break
+    img, near = _corridor(walls=False)
+    d = estimate_classic(img)
+    assert _ordinal_error(d, np.where(near > 0, near, np.nan)) < 0.02
+
+
+def _mono_scenes():
+    import cv2
+
+    root = SHARED / "data" / "mono"
+    if not root.exists():
+        pytest.skip("../shared data not present")
+    from depthcraft.tasks.lib.images import read_image
+
+    tum = cv2.imread(str(root / "tum_rgbd" / "TUM_depth.png"), cv2.IMREAD_UNCHANGED).astype(np.float64) / 5000
+    v = cv2.imread(str(root / "sun3d" / "SUN_depth.png"), cv2.IMREAD_UNCHANGED).astype(np.uint32)
+    sun = (((v >> 3) | (v << 13)) & 0xFFFF) / 1000.0
+    return {"tum": (read_image(root / "tum_rgbd" / "TUM_color.png").rgb, tum),
+            "sun3d": (read_image(root / "sun3d" / "SUN_color.jpg").rgb, sun)}
+
+
+def test_shared_stereo_scenes_reach_the_targets_over_the_ramp():
+    # The issue's targets on the ten shared scenes: ordinal error <= 0.9 x the ramp's, AbsRel <= the ramp's.
+    root = SHARED / "data" / "stereo"
+    if not root.exists():
+        pytest.skip("../shared data not present")
+    sys.path.insert(0, str(SHARED / "eval"))
+    import dc_eval as E
+    from depthcraft.tasks.lib.images import read_image
+
+    ours, ramp = [], []
+    for scene in sorted(p for p in root.iterdir() if (p / "scene.json").exists()):
+        meta = json.loads((scene / "scene.json").read_text())
+        _, _, dl, _, _ = E.load_scene(str(scene))
+        ours.append(E.depth_metrics(estimate_classic(read_image(scene / meta["left"]).rgb), dl, "disparity"))
+        ramp.append(E.depth_baselines(dl)["vertical_ramp (bottom near)"])
+    mean = lambda rows, k: float(np.mean([r[k] for r in rows]))  # noqa: E731
+    assert mean(ours, "ordinal_error") <= 0.9 * mean(ramp, "ordinal_error")
+    assert mean(ours, "absrel") <= mean(ramp, "absrel")
+
+
+def test_held_out_corridor_photo_beats_the_ramp():
+    # SUN3D (an office corridor, RGB-D) was not used to choose anything; its vanishing lines are read.
+    rgb, depth_m = _mono_scenes()["sun3d"]
+    truth = np.where(depth_m > 0, 1.0 / np.maximum(depth_m, 1e-6), np.nan)
+    d = estimate_classic(rgb)
+    assert _ordinal_error(d, truth) < 0.6 * _ordinal_error(vertical_ramp(*d.shape) + 1e-6, truth)

@@ -112,6 +112,7 @@ def env(tmp_path, monkeypatch):
     monkeypatch.setenv("DEPTHCRAFT_MODELS_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("DEPTHCRAFT_MODELS_MIRROR", srv.base + "/")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.delenv("DEPTHCRAFT_OFFLINE", raising=False)  # the suite's default; the loopback server stands in
     info = M.ModelInfo(name="tiny-test", title="Tiny test model", url=UPSTREAM,
                        sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data), licence="CC-BY-NC-4.0",
                        commercial_use=False, description="a test graph", input_size=28)
@@ -320,3 +321,12 @@ def test_cli_models_commands(env, capsys):
     assert "unknown model" in capsys.readouterr().out
     assert cli_models.main(["pull", "depth-anything-v2-base"]) == 1  # unpinned, no trust: refused offline
     assert "--trust-unpinned" in capsys.readouterr().out
+
+
+def test_offline_never_downloads_a_model_on_first_use(env, monkeypatch):
+    srv, info, data = env
+    monkeypatch.setenv("DEPTHCRAFT_OFFLINE", "1")
+    with pytest.raises(M.ModelError) as e:
+        OnnxProvider("tiny-test").estimate(DepthRequest(image=np.zeros((30, 40, 3), np.uint8)))
+    assert "DEPTHCRAFT_OFFLINE" in str(e.value) and "depthcraft models pull tiny-test" in str(e.value)
+    assert srv.log == [] and not M.is_cached(info)

@@ -456,13 +456,22 @@ def verify(info: ModelInfo | str) -> VerifyResult:
     return VerifyResult(info.name, "ok" if got == expected else "mismatch", expected, got, path)
 
 
+def is_offline() -> bool:
+    """``DEPTHCRAFT_OFFLINE=1`` (also set by ``--offline``): no model is ever downloaded."""
+    return os.environ.get("DEPTHCRAFT_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def ensure_model(info: ModelInfo, *, download: bool = True, say: Callable[[str], None] | None = None) -> Path:
-    """The model file, downloading a pinned registry model on first use."""
+    """The model file, downloading a pinned registry model on first use (never when offline)."""
     path = cached_path(info)
     if path.is_file():
         return path
     if info.local_path:
         raise InputError("no such model file", path=info.local_path)
+    if is_offline():
+        raise ModelError(f"model {info.name!r} is not downloaded and DEPTHCRAFT_OFFLINE=1 (or --offline) forbids "
+                         "downloads", hint=f"run `depthcraft models pull {info.name}` when online, or use "
+                         "--provider classic")
     if not download or expected_sha256(info) is None:
         flag = "" if info.pinned else " --trust-unpinned"
         raise ModelError(f"model {info.name!r} is not downloaded yet",
@@ -552,4 +561,4 @@ def with_registry_entry(info: ModelInfo) -> None:
 
 __all__ = ["ModelInfo", "REGISTRY", "ModelError", "VerifyResult", "models_dir", "cached_path", "is_cached",
            "get_model", "resolved_url", "file_sha256", "expected_sha256", "trusted_hashes", "pull", "verify",
-           "ensure_model", "local_model", "sidecar_for", "with_registry_entry"]
+           "ensure_model", "is_offline", "local_model", "sidecar_for", "with_registry_entry"]

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..lib.cues import nearness, vertical_ramp, working_image
+from ..lib.cues import (VP_WIDTH, nearness, perspective_nearness, perspective_weight, vanishing_layout,
+                        vertical_ramp, working_image)
 from ..lib.depthmap import DepthMap
 from ..lib.errors import InputError
 from ..lib.guided import gray01, guided_upsample
 from .base import DepthRequest
 
-VERSION = "2"
+VERSION = "3"  # 3: perspective (vanishing-point) cue fused with the pop-up
 WORK_WIDTH = 300  # working resolution of the cue (columns)
 GUIDE_RADIUS = 2  # guided upsampling window radius, in working-image pixels
 GUIDE_EPS = 1e-3
@@ -36,15 +37,35 @@ def estimate_classic(rgb: np.ndarray, *, work_width: int = WORK_WIDTH) -> np.nda
     a = np.asarray(rgb)
     if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
         raise InputError(f"classic needs a uint8 RGB image, got {a.dtype} {a.shape}")
+    return _estimate(a, work_width)[0]
+
+
+def _estimate(a: np.ndarray, work_width: int) -> tuple[np.ndarray, dict]:
     h, w = a.shape[:2]
-    small = working_image(a, work_width)
+    # One pass over the full photo: the line detector's copy, then the cue image from it.
+    mid = working_image(a, VP_WIDTH)
+    small = working_image(mid, work_width)
     near = nearness(small)
+    layout = vanishing_layout(mid)
+    weight = perspective_weight(layout)
+    if weight > 0:
+        # Robust fusion: both cues brought to 0..1 (the pop-up by its 1st..99th percentiles),
+        # then mixed by the perspective cue's confidence.
+        lo, hi = np.percentile(near, [1, 99])
+        persp = perspective_nearness(*near.shape, layout, scale=near.shape[1] / mid.shape[1])
+        near = (1 - weight) * (near - lo) / max(float(hi - lo), 1e-9) + weight * persp
     # A faint ramp breaks exact ties (flat patches) so that every pair of rows is ordered.
     near = near + 1e-3 * vertical_ramp(*near.shape)
     full = guided_upsample(near, gray01(a), r=GUIDE_RADIUS, eps=GUIDE_EPS) if (h, w) != near.shape else near
     lo, hi = float(full.min()), float(full.max())
     out = (full - lo) / max(hi - lo, 1e-12)
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
+    info = {"perspective_weight": round(weight, 3)}
+    if layout is not None:
+        f = w / mid.shape[1]  # photo pixels
+        info["vanishing_point"] = [round(layout["vp"][0] * f, 1), round(layout["vp"][1] * f, 1)]
+        info["vanishing_confidence"] = round(layout["confidence"], 3)
+        info["walls"] = layout["walls"]
+    return np.clip(out, 0.0, 1.0).astype(np.float32), info
 
 
 class ClassicProvider:
@@ -56,6 +77,10 @@ class ClassicProvider:
         return {"provider": "classic", "version": VERSION}
 
     def estimate(self, req: DepthRequest) -> DepthMap:
-        data = estimate_classic(req.image)
+        a = np.asarray(req.image)
+        if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
+            raise InputError(f"classic needs a uint8 RGB image, got {a.dtype} {a.shape}")
+        data, info = _estimate(a, WORK_WIDTH)
         return DepthMap(data=data, kind="relative_inverse", source=f"classic-{VERSION}",
-                        meta={"method": "geodesic pop-up + side figure map + guided upsampling"})
+                        meta={"method": "geodesic pop-up + side figure map + vanishing-point perspective "
+                                        "+ guided upsampling", **info})

@@ -1,0 +1,216 @@
+"""``provider: auto``: the best depth this machine can have, decided once per run.
+
+Resolution order (:func:`resolve`):
+
+1. the best model already in the model cache (:data:`PREFERENCE`, then any other registry
+   model the user pulled): no network at all;
+2. else, unless offline (``DEPTHCRAFT_OFFLINE=1``, or ``--offline`` which sets it), a
+   connectivity probe of the registry host with a short deadline (:data:`PROBE_SECONDS`, DNS
+   included: it runs in a thread that is abandoned at the deadline; a slow link may raise it with
+   ``DEPTHCRAFT_PROBE_SECONDS``), then a one-time pull of
+   :data:`AUTO_MODEL` (Depth Anything V2 Small, Apache-2.0, sha256-pinned in the registry),
+   announced in one line (what, how big, why) with the download's progress bar;
+3. else ``classic``, said in one line with the command that gets a trained model.
+
+What ``auto`` resolved to is a concrete provider spec (``onnx:<model>`` or ``classic``): the
+compiler puts that provider's identity in the cache keys and records the resolution in the
+manifest and the session log, so a classic result is never served for a model result.
+
+A failed probe or download is remembered for :data:`RETRY_SECONDS` in this process, so the
+compile before a flow and the one inside it agree and the user is told once.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+from urllib.parse import urlsplit
+
+from ..lib import models as M
+
+AUTO_MODEL = "depth-anything-v2-small"
+# Best first: larger Depth Anything models are more detailed; metric ones give relative depth too.
+PREFERENCE = ("depth-anything-v2-large", "depth-anything-v2-base", "depth-anything-v2-small",
+              "depth-anything-v2-metric-outdoor-small", "depth-anything-v2-metric-indoor-small",
+              "midas-v2.1-small")
+PROBE_SECONDS = 0.6  # the whole connectivity probe, name lookup included (DEPTHCRAFT_PROBE_SECONDS)
+RETRY_SECONDS = 300.0  # a failed probe or download is not retried sooner within one process
+OFFLINE_ENV = "DEPTHCRAFT_OFFLINE"
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What ``auto`` became: ``provider`` (``classic`` or ``onnx:<model>``) and why."""
+
+    provider: str
+    reason: str  # cached | downloaded | offline | unreachable | download-failed | not-downloaded
+    model: str | None = None
+    message: str | None = None  # the line the user was told, if any
+
+    def record(self) -> dict:
+        """For manifests and session logs."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+is_offline = M.is_offline
+
+
+def best_cached() -> M.ModelInfo | None:
+    """The best registry model already in the model cache, or ``None``."""
+    order = [M.REGISTRY[n] for n in PREFERENCE if n in M.REGISTRY]
+    order += [i for n, i in M.REGISTRY.items() if n not in PREFERENCE]
+    for info in order:
+        if M.is_cached(info):
+            return info
+    return None
+
+
+def probe_seconds() -> float:
+    try:
+        return max(0.05, float(os.environ.get("DEPTHCRAFT_PROBE_SECONDS", PROBE_SECONDS)))
+    except ValueError:
+        return PROBE_SECONDS
+
+
+def probe(url: str, seconds: float | None = None) -> str | None:
+    """``None`` when the host of ``url`` answers within ``seconds``, else why not.
+
+    A TCP connection, the TLS handshake for https, and the first byte of the answer to an HTTP
+    HEAD: a host that accepts connections and never answers counts as down. Through a proxy
+    (``https_proxy``/``http_proxy``, as the download uses them) only the proxy's port is tried.
+    Plain sockets, no HTTP client: building one loads a CA bundle, which is time spent before
+    the network is even asked. The attempt runs in a thread given up at the deadline, because
+    ``socket.getaddrinfo`` has no timeout of its own.
+    """
+    import socket
+    import urllib.request
+
+    seconds = probe_seconds() if seconds is None else seconds
+    parts = urlsplit(url)
+    https = parts.scheme == "https"
+    host, port = parts.hostname or "", parts.port or (443 if https else 80)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        p = urlsplit(proxy if "://" in proxy else "http://" + proxy)
+        host, port, https, proxied = p.hostname or "", p.port or 8080, False, True
+    else:
+        proxied = False
+    result: list[str | None] = []
+    deadline = time.monotonic() + seconds
+
+    def attempt():
+        try:
+            sock = socket.create_connection((host, port), timeout=seconds)
+            try:
+                if not proxied:
+                    if https:
+                        import ssl
+
+                        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # no CA bundle: an answer is all we ask
+                        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+                        sock = ctx.wrap_socket(sock, server_hostname=host)
+                    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+                    sock.settimeout(max(0.01, deadline - time.monotonic()))
+                    sock.sendall(f"HEAD {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                                 f"User-Agent: depthcraft\r\nConnection: close\r\n\r\n".encode())
+                    if not sock.recv(1):
+                        raise ConnectionError("closed without an answer")
+            finally:
+                sock.close()
+            result.append(None)
+        except Exception as e:  # noqa: BLE001 - every failure means "not reachable now"
+            result.append(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+
+    t = threading.Thread(target=attempt, name="depthcraft-probe", daemon=True)
+    t.start()
+    t.join(seconds)
+    if not result:
+        return f"no answer within {seconds:.1f} s"
+    return result[0]
+
+
+_failures: dict[tuple, tuple[float, Resolution]] = {}
+_lock = threading.Lock()
+
+
+def _pull_hint(info: M.ModelInfo) -> str:
+    return f"`depthcraft models pull {info.name}` gets a trained model ({info.size_text()}, {info.licence})"
+
+
+def _default_say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def resolve(*, download: bool = True, say: Callable[[str], None] | None = None) -> Resolution:
+    """Decide what ``auto`` means now (see the module docstring). Never raises for network trouble.
+
+    ``download`` False (``validate``, ``plan``): never touches the network; without a cached model
+    the answer is ``classic`` with reason ``not-downloaded``.
+    """
+    say = say or _default_say
+    cached = best_cached()
+    if cached is not None:
+        return Resolution(f"onnx:{cached.name}", "cached", cached.name)
+    info = M.REGISTRY[AUTO_MODEL]
+    where = M.models_dir()
+    if is_offline():
+        key = ("offline", str(where))
+        reason, msg = "offline", (f"auto: offline ({OFFLINE_ENV}=1) and no depth model in {where}: using the "
+                                  f"embedded classic estimator; {_pull_hint(info)}")
+    elif not download:
+        return Resolution("classic", "not-downloaded", None,
+                          f"auto: no depth model in {where} yet; a run downloads {info.title} "
+                          f"({info.size_text()}) once, planned here with classic")
+    else:
+        url = M.resolved_url(info)
+        key = ("online", str(where), url)
+        with _lock:
+            hit = _failures.get(key)
+            if hit and time.monotonic() - hit[0] < RETRY_SECONDS:
+                return hit[1]
+            host = urlsplit(url).netloc or url
+            why = probe(url)
+            if why is None:
+                got = _download(info, host, where, say)
+                if got.reason == "downloaded":
+                    return got
+                _failures[key] = (time.monotonic(), got)
+                return got
+            reason, msg = "unreachable", (f"auto: cannot reach {host} ({why}): using the embedded classic "
+                                          f"estimator; {_pull_hint(info)} when online")
+            res = Resolution("classic", reason, None, msg)
+            _failures[key] = (time.monotonic(), res)
+            say(msg)
+            return res
+    with _lock:
+        hit = _failures.get(key)
+        if hit and time.monotonic() - hit[0] < RETRY_SECONDS:
+            return hit[1]
+        res = Resolution("classic", reason, None, msg)
+        _failures[key] = (time.monotonic(), res)
+    say(msg)
+    return res
+
+
+def _download(info: M.ModelInfo, host: str, where, say: Callable[[str], None]) -> Resolution:
+    say(f"auto: downloading {info.title} ({info.size_text()}, {info.licence}, sha256-pinned) from {host} "
+        f"into {where}, once: no depth model is in the cache and it is far more accurate than the embedded "
+        f"classic estimator ({OFFLINE_ENV}=1 or --offline never downloads)")
+    try:
+        M.pull(info, progress=sys.stderr.isatty())
+    except Exception as e:  # noqa: BLE001 - any failure falls back; the user is told which
+        msg = (f"auto: the download of {info.name} failed ({e}): using the embedded classic estimator; "
+               f"run `depthcraft models pull {info.name}` to retry")
+        say(msg)
+        return Resolution("classic", "download-failed", None, msg)
+    return Resolution(f"onnx:{info.name}", "downloaded", info.name)
+
+
+def forget() -> None:
+    """Drop remembered failures (tests; a long-lived server after the network came back)."""
+    with _lock:
+        _failures.clear()

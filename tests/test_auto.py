@@ -1,0 +1,221 @@
+"""``provider: auto``: a cached model, else one pull from the registry (a loopback server here),
+else ``classic`` within a second; what it resolved to keys the cache and is recorded."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx")
+
+from conftest import run_cli  # noqa: E402
+from test_models import FileServer, tiny_model_bytes  # noqa: E402
+
+from depthcraft.tasks.lib import models as M  # noqa: E402
+from depthcraft.tasks.providers import auto  # noqa: E402
+
+MODEL = auto.AUTO_MODEL
+UPSTREAM_PATH = "/onnx-community/depth-anything-v2-small/resolve/pinned/onnx/model.onnx"
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty model cache; failures remembered by earlier tests forgotten."""
+    d = tmp_path / "models"
+    monkeypatch.setenv("DEPTHCRAFT_MODELS_DIR", str(d))
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    auto.forget()
+    yield d
+    auto.forget()
+
+
+@pytest.fixture
+def registry(tmp_path, monkeypatch, cache):
+    """The auto model's registry entry served by a loopback server: the tiny graph, pinned by its sha256."""
+    data = tiny_model_bytes(tmp_path)
+    srv = FileServer({UPSTREAM_PATH: data})
+    real = M.REGISTRY[MODEL]
+    info = M.ModelInfo(**{**real.__dict__, "url": "https://huggingface.co" + UPSTREAM_PATH,
+                          "sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data)})
+    monkeypatch.setitem(M.REGISTRY, MODEL, info)
+    monkeypatch.setenv("DEPTHCRAFT_MODELS_MIRROR", srv.base + "/")
+    monkeypatch.delenv("DEPTHCRAFT_OFFLINE", raising=False)
+    yield srv, info, data
+    srv.close()
+
+
+def _silent_port():
+    """A loopback socket that accepts connections and never answers (a stalled network)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+    return s
+
+
+def test_offline_falls_back_to_classic_within_a_second_and_says_how_to_get_a_model(cache, monkeypatch):
+    monkeypatch.setenv("DEPTHCRAFT_OFFLINE", "1")
+    said = []
+    t0 = time.monotonic()
+    r = auto.resolve(say=said.append)
+    assert time.monotonic() - t0 < 1.0
+    assert (r.provider, r.reason) == ("classic", "offline")
+    assert len(said) == 1 and f"depthcraft models pull {MODEL}" in said[0] and "classic" in said[0]
+    assert auto.resolve(say=said.append).provider == "classic" and len(said) == 1  # told once per process
+
+
+@pytest.mark.parametrize("server", ["refused", "stalled"])
+def test_unreachable_registry_falls_back_within_a_second(cache, monkeypatch, server):
+    monkeypatch.delenv("DEPTHCRAFT_OFFLINE", raising=False)
+    held = _silent_port()
+    port = held.getsockname()[1]
+    if server == "refused":
+        held.close()  # nothing listens there any more: the connection is refused at once
+    monkeypatch.setenv("DEPTHCRAFT_MODELS_MIRROR", f"http://127.0.0.1:{port}/")
+    said = []
+    try:
+        t0 = time.monotonic()
+        r = auto.resolve(say=said.append)
+        waited = time.monotonic() - t0
+    finally:
+        held.close()
+    assert waited < 1.0, f"waited {waited:.2f} s for the network"
+    assert (r.provider, r.reason) == ("classic", "unreachable")
+    assert len(said) == 1 and f"127.0.0.1:{port}" in said[0] and f"depthcraft models pull {MODEL}" in said[0]
+    assert not any(cache.glob("*.onnx"))
+
+
+def test_pulls_the_pinned_model_once_with_one_line_then_uses_the_cache(registry, cache):
+    srv, info, data = registry
+    said = []
+    r = auto.resolve(say=said.append)
+    assert (r.provider, r.reason) == (f"onnx:{MODEL}", "downloaded")
+    assert len(said) == 1
+    line = said[0]
+    assert info.title in line and info.size_text() in line and "Apache-2.0" in line and "once" in line
+    assert (cache / f"{MODEL}.onnx").read_bytes() == data
+    gets = [x for x in srv.log if x[2] in (200, 206)]
+    assert len(gets) == 1
+    r2 = auto.resolve(say=said.append)
+    assert (r2.provider, r2.reason) == (f"onnx:{MODEL}", "cached")
+    assert len(said) == 1 and srv.log == gets  # no second download, no network at all
+
+
+def test_a_failed_download_falls_back_and_says_how_to_retry(registry, cache, monkeypatch):
+    srv, info, data = registry
+    monkeypatch.setitem(M.REGISTRY, MODEL, M.ModelInfo(**{**info.__dict__, "sha256": "0" * 64}))
+    said = []
+    r = auto.resolve(say=said.append)
+    assert (r.provider, r.reason) == ("classic", "download-failed")
+    assert len(said) == 2 and "sha256 mismatch" in said[1] and f"depthcraft models pull {MODEL}" in said[1]
+    assert not (cache / f"{MODEL}.onnx").exists()
+
+
+def test_best_cached_model_wins_and_offline_still_uses_it(cache, monkeypatch, tmp_path):
+    monkeypatch.setenv("DEPTHCRAFT_OFFLINE", "1")
+    cache.mkdir(parents=True)
+    (cache / "midas-v2.1-small.onnx").write_bytes(tiny_model_bytes(tmp_path))
+    assert auto.resolve(say=lambda s: None).provider == "onnx:midas-v2.1-small"
+    (cache / f"{MODEL}.onnx").write_bytes(tiny_model_bytes(tmp_path))
+    assert auto.resolve(say=lambda s: None).provider == f"onnx:{MODEL}"  # Depth Anything before MiDaS
+
+
+def _recipe(tmp_path, photo, provider="auto"):
+    p = tmp_path / f"r-{provider.replace(':', '_')}.yaml"
+    p.write_text(f"""\
+version: 1
+name: autotest
+provider: {provider}
+inputs:
+  images: [{json.dumps(str(photo))}]
+steps:
+  - id: depth
+    uses: estimate
+output: out/{{image}}/
+""")
+    return p
+
+
+def test_cache_keys_follow_what_auto_resolved_to(cache, monkeypatch, tmp_path, photos):
+    from depthcraft.flows.compile import compile_plan
+    from depthcraft.flows.recipe import load_recipe
+    from depthcraft.flows.workspace import Workspace
+
+    monkeypatch.setenv("DEPTHCRAFT_OFFLINE", "1")
+    ws = Workspace.default(tmp_path / "ws")
+
+    def plan(provider="auto"):
+        auto.forget()
+        recipe, src = load_recipe(_recipe(tmp_path, photos["chelsea"], provider))
+        p = compile_plan(recipe, src, ws, out_root=tmp_path)
+        return p, p.nodes[("depth", "chelsea")]
+
+    p_classic, n_classic = plan()
+    assert n_classic.provider == "classic" and n_classic.requested_provider == "auto"
+    assert p_classic.resolved["auto"]["reason"] == "offline"
+    assert plan("classic")[1].key == n_classic.key  # the same computation: shared, not recomputed
+    cache.mkdir(parents=True)
+    (cache / f"{MODEL}.onnx").write_bytes(tiny_model_bytes(tmp_path))
+    p_model, n_model = plan()
+    assert n_model.provider == f"onnx:{MODEL}" and p_model.resolved["auto"]["reason"] == "cached"
+    assert n_model.key != n_classic.key
+
+
+def test_run_records_the_resolution_and_never_serves_classic_for_a_model(prefect_server, tmp_path, photos):
+    ws, models = tmp_path / "ws", tmp_path / "models"
+    recipe = _recipe(tmp_path, photos["chelsea"])
+    env = {"DEPTHCRAFT_MODELS_DIR": str(models), "DEPTHCRAFT_OFFLINE": "1"}
+
+    def run():
+        r = run_cli("--workspace", ws, "run", recipe, "--out", tmp_path / "o", "--json", env=env)
+        assert r.returncode == 0, r.stderr
+        s = json.loads(r.stdout)
+        return s, json.loads(Path(s["manifest"]).read_text()), r.stderr
+
+    s1, m1, err1 = run()
+    assert m1["provider"]["resolved"]["auto"]["provider"] == "classic"
+    assert "classic" in m1["provider"]["identities"] and err1.count("auto: offline") == 1
+    models.mkdir()
+    (models / f"{MODEL}.onnx").write_bytes(tiny_model_bytes(tmp_path))
+    s2, m2, err2 = run()
+    assert m2["provider"]["resolved"]["auto"] == {"provider": f"onnx:{MODEL}", "reason": "cached", "model": MODEL}
+    assert s2["computed"] == 1 and s2["cached"] == 0  # the classic result is not served for the model
+    step = m2["steps"][0]
+    assert step["provider"] == f"onnx:{MODEL}" and step["provider_requested"]["name"] == "auto"
+    turns = [json.loads(x) for x in (ws / "sessions" / f"{s2['session_id']}.jsonl").read_text().splitlines()]
+    assert [t["provider"] for t in turns] == ["classic", f"onnx:{MODEL}"]
+    assert turns[1]["provider_requested"]["reason"] == "cached" and "auto:" not in err2
+    s3, _, _ = run()
+    assert s3["cached"] == 1  # and the model result is reused as such
+
+
+def test_oneshot_offline_flag_uses_classic_and_says_so(tmp_path, photos, monkeypatch):
+    out = tmp_path / "d.npy"
+    r = run_cli("estimate", photos["coffee"], "-o", out, "--offline",
+                env={"DEPTHCRAFT_OFFLINE": "", "DEPTHCRAFT_MODELS_DIR": str(tmp_path / "none")})
+    assert r.returncode == 0, r.stderr
+    lines = [x for x in r.stderr.splitlines() if x.startswith("auto:")]
+    assert len(lines) == 1 and "offline" in lines[0] and f"depthcraft models pull {MODEL}" in lines[0]
+    from depthcraft.tasks.lib.images import read_image
+    from depthcraft.tasks.providers.classic import estimate_classic
+
+    assert np.allclose(np.load(out), estimate_classic(read_image(photos["coffee"]).rgb), atol=1e-6)
+
+
+def test_reproduce_uses_what_auto_resolved_to_then(prefect_server, tmp_path, photos):
+    ws, models = tmp_path / "ws", tmp_path / "models"
+    recipe = _recipe(tmp_path, photos["coffee"])
+    env = {"DEPTHCRAFT_MODELS_DIR": str(models), "DEPTHCRAFT_OFFLINE": "1"}
+    r = run_cli("--workspace", ws, "run", recipe, "--out", tmp_path / "o", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads(r.stdout)["manifest"]
+    models.mkdir()  # a model arrives later: auto would now resolve to it, the manifest said classic
+    (models / f"{MODEL}.onnx").write_bytes(tiny_model_bytes(tmp_path))
+    r = run_cli("--workspace", ws, "reproduce", manifest, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "reproduced" in r.stdout
