@@ -46,7 +46,7 @@ def cmd_run(a) -> int:
 
     _quiet_prefect(a.verbose)
     t0 = time.time()
-    ensure_api(ws)
+    ensure_api(ws, watch=True)
     from . import progress
     from .runner import RunFailed, run_recipe
 
@@ -240,6 +240,10 @@ def cmd_server(a) -> int:
         con.print(f"Prefect server on {st['url']} (pid {st['pid']}); UI at {st['url'][:-4]}; log {st['log']}")
     elif a.action == "stop":
         con.print("stopped" if server.stop(ws) else "no server was running")
+    elif a.action == "reset":
+        aside = server.reset(ws)
+        con.print(f"moved the run history database aside to {aside}; the next run starts a fresh server"
+                  if aside else "no database to reset; the next run starts a fresh server")
     else:
         st = server.status(ws)
         ext = os.environ.get("PREFECT_API_URL")
@@ -248,7 +252,12 @@ def cmd_server(a) -> int:
         if st:
             con.print(f"running: {st['url']} (pid {st['pid']}, healthy: {server.healthy(st['url'])})")
         else:
-            con.print("not running (`depthcraft run` starts it on first use)")
+            stray = server.workspace_processes(ws)
+            if stray:
+                con.print(f"not recorded in {ws.root / 'server.json'}: {len(stray)} process(es) of this workspace's "
+                          f"server (pids {', '.join(str(p.pid) for p in stray)}); `depthcraft server stop` stops them")
+            else:
+                con.print("not running (`depthcraft run` starts it on first use)")
             return 0 if ext else 3
     return 0
 
@@ -263,7 +272,7 @@ def cmd_reproduce(a) -> int:
     from .server import ensure_api
 
     _quiet_prefect(a.verbose)
-    ensure_api(ws)
+    ensure_api(ws, watch=True)
     from .runner import RunFailed, flow_for
     from .recipe import load_recipe
 
@@ -349,8 +358,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     se.add_argument("--json", action="store_true")
     se.set_defaults(func=cmd_session)
 
-    sv = sub.add_parser("server", help="the local Prefect server (start | stop | status)")
-    sv.add_argument("action", choices=["start", "stop", "status"])
+    sv = sub.add_parser("server", help="the local Prefect server (start | stop | status | reset)")
+    sv.add_argument("action", choices=["start", "stop", "status", "reset"],
+                    help="reset: stop it and move its database (run history only) aside")
     sv.add_argument("--port", type=int)
     sv.set_defaults(func=cmd_server)
 
