@@ -49,7 +49,7 @@ HOST = "127.0.0.1"
 MARK_ENV = "DEPTHCRAFT_SERVER_WORKSPACE"
 IDLE_ENV = "DEPTHCRAFT_SERVER_IDLE_MINUTES"
 DEFAULT_IDLE_MINUTES = 30.0
-START_TIMEOUT = 120.0
+START_TIMEOUT = 300.0  # a loaded small machine has taken 90 s; a server that exits is seen at once
 RESET_HINT = ("`depthcraft server reset` moves it aside and starts afresh: outputs and the artifact store "
               "are kept, only the run history in Prefect is lost")
 

@@ -7,10 +7,9 @@ exits, so ``server.json``'s pid (this process) is alive exactly while the server
 
 **Idle** means, continuously for the idle period: no depthcraft command holds a lease on the
 server (``server.clients``; every ``run``, ``reproduce``, ``deploy`` and ``serve`` does for its
-whole life, a killed one releases it), no flow run of the server is Pending, Running or
-Cancelling (runs executed by a Prefect worker or another client), and no Prefect worker has sent
-a heartbeat in the last two minutes (a work pool's worker polls it). A check costs two small
-API calls every ``min(30 s, idle / 6)``; the supervisor itself uses about 30 MB and no CPU.
+whole life, a killed one releases it at once), and no Prefect worker of a work pool has sent a
+heartbeat in the last two minutes (the runs it executes need the server). A check is a lock
+test and one or two small API calls every ``min(30 s, idle / 6)``.
 When the period is over it takes the workspace's server lock (so no command is starting or
 reusing the server at that moment), checks the leases once more, removes ``server.json``
 and stops the server. The next command starts a new one transparently.
@@ -40,17 +39,16 @@ def _log(msg: str) -> None:
 
 
 def _api_busy(url: str) -> bool:
-    """Runs in flight or a live worker, according to the server itself. False when it does not answer."""
+    """A Prefect worker polled the server in the last two minutes. False when it does not answer.
+
+    Flow runs left *Running* by a killed process are deliberately not a sign of use: they would
+    keep the server up for ever. Runs that depthcraft executes hold a lease instead.
+    """
     import httpx
 
     now = dt.datetime.now(dt.timezone.utc)
     try:
         with httpx.Client(base_url=url, timeout=10) as c:
-            body = {"flow_runs": {"state": {"type": {"any_": ["PENDING", "RUNNING", "CANCELLING"]}},
-                                  "start_time": {"after_": (now - dt.timedelta(hours=12)).isoformat()}}}
-            r = c.post("/flow_runs/count", json=body)
-            if r.status_code == 200 and int(r.json()) > 0:
-                return True
             r = c.post("/work_pools/filter", json={})
             pools = [p["name"] for p in r.json()] if r.status_code == 200 else []
             for name in pools:

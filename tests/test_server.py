@@ -124,7 +124,7 @@ def test_two_runs_at_once_start_one_server_which_stops_when_idle(shared_ws, tmp_
     seen = set()
     while any(r.poll() is None for r in runs):
         seen |= {p.pid for p in server_processes(shared_ws)}
-        time.sleep(0.5)
+        time.sleep(1.0)
     outs = [r.communicate() for r in runs]
     for r, (_, err) in zip(runs, outs):
         assert r.returncode == 0, err
