@@ -28,7 +28,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -473,9 +472,3 @@ def ensure_api(ws: Workspace, *, watch: bool = False) -> str:
         serverwatch.watch(ws, st)
     return st["url"]
 
-
-def signal_name(sig: int) -> str:
-    try:
-        return signal.Signals(sig).name
-    except ValueError:
-        return str(sig)

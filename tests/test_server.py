@@ -238,6 +238,13 @@ def test_kill_9_while_starting_leaves_no_unknown_server(tmp_path, photos):
     finally:
         run.kill()
         run.communicate()
+    try:
+        _check_orphan_is_known_and_stopped(ws, env)
+    finally:
+        kill_workspace_servers(ws)
+
+
+def _check_orphan_is_known_and_stopped(ws: Path, env: dict) -> None:
     orphans = any_processes(ws)
     assert orphans
     st = json.loads((ws / "server.json").read_text())  # the server is known although its starter died
