@@ -46,7 +46,7 @@ def cmd_run(a) -> int:
 
     _quiet_prefect(a.verbose)
     t0 = time.time()
-    ensure_api(ws, watch=True)
+    ensure_api(ws, watch=_print_summary)
     from . import progress
     from .runner import RunFailed, run_recipe
 
@@ -272,7 +272,7 @@ def cmd_reproduce(a) -> int:
     from .server import ensure_api
 
     _quiet_prefect(a.verbose)
-    ensure_api(ws, watch=True)
+    ensure_api(ws, watch=_print_summary)
     from .runner import RunFailed, flow_for
     from .recipe import load_recipe
 

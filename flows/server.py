@@ -461,12 +461,13 @@ def stop(ws: Workspace, timeout: float = 15.0) -> bool:
         return _stop_locked(ws, timeout)
 
 
-def ensure_api(ws: Workspace, *, watch: bool = False) -> str:
+def ensure_api(ws: Workspace, *, watch=False) -> str:
     """The API URL to use: the user's ``PREFECT_API_URL``, else our local server (started if needed).
 
     Sets ``PREFECT_API_URL`` in this process so that Prefect, imported afterwards, talks to it,
     and holds a lease on the server for this process's lifetime (the idle stop waits for it).
-    With ``watch``, a watchdog ends the command cleanly if the server stops during it
+    With ``watch`` (True, or the function ``(console, summary, seconds)`` that prints a run's
+    summary), a watchdog ends the command cleanly if the server stops during it
     (:mod:`depthcraft.flows.serverwatch`).
     """
     url = os.environ.get("PREFECT_API_URL")
@@ -487,6 +488,6 @@ def ensure_api(ws: Workspace, *, watch: bool = False) -> str:
     if watch:
         from . import serverwatch
 
-        serverwatch.watch(ws, st)
+        serverwatch.watch(ws, st, print_summary=watch if callable(watch) else None)
     return st["url"]
 

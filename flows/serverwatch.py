@@ -72,8 +72,11 @@ def finished(summary: dict) -> None:
     _summary_ready.set()
 
 
-def watch(ws, record: dict) -> threading.Thread | None:
-    """Start the watchdog for the server of ``record`` (its supervisor and the server under it)."""
+def watch(ws, record: dict, print_summary=None) -> threading.Thread | None:
+    """Start the watchdog for the server of ``record`` (its supervisor and the server under it).
+
+    ``print_summary(console, summary, seconds)`` prints a run's summary (the command line's own).
+    """
     import psutil
 
     if _state["watching"]:
@@ -83,7 +86,7 @@ def watch(ws, record: dict) -> threading.Thread | None:
         procs = [sup, *sup.children(recursive=False)]
     except (psutil.Error, KeyError, ValueError):
         return None
-    _state.update(watching=True, t0=time.time())
+    _state.update(watching=True, t0=time.time(), print_summary=print_summary)
     t = threading.Thread(target=_run, args=(ws, record, procs), name="depthcraft-server-watchdog", daemon=True)
     t.start()
     return t
@@ -135,10 +138,11 @@ def _run(ws, record: dict, procs) -> None:
         _summary_ready.wait(POLL_S)
     summary = _state["summary"]
     try:
-        if summary is not None:
-            from .cli import _print_summary
-
-            _print_summary(con, summary, time.time() - _state["t0"])
+        if summary is not None and _state.get("print_summary"):
+            _state["print_summary"](con, summary, time.time() - _state["t0"])
+        elif summary is not None:
+            con.print(f"{summary['recipe']}: {summary['computed']} computed, {summary['cached']} cached, "
+                      f"{len(summary['failures'])} failed; manifest {summary['manifest']}")
         else:
             con.print(f"{_state['done']} step run(s) finished and {_state['failed']} failed before the run stopped; "
                       "finished steps are in the cache")
