@@ -139,9 +139,13 @@ def test_two_runs_at_once_start_one_server_which_stops_when_idle(shared_ws, tmp_
     assert "without use" in (shared_ws / "server.log").read_text()
 
 
-def test_idle_setting_is_checked():
-    r = run_cli("server", "start", env={"DEPTHCRAFT_SERVER_IDLE_MINUTES": "soon", "DEPTHCRAFT_HOME": "/nonexistent/x"})
-    assert r.returncode != 0 and "DEPTHCRAFT_SERVER_IDLE_MINUTES" in r.stderr and "Traceback" not in r.stderr
+def test_idle_setting_is_checked(tmp_path):
+    ws = tmp_path / "ws"
+    try:
+        r = run_cli("server", "start", env=env_for(ws, DEPTHCRAFT_SERVER_IDLE_MINUTES="soon"))
+        assert r.returncode != 0 and "DEPTHCRAFT_SERVER_IDLE_MINUTES" in r.stderr and "Traceback" not in r.stderr
+    finally:
+        kill_workspace_servers(ws)
 
 
 # -- the server dies during a run ----------------------------------------------------------------
