@@ -170,11 +170,14 @@ def _identity(pid: int) -> dict | None:
         return None
 
 
-def _is_recorded_process(rec: dict) -> bool:
-    """Whether the pid in ``rec`` is still the very process that was recorded (start time, command line)."""
+def _is_recorded_process(rec: dict, ws: Workspace) -> bool:
+    """Whether the pid in ``rec`` is still the very process that was recorded (start time, command
+    line) and the server of ``ws`` (a record copied along with a workspace names another's)."""
     try:
         pid, created, cmdline = int(rec["pid"]), float(rec["create_time"]), list(rec["cmdline"])
-    except (KeyError, TypeError, ValueError):
+        if cmdline[cmdline.index("--workspace") + 1] != str(ws.root):
+            return False
+    except (KeyError, TypeError, ValueError, IndexError):
         return False  # a record without identity (older versions, hand-written) proves nothing
     now = _identity(pid)
     return bool(now) and abs(now["create_time"] - created) < 1.0 and now["cmdline"] == cmdline
@@ -262,7 +265,7 @@ def _drop_stale(ws: Workspace) -> None:
     try:
         with _flock(ws.root / "server.lock", fcntl.LOCK_EX, 0, "the lock"):
             rec = _read_record(ws)
-            if rec is not None and not _is_recorded_process(rec):
+            if rec is not None and not _is_recorded_process(rec, ws):
                 _state_file(ws).unlink(missing_ok=True)
     except ServerError:
         pass  # someone is starting or stopping it: their record is the one that counts
@@ -273,7 +276,7 @@ def status(ws: Workspace) -> dict | None:
     rec = _read_record(ws)
     if rec is None:
         return None
-    if not _is_recorded_process(rec):
+    if not _is_recorded_process(rec, ws):
         _drop_stale(ws)
         return None
     return rec
@@ -373,27 +376,43 @@ def _start_failed(ws: Workspace, log: Path, code: int, since: int) -> ServerErro
                        hint=f"the full log is {log}")
 
 
-def start(ws: Workspace, *, port: int | None = None, timeout: float = START_TIMEOUT, ui: bool = True) -> dict:
+def start(ws: Workspace, *, port: int | None = None, timeout: float = START_TIMEOUT, ui: bool = True,
+          lease: bool = False) -> dict:
     """Start the server if it is not running; wait until it answers. Returns its record.
 
     Safe to call from several processes at once: exactly one starts the server, the others wait
-    for the lock and reuse it.
+    for the lock and reuse it. With ``lease``, this process holds a lease on the server it
+    returns (:func:`hold_lease`), taken before the idle stop can stop it.
     """
     st = status(ws)
     if st and healthy(st["url"]):
-        return st
+        if not lease:
+            return st
+        hold_lease(ws)
+        # the idle stop removes the record while it holds the leases' lock: if the record is
+        # still the same now that we hold a lease, the server stays up
+        cur = _read_record(ws)
+        if cur and cur.get("pid") == st.get("pid") and _is_recorded_process(cur, ws):
+            return st
+        release_lease()
     with _locked(ws, timeout + 30):
         st = _read_record(ws)
-        if st and _is_recorded_process(st):
-            # a live server of ours: answering, or still starting (its starter may have been killed)
-            deadline = st.get("started", 0) + timeout
-            while True:
-                if healthy(st["url"], timeout=1.0):
-                    return st
-                if time.time() >= deadline or not _is_recorded_process(st):
-                    break
-                time.sleep(0.25)
-        return _start_locked(ws, port=port, timeout=timeout, ui=ui)
+        if not (st and _is_recorded_process(st, ws) and _answers_soon(st, ws, timeout)):
+            st = _start_locked(ws, port=port, timeout=timeout, ui=ui)
+        if lease:
+            hold_lease(ws)  # under the server lock, which the idle stop takes first
+        return st
+
+
+def _answers_soon(st: dict, ws: Workspace, timeout: float) -> bool:
+    """A live server of ours: answering, or still starting (its starter may have been killed)."""
+    deadline = st.get("started", 0) + timeout
+    while True:
+        if healthy(st["url"], timeout=1.0):
+            return True
+        if time.time() >= deadline or not _is_recorded_process(st, ws):
+            return False
+        time.sleep(0.25)
 
 
 def _start_locked(ws: Workspace, *, port: int | None, timeout: float, ui: bool) -> dict:
@@ -438,7 +457,7 @@ def _stop_locked(ws: Workspace, timeout: float = 15.0) -> bool:
 
     rec = _read_record(ws)
     procs = []
-    if rec and _is_recorded_process(rec):
+    if rec and _is_recorded_process(rec, ws):
         try:
             procs.append(psutil.Process(int(rec["pid"])))
         except psutil.Error:
@@ -473,17 +492,7 @@ def ensure_api(ws: Workspace, *, watch=False) -> str:
     url = os.environ.get("PREFECT_API_URL")
     if url:
         return url
-    for attempt in range(3):
-        st = start(ws)
-        hold_lease(ws)
-        # the idle stop may have begun just before the lease (it removes the record first, under
-        # the lease lock): then that server is going away; start again
-        cur = _read_record(ws)
-        if cur and cur.get("pid") == st.get("pid") and _is_recorded_process(cur) and healthy(st["url"]):
-            break
-        release_lease()
-    else:
-        raise ServerError("the local Prefect server stopped right after it started", hint=f"see {ws.root / 'server.log'}")
+    st = start(ws, lease=True)
     os.environ["PREFECT_API_URL"] = st["url"]
     if watch:
         from . import serverwatch
