@@ -250,7 +250,8 @@ def cmd_server(a) -> int:
         if ext:
             con.print(f"PREFECT_API_URL is set: runs use {ext} (healthy: {server.healthy(ext)})")
         if st:
-            con.print(f"running: {st['url']} (pid {st['pid']}, healthy: {server.healthy(st['url'])})")
+            idle = f"stops after {st['idle_s'] / 60:g} min without use" if st.get("idle_s") else "no idle stop"
+            con.print(f"running: {st['url']} (pid {st['pid']}, healthy: {server.healthy(st['url'])}; {idle})")
         else:
             stray = server.workspace_processes(ws)
             if stray:

@@ -359,19 +359,19 @@ def reset(ws: Workspace) -> Path | None:
 
 
 # -- start and stop ----------------------------------------------------------------------------
-def _log_tail(log: Path, n: int = 1500) -> str:
-    try:
-        return log.read_text(errors="replace")[-n:]
-    except OSError:
-        return ""
-
-
 def _start_failed(ws: Workspace, log: Path, code: int, since: int) -> ServerError:
-    tail = _log_tail(log, 200_000)[since:] if since >= 0 else _log_tail(log)
+    try:
+        with open(log, "rb") as f:  # what this start wrote
+            f.seek(since)
+            tail = f.read()[-200_000:].decode(errors="replace")
+    except OSError:
+        tail = ""
     if any(s in tail for s in _CORRUPT_SIGNS):
         return ServerError(f"the local Prefect server's database {db_path(ws)} is damaged "
                            "(the server could not read it)", hint=RESET_HINT)
-    last = [ln for ln in tail.strip().splitlines() if ln.strip()][-1:] or ["(no output)"]
+    lines = [ln for ln in tail.strip().splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "Error" in ln or "error" in ln]  # the cause, not "Server stopped!"
+    last = (errors or lines)[-1:] or ["(no output)"]
     return ServerError(f"the local Prefect server exited at start (code {code}): {last[0].strip()[:300]}",
                        hint=f"the full log is {log}")
 
