@@ -53,7 +53,7 @@ def _run(a, ws, recipe, src) -> int:
 
     _quiet_prefect(a.verbose)
     t0 = time.time()
-    ensure_api(ws)
+    ensure_api(ws, watch=_print_summary)
     from . import progress
     from .runner import RunFailed, run_recipe
 
@@ -247,15 +247,25 @@ def cmd_server(a) -> int:
         con.print(f"Prefect server on {st['url']} (pid {st['pid']}); UI at {st['url'][:-4]}; log {st['log']}")
     elif a.action == "stop":
         con.print("stopped" if server.stop(ws) else "no server was running")
+    elif a.action == "reset":
+        aside = server.reset(ws)
+        con.print(f"moved the run history database aside to {aside}; the next run starts a fresh server"
+                  if aside else "no database to reset; the next run starts a fresh server")
     else:
         st = server.status(ws)
         ext = os.environ.get("PREFECT_API_URL")
         if ext:
             con.print(f"PREFECT_API_URL is set: runs use {ext} (healthy: {server.healthy(ext)})")
         if st:
-            con.print(f"running: {st['url']} (pid {st['pid']}, healthy: {server.healthy(st['url'])})")
+            idle = f"stops after {st['idle_s'] / 60:g} min without use" if st.get("idle_s") else "no idle stop"
+            con.print(f"running: {st['url']} (pid {st['pid']}, healthy: {server.healthy(st['url'])}; {idle})")
         else:
-            con.print("not running (`depthcraft run` starts it on first use)")
+            stray = server.workspace_processes(ws)
+            if stray:
+                con.print(f"not recorded in {ws.root / 'server.json'}: {len(stray)} process(es) of this workspace's "
+                          f"server (pids {', '.join(str(p.pid) for p in stray)}); `depthcraft server stop` stops them")
+            else:
+                con.print("not running (`depthcraft run` starts it on first use)")
             return 0 if ext else 3
     return 0
 
@@ -270,7 +280,7 @@ def cmd_reproduce(a) -> int:
     from .server import ensure_api
 
     _quiet_prefect(a.verbose)
-    ensure_api(ws)
+    ensure_api(ws, watch=_print_summary)
     from .runner import RunFailed, flow_for
     from .recipe import load_recipe
 
@@ -362,8 +372,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     se.add_argument("--json", action="store_true")
     se.set_defaults(func=cmd_session)
 
-    sv = sub.add_parser("server", help="the local Prefect server (start | stop | status)")
-    sv.add_argument("action", choices=["start", "stop", "status"])
+    sv = sub.add_parser("server", help="the local Prefect server (start | stop | status | reset)")
+    sv.add_argument("action", choices=["start", "stop", "status", "reset"],
+                    help="reset: stop it and move its database (run history only) aside")
     sv.add_argument("--port", type=int)
     sv.set_defaults(func=cmd_server)
 

@@ -26,7 +26,7 @@ def cmd_deploy(a) -> int:
 
     load_recipe(a.recipe, overrides=a.set)  # a bad recipe fails before any server starts
     ws = Workspace.default(a.workspace)
-    url = ensure_api(ws)
+    url = ensure_api(ws, watch=True)
     from .deploy import deploy
 
     info = deploy(a.recipe, name=a.name, overrides=a.set, out_root=a.out, workspace=str(ws.root), cron=a.cron,
@@ -60,7 +60,7 @@ def cmd_serve(a) -> int:
     for r in a.recipes:
         load_recipe(r, overrides=a.set)
     ws = Workspace.default(a.workspace)
-    ensure_api(ws)
+    ensure_api(ws, watch=True)
     from .deploy import serve
 
     serve(a.recipes, overrides=a.set, out_root=a.out, workspace=str(ws.root), limit=a.limit,

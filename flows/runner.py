@@ -47,7 +47,10 @@ def _node_key(context, parameters: dict) -> str:
 @task(name="step", persist_result=True, cache_key_fn=_node_key, retries=0)
 def step_task(payload: dict, upstream: list[dict], session_id: str) -> dict:
     """One step on one image: a thin wrapper over :func:`depthcraft.flows.execute.execute_node`."""
-    return execute_node(payload, upstream)
+    from .serverwatch import step_guard
+
+    with step_guard():  # no new step once the local server has stopped (see serverwatch)
+        return execute_node(payload, upstream)
 
 
 def default_workers() -> int:
@@ -144,6 +147,9 @@ def run_plan(plan: Plan, ws: Workspace, *, refresh: bool = False) -> dict:
         "nodes": len(nodes), "images": len(plan.images), "duration_s": round(time.time() - started, 3),
     }
     _record_run(ws, summary)
+    from .serverwatch import finished
+
+    finished(summary)  # the command line's watchdog prints it if the server has stopped
     return summary
 
 

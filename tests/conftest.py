@@ -39,6 +39,7 @@ def prefect_server(tmp_path_factory):
 
     ws = Workspace.default(tmp_path_factory.mktemp("prefect-server-ws"))
     st = server.start(ws, ui=False)
+    server.hold_lease(ws)  # this test session uses it: no idle stop in the middle of a long session
     old = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = st["url"]
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -57,6 +58,7 @@ def prefect_server(tmp_path_factory):
                 worker.drain_all(timeout=10)
             except Exception:  # noqa: BLE001 - best effort at teardown
                 pass
+        server.release_lease()
         server.stop(ws)
         if old is None:
             os.environ.pop("PREFECT_API_URL", None)
