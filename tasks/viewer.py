@@ -25,7 +25,7 @@ from typing import Literal
 import cv2
 import numpy as np
 from PIL import Image
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .lib import webpage
 from .lib.depthmap import normalized_nearness, resize_depth
@@ -45,8 +45,15 @@ class ViewerParams(StepParams):
     max_size: int = Field(2048, ge=64, le=8192, description="longest side of the embedded photo and depth, px (larger photos are downscaled)")
     photo_format: Literal["jpeg", "webp"] = Field("jpeg", description="embedded photo format")
     quality: int = Field(90, ge=30, le=100, description="embedded photo quality (JPEG/WebP)")
-    depth_bits: Literal[8, 16] = Field(8, description="embedded depth precision: 8-bit gray PNG or 16-bit packed in two channels")
+    depth_bits: int = Field(8, description="embedded depth precision: 8 (gray PNG) or 16 (packed in two channels)")
     title: str | None = Field(None, description="page title (default: the image's name)")
+
+    @field_validator("depth_bits")
+    @classmethod
+    def _bits(cls, v: int) -> int:
+        if v not in (8, 16):
+            raise ValueError("depth_bits is 8 or 16")
+        return v
 
 
 def _fit(photo: np.ndarray, near: np.ndarray, max_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -80,9 +87,9 @@ def encode_depth(near: np.ndarray, bits: int) -> bytes:
     if bits == 16:
         q = q.astype(np.uint16)
         rgb = np.dstack([(q >> 8).astype(np.uint8), (q & 255).astype(np.uint8), np.zeros(q.shape, np.uint8)])
-        Image.fromarray(rgb, "RGB").save(buf, "PNG", optimize=True)
+        Image.fromarray(rgb).save(buf, "PNG", optimize=True)
     else:
-        Image.fromarray(q.astype(np.uint8), "L").save(buf, "PNG", optimize=True)
+        Image.fromarray(q.astype(np.uint8)).save(buf, "PNG", optimize=True)
     return buf.getvalue()
 
 

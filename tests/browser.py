@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from contextlib import contextmanager
 
 import pytest
@@ -31,22 +32,55 @@ def chromium_path() -> str | None:
     return None
 
 
+_PLAYWRIGHT = None
+
+
+def _playwright():
+    """One Playwright driver per test process (its sync API allows only one at a time)."""
+    global _PLAYWRIGHT
+    if _PLAYWRIGHT is None:
+        import atexit
+
+        from playwright.sync_api import sync_playwright
+
+        _PLAYWRIGHT = sync_playwright().start()
+        atexit.register(_PLAYWRIGHT.stop)
+    return _PLAYWRIGHT
+
+
 @contextmanager
 def launch(*, webgl: bool = True):
     """A headless Chromium (Playwright ``Browser``); skips the test where there is none."""
     try:
-        from playwright.sync_api import sync_playwright
+        import playwright.sync_api  # noqa: F401
     except ImportError:
         pytest.skip("Playwright for Python is not installed (pip install -e '.[test]')")
     path = chromium_path()
     if path is None:
         pytest.skip("no Chromium on this machine (apt-get install chromium; .ci/run does it)")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=path, headless=True, args=WEBGL_FLAGS if webgl else NO_WEBGL_FLAGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    b = _playwright().chromium.launch(executable_path=path, headless=True,
+                                      args=WEBGL_FLAGS if webgl else NO_WEBGL_FLAGS)
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+def wait_until(page, expression: str, timeout: float = 60.0, poll: float = 0.05):
+    """Poll a JavaScript expression until it is truthy; returns its value.
+
+    (Playwright's ``wait_for_function`` evaluates its predicate with ``eval`` inside the page,
+    which the pages' Content-Security-Policy refuses; ``evaluate`` goes through the DevTools
+    protocol, which it does not.)
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        v = page.evaluate(expression)
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{expression} still false after {timeout:.0f} s")
+        time.sleep(poll)
 
 
 class PageLog:
