@@ -88,10 +88,13 @@ def start(ws: Workspace, *, port: int | None = None, timeout: float = 90.0, ui: 
            "--analytics-off", "--no-late-runs"]
     if not ui:
         cmd.append("--no-ui")
+    env = server_env(ws)
+    # the UI's browser code calls the API at this address (Prefect's default is port 4200)
+    env["PREFECT_UI_API_URL"] = env["PREFECT_SERVER_UI_API_URL"] = f"http://{HOST}:{port}/api"
     with open(log, "ab") as lf:
         # a session of its own: the server outlives this command and ignores its Ctrl-C
         proc = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=server_env(ws), start_new_session=True)
+                                env=env, start_new_session=True)
     url = f"http://{HOST}:{port}/api"
     st = {"url": url, "pid": proc.pid, "port": port, "log": str(log), "started": time.time()}
     deadline = time.time() + timeout
