@@ -16,6 +16,7 @@ from depthcraft.tasks.lib.step import StepContext
 from depthcraft.tasks.lib.store import Artifact, atomic_copy, sha256_file
 
 from . import progress
+from .artifacts import with_progress_artifact
 from .workspace import Workspace
 
 
@@ -43,7 +44,7 @@ def execute_node(payload: dict, upstream: list[dict]) -> dict:
         upstream=[{k: Artifact.from_dict(a) for k, a in u["outputs"].items()} for u in upstream],
         given_depth=Artifact.from_dict(payload["given_depth"]) if payload.get("given_depth") else None,
         options={**payload.get("options", {}), "step_provider": payload.get("step_provider", False)},
-        progress=progress.callback(label),
+        progress=with_progress_artifact(label, progress.callback(label)),
     )
     t0 = time.perf_counter()
     try:

@@ -146,6 +146,7 @@ def run_plan(plan: Plan, ws: Workspace, *, refresh: bool = False) -> dict:
         "cached": sum(n["status"] == "cached" for n in nodes), "failures": failures,
         "nodes": len(nodes), "images": len(plan.images), "duration_s": round(time.time() - started, 3),
     }
+    summary["gallery"] = _show_run(man, folder)
     _record_run(ws, summary)
     from .serverwatch import finished
 
@@ -160,6 +161,28 @@ def _service_session(result: dict) -> dict:
         if sid:
             return {"service_session": sid}
     return {}
+def _show_run(man: dict, folder: Path) -> str | None:
+    """The run's gallery (index.html beside the manifest) and its Prefect artifacts. Looking at
+    a run is never a reason for it to fail: a problem here is logged, and the outputs stand."""
+    from .artifacts import publish_run
+    from .gallery import write_gallery
+
+    try:
+        log = get_run_logger()
+    except Exception:  # noqa: BLE001 - outside a flow run
+        import logging
+
+        log = logging.getLogger(__name__)
+    gallery = None
+    try:
+        gallery = str(write_gallery(man, folder))
+    except Exception as e:  # noqa: BLE001
+        log.warning("no gallery written: %s", e)
+    try:
+        publish_run(man, folder)
+    except Exception as e:  # noqa: BLE001
+        log.warning("no Prefect artifacts published: %s", e)
+    return gallery
 
 
 def _limited_tags() -> set[str]:

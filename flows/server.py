@@ -427,10 +427,13 @@ def _start_locked(ws: Workspace, *, port: int | None, timeout: float, ui: bool) 
            "--idle", f"{idle:g}"]
     if not ui:
         cmd.append("--no-ui")
+    env = server_env(ws)
+    # the UI's browser code calls the API at this address (Prefect's default is port 4200)
+    env["PREFECT_UI_API_URL"] = env["PREFECT_SERVER_UI_API_URL"] = f"http://{HOST}:{port}/api"
     with open(log, "ab") as lf:
         # a session of its own: the server outlives this command and ignores its Ctrl-C
         proc = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=server_env(ws), start_new_session=True)
+                                env=env, start_new_session=True)
     # the command line as the kernel will show it once the child has exec'd (right after the
     # fork it still shows ours); the start time does not change at exec
     ident = {"pid": proc.pid, "create_time": (_identity(proc.pid) or {}).get("create_time"), "cmdline": cmd}

@@ -9,7 +9,8 @@ from functools import lru_cache
 from .lib.errors import ParameterError
 from .lib.step import StepSpec
 
-STEP_MODULES = ("estimate", "export", "layers", "mesh", "refine", "stereo", "parallax", "bokeh")
+STEP_MODULES = ("estimate", "export", "layers", "mesh", "refine", "stereo", "parallax", "bokeh",
+                "viewer")
 
 
 @lru_cache(maxsize=1)

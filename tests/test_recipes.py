@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,22 @@ def test_recipe_runs_as_it_is(prefect_server, tmp_path, shared_ws, recipe):
                 size, frames = video_info(p)
                 assert frames == round(node["params"]["duration"] * node["params"]["fps"])
     assert outputs >= len(m["steps"])
+    # every run can be looked at: its gallery beside the manifest, its artifacts in Prefect
+    index = Path(s["manifest"]).parent / "index.html"
+    assert s["gallery"] == str(index) and index.is_file()
+    page = index.read_text()
+    for node in m["steps"]:
+        for o in node["outputs"].values():
+            assert Path(o["path"]).name in page
+    for src in re.findall(r'(?:src|poster)="([^"]+)"', page):
+        assert not re.match(r"^[a-z]+:|^/", src) and (index.parent / src).is_file(), src
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as c:
+        arts = c.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[s["run_id"]])))
+    keys = {a.key for a in arts if a.key}
+    assert {f"depthcraft-{recipe.stem}", f"depthcraft-{recipe.stem}-outputs"} <= keys
 
 
 def test_showcase_outputs_follow_conventions(prefect_server, tmp_path, shared_ws):
@@ -66,3 +83,15 @@ def test_showcase_outputs_follow_conventions(prefect_server, tmp_path, shared_ws
     assert size == (photo.shape[1], photo.shape[0]) and frames == 4 * 30
     assert (out / "preview.png").exists() and (out / "manifest.json").exists()
     assert s["session_id"].startswith("showcase-")
+
+
+def test_product_recipe_makes_the_viewer(prefect_server, tmp_path, shared_ws):
+    """The e-commerce recipe's answer to "a 3D view for our website": one self-contained page."""
+    from depthcraft.flows.runner import run_recipe
+
+    run_recipe(REPO / "recipes" / "product-depth.yaml", out_root=str(tmp_path), workspace=str(shared_ws))
+    view = tmp_path / "out" / "product-depth" / "coffee" / "view.html"
+    page = view.read_text()
+    assert page.count("data:image/jpeg;base64,") == 1 and page.count("data:image/png;base64,") == 1
+    assert "default-src &#x27;none&#x27;" in page and '"intensity":0.035' in page
+    assert 'src="view.html"' in (view.parent / "index.html").read_text()
