@@ -40,6 +40,7 @@ from urllib.parse import urlparse
 
 import httpx
 
+from ..lib import cancel
 from ..lib.errors import ProviderError
 
 log = logging.getLogger("depthcraft.eachsense")
@@ -503,7 +504,9 @@ class EachSenseClient:
     def http(self) -> httpx.Client:
         with self._lock:
             if self._http is None:
-                self._http = httpx.Client(timeout=self.timeout, transport=self._transport, follow_redirects=True)
+                # after Ctrl-C / SIGTERM no request leaves this process (each one may be a paid call)
+                self._http = httpx.Client(timeout=self.timeout, transport=self._transport, follow_redirects=True,
+                                          event_hooks={"request": [lambda _req: cancel.check()]})
             return self._http
 
     def close(self) -> None:
@@ -623,6 +626,7 @@ class EachSenseClient:
             cut: Exception | None = None
             try:
                 for ev in iter_sse(resp.iter_lines()):
+                    cancel.check()  # interrupted: abandon the stream
                     if ev is DONE:
                         res.done = True
                         break
