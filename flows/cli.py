@@ -52,18 +52,18 @@ def cmd_run(a) -> int:
 
     total = len(plan.nodes)
     con = _console()
-    recovery.recover(ws, url, say=con.print)  # what a killed run left: work folders, flow runs still Running
+    recovery.recover(ws, url, say=_plain(con))  # what a killed run left: work folders, flow runs still Running
     reporter = progress.RichReporter(total=total, description=f"{recipe.name}") if con.is_terminal else None
     try:
         if reporter:
             with reporter, progress.reporting(reporter):
                 summary = interrupt.run_flow(lambda: run_recipe(
                     a.recipe, overrides=a.set, out_root=a.out, workspace=str(ws.root), refresh=a.refresh,
-                    task_runner=_task_runner(a, recipe)), ws=ws, say=con.print)
+                    task_runner=_task_runner(a, recipe)), ws=ws, say=_plain(con))
         else:
             summary = interrupt.run_flow(lambda: run_recipe(
                 a.recipe, overrides=a.set, out_root=a.out, workspace=str(ws.root), refresh=a.refresh,
-                task_runner=_task_runner(a, recipe)), ws=ws, say=con.print)
+                task_runner=_task_runner(a, recipe)), ws=ws, say=_plain(con))
         failed = False
     except RunFailed as e:
         summary, failed = e.summary, True
@@ -72,6 +72,13 @@ def cmd_run(a) -> int:
     if a.json:
         print(json.dumps(summary, indent=1))
     return 1 if failed else 0
+
+
+def _plain(con):
+    """Print plain text lines (file and step names like ``edges[photo]`` are not rich markup)."""
+    from rich.markup import escape
+
+    return lambda line: con.print(escape(line))
 
 
 def _task_runner(a, recipe):
@@ -273,14 +280,14 @@ def cmd_reproduce(a) -> int:
     from .recipe import load_recipe
 
     con = _console()
-    recovery.recover(ws, url, say=con.print)
+    recovery.recover(ws, url, say=_plain(con))
     out_root = a.out or old["out_root"]
     recipe, _ = load_recipe(src_file, overrides=r["overrides"], text=r["text"])
     f = flow_for(recipe)
     try:
         summary = interrupt.run_flow(lambda: f(
             recipe_text=r["text"], recipe_file=src_file, overrides=r["overrides"], out_root=out_root,
-            workspace=str(ws.root), refresh=not a.use_cache), ws=ws, say=con.print)
+            workspace=str(ws.root), refresh=not a.use_cache), ws=ws, say=_plain(con))
     except RunFailed as e:
         summary = e.summary
     new = mf.read(summary["manifest"])

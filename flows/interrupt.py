@@ -130,7 +130,6 @@ def _wind_down(ws, e: cancel.Interrupted, t: threading.Thread, say) -> None:
     name = signal.Signals(e.signum).name
     say(f"{name}: stopping (no new steps or requests; {'Ctrl-C' if e.signum == signal.SIGINT else 'the signal'}"
         " again exits at once)")
-    t0 = time.time()
     t.join(GRACE)
     run = _live
     got = run.publish_lock.acquire(timeout=10)  # a file being published is finished, never cut
@@ -139,6 +138,9 @@ def _wind_down(ws, e: cancel.Interrupted, t: threading.Thread, say) -> None:
 
     clean_own_tmp(ws)
     unregister_run(ws, run.flow_run_id)
+    from . import progress
+
+    progress.stop()  # restore the terminal (cursor) before the last lines
     nodes = list(run.nodes)
     done = [n for n in nodes if n["status"] in ("computed", "cached")]
     failed = [n for n in nodes if n["status"] == "failed"]
@@ -153,7 +155,6 @@ def _wind_down(ws, e: cancel.Interrupted, t: threading.Thread, say) -> None:
         say(f"flow run {run.flow_run_id}: {state or 'state unknown (the Prefect server did not answer)'}")
     if got:
         run.publish_lock.release()
-    del t0
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
