@@ -161,8 +161,12 @@ def recover(ws: Workspace, api_url: str | None = None, *, say=None) -> dict:
         try:
             had = mark_crashed(rec["flow_run_id"], f"the depthcraft process (pid {rec.get('pid')}) running this "
                                                    "flow run died (killed?); marked Crashed by the next run")
-        except Exception:  # noqa: BLE001 - the server may not know it (reset database): drop the record
-            had = None
+        except Exception as e:  # noqa: BLE001
+            from prefect.exceptions import ObjectNotFound
+
+            if not isinstance(e, ObjectNotFound):
+                continue  # the API did not answer: keep the record for the next run
+            had = None  # the server does not know it (a reset database): nothing to mark
         if had is not None and had not in ("Completed", "Failed", "Cancelled", "Crashed", "Cached"):
             crashed.append(rec["flow_run_id"])
             say(f"flow run {rec['flow_run_id']} of a process that died (pid {rec.get('pid')}) was {had}: "
