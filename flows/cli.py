@@ -424,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
         _console().print(f"{str(e) or 'interrupted by SIGINT'}; finished outputs and cache entries are kept, "
                          "nothing half-written is left")
         return getattr(e, "exit_code", 130)
+    finally:
+        interrupt.finished()
 
 
 if __name__ == "__main__":

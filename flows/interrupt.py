@@ -83,6 +83,20 @@ def install() -> None:
     _installed = True
 
 
+def finished() -> None:
+    """The command is done: a signal now (while Python winds down Prefect's log and event
+    workers) exits at once with 128 + the signal, instead of a traceback from the teardown."""
+    if not _installed or threading.current_thread() is not threading.main_thread():
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001
+            pass
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, lambda signum, _f: os._exit(128 + signum))
+
+
 def wait(fut, poll: float = 0.2) -> bool:
     """Wait for a Prefect future; False as soon as a stop is requested."""
     while not cancel.requested():

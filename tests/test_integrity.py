@@ -197,6 +197,7 @@ def test_store_gc_lists_then_deletes_only_unreferenced_objects(prefect_server, w
     store = workspace / "store"
     old = time.time() - 7200
     orphan = store / "objects" / "ab" / ("ab" + "1" * 62 + ".png")
+    orphan.parent.mkdir(parents=True, exist_ok=True)
     orphan.write_bytes(b"not referenced by anything")
     orphan_rec = store / "records" / ("f" * 64 + ".json")
     orphan_rec.write_text(json.dumps({"key": "f" * 64, "outputs": {"main": {"path": str(orphan), "sha256": "x",
