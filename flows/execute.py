@@ -28,7 +28,8 @@ def execute_node(payload: dict, upstream: list[dict]) -> dict:
     ``payload`` holds: key, step_id, kind, image, source (artifact dict), given_depth, params
     (JSON), provider, step_provider, mode, session_id, options, workspace. ``upstream`` holds
     the results of the upstream nodes (as returned by this function). Returns
-    ``{"outputs": {name: artifact dict}, "seconds": float, "reused": bool}``.
+    ``{"key": str, "outputs": {name: artifact dict}, "seconds": float, "reused": bool}``; with
+    ``payload["refresh"]`` the step is recomputed even when the store holds its outputs.
     """
     cancel.check()  # interrupted: start nothing new
     ws = Workspace.default(payload["workspace"])
