@@ -249,6 +249,11 @@ class Store:
                 ok = False
         return ok
 
+    def record_is_sound(self, outputs: dict[str, "Artifact"]) -> bool:
+        """A record names only objects of this store, each under its own sha256 (a damaged or
+        edited record is ignored, and the step recomputed, without blaming its objects)."""
+        return all(self.is_object(a.path) and self.expected_sha256(a.path) == a.sha256 for a in outputs.values())
+
     def put_file(self, src: str | os.PathLike, kind: str, meta: dict | None = None, *, move: bool = False) -> Artifact:
         """Add a file; returns its Artifact. Identical content is stored once."""
         src = Path(src)
@@ -294,6 +299,8 @@ class Store:
             body = json.loads(p.read_text())
             outs = {k: Artifact.from_dict(v) for k, v in body.get("outputs", {}).items()}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+        if not self.record_is_sound(outs):
             return None
         if not self.check_artifacts(outs, sizes=body.get("sizes") or {}, what=what):
             return None
