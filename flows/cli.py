@@ -53,28 +53,39 @@ def _run(a, ws, recipe, src) -> int:
 
     _quiet_prefect(a.verbose)
     t0 = time.time()
-    ensure_api(ws, watch=_print_summary)
-    from . import progress
+    url = ensure_api(ws, watch=_print_summary)
+    from . import interrupt, progress, recovery
     from .runner import RunFailed, run_recipe
 
     total = len(plan.nodes)
     con = _console()
+    recovery.recover(ws, url, say=_plain(con))  # what a killed run left: work folders, flow runs still Running
     reporter = progress.RichReporter(total=total, description=f"{recipe.name}") if con.is_terminal else None
     try:
         if reporter:
             with reporter, progress.reporting(reporter):
-                summary = run_recipe(a.recipe, overrides=a.set, out_root=a.out, workspace=str(ws.root),
-                                     refresh=a.refresh, task_runner=_task_runner(a, recipe))
+                summary = interrupt.run_flow(lambda: run_recipe(
+                    a.recipe, overrides=a.set, out_root=a.out, workspace=str(ws.root), refresh=a.refresh,
+                    task_runner=_task_runner(a, recipe)), ws=ws, say=_plain(con))
         else:
-            summary = run_recipe(a.recipe, overrides=a.set, out_root=a.out, workspace=str(ws.root), refresh=a.refresh,
-                                 task_runner=_task_runner(a, recipe))
+            summary = interrupt.run_flow(lambda: run_recipe(
+                a.recipe, overrides=a.set, out_root=a.out, workspace=str(ws.root), refresh=a.refresh,
+                task_runner=_task_runner(a, recipe)), ws=ws, say=_plain(con))
         failed = False
     except RunFailed as e:
         summary, failed = e.summary, True
+    recovery.clean_own_tmp(ws)
     _print_summary(con, summary, time.time() - t0)
     if a.json:
         print(json.dumps(summary, indent=1))
     return 1 if failed else 0
+
+
+def _plain(con):
+    """Print plain text lines (file and step names like ``edges[photo]`` are not rich markup)."""
+    from rich.markup import escape
+
+    return lambda line: con.print(escape(line))
 
 
 def _task_runner(a, recipe):
@@ -280,10 +291,13 @@ def cmd_reproduce(a) -> int:
     from .server import ensure_api
 
     _quiet_prefect(a.verbose)
-    ensure_api(ws, watch=_print_summary)
+    url = ensure_api(ws, watch=_print_summary)
+    from . import interrupt, recovery
     from .runner import RunFailed, flow_for
     from .recipe import load_recipe
 
+    con = _console()
+    recovery.recover(ws, url, say=_plain(con))
     out_root = a.out or old["out_root"]
     overrides = list(r["overrides"])
     pinned = ((old.get("provider") or {}).get("resolved") or {}).get("auto", {}).get("provider")
@@ -292,25 +306,23 @@ def cmd_reproduce(a) -> int:
     recipe, _ = load_recipe(src_file, overrides=overrides, text=r["text"])
     f = flow_for(recipe)
     try:
-        summary = f(recipe_text=r["text"], recipe_file=src_file, overrides=overrides, out_root=out_root,
-                    workspace=str(ws.root), refresh=not a.use_cache)
+        summary = interrupt.run_flow(lambda: f(
+            recipe_text=r["text"], recipe_file=src_file, overrides=overrides, out_root=out_root,
+            workspace=str(ws.root), refresh=not a.use_cache), ws=ws, say=_plain(con))
     except RunFailed as e:
         summary = e.summary
     new = mf.read(summary["manifest"])
-    if a.out:  # compare by path relative to each run's root
-        rel = lambda m: {str(Path(p).relative_to(m["out_root"])): h for p, h in mf.output_hashes(m).items()}
-        diffs = [{"path": k, "recorded": rel(old).get(k), "now": rel(new).get(k)}
-                 for k in sorted(set(rel(old)) | set(rel(new))) if rel(old).get(k) != rel(new).get(k)]
-    else:
-        diffs = mf.compare(old, new)
-    con = _console()
+    # the files this run wrote, hashed on disk now, against what the manifest recorded
+    diffs, measured = mf.measure_reproduction(old, new)
     n = len(mf.output_hashes(old))
     if not diffs:
-        con.print(f"reproduced: all {n} output(s) have the recorded sha256 ({'cached' if a.use_cache else 'recomputed'})")
+        con.print(f"reproduced: all {n} output(s) written and hashed again, each has the recorded sha256 "
+                  f"({'cached' if a.use_cache else 'recomputed'})")
         return 0
     for d in diffs:
-        con.print(f"[red]differs[/] {d['path']}: recorded {str(d['recorded'])[:12]}, now {str(d['now'])[:12]}")
-    con.print(f"{len(diffs)} of {n} output(s) differ")
+        con.print(f"[red]differs[/] {d['path']}: {d['why']} (recorded {str(d['recorded'])[:12]}, "
+                  f"now {str(d['now'])[:12]})")
+    con.print(f"{len(diffs)} of {n} recorded output(s) differ ({measured} file(s) measured)")
     return 1
 
 
@@ -406,10 +418,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     from . import oneshot
 
     oneshot.register(sub, command)
-    from . import cli_deploy, cli_models
+    from . import cli_deploy, cli_models, cli_store
 
     cli_models.register(sub)
     cli_deploy.register(sub)
+    cli_store.register(sub)
     return p
 
 
@@ -421,9 +434,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(None if help_asked else words[0]).parse_args(argv)
     from depthcraft.tasks.lib.notices import set_sink
 
+    from . import interrupt
+
     set_sink(lambda text: print(f"notice: {text}", file=sys.stderr, flush=True))
     if getattr(args, "offline", False):
         os.environ["DEPTHCRAFT_OFFLINE"] = "1"  # read by provider auto, here and in the flow it starts
+    interrupt.install()  # Ctrl-C / SIGTERM: stop within seconds, exit 130 / 143 (flows/interrupt.py)
     try:
         return int(args.func(args) or 0)
     except DepthcraftError as e:
@@ -433,9 +449,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         return e.exit_code
-    except KeyboardInterrupt:
-        _console().print("interrupted; finished outputs and cache entries are kept")
-        return 130
+    except KeyboardInterrupt as e:  # SIGINT / SIGTERM (flows/interrupt.py); plain Ctrl-C without the handler
+        _console().print(f"{str(e) or 'interrupted by SIGINT'}; finished outputs and cache entries are kept, "
+                         "nothing half-written is left")
+        return getattr(e, "exit_code", 130)
+    finally:
+        interrupt.finished()
 
 
 if __name__ == "__main__":

@@ -13,10 +13,13 @@ from pathlib import Path
 
 from depthcraft.tasks.catalog import get_step
 from depthcraft.tasks.lib.step import StepContext
-from depthcraft.tasks.lib.store import Artifact, atomic_copy, sha256_file
+from depthcraft.tasks.lib import cancel
+from depthcraft.tasks.lib.errors import DepthcraftError
+from depthcraft.tasks.lib.store import Artifact, CorruptObject, copy_verified, sha256_file
 
 from . import progress
 from .artifacts import with_progress_artifact
+from .recovery import process_tmp
 from .workspace import Workspace
 
 
@@ -26,22 +29,26 @@ def execute_node(payload: dict, upstream: list[dict]) -> dict:
     ``payload`` holds: key, step_id, kind, image, source (artifact dict), given_depth, params
     (JSON), provider, step_provider, mode, session_id, options, workspace. ``upstream`` holds
     the results of the upstream nodes (as returned by this function). Returns
-    ``{"outputs": {name: artifact dict}, "seconds": float, "reused": bool}``.
+    ``{"key": str, "outputs": {name: artifact dict}, "seconds": float, "reused": bool}``; with
+    ``payload["refresh"]`` the step is recomputed even when the store holds its outputs.
     """
+    cancel.check()  # interrupted: start nothing new
     ws = Workspace.default(payload["workspace"])
     store = ws.store
     key = payload["key"]
-    found = store.load_record(key)
+    label = f"{payload['step_id']}[{payload['image']}]"
+    # --refresh recomputes: the record of an earlier run is not reused
+    found = None if payload.get("refresh") else store.load_record(key, what=label)
     if found is not None:  # artifacts already made (e.g. Prefect's result store was cleared)
-        return {"outputs": {k: a.to_dict() for k, a in found.items()}, "seconds": 0.0, "reused": True}
+        return {"key": key, "outputs": {k: a.to_dict() for k, a in found.items()}, "seconds": 0.0, "reused": True}
     spec = get_step(payload["kind"])
     params = spec.params.model_validate(payload["params"])
-    workdir = ws.tmp / f"{key[:16]}-{time.monotonic_ns()}"
-    label = f"{payload['step_id']}[{payload['image']}]"
+    inputs = [upstream_outputs(store, u, label) for u in upstream]
+    workdir = process_tmp(ws) / f"{key[:16]}-{time.monotonic_ns()}"
     ctx = StepContext(
         step_id=payload["step_id"], image_name=payload["image"], source=Artifact.from_dict(payload["source"]),
         workdir=workdir, session_id=payload["session_id"], provider=payload["provider"], mode=payload["mode"],
-        upstream=[{k: Artifact.from_dict(a) for k, a in u["outputs"].items()} for u in upstream],
+        upstream=inputs,
         given_depth=Artifact.from_dict(payload["given_depth"]) if payload.get("given_depth") else None,
         options={**payload.get("options", {}), "step_provider": payload.get("step_provider", False)},
         progress=with_progress_artifact(label, progress.callback(label)),
@@ -58,7 +65,26 @@ def execute_node(payload: dict, upstream: list[dict]) -> dict:
         store.save_record(key, outputs, {"step": payload["kind"], "seconds": seconds})
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return {"outputs": {k: a.to_dict() for k, a in outputs.items()}, "seconds": seconds, "reused": False}
+    return {"key": key, "outputs": {k: a.to_dict() for k, a in outputs.items()}, "seconds": seconds, "reused": False}
+
+
+def upstream_outputs(store, result: dict, label: str) -> dict[str, Artifact]:
+    """An upstream node's outputs, checked against their sha256 before this step reads them.
+
+    The store's record for the upstream key is the truth (a Prefect result cached by an older
+    run may name objects since recomputed); an object that no longer matches is quarantined
+    and this step fails with one clear line instead of computing from corrupt bytes.
+    """
+    key = result.get("key")
+    if key:
+        found = store.load_record(key, what=f"input of {label}")
+        if found is not None:
+            return found
+    outs = {k: Artifact.from_dict(a) for k, a in result["outputs"].items()}
+    if not key and store.check_artifacts(outs, what=f"input of {label}"):
+        return outs
+    raise DepthcraftError(f"{label}: an input made by an upstream step is missing from the store or no "
+                          "longer matches its sha256 (quarantined)", hint="run again: the upstream step is recomputed")
 
 
 def output_name(step_id: str, name: str, primary: str, suffix: str) -> str:
@@ -66,8 +92,11 @@ def output_name(step_id: str, name: str, primary: str, suffix: str) -> str:
     return f"{step_id}{suffix}" if name == primary else f"{step_id}-{name}{suffix}"
 
 
-def publish(result: dict, step_id: str, primary: str, out_dir: Path) -> dict[str, dict]:
-    """Copy a node's published outputs into ``out_dir`` (atomically, skipping identical files)."""
+def publish(result: dict, step_id: str, primary: str, out_dir: Path, store=None) -> dict[str, dict]:
+    """Copy a node's published outputs into ``out_dir`` (atomically, skipping identical files).
+
+    Every byte copied is hashed on the way: a store object that no longer matches its sha256
+    is never published (it is quarantined and :class:`CorruptObject` raised)."""
     done: dict[str, dict] = {}
     outs = {n: Artifact.from_dict(ad) for n, ad in result["outputs"].items()}
     for name, a in outs.items():
@@ -79,8 +108,13 @@ def publish(result: dict, step_id: str, primary: str, out_dir: Path) -> dict[str
             dst = out_dir / (output_name(step_id, owner, primary, o.suffix) + ".json")
         else:
             dst = out_dir / output_name(step_id, name, primary, a.suffix)
-        if not (dst.exists() and dst.stat().st_size == Path(a.path).stat().st_size and sha256_file(dst) == a.sha256):
-            atomic_copy(a.path, dst)
+        if not (dst.exists() and sha256_file(dst) == a.sha256):
+            try:
+                copy_verified(a.path, dst, a.sha256)
+            except CorruptObject:
+                if store is not None:
+                    store.quarantine(a.path, "its bytes no longer match its sha256", f"{step_id} ({dst.name})")
+                raise
         done[name] = {"path": str(dst), "sha256": a.sha256, "kind": a.kind}
     return done
 

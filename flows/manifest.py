@@ -15,7 +15,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from depthcraft.tasks.lib.store import atomic_write_bytes, sha256_bytes
+from depthcraft.tasks.lib.store import atomic_write_bytes, sha256_bytes, sha256_file
 
 MANIFEST = "manifest.json"
 
@@ -124,3 +124,45 @@ def compare(old: dict, new: dict) -> list[dict]:
         if i["name"] in ins_old and ins_old[i["name"]] != i["sha256"]:
             diffs.append({"path": i["origin"], "recorded": ins_old[i["name"]], "now": i["sha256"], "input": True})
     return diffs
+
+
+def _relative(path: str, root: str | None) -> str:
+    try:
+        return str(Path(path).relative_to(root)) if root else path
+    except ValueError:
+        return path
+
+
+def measure_reproduction(old: dict, new: dict) -> tuple[list[dict], int]:
+    """Compare the files a reproduction actually wrote with what ``old`` recorded.
+
+    Every output the new run wrote is hashed on disk now (never taken from the new manifest),
+    and matched to the recorded output at the same path relative to each run's output root.
+    Returns (differences, number of files measured). A difference is an output whose bytes
+    differ, one recorded but not written (its step failed or was not run), or one written
+    but not recorded; ``now`` is None for a file that is not there.
+    """
+    recorded = {_relative(p, old.get("out_root")): h for p, h in output_hashes(old).items()}
+    written = {_relative(p, new.get("out_root")): p for p in output_hashes(new)}
+    diffs, measured = [], 0
+    for rel in sorted(set(recorded) | set(written)):
+        path = written.get(rel)
+        now = None
+        if path is not None:
+            try:
+                now = sha256_file(path)
+                measured += 1
+            except OSError:
+                now = None
+        if rel not in recorded:
+            diffs.append({"path": rel, "recorded": None, "now": now, "why": "not in the recorded manifest"})
+        elif now is None:
+            diffs.append({"path": rel, "recorded": recorded[rel], "now": None, "why": "not written"})
+        elif now != recorded[rel]:
+            diffs.append({"path": rel, "recorded": recorded[rel], "now": now, "why": "different bytes"})
+    ins_old = {i["name"]: i["sha256"] for i in old.get("inputs", [])}
+    for i in new.get("inputs", []):
+        if i["name"] in ins_old and ins_old[i["name"]] != i["sha256"]:
+            diffs.append({"path": i["origin"], "recorded": ins_old[i["name"]], "now": i["sha256"],
+                          "why": "input changed", "input": True})
+    return diffs, measured

@@ -67,3 +67,13 @@ def advance(n: int = 1) -> None:
     r = _reporter
     if r is not None:
         r.advance(n)
+
+
+def stop() -> None:
+    """Stop the live display (an interrupted run exits without unwinding its ``with``)."""
+    r = _reporter
+    if r is not None:
+        try:
+            r.progress.stop()
+        except Exception:  # noqa: BLE001 - best effort: the terminal is restored either way
+            pass

@@ -19,8 +19,12 @@ from prefect import flow, get_run_logger, task
 from prefect.context import get_run_context
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from depthcraft.tasks.lib import cancel
+from depthcraft.tasks.lib import store as store_lib
 from depthcraft.tasks.lib.errors import DepthcraftError
+from depthcraft.tasks.lib.store import CorruptObject
 
+from . import interrupt
 from . import manifest as mf
 from . import progress
 from .compile import Plan, compile_plan, provider_identity
@@ -58,9 +62,9 @@ def default_workers() -> int:
     return int(env) if env else max(2, os.cpu_count() or 2)
 
 
-def _payload(plan: Plan, ws: Workspace, sid: str, img) -> dict:
+def _payload(plan: Plan, ws: Workspace, sid: str, img, refresh: bool = False) -> dict:
     node = plan.nodes[(sid, img.name)]
-    return {
+    return {"refresh": refresh,
         "key": node.key, "step_id": sid, "kind": node.kind, "image": img.name,
         "source": img.source.to_dict(), "given_depth": img.given_depth.to_dict() if img.given_depth else None,
         "params": node.params.model_dump(mode="json"), "provider": node.provider, "step_provider": node.step_provider,
@@ -81,6 +85,9 @@ def run_plan(plan: Plan, ws: Workspace, *, refresh: bool = False) -> dict:
     session = SessionLog(ws, plan.session_id)
     futures: dict = {}
     meta: dict = {}
+    quarantined_before = len(store_lib.quarantined())
+    live = interrupt.live()
+    live.total, live.recipe = len(plan.nodes), plan.recipe.name
     # Prefect leases a concurrency slot over the API for every tag of a task run, limited or not
     # (about 0.5 s per task on 2 busy cores): tag a task only with the tags that have a limit.
     limited = _limited_tags()
@@ -88,10 +95,13 @@ def run_plan(plan: Plan, ws: Workspace, *, refresh: bool = False) -> dict:
         for sid in plan.order:
             node = plan.nodes[(sid, img.name)]
             tags = [t for t in ("depthcraft", f"step:{node.kind}", node.provider.split(":")[0]) if t in limited]
-            opts = dict(name=node.kind, task_run_name=f"{sid}[{img.name}]", tags=tags,
-                        result_storage=ws.results, refresh_cache=refresh or not store.has(node.key))
+            # a missing record, or one whose objects no longer match their sha256 (quarantined
+            # here), makes Prefect recompute the step instead of returning its cached result
+            label = f"{sid}[{img.name}]"
+            opts = dict(name=node.kind, task_run_name=label, tags=tags, result_storage=ws.results,
+                        refresh_cache=refresh or not store.has(node.key, what=label))
             ups = [futures[(u, img.name)] for u in node.upstream]
-            fut = step_task.with_options(**opts).submit(_payload(plan, ws, sid, img), ups, plan.session_id)
+            fut = step_task.with_options(**opts).submit(_payload(plan, ws, sid, img, refresh), ups, plan.session_id)
             futures[(sid, img.name)] = fut
             meta[fut.task_run_id] = (sid, img.name)
 
@@ -99,10 +109,13 @@ def run_plan(plan: Plan, ws: Workspace, *, refresh: bool = False) -> dict:
     for img in plan.images:
         if img.error:
             failures.append({"step": None, "image": img.name, "error": img.error})
+    interrupted = False
     for fut in list(futures.values()):  # submission order: upstream before downstream
         sid, image = meta[fut.task_run_id]
         node = plan.nodes[(sid, image)]
-        fut.wait()  # the done-callback can fire before the final state is attached
+        if not interrupt.wait(fut):  # Ctrl-C / SIGTERM: publish nothing more, wind down
+            interrupted = True
+            break
         state = fut.state
         rec = {"step": sid, "kind": node.kind, "image": image, "key": node.key,
                "params": node.params.model_dump(mode="json"), "provider": node.provider}
@@ -111,21 +124,35 @@ def run_plan(plan: Plan, ws: Workspace, *, refresh: bool = False) -> dict:
                                          **plan.resolved.get(node.requested_provider, {})}
         if state.is_completed():
             result = state.result()
-            out_dir = plan.out_dirs[image]
-            outs = publish(result, sid, plan.specs[sid].primary, out_dir)
             cached = state.name == "Cached" or result.get("reused", False)
-            rec.update(status="cached" if cached else "computed", cached=cached,
-                       seconds=round(result["seconds"], 3), outputs=outs)
-            rec.update(_service_session(result))
+            err = "its outputs are missing from the store or corrupt (quarantined); run again to recompute"
+            try:
+                outs = _publish_checked(store, node.key, result, sid, plan, image)
+            except _Stopped:
+                interrupted = True
+                break
+            except (CorruptObject, OSError, DepthcraftError) as e:
+                outs, err = None, f"its outputs are missing from the store or corrupt ({e}); run again to recompute"
+            if outs is None:
+                rec.update(status="failed", cached=False, error=err)
+                failures.append({"step": sid, "image": image, "error": err})
+            else:
+                rec.update(status="cached" if cached else "computed", cached=cached,
+                           seconds=round(result["seconds"], 3), outputs=outs)
+                rec.update(_service_session(result))
         else:
             err = _state_error(state)
             rec.update(status="failed" if not err.startswith("skipped") else "skipped", cached=False, error=err)
             failures.append({"step": sid, "image": image, "error": err})
         nodes.append(rec)
+        live.nodes.append(rec)
         session.append({"run_id": run_id, "recipe": plan.recipe.name,
                         **{k: v for k, v in rec.items() if k != "key"}, "key": node.key[:16]})
         progress.advance()
 
+    if interrupted:
+        return {"interrupted": True, "run_id": run_id, "recipe": plan.recipe.name, "session_id": plan.session_id,
+                "nodes": len(plan.nodes), "finished": nodes, "failures": failures}
     order = {(sid, img.name): i for i, (sid, img) in enumerate((s, im) for im in plan.images for s in plan.order)}
     nodes.sort(key=lambda n: order.get((n["step"], n["image"]), 0))
     idents = {}
@@ -138,6 +165,9 @@ def run_plan(plan: Plan, ws: Workspace, *, refresh: bool = False) -> dict:
     services = sorted({n["service_session"] for n in nodes if n.get("service_session")})
     if services:  # the recipe session as the remote service holds it (one service session per 50 messages)
         man["service_sessions"] = {plan.session_id: services}
+    bad = store_lib.quarantined()[quarantined_before:]
+    if bad:  # the manifest says which store objects were found corrupt (and recomputed)
+        man["quarantined"] = bad
     folder = mf.manifest_dir([plan.out_dirs[i.name] for i in plan.images], plan.out_root)
     mpath = mf.write(man, folder)
     summary = {
@@ -161,6 +191,8 @@ def _service_session(result: dict) -> dict:
         if sid:
             return {"service_session": sid}
     return {}
+
+
 def _show_run(man: dict, folder: Path) -> str | None:
     """The run's gallery (index.html beside the manifest) and its Prefect artifacts. Looking at
     a run is never a reason for it to fail: a problem here is logged, and the outputs stand."""
@@ -183,6 +215,23 @@ def _show_run(man: dict, folder: Path) -> str | None:
     except Exception as e:  # noqa: BLE001
         log.warning("no Prefect artifacts published: %s", e)
     return gallery
+
+
+class _Stopped(Exception):
+    """Ctrl-C / SIGTERM arrived while a node waited to be published."""
+
+
+def _publish_checked(store, key: str, result: dict, sid: str, plan: Plan, image: str) -> dict | None:
+    """Publish a finished node from its store record (the truth for its key), every byte
+    checked against its sha256. None when the record or an object has gone bad meanwhile."""
+    found = store.load_record(key, what=f"{sid}[{image}]")
+    if found is None:
+        return None
+    result = {**result, "outputs": {k: a.to_dict() for k, a in found.items()}}
+    with interrupt.live().publish_lock:
+        if cancel.requested():  # interrupted while waiting: publish nothing more
+            raise _Stopped
+        return publish(result, sid, plan.specs[sid].primary, plan.out_dirs[image], store)
 
 
 def _limited_tags() -> set[str]:
@@ -226,13 +275,38 @@ def recipe_flow(recipe_text: str, recipe_file: str = "<recipe>", overrides: list
 
         apply_concurrency_limits(recipe)
     ws = Workspace.default(workspace)
-    plan = compile_plan(recipe, src, ws, out_root=out_root or os.getcwd())
-    get_run_logger().info("recipe %s: %d image(s) x %d step(s), session %s", recipe.name, len(plan.images),
-                          len(plan.order), plan.session_id)
-    summary = run_plan(plan, ws, refresh=refresh)
+    run_id = _register(ws)
+    try:
+        plan = compile_plan(recipe, src, ws, out_root=out_root or os.getcwd())
+        get_run_logger().info("recipe %s: %d image(s) x %d step(s), session %s", recipe.name, len(plan.images),
+                              len(plan.order), plan.session_id)
+        summary = run_plan(plan, ws, refresh=refresh)
+    finally:
+        from .recovery import unregister_run
+
+        unregister_run(ws, run_id)
+    if summary.get("interrupted"):
+        from prefect.states import Cancelled
+
+        done = sum(n["status"] in ("computed", "cached") for n in summary["finished"])
+        return Cancelled(message=f"interrupted by {interrupt.signal_name()}: {done} of {summary['nodes']} "
+                                 "step run(s) finished")
     if summary["failures"]:
         raise RunFailed(summary)
     return summary
+
+
+def _register(ws: Workspace) -> str | None:
+    """Note this flow run as running in this process (see :mod:`depthcraft.flows.recovery`)."""
+    from .recovery import register_run
+
+    try:
+        run_id = str(get_run_context().flow_run.id)
+    except Exception:  # noqa: BLE001
+        return None
+    interrupt.live().flow_run_id = run_id
+    register_run(ws, run_id, os.environ.get("PREFECT_API_URL"))
+    return run_id
 
 
 def flow_for(recipe, *, task_runner=None):

@@ -97,6 +97,9 @@ class StepContext:
         return self.workdir / f"{name}{suffix}"
 
     def tick(self, done: int, total: int) -> None:
+        from .cancel import check
+
+        check()  # Ctrl-C / SIGTERM: long loops (video frames) stop here
         if self.progress is not None:
             self.progress(done, total)
 

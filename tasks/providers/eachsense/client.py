@@ -33,6 +33,7 @@ from typing import Callable
 
 import httpx
 
+from ...lib import cancel
 from .concurrency import max_concurrency, remote_slot, session_lock, set_max_concurrency
 from .errors import (MAX_IMAGES, AuthError, BalanceError, ClarificationNeeded, ContentFilterError, EachSenseError,
                      GenerationError, ImageRejectedError, InvalidRequestError, NetworkError, RateLimitError,
@@ -245,6 +246,7 @@ class EachSenseClient:
             cut: Exception | None = None
             try:
                 for ev in iter_sse(resp):
+                    cancel.check()  # interrupted: abandon the stream
                     if ev is DONE:
                         res.done = True
                         break

@@ -10,6 +10,8 @@ from urllib.parse import urlparse
 
 import httpx
 
+from ...lib import cancel
+
 
 def make_timeout(connect: float, read: float) -> httpx.Timeout:
     """Connect and pool waits of ``connect`` s, ``read`` s between bytes of a stream, 120 s writes."""
@@ -18,7 +20,9 @@ def make_timeout(connect: float, read: float) -> httpx.Timeout:
 
 def make_http_client(timeout: httpx.Timeout, transport: httpx.BaseTransport | None = None) -> httpx.Client:
     """The connection pool every request of one :class:`~.client.EachSenseClient` goes through."""
-    return httpx.Client(timeout=timeout, transport=transport, follow_redirects=True)
+    # after Ctrl-C / SIGTERM no request leaves this process (each one may be a paid call)
+    return httpx.Client(timeout=timeout, transport=transport, follow_redirects=True,
+                        event_hooks={"request": [lambda _req: cancel.check()]})
 
 
 def short_url(url: str) -> str:
