@@ -55,7 +55,7 @@ class SegmentResult:
     files: dict[str, Path]
     frames: int
     seconds: float
-    target: str
+    target: str = ".mp4"
     meta: dict = field(default_factory=dict)
 
 
@@ -102,10 +102,11 @@ def _depth_fn(provider_name: str, mode: str) -> Callable[[np.ndarray], np.ndarra
 
 
 def _writer(kind: str, target: str, path: Path, info: ClipInfo, *, name: str, start: int, params: Any,
-            size: tuple[int, int]):
-    """The writer of one output of a segment."""
-    if kind == "estimate" and name == "main":
-        fmt = getattr(params, "format", "grayscale")
+            size: tuple[int, int], depth: bool, fmt: str | None = None):
+    """The writer of one output of a segment: ``depth`` outputs (float nearness) as depth videos
+    or per-frame depth files in ``fmt`` (default: the step's ``format``), others as images."""
+    if depth:
+        fmt = fmt or getattr(params, "format", "grayscale")
         if target == "folder":
             if fmt == "png16":
                 return FolderWriter(path, "png16", start_index=start)
@@ -124,13 +125,17 @@ def _writer(kind: str, target: str, path: Path, info: ClipInfo, *, name: str, st
 def process_clip_segment(kind: str, clip: str | os.PathLike, start: int, stop: int, params: Any,
                          workdir: str | os.PathLike, *, target: str = ".mp4", provider: str = "classic",
                          mode: str = "max", warmup: int = WARMUP_FRAMES, info: ClipInfo | None = None,
+                         depth: "SegmentResult | str | os.PathLike | None" = None, keep_depth: bool = False,
                          progress: Callable[[int, int], None] | None = None) -> SegmentResult:
     """Run step ``kind`` on frames ``[start, stop)`` of ``clip`` (see the module docstring).
 
     ``params``: the step's params model (or a dict of its parameters); ``target``: ``'folder'`` or
     a video suffix (:func:`output_target`); ``workdir``: where the segment's files go (created).
     The stabiliser is warmed up on frames ``[max(0, start - warmup), start)``. ``progress(done,
-    total)`` is called per written frame. Raises :class:`InputError` for a bad clip and
+    total)`` is called per written frame. ``depth``: an upstream segment (its ``depth`` file, else its
+    ``main``) or a depth video/folder holding the nearness of exactly these frames, used instead of
+    estimating (no warm-up then); ``keep_depth``: also write ``files['depth']``, the nearness as
+    16-bit FFV1 (for the next step of a chain). Raises :class:`InputError` for a bad clip and
     :class:`ParameterError` for bad parameters."""
     t0 = time.time()
     spec = get_step(kind)
@@ -147,17 +152,31 @@ def process_clip_segment(kind: str, clip: str | os.PathLike, start: int, stop: i
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
     stab = Stabilizer(_temporal_params(params, kind))
-    depth = _depth_fn(provider, mode)
-    w0 = max(0, start - max(0, int(warmup))) if stab.p.enabled else start
+    upstream = None
+    if depth is not None:
+        src = depth.files.get("depth") or depth.files["main"] if isinstance(depth, SegmentResult) else Path(depth)
+        from .lib.clip import read_depth_frames
+
+        upstream = read_depth_frames(src, start if Path(src).is_dir() else 0, stop if Path(src).is_dir() else stop - start)
+    estimator = _depth_fn(provider, mode) if upstream is None else None
+    w0 = max(0, start - max(0, int(warmup))) if stab.p.enabled and upstream is None else start
     suffix = "" if target == "folder" else target
     writers: dict[str, Any] = {}
     state: dict = {"info": info, "frames_total": info.frames}
     done = 0
     try:
         for i, rgb in enumerate(read_frames(clip, w0, stop, info=info), start=w0):
-            near = stab.step(rgb, lambda rgb=rgb: depth(rgb))
+            if upstream is not None:
+                near = next(upstream)
+            else:
+                near = stab.step(rgb, lambda rgb=rgb: estimator(rgb))
             if i < start:
                 continue
+            if keep_depth:
+                if "depth" not in writers:
+                    writers["depth"] = FfmpegWriter(work / f"depth-{start:06d}-{stop:06d}.mkv", "depth16",
+                                                    (near.shape[1], near.shape[0]), info.rate)
+                writers["depth"].write(near)
             if kind == "estimate":
                 outs = {"main": near}
             else:
@@ -165,11 +184,15 @@ def process_clip_segment(kind: str, clip: str | os.PathLike, start: int, stop: i
                 outs = frame_fn(rgb, near, params, state)
             for name, img in outs.items():
                 wr = writers.get(name)
+                is_depth = img.dtype != np.uint8
                 if wr is None:
                     fname = f"{name}-{start:06d}-{stop:06d}{suffix}"
                     size = (img.shape[1], img.shape[0])
                     wr = writers[name] = _writer(kind, target, work / fname, info, name=name, start=start,
-                                                 params=params, size=size)
+                                                 params=params, size=size, depth=is_depth,
+                                                 fmt=state.get("formats", {}).get(name))
+                if not is_depth and img.ndim == 3 and img.shape[2] == 4 and target != "folder":
+                    img = (img[..., :3].astype(np.uint16) * img[..., 3:4] // 255).astype(np.uint8)  # over black
                 wr.write(img)
             done += 1
             if progress is not None:
@@ -180,6 +203,8 @@ def process_clip_segment(kind: str, clip: str | os.PathLike, start: int, stop: i
         raise
     for wr in writers.values():
         wr.close()
+    if done != stop - start:
+        raise ParameterError(f"{Path(clip).name}: {done} of {stop - start} frames processed", parameter="frames")
     return SegmentResult(kind=kind, start=start, stop=stop, files={n: w.path for n, w in writers.items()},
                          frames=done, seconds=round(time.time() - t0, 3), target=target,
                          meta={"resets": stab.resets, **state.get("meta", {})})
@@ -198,7 +223,7 @@ def output_paths(kind: str, out: Path, names: list[str], params: Any) -> dict[st
         elif kind == "stereo" and n == "right" and target != "folder":
             p = stereo_name(out, "lr", eye="right")
         elif target == "folder":
-            p = out / n if str(out).endswith(("/", os.sep)) else Path(f"{out}-{n}")
+            p = Path(str(out).rstrip("/" + os.sep) + f"-{n}")
         else:
             p = out.with_name(f"{out.stem}-{n}{out.suffix}")
         paths[n] = p
@@ -241,7 +266,7 @@ def assemble(kind: str, segments: list[SegmentResult], clip: str | os.PathLike, 
     info = info or probe_clip(clip)
     out_p = Path(out)
     target = output_target(out)
-    names = list(segs[0].files)
+    names = [n for n in segs[0].files if n != "depth"]  # the chain file is for the flow, not an output
     dests = output_paths(kind, out_p, names, params)
     written = []
     for name in names:
@@ -264,6 +289,18 @@ def assemble(kind: str, segments: list[SegmentResult], clip: str | os.PathLike, 
                       stop=segs[-1].stop if segs[-1].stop < info.frames or segs[0].start > 0 else None)
         written.append(dest)
     return written
+
+
+def default_suffix(kind: str, params: Any = None) -> str:
+    """The main output's suffix when no ``-o`` says it (recipes): ``estimate``/``refine``/
+    ``export`` a 16-bit FFV1 ``.mkv`` for the raw formats and png16, else an 8-bit gray ``.mp4``;
+    ``layers`` a folder (RGBA frames); the rest H.264 ``.mp4``."""
+    if kind in ("estimate", "refine", "export"):
+        fmt = getattr(params, "format", None) or (getattr(params, "formats", None) or ["grayscale"])[0]
+        return ".mkv" if fmt in ("png16", "npy", "pfm", "npz", "raw", "tiff", "exr") else ".mp4"
+    if kind == "layers":
+        return "folder"
+    return ".mp4"
 
 
 def plan_segments(info: ClipInfo, segment_frames: int | None = None, cuts: list[int] | None = None) -> list[tuple[int, int]]:

@@ -45,6 +45,8 @@ VIDEO_SUFFIXES = MOVIE_SUFFIXES | ANIMATION_SUFFIXES
 # what an output path's suffix makes: a video file written by ffmpeg
 VIDEO_OUTPUT_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".gif"})
 HDR_TRANSFERS = ("smpte2084", "arib-std-b67")  # PQ and HLG
+# no encoder/muxer version strings or dates in the files: the same frames give the same bytes
+BITEXACT = ["-fflags", "+bitexact", "-flags:v", "+bitexact", "-map_metadata", "-1"]
 
 
 def ffmpeg_exe() -> str:
@@ -325,6 +327,8 @@ def read_frames(path: str | os.PathLike, start: int = 0, stop: int | None = None
         vf.append(f"scale={w}:{h}:flags=area")
     if vf:
         cmd += ["-vf", ",".join(vf)]
+    if not info.vfr:  # every decoded frame once: no duplicates or drops around a seek
+        cmd += ["-fps_mode", "passthrough"]
     cmd += ["-frames:v", str(count), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
     nbytes = w * h * 3
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -361,6 +365,46 @@ def _read_animation(p: Path, start: int, stop: int, info: ClipInfo) -> Iterator[
             if info.scale_to:
                 fr = fr.resize(info.scale_to, Image.Resampling.BOX)
             yield np.asarray(fr)
+
+
+def read_depth_frames(path: str | os.PathLike, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+    """Nearness frames (float32 ``H x W``, 0..1) ``[start, stop)`` of a depth video: a 16-bit
+    FFV1 (or 8-bit) video, or a folder of 16/8-bit PNGs named by frame index."""
+    import cv2
+
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix.lower() == ".png")
+        by_index = {int(f.stem): f for f in files if f.stem.isdigit()}
+        first = min(by_index) if by_index else 0
+        for i in range(start, stop if stop is not None else first + len(files)):
+            f = by_index.get(i)
+            if f is None:
+                raise InputError(f"no depth frame {i}", path=str(p))
+            a = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
+            yield a.astype(np.float32) / (65535.0 if a.dtype == np.uint16 else 255.0)
+        return
+    info = probe_clip(p)
+    w, h = info.size
+    sixteen = info.bit_depth > 8 or "gray16" in info.pix_fmt
+    # a segment file holds its own range: frame `start` of the clip is its frame 0 when the file is shorter
+    count = (stop if stop is not None else info.frames) - start
+    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(p), "-map", "0:v:0",
+           "-frames:v", str(count), "-f", "rawvideo", "-pix_fmt", "gray16le" if sixteen else "gray", "-"]
+    nbytes = w * h * (2 if sixteen else 1)
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(count):
+            buf = proc.stdout.read(nbytes)
+            if len(buf) < nbytes:
+                raise InputError("depth video ended early", path=str(p))
+            a = np.frombuffer(buf, "<u2" if sixteen else np.uint8).reshape(h, w)
+            yield a.astype(np.float32) / (65535.0 if sixteen else 255.0)
+    finally:
+        proc.stdout.close()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
 
 
 def read_frame(path: str | os.PathLike, index: int, *, info: ClipInfo | None = None) -> np.ndarray:
@@ -464,7 +508,7 @@ class FfmpegWriter(FrameWriter):
         ew, eh = w + self.pad[0], h + self.pad[1]
         self.command = [ffmpeg_exe(), "-nostdin", "-y", "-hide_banner", "-loglevel", "error", "-f", "rawvideo",
                         "-pix_fmt", in_fmt, "-s", f"{ew}x{eh}", "-framerate", rate_arg(self.rate), "-i", "-", "-an",
-                        *venc, "-r", rate_arg(self.rate), str(self.path)]
+                        *venc, "-r", rate_arg(self.rate), *BITEXACT, str(self.path)]
         self._err = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._err)
         try:  # a 1 MB pipe (Linux): a frame crosses in a few writes
@@ -625,7 +669,7 @@ def mux_audio(video: str | os.PathLike, clip: str | os.PathLike, out: str | os.P
     if stop is not None:
         cmd += ["-t", f"{info.frame_to_seconds(stop - start):.6f}"]
     cmd += ["-map", "0:v:0", "-map", "1:a:0?", "-c:v", "copy", *audio_args(out.suffix, info.audio_codec),
-            "-shortest"]
+            "-shortest", *BITEXACT]
     if out.suffix.lower() in (".mp4", ".mov", ".m4v"):
         cmd += ["-movflags", "+faststart"]
     r = _run(cmd + [str(tmp)])
@@ -661,7 +705,7 @@ def concat_files(parts: list[str | os.PathLike], out: str | os.PathLike) -> Path
         listing = f.name
     try:
         cmd = [ffmpeg_exe(), "-nostdin", "-y", "-hide_banner", "-loglevel", "error", "-f", "concat", "-safe", "0",
-               "-i", listing, "-map", "0:v", "-c", "copy"]
+               "-i", listing, "-map", "0:v", "-c", "copy", *BITEXACT]
         if out.suffix.lower() in (".mp4", ".mov", ".m4v"):
             cmd += ["-movflags", "+faststart"]
         r = _run(cmd + [str(out)])
