@@ -23,6 +23,7 @@ from depthcraft.tasks.lib.errors import DepthcraftError
 
 from . import manifest as mf
 from . import progress
+from . import segment_runs as clipseg
 from .compile import Plan, compile_plan, provider_identity
 from .execute import execute_node, publish
 from .recipe import load_recipe
@@ -81,6 +82,7 @@ def run_plan(plan: Plan, ws: Workspace, *, refresh: bool = False) -> dict:
     # Prefect leases a concurrency slot over the API for every tag of a task run, limited or not
     # (about 0.5 s per task on 2 busy cores): tag a task only with the tags that have a limit.
     limited = _limited_tags()
+    seg_futures: dict = {}  # (step id, clip name) -> a future per segment
     for img in plan.ok_images:
         for sid in plan.order:
             node = plan.nodes[(sid, img.name)]
@@ -88,7 +90,11 @@ def run_plan(plan: Plan, ws: Workspace, *, refresh: bool = False) -> dict:
             opts = dict(name=node.kind, task_run_name=f"{sid}[{img.name}]", tags=tags,
                         result_storage=ws.results, refresh_cache=refresh or not store.has(node.key))
             ups = [futures[(u, img.name)] for u in node.upstream]
-            fut = step_task.with_options(**opts).submit(_payload(plan, ws, sid, img), ups, plan.session_id)
+            if img.name in plan.clips:  # a clip: a task run per segment, then one that assembles them
+                fut = clipseg.submit_clip_step(plan, ws, sid, img, _payload(plan, ws, sid, img), segment_futures=seg_futures,
+                                               opts=dict(tags=tags, result_storage=ws.results), refresh=refresh)
+            else:
+                fut = step_task.with_options(**opts).submit(_payload(plan, ws, sid, img), ups, plan.session_id)
             futures[(sid, img.name)] = fut
             meta[fut.task_run_id] = (sid, img.name)
 
@@ -103,10 +109,12 @@ def run_plan(plan: Plan, ws: Workspace, *, refresh: bool = False) -> dict:
         state = fut.state
         rec = {"step": sid, "kind": node.kind, "image": image, "key": node.key,
                "params": node.params.model_dump(mode="json"), "provider": node.provider}
+        if image in plan.clips:
+            rec["segments"] = clipseg.segment_records(plan, sid, image, seg_futures[(sid, image)])[0]
         if state.is_completed():
             result = state.result()
             out_dir = plan.out_dirs[image]
-            outs = publish(result, sid, plan.specs[sid].primary, out_dir)
+            outs = (clipseg.publish if image in plan.clips else publish)(result, sid, plan.specs[sid].primary, out_dir)
             cached = state.name == "Cached" or result.get("reused", False)
             rec.update(status="cached" if cached else "computed", cached=cached,
                        seconds=round(result["seconds"], 3), outputs=outs)
@@ -128,6 +136,8 @@ def run_plan(plan: Plan, ws: Workspace, *, refresh: bool = False) -> dict:
         except DepthcraftError:
             pass
     man = mf.build(plan, run_id=run_id, started=started, nodes=nodes, failures=failures, identities=idents)
+    if plan.clips:
+        man["clips"] = {name: clipseg.clip_summary(cp) for name, cp in plan.clips.items()}
     folder = mf.manifest_dir([plan.out_dirs[i.name] for i in plan.images], plan.out_root)
     mpath = mf.write(man, folder)
     summary = {
