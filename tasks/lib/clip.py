@@ -171,7 +171,10 @@ def probe_clip(path: str | os.PathLike, *, max_pixels: int | None = None, downsc
 def _probe_movie(p: Path) -> ClipInfo:
     r = _run([ffmpeg_exe(), "-hide_banner", "-i", str(p)])
     err = r.stderr
-    if "moov atom not found" in err:
+    with open(p, "rb") as fh:
+        head = fh.read(12)
+    mp4_like = head[4:8] in (b"ftyp", b"mdat", b"free", b"wide", b"skip", b"moov")
+    if "moov atom not found" in err and mp4_like:
         raise InputError("truncated or unfinished video: no index (moov atom)", path=str(p),
                          hint="the file was cut off while being written or copied; get a complete copy")
     if "Invalid data found" in err or "Error opening input" in err and "Stream #" not in err:
@@ -246,8 +249,12 @@ def _probe_movie(p: Path) -> ClipInfo:
             mean_rate = Fraction(len(pts) / span).limit_denominator(1001) if span > 0 else (rate or Fraction(25))
             rate = _snap_rate(mean_rate)
             notices.append(f"{p.name}: variable frame rate; converted to constant {float(rate):.3f} fps")
-        elif rate is None and med > 0:
-            rate = _snap_rate(Fraction(1) / (Fraction(int(med)) * tb))
+        else:
+            # the printed rate when the packets agree (it is exact: 30000/1001), else the packets'
+            mean_step = Fraction(pts[-1] - pts[0], len(pts) - 1) * tb
+            measured = _snap_rate(Fraction(1) / mean_step) if mean_step > 0 else None
+            if measured is not None and (rate is None or abs(float(rate) / float(measured) - 1) > 0.01):
+                rate = measured
     if rate is None:
         rate = Fraction(25)
     frames = len(pts)
@@ -665,11 +672,11 @@ def mux_audio(video: str | os.PathLike, clip: str | os.PathLike, out: str | os.P
     cmd = [ffmpeg_exe(), "-nostdin", "-y", "-hide_banner", "-loglevel", "error", "-i", str(video)]
     if start > 0:
         cmd += ["-ss", f"{info.frame_to_seconds(start):.6f}"]
-    cmd += ["-i", str(clip)]
-    if stop is not None:
-        cmd += ["-t", f"{info.frame_to_seconds(stop - start):.6f}"]
+    # the audio of the frames' time span (never -shortest: a short audio track must not cost frames)
+    stop = info.frames if stop is None else stop
+    cmd += ["-t", f"{info.frame_to_seconds(stop - start):.6f}", "-i", str(clip)]
     cmd += ["-map", "0:v:0", "-map", "1:a:0?", "-c:v", "copy", *audio_args(out.suffix, info.audio_codec),
-            "-shortest", *BITEXACT]
+            *BITEXACT]
     if out.suffix.lower() in (".mp4", ".mov", ".m4v"):
         cmd += ["-movflags", "+faststart"]
     r = _run(cmd + [str(tmp)])

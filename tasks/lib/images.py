@@ -85,6 +85,11 @@ def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int | None =
     limit = max_pixels or max_pixels_default()
     try:
         img = Image.open(io.BytesIO(data))
+        if getattr(img, "is_animated", False) and getattr(img, "n_frames", 1) > 1:
+            # never silently the first frame: an animation is a clip (tasks/lib/clip.py)
+            raise InputError(f"animated {img.format or 'image'} ({img.n_frames} frames) is a clip, not a photo",
+                             path=name, hint="clips go to the clip commands and recipe inputs as they are; "
+                             "extract one frame to use it as a photo")
         w, h = img.size
         if w * h > limit and not downscale:
             raise InputError(
