@@ -49,7 +49,8 @@ class TemporalParams:
     work_width: int = 320  # flow and blending resolution (columns)
     photo_sigma: float = 12.0  # photometric error (0..255 gray levels) at which trust falls to 1/e
     change_sigma: float = 0.25  # depth change (0..1) at which trust falls to 1/e: real changes come through
-    leak: float = 0.08  # per frame pull of the global scale/shift back to the estimate's own
+    leak: float = 0.5  # per frame pull of the global scale/shift back to the estimate's own
+    robust: float = 0.01  # share of pixels clipped at each end when ranging each estimate
     cut_threshold: float = 0.35
     keyframe_interval: int = 1  # estimate every Nth frame; carry the depth along the motion between
 
@@ -131,6 +132,10 @@ class Stabilizer:
             depth = depth()
         self._since = 0
         d = np.asarray(depth, np.float32)
+        if self.p.robust > 0:  # per-frame robust range: min/max outliers no longer pump the map
+            lo, hi = np.percentile(d[::4, ::4], [100 * self.p.robust, 100 * (1 - self.p.robust)])
+            if hi - lo > 1e-6:
+                d = (d - np.float32(lo)) * np.float32(1.0 / (hi - lo))
         ww = min(self.p.work_width, w)
         wh = max(8, round(h * ww / w))
         gray = self._work(rgb)
