@@ -2,8 +2,10 @@
 resumable after kill -9, identical on threads and on Dask; the assembled files keep every
 frame, the time base and the audio.
 
-Runs on the bundled clip ``recipes/clips/sample.mp4`` (72 frames at 24000/1001 fps, a scene cut
-at frame 36, AAC audio) through ``recipes/video-3d.yaml`` (segment_seconds 1: 4 segments).
+Runs ``recipes/video-3d.yaml`` (segment_seconds 1: 4 segments) on the bundled clip
+``recipes/clips/sample.mp4`` (72 frames at 24000/1001 fps, a scene cut at frame 36, AAC audio)
+scaled to 120x80 (same frames, rate and audio; a quarter of the pixels keeps the tests quick;
+tests/test_recipes.py runs the recipe on the clip as it is).
 """
 
 from __future__ import annotations
@@ -39,23 +41,46 @@ def published(m: dict) -> dict[str, str]:
     return {Path(o["path"]).name: o["sha256"] for n in m["steps"] for o in n["outputs"].values()}
 
 
-def task_runs(run_id: str) -> dict[str, str]:
+def task_runs(run_id: str, count: int = 10) -> dict[str, str]:
+    """{task-run name: state name} of a flow run, once the API has all ``count`` final states
+    (task-run states reach the server as events, a moment after the flow returns)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    with get_client(sync_client=True) as c:
-        trs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
-    return {t.name: t.state.name for t in trs}
+    deadline = time.time() + 30
+    while True:
+        with get_client(sync_client=True) as c:
+            trs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+        states = {t.name: t.state.name for t in trs}
+        if (len(states) >= count and all(t.state.is_final() for t in trs)) or time.time() > deadline:
+            return states
+        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
-def first(prefect_server, tmp_path_factory):
+def small(tmp_path_factory) -> Path:
+    """The bundled clip at 120x80: every frame, the rate and the audio stream as they are."""
+    from depthcraft.tasks.lib.clip import ffmpeg_exe
+
+    out = tmp_path_factory.mktemp("small-clip") / "sample.mp4"
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(CLIP), "-vf", "scale=120:80", "-c:v", "libx264",
+                    "-preset", "veryfast", "-crf", "20", "-c:a", "copy", str(out)], check=True)
+    return out
+
+
+def on(clip: Path, *more: str) -> list[str]:
+    """Recipe overrides that run video-3d on ``clip``."""
+    return [f"inputs.images=['{clip}']", *more]
+
+
+@pytest.fixture(scope="module")
+def first(prefect_server, tmp_path_factory, small):
     """The recipe run once on threads in a fresh workspace: (summary, manifest, workspace, out)."""
     from depthcraft.flows.runner import run_recipe
 
     root = tmp_path_factory.mktemp("video-flow")
     ws, out = root / "ws", root / "out"
-    s = run_recipe(RECIPE, out_root=str(out), workspace=str(ws))
+    s = run_recipe(RECIPE, overrides=on(small), out_root=str(out), workspace=str(ws))
     return s, manifest(s), ws, out
 
 
@@ -90,12 +115,12 @@ def test_clip_inputs_by_glob_mixed_with_photos(tmp_path):
 
 
 # -- runs -----------------------------------------------------------------------------------------
-def test_segments_are_task_runs_and_the_output_keeps_frames_time_base_and_audio(first):
+def test_segments_are_task_runs_and_the_output_keeps_frames_time_base_and_audio(first, small):
     from depthcraft.tasks.lib.clip import probe_clip
 
     s, m, _, _ = first
     assert s["failures"] == []
-    src = probe_clip(CLIP)
+    src = probe_clip(small)
     assert m["clips"]["sample"]["segments"] == SEGMENTS and m["clips"]["sample"]["cuts"] == [36]
     keys = set()
     for sid in ("depth", "3d"):
@@ -117,15 +142,15 @@ def test_segments_are_task_runs_and_the_output_keeps_frames_time_base_and_audio(
         assert info.frames == src.frames == 72
         assert info.rate == src.rate == Fraction(24000, 1001)
         assert info.time_base == src.time_base
-        assert (info.width, info.height) == (240, 160)
+        assert (info.width, info.height) == (120, 80)
         assert info.has_audio and info.audio_codec == "aac"
 
 
-def test_a_rerun_is_fully_cached(first, tmp_path):
+def test_a_rerun_is_fully_cached(first, small):
     from depthcraft.flows.runner import run_recipe
 
     s0, m0, ws, out = first
-    s = run_recipe(RECIPE, out_root=str(out), workspace=str(ws))
+    s = run_recipe(RECIPE, overrides=on(small), out_root=str(out), workspace=str(ws))
     m = manifest(s)
     assert s["computed"] == 0 and s["cached"] == 2
     for node in m["steps"]:
@@ -134,11 +159,11 @@ def test_a_rerun_is_fully_cached(first, tmp_path):
     assert published(m) == published(m0)
 
 
-def test_a_changed_parameter_recomputes_only_the_segments_it_reaches(first):
+def test_a_changed_parameter_recomputes_only_the_segments_it_reaches(first, small):
     from depthcraft.flows.runner import run_recipe
 
     s0, m0, ws, out = first
-    s = run_recipe(RECIPE, overrides=["steps.3d.with.divergence=3.0"], out_root=str(out), workspace=str(ws))
+    s = run_recipe(RECIPE, overrides=on(small, "steps.3d.with.divergence=3.0"), out_root=str(out), workspace=str(ws))
     m = manifest(s)
     st = steps_of(m)
     assert [g["status"] for g in st["depth"]["segments"]] == ["cached"] * 4
@@ -146,19 +171,20 @@ def test_a_changed_parameter_recomputes_only_the_segments_it_reaches(first):
     assert published(m)["depth.mp4"] == published(m0)["depth.mp4"]
     assert published(m)["3d_3dh_LR.mp4"] != published(m0)["3d_3dh_LR.mp4"]
     # a shorter segment length re-cuts the clip: new keys for every segment
-    s = run_recipe(RECIPE, overrides=["inputs.segment_seconds=10"], out_root=str(out), workspace=str(ws))
+    s = run_recipe(RECIPE, overrides=on(small, "inputs.segment_seconds=10"), out_root=str(out), workspace=str(ws))
     st = steps_of(manifest(s))
     assert [g["frames"] for g in st["depth"]["segments"]] == [[0, 36], [36, 72]]
     assert {g["status"] for g in st["depth"]["segments"]} == {"computed"}
 
 
-def test_resume_after_kill_9_mid_clip(first, tmp_path):
+def test_resume_after_kill_9_mid_clip(first, small, tmp_path):
     """A real ``depthcraft run``, killed with SIGKILL once two segments are stored, resumes at the
     first unfinished segment and ends with the same files as an uninterrupted run."""
     _, m0, _, _ = first
     ws, out = tmp_path / "ws", tmp_path / "out"
     env = {**os.environ, "DEPTHCRAFT_WORKERS": "1"}  # one segment at a time: a clean "mid-clip"
-    proc = subprocess.Popen([*DEPTHCRAFT, "--workspace", str(ws), "run", str(RECIPE), "--out", str(out)],
+    sets = [a for s in on(small) for a in ("--set", s)]
+    proc = subprocess.Popen([*DEPTHCRAFT, "--workspace", str(ws), "run", str(RECIPE), "--out", str(out), *sets],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     records = ws / "store" / "records"
     deadline = time.time() + 240
@@ -174,7 +200,7 @@ def test_resume_after_kill_9_mid_clip(first, tmp_path):
     segs_before = {tuple(d["segment"]) for d in done if "segment" in d and d["step"] == "estimate"}
     assert 2 <= len(segs_before) < 4 and not (out / "out" / "video-3d" / "sample" / "manifest.json").exists()
 
-    r = run_cli("--workspace", ws, "run", RECIPE, "--out", out, "--json", env={"DEPTHCRAFT_WORKERS": "1"})
+    r = run_cli("--workspace", ws, "run", RECIPE, "--out", out, "--json", *sets, env={"DEPTHCRAFT_WORKERS": "1"})
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout[r.stdout.index("{"):])
     m = manifest(s)
@@ -185,14 +211,15 @@ def test_resume_after_kill_9_mid_clip(first, tmp_path):
     assert published(m) == published(m0)  # byte-identical to the uninterrupted run
 
 
-def test_threads_and_dask_give_byte_identical_files(first, tmp_path):
+def test_threads_and_dask_give_byte_identical_files(first, small, tmp_path):
     from depthcraft.flows.recipe import DaskSettings
     from depthcraft.flows.runner import run_recipe
     from depthcraft.flows.scale import dask_runner
 
     _, m0, _, _ = first
     runner = dask_runner(type("R", (), {"dask": DaskSettings(workers=2)})())
-    s = run_recipe(RECIPE, out_root=str(tmp_path / "out"), workspace=str(tmp_path / "ws"), task_runner=runner)
+    s = run_recipe(RECIPE, overrides=on(small), out_root=str(tmp_path / "out"), workspace=str(tmp_path / "ws"),
+                   task_runner=runner)
     m = manifest(s)
     assert all(g["status"] == "computed" for n in m["steps"] for g in n["segments"])
     runs = task_runs(s["run_id"])
