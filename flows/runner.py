@@ -120,6 +120,8 @@ def run_plan(plan: Plan, ws: Workspace, *, refresh: bool = False) -> dict:
                        seconds=round(result["seconds"], 3), outputs=outs)
         else:
             err = _state_error(state)
+            if image in plan.clips:
+                err = clipseg.segment_error(rec["segments"]) or err
             rec.update(status="failed" if not err.startswith("skipped") else "skipped", cached=False, error=err)
             failures.append({"step": sid, "image": image, "error": err})
         nodes.append(rec)

@@ -75,11 +75,30 @@ def segment_records(plan, sid: str, image: str, futures: list) -> tuple[list[dic
             rec.update(status="cached" if cached else "computed", seconds=round(r["seconds"], 3))
             FRAMES.segment_done(f"{sid}[{image}]", i, e - s)
         else:
-            rec.update(status="failed" if state.is_failed() else state.name.lower())
+            rec.update(status="failed" if state.is_failed() else state.name.lower(), error=_error(state))
             cached = False
         all_cached &= cached
         out.append(rec)
     return out, all_cached
 
 
-__all__ = ["assemble_task", "clip_summary", "publish", "segment_records", "segment_task", "submit_clip_step"]
+def _error(state) -> str:
+    if state.name == "NotReady" or "upstream" in (state.message or "").lower():
+        return "skipped: an upstream segment failed"
+    try:
+        state.result(raise_on_failure=True)
+    except Exception as e:  # noqa: BLE001 - we report whatever the segment raised
+        return str(e) or type(e).__name__
+    return state.message or state.name
+
+
+def segment_error(records: list[dict]) -> str | None:
+    """Why a clip step failed: the first segment that failed by itself (not as a consequence),
+    naming its frames; the assemble task alone would only say that an upstream task failed."""
+    for r in records:
+        if r["status"] == "failed" and not r["error"].startswith("skipped"):
+            return f"frames {r['frames'][0]}-{r['frames'][1]}: {r['error']}"
+    return None
+
+
+__all__ = ["assemble_task", "clip_summary", "publish", "segment_error", "segment_records", "segment_task", "submit_clip_step"]

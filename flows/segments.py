@@ -129,6 +129,14 @@ def expand_clips(plan, ws: Workspace) -> None:
         if img.source is None or img.source.kind != "video":
             continue
         try:
+            if img.given_depth is not None:
+                raise InputError("a depth file goes with a photo; a clip's depth is estimated frame by frame",
+                                 path=img.origin)
+            for sid in plan.order:
+                kind = plan.nodes[(sid, img.name)].kind
+                if kind != "estimate" and getattr(plan.specs[sid], "clip_frame", None) is None:
+                    raise InputError(f"step {sid!r} ({kind}) does not take clips", path=img.origin,
+                                     hint="run it on photos, or on frames exported with estimate -o DIR/")
             a = analyse(ws, img.source, **limits)
             for sid in plan.order:
                 target(plan.nodes[(sid, img.name)])

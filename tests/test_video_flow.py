@@ -237,3 +237,19 @@ def test_a_bad_clip_is_one_line_and_the_rest_is_produced(prefect_server, tmp_pat
     assert res.returncode == 1
     assert "broken.mp4" in res.stderr and "Traceback" not in res.stderr
     assert (tmp_path / "out" / "out" / "two" / "coffee" / "depth.png").exists()
+
+
+def test_clip_errors_name_the_file_at_compile_time(tmp_path):
+    from depthcraft.flows.compile import compile_plan
+    from depthcraft.flows.recipe import load_recipe
+    from depthcraft.flows.workspace import Workspace
+
+    r = tmp_path / "mesh.yaml"
+    r.write_text(f"version: 1\nname: m\ninputs:\n  images: ['{CLIP}', '{REPO}/recipes/photos/coffee.jpg']\n"
+                 "steps:\n  - {id: depth, uses: estimate}\n  - {id: m, uses: mesh, from: depth}\n")
+    recipe, src = load_recipe(r)
+    plan = compile_plan(recipe, src, Workspace.default(tmp_path / "ws"), out_root=tmp_path)
+    err = {i.name: i.error for i in plan.images}
+    assert err["coffee"] is None and ("m", "coffee") in plan.nodes
+    assert "sample.mp4" in err["sample"] and "'m' (mesh) does not take clips" in err["sample"]
+    assert not any(k[1] == "sample" for k in plan.nodes) and "sample" not in plan.clips
