@@ -47,7 +47,7 @@ def submit_clip_step(plan, ws: Workspace, sid: str, img, base_payload: dict, *, 
     for i, (s, e) in enumerate(cp.segments):
         key = cp.keys[sid][i]
         payload = {**base_payload, "key": key, "index": i, "start": s, "stop": e, "warmup": cp.warmup, "label": label,
-                   "target": tgt, "info": cp.info}
+                   "target": tgt, "info": cp.info, "keep_depth": sid in cp.chained}
         ups = [segment_futures[(u, img.name)][i] for u in node.upstream]
         o = {**opts, "name": f"segment:{node.kind}", "task_run_name": f"{sid}[{img.name}]#{i} frames {s}-{e}",
              "refresh_cache": refresh or not store.has(key)}

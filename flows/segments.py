@@ -66,6 +66,7 @@ class ClipPlan:
     segments: list[tuple[int, int]]  # [start, stop) frame ranges, in order, covering the clip
     warmup: int
     keys: dict[str, list[str]] = field(default_factory=dict)  # step id -> key per segment
+    chained: set[str] = field(default_factory=set)  # steps whose segments also keep their depth for the next step
     info: dict = field(default_factory=dict)  # the engine's ClipInfo as JSON (see clip_info)
 
 
@@ -140,8 +141,8 @@ def expand_clips(plan, ws: Workspace) -> None:
             a = analyse(ws, img.source, **limits)
             for sid in plan.order:
                 target(plan.nodes[(sid, img.name)])
-        except DepthcraftError as e:
-            img.error = str(e)
+        except DepthcraftError as e:  # one line that names the clip
+            img.error = str(e) if img.origin in str(e) else f"{img.origin}: {e}"
             for sid in plan.order:
                 plan.nodes.pop((sid, img.name), None)
             continue
@@ -149,9 +150,11 @@ def expand_clips(plan, ws: Workspace) -> None:
         cp = ClipPlan(frames=info.frames, rate=info.rate, time_base=info.time_base, size=tuple(info.size),
                       has_audio=info.has_audio, cuts=a["cuts"], segments=split_frames(info.frames, info.rate, a["cuts"], seconds),
                       warmup=warmup, info=a["info"])
+        cp.chained = {u for sid in plan.order for u in plan.nodes[(sid, img.name)].upstream}
         for sid in plan.order:
             node = plan.nodes[(sid, img.name)]
             cp.keys[sid] = [stable_hash({"node": node.key, "frames": [s, e], "warmup": warmup, "engine": engine_version,
+                                         "keep_depth": sid in cp.chained,
                                          "upstream": [cp.keys[u][i] for u in node.upstream]})
                             for i, (s, e) in enumerate(cp.segments)]
             # the assembled files depend on exactly these segments
@@ -160,21 +163,16 @@ def expand_clips(plan, ws: Workspace) -> None:
 
 
 # -- running one segment, assembling a step ---------------------------------------------------------
-# estimate's formats that have a video form (8-bit gray H.264; 16 bits lossless in FFV1 .mkv)
-DEPTH_VIDEO = {"grayscale": ".mp4", "preview": ".mp4", "png16": ".mkv"}
-
-
 def target(node) -> str:
-    """The file type a clip step writes in a recipe (there is no ``-o`` to choose it): H.264
-    ``.mp4``; for ``estimate`` with ``format: png16`` a 16-bit lossless ``.mkv``. Raises
-    ``ParameterError`` for an estimate format that has no video form."""
-    if node.kind != "estimate":
-        return ".mp4"
-    fmt = getattr(node.params, "format", "grayscale")
-    if fmt not in DEPTH_VIDEO:
-        raise ParameterError(f"format {fmt!r} has no video form; on clips use "
-                             f"{' or '.join(DEPTH_VIDEO)}", parameter="format")
-    return DEPTH_VIDEO[fmt]
+    """The file type a clip step writes in a recipe, where no ``-o`` chooses it: the engine's
+    ``default_suffix`` (H.264 ``.mp4``; a 16-bit lossless ``.mkv`` for estimate's 16-bit and
+    float formats). Raises ``ParameterError`` for frame folders (``layers``), which the artifact
+    store, holding files, does not keep yet: the one-shot command writes them."""
+    suffix = engine.default_suffix(node.kind, node.params)
+    if suffix == "folder":
+        raise ParameterError(f"{node.kind} on a clip writes a folder of frames, which recipes do not publish yet; "
+                             f"use `depthcraft {node.kind} CLIP -o DIR/`", parameter="uses")
+    return suffix
 
 
 def _segment_result(d: dict):
@@ -194,8 +192,8 @@ def execute_segment(payload: dict, upstream: list[dict]) -> dict:
     """Frames ``[start, stop)`` of a clip through one step (the engine's
     ``process_clip_segment``, warm-up included); its files go to the artifact store under the
     segment's key. Plain data in and out: it runs in a thread or in a Dask worker process.
-    ``upstream`` (the same segment of the upstream steps) orders the work; the engine derives
-    each step's depth from the clip itself."""
+    ``upstream`` holds the same segment of the upstream steps: the first one's depth (16-bit,
+    kept because this step reads it) is this step's depth, so a chain estimates once."""
     ws = Workspace.default(payload["workspace"])
     store = ws.store
     key, label, index = payload["key"], payload["label"], payload["index"]
@@ -211,7 +209,8 @@ def execute_segment(payload: dict, upstream: list[dict]) -> dict:
         res = engine.process_clip_segment(
             payload["kind"], payload["source"]["path"], payload["start"], payload["stop"], params, workdir,
             target=payload["target"], provider=payload["provider"], mode=payload["mode"], warmup=payload["warmup"],
-            info=clip_info({"info": payload["info"]}),
+            info=clip_info({"info": payload["info"]}), keep_depth=payload["keep_depth"],
+            depth=_segment_result(upstream[0]) if upstream else None,
             progress=lambda done, total: FRAMES.segment_progress(label, index, done))
         if res.frames != base["frames"]:
             raise DepthcraftError(f"{payload['image']}: segment {payload['start']}..{payload['stop']} of step "
