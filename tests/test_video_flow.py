@@ -78,10 +78,27 @@ def first(prefect_server, tmp_path_factory, small):
     """The recipe run once on threads in a fresh workspace: (summary, manifest, workspace, out)."""
     from depthcraft.flows.runner import run_recipe
 
+    from depthcraft.flows import progress
+
     root = tmp_path_factory.mktemp("video-flow")
     ws, out = root / "ws", root / "out"
-    s = run_recipe(RECIPE, overrides=on(small), out_root=str(out), workspace=str(ws))
+    with progress.reporting(Bars()) as bars:
+        s = run_recipe(RECIPE, overrides=on(small), out_root=str(out), workspace=str(ws))
+    s["bars"] = bars.seen
     return s, manifest(s), ws, out
+
+
+class Bars:
+    """A progress reporter that remembers every (done, total) each bar was given."""
+
+    def __init__(self):
+        self.seen: dict[str, list[tuple[int, int]]] = {}
+
+    def update(self, label: str, done: int, total: int) -> None:
+        self.seen.setdefault(label, []).append((done, total))
+
+    def advance(self, n: int = 1) -> None:
+        pass
 
 
 # -- the plan ---------------------------------------------------------------------------------
@@ -135,6 +152,9 @@ def test_segments_are_task_runs_and_the_output_keeps_frames_time_base_and_audio(
             assert runs[f"{sid}[sample]#{i} frames {a}-{b}"] == "Completed"
         assert runs[f"{sid}[sample] assemble"] == "Completed"
     assert len(runs) == 10
+    for sid in ("depth", "3d"):  # progress bars count frames, up to every frame of the clip
+        seen = s["bars"][f"{sid}[sample] frames"]
+        assert {tot for _, tot in seen} == {72} and max(d for d, _ in seen) == 72 and len(seen) > 8
     outs = published(m)
     assert set(outs) == {"depth.mp4", "3d_3dh_LR.mp4"}  # the half-SBS tag 3D players read
     for name in outs:
@@ -253,3 +273,27 @@ def test_clip_errors_name_the_file_at_compile_time(tmp_path):
     assert err["coffee"] is None and ("m", "coffee") in plan.nodes
     assert "sample.mp4" in err["sample"] and "'m' (mesh) does not take clips" in err["sample"]
     assert not any(k[1] == "sample" for k in plan.nodes) and "sample" not in plan.clips
+
+
+def test_an_animated_gif_is_a_clip_and_a_still_one_a_photo(prefect_server, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from depthcraft.flows.runner import run_recipe
+    from depthcraft.tasks.lib.clip import probe_clip
+
+    base = np.asarray(Image.open(REPO / "recipes" / "photos" / "coffee.jpg").convert("RGB").resize((64, 48)))
+    frames = [Image.fromarray(np.roll(base, 2 * i, axis=1)) for i in range(10)]
+    frames[0].save(tmp_path / "moving.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    frames[0].save(tmp_path / "still.gif")
+    r = tmp_path / "gif.yaml"
+    r.write_text("version: 1\nname: gif\ninputs:\n  images: ['*.gif']\n  segment_seconds: 0.5\n"
+                 "steps:\n  - {id: depth, uses: estimate}\n")
+    s = run_recipe(r, out_root=str(tmp_path), workspace=str(tmp_path / "ws"))
+    m = manifest(s)
+    st = {n["image"]: n for n in m["steps"]}
+    assert [g["frames"] for g in st["moving"]["segments"]] == [[0, 5], [5, 10]]  # 10 fps: 0.5 s = 5 frames
+    assert "segments" not in st["still"]
+    info = probe_clip(tmp_path / "out" / "gif" / "moving" / "depth.mp4")
+    assert info.frames == 10 and info.rate == 10 and not info.has_audio
+    assert (tmp_path / "out" / "gif" / "still" / "depth.png").exists()
