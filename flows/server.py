@@ -76,8 +76,12 @@ def server_env(ws: Workspace) -> dict:
     return env
 
 
-def start(ws: Workspace, *, port: int | None = None, timeout: float = 90.0, ui: bool = True) -> dict:
-    """Start the server if it is not running; wait until it answers. Returns its state."""
+def start(ws: Workspace, *, port: int | None = None, timeout: float = 240.0, ui: bool = True) -> dict:
+    """Start the server if it is not running; wait until it answers. Returns its state.
+
+    ``timeout``: a fresh database's migrations take 10 to 20 s on an idle machine but over 90 s
+    on a busy one (measured at load 20 on 2 cores), so the wait is generous; a server that
+    exits fails at once."""
     st = status(ws)
     if st and healthy(st["url"]):
         return st
