@@ -82,23 +82,58 @@ def _temporal_params(params: Any, kind: str) -> TemporalParams:
     return tp
 
 
-def _depth_fn(provider_name: str, mode: str) -> Callable[[np.ndarray], np.ndarray]:
-    """Nearness 0..1 (larger = nearer) of a frame from the provider."""
+_PROVIDERS: dict = {}
+
+
+def _estimate(provider_name: str, mode: str, rgb: np.ndarray) -> np.ndarray:
+    """Nearness 0..1 (larger = nearer) of a frame from the provider (also run in worker processes)."""
     from .lib.depthmap import normalized_nearness
     from .providers import DepthRequest, get_provider
 
-    prov = get_provider(provider_name)
+    prov = _PROVIDERS.get(provider_name)
+    if prov is None:
+        prov = _PROVIDERS[provider_name] = get_provider(provider_name)
+    dm = prov.estimate(DepthRequest(image=np.ascontiguousarray(rgb), mode=mode, use_case="general"))
+    n = normalized_nearness(dm)
+    if n.shape != rgb.shape[:2]:
+        import cv2
 
-    def fn(rgb: np.ndarray) -> np.ndarray:
-        dm = prov.estimate(DepthRequest(image=np.ascontiguousarray(rgb), mode=mode, use_case="general"))
-        n = normalized_nearness(dm)
-        if n.shape != rgb.shape[:2]:
-            import cv2
+        n = cv2.resize(n, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
+    return n
 
-            n = cv2.resize(n, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
-        return n
 
-    return fn
+def _depth_fn(provider_name: str, mode: str) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda rgb: _estimate(provider_name, mode, rgb)
+
+
+def estimate_workers() -> int:
+    """Processes that estimate frames ahead when every frame needs an estimate: one per core
+    (at most 4), ``DEPTHCRAFT_CLIP_WORKERS`` to override; 1 = in this process."""
+    try:
+        return max(1, int(os.environ["DEPTHCRAFT_CLIP_WORKERS"]))
+    except (KeyError, ValueError):
+        return max(1, min(4, os.cpu_count() or 1))
+
+
+def _prefetched(frames, provider: str, mode: str, workers: int, ahead: int):
+    """``(frame, nearness)`` in order, the estimates computed ``ahead`` frames in advance on
+    ``workers`` processes (bounded: at most ``ahead`` frames in flight)."""
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    import multiprocessing as mp
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
+        pending: deque = deque()
+        for f in frames:
+            f = np.ascontiguousarray(f)
+            pending.append((f, ex.submit(_estimate, provider, mode, f)))
+            if len(pending) >= ahead:
+                g, fut = pending.popleft()
+                yield g, fut.result()
+        while pending:
+            g, fut = pending.popleft()
+            yield g, fut.result()
 
 
 def _writer(kind: str, target: str, path: Path, info: ClipInfo, *, name: str, start: int, params: Any,
@@ -165,11 +200,21 @@ def process_clip_segment(kind: str, clip: str | os.PathLike, start: int, stop: i
     state: dict = {"info": info, "frames_total": info.frames}
     done = 0
     try:
-        for i, rgb in enumerate(read_frames(clip, w0, stop, info=info), start=w0):
-            if upstream is not None:
-                near = next(upstream)
+        source = read_frames(clip, w0, stop, info=info)
+        workers = estimate_workers()
+        every_frame = not stab.p.enabled or stab.p.keyframe_interval <= 1
+        if upstream is None and every_frame and workers > 1 and stop - w0 > 2 * workers:
+            source = _prefetched(source, provider, mode, workers, ahead=2 * workers)
+        for i, item in enumerate(source, start=w0):
+            if isinstance(item, tuple):
+                rgb, est = item
+                near = stab.step(rgb, est)
             else:
-                near = stab.step(rgb, lambda rgb=rgb: estimator(rgb))
+                rgb = item
+                if upstream is not None:
+                    near = next(upstream)
+                else:
+                    near = stab.step(rgb, lambda rgb=rgb: estimator(rgb))
             if i < start:
                 continue
             if keep_depth:
