@@ -11,11 +11,13 @@ Rows (ratios are measured side by side in one run: the machine is shared, absolu
   (``../shared/data/video/big_buck_bunny_0_30.webm``), total wall time, against ffmpeg
   re-encoding that command's own output with the same encoder settings (libx264, preset medium,
   CRF 18, yuv420p: the encoder is the floor); target ratio <= 2.0. Skipped without ../shared.
-- memory: a 10-minute 1080p clip made on the fly (the bundled photos panned, 24 fps, under a
-  temporary folder), ``depthcraft estimate CLIP -o depth.mp4``; the resident memory of depthcraft
-  and every ffmpeg child, sampled together (psutil) twice a second: the peak, and the peak of each
-  quarter of the run (constant memory = flat quarters); target < 1.5 GB. ``--frames N`` stops
-  the command after N frames (the clip stays 10 minutes long).
+- memory: a 10-minute 1080p clip made on the fly (10 s of the bundled photos panned at 24 fps,
+  looped 60 times by stream copy, under a temporary folder), ``depthcraft stereo CLIP -o out.mp4
+  --layout hsbs``; the resident memory of depthcraft and every ffmpeg child, sampled together
+  (psutil) twice a second: the peak, and the peak of each quarter of the run (constant memory =
+  flat quarters); target < 1.5 GB. ``--frames N`` (default 480, 20 s of video) stops after N
+  frames through the same engine call (the clip stays 10 minutes long: the decoder and the muxer
+  see the whole file); ``--frames 0`` runs the whole clip (hours on 2 cores).
 - scale: a 60 s clip (made the same way, 320x180 at 12 fps) through a recipe (estimate, cut
   into 5 s segments = 12 task runs) on Prefect's Dask task runner, 1 worker process against 2,
   fresh workspaces (nothing cached); throughput = frames per second of flow-run wall time
@@ -144,17 +146,26 @@ def bench_stereo(tmp: Path, quick: bool) -> None:
 
 def bench_memory(tmp: Path, quick: bool, frames: int | None) -> None:
     minutes = 1.0 if quick else 10.0
-    clip = panned_clip(tmp / "long1080.mp4", size=(1920, 1080), rate=24, seconds=minutes * 60)
-    cmd = [*DEPTHCRAFT, "estimate", str(clip), "-o", str(tmp / "long-depth.mp4")]
+    short = panned_clip(tmp / "short1080.mp4", size=(1920, 1080), rate=24, seconds=10)
+    clip = tmp / "long1080.mp4"
+    subprocess.run([ffmpeg(), "-y", "-loglevel", "error", "-stream_loop", str(int(minutes * 6) - 1), "-i", str(short),
+                    "-c", "copy", str(clip)], check=True)
+    from depthcraft.tasks.lib.clip import probe_clip
+
+    n = probe_clip(clip).frames
+    print(f"  {clip.name}: {n} frames of 1920x1080", flush=True)
+    cmd = [*DEPTHCRAFT, "stereo", str(clip), "-o", str(tmp / "long3d.mp4"), "--layout", "hsbs"]
     if frames:
-        cmd = [sys.executable, "-c", PARTIAL, str(clip), str(tmp / "long-depth.mp4"), str(frames)]
+        cmd = [sys.executable, "-c", PARTIAL, str(clip), str(tmp / "long3d.mp4"), str(frames)]
     wall, samples, rc = run_sampled(cmd)
     if rc != 0 or not samples:
         row(f"memory {minutes:g} min 1080p", "failed", "< 1.5 GB", False)
         return
     peak = max(m for _, m in samples)
     q = [max([m for t, m in samples if wall * k / 4 <= t < wall * (k + 1) / 4] or [0]) for k in range(4)]
-    row(f"memory {minutes:g} min 1080p estimate: peak", f"{peak / 2**30:.2f} GB in {wall:.0f} s", "< 1.5 GB", peak < 1.5 * 2**30)
+    what = f"{frames} of {n} frames" if frames else f"all {n} frames"
+    row(f"memory {minutes:g} min 1080p stereo hsbs: peak", f"{peak / 2**30:.2f} GB ({what}, {wall:.0f} s)", "< 1.5 GB",
+        peak < 1.5 * 2**30)
     row(f"memory {minutes:g} min 1080p: peak per quarter", " / ".join(f"{x / 2**30:.2f}" for x in q) + " GB",
         "flat", max(q[1:]) <= 1.15 * max(q[1], 1))
 
@@ -165,7 +176,8 @@ import sys
 from depthcraft.tasks import clips
 from depthcraft.tasks.catalog import get_step
 clip, out, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-seg = clips.process_clip_segment("estimate", clip, 0, n, get_step("estimate").params(), out + ".work")
+p = get_step("stereo").params(layout="hsbs")
+clips.assemble("stereo", [clips.process_clip_segment("stereo", clip, 0, n, p, out + ".work")], clip, out, p)
 """
 
 
@@ -217,7 +229,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", action="append", choices=["stereo", "memory", "scale"])
     ap.add_argument("--quick", action="store_true", help="5 s stereo clip, 1-minute memory clip, 20 s scale clip")
-    ap.add_argument("--frames", type=int, help="memory: stop after this many frames of the 10-minute clip")
+    ap.add_argument("--frames", type=int, default=480, help="memory: stop after this many frames of the 10-minute "
+                    "clip (0: the whole clip)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     a = ap.parse_args()
     only = a.only or ["stereo", "memory", "scale"]
