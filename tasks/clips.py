@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 WARMUP_FRAMES = 12  # stabiliser warm-up before a segment: history 0.8 ** 12 < 7 % of the start state
 # 2D-to-3D and the other rendering steps estimate depth on every Nth frame and carry it along the
 # optical flow in between (estimate: every frame); see docs/video.md for the measured effect
-RENDER_KEYFRAME_INTERVAL = 6
+RENDER_KEYFRAME_INTERVAL = 12
 
 
 @dataclass

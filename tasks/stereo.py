@@ -66,7 +66,7 @@ class StereoParams(StepParams):
     quality: int = Field(95, ge=50, le=100, description="JPEG quality")
     mask: bool = Field(True, description="also write the mask of filled-in pixels of each view")
     temporal: bool = Field(True, description="clips: temporally stable depth (false: each frame alone)")
-    keyframe_interval: int | None = Field(None, ge=1, le=120, description="clips: estimate depth every Nth frame and carry it along the motion between (default 6)")
+    keyframe_interval: int | None = Field(None, ge=1, le=120, description="clips: estimate depth every Nth frame and carry it along the motion between (default 12)")
 
 
 # -- pure functions ----------------------------------------------------------------------------
@@ -212,19 +212,20 @@ def clip_frame(rgb: np.ndarray, near: np.ndarray, p: StereoParams, state: dict) 
         raise ParameterError("a clip's 3D layout is sbs, hsbs, tb, htb, cross, anaglyph or lr", parameter="layout")
     if p.scale is not None:
         raise ParameterError("exact mode (scale) needs a disparity map; clips use estimated depth", parameter="scale")
-    half = ((near - np.float32(p.convergence)) * np.float32(0.5 * p.divergence / 100.0 * w)).astype(np.float32)
-    grow = max(1, int(np.ceil(np.float32(p.divergence / 100.0 * w) * 0.5)))
-    dil = cv2.dilate(half, np.ones((1, 2 * min(grow, 64) + 1), np.uint8)) if p.edge_dilation != 0 else half
     ow, oh = (w // 2 if p.layout == "hsbs" else w), (h // 2 if p.layout == "htb" else h)
-    key = (w, h, ow, oh)
-    if state.get("grid_key") != key:
-        xs = (np.arange(ow, dtype=np.float32) + 0.5) * (w / ow) - 0.5
-        ys = (np.arange(oh, dtype=np.float32) + 0.5) * (h / oh) - 0.5
-        state["grid"] = np.meshgrid(xs, ys)
-        state["grid_key"] = key
+    if (ow, oh) != (w, h):  # half-size layouts: render each eye straight at its final size
+        src = cv2.resize(rgb, (ow, oh), interpolation=cv2.INTER_AREA)
+        n = cv2.resize(near, (ow, oh), interpolation=cv2.INTER_AREA)
+    else:
+        src, n = rgb, near
+    # half the disparity per eye, in output pixels (the divergence is a share of the frame width)
+    half = ((n - np.float32(p.convergence)) * np.float32(0.5 * p.divergence / 100.0 * ow)).astype(np.float32)
+    grow = max(1, int(np.ceil(p.divergence / 100.0 * ow * 0.5)))
+    d = cv2.dilate(half, np.ones((1, 2 * min(grow, 64) + 1), np.uint8)) if p.edge_dilation != 0 else half
+    if state.get("grid_key") != (ow, oh):
+        state["grid"] = np.meshgrid(np.arange(ow, dtype=np.float32), np.arange(oh, dtype=np.float32))
+        state["grid_key"] = (ow, oh)
     gx, gy = state["grid"]
-    d = dil if (ow, oh) == (w, h) else cv2.resize(dil, (ow, oh), interpolation=cv2.INTER_LINEAR)
-    src = cv2.GaussianBlur(rgb, (0, 0), 0.6) if (ow, oh) != (w, h) else rgb  # against aliasing when halving
     views = {}
     for eye, sign in (("left", -1.0), ("right", 1.0)):
         views[eye] = cv2.remap(src, gx + np.float32(sign) * d, gy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

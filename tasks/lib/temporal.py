@@ -40,6 +40,9 @@ import cv2
 import numpy as np
 
 
+PROPAGATE_WIDTH = 640  # columns of the depth carried between keyframes
+
+
 @dataclass
 class TemporalParams:
     """Stabiliser settings (the defaults are used for every provider)."""
@@ -105,6 +108,7 @@ class Stabilizer:
         self._gray: np.ndarray | None = None
         self._out: np.ndarray | None = None
         self._full: np.ndarray | None = None
+        self._mid: np.ndarray | None = None
         self._grid = None
         self._since = 0
 
@@ -145,6 +149,7 @@ class Stabilizer:
                 self.resets += 1
             self._gray, self._out = gray, ds
             self._full = np.clip(d, 0.0, 1.0)
+            self._mid = None
             return self._full
         if self._grid is None or self._grid[0].shape != ds.shape:
             self._grid = _grid(wh, ww)
@@ -177,6 +182,7 @@ class Stabilizer:
         self._gray, self._out = gray, out_s.astype(np.float32)
         corr = cv2.resize((out_s - aligned_s).astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
         self._full = np.clip(a * d + b + corr, 0.0, 1.0).astype(np.float32)
+        self._mid = None
         return self._full
 
     def _work(self, rgb: np.ndarray) -> np.ndarray:
@@ -186,7 +192,9 @@ class Stabilizer:
         return cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (ww, wh), interpolation=cv2.INTER_AREA)
 
     def _propagate(self, rgb: np.ndarray) -> np.ndarray:
-        """No new estimate: the previous output moved along the flow (full resolution)."""
+        """No new estimate: the previous output moved along the flow. The carried map is kept at
+        ``PROPAGATE_WIDTH`` columns at most (depth is smooth; a 1080p remap per frame is not
+        free) and brought back to the frame's size."""
         h, w = rgb.shape[:2]
         gray = self._work(rgb)
         wh, ww = gray.shape
@@ -197,12 +205,16 @@ class Stabilizer:
         self._out = cv2.remap(self._out, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_REPLICATE)
         self._gray = gray
-        fx = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR)
-        fx[..., 0] *= w / ww
-        fx[..., 1] *= h / wh
-        if self._fgrid is None or self._fgrid[0].shape != (h, w):
-            self._fgrid = _grid(h, w)
-        fx[..., 0] += self._fgrid[0]
-        fx[..., 1] += self._fgrid[1]
-        self._full = cv2.remap(self._full, fx, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        if self._mid is None:
+            mw = min(w, PROPAGATE_WIDTH)
+            mh = max(8, round(h * mw / w))
+            self._mid = self._full if mw == w else cv2.resize(self._full, (mw, mh), interpolation=cv2.INTER_AREA)
+        mh, mw = self._mid.shape
+        fx = cv2.resize(flow, (mw, mh), interpolation=cv2.INTER_LINEAR)
+        if self._fgrid is None or self._fgrid[0].shape != (mh, mw):
+            self._fgrid = _grid(mh, mw)
+        mapx = fx[..., 0] * np.float32(mw / ww) + self._fgrid[0]
+        mapy = fx[..., 1] * np.float32(mh / wh) + self._fgrid[1]
+        self._mid = cv2.remap(self._mid, mapx, mapy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        self._full = self._mid if (mh, mw) == (h, w) else cv2.resize(self._mid, (w, h), interpolation=cv2.INTER_LINEAR)
         return self._full
