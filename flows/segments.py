@@ -150,7 +150,7 @@ def expand_clips(plan, ws: Workspace) -> None:
         info = clip_info(a)
         cp = ClipPlan(frames=info.frames, rate=info.rate, time_base=info.time_base, size=tuple(info.size),
                       has_audio=info.has_audio, cuts=a["cuts"], segments=split_frames(info.frames, info.rate, a["cuts"], seconds),
-                      warmup=warmup, info=a["info"])
+                      warmup=warmup, info={**a["info"], "path": img.source.path})  # this copy of the content
         cp.chained = {u for sid in plan.order for u in plan.nodes[(sid, img.name)].upstream}
         for sid in plan.order:
             node = plan.nodes[(sid, img.name)]
