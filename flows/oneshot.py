@@ -138,7 +138,7 @@ def run_oneshot(args) -> int:
     if is_clip(args.image):  # a video or an animated GIF/WebP (flows/oneshot_clip.py)
         from .oneshot_clip import run_clip_oneshot
 
-        return run_clip_oneshot(args, spec)
+        return run_clip_oneshot(args, spec, params_from_args)
     params = params_from_args(spec, args)
     img = Path(args.image)
     if not img.exists():

@@ -15,14 +15,14 @@ from pathlib import Path
 from depthcraft.tasks.lib.errors import ParameterError
 
 
-def run_clip_oneshot(args, spec) -> int:
+def run_clip_oneshot(args, spec, params_from_args) -> int:
+    """``params_from_args`` is flows.oneshot's (passed in: this module is imported by it)."""
     from rich.console import Console
 
     from depthcraft.tasks.clips import output_target, run_clip
     from depthcraft.tasks.lib.clip import probe_clip
 
     from . import progress
-    from .oneshot import params_from_args
 
     if args.depth:
         raise ParameterError("--depth is for photos; a clip's depth is estimated frame by frame", parameter="--depth")
