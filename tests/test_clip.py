@@ -177,3 +177,15 @@ def test_ten_bit_sdr_is_converted_with_a_notice(tmp_path, caplog):
     info = probe_clip(p)
     assert info.bit_depth == 10 and any("10-bit" in n for n in info.notices)
     assert next(read_frames(p, 0, 1, info=info)).dtype == np.uint8
+
+
+def test_variable_frame_rate_is_converted_with_a_notice(tmp_path):
+    p = tmp_path / "vfr.mp4"
+    # 15 frames at 30 fps, then 15 at 15 fps
+    subprocess.run([FF, "-y", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=30", "-frames:v", "30",
+                    "-vf", "setpts='(N+if(gte(N,15),N-15,0))/30/TB'", "-fps_mode", "vfr", "-c:v", "libx264",
+                    "-preset", "ultrafast", str(p)], check=True)
+    info = probe_clip(p)
+    assert info.vfr and any("variable frame rate" in n for n in info.notices)
+    assert 19 < float(info.rate) < 22 and info.frames == 30
+    assert len(list(read_frames(p, info=info))) == 30 and len(list(read_frames(p, 10, 20, info=info))) == 10
