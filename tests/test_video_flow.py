@@ -282,7 +282,7 @@ def test_an_animated_gif_is_a_clip_and_a_still_one_a_photo(prefect_server, tmp_p
     from depthcraft.flows.runner import run_recipe
     from depthcraft.tasks.lib.clip import probe_clip
 
-    base = np.asarray(Image.open(REPO / "recipes" / "photos" / "coffee.jpg").convert("RGB").resize((64, 48)))
+    base = np.asarray(Image.open(REPO / "recipes" / "photos" / "coffee.jpg").convert("RGB").resize((96, 64)))
     frames = [Image.fromarray(np.roll(base, 2 * i, axis=1)) for i in range(10)]
     frames[0].save(tmp_path / "moving.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
     frames[0].save(tmp_path / "still.gif")
