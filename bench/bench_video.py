@@ -18,7 +18,7 @@ Rows (ratios are measured side by side in one run: the machine is shared, absolu
   flat quarters); target < 1.5 GB. ``--frames N`` (default 480, 20 s of video) stops after N
   frames through the same engine call (the clip stays 10 minutes long: the decoder and the muxer
   see the whole file); ``--frames 0`` runs the whole clip (hours on 2 cores).
-- scale: a 60 s clip (made the same way, 320x180 at 12 fps) through a recipe (estimate, cut
+- scale: a 60 s clip (made the same way, 192x108 at 12 fps) through a recipe (estimate, cut
   into 5 s segments = 12 task runs) on Prefect's Dask task runner, 1 worker process against 2,
   fresh workspaces (nothing cached); throughput = frames per second of flow-run wall time
   (cluster start included); target 2 workers >= 1.6x.
@@ -183,7 +183,7 @@ clips.assemble("stereo", [clips.process_clip_segment("stereo", clip, 0, n, p, ou
 
 def bench_scale(tmp: Path, quick: bool) -> None:
     seconds = 20 if quick else 60
-    clip = panned_clip(tmp / "scale.mp4", size=(320, 180), rate=12, seconds=seconds)
+    clip = panned_clip(tmp / "scale.mp4", size=(192, 108), rate=12, seconds=seconds)
     recipe = tmp / "scale.yaml"
     recipe.write_text(f"version: 1\nname: bench-video-scale\ninputs:\n  images: ['{clip}']\n  segment_seconds: 5\n"
                       "steps:\n  - {id: depth, uses: estimate}\n")
