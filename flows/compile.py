@@ -64,6 +64,7 @@ class Plan:
     out_root: Path = Path(".")
     out_dirs: dict[str, Path] = field(default_factory=dict)
     resolved: dict[str, dict] = field(default_factory=dict)  # {"auto": what it resolved to, and why}
+    clips: dict = field(default_factory=dict)  # image name -> segments.ClipPlan, for clip inputs
 
     @property
     def ok_images(self) -> list[ImageInput]:
@@ -165,7 +166,10 @@ def _expand(pattern: str, base: Path) -> list[str]:
     p = Path(pattern).expanduser()
     full = p if p.is_absolute() else base / p
     if glob.has_magic(pattern):
-        hits = sorted(h for h in glob.glob(str(full), recursive=True) if Path(h).suffix.lower() in IMAGE_SUFFIXES)
+        from .segments import clip_suffixes
+
+        kinds = IMAGE_SUFFIXES | clip_suffixes()  # photos and clips
+        hits = sorted(h for h in glob.glob(str(full), recursive=True) if Path(h).suffix.lower() in kinds)
         return hits
     return [str(full)]
 
@@ -208,7 +212,7 @@ def resolve_inputs(recipe: Recipe, src: RecipeSource, ws: Workspace, *, fetch: b
                         raise InputError(f"no such file (recipe {src.file}:{line})", path=h)
                     if local.is_dir():
                         raise InputError("is a folder; use a glob such as photos/*.jpg", path=h)
-                item.source = Artifact(path=str(local.resolve()), sha256=sha256_file(local), kind="image",
+                item.source = Artifact(path=str(local.resolve()), sha256=sha256_file(local), kind=_input_kind(local),
                                        meta={"origin": h, "name": item.name})
                 if e.depth:
                     dp = Path(e.depth).expanduser()
@@ -224,6 +228,13 @@ def resolve_inputs(recipe: Recipe, src: RecipeSource, ws: Workspace, *, fetch: b
             except InputError as err:
                 item.error = str(err)
     return out
+
+
+def _input_kind(path: Path) -> str:
+    """``video`` for a clip (the runner cuts it into segments, see :mod:`.segments`), else ``image``."""
+    from .segments import is_clip
+
+    return "video" if is_clip(path) else "image"
 
 
 # -- the plan --------------------------------------------------------------------------------
@@ -307,4 +318,8 @@ def compile_plan(recipe: Recipe, src: RecipeSource, ws: Workspace, *, out_root: 
                                                    params=params, provider=provider, upstream=list(d.from_),
                                                    step_provider=bool(d.provider),
                                                    requested_provider=requested if requested != provider else None)
+    if any(i.source is not None and i.source.kind == "video" for i in images):
+        from .segments import expand_clips
+
+        expand_clips(plan, ws)
     return plan

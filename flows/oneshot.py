@@ -52,7 +52,7 @@ def _scalar_type(ann) -> tuple[str, Any] | None:
 def add_step_parser(sub, spec: StepSpec) -> None:
     p = sub.add_parser(spec.kind, help=spec.summary, description=f"{spec.summary}. " + __doc__.split("\n\n")[1],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("image", help="the photo (JPEG, PNG, WebP, TIFF...)")
+    p.add_argument("image", help="the photo (JPEG, PNG, WebP, TIFF...) or clip (MP4, MOV, MKV, WebM, AVI, animated GIF/WebP)")
     p.add_argument("-o", "--output", required=True, help="the file to write (its suffix may choose the format)")
     p.add_argument("--depth", help="a depth map for the photo (PNG 8/16-bit, PGM, PFM, NPY, NPZ)")
     p.add_argument("--depth-kind", choices=sorted(USER_KINDS), default=None,
@@ -137,6 +137,12 @@ def run_oneshot(args) -> int:
     from . import progress
 
     spec = steps()[args.step_kind]
+    from depthcraft.tasks.lib.clip import is_clip
+
+    if is_clip(args.image):  # a video or an animated GIF/WebP (flows/oneshot_clip.py)
+        from .oneshot_clip import run_clip_oneshot
+
+        return run_clip_oneshot(args, spec, params_from_args)
     params = params_from_args(spec, args)
     img = Path(args.image)
     if not img.exists():

@@ -48,6 +48,8 @@ class Inputs(_Strict):
     images: list[str | InputEntry] = Field(min_length=1, description="paths, globs, URLs, or entries")
     max_pixels: int | None = Field(None, gt=0, description="refuse photos larger than this (default 50 MP)")
     downscale: bool = Field(False, description="downscale photos over max_pixels instead of refusing them")
+    segment_seconds: float | None = Field(None, gt=0, description="clips: one task run per segment of about this "
+                                          "many seconds, cut at scene cuts (default 10)")
 
 
 class StepDecl(_Strict):

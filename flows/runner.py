@@ -27,6 +27,7 @@ from depthcraft.tasks.lib.store import CorruptObject
 from . import interrupt
 from . import manifest as mf
 from . import progress
+from . import segment_runs as clipseg
 from .compile import Plan, compile_plan, provider_identity
 from .execute import execute_node, publish
 from .recipe import load_recipe
@@ -91,6 +92,7 @@ def run_plan(plan: Plan, ws: Workspace, *, refresh: bool = False) -> dict:
     # Prefect leases a concurrency slot over the API for every tag of a task run, limited or not
     # (about 0.5 s per task on 2 busy cores): tag a task only with the tags that have a limit.
     limited = _limited_tags()
+    seg_futures: dict = {}  # (step id, clip name) -> a future per segment
     for img in plan.ok_images:
         for sid in plan.order:
             node = plan.nodes[(sid, img.name)]
@@ -101,7 +103,13 @@ def run_plan(plan: Plan, ws: Workspace, *, refresh: bool = False) -> dict:
             opts = dict(name=node.kind, task_run_name=label, tags=tags, result_storage=ws.results,
                         refresh_cache=refresh or not store.has(node.key, what=label))
             ups = [futures[(u, img.name)] for u in node.upstream]
-            fut = step_task.with_options(**opts).submit(_payload(plan, ws, sid, img, refresh), ups, plan.session_id)
+            if img.name in plan.clips:  # a clip: a task run per segment, then one that assembles them
+                fut = clipseg.submit_clip_step(plan, ws, sid, img, _payload(plan, ws, sid, img, refresh),
+                                               segment_futures=seg_futures,
+                                               opts=dict(tags=tags, result_storage=ws.results), refresh=refresh)
+            else:
+                fut = step_task.with_options(**opts).submit(_payload(plan, ws, sid, img, refresh), ups,
+                                                            plan.session_id)
             futures[(sid, img.name)] = fut
             meta[fut.task_run_id] = (sid, img.name)
 
@@ -122,12 +130,17 @@ def run_plan(plan: Plan, ws: Workspace, *, refresh: bool = False) -> dict:
         if node.requested_provider:  # e.g. auto -> onnx:depth-anything-v2-small, and why
             rec["provider_requested"] = {"name": node.requested_provider,
                                          **plan.resolved.get(node.requested_provider, {})}
+        if image in plan.clips:
+            rec["segments"] = clipseg.segment_records(plan, sid, image, seg_futures[(sid, image)])[0]
         if state.is_completed():
             result = state.result()
             cached = state.name == "Cached" or result.get("reused", False)
             err = "its outputs are missing from the store or corrupt (quarantined); run again to recompute"
             try:
-                outs = _publish_checked(store, node.key, result, sid, plan, image)
+                if image in plan.clips:  # segments were checked when assembled
+                    outs = clipseg.publish(result, sid, plan.specs[sid].primary, plan.out_dirs[image])
+                else:
+                    outs = _publish_checked(store, node.key, result, sid, plan, image)
             except _Stopped:
                 interrupted = True
                 break
@@ -142,6 +155,8 @@ def run_plan(plan: Plan, ws: Workspace, *, refresh: bool = False) -> dict:
                 rec.update(_service_session(result))
         else:
             err = _state_error(state)
+            if image in plan.clips:
+                err = clipseg.segment_error(rec["segments"]) or err
             rec.update(status="failed" if not err.startswith("skipped") else "skipped", cached=False, error=err)
             failures.append({"step": sid, "image": image, "error": err})
         nodes.append(rec)
@@ -168,6 +183,8 @@ def run_plan(plan: Plan, ws: Workspace, *, refresh: bool = False) -> dict:
     bad = store_lib.quarantined()[quarantined_before:]
     if bad:  # the manifest says which store objects were found corrupt (and recomputed)
         man["quarantined"] = bad
+    if plan.clips:
+        man["clips"] = {name: clipseg.clip_summary(cp) for name, cp in plan.clips.items()}
     folder = mf.manifest_dir([plan.out_dirs[i.name] for i in plan.images], plan.out_root)
     mpath = mf.write(man, folder)
     summary = {

@@ -21,6 +21,8 @@ class EstimateParams(StepParams):
     message: str | None = Field(None, description="eachsense: the request in your own words (overrides use_case)")
     output: Literal["relative", "metric"] = Field("relative", description="relative depth, or meters (metric models, eachsense)")
     metric: MetricScale = Field(default_factory=MetricScale, description="scale for the metric formats")
+    temporal: bool = Field(True, description="clips: temporally stable depth (false: each frame alone)")
+    keyframe_interval: int | None = Field(None, ge=1, le=120, description="clips: estimate every Nth frame and carry the depth along the motion between (default 1)")
 
 
 def estimate_depth(ctx: StepContext, p: EstimateParams) -> DepthMap:

@@ -28,5 +28,16 @@ def run(ctx: StepContext, p: ExportParams) -> dict[str, Output]:
     return outs
 
 
-SPEC = StepSpec(kind="export", version="2", params=ExportParams, run=run,
+def clip_frame(rgb, near, p: ExportParams, state: dict) -> dict:
+    """One frame of a clip (``depthcraft.tasks.clips``): the stable nearness once per format
+    (``main`` = the first; ``preview`` as a colour-mapped image); ``state['formats']`` tells the
+    engine which format each output is written in."""
+    from .lib.formats import colorize
+
+    names = {fmt: ("main" if i == 0 else fmt) for i, fmt in enumerate(dict.fromkeys(p.formats))}
+    state["formats"] = {n: f for f, n in names.items()}
+    return {n: (colorize(near) if f == "preview" else near) for f, n in names.items()}
+
+
+SPEC = StepSpec(kind="export", version="2", params=ExportParams, run=run, clip_frame=clip_frame,
                 summary="write the depth map in the formats the next tool needs")

@@ -195,5 +195,25 @@ def run(ctx: StepContext, p: LayersParams) -> dict[str, Output]:
     return outs
 
 
-SPEC = StepSpec(kind="layers", version="1", params=LayersParams, run=run,
+def clip_frame(rgb: np.ndarray, near: np.ndarray, p: LayersParams, state: dict) -> dict[str, np.ndarray]:
+    """One frame of a clip (``depthcraft.tasks.clips``): ``main`` the plane preview, and per
+    plane ``layer_i`` (RGBA: a folder of PNGs keeps the alpha; a video shows the plane over
+    black). The planes are chosen on the segment's first frame and kept (no jumping planes)."""
+    from .lib.depthmap import DepthMap
+
+    dm = DepthMap(data=near, kind="relative_inverse", source="clip")
+    if "thresholds" not in state:
+        res = split_layers(rgb, dm, count=p.count, method=p.method, depths=p.depths, units=p.units,
+                           scale=p.metric, feather=p.feather)
+        state["thresholds"], state["planes"] = np.asarray(res["thresholds"]), len(res["centres"])
+    k = state["planes"]
+    labels = assign_planes(near, state["thresholds"])
+    masks = plane_masks(labels, k, p.feather)
+    outs = {"main": plane_preview(rgb, labels, k)}
+    for i, layer in enumerate(rgba_layers(rgb, masks)):
+        outs[f"layer_{i}"] = layer
+    return outs
+
+
+SPEC = StepSpec(kind="layers", version="1", params=LayersParams, run=run, clip_frame=clip_frame,
                 summary="split the photo into N depth planes: feathered masks and RGBA layers, nearest first")

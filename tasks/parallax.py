@@ -191,6 +191,30 @@ def run(ctx: StepContext, p: ParallaxParams) -> dict[str, Output]:
     return outs
 
 
+def clip_frame(rgb: np.ndarray, near: np.ndarray, p: ParallaxParams, state: dict) -> dict[str, np.ndarray]:
+    """One frame of a clip (``depthcraft.tasks.clips``): the camera moves along the motion path
+    while the clip plays, the path spanning the whole clip (frame ``i`` of ``N`` is at time
+    ``i / N`` of the path); each frame is rendered from its own photo and stable nearness. The
+    output has the clip's frame rate and frame count (``duration``/``fps`` are the clip's)."""
+    info, i = state["info"], state["index"]
+    if "poses" not in state:
+        size = output_size(p, rgb.shape)
+        n = state["frames_total"]
+        path_fn = motion_path(p.motion, width=size[0], intensity=p.intensity, dolly=p.dolly, zoom=p.zoom,
+                              focus=p.focus, loop=p.loop, easing=p.easing, keyframes=p.keyframes)
+        state["poses"] = [path_fn(t) for t in frame_times(n, p.loop)]
+        state["size"] = size
+        state["over"] = needed_overscan(state["poses"], size)
+        state["maxpar"] = max_parallax(state["poses"], size)
+    del info
+    size = state["size"]
+    dil = auto_edge_dilation(rgb.shape[1], False) if p.edge_dilation is None else p.edge_dilation
+    renderer = ParallaxRenderer(rgb, near, size, overscan=state["over"], max_parallax=state["maxpar"],
+                                edge_dilation=dil, workers=1)
+    frame, _ = renderer.render(state["poses"][min(i, len(state["poses"]) - 1)])
+    return {"main": frame}
+
+
 def params_for_output(path) -> dict:
     """``-o x.mp4`` / ``x.webm`` / ``x.gif`` picks the container."""
     s = Path(path).suffix.lower().lstrip(".")
@@ -200,4 +224,5 @@ def params_for_output(path) -> dict:
 
 
 SPEC = StepSpec(kind="parallax", version="2", params=ParallaxParams, run=run, params_for_output=params_for_output,
+                clip_frame=clip_frame,
                 summary="render a parallax video (orbit, dolly, zoom, swing, Ken Burns, dolly-zoom, keyframes)")

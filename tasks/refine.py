@@ -199,6 +199,14 @@ def run(ctx: StepContext, p: RefineParams) -> dict[str, Output]:
     return {"depth": save_depth(ctx, out), "main": Output(main, "depth", {"format": p.format, **out.describe()})}
 
 
+def clip_frame(rgb: np.ndarray, near: np.ndarray, p: RefineParams, state: dict) -> dict[str, np.ndarray]:
+    """One frame of a clip (``depthcraft.tasks.clips``): the stable nearness (0..1) refined at
+    the frame's edges; written as a depth video or per-frame files."""
+    out = refine_depth(rgb, near, radius=p.radius, color_radius=p.color_radius, band=p.band, margin=p.margin,
+                       temperature=p.temperature, median=p.median)
+    return {"main": np.clip(out, 0.0, 1.0).astype(np.float32)}
+
+
 def params_for_output(path) -> dict:
     """``-o x.npy``: float32 in the input's own units (raw); ``.png``: 8-bit white = near; ``.pfm``: normalised."""
     if Path(path).suffix.lower() == ".npy":
@@ -207,5 +215,6 @@ def params_for_output(path) -> dict:
 
 
 SPEC = StepSpec(kind="refine", version="2", params=RefineParams, run=run, params_for_output=params_for_output,
+                clip_frame=clip_frame,
                 uses_provider=True,
                 summary="make depth edges follow the photo's edges (two-layer edge matting; keeps the depth's units)")

@@ -65,6 +65,8 @@ class StereoParams(StepParams):
     format: Literal["png", "jpg"] = Field("png", description="image file format (mpo is always JPEG)")
     quality: int = Field(95, ge=50, le=100, description="JPEG quality")
     mask: bool = Field(True, description="also write the mask of filled-in pixels of each view")
+    temporal: bool = Field(True, description="clips: temporally stable depth (false: each frame alone)")
+    keyframe_interval: int | None = Field(None, ge=1, le=120, description="clips: estimate depth every Nth frame and carry it along the motion between (default 12)")
 
 
 # -- pure functions ----------------------------------------------------------------------------
@@ -200,14 +202,58 @@ def run(ctx: StepContext, p: StereoParams) -> dict[str, Output]:
     return outs
 
 
+def clip_frame(rgb: np.ndarray, near: np.ndarray, p: StereoParams, state: dict) -> dict[str, np.ndarray]:
+    """One frame of a 3D video (``depthcraft.tasks.clips``): each eye by a backward warp along the
+    rows (as iw3's row-flow warping), rendered straight at the layout's size (half width for hsbs,
+    half height for htb), from the stable nearness ``near`` (0..1): no per-frame normalisation,
+    so the depth budget does not pump. Near objects are grown by a horizontal max filter of the
+    disparity first, so that their edges do not tear. ``lr`` gives ``main`` (left) and ``right``."""
+    h, w = rgb.shape[:2]
+    if p.layout == "mpo" or p.eye != "both" and p.layout not in ("sbs", "hsbs", "tb", "htb", "cross", "anaglyph", "lr"):
+        raise ParameterError("a clip's 3D layout is sbs, hsbs, tb, htb, cross, anaglyph or lr", parameter="layout")
+    if p.scale is not None:
+        raise ParameterError("exact mode (scale) needs a disparity map; clips use estimated depth", parameter="scale")
+    ow, oh = (w // 2 if p.layout == "hsbs" else w), (h // 2 if p.layout == "htb" else h)
+    if (ow, oh) != (w, h):  # half-size layouts: render each eye straight at its final size
+        src = cv2.resize(rgb, (ow, oh), interpolation=cv2.INTER_AREA)
+        n = cv2.resize(near, (ow, oh), interpolation=cv2.INTER_AREA)
+    else:
+        src, n = rgb, near
+    # half the disparity per eye, in output pixels (the divergence is a share of the frame width)
+    half = ((n - np.float32(p.convergence)) * np.float32(0.5 * p.divergence / 100.0 * ow)).astype(np.float32)
+    grow = max(1, int(np.ceil(p.divergence / 100.0 * ow * 0.5)))
+    d = cv2.dilate(half, np.ones((1, 2 * min(grow, 64) + 1), np.uint8)) if p.edge_dilation != 0 else half
+    if state.get("grid_key") != (ow, oh):
+        state["grid"] = np.meshgrid(np.arange(ow, dtype=np.float32), np.arange(oh, dtype=np.float32))
+        state["grid_key"] = (ow, oh)
+    gx, gy = state["grid"]
+    views = {}
+    for eye, sign in (("left", -1.0), ("right", 1.0)):
+        views[eye] = cv2.remap(src, gx + np.float32(sign) * d, gy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    left, right = views["left"], views["right"]
+    if p.eye != "both":
+        return {"main": views[p.eye]}
+    if p.layout == "lr":
+        return {"main": left, "right": right}
+    if p.layout == "hsbs" or p.layout == "sbs":
+        return {"main": np.concatenate([left, right], 1)}
+    if p.layout == "cross":
+        return {"main": np.concatenate([right, left], 1)}
+    if p.layout in ("tb", "htb"):
+        return {"main": np.concatenate([left, right], 0)}
+    return {"main": anaglyph(left, right, p.anaglyph)}
+
+
 def params_for_output(path) -> dict:
     """``-o x.mpo``: stereo JPEG; ``x.jpg``: JPEG; ``x.png``: PNG."""
     from .lib.images import image_format_for_suffix
 
     if Path(path).suffix.lower() == ".mpo":
         return {"layout": "mpo"}
+
     return image_format_for_suffix(path, " or .mpo")
 
 
 SPEC = StepSpec(kind="stereo", version="2", params=StereoParams, run=run, params_for_output=params_for_output,
+                clip_frame=clip_frame,
                 summary="make a stereo pair (side-by-side, top-bottom, anaglyph, MPO, or one eye)")

@@ -43,7 +43,9 @@ def test_recipe_runs_as_it_is(prefect_server, tmp_path, shared_ws, recipe):
             assert p.is_file() and p.stat().st_size > 0
             assert hashlib.sha256(p.read_bytes()).hexdigest() == o["sha256"]
             outputs += 1
-            if p.suffix == ".mp4" and "mask" not in p.name:
+            if "segments" in node:  # a clip's step: every frame of the clip, in one file
+                assert video_info(p)[1] == m["clips"][node["image"]]["frames"]
+            elif p.suffix == ".mp4" and "mask" not in p.name:
                 size, frames = video_info(p)
                 assert frames == round(node["params"]["duration"] * node["params"]["fps"])
     assert outputs >= len(m["steps"])

@@ -99,6 +99,11 @@ def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int | None =
     limit = max_pixels or max_pixels_default()
     try:
         img = Image.open(io.BytesIO(data))
+        if getattr(img, "is_animated", False) and getattr(img, "n_frames", 1) > 1:
+            # never silently the first frame: an animation is a clip (tasks/lib/clip.py)
+            raise InputError(f"animated {img.format or 'image'} ({img.n_frames} frames) is a clip, not a photo",
+                             path=name, hint="clips go to the clip commands and recipe inputs as they are; "
+                             "extract one frame to use it as a photo")
         w0, h0 = img.size
         try:
             rotated = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)

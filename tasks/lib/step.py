@@ -142,3 +142,7 @@ class StepSpec:
     primary: str = "main"  # the output named in the output folder as <step id><suffix>
     # One-shot commands: parameters implied by the ``-o`` path (e.g. its suffix picks a format).
     params_for_output: Callable[[Path], dict] | None = None
+    # Clips: ``clip_frame(rgb, nearness, params, state) -> {output name: uint8 image}`` renders one
+    # frame from the photo (uint8 RGB H x W x 3) and its temporally stable nearness (float32
+    # H x W, 0..1, larger = nearer); ``state`` is a dict kept for the segment (depthcraft.tasks.clips).
+    clip_frame: Callable[..., dict] | None = None

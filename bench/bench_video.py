@@ -1,0 +1,259 @@
+#!/usr/bin/env python3
+"""Video benchmarks for issue 9; prints one table.
+
+    python bench/bench_video.py                 # every row
+    python bench/bench_video.py --only stereo   # stereo | memory | scale (repeatable)
+    python bench/bench_video.py --quick         # shorter clips: the same measures, smaller numbers
+
+Rows (ratios are measured side by side in one run: the machine is shared, absolute times are noisy):
+
+- stereo: ``depthcraft stereo CLIP -o out.mp4 --layout hsbs`` on the shared 720p clip
+  (``../shared/data/video/big_buck_bunny_0_30.webm``), total wall time, against ffmpeg
+  re-encoding that command's own output with the same encoder settings (libx264, preset medium,
+  CRF 18, yuv420p: the encoder is the floor); target ratio <= 2.0. Skipped without ../shared.
+- memory: a 10-minute 1080p clip made on the fly (10 s of the bundled photos panned at 24 fps,
+  looped 60 times by stream copy, under a temporary folder), ``depthcraft stereo CLIP -o out.mp4
+  --layout hsbs``; the resident memory of depthcraft and every ffmpeg child, sampled together
+  (psutil) twice a second: the peak, and the peak of each quarter of the run (constant memory =
+  flat quarters); target < 1.5 GB. ``--frames N`` (default 480, 20 s of video) stops after N
+  frames through the same engine call (the clip stays 10 minutes long: the decoder and the muxer
+  see the whole file); ``--frames 0`` runs the whole clip (hours on 2 cores).
+- scale: a 60 s clip (made the same way, 192x108 at 12 fps) through a recipe (estimate, cut
+  into 5 s segments = 12 task runs) on Prefect's Dask task runner, 1 worker process against 2,
+  fresh workspaces (nothing cached); throughput = frames per second of flow-run wall time
+  (cluster start included); target 2 workers >= 1.6x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_CLIP = REPO.parent / "shared" / "data" / "video" / "big_buck_bunny_0_30.webm"
+DEPTHCRAFT = [sys.executable, "-m", "depthcraft.flows.cli"]
+ROWS: list[tuple[str, str, str, str]] = []  # (row, measured, target, verdict)
+
+
+def ffmpeg() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def row(name: str, measured: str, target: str, ok: bool | None) -> None:
+    ROWS.append((name, measured, target, "-" if ok is None else ("PASS" if ok else "FAIL")))
+    print(f"  {name}: {measured}", flush=True)
+
+
+# -- clips made on the fly -------------------------------------------------------------------------
+def panned_clip(path: Path, *, size: tuple[int, int], rate: int, seconds: float) -> Path:
+    """A clip of the bundled photos panned and zoomed, one shot per photo (so it has scene cuts),
+    piped frame by frame to ffmpeg (never held in memory), with a sine tone as audio."""
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    photos = [np.asarray(Image.open(p).convert("RGB")) for p in sorted((REPO / "recipes" / "photos").glob("*.jpg"))]
+    w, h = size
+    frames = int(round(seconds * rate))
+    shot = max(1, rate * 10)  # a new photo every 10 s
+    cmd = [ffmpeg(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
+           "-framerate", str(rate), "-i", "-", "-f", "lavfi", "-i", "sine=frequency=330:sample_rate=48000",
+           "-map", "0:v", "-map", "1:a", "-t", f"{frames / rate:.3f}", "-c:v", "libx264", "-preset", "veryfast",
+           "-crf", "23", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k", str(path)]
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE)
+    for i in range(frames):
+        img = photos[(i // shot) % len(photos)]
+        ph, pw = img.shape[:2]
+        t = (i % shot) / shot
+        zoom = 0.9 - 0.25 * t
+        win_w = pw * zoom
+        s = w / win_w
+        cx = win_w / 2 + (pw - win_w) * t
+        m = np.array([[s, 0, w / 2 - s * cx], [0, s, h / 2 - s * ph / 2]], np.float64)
+        p.stdin.write(cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT).tobytes())
+    p.stdin.close()
+    if p.wait() != 0:
+        raise SystemExit(f"ffmpeg could not make {path}")
+    return path
+
+
+# -- measuring -------------------------------------------------------------------------------------------
+def run_sampled(cmd: list[str], *, every: float = 0.5) -> tuple[float, list[tuple[float, int]], int]:
+    """Run ``cmd``; sample the resident memory of it and all its descendants together."""
+    import psutil
+
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    samples: list[tuple[float, int]] = []
+    root = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        total = 0
+        try:
+            for p in [root, *root.children(recursive=True)]:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
+        except psutil.Error:
+            pass
+        samples.append((time.perf_counter() - t0, total))
+        time.sleep(every)
+    err = proc.stderr.read().decode(errors="replace")
+    if proc.returncode != 0:
+        print(err[-2000:], file=sys.stderr)
+    return time.perf_counter() - t0, samples, proc.returncode
+
+
+def bench_stereo(tmp: Path, quick: bool) -> None:
+    if not SHARED_CLIP.exists():
+        row("stereo hsbs / ffmpeg re-encode", "skipped: ../shared is absent", "<= 2.0", None)
+        return
+    clip = SHARED_CLIP
+    if quick:  # the first 5 s (stream copy: the same frames, no re-encode)
+        clip = tmp / "bbb5.webm"
+        subprocess.run([ffmpeg(), "-y", "-loglevel", "error", "-i", str(SHARED_CLIP), "-t", "5", "-c", "copy", str(clip)],
+                       check=True)
+    out = tmp / "bbb.mp4"
+    t0 = time.perf_counter()
+    r = subprocess.run([*DEPTHCRAFT, "stereo", str(clip), "-o", str(out), "--layout", "hsbs"], capture_output=True, text=True)
+    ours = time.perf_counter() - t0
+    if r.returncode != 0:
+        row("stereo hsbs / ffmpeg re-encode", f"failed: {r.stderr.strip()[-300:]}", "<= 2.0", False)
+        return
+    made = next(tmp.glob("bbb*.mp4"))  # the engine tags the name for 3D players (bbb_3dh_LR.mp4)
+    from depthcraft.tasks.lib.clip import probe_clip
+
+    info = probe_clip(made)
+    t0 = time.perf_counter()
+    subprocess.run([ffmpeg(), "-y", "-loglevel", "error", "-i", str(made), "-an", "-c:v", "libx264", "-preset", "medium",
+                    "-crf", "18", "-pix_fmt", "yuv420p", str(tmp / "reencode.mp4")], check=True)
+    floor = time.perf_counter() - t0
+    ratio = ours / floor
+    row("stereo hsbs 720p: depthcraft s", f"{ours:.1f} s ({info.frames} frames, {info.frames / ours:.1f} fps)", "", None)
+    row("stereo hsbs 720p: ffmpeg re-encode s", f"{floor:.1f} s", "", None)
+    row("stereo hsbs 720p: ratio", f"{ratio:.2f}x", "<= 2.0", ratio <= 2.0)
+
+
+def bench_memory(tmp: Path, quick: bool, frames: int | None) -> None:
+    minutes = 1.0 if quick else 10.0
+    short = panned_clip(tmp / "short1080.mp4", size=(1920, 1080), rate=24, seconds=10)
+    clip = tmp / "long1080.mp4"
+    subprocess.run([ffmpeg(), "-y", "-loglevel", "error", "-stream_loop", str(int(minutes * 6) - 1), "-i", str(short),
+                    "-c", "copy", str(clip)], check=True)
+    from depthcraft.tasks.lib.clip import probe_clip
+
+    n = probe_clip(clip).frames
+    print(f"  {clip.name}: {n} frames of 1920x1080", flush=True)
+    cmd = [*DEPTHCRAFT, "stereo", str(clip), "-o", str(tmp / "long3d.mp4"), "--layout", "hsbs"]
+    if frames:
+        cmd = [sys.executable, "-c", PARTIAL, str(clip), str(tmp / "long3d.mp4"), str(frames)]
+    wall, samples, rc = run_sampled(cmd)
+    if rc != 0 or not samples:
+        row(f"memory {minutes:g} min 1080p", "failed", "< 1.5 GB", False)
+        return
+    peak = max(m for _, m in samples)
+    q = [max([m for t, m in samples if wall * k / 4 <= t < wall * (k + 1) / 4] or [0]) for k in range(4)]
+    what = f"{frames} of {n} frames" if frames else f"all {n} frames"
+    row(f"memory {minutes:g} min 1080p stereo hsbs: peak", f"{peak / 2**30:.2f} GB ({what}, {wall:.0f} s)", "< 1.5 GB",
+        peak < 1.5 * 2**30)
+    row(f"memory {minutes:g} min 1080p: peak per quarter", " / ".join(f"{x / 2**30:.2f}" for x in q) + " GB",
+        "flat", max(q[1:]) <= 1.15 * max(q[1], 1))
+
+
+# stop a one-shot after N frames (the clip stays long: decoder and muxer see the whole file)
+PARTIAL = """
+import sys
+from depthcraft.tasks import clips
+from depthcraft.tasks.catalog import get_step
+clip, out, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+p = get_step("stereo").params(layout="hsbs")
+clips.assemble("stereo", [clips.process_clip_segment("stereo", clip, 0, n, p, out + ".work")], clip, out, p)
+"""
+
+
+def bench_scale(tmp: Path, quick: bool) -> None:
+    seconds = 20 if quick else 60
+    clip = panned_clip(tmp / "scale.mp4", size=(192, 108), rate=12, seconds=seconds)
+    recipe = tmp / "scale.yaml"
+    recipe.write_text(f"version: 1\nname: bench-video-scale\ninputs:\n  images: ['{clip}']\n  segment_seconds: 5\n"
+                      "steps:\n  - {id: depth, uses: estimate}\n")
+    from depthcraft.flows import server
+    from depthcraft.flows.workspace import Workspace
+
+    srv_ws = Workspace.default(tmp / "server")
+    own = not os.environ.get("PREFECT_API_URL")
+    if own:
+        os.environ["PREFECT_API_URL"] = server.start(srv_ws, ui=False)["url"]
+    for k in ("", "_FLOW_RUNS", "_TASK_RUNS"):
+        os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_CONSOLE{k}_LEVEL", "CRITICAL")
+    os.environ.setdefault("DISTRIBUTED_LOGGING__DISTRIBUTED", "error")
+    try:
+        from depthcraft.flows.recipe import DaskSettings, load_recipe
+        from depthcraft.flows.runner import run_recipe
+        from depthcraft.flows.scale import dask_runner
+
+        rec, _ = load_recipe(recipe)
+        walls, hashes = {}, {}
+        for n in (1, 2):
+            runner = dask_runner(rec.model_copy(update={"dask": DaskSettings(workers=n, threads_per_worker=1)}))
+            t0 = time.perf_counter()
+            s = run_recipe(recipe, out_root=str(tmp / f"out{n}"), workspace=str(tmp / f"ws{n}"), task_runner=runner)
+            walls[n] = time.perf_counter() - t0
+            m = json.loads(Path(s["manifest"]).read_text())
+            segs = m["steps"][0]["segments"]
+            frames = m["clips"]["scale"]["frames"]
+            hashes[n] = [o["sha256"] for o in m["steps"][0]["outputs"].values()]
+            print(f"  dask {n} worker(s): {walls[n]:.1f} s, {len(segs)} segments, {frames} frames", flush=True)
+        speed = walls[1] / walls[2]
+        row(f"scale {seconds} s clip: Dask 1 worker", f"{walls[1]:.1f} s ({frames / walls[1]:.2f} frames/s)", "", None)
+        row(f"scale {seconds} s clip: Dask 2 workers", f"{walls[2]:.1f} s ({frames / walls[2]:.2f} frames/s)", "", None)
+        row(f"scale {seconds} s clip: 2 vs 1 worker", f"{speed:.2f}x (identical files: {hashes[1] == hashes[2]})",
+            ">= 1.6x", speed >= 1.6)
+    finally:
+        if own:
+            server.stop(srv_ws)
+            os.environ.pop("PREFECT_API_URL", None)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", action="append", choices=["stereo", "memory", "scale"])
+    ap.add_argument("--quick", action="store_true", help="5 s stereo clip, 1-minute memory clip, 20 s scale clip")
+    ap.add_argument("--frames", type=int, default=480, help="memory: stop after this many frames of the 10-minute "
+                    "clip (0: the whole clip)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    a = ap.parse_args()
+    only = a.only or ["stereo", "memory", "scale"]
+    tmp = Path(tempfile.mkdtemp(prefix="dc-bench-video-"))
+    print(f"{os.cpu_count()} CPU(s); working in {tmp}", flush=True)
+    try:
+        if "stereo" in only:
+            bench_stereo(tmp, a.quick)
+        if "scale" in only:
+            bench_scale(tmp, a.quick)
+        if "memory" in only:
+            bench_memory(tmp, a.quick, a.frames)
+    finally:
+        if a.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    hdr = ("measure", "value", "target", "verdict")
+    print("\n| " + " | ".join(hdr) + " |\n|" + "|".join("---" for _ in hdr) + "|")
+    for r in ROWS:
+        print("| " + " | ".join(r) + " |")
+    return 1 if any(r[3] == "FAIL" for r in ROWS) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""One-shot commands on clips: ``depthcraft <step> CLIP -o OUT`` (OUT a video file or a folder/).
+
+The clip is probed first (every bad input is one line naming the file), then the step runs over
+its frames through the clip engine (``depthcraft.tasks.clips``): depth from the provider,
+temporally stable, one frame at a time, the clip's audio carried into every video output. The
+progress bar counts frames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+
+from depthcraft.tasks.lib.errors import ParameterError
+
+
+def run_clip_oneshot(args, spec, params_from_args) -> int:
+    """``params_from_args`` is flows.oneshot's (passed in: this module is imported by it)."""
+    from rich.console import Console
+
+    from depthcraft.tasks.clips import output_target, run_clip
+    from depthcraft.tasks.lib.clip import probe_clip
+
+    from . import progress
+
+    if args.depth:
+        raise ParameterError("--depth is for photos; a clip's depth is estimated frame by frame", parameter="--depth")
+    # the output's suffix says video or folder here, not a per-image format
+    params = params_from_args(dataclasses.replace(spec, params_for_output=None), args)
+    output_target(args.output)
+    info = probe_clip(args.image, max_pixels=args.max_pixels, downscale=args.downscale)
+    console = Console(stderr=True, soft_wrap=True)
+    with tempfile.TemporaryDirectory(prefix="depthcraft-clip-") as tmp:
+        reporter = progress.RichReporter(total=1, description=f"{spec.kind} {Path(args.image).name}",
+                                         transient=True) if console.is_terminal else None
+        kw = dict(provider=args.provider, mode=args.mode, info=info)
+        if reporter:
+            with reporter, progress.reporting(reporter):
+                written = run_clip(spec.kind, args.image, args.output, params, tmp,
+                                   progress=lambda d, t: reporter.update("frames", d, t), **kw)
+        else:
+            written = run_clip(spec.kind, args.image, args.output, params, tmp, **kw)
+    for w in written:
+        console.print(f"wrote {w}{'/' if w.is_dir() else ''} ({info.frames} frames, "
+                      f"{info.rate.numerator}/{info.rate.denominator} fps)")
+    return 0

@@ -1,0 +1,337 @@
+"""Clips in recipes: every segment of every step is one Prefect task run.
+
+A clip input (mp4, mov, m4v, mkv, webm, avi, animated GIF/WebP) is cut into segments: at its
+scene cuts, and inside a shot every ``inputs.segment_seconds`` (default 10 s) into pieces of
+nearly equal length. For each step the runner submits one ``segment`` task run per segment
+(upstream: the same segment of the upstream steps) and one ``assemble`` task run that joins the
+step's segments into its published files (stream copy, no second encode) with the clip's audio.
+
+Cache keys are content keys, as for photos (:mod:`depthcraft.flows.compile`): a segment's key
+is the hash of its step node's key (step, code version, parameters, provider, the clip's
+sha256), its frame range, the temporal warm-up length and the keys of the same segment of its
+upstream steps. So a re-run finds every segment again, an interrupted run (even ``kill -9``)
+resumes at the first unfinished segment, and a changed parameter recomputes only the segments
+of the steps it reaches. Temporal state crosses segment boundaries through a warm-up overlap
+(the engine decodes ``WARMUP_FRAMES`` frames before the segment and discards their output), so
+segments are independent task runs, parallel on threads or on Dask worker processes.
+
+The pixels are the engine's (:mod:`depthcraft.tasks.clips`, documented in docs/video.md). This
+module plans the segments and runs one (plain data in and out, no Prefect: it is imported while
+a recipe compiles, before the Prefect API is chosen); :mod:`.segment_runs` makes them task runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from depthcraft.tasks import clips as engine  # the engine (docs/video.md, "Engine API")
+from depthcraft.tasks.lib import clip as cliplib
+from depthcraft.tasks.lib.errors import DepthcraftError, InputError, ParameterError
+from depthcraft.tasks.lib.store import Artifact, atomic_write_bytes, stable_hash
+
+from . import progress
+from .workspace import Workspace
+
+DEFAULT_SEGMENT_SECONDS = 10.0
+ANALYSIS_VERSION = "1"  # bump when what analyse() records changes
+
+
+def clip_suffixes() -> frozenset[str]:
+    return frozenset(cliplib.VIDEO_SUFFIXES)
+
+
+def is_clip(path: str | Path) -> bool:
+    """A video file, or an animated GIF/WebP (a still one is a photo)."""
+    return cliplib.is_clip(path)
+
+
+# -- the segment plan ----------------------------------------------------------------------------
+@dataclass
+class ClipPlan:
+    """One clip input: what it is, where it is cut, and each step's segment keys."""
+
+    frames: int
+    rate: Fraction
+    time_base: Fraction
+    size: tuple[int, int]
+    has_audio: bool
+    cuts: list[int]
+    segments: list[tuple[int, int]]  # [start, stop) frame ranges, in order, covering the clip
+    warmup: int
+    keys: dict[str, list[str]] = field(default_factory=dict)  # step id -> key per segment
+    chained: set[str] = field(default_factory=set)  # steps whose segments also keep their depth for the next step
+    info: dict = field(default_factory=dict)  # the engine's ClipInfo as JSON (see clip_info)
+
+
+def split_frames(frames: int, rate: Fraction, cuts: list[int], seconds: float) -> list[tuple[int, int]]:
+    """``[start, stop)`` ranges covering ``0..frames``: a boundary at every scene cut, and every
+    shot longer than ``seconds`` cut into the fewest pieces of nearly equal length (equal pieces
+    balance the workers better than N-second pieces and a short tail)."""
+    if frames <= 0:
+        return []
+    span = max(1, round(float(seconds) * float(rate)))
+    bounds = sorted({0, frames, *(c for c in cuts if 0 < c < frames)})
+    out: list[tuple[int, int]] = []
+    for a, b in zip(bounds, bounds[1:]):
+        n = -(-(b - a) // span)  # ceil
+        edges = [a + round(i * (b - a) / n) for i in range(n + 1)]
+        out.extend((edges[i], edges[i + 1]) for i in range(n))
+    return out
+
+
+def analyse(ws: Workspace, source: Artifact, *, max_pixels: int | None = None, downscale: bool = False) -> dict:
+    """Probe a clip and find its scene cuts, once per clip content and pixel limit (kept in the
+    workspace: a long clip is decoded once for its cuts, not at every run). Returns
+    ``{"info": ClipInfo fields, "cuts": [frame...]}``. Raises ``InputError`` naming the file."""
+    limits = {"max_pixels": max_pixels, "downscale": bool(downscale)}
+    cache = ws.root / "clips" / f"{source.sha256}-{stable_hash(limits)[:8]}-{ANALYSIS_VERSION}.json"
+    try:
+        return json.loads(cache.read_text())
+    except (OSError, ValueError):
+        pass
+    origin = source.meta.get("origin", source.path)
+    try:
+        info = cliplib.probe_clip(source.path, **limits)
+        cuts = [int(c) for c in cliplib.scene_cuts(source.path, info=info)]
+    except InputError as e:  # name the file the user gave, not its copy in the downloads
+        raise InputError(e.message.split(": ", 1)[-1], path=origin, hint=e.hint) from None
+    if info.frames <= 0:
+        raise InputError("the clip has no frames", path=origin)
+    body = {"info": {k: (str(v) if isinstance(v, Fraction) else v) for k, v in asdict(info).items()}, "cuts": cuts}
+    atomic_write_bytes(cache, json.dumps(body).encode())
+    return body
+
+
+def clip_info(analysis: dict):
+    """The engine's ``ClipInfo`` back from :func:`analyse`'s JSON (segments need not probe again)."""
+    d = dict(analysis["info"])
+    d["rate"], d["time_base"] = Fraction(d["rate"]), Fraction(d["time_base"])
+    if d.get("scale_to"):
+        d["scale_to"] = tuple(d["scale_to"])
+    return cliplib.ClipInfo(**d)
+
+
+def expand_clips(plan, ws: Workspace) -> None:
+    """Give every clip input of a compiled plan its segments and per-step segment keys, and
+    re-key its step nodes as the assembly of those segments. A clip that cannot be read gets
+    its ``error`` (one line naming the file) and no nodes, like a bad photo."""
+    seconds = plan.recipe.inputs.segment_seconds or DEFAULT_SEGMENT_SECONDS
+    limits = {"max_pixels": plan.recipe.inputs.max_pixels, "downscale": plan.recipe.inputs.downscale}
+    warmup = int(engine.WARMUP_FRAMES)
+    engine_version = str(getattr(engine, "VERSION", "1"))
+    for img in plan.images:
+        if img.source is None or img.source.kind != "video":
+            continue
+        try:
+            if img.given_depth is not None:
+                raise InputError("a depth file goes with a photo; a clip's depth is estimated frame by frame",
+                                 path=img.origin)
+            for sid in plan.order:
+                kind = plan.nodes[(sid, img.name)].kind
+                if kind != "estimate" and getattr(plan.specs[sid], "clip_frame", None) is None:
+                    raise InputError(f"step {sid!r} ({kind}) does not take clips", path=img.origin,
+                                     hint="run it on photos, or on frames exported with estimate -o DIR/")
+            a = analyse(ws, img.source, **limits)
+            for sid in plan.order:
+                target(plan.nodes[(sid, img.name)])
+        except DepthcraftError as e:  # one line that names the clip
+            img.error = str(e) if img.origin in str(e) else f"{img.origin}: {e}"
+            for sid in plan.order:
+                plan.nodes.pop((sid, img.name), None)
+            continue
+        info = clip_info(a)
+        cp = ClipPlan(frames=info.frames, rate=info.rate, time_base=info.time_base, size=tuple(info.size),
+                      has_audio=info.has_audio, cuts=a["cuts"], segments=split_frames(info.frames, info.rate, a["cuts"], seconds),
+                      warmup=warmup, info={**a["info"], "path": img.source.path})  # this copy of the content
+        cp.chained = {u for sid in plan.order for u in plan.nodes[(sid, img.name)].upstream}
+        for sid in plan.order:
+            node = plan.nodes[(sid, img.name)]
+            cp.keys[sid] = [stable_hash({"node": node.key, "frames": [s, e], "warmup": warmup, "engine": engine_version,
+                                         "keep_depth": sid in cp.chained,
+                                         "upstream": [cp.keys[u][i] for u in node.upstream]})
+                            for i, (s, e) in enumerate(cp.segments)]
+            # the assembled files depend on exactly these segments
+            node.key = stable_hash({"assemble": node.key, "segments": cp.keys[sid]})
+        plan.clips[img.name] = cp
+
+
+# -- running one segment, assembling a step ---------------------------------------------------------
+def target(node) -> str:
+    """The file type a clip step writes in a recipe, where no ``-o`` chooses it: the engine's
+    ``default_suffix`` (H.264 ``.mp4``; a 16-bit lossless ``.mkv`` for estimate's 16-bit and
+    float formats). Raises ``ParameterError`` for frame folders (``layers``), which the artifact
+    store, holding files, does not keep yet: the one-shot command writes them."""
+    suffix = engine.default_suffix(node.kind, node.params)
+    if suffix == "folder":
+        raise ParameterError(f"{node.kind} on a clip writes a folder of frames, which recipes do not publish yet; "
+                             f"use `depthcraft {node.kind} CLIP -o DIR/`", parameter="uses")
+    return suffix
+
+
+def _segment_result(d: dict):
+    """An engine ``SegmentResult`` rebuilt from the JSON a segment task returned."""
+    return engine.SegmentResult(kind=d["kind"], start=d["start"], stop=d["stop"],
+                                files={n: Path(a["path"]) for n, a in d["outputs"].items()},
+                                frames=d["frames"], seconds=d["seconds"], target=d["target"], meta=d.get("meta", {}))
+
+
+def _spec_params(payload: dict):
+    from depthcraft.tasks.catalog import get_step
+
+    return get_step(payload["kind"]).params.model_validate(payload["params"])
+
+
+def _one_process_per_segment() -> None:
+    """Estimate a segment's frames in the process that runs it. The segments are the parallel
+    work (the task runner's threads or Dask workers); the engine's own pool of frame processes
+    would oversubscribe the cores, and cannot start at all in a Dask worker (a daemonic process
+    has no children). A user's explicit ``DEPTHCRAFT_CLIP_WORKERS`` holds outside Dask."""
+    import multiprocessing
+
+    if multiprocessing.current_process().daemon:
+        os.environ["DEPTHCRAFT_CLIP_WORKERS"] = "1"
+    else:
+        os.environ.setdefault("DEPTHCRAFT_CLIP_WORKERS", "1")
+
+
+def execute_segment(payload: dict, upstream: list[dict]) -> dict:
+    """Frames ``[start, stop)`` of a clip through one step (the engine's
+    ``process_clip_segment``, warm-up included); its files go to the artifact store under the
+    segment's key. Plain data in and out: it runs in a thread or in a Dask worker process.
+    ``upstream`` holds the same segment of the upstream steps: the first one's depth (16-bit,
+    kept because this step reads it) is this step's depth, so a chain estimates once."""
+    ws = Workspace.default(payload["workspace"])
+    store = ws.store
+    key, label, index = payload["key"], payload["label"], payload["index"]
+    base = {"kind": payload["kind"], "start": payload["start"], "stop": payload["stop"],
+            "frames": payload["stop"] - payload["start"], "target": payload["target"]}
+    found = store.load_record(key)
+    if found is not None:
+        FRAMES.segment_done(label, index, base["frames"])
+        return {**base, "outputs": {k: a.to_dict() for k, a in found.items()}, "seconds": 0.0, "reused": True}
+    params = _spec_params(payload)
+    workdir = ws.tmp / f"{key[:16]}-{time.monotonic_ns()}"
+    _one_process_per_segment()
+    try:
+        res = engine.process_clip_segment(
+            payload["kind"], payload["source"]["path"], payload["start"], payload["stop"], params, workdir,
+            target=payload["target"], provider=payload["provider"], mode=payload["mode"], warmup=payload["warmup"],
+            info=clip_info({"info": payload["info"]}), keep_depth=payload["keep_depth"],
+            depth=_segment_result(upstream[0]) if upstream else None,
+            progress=lambda done, total: FRAMES.segment_progress(label, index, done))
+        if res.frames != base["frames"]:
+            raise DepthcraftError(f"{payload['image']}: segment {payload['start']}..{payload['stop']} of step "
+                                  f"{payload['step_id']!r} gave {res.frames} frames, expected {base['frames']}")
+        seg = [payload["start"], payload["stop"]]
+        outputs = {name: store.put_file(path, "video", {"segment": seg, "publish": False}, move=True)
+                   for name, path in res.files.items()}
+        store.save_record(key, outputs, {"step": payload["kind"], "segment": seg, "seconds": res.seconds})
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    FRAMES.segment_done(label, index, base["frames"])
+    return {**base, "outputs": {k: a.to_dict() for k, a in outputs.items()}, "seconds": float(res.seconds),
+            "meta": res.meta, "reused": False}
+
+
+def execute_assemble(payload: dict, parts: list[dict]) -> dict:
+    """Join a step's segments into its files (the engine's ``assemble``: concatenated without
+    re-encoding, the clip's audio muxed in) and store them under the step node's key. Each
+    output records the file name the engine gave it (``main_3dh_LR.mp4``: the 3D layout tag
+    players read), which :func:`publish` keeps."""
+    ws = Workspace.default(payload["workspace"])
+    store = ws.store
+    key = payload["key"]
+    found = store.load_record(key)
+    if found is not None:
+        return {"outputs": {k: a.to_dict() for k, a in found.items()}, "seconds": 0.0, "reused": True}
+    params = _spec_params(payload)
+    workdir = ws.tmp / f"{key[:16]}-{time.monotonic_ns()}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    try:
+        main = workdir / f"main{payload['target']}"
+        segs = [_segment_result(p) for p in parts]
+        info = clip_info({"info": payload["info"]})
+        written = [Path(p) for p in engine.assemble(payload["kind"], segs, payload["source"]["path"], main, params,
+                                                    info=info)]
+        names = {Path(p): n for n, p in engine.output_paths(payload["kind"], main, list(segs[0].files), params).items()}
+        outputs = {}
+        for path in written:
+            if path.is_dir():
+                raise DepthcraftError(f"{payload['image']}: step {payload['step_id']!r} wrote a frame folder; "
+                                      "recipes publish clips as video files")
+            name = names.get(path, path.stem)
+            outputs[name] = store.put_file(path, "video", {"frames": payload["frames"], "file": path.name}, move=True)
+        seconds = time.perf_counter() - t0
+        store.save_record(key, outputs, {"step": payload["kind"], "assemble": len(parts), "seconds": seconds})
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {"outputs": {k: a.to_dict() for k, a in outputs.items()}, "seconds": seconds, "reused": False}
+
+
+def publish(result: dict, step_id: str, primary: str, out_dir: Path) -> dict[str, dict]:
+    """Copy a clip step's assembled files into ``out_dir`` as ``<step id><what the engine added
+    to main><suffix>``: ``3d_3dh_LR.mp4`` for a half-SBS step ``3d`` (the tag 3D players
+    detect), ``depth.mp4`` for an estimate step ``depth`` (atomically, skipping identical files)."""
+    from depthcraft.tasks.lib.store import atomic_copy, sha256_file
+
+    done: dict[str, dict] = {}
+    for name, ad in result["outputs"].items():
+        a = Artifact.from_dict(ad)
+        file = a.meta.get("file") or f"main{a.suffix}"
+        dst = out_dir / (step_id + file[len("main"):] if file.startswith("main") else f"{step_id}-{file}")
+        if not (dst.exists() and dst.stat().st_size == Path(a.path).stat().st_size and sha256_file(dst) == a.sha256):
+            atomic_copy(a.path, dst)
+        done[name] = {"path": str(dst), "sha256": a.sha256, "kind": a.kind}
+    return done
+
+
+def clip_summary(cp: ClipPlan) -> dict:
+    return {"frames": cp.frames, "rate": str(cp.rate), "time_base": str(cp.time_base), "size": list(cp.size),
+            "audio": cp.has_audio, "cuts": cp.cuts, "segments": [list(s) for s in cp.segments], "warmup": cp.warmup}
+
+
+# -- progress in frames ---------------------------------------------------------------------------------
+class FrameTally:
+    """Frames done per (step, clip), summed over its segments, for the progress bars. Segments
+    report from the threads that run them (a Dask worker has no bars: its segments count when
+    the runner collects them)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._done: dict[str, dict[int, int]] = {}
+        self._total: dict[str, int] = {}
+
+    def start(self, label: str, frames: int, segments: int) -> None:
+        with self._lock:
+            self._done[label] = {}
+            self._total[label] = frames
+        self._show(label)
+
+    def segment_progress(self, label: str, index: int, done: int) -> None:
+        with self._lock:
+            if label not in self._done:
+                return
+            self._done[label][index] = max(done, self._done[label].get(index, 0))
+        self._show(label)
+
+    def segment_done(self, label: str, index: int, frames: int) -> None:
+        self.segment_progress(label, index, frames)
+
+    def _show(self, label: str) -> None:
+        cb = progress.callback(f"{label} frames")
+        if cb is not None:
+            with self._lock:
+                done, total = sum(self._done.get(label, {}).values()), self._total.get(label, 0)
+            cb(done, total)
+
+
+FRAMES = FrameTally()

@@ -1,0 +1,392 @@
+"""Steps on clips: a step kind run over frames ``[start, stop)`` of a clip, one segment at a time.
+
+The depth of every frame comes from the run's provider and goes through the temporal
+:class:`~depthcraft.tasks.lib.temporal.Stabilizer`; a segment first warms the stabiliser up on the
+``warmup`` frames before it (estimated, not written), so segments processed independently (task
+runs, Dask workers) join without a visible jump. Each step module renders one frame from the photo
+and its stable nearness with its ``SPEC.clip_frame`` hook; ``estimate`` writes the depth itself.
+
+Output targets (what ``-o`` asks for; see docs/video.md):
+- a video file (``.mp4 .mov .m4v .mkv .webm .avi .gif``): H.264 (VP9 for WebM) at the clip's exact
+  frame rate, the clip's audio muxed in; for ``estimate`` 8-bit gray H.264, or 16-bit FFV1 in
+  ``.mkv``;
+- a folder (a path ending in ``/``, an existing folder, or one without a suffix): one file per
+  frame, ``000000.png``..., named by frame index so that sorting gives frame order.
+
+This module is the engine behind one-shot commands on clips and the flow layer's segments;
+it imports the library, the providers and the step catalog (never a step module directly).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .catalog import get_step
+from .lib.clip import (VIDEO_OUTPUT_SUFFIXES, ClipInfo, FfmpegWriter, FolderWriter, concat_files, mux_audio,
+                       probe_clip, read_frames)
+from .lib.errors import ParameterError
+from .lib.temporal import Stabilizer, TemporalParams
+
+log = logging.getLogger(__name__)
+
+WARMUP_FRAMES = 12  # stabiliser warm-up before a segment: history 0.8 ** 12 < 7 % of the start state
+# 2D-to-3D and the other rendering steps estimate depth on every Nth frame and carry it along the
+# optical flow in between (estimate: every frame); see docs/video.md for the measured effect
+RENDER_KEYFRAME_INTERVAL = 12
+
+
+@dataclass
+class SegmentResult:
+    """What :func:`process_clip_segment` produced: ``files['main']`` is a segment video file
+    (no audio) or a folder of frame files numbered by frame index; more named files for steps
+    with several outputs (e.g. ``right`` for ``stereo --layout lr``)."""
+
+    kind: str
+    start: int
+    stop: int
+    files: dict[str, Path]
+    frames: int
+    seconds: float
+    target: str = ".mp4"
+    meta: dict = field(default_factory=dict)
+
+
+def output_target(out: str | os.PathLike) -> str:
+    """``'folder'`` or the video suffix (``.mp4``...) that an ``-o`` path asks for."""
+    s = str(out)
+    p = Path(s)
+    if s.endswith(("/", os.sep)) or p.is_dir() or not p.suffix:
+        return "folder"
+    suf = p.suffix.lower()
+    if suf in VIDEO_OUTPUT_SUFFIXES:
+        return suf
+    raise ParameterError(f"a clip's output is a video file ({', '.join(sorted(VIDEO_OUTPUT_SUFFIXES))}) or a "
+                         f"folder (end the path with /), not {suf!r}", parameter="-o")
+
+
+def _temporal_params(params: Any, kind: str) -> TemporalParams:
+    tp = TemporalParams(enabled=bool(getattr(params, "temporal", True)))
+    if kind != "estimate":
+        tp.keyframe_interval = RENDER_KEYFRAME_INTERVAL
+    ki = getattr(params, "keyframe_interval", None)
+    if ki:
+        tp.keyframe_interval = int(ki)
+    return tp
+
+
+_PROVIDERS: dict = {}
+
+
+def _estimate(provider_name: str, mode: str, rgb: np.ndarray) -> np.ndarray:
+    """Nearness 0..1 (larger = nearer) of a frame from the provider (also run in worker processes)."""
+    from .lib.depthmap import normalized_nearness
+    from .providers import DepthRequest, get_provider
+
+    prov = _PROVIDERS.get(provider_name)
+    if prov is None:
+        prov = _PROVIDERS[provider_name] = get_provider(provider_name)
+    dm = prov.estimate(DepthRequest(image=np.ascontiguousarray(rgb), mode=mode, use_case="general"))
+    n = normalized_nearness(dm)
+    if n.shape != rgb.shape[:2]:
+        import cv2
+
+        n = cv2.resize(n, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
+    return n
+
+
+def _depth_fn(provider_name: str, mode: str) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda rgb: _estimate(provider_name, mode, rgb)
+
+
+def estimate_workers() -> int:
+    """Processes that estimate frames ahead when every frame needs an estimate: one per core
+    (at most 4), ``DEPTHCRAFT_CLIP_WORKERS`` to override; 1 = in this process."""
+    try:
+        return max(1, int(os.environ["DEPTHCRAFT_CLIP_WORKERS"]))
+    except (KeyError, ValueError):
+        return max(1, min(4, os.cpu_count() or 1))
+
+
+def _prefetched(frames, provider: str, mode: str, workers: int, ahead: int):
+    """``(frame, nearness)`` in order, the estimates computed ``ahead`` frames in advance on
+    ``workers`` processes (bounded: at most ``ahead`` frames in flight)."""
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    import multiprocessing as mp
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
+        pending: deque = deque()
+        for f in frames:
+            f = np.ascontiguousarray(f)
+            pending.append((f, ex.submit(_estimate, provider, mode, f)))
+            if len(pending) >= ahead:
+                g, fut = pending.popleft()
+                yield g, fut.result()
+        while pending:
+            g, fut = pending.popleft()
+            yield g, fut.result()
+
+
+def _writer(kind: str, target: str, path: Path, info: ClipInfo, *, name: str, start: int, params: Any,
+            size: tuple[int, int], depth: bool, fmt: str | None = None):
+    """The writer of one output of a segment: ``depth`` outputs (float nearness) as depth videos
+    or per-frame depth files in ``fmt`` (default: the step's ``format``), others as images."""
+    if depth:
+        fmt = fmt or getattr(params, "format", "grayscale")
+        if target == "folder":
+            if fmt == "png16":
+                return FolderWriter(path, "png16", start_index=start)
+            if fmt == "grayscale":
+                return FolderWriter(path, "png8", start_index=start)
+            from .lib.formats import SUFFIX
+
+            return FolderWriter(path, "format", start_index=start, suffix=SUFFIX[fmt], fmt=fmt)
+        return FfmpegWriter(path, "depth16" if target == ".mkv" else "depth8", size, info.rate)
+    if target == "folder":
+        ext = "." + str(getattr(params, "format", "png") or "png")
+        return FolderWriter(path, "rgb", start_index=start, suffix=ext if ext in (".png", ".jpg") else ".png")
+    return FfmpegWriter(path, "rgb", size, info.rate, notice=(start == 0))
+
+
+def process_clip_segment(kind: str, clip: str | os.PathLike, start: int, stop: int, params: Any,
+                         workdir: str | os.PathLike, *, target: str = ".mp4", provider: str = "classic",
+                         mode: str = "max", warmup: int = WARMUP_FRAMES, info: ClipInfo | None = None,
+                         depth: "SegmentResult | str | os.PathLike | None" = None, keep_depth: bool = False,
+                         progress: Callable[[int, int], None] | None = None) -> SegmentResult:
+    """Run step ``kind`` on frames ``[start, stop)`` of ``clip`` (see the module docstring).
+
+    ``params``: the step's params model (or a dict of its parameters); ``target``: ``'folder'`` or
+    a video suffix (:func:`output_target`); ``workdir``: where the segment's files go (created).
+    The stabiliser is warmed up on frames ``[max(0, start - warmup), start)``. ``progress(done,
+    total)`` is called per written frame. ``depth``: an upstream segment (its ``depth`` file, else its
+    ``main``) or a depth video/folder holding the nearness of exactly these frames, used instead of
+    estimating (no warm-up then); ``keep_depth``: also write ``files['depth']``, the nearness as
+    16-bit FFV1 (for the next step of a chain). Raises :class:`InputError` for a bad clip and
+    :class:`ParameterError` for bad parameters."""
+    t0 = time.time()
+    spec = get_step(kind)
+    if isinstance(params, dict):
+        params = spec.params.model_validate(params)
+    info = info or probe_clip(clip)
+    stop = min(int(stop), info.frames)
+    start = max(0, int(start))
+    if stop <= start:
+        raise ParameterError(f"empty frame range [{start}, {stop}) of a {info.frames}-frame clip", parameter="frames")
+    frame_fn = getattr(spec, "clip_frame", None)
+    if kind != "estimate" and frame_fn is None:
+        raise ParameterError(f"{kind} does not take clips", parameter="uses")
+    work = Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    stab = Stabilizer(_temporal_params(params, kind))
+    upstream = None
+    if depth is not None:
+        src = depth.files.get("depth") or depth.files["main"] if isinstance(depth, SegmentResult) else Path(depth)
+        from .lib.clip import read_depth_frames
+
+        upstream = read_depth_frames(src, start if Path(src).is_dir() else 0, stop if Path(src).is_dir() else stop - start)
+    estimator = _depth_fn(provider, mode) if upstream is None else None
+    w0 = max(0, start - max(0, int(warmup))) if stab.p.enabled and upstream is None else start
+    suffix = "" if target == "folder" else target
+    writers: dict[str, Any] = {}
+    state: dict = {"info": info, "frames_total": info.frames}
+    done = 0
+    try:
+        source = read_frames(clip, w0, stop, info=info)
+        workers = estimate_workers()
+        every_frame = not stab.p.enabled or stab.p.keyframe_interval <= 1
+        if upstream is None and every_frame and workers > 1 and stop - w0 > 2 * workers:
+            source = _prefetched(source, provider, mode, workers, ahead=2 * workers)
+        for i, item in enumerate(source, start=w0):
+            if isinstance(item, tuple):
+                rgb, est = item
+                near = stab.step(rgb, est)
+            else:
+                rgb = item
+                if upstream is not None:
+                    near = next(upstream)
+                else:
+                    near = stab.step(rgb, lambda rgb=rgb: estimator(rgb))
+            if i < start:
+                continue
+            if keep_depth:
+                if "depth" not in writers:
+                    writers["depth"] = FfmpegWriter(work / f"depth-{start:06d}-{stop:06d}.mkv", "depth16",
+                                                    (near.shape[1], near.shape[0]), info.rate)
+                writers["depth"].write(near)
+            if kind == "estimate":
+                outs = {"main": near}
+            else:
+                state["index"] = i
+                outs = frame_fn(rgb, near, params, state)
+            for name, img in outs.items():
+                wr = writers.get(name)
+                is_depth = img.dtype != np.uint8
+                if wr is None:
+                    fname = f"{name}-{start:06d}-{stop:06d}{suffix}"
+                    size = (img.shape[1], img.shape[0])
+                    wr = writers[name] = _writer(kind, target, work / fname, info, name=name, start=start,
+                                                 params=params, size=size, depth=is_depth,
+                                                 fmt=state.get("formats", {}).get(name))
+                if not is_depth and img.ndim == 3 and img.shape[2] == 4 and target != "folder":
+                    img = (img[..., :3].astype(np.uint16) * img[..., 3:4] // 255).astype(np.uint8)  # over black
+                wr.write(img)
+            done += 1
+            if progress is not None:
+                progress(done, stop - start)
+    except BaseException:
+        for wr in writers.values():
+            wr.abort()
+        raise
+    for wr in writers.values():
+        wr.close()
+    if done != stop - start:
+        raise ParameterError(f"{Path(clip).name}: {done} of {stop - start} frames processed", parameter="frames")
+    return SegmentResult(kind=kind, start=start, stop=stop, files={n: w.path for n, w in writers.items()},
+                         frames=done, seconds=round(time.time() - t0, 3), target=target,
+                         meta={"resets": stab.resets, **state.get("meta", {})})
+
+
+def output_paths(kind: str, out: Path, names: list[str], params: Any) -> dict[str, Path]:
+    """Where each named output of a clip goes: ``main`` at ``out`` (for ``stereo`` renamed so that
+    3D players detect the layout, see :func:`stereo_name`), the others beside it."""
+    target = output_target(out)
+    paths = {}
+    for n in names:
+        if n == "main":
+            p = out
+            if kind == "stereo" and target != "folder":
+                p = stereo_name(out, getattr(params, "layout", "sbs"), eye="left" if getattr(params, "layout", "") == "lr" else None)
+        elif kind == "stereo" and n == "right" and target != "folder":
+            p = stereo_name(out, "lr", eye="right")
+        elif target == "folder":
+            p = Path(str(out).rstrip("/" + os.sep) + f"-{n}")
+        else:
+            p = out.with_name(f"{out.stem}-{n}{out.suffix}")
+        paths[n] = p
+    return paths
+
+
+# Tags that 3D video players read in file names (docs/video.md: DeoVR, Skybox, Kodi, Plex, Pigasus...)
+STEREO_TAGS = {"sbs": "_SBS_LR", "hsbs": "_3dh_LR", "tb": "_TB", "htb": "_3dv_TB", "cross": "_SBS_RL",
+               "anaglyph": "_anaglyph"}
+KODI_TAGS = {"sbs": ".3D.SBS", "hsbs": ".3D.HSBS", "tb": ".3D.TAB", "htb": ".3D.HTAB"}
+
+
+def stereo_name(out: Path, layout: str, *, eye: str | None = None) -> Path:
+    """``out`` with the layout tag players detect, unless the name already carries one: e.g.
+    ``movie.mp4`` + hsbs -> ``movie_3dh_LR.mp4``; lr -> ``movie_L.mp4`` and ``movie_R.mp4``."""
+    stem, suf = out.stem, out.suffix
+    low = stem.lower()
+    if layout == "lr":
+        return out.with_name(f"{stem}_{'L' if eye == 'left' else 'R'}{suf}")
+    tag = STEREO_TAGS.get(layout)
+    if not tag:
+        return out
+    known = ("_sbs", "_3dh", "_tb", "_3dv", "_lr", "_rl", "_ou", "_anaglyph", ".3d.", "-sbs", "-tb", "half-sbs",
+             "_hsbs", "_htb", "_180", "_360")
+    if any(k in low for k in known):
+        return out
+    return out.with_name(f"{stem}{tag}{suf}")
+
+
+def assemble(kind: str, segments: list[SegmentResult], clip: str | os.PathLike, out: str | os.PathLike,
+             params: Any = None, *, info: ClipInfo | None = None) -> list[Path]:
+    """Join segments (in frame order) into the final outputs: video segments with the concat
+    demuxer (no re-encode) and the clip's audio muxed in; frame folders merged. Returns the files
+    (or folders) written. Segments must cover the clip's frames without gap or overlap."""
+    segs = sorted(segments, key=lambda s: s.start)
+    for a, b in zip(segs, segs[1:]):
+        if a.stop != b.start:
+            raise ParameterError(f"segments do not join: [{a.start}, {a.stop}) then [{b.start}, {b.stop})",
+                                 parameter="segments")
+    info = info or probe_clip(clip)
+    out_p = Path(out)
+    target = output_target(out)
+    names = [n for n in segs[0].files if n != "depth"]  # the chain file is for the flow, not an output
+    dests = output_paths(kind, out_p, names, params)
+    written = []
+    for name in names:
+        dest = dests[name]
+        parts = [s.files[name] for s in segs]
+        if target == "folder":
+            dest.mkdir(parents=True, exist_ok=True)
+            for part in parts:
+                for f in sorted(Path(part).iterdir()):
+                    shutil.copyfile(f, dest / f.name)  # names are global frame indices
+            written.append(dest)
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.stem}.part{dest.suffix}")
+        concat_files(parts, tmp)
+        if dest.suffix.lower() == ".gif":
+            os.replace(tmp, dest)
+        else:
+            mux_audio(tmp, clip, dest, info=info, start=segs[0].start,
+                      stop=segs[-1].stop if segs[-1].stop < info.frames or segs[0].start > 0 else None)
+        written.append(dest)
+    return written
+
+
+def default_suffix(kind: str, params: Any = None) -> str:
+    """The main output's suffix when no ``-o`` says it (recipes): ``estimate``/``refine``/
+    ``export`` a 16-bit FFV1 ``.mkv`` for the raw formats and png16, else an 8-bit gray ``.mp4``;
+    ``layers`` a folder (RGBA frames); the rest H.264 ``.mp4``."""
+    if kind in ("estimate", "refine", "export"):
+        fmt = getattr(params, "format", None) or (getattr(params, "formats", None) or ["grayscale"])[0]
+        return ".mkv" if fmt in ("png16", "npy", "pfm", "npz", "raw", "tiff", "exr") else ".mp4"
+    if kind == "layers":
+        return "folder"
+    return ".mp4"
+
+
+def plan_segments(info: ClipInfo, segment_frames: int | None = None, cuts: list[int] | None = None) -> list[tuple[int, int]]:
+    """Frame ranges ``[a, b)`` covering the clip: at scene cuts, else every ``segment_frames``
+    (default about 10 s)."""
+    n = info.frames
+    seg = int(segment_frames or max(1, round(float(info.rate) * 10)))
+    bounds = {0, n}
+    bounds.update(c for c in (cuts or []) if 0 < c < n)
+    edges = sorted(bounds)
+    out = []
+    for a, b in zip(edges, edges[1:]):
+        k = max(1, -(-(b - a) // seg))
+        step = -(-(b - a) // k)
+        for s in range(a, b, step):
+            out.append((s, min(b, s + step)))
+    return out
+
+
+def run_clip(kind: str, clip: str | os.PathLike, out: str | os.PathLike, params: Any, workdir: str | os.PathLike, *,
+             provider: str = "classic", mode: str = "max", segment_frames: int | None = None,
+             info: ClipInfo | None = None, progress: Callable[[int, int], None] | None = None,
+             max_pixels: int | None = None, downscale: bool = False) -> list[Path]:
+    """A step on a whole clip, in this process: segments in order, then :func:`assemble`."""
+    info = info or probe_clip(clip, max_pixels=max_pixels, downscale=downscale)
+    target = output_target(out)
+    spec = get_step(kind)
+    if isinstance(params, dict):
+        params = spec.params.model_validate(params)
+    if segment_frames is None:
+        ranges = [(0, info.frames)]  # one pass: no warm-up overhead
+    else:
+        ranges = plan_segments(info, segment_frames)
+    segs = []
+    done_before = 0
+    for a, b in ranges:
+        def prog(d, t, base=done_before):
+            if progress is not None:
+                progress(base + d, info.frames)
+
+        segs.append(process_clip_segment(kind, clip, a, b, params, Path(workdir) / f"seg-{a:06d}", target=target,
+                                         provider=provider, mode=mode, info=info, progress=prog))
+        done_before += b - a
+    return assemble(kind, segs, clip, out, params, info=info)

@@ -1,0 +1,80 @@
+"""Small clips for the video tests, made with the bundled ffmpeg from a scikit-image photo.
+
+The camera pans across the photo (so there is motion to follow); frame ``i`` carries its index in
+a marker block at the top left (gray level ``(i * 16) % 256``... read by :func:`frame_index`)."""
+
+from __future__ import annotations
+
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import imageio_ffmpeg
+import numpy as np
+
+FF = imageio_ffmpeg.get_ffmpeg_exe()
+MARK = 12  # marker block side, px
+
+
+def photo() -> np.ndarray:
+    from skimage import data
+
+    return data.astronaut()  # 512 x 512 RGB
+
+
+def frames(n: int, size: tuple[int, int], *, pan: float = 2.0, cut_at: int | None = None):
+    """``n`` uint8 RGB frames of ``size`` (w, h): a slow pan over the photo (``pan`` px a frame);
+    from ``cut_at`` on, another photo (a scene cut)."""
+    from skimage import data
+
+    w, h = size
+    src = cv2.resize(photo(), (int(w * 1.6), int(h * 1.6)), interpolation=cv2.INTER_AREA)
+    other = cv2.resize(data.chelsea(), (int(w * 1.6), int(h * 1.6)), interpolation=cv2.INTER_AREA)
+    for i in range(n):
+        img = other if cut_at is not None and i >= cut_at else src
+        x = int(round(i * pan)) % (img.shape[1] - w)
+        f = np.ascontiguousarray(img[(img.shape[0] - h) // 2:(img.shape[0] - h) // 2 + h, x:x + w])
+        f[:MARK, :MARK] = (i * 16) % 256
+        yield f
+
+
+def frame_index(f: np.ndarray) -> int:
+    """The marker's value // 16 (indices modulo 16)."""
+    return int(round(float(f[2:MARK - 2, 2:MARK - 2].mean()) / 16.0)) % 16
+
+
+def make_clip(path: Path, *, n: int = 24, size=(96, 64), rate: str = "30000/1001", audio: bool = True,
+              rotation: int | None = None, codec: str = "libx264", pan: float = 2.0, cut_at: int | None = None,
+              extra: list[str] | None = None) -> Path:
+    w, h = size
+    cmd = [FF, "-y", "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
+           "-framerate", rate, "-i", "-"]
+    if audio:
+        dur = float(n / Fraction(rate)) + 0.5
+        cmd += ["-f", "lavfi", "-t", f"{dur:.3f}", "-i", "sine=frequency=440:sample_rate=44100"]
+    if codec == "libx264":
+        vid = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv444p" if (w % 2 or h % 2) else "yuv420p"]
+    else:
+        vid = ["-c:v", codec]
+    cmd += vid + (["-c:a", "aac", "-shortest"] if audio else []) + (extra or []) + ["-r", rate, str(path)]
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    for f in frames(n, size, pan=pan, cut_at=cut_at):
+        p.stdin.write(f.tobytes())
+    p.stdin.close()
+    assert p.wait() == 0, p.stderr.read().decode()
+    if rotation is not None:
+        tmp = path.with_name("unrotated" + path.suffix)
+        path.rename(tmp)
+        subprocess.run([FF, "-y", "-loglevel", "error", "-display_rotation", str(rotation), "-i", str(tmp), "-c", "copy",
+                        str(path)], check=True)
+        tmp.unlink()
+    return path
+
+
+def make_animation(path: Path, *, n: int = 6, size=(80, 64), duration_ms: int = 100) -> Path:
+    from PIL import Image
+
+    imgs = [Image.fromarray(f) for f in frames(n, size, pan=3)]
+    imgs[0].save(path, save_all=True, append_images=imgs[1:], duration=duration_ms, loop=0)
+    return path

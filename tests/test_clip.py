@@ -1,0 +1,191 @@
+"""Clips in and out (tasks/lib/clip.py): probe, exact frame ranges, rates, rotation, odd sizes,
+audio, GIF/WebP, concatenation, and one clear line for every bad input."""
+
+from __future__ import annotations
+
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cliputil import FF, frame_index, make_animation, make_clip
+from depthcraft.tasks.lib.clip import (FfmpegWriter, FolderWriter, VIDEO_SUFFIXES, concat_files, count_frames,
+                                       is_clip, mux_audio, probe_clip, read_depth_frames, read_frames)
+from depthcraft.tasks.lib.errors import InputError
+
+
+@pytest.mark.parametrize("rate", ["30000/1001", "24000/1001", "25"])
+def test_probe_rate_and_exact_ranges(tmp_path, rate):
+    p = make_clip(tmp_path / "c.mp4", n=40, size=(96, 64), rate=rate)
+    info = probe_clip(p)
+    assert info.frames == 40 and info.rate == Fraction(rate) and not info.vfr
+    assert info.has_audio and (info.width, info.height) == (96, 64)
+    for start in (0, 1, 17, 31, 36):
+        got = [frame_index(f) for f in read_frames(p, start, start + 4, info=info)]
+        assert got == [(i % 16) for i in range(start, start + 4)], (start, got)
+    assert len(list(read_frames(p, 30, None, info=info))) == 10
+
+
+def test_rotation_is_applied(tmp_path):
+    p = make_clip(tmp_path / "r.mp4", n=6, size=(96, 64), rotation=90)
+    info = probe_clip(p)
+    assert info.rotation == 90 and (info.width, info.height) == (64, 96)
+    f = next(read_frames(p, 0, 1, info=info))
+    assert f.shape == (96, 64, 3)
+
+
+def test_odd_size_decodes_and_encodes_padded(tmp_path):
+    p = make_clip(tmp_path / "odd.mp4", n=5, size=(97, 65))
+    info = probe_clip(p)
+    frames = list(read_frames(p, info=info))
+    assert len(frames) == 5 and frames[0].shape == (65, 97, 3)
+    with FfmpegWriter(tmp_path / "o.mp4", "rgb", (97, 65), info.rate) as w:
+        for f in frames:
+            w.write(f)
+    out = probe_clip(tmp_path / "o.mp4")
+    assert (out.width, out.height) == (98, 66) and out.frames == 5 and out.rate == info.rate
+
+
+def test_writers_keep_rate_and_count_and_16_bits(tmp_path):
+    rate = Fraction(24000, 1001)
+    ramp = np.tile(np.linspace(0, 1, 80, dtype=np.float32), (48, 1))
+    with FfmpegWriter(tmp_path / "d.mkv", "depth16", (80, 48), rate) as w:
+        for k in range(7):
+            w.write(ramp * (k + 1) / 8)
+    info = probe_clip(tmp_path / "d.mkv")
+    assert info.frames == 7 and info.rate == rate and info.codec == "ffv1" and info.bit_depth == 16
+    back = list(read_depth_frames(tmp_path / "d.mkv"))
+    assert len(back) == 7 and np.abs(back[3] - ramp * 4 / 8).max() < 1.0 / 65535 + 1e-6
+    with FfmpegWriter(tmp_path / "d.mp4", "depth8", (80, 48), rate) as w:
+        for k in range(7):
+            w.write(ramp)
+    assert count_frames(tmp_path / "d.mp4") == 7 and probe_clip(tmp_path / "d.mp4").rate == rate
+    fw = FolderWriter(tmp_path / "pngs", "png16", start_index=98)
+    for k in range(3):
+        fw.write(ramp)
+    assert [f.name for f in sorted((tmp_path / "pngs").iterdir())] == ["000098.png", "000099.png", "000100.png"]
+
+
+def test_audio_is_muxed_copy_or_reencoded(tmp_path):
+    src = make_clip(tmp_path / "a.mp4", n=12, size=(64, 64))
+    info = probe_clip(src)
+    for suffix in (".mp4", ".mkv", ".webm"):
+        with FfmpegWriter(tmp_path / f"v{suffix}", "rgb", (64, 64), info.rate) as w:
+            for f in read_frames(src, info=info):
+                w.write(f)
+        out = mux_audio(tmp_path / f"v{suffix}", src, tmp_path / f"final{suffix}", info=info)
+        o = probe_clip(out)
+        assert o.has_audio and o.frames == 12, suffix
+        assert o.audio_codec == ("opus" if suffix == ".webm" else "aac")
+
+
+def test_concat_without_reencode(tmp_path):
+    src = make_clip(tmp_path / "a.mp4", n=30, size=(64, 48), audio=False)
+    info = probe_clip(src)
+    parts = []
+    for a, b in ((0, 10), (10, 22), (22, 30)):
+        with FfmpegWriter(tmp_path / f"p{a}.mp4", "rgb", (64, 48), info.rate) as w:
+            for f in read_frames(src, a, b, info=info):
+                w.write(f)
+        parts.append(tmp_path / f"p{a}.mp4")
+    out = concat_files(parts, tmp_path / "all.mp4")
+    o = probe_clip(out)
+    assert o.frames == 30 and o.rate == info.rate
+    assert [frame_index(f) for f in read_frames(out, 8, 13, info=o)] == [8, 9, 10, 11, 12]
+
+
+def test_gif_and_webp_are_clips(tmp_path):
+    for suffix in (".gif", ".webp"):
+        a = make_animation(tmp_path / f"a{suffix}", n=6)
+        assert is_clip(a)
+        info = probe_clip(a)
+        assert info.frames == 6 and info.rate == 10
+        assert len(list(read_frames(a, 2, 6, info=info))) == 4
+    from PIL import Image
+
+    Image.new("RGB", (80, 80)).save(tmp_path / "still.gif")
+    assert not is_clip(tmp_path / "still.gif")
+    assert {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif", ".webp"} <= VIDEO_SUFFIXES
+
+
+def test_animated_gif_is_not_cut_to_a_photo(tmp_path):
+    from depthcraft.tasks.lib.images import read_image
+
+    a = make_animation(tmp_path / "a.gif", n=6)
+    with pytest.raises(InputError, match="animated"):
+        read_image(a)
+
+
+def _bad(tmp_path, name):
+    src = make_clip(tmp_path / "good.mp4", n=20, size=(64, 64))
+    p = tmp_path / name
+    if name == "truncated.mp4":
+        data = src.read_bytes()
+        subprocess.run([FF, "-y", "-loglevel", "error", "-i", str(src), "-c", "copy", str(tmp_path / "slow.mp4")], check=True)
+        p.write_bytes((tmp_path / "slow.mp4").read_bytes()[: len(data) // 2])  # no faststart: moov at the end
+    elif name == "audio_only.m4a":
+        subprocess.run([FF, "-y", "-loglevel", "error", "-f", "lavfi", "-t", "1", "-i", "sine", "-c:a", "aac", str(p)],
+                       check=True)
+    elif name == "zero.mkv":
+        # the header and the start of the first cluster: a video stream, no frame in it
+        subprocess.run([FF, "-y", "-loglevel", "error", "-i", str(src), "-c", "copy", str(tmp_path / "g.mkv")], check=True)
+        d = (tmp_path / "g.mkv").read_bytes()
+        p.write_bytes(d[:d.find(bytes.fromhex("1F43B675")) + 12])
+    elif name == "unknown.avi":
+        # an AVI whose video FourCC no decoder knows (patched in the header)
+        subprocess.run([FF, "-y", "-loglevel", "error", "-i", str(src), "-an", "-c", "copy", str(tmp_path / "h.avi")],
+                       check=True)
+        d = bytearray((tmp_path / "h.avi").read_bytes())
+        head = bytes(d[:4096]).replace(b"H264", b"XQZV").replace(b"h264", b"XQZV").replace(b"avc1", b"XQZV")
+        p.write_bytes(head + bytes(d[4096:]))
+    elif name == "tenbit_hdr.mp4":
+        subprocess.run([FF, "-y", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x64", "-frames:v", "3",
+                        "-vf", "setparams=color_trc=smpte2084:color_primaries=bt2020:colorspace=bt2020nc",
+                        "-c:v", "libx264", "-pix_fmt", "yuv420p10le", str(p)], check=True)
+    elif name == "notvideo.mp4":
+        p.write_text("hello")
+    return p
+
+
+@pytest.mark.parametrize("name, words", [
+    ("truncated.mp4", "no index"), ("audio_only.m4a", "no video stream"), ("zero.mkv", "no frames"),
+    ("unknown.avi", "unsupported video codec"), ("tenbit_hdr.mp4", "HDR"), ("notvideo.mp4", "not a video"),
+])
+def test_bad_input_is_one_line_naming_the_file(tmp_path, name, words):
+    p = _bad(tmp_path, name)
+    with pytest.raises(InputError) as e:
+        probe_clip(p)
+    msg = str(e.value)
+    assert str(p) in msg and words in msg and "\n" not in msg
+
+
+def test_pixel_limit_refuses_or_downscales(tmp_path):
+    p = make_clip(tmp_path / "big.mp4", n=3, size=(128, 96))
+    with pytest.raises(InputError, match="over the limit"):
+        probe_clip(p, max_pixels=5000)
+    info = probe_clip(p, max_pixels=5000, downscale=True)
+    f = next(read_frames(p, 0, 1, info=info))
+    assert f.shape[0] * f.shape[1] <= 5000 and f.shape[:2] == (info.size[1], info.size[0])
+
+
+def test_ten_bit_sdr_is_converted_with_a_notice(tmp_path, caplog):
+    p = tmp_path / "ten.mkv"
+    subprocess.run([FF, "-y", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x64", "-frames:v", "3",
+                    "-c:v", "ffv1", "-pix_fmt", "yuv420p10le", str(p)], check=True)
+    info = probe_clip(p)
+    assert info.bit_depth == 10 and any("10-bit" in n for n in info.notices)
+    assert next(read_frames(p, 0, 1, info=info)).dtype == np.uint8
+
+
+def test_variable_frame_rate_is_converted_with_a_notice(tmp_path):
+    p = tmp_path / "vfr.mp4"
+    # 15 frames at 30 fps, then 15 at 15 fps
+    subprocess.run([FF, "-y", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=30", "-frames:v", "30",
+                    "-vf", "setpts='(N+if(gte(N,15),N-15,0))/30/TB'", "-fps_mode", "vfr", "-c:v", "libx264",
+                    "-preset", "ultrafast", str(p)], check=True)
+    info = probe_clip(p)
+    assert info.vfr and any("variable frame rate" in n for n in info.notices)
+    assert 19 < float(info.rate) < 22 and info.frames == 30
+    assert len(list(read_frames(p, info=info))) == 30 and len(list(read_frames(p, 10, 20, info=info))) == 10

@@ -1,0 +1,101 @@
+"""One-shot commands on clips: `depthcraft <step> CLIP -o OUT`, through the real command line."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from cliputil import make_animation, make_clip
+from depthcraft.tasks.lib.clip import count_frames, probe_clip
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return make_clip(tmp_path_factory.mktemp("c") / "walk.mp4", n=14, size=(160, 96), rate="30000/1001")
+
+
+def ok(r):
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r
+
+
+def test_estimate_png16_folder(clip, tmp_path):
+    ok(run_cli("estimate", str(clip), "-o", f"{tmp_path}/d/", "--format", "png16"))
+    files = sorted((tmp_path / "d").iterdir())
+    assert [f.name for f in files[:3]] == ["000000.png", "000001.png", "000002.png"] and len(files) == 14
+    a = cv2.imread(str(files[5]), cv2.IMREAD_UNCHANGED)
+    assert a.dtype == np.uint16 and a.shape == (96, 160)
+    # white = near: the bottom of a photo is nearer than its top in this scene
+    assert a[-10:].mean() > a[:10].mean()
+
+
+def test_estimate_depth_videos_keep_count_rate_and_audio(clip, tmp_path):
+    ok(run_cli("estimate", str(clip), "-o", str(tmp_path / "depth.mp4")))
+    ok(run_cli("estimate", str(clip), "-o", str(tmp_path / "depth.mkv"), "--set", "temporal=false"))
+    for name, codec, bits in (("depth.mp4", "h264", 8), ("depth.mkv", "ffv1", 16)):
+        info = probe_clip(tmp_path / name)
+        assert info.frames == 14 and info.rate == Fraction(30000, 1001), name
+        assert info.codec == codec and info.bit_depth == bits and info.has_audio, name
+        assert count_frames(tmp_path / name) == 14
+
+
+@pytest.mark.parametrize("layout, name, size", [
+    ("hsbs", "out_3dh_LR.mp4", (160, 96)), ("sbs", "out_SBS_LR.mp4", (320, 96)), ("tb", "out_TB.mp4", (160, 192)),
+    ("htb", "out_3dv_TB.mp4", (160, 96)), ("cross", "out_SBS_RL.mp4", (320, 96)),
+    ("anaglyph", "out_anaglyph.mp4", (160, 96)),
+])
+def test_stereo_layouts_are_named_for_players(clip, tmp_path, layout, name, size):
+    r = ok(run_cli("stereo", str(clip), "-o", str(tmp_path / "out.mp4"), "--layout", layout))
+    info = probe_clip(tmp_path / name)
+    assert name in r.stdout + r.stderr
+    assert (info.width, info.height) == size and info.frames == 14 and info.has_audio
+
+
+def test_stereo_lr_two_files_and_existing_tag_kept(clip, tmp_path):
+    ok(run_cli("stereo", str(clip), "-o", str(tmp_path / "m.mp4"), "--layout", "lr"))
+    assert probe_clip(tmp_path / "m_L.mp4").frames == 14 and probe_clip(tmp_path / "m_R.mp4").frames == 14
+    ok(run_cli("stereo", str(clip), "-o", str(tmp_path / "film.3D.HSBS.mkv"), "--layout", "hsbs"))
+    assert probe_clip(tmp_path / "film.3D.HSBS.mkv").frames == 14
+
+
+def test_other_steps_take_clips(clip, tmp_path):
+    ok(run_cli("bokeh", str(clip), "-o", str(tmp_path / "portrait.mp4")))
+    ok(run_cli("refine", str(clip), "-o", str(tmp_path / "refined.mkv")))
+    ok(run_cli("export", str(clip), "-o", str(tmp_path / "ex/"), "--set", "formats=[png16,npy]"))
+    ok(run_cli("layers", str(clip), "-o", str(tmp_path / "layers/"), "--count", "2"))
+    ok(run_cli("parallax", str(clip), "-o", str(tmp_path / "move.mp4")))
+    for name in ("portrait.mp4", "refined.mkv", "move.mp4"):
+        info = probe_clip(tmp_path / name)
+        assert info.frames == 14 and info.rate == Fraction(30000, 1001) and info.has_audio, name
+    assert len(list((tmp_path / "ex").iterdir())) == 14 and len(list((tmp_path / "ex-npy").glob("*.npy"))) == 14
+    layer = cv2.imread(str(tmp_path / "layers-layer_0" / "000003.png"), cv2.IMREAD_UNCHANGED)
+    assert layer.shape == (96, 160, 4)
+
+
+def test_rotated_odd_clip_and_gif(tmp_path):
+    c = make_clip(tmp_path / "r.mp4", n=6, size=(97, 65), rate="24000/1001", rotation=90)
+    ok(run_cli("estimate", str(c), "-o", f"{tmp_path}/r/", "--format", "png16"))
+    a = cv2.imread(str(tmp_path / "r" / "000000.png"), cv2.IMREAD_UNCHANGED)
+    assert a.shape == (97, 65)
+    r = ok(run_cli("stereo", str(c), "-o", str(tmp_path / "r.mp4".replace("r.", "s."))))
+    info = probe_clip(tmp_path / "s_SBS_LR.mp4")
+    assert (info.width, info.height) == (130, 98) and info.rate == Fraction(24000, 1001) and info.frames == 6
+    assert "padded" in r.stderr
+    g = make_animation(tmp_path / "a.gif", n=5)
+    ok(run_cli("estimate", str(g), "-o", str(tmp_path / "g.mp4")))
+    assert probe_clip(tmp_path / "g.mp4").frames == 5
+
+
+def test_bad_clip_is_one_line(tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypisom" + b"\x00" * 100)
+    r = run_cli("estimate", str(bad), "-o", str(tmp_path / "d.mp4"))
+    assert r.returncode != 0 and "broken.mp4" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = run_cli("estimate", str(make_clip(tmp_path / "c.mp4", n=3, size=(64, 64))), "-o", str(tmp_path / "d.txt"))
+    assert r.returncode != 0 and "-o" in r.stderr and "Traceback" not in r.stderr
