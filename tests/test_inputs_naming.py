@@ -240,6 +240,6 @@ def test_a_downscaled_photo_says_its_old_and_new_size_on_the_command_line(tmp_pa
     Image.fromarray((rng.random((300, 400, 3)) * 255).astype(np.uint8)).save(photo)
     r = run_cli("estimate", photo, "--max-pixels", "30000", "--downscale", "-o", tmp_path / "d.png", timeout=120)
     assert r.returncode == 0, r.stderr
-    notes = [ln for ln in r.stderr.splitlines() if "downscaled" in ln]
+    notes = [ln for ln in r.stderr.splitlines() if "downscaled from" in ln]
     assert notes == [f"notice: {photo}: downscaled from 400x300 to 200x150 to fit 0.03 MP (--downscale)"]
     assert Image.open(tmp_path / "d.png").size == (200, 150)

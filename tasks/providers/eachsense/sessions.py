@@ -86,7 +86,7 @@ class SessionPlanner:
             s = self._services[sid] = _Service(used=self._count(sid))
         return s
 
-    def _load(self, s: _Service, limit: int, reserve: int) -> int:
+    def _load(self, s: _Service, reserve: int) -> int:
         """Messages used plus those still reserved by the chains placed here."""
         return s.used + sum(max(0, reserve - n) for n in s.chains.values())
 
@@ -115,7 +115,7 @@ class SessionPlanner:
             while True:
                 sid = service_name(recipe_session, n)
                 s = self._service(sid)
-                if self._load(s, limit, reserve) + reserve <= limit:
+                if self._load(s, reserve) + reserve <= limit:
                     s.chains[chain] = 0
                     self._chains[key] = sid
                     return sid
