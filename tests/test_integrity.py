@@ -219,3 +219,41 @@ def test_store_gc_lists_then_deletes_only_unreferenced_objects(prefect_server, w
     assert "would remove 0 object(s)" in res.stdout, res.stdout
     again, err, rc = run_json(recipe, tmp_path / "a")
     assert again["cached"] == 3
+
+
+def test_a_record_naming_files_outside_the_store_or_another_hash_is_not_trusted(tmp_path):
+    from depthcraft.tasks.lib.store import Store
+
+    store = Store(tmp_path / "store")
+    src = tmp_path / "a.png"
+    src.write_bytes(b"the true output")
+    a = store.put_file(src, "image")
+    store.save_record("k" * 64, {"main": a})
+    assert store.has("k" * 64)
+    rec = store.record_path("k" * 64)
+    body = json.loads(rec.read_text())
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not an output")
+    body["outputs"]["main"]["path"] = str(secret)  # an edited record must not publish any file it names
+    rec.write_text(json.dumps(body))
+    assert not store.has("k" * 64)
+    body["outputs"]["main"].update(path=a.path, sha256="0" * 64)
+    rec.write_text(json.dumps(body))
+    assert not store.has("k" * 64) and Path(a.path).exists()  # the record is ignored, the object not blamed
+
+
+def test_a_copy_that_does_not_match_is_never_put_in_place(tmp_path):
+    import pytest
+
+    from depthcraft.tasks.lib.store import CorruptObject, copy_verified
+
+    src = tmp_path / "obj.png"
+    src.write_bytes(b"x" * 100_000)
+    dst = tmp_path / "out" / "edges.png"
+    dst.parent.mkdir()
+    dst.write_bytes(b"the previous output")
+    with pytest.raises(CorruptObject):
+        copy_verified(src, dst, "0" * 64)
+    assert dst.read_bytes() == b"the previous output" and sorted(p.name for p in dst.parent.iterdir()) == ["edges.png"]
+    copy_verified(src, dst, sha(src))
+    assert dst.read_bytes() == src.read_bytes()
