@@ -192,10 +192,22 @@ def main() -> None:
                 ld, rd, _ = S.eye_disparities(dm, divergence=2.0, convergence=0.5, scale=None, width=4000)
                 S.render_pair(big, ld, rd, edge_dilation=round(4000 / 600))
 
+            # the same photo with sharp depth jumps (near blocks in front of the estimate): a
+            # wide band of hidden background to fill (about a sixth of the photo)
+            jumps = bdepth.copy()
+            for y0, x0 in ((400, 300), (1500, 1200), (700, 2600), (1900, 3100)):
+                jumps[y0:y0 + 700, x0:x0 + 500] = float(bdepth.max()) * 1.5
+            jdm = DepthMap(jumps, "relative_inverse")
+
+            def stereo_jumps():
+                ld, rd, _ = S.eye_disparities(jdm, divergence=2.0, convergence=0.5, scale=None, width=4000)
+                S.render_pair(big, ld, rd, edge_dilation=round(4000 / 600))
+
             def bokeh():
                 B.render_bokeh(big, normalized_nearness(dm), focus=B.focus_value(bdepth, "nearest"), max_radius=0.015 * 4000)
 
-            for name, fn, limit in (("stereo pair, 12 MP", stereo, 2.0), ("bokeh, 12 MP", bokeh, 3.0)):
+            for name, fn, limit in (("stereo pair, 12 MP", stereo, 2.0), ("stereo pair, 12 MP, depth jumps", stereo_jumps, 2.0),
+                                    ("bokeh, 12 MP", bokeh, 3.0)):
                 times = sorted(seconds(fn) for _ in range(a.repeat))
                 med = times[len(times) // 2]
                 row(name, f"{med:.2f} s (median of {', '.join(f'{x:.2f}' for x in times)})", f"<= {limit:.0f} s", med <= limit)
