@@ -101,6 +101,12 @@ def test_wheel_installs_only_under_depthcraft(wheel):
     for must in ("depthcraft/flows/cli.py", "depthcraft/tasks/estimate.py", "depthcraft/tasks/lib/store.py",
                  "depthcraft/tasks/providers/classic.py", "depthcraft/flows/py.typed"):
         assert must in names
+    # every source file of the checkout's packages is in the wheel (a subpackage missing from
+    # pyproject's package list would install a depthcraft that fails on first use)
+    for root, pkg in ((REPO / "flows", "depthcraft/flows"), (REPO / "tasks", "depthcraft/tasks")):
+        for f in root.rglob("*"):
+            if f.is_file() and "__pycache__" not in f.parts and f.suffix in (".py", ".html", ".js", ".frag"):
+                assert f"{pkg}/{f.relative_to(root).as_posix()}" in names, f"{f} is not in the wheel"
     meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
     assert "License-Expression: Apache-2.0" in meta
     entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
