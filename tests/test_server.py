@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import DEPTHCRAFT, run_cli
+from conftest import DEPTHCRAFT
 
 RECIPE = """\
 version: 1
@@ -90,6 +90,12 @@ def wait_for(pred, timeout: float, step: float = 0.2):
 def cli(*args, **kw):
     return subprocess.Popen([*DEPTHCRAFT, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, **kw)
+
+
+def run_cli(*args, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+    """The real command line with exactly ``env`` (conftest's helper would bring back the
+    session server's PREFECT_API_URL, and with it no local server at all)."""
+    return subprocess.run([*DEPTHCRAFT, *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout)
 
 
 def env_for(ws: Path, **extra) -> dict:
