@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import DEPTHCRAFT, run_cli
+from conftest import DEPTHCRAFT
 
 RECIPE = """\
 version: 1
@@ -90,6 +90,12 @@ def wait_for(pred, timeout: float, step: float = 0.2):
 def cli(*args, **kw):
     return subprocess.Popen([*DEPTHCRAFT, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, **kw)
+
+
+def run_cli(*args, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+    """The real command line with exactly ``env`` (conftest's helper would bring back the
+    session server's PREFECT_API_URL, and with it no local server at all)."""
+    return subprocess.run([*DEPTHCRAFT, *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout)
 
 
 def env_for(ws: Path, **extra) -> dict:
@@ -283,19 +289,26 @@ def test_server_stop_finds_servers_that_server_json_does_not_name(tmp_path):
 
 
 # -- a stale record naming an unrelated process --------------------------------------------------
-@pytest.mark.parametrize("shape", ["old", "recorded"])
+@pytest.mark.parametrize("shape", ["old", "recorded", "other-workspace"])
 def test_stale_record_never_signals_an_unrelated_process(tmp_path, shape):
     """Today `server stop` kills the process group of whatever now has the recorded pid."""
     ws = tmp_path / "ws"
     ws.mkdir()
     env = env_for(ws)
-    victim = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    victim_cmd = ["sleep", "300"]
+    if shape == "other-workspace":  # a record copied along with another workspace: a live process, not ours
+        victim_cmd = [sys.executable, "-c", "import time; time.sleep(300)", "--workspace", str(tmp_path / "other")]
+    victim = subprocess.Popen(victim_cmd, start_new_session=True)
     try:
         rec = {"url": "http://127.0.0.1:9/api", "pid": victim.pid, "port": 9, "log": str(ws / "server.log"),
                "started": time.time()}
         if shape == "recorded":  # the pid was ours once: same pid, but another start time and command
             rec.update(create_time=time.time() - 3600,
                        cmdline=[sys.executable, "-m", "depthcraft.flows.serverd", "--workspace", str(ws)])
+        if shape == "other-workspace":
+            time.sleep(0.5)  # exec'd
+            p = psutil.Process(victim.pid)
+            rec.update(create_time=p.create_time(), cmdline=p.cmdline())
         (ws / "server.json").write_text(json.dumps(rec))
         r = run_cli("server", "status", env=env)
         assert r.returncode == 3 and "not running" in r.stderr, r.stderr
