@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 WARMUP_FRAMES = 12  # stabiliser warm-up before a segment: history 0.8 ** 12 < 7 % of the start state
 # 2D-to-3D and the other rendering steps estimate depth on every Nth frame and carry it along the
 # optical flow in between (estimate: every frame); see docs/video.md for the measured effect
-RENDER_KEYFRAME_INTERVAL = 12
+RENDER_KEYFRAME_INTERVAL = 24
+# steps whose frame hook takes the nearness at any size (it resamples to what it renders)
+ANY_SIZE_DEPTH = {"stereo"}
 
 
 @dataclass
@@ -76,6 +78,7 @@ def _temporal_params(params: Any, kind: str) -> TemporalParams:
     tp = TemporalParams(enabled=bool(getattr(params, "temporal", True)))
     if kind != "estimate":
         tp.keyframe_interval = RENDER_KEYFRAME_INTERVAL
+    tp.full_size = kind not in ANY_SIZE_DEPTH
     ki = getattr(params, "keyframe_interval", None)
     if ki:
         tp.keyframe_interval = int(ki)
