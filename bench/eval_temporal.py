@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO.parent / "shared" / "eval"))
 def main() -> None:
     import video_eval as V
 
-    from depthcraft.tasks.clips import _prefetched, estimate_workers
+    from depthcraft.tasks.clips import _prefetched, estimate_workers  # noqa: F401 (main-guarded script)
     from depthcraft.tasks.lib.clip import probe_clip, read_frames
     from depthcraft.tasks.lib.temporal import Stabilizer, TemporalParams
 
