@@ -4,6 +4,7 @@
     python bench/bench_video.py                 # every row
     python bench/bench_video.py --only stereo   # stereo | memory | scale (repeatable)
     python bench/bench_video.py --quick         # shorter clips: the same measures, smaller numbers
+    python bench/bench_video.py --strip out/video-3d/sample   # the README frame strip from a video-3d run
 
 Rows (ratios are measured side by side in one run: the machine is shared, absolute times are noisy):
 
@@ -225,6 +226,28 @@ def bench_scale(tmp: Path, quick: bool) -> None:
             os.environ.pop("PREFECT_API_URL", None)
 
 
+def frame_strip(out_dir: Path, dst: Path, frames=(6, 30, 42, 66)) -> Path:
+    """The README's frame strip from a ``video-3d`` run's folder: per row, the left and right eye
+    of a half-SBS frame (each half stretched back to full width) and the depth frame."""
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    from depthcraft.tasks.lib.clip import read_frames
+
+    def grab(path: Path) -> list:
+        got = {i: f.copy() for i, f in enumerate(read_frames(path, 0, max(frames) + 1)) if i in frames}
+        return [got[i] for i in frames]
+
+    rows = []
+    for f, d in zip(grab(out_dir / "3d_3dh_LR.mp4"), grab(out_dir / "depth.mp4")):
+        h, w = f.shape[:2]
+        eyes = [cv2.resize(half, (w, h), interpolation=cv2.INTER_CUBIC) for half in (f[:, : w // 2], f[:, w // 2:])]
+        rows += [np.concatenate([*eyes, d], 1), np.full((4, 3 * w, 3), 255, np.uint8)]
+    Image.fromarray(np.concatenate(rows[:-1], 0)).save(dst, quality=88)
+    return dst
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", action="append", choices=["stereo", "memory", "scale"])
@@ -232,7 +255,12 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=480, help="memory: stop after this many frames of the 10-minute "
                     "clip (0: the whole clip)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    ap.add_argument("--strip", metavar="RUN_DIR", help="only write docs/img/video_3d_strip.jpg from the output folder "
+                    "of `depthcraft run recipes/video-3d.yaml`")
     a = ap.parse_args()
+    if a.strip:
+        print(frame_strip(Path(a.strip), REPO / "docs" / "img" / "video_3d_strip.jpg"))
+        return 0
     only = a.only or ["stereo", "memory", "scale"]
     tmp = Path(tempfile.mkdtemp(prefix="dc-bench-video-"))
     print(f"{os.cpu_count()} CPU(s); working in {tmp}", flush=True)

@@ -100,22 +100,26 @@ def bench_stereo(clip: Path) -> None:
 
 
 def make_long_clip(path: Path, minutes: float) -> None:
-    src = SHARED_CLIP
-    if src.exists():
-        cmd = [ffmpeg(), "-y", "-loglevel", "error", "-stream_loop", "-1", "-i", str(src), "-t", str(minutes * 60),
-               "-vf", "scale=1920:1080", "-c:v", "libx264", "-preset", "ultrafast", "-crf", "23", "-c:a", "aac",
-               str(path)]
+    """A ``minutes``-long 1080p H.264 clip with audio: 10 s are encoded (the shared clip scaled
+    up, or a bundled photo panned) and repeated with the concat demuxer (no re-encode)."""
+    unit = path.with_name("unit.mp4")
+    if SHARED_CLIP.exists():
+        cmd = [ffmpeg(), "-y", "-loglevel", "error", "-i", str(SHARED_CLIP), "-t", "10", "-vf", "scale=1920:1080",
+               "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-c:a", "aac", str(unit)]
     else:  # a bundled photo, panned
         from skimage import data
         import cv2
 
-        img = Path(tempfile.mkdtemp()) / "p.png"
+        img = path.with_name("p.png")
         cv2.imwrite(str(img), cv2.resize(data.astronaut()[..., ::-1], (2400, 2400)))
         cmd = [ffmpeg(), "-y", "-loglevel", "error", "-loop", "1", "-framerate", "30000/1001", "-i", str(img),
-               "-f", "lavfi", "-i", "sine", "-t", str(minutes * 60),
-               "-vf", "crop=1920:1080:'mod(t*40,480)':660", "-c:v", "libx264", "-preset", "ultrafast", "-crf", "23",
-               "-c:a", "aac", "-shortest", str(path)]
+               "-f", "lavfi", "-i", "sine", "-t", "10", "-vf", "crop=1920:1080:'mod(t*40,480)':660",
+               "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-c:a", "aac", "-shortest", str(unit)]
     subprocess.run(cmd, check=True)
+    listing = path.with_name("list.txt")
+    listing.write_text("".join(f"file '{unit}'\n" for _ in range(int(round(minutes * 6)))))
+    subprocess.run([ffmpeg(), "-y", "-loglevel", "error", "-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy",
+                    str(path)], check=True)
 
 
 def bench_memory(minutes: float, frames: int | None) -> None:

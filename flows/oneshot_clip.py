@@ -34,7 +34,9 @@ def run_clip_oneshot(args, spec, params_from_args) -> int:
     with tempfile.TemporaryDirectory(prefix="depthcraft-clip-") as tmp:
         reporter = progress.RichReporter(total=1, description=f"{spec.kind} {Path(args.image).name}",
                                          transient=True) if console.is_terminal else None
-        kw = dict(provider=args.provider, mode=args.mode, info=info)
+        from depthcraft.tasks.clips import estimate_workers
+
+        kw = dict(provider=args.provider, mode=args.mode, info=info, workers=estimate_workers())
         if reporter:
             with reporter, progress.reporting(reporter):
                 written = run_clip(spec.kind, args.image, args.output, params, tmp,

@@ -23,7 +23,6 @@ a recipe compiles, before the Prefect API is chosen); :mod:`.segment_runs` makes
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import threading
 import time
@@ -189,19 +188,6 @@ def _spec_params(payload: dict):
     return get_step(payload["kind"]).params.model_validate(payload["params"])
 
 
-def _one_process_per_segment() -> None:
-    """Estimate a segment's frames in the process that runs it. The segments are the parallel
-    work (the task runner's threads or Dask workers); the engine's own pool of frame processes
-    would oversubscribe the cores, and cannot start at all in a Dask worker (a daemonic process
-    has no children). A user's explicit ``DEPTHCRAFT_CLIP_WORKERS`` holds outside Dask."""
-    import multiprocessing
-
-    if multiprocessing.current_process().daemon:
-        os.environ["DEPTHCRAFT_CLIP_WORKERS"] = "1"
-    else:
-        os.environ.setdefault("DEPTHCRAFT_CLIP_WORKERS", "1")
-
-
 def execute_segment(payload: dict, upstream: list[dict]) -> dict:
     """Frames ``[start, stop)`` of a clip through one step (the engine's
     ``process_clip_segment``, warm-up included); its files go to the artifact store under the
@@ -219,13 +205,13 @@ def execute_segment(payload: dict, upstream: list[dict]) -> dict:
         return {**base, "outputs": {k: a.to_dict() for k, a in found.items()}, "seconds": 0.0, "reused": True}
     params = _spec_params(payload)
     workdir = ws.tmp / f"{key[:16]}-{time.monotonic_ns()}"
-    _one_process_per_segment()
     try:
         res = engine.process_clip_segment(
             payload["kind"], payload["source"]["path"], payload["start"], payload["stop"], params, workdir,
             target=payload["target"], provider=payload["provider"], mode=payload["mode"], warmup=payload["warmup"],
             info=clip_info({"info": payload["info"]}), keep_depth=payload["keep_depth"],
             depth=_segment_result(upstream[0]) if upstream else None,
+            workers=1,  # the segments are the parallel work (threads or Dask workers), not frame processes
             progress=lambda done, total: FRAMES.segment_progress(label, index, done))
         if res.frames != base["frames"]:
             raise DepthcraftError(f"{payload['image']}: segment {payload['start']}..{payload['stop']} of step "

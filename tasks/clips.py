@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 WARMUP_FRAMES = 12  # stabiliser warm-up before a segment: history 0.8 ** 12 < 7 % of the start state
 # 2D-to-3D and the other rendering steps estimate depth on every Nth frame and carry it along the
 # optical flow in between (estimate: every frame); see docs/video.md for the measured effect
-RENDER_KEYFRAME_INTERVAL = 12
+RENDER_KEYFRAME_INTERVAL = 24
+# steps whose frame hook takes the nearness at any size (it resamples to what it renders)
+ANY_SIZE_DEPTH = {"stereo"}
 
 
 @dataclass
@@ -76,6 +78,7 @@ def _temporal_params(params: Any, kind: str) -> TemporalParams:
     tp = TemporalParams(enabled=bool(getattr(params, "temporal", True)))
     if kind != "estimate":
         tp.keyframe_interval = RENDER_KEYFRAME_INTERVAL
+    tp.full_size = kind not in ANY_SIZE_DEPTH
     ki = getattr(params, "keyframe_interval", None)
     if ki:
         tp.keyframe_interval = int(ki)
@@ -117,23 +120,53 @@ def estimate_workers() -> int:
 
 def _prefetched(frames, provider: str, mode: str, workers: int, ahead: int):
     """``(frame, nearness)`` in order, the estimates computed ``ahead`` frames in advance on
-    ``workers`` processes (bounded: at most ``ahead`` frames in flight)."""
+    ``workers`` processes (bounded: at most ``ahead`` frames in flight). Where worker processes
+    cannot start (a daemonic Dask worker, a ``__main__`` that cannot be re-imported) the
+    estimates are computed here instead: same results, one core."""
+    import multiprocessing as mp
     from collections import deque
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
-    import multiprocessing as mp
+    ex = None
+    if not mp.current_process().daemon:
+        try:
+            ex = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+        except (OSError, ValueError, RuntimeError):
+            ex = None
+    broken = ex is None
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
-        pending: deque = deque()
+    def submit(f):
+        if broken:
+            return None
+        try:
+            return ex.submit(_estimate, provider, mode, f)
+        except (BrokenProcessPool, RuntimeError):
+            return None
+
+    def result(f, fut):
+        nonlocal broken
+        if fut is not None:
+            try:
+                return fut.result()
+            except (BrokenProcessPool, RuntimeError):
+                broken = True
+        return _estimate(provider, mode, f)
+
+    pending: deque = deque()
+    try:
         for f in frames:
             f = np.ascontiguousarray(f)
-            pending.append((f, ex.submit(_estimate, provider, mode, f)))
+            pending.append((f, submit(f)))
             if len(pending) >= ahead:
                 g, fut = pending.popleft()
-                yield g, fut.result()
+                yield g, result(g, fut)
         while pending:
             g, fut = pending.popleft()
-            yield g, fut.result()
+            yield g, result(g, fut)
+    finally:
+        if ex is not None:
+            ex.shutdown(wait=not broken, cancel_futures=True)
 
 
 def _writer(kind: str, target: str, path: Path, info: ClipInfo, *, name: str, start: int, params: Any,
@@ -161,7 +194,7 @@ def process_clip_segment(kind: str, clip: str | os.PathLike, start: int, stop: i
                          workdir: str | os.PathLike, *, target: str = ".mp4", provider: str = "classic",
                          mode: str = "max", warmup: int = WARMUP_FRAMES, info: ClipInfo | None = None,
                          depth: "SegmentResult | str | os.PathLike | None" = None, keep_depth: bool = False,
-                         progress: Callable[[int, int], None] | None = None) -> SegmentResult:
+                         workers: int = 1, progress: Callable[[int, int], None] | None = None) -> SegmentResult:
     """Run step ``kind`` on frames ``[start, stop)`` of ``clip`` (see the module docstring).
 
     ``params``: the step's params model (or a dict of its parameters); ``target``: ``'folder'`` or
@@ -170,7 +203,10 @@ def process_clip_segment(kind: str, clip: str | os.PathLike, start: int, stop: i
     total)`` is called per written frame. ``depth``: an upstream segment (its ``depth`` file, else its
     ``main``) or a depth video/folder holding the nearness of exactly these frames, used instead of
     estimating (no warm-up then); ``keep_depth``: also write ``files['depth']``, the nearness as
-    16-bit FFV1 (for the next step of a chain). Raises :class:`InputError` for a bad clip and
+    16-bit FFV1 (for the next step of a chain); ``workers`` > 1: estimate ahead on that many
+    spawned processes when every frame needs an estimate (for a command-line process; the
+    default 1 suits segments already run in parallel, and scripts without a ``__main__`` guard).
+    Raises :class:`InputError` for a bad clip and
     :class:`ParameterError` for bad parameters."""
     t0 = time.time()
     spec = get_step(kind)
@@ -201,7 +237,6 @@ def process_clip_segment(kind: str, clip: str | os.PathLike, start: int, stop: i
     done = 0
     try:
         source = read_frames(clip, w0, stop, info=info)
-        workers = estimate_workers()
         every_frame = not stab.p.enabled or stab.p.keyframe_interval <= 1
         if upstream is None and every_frame and workers > 1 and stop - w0 > 2 * workers:
             source = _prefetched(source, provider, mode, workers, ahead=2 * workers)
@@ -368,8 +403,9 @@ def plan_segments(info: ClipInfo, segment_frames: int | None = None, cuts: list[
 def run_clip(kind: str, clip: str | os.PathLike, out: str | os.PathLike, params: Any, workdir: str | os.PathLike, *,
              provider: str = "classic", mode: str = "max", segment_frames: int | None = None,
              info: ClipInfo | None = None, progress: Callable[[int, int], None] | None = None,
-             max_pixels: int | None = None, downscale: bool = False) -> list[Path]:
-    """A step on a whole clip, in this process: segments in order, then :func:`assemble`."""
+             max_pixels: int | None = None, downscale: bool = False, workers: int = 1) -> list[Path]:
+    """A step on a whole clip, in this process: segments in order, then :func:`assemble`
+    (``workers``: see :func:`process_clip_segment`)."""
     info = info or probe_clip(clip, max_pixels=max_pixels, downscale=downscale)
     target = output_target(out)
     spec = get_step(kind)
@@ -387,6 +423,6 @@ def run_clip(kind: str, clip: str | os.PathLike, out: str | os.PathLike, params:
                 progress(base + d, info.frames)
 
         segs.append(process_clip_segment(kind, clip, a, b, params, Path(workdir) / f"seg-{a:06d}", target=target,
-                                         provider=provider, mode=mode, info=info, progress=prog))
+                                         provider=provider, mode=mode, info=info, progress=prog, workers=workers))
         done_before += b - a
     return assemble(kind, segs, clip, out, params, info=info)

@@ -66,7 +66,7 @@ class StereoParams(StepParams):
     quality: int = Field(95, ge=50, le=100, description="JPEG quality")
     mask: bool = Field(True, description="also write the mask of filled-in pixels of each view")
     temporal: bool = Field(True, description="clips: temporally stable depth (false: each frame alone)")
-    keyframe_interval: int | None = Field(None, ge=1, le=120, description="clips: estimate depth every Nth frame and carry it along the motion between (default 12)")
+    keyframe_interval: int | None = Field(None, ge=1, le=120, description="clips: estimate depth every Nth frame and carry it along the motion between (default 24)")
 
 
 # -- pure functions ----------------------------------------------------------------------------
@@ -205,7 +205,7 @@ def run(ctx: StepContext, p: StereoParams) -> dict[str, Output]:
 def clip_frame(rgb: np.ndarray, near: np.ndarray, p: StereoParams, state: dict) -> dict[str, np.ndarray]:
     """One frame of a 3D video (``depthcraft.tasks.clips``): each eye by a backward warp along the
     rows (as iw3's row-flow warping), rendered straight at the layout's size (half width for hsbs,
-    half height for htb), from the stable nearness ``near`` (0..1): no per-frame normalisation,
+    half height for htb), from the stable nearness ``near`` (0..1, any size: resampled here): no per-frame normalisation,
     so the depth budget does not pump. Near objects are grown by a horizontal max filter of the
     disparity first, so that their edges do not tear. ``lr`` gives ``main`` (left) and ``right``."""
     h, w = rgb.shape[:2]
@@ -216,9 +216,10 @@ def clip_frame(rgb: np.ndarray, near: np.ndarray, p: StereoParams, state: dict) 
     ow, oh = (w // 2 if p.layout == "hsbs" else w), (h // 2 if p.layout == "htb" else h)
     if (ow, oh) != (w, h):  # half-size layouts: render each eye straight at its final size
         src = cv2.resize(rgb, (ow, oh), interpolation=cv2.INTER_AREA)
-        n = cv2.resize(near, (ow, oh), interpolation=cv2.INTER_AREA)
     else:
-        src, n = rgb, near
+        src = rgb
+    n = near if near.shape == (oh, ow) else cv2.resize(
+        near, (ow, oh), interpolation=cv2.INTER_AREA if near.shape[1] > ow else cv2.INTER_LINEAR)
     # half the disparity per eye, in output pixels (the divergence is a share of the frame width)
     half = ((n - np.float32(p.convergence)) * np.float32(0.5 * p.divergence / 100.0 * ow)).astype(np.float32)
     grow = max(1, int(np.ceil(p.divergence / 100.0 * ow * 0.5)))

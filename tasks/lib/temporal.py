@@ -56,6 +56,7 @@ class TemporalParams:
     robust: float = 0.01  # share of pixels clipped at each end when ranging each estimate
     cut_threshold: float = 0.35
     keyframe_interval: int = 1  # estimate every Nth frame; carry the depth along the motion between
+    full_size: bool = True  # False: frames between keyframes may come back at PROPAGATE_WIDTH columns
 
 
 class CutDetector:
@@ -131,7 +132,7 @@ class Stabilizer:
         self._since += 1
         if callable(depth):
             if self._out is not None and not cut and self._since < max(1, self.p.keyframe_interval) \
-                    and self._full is not None and self._full.shape == (h, w):
+                    and (self._mid is not None or self._full is not None and self._full.shape == (h, w)):
                 return self._propagate(rgb)
             depth = depth()
         self._since = 0
@@ -216,5 +217,8 @@ class Stabilizer:
         mapx = fx[..., 0] * np.float32(mw / ww) + self._fgrid[0]
         mapy = fx[..., 1] * np.float32(mh / wh) + self._fgrid[1]
         self._mid = cv2.remap(self._mid, mapx, mapy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        if not self.p.full_size:  # the caller resizes to what it renders (e.g. a half-width eye)
+            self._full = None
+            return self._mid
         self._full = self._mid if (mh, mw) == (h, w) else cv2.resize(self._mid, (w, h), interpolation=cv2.INTER_LINEAR)
         return self._full
