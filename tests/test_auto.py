@@ -218,4 +218,4 @@ def test_reproduce_uses_what_auto_resolved_to_then(prefect_server, tmp_path, pho
     (models / f"{MODEL}.onnx").write_bytes(tiny_model_bytes(tmp_path))
     r = run_cli("--workspace", ws, "reproduce", manifest, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "reproduced" in r.stdout
+    assert "reproduced" in r.stdout + r.stderr and "each has the recorded sha256" in r.stderr
