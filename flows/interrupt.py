@@ -83,16 +83,22 @@ def install() -> None:
     _installed = True
 
 
-def finished() -> None:
-    """The command is done: a signal now (while Python winds down Prefect's log and event
-    workers) exits at once with 128 + the signal, instead of a traceback from the teardown."""
-    if not _installed or threading.current_thread() is not threading.main_thread():
-        return
+def flush_std_streams() -> None:
+    """Flush stdout and stderr before an ``os._exit`` (which skips Python's own flush); a closed
+    or broken stream is not an error while leaving."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except Exception:  # noqa: BLE001
             pass
+
+
+def finished() -> None:
+    """The command is done: a signal now (while Python winds down Prefect's log and event
+    workers) exits at once with 128 + the signal, instead of a traceback from the teardown."""
+    if not _installed or threading.current_thread() is not threading.main_thread():
+        return
+    flush_std_streams()
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, lambda signum, _f: os._exit(128 + signum))
 
@@ -169,11 +175,7 @@ def _wind_down(ws, e: cancel.Interrupted, t: threading.Thread, say) -> None:
         say(f"flow run {run.flow_run_id}: {state or 'state unknown (the Prefect server did not answer)'}")
     if got:
         run.publish_lock.release()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:  # noqa: BLE001
-            pass
+    flush_std_streams()
     # abandoned task threads (and Prefect's log workers) must not hold the exit
     os._exit(e.exit_code)
 

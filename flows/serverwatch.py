@@ -106,6 +106,7 @@ def _alive(procs) -> bool:
 
 def _console():
     from . import progress
+    from .interrupt import flush_std_streams
 
     rep = progress._reporter
     if rep is not None and hasattr(rep, "progress"):
@@ -158,6 +159,7 @@ def _wait_forever() -> None:
 
 def _exit(code: int) -> None:
     from . import progress
+    from .interrupt import flush_std_streams
 
     rep = progress._reporter
     try:
@@ -165,9 +167,5 @@ def _exit(code: int) -> None:
             rep.progress.stop()
     except Exception:  # noqa: BLE001 - leaving anyway
         pass
-    for f in (sys.stdout, sys.stderr):
-        try:
-            f.flush()
-        except Exception:  # noqa: BLE001
-            pass
+    flush_std_streams()
     os._exit(code)

@@ -78,35 +78,32 @@ class Artifact:
         return Path(self.path).suffix
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~UMASK)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
-
-
-def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
-    """Copy ``src`` to ``dst`` through a temp file in the destination folder, then rename."""
+def _atomic_replace(dst: str | os.PathLike, fill) -> Path:
+    """Write ``dst`` by calling ``fill(tmp_path)`` on a temp file in the destination folder, then
+    renaming it over ``dst``: a reader never sees a half-written file, and a kill leaves at most
+    a ``.NAME.*.tmp`` behind (never a truncated ``dst``)."""
     d = Path(dst)
     d.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=d.parent, prefix=f".{d.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        shutil.copyfile(src, tmp)
+        fill(tmp)
         os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, d)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return d
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`_atomic_replace`)."""
+    return _atomic_replace(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Copy ``src`` to ``dst`` through a temp file in the destination folder, then rename."""
+    return _atomic_replace(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 
 class CorruptObject(Exception):
