@@ -192,9 +192,11 @@ def _cancel_flow_run(flow_run_id: str | None, message: str) -> str | None:
         with get_client(sync_client=True) as client:
             fr = client.read_flow_run(flow_run_id)
             for tr in client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[fr.id]))):
-                if tr.state is not None and not tr.state.is_final():
+                if tr.state is not None and (not tr.state.is_final() or tr.state.is_crashed()):
                     client.set_task_run_state(tr.id, Cancelled(message=message), force=True)
-            if fr.state is None or not fr.state.is_final():
+            # Crashed too: Prefect's engine may mark the run Crashed while our stop unwinds it
+            # (a race under load); the truth is that the user cancelled it
+            if fr.state is None or not fr.state.is_final() or fr.state.is_crashed():
                 client.set_flow_run_state(fr.id, Cancelled(message=message), force=True)
                 return "Cancelled"
             return fr.state.name
