@@ -197,42 +197,41 @@ EXEMPLAR_WEIGHT = 0.25  # share of the row exemplar in the fill, the rest is the
 GUARD_PX_PER_1500 = 1.0  # background pixels beside a drop that are not a fill source, per 1500 px of width
 
 
-def edge_guard(disparity: np.ndarray, *, sides: str = "right", tau: float = JUMP_PX,
-               px: int | None = None) -> np.ndarray:
-    """The background pixels just beyond a depth drop (bool ``H x W``): mixed pixels.
+def source_mask(hidden: np.ndarray, *, sides: str = "right", guard: int = 1) -> np.ndarray:
+    """Pixels (bool ``H x W``) that are no source of background: the ``hidden`` band and the
+    ``guard`` pixels just beyond it on the background side.
 
-    A camera's blur and anti-aliasing mix the occluder's colour into the first background
-    pixels beside it, and a depth map's edge is seldom exact to the pixel, so these pixels are
-    a poor source for the background a moved camera reveals (measured on the Middlebury
-    yardstick: dropping one pixel from the sources raises the disoccluded PSNR by 0.15 dB on
-    the shared scenes and on their mirror images; two pixels lower it). ``sides``: as for
-    :func:`hidden_mask` (``right``: the pixels right of a drop, ``left``, ``both``; ``all``:
-    any pixel with a 4-neighbour nearer by more than ``tau``). ``px``: how many pixels
-    (default: one per 1500 pixels of width, at least one; blur grows with resolution)."""
-    d = np.asarray(disparity, np.float32)
-    h, w = d.shape
-    if px is None:
-        px = max(1, int(round(GUARD_PX_PER_1500 * w / 1500.0)))
-    out = np.zeros((h, w), np.uint8)
-    if w < 2 or px <= 0:
-        return out.view(bool)
+    A band of :func:`hidden_mask` ends at a depth drop, and the first pixels of background
+    beyond the drop are mixed pixels: a camera's blur and anti-aliasing mix the occluder's
+    colour into them, and a depth map's edge is seldom exact to the pixel. Measured on the
+    Middlebury yardstick, dropping one such pixel from the sources raises the disoccluded
+    PSNR by 0.15 dB on the shared scenes and on their mirror images; two pixels lower it.
+    ``sides``: as for :func:`hidden_mask` (``right``: beyond the right end of each run of
+    hidden pixels, ``left``: the left end, ``both``; ``all``: every direction). One dilation
+    of the mask (a few milliseconds at 12 MP); the pixels it also takes from the near side
+    of a band are never background."""
+    if guard <= 0:
+        return hidden
+    g = int(guard)
     if sides == "all":
-        hi = cv2.dilate(d, cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3)), borderType=cv2.BORDER_REPLICATE)
-        out = (cv2.subtract(hi, d) > tau).view(np.uint8)
-        if px > 1:
-            out = cv2.dilate(out, np.ones((2 * px - 1, 2 * px - 1), np.uint8))
-        return out.view(bool)
-    if sides not in ("right", "left", "both"):
+        k = np.ones((2 * g + 1, 2 * g + 1), np.uint8)
+        anchor = (g, g)
+    elif sides in ("right", "left", "both"):
+        k = np.ones((1, 2 * g + 1), np.uint8)
+        if sides == "right":
+            k[0, g + 1:] = 0  # dst(x) = max src(x - g .. x): the band grows to the right
+        elif sides == "left":
+            k[0, :g] = 0
+        anchor = (g, 0)
+    else:
         raise ParameterError(f"unknown side {sides!r}; right, left, both or all", parameter="sides")
-    if sides != "left":  # near at x, far at x + 1: x + 1 .. x + px
-        drop = (cv2.subtract(d[:, :-1], d[:, 1:]) > tau).view(np.uint8)
-        for i in range(1, min(px, w - 1) + 1):
-            np.bitwise_or(out[:, i:], drop[:, : w - i], out=out[:, i:])
-    if sides != "right":  # near at x, far at x - 1: x - px .. x - 1
-        drop = (cv2.subtract(d[:, 1:], d[:, :-1]) > tau).view(np.uint8)
-        for i in range(1, min(px, w - 1) + 1):
-            np.bitwise_or(out[:, : w - i], drop[:, i - 1:], out=out[:, : w - i])
-    return out.view(bool)
+    return cv2.dilate(hidden.view(np.uint8), k, anchor=anchor).view(bool)
+
+
+def guard_px(width: int) -> int:
+    """Mixed pixels beyond a drop (see :func:`source_mask`): one per 1500 pixels of width, at
+    least one (blur grows with resolution)."""
+    return max(1, int(round(GUARD_PX_PER_1500 * width / 1500.0)))
 
 
 def background_fill(image: np.ndarray, hidden: np.ndarray, disparity: np.ndarray, *,
@@ -242,8 +241,8 @@ def background_fill(image: np.ndarray, hidden: np.ndarray, disparity: np.ndarray
     valid where ``hidden``; the other pixels are unspecified).
 
     0. **Sources**: the known pixels, less the ``guard`` pixels of background just beyond
-       each depth drop (:func:`edge_guard`: mixed with the occluder's colour by blur and
-       anti-aliasing); ``guard=None``: one per 1500 pixels of width, 0: none.
+       each depth drop (:func:`source_mask`: mixed with the occluder's colour by blur and
+       anti-aliasing); ``guard=None``: one per 1500 pixels of width (:func:`guard_px`), 0: none.
     1. **Which background**: each hidden pixel takes the farthest (smallest) disparity of the
        nearest known pixels along its row and column: the surface a moved camera reveals
        there (the rule of standard DIBR hole filling, in two dimensions: a surface farther
@@ -272,13 +271,10 @@ def background_fill(image: np.ndarray, hidden: np.ndarray, disparity: np.ndarray
     f = _reduction(h, w)
     size = (max(1, -(-w // f)), max(1, -(-h // f)))
     if guard is None:
-        guard = max(1, int(round(GUARD_PX_PER_1500 * w / 1500.0)))
-    nosrc = hidden
-    if guard > 0:
-        nosrc = edge_guard(d, sides=sides, px=guard) | hidden
-    known8 = np.logical_not(nosrc).view(np.uint8) * np.uint8(255)
-    del nosrc
-    masked = cv2.bitwise_and(src, src, mask=known8)
+        guard = guard_px(w)
+    # 255 where a pixel is a source (one compare: cheaper than numpy's not-and-scale)
+    known8 = cv2.compare(source_mask(hidden, sides=sides, guard=guard).view(np.uint8), 0, cv2.CMP_EQ)
+    masked = cv2.copyTo(src, known8)  # (a third faster than bitwise_and with a mask)
     num = cv2.resize(masked, size, interpolation=cv2.INTER_AREA).astype(np.float32)
     den = cv2.resize(known8, size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
     del masked
@@ -286,7 +282,7 @@ def background_fill(image: np.ndarray, hidden: np.ndarray, disparity: np.ndarray
     wgt = np.minimum(den * (f * f), 1.0)
     # disparity of the known pixels per cell (their average), and of the background each
     # hidden cell shows
-    dk = cv2.resize(cv2.bitwise_and(d, d, mask=known8), size, interpolation=cv2.INTER_AREA) / np.maximum(den, 1e-8)
+    dk = cv2.resize(cv2.copyTo(d, known8), size, interpolation=cv2.INTER_AREA) / np.maximum(den, 1e-8)
     hid_s = den < 0.5
     target = _min_fill(dk, den <= 0, rows=True, cols=True)
     small = push_pull_fill(col, wgt)
@@ -427,31 +423,47 @@ def _nearest_known(a: np.ndarray, empty: np.ndarray, axis: int, reverse: bool) -
     return v
 
 
+def _run_min(a: np.ndarray, empty: np.ndarray) -> np.ndarray:
+    """For every ``empty`` cell (row-major order), the smaller of the two known values that
+    bound its run of empty cells along the row (inf where the run reaches the row's end on
+    that side). Works on runs (a few per row), not cells."""
+    h, w = a.shape
+    pad = np.zeros((h, w + 2), np.int8)  # a known column on either side keeps runs in their row
+    pad[:, 1:-1] = empty
+    step = np.diff(pad.ravel())
+    starts = np.flatnonzero(step == 1) + 1
+    stops = np.flatnonzero(step == -1) + 1
+    row, c0 = np.divmod(starts, w + 2)
+    c0 -= 1  # first empty column of the run
+    c1 = stops - row * (w + 2) - 1  # the column after it
+    flat = a.reshape(-1)
+    base = row * w
+    lv = np.where(c0 > 0, flat[base + np.maximum(c0 - 1, 0)], np.inf)
+    rv = np.where(c1 < w, flat[base + np.minimum(c1, w - 1)], np.inf)
+    return np.repeat(np.minimum(lv, rv).astype(np.float32), c1 - c0)
+
+
 def _min_fill(a: np.ndarray, empty: np.ndarray, *, rows: bool = True, cols: bool = True) -> np.ndarray:
     """Fill ``empty`` cells with the farthest (smallest) of the nearest known values along rows
     (left, right) and/or columns (up, down): a disocclusion lies between a near and a far
     surface, along the direction of motion, and shows the far one (the rule of standard DIBR
-    hole filling, in two dimensions). Only the rows / columns that have holes are scanned."""
+    hole filling, in two dimensions). ``a``: float32 ``H x W``; ``empty``: bool ``H x W``.
+    Works on runs of empty cells (columns as the rows of the transposed arrays), so the cost
+    follows the holes, not the image: twice as fast as a scan of every line."""
     if not empty.any():
         return a
-    out = a.copy()
-    best = np.full(a.shape, np.inf, np.float32)
-    for axis, use in ((1, rows), (0, cols)):
-        if not use:
-            continue
-        lines = np.flatnonzero(empty.any(axis=axis))  # rows (axis 1) or columns (axis 0) with holes
-        sub_a = a[lines] if axis == 1 else np.ascontiguousarray(a[:, lines].T)
-        sub_e = empty[lines] if axis == 1 else np.ascontiguousarray(empty[:, lines].T)
-        v = np.minimum(_nearest_known(sub_a, sub_e, 1, False), _nearest_known(sub_a, sub_e, 1, True))
-        if axis == 1:
-            best[lines] = np.minimum(best[lines], v)
-        else:
-            best[:, lines] = np.minimum(best[:, lines], v.T)
-    if not np.isfinite(best[empty]).all():  # a hole with no known cell on its scan lines
+    best = _run_min(a, empty) if rows else None
+    if cols:
+        et = cv2.transpose(empty.view(np.uint8)).view(bool)
+        full = np.full(et.shape, np.inf, np.float32)
+        full[et] = _run_min(cv2.transpose(a), et)
+        v = cv2.transpose(full)[empty]
+        best = v if best is None else np.minimum(best, v)
+    if not np.isfinite(best).all():  # a hole with no known cell on its scan lines
         if rows and cols:
             best[~np.isfinite(best)] = 0.0
         else:
             return _min_fill(a, empty, rows=True, cols=True)
-    out[empty] = best[empty]
+    out = a.copy()
+    out[empty] = best
     return out
-
