@@ -272,8 +272,9 @@ def background_fill(image: np.ndarray, hidden: np.ndarray, disparity: np.ndarray
     size = (max(1, -(-w // f)), max(1, -(-h // f)))
     if guard is None:
         guard = guard_px(w)
-    # 255 where a pixel is a source (one compare: cheaper than numpy's not-and-scale)
-    known8 = cv2.compare(source_mask(hidden, sides=sides, guard=guard).view(np.uint8), 0, cv2.CMP_EQ)
+    # 255 where a pixel is a source (one threshold: cheaper than numpy's not-and-scale)
+    known8 = cv2.threshold(source_mask(hidden, sides=sides, guard=guard).view(np.uint8), 0, 255,
+                           cv2.THRESH_BINARY_INV)[1]
     masked = cv2.copyTo(src, known8)  # (a third faster than bitwise_and with a mask)
     num = cv2.resize(masked, size, interpolation=cv2.INTER_AREA).astype(np.float32)
     den = cv2.resize(known8, size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
