@@ -163,6 +163,18 @@ def test_source_mask_adds_the_guard_on_the_background_side_only():
         source_mask(hid, sides="up")
 
 
+def test_rgba_fill_is_the_rgb_fill():
+    """4-channel stacks get the fill made as RGBA at the reduced size: same pixels."""
+    img, d = _grey_scene()
+    img = img.copy()
+    img[..., 0] = np.roll(img[..., 1], 7, 1)  # colour, so that a channel mix-up would show
+    hid = V.hidden_mask(d, sides="right")
+    three = V.make_layers(img, hid, channels=3, disparity=d)
+    four = V.make_layers(img, hid, channels=4, disparity=d)
+    np.testing.assert_array_equal(four.back, three.back)
+    assert (four.stack[four.offset:four.offset + four.h, :, 3] == 255).all()
+
+
 def test_filled_mask_is_returned_for_stereo_and_parallax():
     img, d = _grey_scene()
     view = V.shift_view(img, d, direction=-1)
