@@ -4,8 +4,10 @@ depth of the holes themselves.
 The band of near pixels that hides background a moved camera may reveal (:func:`hidden_mask`)
 is inpainted from background pixels only by push-pull (Gortler et al., "The Lumigraph",
 SIGGRAPH 1996) into a second layer (:func:`make_layers`, a two-layer layered depth image:
-Shade et al., SIGGRAPH 1998). Holes in a warped depth map take the farther of the nearest
-surfaces around them (``_fill_row_holes`` for rows, ``_min_fill`` in two dimensions).
+Shade et al., SIGGRAPH 1998): depth-guided, with a row exemplar for texture
+(:func:`background_fill`), never reading the band itself nor the mixed pixels just beyond it
+(:func:`source_mask`). Holes in a warped depth map take the farther of the nearest surfaces
+around them (``_fill_row_holes`` for rows, ``_min_fill`` in two dimensions).
 """
 
 from __future__ import annotations
@@ -159,10 +161,10 @@ def make_layers(image: np.ndarray, hidden: np.ndarray | None, *, channels: int =
     stack[h + pad:h + 2 * pad] = img[0]
     if hidden is not None and hidden.any():
         if disparity is not None:
-            up = background_fill(src, hidden, disparity, sides=sides)
+            up = background_fill(src, hidden, disparity, sides=sides, channels=channels)
         else:
             up = _smooth_fill(src, hidden)
-        if channels == 4:
+        if channels == 4 and up.shape[2] == 3:
             up = cv2.cvtColor(up, cv2.COLOR_RGB2RGBA)
         cv2.copyTo(up, hidden.view(np.uint8), back)
     return Layers(stack, h, h + 2 * pad)
@@ -193,18 +195,64 @@ def _smooth_fill(src: np.ndarray, hidden: np.ndarray) -> np.ndarray:
 
 
 FILL_BINS = 6  # depth layers of the depth-guided push-pull (at most)
-EXEMPLAR_WEIGHT = 0.3  # share of the row exemplar in the fill, the rest is the depth-guided average
+EXEMPLAR_WEIGHT = 0.25  # share of the row exemplar in the fill, the rest is the depth-guided average
+GUARD_PX_PER_1500 = 1.0  # background pixels beside a drop that are not a fill source, per 1500 px of width
+
+
+def source_mask(hidden: np.ndarray, *, sides: str = "right", guard: int = 1) -> np.ndarray:
+    """Pixels (bool ``H x W``) that are no source of background: the ``hidden`` band and the
+    ``guard`` pixels just beyond it on the background side.
+
+    A band of :func:`hidden_mask` ends at a depth drop, and the first pixels of background
+    beyond the drop are mixed pixels: a camera's blur and anti-aliasing mix the occluder's
+    colour into them, and a depth map's edge is seldom exact to the pixel. Measured on the
+    Middlebury yardstick, dropping one such pixel from the sources raises the disoccluded
+    PSNR by 0.14 dB on the shared scenes and on their mirror images; two pixels lower it (at
+    3x the resolution, three pixels are best).
+    ``sides``: as for :func:`hidden_mask` (``right``: beyond the right end of each run of
+    hidden pixels, ``left``: the left end, ``both``; ``all``: every direction). One dilation
+    of the mask (a few milliseconds at 12 MP); the pixels it also takes from the near side
+    of a band are never background."""
+    if guard <= 0:
+        return hidden
+    g = int(guard)
+    if sides == "all":
+        k = np.ones((2 * g + 1, 2 * g + 1), np.uint8)
+        anchor = (g, g)
+    elif sides in ("right", "left", "both"):
+        k = np.ones((1, 2 * g + 1), np.uint8)
+        if sides == "right":
+            k[0, g + 1:] = 0  # dst(x) = max src(x - g .. x): the band grows to the right
+        elif sides == "left":
+            k[0, :g] = 0
+        anchor = (g, 0)
+    else:
+        raise ParameterError(f"unknown side {sides!r}; right, left, both or all", parameter="sides")
+    return cv2.dilate(hidden.view(np.uint8), k, anchor=anchor).view(bool)
+
+
+def guard_px(width: int) -> int:
+    """Mixed pixels beyond a drop (see :func:`source_mask`): one per 1500 pixels of width, at
+    least one (blur grows with resolution)."""
+    return max(1, int(round(GUARD_PX_PER_1500 * width / 1500.0)))
 
 
 def background_fill(image: np.ndarray, hidden: np.ndarray, disparity: np.ndarray, *,
                     sides: str = "right", bins: int = FILL_BINS,
-                    exemplar: float = EXEMPLAR_WEIGHT) -> np.ndarray:
+                    exemplar: float = EXEMPLAR_WEIGHT, guard: int | None = None,
+                    channels: int = 3) -> np.ndarray:
     """Background for the ``hidden`` pixels, from background pixels only (uint8 RGB ``H x W x 3``,
-    valid where ``hidden``; the other pixels are unspecified).
+    valid where ``hidden``; the other pixels are unspecified). ``channels=4``: RGBA (alpha 255),
+    the layout of a 4-channel :class:`Layers` stack, made at the reduced size (a full-size
+    conversion costs ~30 ms at 12 MP).
 
+    0. **Sources**: the known pixels, less the ``guard`` pixels of background just beyond
+       each depth drop (:func:`source_mask`: mixed with the occluder's colour by blur and
+       anti-aliasing); ``guard=None``: one per 1500 pixels of width (:func:`guard_px`), 0: none.
     1. **Which background**: each hidden pixel takes the farthest (smallest) disparity of the
-       nearest known pixels along its row (and column, for ``sides="all"``): the surface a
-       moved camera reveals there (the rule of standard DIBR hole filling).
+       nearest known pixels along its row and column: the surface a moved camera reveals
+       there (the rule of standard DIBR hole filling, in two dimensions: a surface farther
+       than the row's may show above or below the occluder).
     2. **Depth-guided average**: the known pixels are split into up to ``bins`` depth layers
        (a layer holds the pixels within two layer steps of its disparity); each hidden pixel
        is push-pulled (Gortler et al. 1996) from the layer of its background disparity only,
@@ -213,20 +261,29 @@ def background_fill(image: np.ndarray, hidden: np.ndarray, disparity: np.ndarray
        synthesis", MMSP 2010).
     3. **Row exemplar** (stereo sides only): along the epipolar line, a pixel ``k`` pixels
        behind the edge copies the background on the far side of the edge: the mean of the
-       first background pixel (the surface continued) and the one ``k`` pixels further (its
-       mirror image, which carries the background's texture), mixed in with weight
-       ``exemplar``.
+       first background pixel past the guard (the surface continued) and the one ``k``
+       pixels further (its mirror image, which carries the background's texture), mixed in
+       with weight ``exemplar``.
+
+    Only background pixels are ever read: the hidden band (the occluder) and the guard are
+    excluded from every source, so no occluder colour reaches the fill.
 
     Everything is computed from the source view, so a parallax video's holes show the same
     background, moving with the scene, in every frame (no boiling). ``disparity`` is float32
     ``H x W`` (larger = nearer; for parallax the largest parallax each pixel may get)."""
+    if channels not in (3, 4):
+        raise ParameterError("the fill has 3 or 4 channels", parameter="channels")
     src = np.asarray(image)[..., :3]
     d = np.asarray(disparity, np.float32)
     h, w = hidden.shape
     f = _reduction(h, w)
     size = (max(1, -(-w // f)), max(1, -(-h // f)))
-    known8 = np.logical_not(hidden).view(np.uint8) * np.uint8(255)
-    masked = cv2.bitwise_and(src, src, mask=known8)
+    if guard is None:
+        guard = guard_px(w)
+    # 255 where a pixel is a source (one threshold: cheaper than numpy's not-and-scale)
+    known8 = cv2.threshold(source_mask(hidden, sides=sides, guard=guard).view(np.uint8), 0, 255,
+                           cv2.THRESH_BINARY_INV)[1]
+    masked = cv2.copyTo(src, known8)  # (a third faster than bitwise_and with a mask)
     num = cv2.resize(masked, size, interpolation=cv2.INTER_AREA).astype(np.float32)
     den = cv2.resize(known8, size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
     del masked
@@ -234,10 +291,14 @@ def background_fill(image: np.ndarray, hidden: np.ndarray, disparity: np.ndarray
     wgt = np.minimum(den * (f * f), 1.0)
     # disparity of the known pixels per cell (their average), and of the background each
     # hidden cell shows
-    dk = cv2.resize(cv2.bitwise_and(d, d, mask=known8), size, interpolation=cv2.INTER_AREA) / np.maximum(den, 1e-8)
+    dk = cv2.resize(cv2.copyTo(d, known8), size, interpolation=cv2.INTER_AREA) / np.maximum(den, 1e-8)
     hid_s = den < 0.5
-    target = _min_fill(dk, den <= 0, rows=True, cols=sides == "all")
-    small = push_pull_fill(col, wgt)
+    target = _min_fill(dk, den <= 0, rows=True, cols=True)
+    # Cells with half their pixels known or more keep the mean of those (exactly what a plain
+    # push-pull returns there); the others take their depth layer's push-pull below, or the
+    # plain push-pull of every source, computed only when some cell still needs it.
+    small = col.copy()
+    todo = hid_s.copy()
     if hid_s.any():
         t = target[hid_s]
         lo, hi = float(t.min()), float(t.max())
@@ -250,7 +311,7 @@ def background_fill(image: np.ndarray, hidden: np.ndarray, disparity: np.ndarray
                 continue
             layer = wgt * (np.abs(dk - c) <= 2.0 * step + JUMP_PX)
             if float(layer.sum()) < 16:
-                continue  # too little of that depth is visible: the plain average stays
+                continue  # too little of that depth is visible: the plain average
             # the layer's push-pull starts at the cells' bounding box (plus a margin): the
             # far background a hole shows is seldom more than a few cells away
             ys, xs = np.nonzero(sel)
@@ -262,16 +323,23 @@ def background_fill(image: np.ndarray, hidden: np.ndarray, disparity: np.ndarray
                 box = (slice(None), slice(None))
             part = push_pull_fill(col[box], layer[box])
             small[box][sel[box]] = part[sel[box]]
-    up = cv2.resize(np.clip(small + 0.5, 0, 255).astype(np.uint8), (w, h), interpolation=cv2.INTER_LINEAR)
+            todo &= ~sel
+    if todo.any():
+        small[todo] = push_pull_fill(col, wgt)[todo]
+    small8 = np.clip(small + 0.5, 0, 255).astype(np.uint8)
+    if channels == 4:
+        small8 = cv2.cvtColor(small8, cv2.COLOR_RGB2RGBA)
+    up = cv2.resize(small8, (w, h), interpolation=cv2.INTER_LINEAR)
     if exemplar > 0 and sides != "all":
-        by_bands(lambda sl: _row_exemplar(src[sl], hidden[sl], d[sl], up[sl], exemplar), h, rows=128)
+        by_bands(lambda sl: _row_exemplar(src[sl], hidden[sl], d[sl], up[sl], exemplar, margin=max(1, guard)),
+                 h, rows=128)
     return up
 
 
 def _row_exemplar(src: np.ndarray, hidden: np.ndarray, d: np.ndarray, out: np.ndarray, weight: float,
                   margin: int = 1) -> None:
     """Mix the background-side row exemplar (see :func:`background_fill`) into ``out`` (uint8
-    RGB, in place) on the ``hidden`` pixels. Works on runs of hidden pixels along the rows:
+    RGB or RGBA, in place) on the ``hidden`` pixels. Works on runs of hidden pixels along the rows:
     each run takes the side (left or right neighbour) of smaller disparity, the background."""
     h, w = hidden.shape
     pad = np.zeros((h, w + 2), np.int8)
@@ -313,7 +381,7 @@ def _row_exemplar(src: np.ndarray, hidden: np.ndarray, d: np.ndarray, out: np.nd
     ok = ~flat_h[fa] & ~flat_h[fb]
     fa, fb, ft = fa[ok], fb[ok], (y * w + x)[ok]
     s3 = src.reshape(-1, 3)
-    o3 = out.reshape(-1, 3)
+    o3 = out.reshape(-1, out.shape[2])[:, :3]  # RGB, or the RGB of RGBA
     ex = s3[fa].astype(np.float32)
     ex += s3[fb]
     ex *= np.float32(0.5 * weight)
@@ -374,31 +442,47 @@ def _nearest_known(a: np.ndarray, empty: np.ndarray, axis: int, reverse: bool) -
     return v
 
 
+def _run_min(a: np.ndarray, empty: np.ndarray) -> np.ndarray:
+    """For every ``empty`` cell (row-major order), the smaller of the two known values that
+    bound its run of empty cells along the row (inf where the run reaches the row's end on
+    that side). Works on runs (a few per row), not cells."""
+    h, w = a.shape
+    pad = np.zeros((h, w + 2), np.int8)  # a known column on either side keeps runs in their row
+    pad[:, 1:-1] = empty
+    step = np.diff(pad.ravel())
+    starts = np.flatnonzero(step == 1) + 1
+    stops = np.flatnonzero(step == -1) + 1
+    row, c0 = np.divmod(starts, w + 2)
+    c0 -= 1  # first empty column of the run
+    c1 = stops - row * (w + 2) - 1  # the column after it
+    flat = a.reshape(-1)
+    base = row * w
+    lv = np.where(c0 > 0, flat[base + np.maximum(c0 - 1, 0)], np.inf)
+    rv = np.where(c1 < w, flat[base + np.minimum(c1, w - 1)], np.inf)
+    return np.repeat(np.minimum(lv, rv).astype(np.float32), c1 - c0)
+
+
 def _min_fill(a: np.ndarray, empty: np.ndarray, *, rows: bool = True, cols: bool = True) -> np.ndarray:
     """Fill ``empty`` cells with the farthest (smallest) of the nearest known values along rows
     (left, right) and/or columns (up, down): a disocclusion lies between a near and a far
     surface, along the direction of motion, and shows the far one (the rule of standard DIBR
-    hole filling, in two dimensions). Only the rows / columns that have holes are scanned."""
+    hole filling, in two dimensions). ``a``: float32 ``H x W``; ``empty``: bool ``H x W``.
+    Works on runs of empty cells (columns as the rows of the transposed arrays), so the cost
+    follows the holes, not the image: twice as fast as a scan of every line."""
     if not empty.any():
         return a
-    out = a.copy()
-    best = np.full(a.shape, np.inf, np.float32)
-    for axis, use in ((1, rows), (0, cols)):
-        if not use:
-            continue
-        lines = np.flatnonzero(empty.any(axis=axis))  # rows (axis 1) or columns (axis 0) with holes
-        sub_a = a[lines] if axis == 1 else np.ascontiguousarray(a[:, lines].T)
-        sub_e = empty[lines] if axis == 1 else np.ascontiguousarray(empty[:, lines].T)
-        v = np.minimum(_nearest_known(sub_a, sub_e, 1, False), _nearest_known(sub_a, sub_e, 1, True))
-        if axis == 1:
-            best[lines] = np.minimum(best[lines], v)
-        else:
-            best[:, lines] = np.minimum(best[:, lines], v.T)
-    if not np.isfinite(best[empty]).all():  # a hole with no known cell on its scan lines
+    best = _run_min(a, empty) if rows else None
+    if cols:
+        et = cv2.transpose(empty.view(np.uint8)).view(bool)
+        full = np.full(et.shape, np.inf, np.float32)
+        full[et] = _run_min(cv2.transpose(a), et)
+        v = cv2.transpose(full)[empty]
+        best = v if best is None else np.minimum(best, v)
+    if not np.isfinite(best).all():  # a hole with no known cell on its scan lines
         if rows and cols:
             best[~np.isfinite(best)] = 0.0
         else:
             return _min_fill(a, empty, rows=True, cols=True)
-    out[empty] = best[empty]
+    out = a.copy()
+    out[empty] = best
     return out
-
