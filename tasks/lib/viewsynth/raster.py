@@ -134,16 +134,17 @@ def splat_nearness(pose: Pose, su: np.ndarray, sv: np.ndarray, sw: np.ndarray, c
         px, py = forward_point(pose_g, su, sv, sw, center)
         px *= np.float32(0.5)
         py *= np.float32(0.5)
-    buf = np.full(gw * gh + 1, -1.0, np.float32)  # the last cell swallows off-frame samples
-    gx = np.floor(px, out=px).astype(np.int32)
-    gy = np.floor(py, out=py).astype(np.int32)
-    # off-frame: negative cells wrap to huge unsigned values
-    off = (gx.view(np.uint32) >= gw) | (gy.view(np.uint32) >= gh)
-    gy *= np.int32(gw)
+    # the z-buffer has a spare column and row that swallow off-frame samples: cells are
+    # clamped to them (negative cells wrap to huge unsigned values, so one minimum does it)
+    buf = np.full((gh + 1) * (gw + 1), -1.0, np.float32)
+    gx = np.floor(px, out=px).astype(np.int32).view(np.uint32)
+    gy = np.floor(py, out=py).astype(np.int32).view(np.uint32)
+    np.minimum(gx, np.uint32(gw), out=gx)
+    np.minimum(gy, np.uint32(gh), out=gy)
+    gy *= np.uint32(gw + 1)
     gy += gx
-    np.putmask(gy, off, gw * gh)
     np.maximum.at(buf, gy.ravel(), sw.ravel())
-    g = buf[:-1].reshape(gh, gw)
+    g = buf.reshape(gh + 1, gw + 1)[:gh, :gw]
     # Magnified surfaces (zoom, dolly: samples up to 2 cells apart) leave one-cell cracks,
     # empty or showing a farther surface that slipped through: a 3x3 closing (max, then
     # min) fills both, and leaves real disocclusions (wider) empty.
