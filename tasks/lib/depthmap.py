@@ -109,12 +109,17 @@ def normalized_nearness(dm: DepthMap, *, robust: float = 0.0) -> np.ndarray:
 
 
 def _on_cores(fn, items) -> None:
-    """``fn`` over ``items`` on all cores (numpy releases the GIL on these band operations)."""
+    """``fn`` over ``items`` on all cores, or ``DEPTHCRAFT_THREADS`` of them (as the view
+    synthesis's row bands; numpy releases the GIL on these band operations)."""
     import os
     from concurrent.futures import ThreadPoolExecutor
 
     items = list(items)
-    n = min(os.cpu_count() or 1, len(items))
+    try:
+        cores = max(1, int(os.environ.get("DEPTHCRAFT_THREADS", "0")) or (os.cpu_count() or 1))
+    except ValueError:
+        cores = os.cpu_count() or 1
+    n = min(cores, len(items))
     if n <= 1:
         for i in items:
             fn(i)
