@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from .lib.camera import EasingName, Keyframe, MotionName, frame_times, motion_path, needed_overscan
-from .lib.depthmap import nearness as raw_nearness
+from .lib.depthmap import nearness as raw_nearness, percentiles
 from .lib.errors import ParameterError
 from .lib.step import Output, StepContext, StepParams, StepSpec
 from .lib.video import BIG_FRAME_PIXELS, VideoWriter, ordered_map
@@ -165,7 +165,7 @@ def _nearness01(dm) -> np.ndarray:
     function works in float64 (its percentiles are float64), twice the time on a 3 MP map, and
     this runs before the first frame."""
     a = np.array(raw_nearness(dm), np.float32)  # a copy: it may be the map itself
-    lo, hi = np.percentile(a, [0.2, 99.8])
+    lo, hi = percentiles(a, [0.2, 99.8])
     if hi - lo < 1e-12:
         return np.zeros_like(a)
     a -= np.float32(lo)

@@ -76,9 +76,10 @@ def eye_disparities(dm: DepthMap, *, divergence: float, convergence: float, scal
     view at ``x - right`` (``left`` is None in exact mode: the photo is the left view)."""
     if dm.kind == "disparity" and scale is not None:
         return None, (np.nan_to_num(dm.data, nan=0.0, posinf=0.0, neginf=0.0) * np.float32(scale)).astype(np.float32), True
-    n = normalized_nearness(dm, robust=0.002)
-    total = (n - np.float32(convergence)) * np.float32(divergence / 100.0 * width)
-    half = (0.5 * total).astype(np.float32)
+    half = normalized_nearness(dm, robust=0.002)  # a new array: worked on in place
+    half -= np.float32(convergence)
+    half *= np.float32(divergence / 100.0 * width)  # the total disparity between the eyes...
+    half *= np.float32(0.5)  # ...half of it per eye
     return half, half, False
 
 

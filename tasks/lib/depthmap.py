@@ -87,14 +87,95 @@ def nearness(dm: DepthMap, *, eps: float = 1e-6) -> np.ndarray:
 
 def normalized_nearness(dm: DepthMap, *, robust: float = 0.0) -> np.ndarray:
     """Nearness scaled to 0..1 (1 = nearest). ``robust`` clips that share at each end first."""
-    a = nearness(dm).astype(np.float32)
+    a = np.asarray(nearness(dm), np.float32)  # (read only below: no copy needed)
     if robust > 0:
-        lo, hi = np.percentile(a, [100 * robust, 100 * (1 - robust)])
+        lo, hi = percentiles(a, [100 * robust, 100 * (1 - robust)])
     else:
         lo, hi = float(a.min()), float(a.max())
     if hi - lo < 1e-12:
         return np.zeros_like(a)
-    return np.clip((a - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+    if a.ndim != 2:
+        return np.clip((a - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+    out = np.empty(a.shape, np.float32)
+
+    def band(y0: int) -> None:
+        # the plain expression's float64 arithmetic, 64 rows at a time: whole-image float64
+        # temporaries (96 MB each at 12 MP) cost more than the arithmetic
+        sl = slice(y0, y0 + 64)
+        out[sl] = np.clip((a[sl] - lo) / (hi - lo), 0.0, 1.0)
+
+    _on_cores(band, range(0, a.shape[0], 64))
+    return out
+
+
+def _on_cores(fn, items) -> None:
+    """``fn`` over ``items`` on all cores, or ``DEPTHCRAFT_THREADS`` of them (as the view
+    synthesis's row bands; numpy releases the GIL on these band operations)."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    items = list(items)
+    try:
+        cores = max(1, int(os.environ.get("DEPTHCRAFT_THREADS", "0")) or (os.cpu_count() or 1))
+    except ValueError:
+        cores = os.cpu_count() or 1
+    n = min(cores, len(items))
+    if n <= 1:
+        for i in items:
+            fn(i)
+        return
+    with ThreadPoolExecutor(max_workers=n) as ex:
+        list(ex.map(fn, items))
+
+
+def percentiles(a: np.ndarray, q) -> np.ndarray:
+    """``np.percentile(a, q)`` (linear method, float64 results, bit for bit) for finite float
+    arrays, several times faster on large ones: instead of partitioning the whole array, the
+    order statistics needed are bracketed from a sorted sample, the values below each bracket
+    counted, and only the values inside it partitioned. Falls back to ``np.percentile`` when a
+    bracket misses (it cannot give a wrong answer) and for small or non-finite input."""
+    a = np.asarray(a)
+    qs = np.true_divide(np.asarray(q, np.float64), 100)
+    n = a.size
+    if n < 1_000_000 or a.dtype.kind != "f" or qs.ndim != 1 or not np.isfinite(qs).all() \
+            or (qs < 0).any() or (qs > 1).any():
+        return np.percentile(a, q)
+    flat = a.reshape(-1)
+    if np.isnan(flat.max()):  # NaN propagates through max: numpy's answer is NaN
+        return np.percentile(a, q)
+    # numpy's virtual index for method "linear", its neighbours and weight
+    virtual = (n - 1) * qs
+    prev = np.floor(virtual)
+    nxt = prev + 1
+    above = virtual >= n - 1
+    prev[above] = n - 1
+    nxt[above] = n - 1
+    prev, nxt = prev.astype(np.intp), np.minimum(nxt, n - 1).astype(np.intp)
+    gamma = np.asanyarray(virtual - np.floor(virtual), dtype=virtual.dtype)
+    gamma[above] = virtual[above] - (n - 1)
+    step = max(1, n // 200_000)
+    sample = np.sort(flat[::step])
+    m = sample.size
+    margin = 8.0 * np.sqrt(m) + 16  # sample ranks: ~16 standard deviations
+    values: dict[int, float] = {}
+    for r0, r1 in zip(prev.tolist(), nxt.tolist()):
+        j0, j1 = r0 / max(n - 1, 1) * (m - 1) - margin, r1 / max(n - 1, 1) * (m - 1) + margin
+        lo_v = sample[int(j0)] if j0 > 0 else -np.inf
+        hi_v = sample[int(j1) + 1] if j1 + 1 < m else np.inf
+        below = int(np.count_nonzero(flat < lo_v))
+        inside = flat[(flat >= lo_v) & (flat <= hi_v)]
+        k0, k1 = r0 - below, r1 - below
+        if not (0 <= k0 and k1 < inside.size):
+            return np.percentile(a, q)
+        part = np.partition(inside, [k0, k1])
+        values[r0], values[r1] = part[k0], part[k1]
+    pv = np.array([values[int(i)] for i in prev], a.dtype)
+    nv = np.array([values[int(i)] for i in nxt], a.dtype)
+    # numpy's _lerp
+    diff = nv - pv
+    res = np.add(pv, diff * gamma)
+    np.subtract(nv, diff * (1 - gamma), out=res, where=gamma >= 0.5, casting="unsafe", dtype=res.dtype.type)
+    return res
 
 
 def to_disparity(dm: DepthMap, *, scale: float | None = None, max_disparity: float | None = None) -> np.ndarray:

@@ -41,28 +41,36 @@ def _row_sources(d: np.ndarray, tau: float, near_extend: float, far_extend: floa
     x = np.arange(w, dtype=f32)
     t = x - d
     dd = d[:, 1:] - d[:, :-1]  # across the gap between x and x + 1
-    conn = np.abs(dd) <= tau
-    # output px per source px across each gap (1 across depth edges), padded with 1 at the row
-    # ends: towards x - 1 it is s[:, :-1], towards x + 1 s[:, 1:] (views, no copies)
-    s = np.ones((h, w + 1), f32)
-    sm = s[:, 1:-1]
-    np.subtract(f32(1.0), dd, out=sm, where=conn)
+    # depth edges (|dd| > tau) are few: found once, and patched by index below
+    edge = np.flatnonzero(np.logical_not(np.abs(dd) <= tau))  # (NaN: an edge, as before)
+    near_r = dd.ravel()[edge] < 0  # at each edge: is x (the left pixel) the near side?
+    # output px per source px across each gap: 1 - dd, at least 0 (1 across depth edges)
+    sm = np.subtract(f32(1.0), dd)
+    sm.ravel()[edge] = f32(1.0)
     np.maximum(sm, f32(0.0), out=sm)
-    inv = np.maximum(s, f32(1e-3))
+    # its inverse, padded with 1 at the row ends: towards x - 1 it is inv[:, :-1], towards
+    # x + 1 inv[:, 1:] (views, no copies)
+    inv = np.empty((h, w + 1), f32)
+    inv[:, 0] = inv[:, -1] = f32(1.0)
+    np.maximum(sm, f32(1e-3), out=inv[:, 1:-1])
     np.divide(f32(1.0), inv, out=inv)
     # reach of the footprint into each gap: half the stretched gap where the surface is
     # continuous; across an edge the near side (larger d) reaches further
-    half_gap = sm * f32(0.5)
-    right_near = dd < 0  # x is the near side of the gap
-    reach_r = np.where(conn, half_gap, np.where(right_near, f32(near_extend), f32(far_extend)))
-    reach_l = np.where(conn, half_gap, np.where(right_near, f32(far_extend), f32(near_extend)))
-    a = t.copy()  # footprint [a, b) in the output row
-    a[:, 1:] -= reach_l
-    a[:, 0] -= f32(0.5)
-    b = t.copy()
-    b[:, :-1] += reach_r
-    b[:, -1] += f32(0.5)
-    q0 = np.ceil(a)
+    half_gap = np.multiply(sm, f32(0.5), out=sm)
+    # footprint [a, b) in the output row, and the output pixels q with a <= q < b: from q0 = ceil(a)
+    a = np.empty((h, w), f32)
+    np.subtract(t[:, 1:], half_gap, out=a[:, 1:])
+    a[:, 0] = t[:, 0] - f32(0.5)
+    b = np.empty((h, w), f32)
+    np.add(t[:, :-1], half_gap, out=b[:, :-1])
+    b[:, -1] = t[:, -1] + f32(0.5)
+    if edge.size:
+        row, col = np.divmod(edge, w - 1)
+        fl, fr = row * w + col, row * w + col + 1  # flat index of x and of x + 1
+        ne, fe = f32(near_extend), f32(far_extend)
+        a.ravel()[fr] = t.ravel()[fr] - np.where(near_r, fe, ne)
+        b.ravel()[fl] = t.ravel()[fl] + np.where(near_r, ne, fe)
+    q0 = np.ceil(a, out=a)
     n = np.ceil(b, out=b)
     n -= q0  # output pixels q with a <= q < b
     buf = np.full(h * w + 1, -np.inf, f32)  # the last cell swallows off-image writes
@@ -71,8 +79,9 @@ def _row_sources(d: np.ndarray, tau: float, near_extend: float, far_extend: floa
     for k in range(kk):
         if k == 0:
             q = q0
-            src = np.where(q < t, inv[:, :-1], inv[:, 1:])
-            src *= q - t
+            off = q - t  # (its sign is that of q - t: IEEE differences are 0 only for equals)
+            src = np.where(off < 0, inv[:, :-1], inv[:, 1:])
+            src *= off
             src += x
             idx = q.astype(ity)
             idx += (np.arange(h, dtype=ity) * ity(w))[:, None]
@@ -125,16 +134,17 @@ def splat_nearness(pose: Pose, su: np.ndarray, sv: np.ndarray, sw: np.ndarray, c
         px, py = forward_point(pose_g, su, sv, sw, center)
         px *= np.float32(0.5)
         py *= np.float32(0.5)
-    buf = np.full(gw * gh + 1, -1.0, np.float32)  # the last cell swallows off-frame samples
-    gx = np.floor(px, out=px).astype(np.int32)
-    gy = np.floor(py, out=py).astype(np.int32)
-    # off-frame: negative cells wrap to huge unsigned values
-    off = (gx.view(np.uint32) >= gw) | (gy.view(np.uint32) >= gh)
-    gy *= np.int32(gw)
+    # the z-buffer has a spare column and row that swallow off-frame samples: cells are
+    # clamped to them (negative cells wrap to huge unsigned values, so one minimum does it)
+    buf = np.full((gh + 1) * (gw + 1), -1.0, np.float32)
+    gx = np.floor(px, out=px).astype(np.int32).view(np.uint32)
+    gy = np.floor(py, out=py).astype(np.int32).view(np.uint32)
+    np.minimum(gx, np.uint32(gw), out=gx)
+    np.minimum(gy, np.uint32(gh), out=gy)
+    gy *= np.uint32(gw + 1)
     gy += gx
-    np.putmask(gy, off, gw * gh)
     np.maximum.at(buf, gy.ravel(), sw.ravel())
-    g = buf[:-1].reshape(gh, gw)
+    g = buf.reshape(gh + 1, gw + 1)[:gh, :gw]
     # Magnified surfaces (zoom, dolly: samples up to 2 cells apart) leave one-cell cracks,
     # empty or showing a farther surface that slipped through: a 3x3 closing (max, then
     # min) fills both, and leaves real disocclusions (wider) empty.

@@ -135,7 +135,9 @@ class ParallaxRenderer:
             w0, hb = upsampled(sl)
             n = w0.shape[0]
             mx = xmap(w0, n)
-            Pyb = np.ascontiguousarray(np.broadcast_to(Py[sl], (n, ow))) if flat else None
+            if flat:  # each row's constant, as a full band (scaleAdd takes no per-row term)
+                Pyb = np.empty((n, ow), np.float32)
+                Pyb[:] = Py[sl]
             my = cv2.scaleAdd(w0, qy, Pyb) if flat else Py[sl] + w0 * Qy[sl]
             # refine: the nearness actually found where the estimate points
             w1 = cv2.remap(wsrc, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

@@ -30,12 +30,13 @@ class View:
 
 def _row_maps(d: np.ndarray, direction: int, tau: float, near_extend: float, far_extend: float,
               offset: int = 0, *, layers: Layers | None = None, interp: int = cv2.INTER_LINEAR,
-              keep_map_y: bool = True):
+              keep_map_y: bool = True, as_disparity: bool = False):
     """(map_x, map_y, filled, image) of a horizontal warp, computed in row bands; ``map_y``
     points the filled pixels ``offset`` rows down (into the background layer of a
     :class:`Layers`). With ``layers``, each band is also resampled as soon as its maps exist
     (``image``, uint8 RGB; the maps stay in cache, and no full-size ``map_y`` is needed:
-    ``keep_map_y=False`` returns None for it)."""
+    ``keep_map_y=False`` returns None for it). ``as_disparity``: ``map_x`` holds each output
+    pixel's disparity (the source's distance from it) instead of its source x."""
     if direction not in (-1, 1):
         raise ParameterError("direction must be -1 (x - d) or +1 (x + d)", parameter="direction")
     h, w = d.shape
@@ -46,6 +47,8 @@ def _row_maps(d: np.ndarray, direction: int, tau: float, near_extend: float, far
     filled = np.empty((h, w), bool)
     image = np.empty((h, w, 3), np.uint8) if layers is not None else None
     four = layers is not None and layers.stack.shape[2] == 4
+    q = np.arange(w, dtype=np.float32)[None, :]
+    off = np.float32(offset)
 
     def band(sl):
         if direction < 0:
@@ -53,18 +56,24 @@ def _row_maps(d: np.ndarray, direction: int, tau: float, near_extend: float, far
         else:  # mirror the rows: x + d becomes x' - d with x' = w - 1 - x
             xs, hole = _fill_row_holes(_row_sources(np.ascontiguousarray(d[sl, ::-1]), tau, near_extend, far_extend))
             xs, hole = (w - 1) - xs[:, ::-1], hole[:, ::-1]
-        mx = map_x[sl]
-        mx[:] = xs
+        if not as_disparity:
+            map_x[sl] = xs
+        elif direction < 0:
+            np.subtract(xs, q, out=map_x[sl])
+        else:
+            np.subtract(q, xs, out=map_x[sl])
         filled[sl] = hole
-        my = map_y[sl] if map_y is not None else np.empty(mx.shape, np.float32)
-        my[:] = np.arange(sl.start, sl.stop, dtype=np.float32)[:, None]
-        my += hole * np.float32(offset)  # (np.add(..., where=) is ten times slower)
-        if layers is not None:
+        if map_y is None and layers is None:
+            return
+        my = map_y[sl] if map_y is not None else np.empty(xs.shape, np.float32)
+        np.multiply(hole, off, out=my)  # (np.add(..., where=) is ten times slower)
+        my += np.arange(sl.start, sl.stop, dtype=np.float32)[:, None]
+        if layers is not None:  # (xs: this band's map, contiguous and in cache)
             if four:
-                px = cv2.remap(layers.stack, mx, my, interp, borderMode=cv2.BORDER_REPLICATE)
+                px = cv2.remap(layers.stack, xs, my, interp, borderMode=cv2.BORDER_REPLICATE)
                 cv2.cvtColor(px, cv2.COLOR_RGBA2RGB, dst=image[sl])
             else:
-                cv2.remap(layers.stack, mx, my, interp, dst=image[sl], borderMode=cv2.BORDER_REPLICATE)
+                cv2.remap(layers.stack, xs, my, interp, dst=image[sl], borderMode=cv2.BORDER_REPLICATE)
 
     by_bands(band, h)
     return map_x, map_y, filled, image
@@ -104,10 +113,8 @@ def shift_view(image: np.ndarray, disparity: np.ndarray, *, direction: int = -1,
         sides = "right" if direction < 0 else "left"
         layers = make_layers(img, hidden_mask(d, sides=sides, tau=tau), channels=layer_channels(interpolation),
                              disparity=d, sides=sides)
-    mx, _, filled, out = _row_maps(d, direction, tau, near_extend, far_extend, layers=layers,
-                                   interp=INTERP[interpolation], keep_map_y=False)
-    q = np.arange(d.shape[1], dtype=np.float32)[None, :]
-    disp = np.subtract(mx, q, out=mx) if direction < 0 else np.subtract(q, mx, out=mx)
+    disp, _, filled, out = _row_maps(d, direction, tau, near_extend, far_extend, layers=layers,
+                                     interp=INTERP[interpolation], keep_map_y=False, as_disparity=True)
     return View(out, filled, disp)
 
 
