@@ -57,7 +57,9 @@ def push_pull_fill(img: np.ndarray, weight: np.ndarray, *, min_size: int = 4) ->
 
 
 # -- the background layer ----------------------------------------------------------------------
-def _hidden_band_right(d: np.ndarray, tau: float, spread: float, margin: float) -> np.ndarray:
+BAND_NEAR_TOL = JUMP_PX  # a band pixel within this of the background past the band is background
+def _hidden_band_right(d: np.ndarray, tau: float, spread: float, margin: float,
+                       near_tol: float | None = None) -> np.ndarray:
     """Near pixels left of a drop in disparity, within ``spread * jump + margin`` of it.
 
     A drop J = d(x) - d(x+1) > tau opens a gap of J pixels to the right of x in the right view;
@@ -71,11 +73,27 @@ def _hidden_band_right(d: np.ndarray, tau: float, spread: float, margin: float) 
     xs = np.arange(w, dtype=np.float32)[None, :]
     v = reach - xs
     run = np.maximum.accumulate(v[:, ::-1], axis=1)[:, ::-1]
-    return (run + xs) > 0
+    band = (run + xs) > 0
+    if near_tol is None:
+        return band
+    # Only the near pixels of the band hide anything: a pixel at (or beyond) the depth of the
+    # background just past the band's right end is that background itself (beside a thin
+    # occluder, most of the band is), so it stays a source of background and keeps its colour.
+    # The occluder itself (the surface continuous with the drop's near side: no depth edge
+    # between) always hides background, even where a slant brings it close to that depth.
+    far = _nearest_known(d, band, 1, True)
+    seg = np.zeros((h, w), np.int32)
+    np.cumsum(np.abs(np.diff(d, axis=1)) > tau, axis=1, out=seg[:, 1:])
+    last = np.zeros((h, w), bool)
+    last[:, :-1] = band[:, :-1] & ~band[:, 1:]
+    last[:, -1] = band[:, -1]
+    occ = _nearest_known(seg.astype(np.float32), ~last, 1, True) == seg
+    return band & (occ | (d > far + np.float32(near_tol)))
 
 
 def hidden_mask(disparity: np.ndarray, *, sides: str = "right", tau: float = JUMP_PX,
-                spread: float = HIDDEN_SPREAD, margin: float = HIDDEN_MARGIN) -> np.ndarray:
+                spread: float = HIDDEN_SPREAD, margin: float = HIDDEN_MARGIN,
+                near_tol: float | None = BAND_NEAR_TOL) -> np.ndarray:
     """Pixels (bool ``H x W``) that hide background a moved camera may reveal.
 
     ``sides``: ``right`` (revealed by a right-eye view: the right side of near objects),
@@ -88,9 +106,9 @@ def hidden_mask(disparity: np.ndarray, *, sides: str = "right", tau: float = JUM
             db = d[sl]
             m = np.zeros(db.shape, bool)
             if sides != "left":
-                m |= _hidden_band_right(db, tau, spread, margin)
+                m |= _hidden_band_right(db, tau, spread, margin, near_tol)
             if sides != "right":
-                m |= _hidden_band_right(np.ascontiguousarray(db[:, ::-1]), tau, spread, margin)[:, ::-1]
+                m |= _hidden_band_right(np.ascontiguousarray(db[:, ::-1]), tau, spread, margin, near_tol)[:, ::-1]
             return m
         return np.concatenate(by_bands(band, d.shape[0]), 0)
     if sides != "all":
