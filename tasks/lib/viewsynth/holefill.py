@@ -1,8 +1,8 @@
 """Disocclusion filling: the background layer a moved camera's holes read from, and the
 depth of the holes themselves.
 
-The band of near pixels that hides background a moved camera may reveal (:func:`hidden_mask`)
-is inpainted from background pixels only by push-pull (Gortler et al., "The Lumigraph",
+The band of near pixels that hides background a moved camera may reveal (:func:`hidden_mask`:
+the occluder only, never the background beside it) is inpainted from background pixels only by push-pull (Gortler et al., "The Lumigraph",
 SIGGRAPH 1996) into a second layer (:func:`make_layers`, a two-layer layered depth image:
 Shade et al., SIGGRAPH 1998): depth-guided, with a row exemplar for texture
 (:func:`background_fill`), never reading the band itself nor the mixed pixels just beyond it
@@ -58,6 +58,8 @@ def push_pull_fill(img: np.ndarray, weight: np.ndarray, *, min_size: int = 4) ->
 
 # -- the background layer ----------------------------------------------------------------------
 BAND_NEAR_TOL = JUMP_PX  # a band pixel within this of the background past the band is background
+
+
 def _hidden_band_right(d: np.ndarray, tau: float, spread: float, margin: float,
                        near_tol: float | None = None) -> np.ndarray:
     """Near pixels left of a drop in disparity, within ``spread * jump + margin`` of it.
@@ -65,6 +67,7 @@ def _hidden_band_right(d: np.ndarray, tau: float, spread: float, margin: float,
     A drop J = d(x) - d(x+1) > tau opens a gap of J pixels to the right of x in the right view;
     what fills it is background hidden behind the J pixels left of the drop. ``L(x) = max over
     x' >= x of (reach(x') - (x' - x))`` is a running maximum along the reversed row.
+    ``near_tol``: keep only the occluder (see :func:`hidden_mask`); None: the whole reach.
     """
     h, w = d.shape
     reach = np.full((h, w), -1e9, np.float32)
@@ -81,14 +84,28 @@ def _hidden_band_right(d: np.ndarray, tau: float, spread: float, margin: float,
     # occluder, most of the band is), so it stays a source of background and keeps its colour.
     # The occluder itself (the surface continuous with the drop's near side: no depth edge
     # between) always hides background, even where a slant brings it close to that depth.
-    far = _nearest_known(d, band, 1, True)
-    seg = np.zeros((h, w), np.int32)
-    np.cumsum(np.abs(np.diff(d, axis=1)) > tau, axis=1, out=seg[:, 1:])
-    last = np.zeros((h, w), bool)
-    last[:, :-1] = band[:, :-1] & ~band[:, 1:]
-    last[:, -1] = band[:, -1]
-    occ = _nearest_known(seg.astype(np.float32), ~last, 1, True) == seg
-    return band & (occ | (d > far + np.float32(near_tol)))
+    # Works on the band's runs along the rows (the cost follows the band, not the image). A
+    # band never holds a row's last pixel, so runs are where the flat indices are consecutive
+    # and the pixel after each run is in its row.
+    fb = band.reshape(-1)
+    idx = np.flatnonzero(fb)
+    if idx.size == 0:
+        return band
+    brk = np.flatnonzero(np.diff(idx) != 1)
+    end = np.append(brk, idx.size - 1)  # position in idx of each run's last pixel
+    n = np.diff(end, prepend=-1)
+    flat = d.reshape(-1)
+    far = np.repeat(flat[idx[end] + 1], n)
+    dv = flat[idx]
+    # a depth edge between each band pixel and the next one (the run's last pixel: its drop,
+    # not counted); the occluder is what has no edge between it and the drop
+    e = np.zeros(idx.size, np.int32)
+    e[:-1] = np.abs(dv[1:] - dv[:-1]) > tau
+    e[end] = 0
+    c = np.cumsum(e)
+    occ = (np.repeat(c[end], n) - c + e) == 0
+    fb[idx[~(occ | (dv > far + np.float32(near_tol)))]] = False
+    return band
 
 
 def hidden_mask(disparity: np.ndarray, *, sides: str = "right", tau: float = JUMP_PX,
@@ -99,6 +116,16 @@ def hidden_mask(disparity: np.ndarray, *, sides: str = "right", tau: float = JUM
     ``sides``: ``right`` (revealed by a right-eye view: the right side of near objects),
     ``left``, ``both`` (the two stereo eyes), or ``all`` (any direction, for parallax:
     ``disparity`` is then the largest parallax in pixels each pixel may get).
+
+    Stereo sides: of the pixels within reach of a drop, only the occluder hides anything: a
+    pixel no nearer than ``near_tol`` px of disparity beyond the background just past the
+    band, and separated from the drop's near side by a depth edge, is background itself
+    (beside a thin occluder, a fence or a lattice, most of the reach is), so it stays a
+    source of background and keeps its own colour in the background layer. The surface
+    continuous with the drop's near side stays hidden even where a slant brings it close to
+    the background's depth. ``near_tol=None``: the whole reach (before issue 12 §3's second
+    round). Measured on the Middlebury yardstick: disoccluded PSNR 20.80 -> 20.98 dB, on the
+    mirrored scenes 20.29 -> 20.49 dB.
     """
     d = np.asarray(disparity, np.float32)
     if sides in ("right", "left", "both"):
