@@ -239,3 +239,19 @@ def test_fill_behind_thin_occluders_reads_the_background_beside_them():
         # never the bar's red
         assert _chroma(view.image[m]).mean() < _chroma(right[m]).mean() + 5
     assert np.mean(scores) > 25.5, scores
+
+
+def test_background_layer_holds_no_mixed_edge_pixels():
+    """The guard's mixed pixels (part occluder colour, just past each drop) are no background:
+    the stereo background layer holds the fill there too, so holes that interpolate next to
+    the drop never read the occluder's share. Behind a white and a black occluder the layer
+    is the same over the band and the guard (it used to differ by 128 levels on the guard)."""
+    backs = []
+    for occ in ((255, 255, 255), (0, 0, 0)):
+        left, d, _ = _camera_scene(occ, 0)
+        hid = V.hidden_mask(d, sides="right")
+        backs.append(V.make_layers(left, hid, disparity=d, sides="right").back.astype(np.float64))
+    from depthcraft.tasks.lib.viewsynth.holefill import source_mask
+    guard = source_mask(hid, sides="right", guard=1) & ~hid
+    assert guard.sum() > 100
+    assert np.abs(backs[0] - backs[1])[guard].mean() < 1.0
