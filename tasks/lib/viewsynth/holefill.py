@@ -2,11 +2,12 @@
 depth of the holes themselves.
 
 The band of near pixels that hides background a moved camera may reveal (:func:`hidden_mask`:
-the occluder only, never the background beside it) is inpainted from background pixels only by push-pull (Gortler et al., "The Lumigraph",
-SIGGRAPH 1996) into a second layer (:func:`make_layers`, a two-layer layered depth image:
-Shade et al., SIGGRAPH 1998): depth-guided, with a row exemplar for texture
-(:func:`background_fill`), never reading the band itself nor the mixed pixels just beyond it
-(:func:`source_mask`). Holes in a warped depth map take the farther of the nearest surfaces
+the occluder only, never the background beside it) is inpainted from background pixels only
+by push-pull (Gortler et al., "The Lumigraph", SIGGRAPH 1996) into a second layer
+(:func:`make_layers`, a two-layer layered depth image: Shade et al., SIGGRAPH 1998):
+depth-guided, with a row exemplar for texture (:func:`background_fill`), never reading the
+band itself nor the mixed pixels just beyond it (:func:`source_mask`), which the stereo
+background layer also holds the fill on. Holes in a warped depth map take the farther of the nearest surfaces
 around them (``_fill_row_holes`` for rows, ``_min_fill`` in two dimensions).
 """
 
