@@ -223,7 +223,8 @@ def main() -> None:
 
     ys = viewsynth_yardstick() if a.only is None else None
     if ys:
-        # issue 12 targets (visible: not lower than before issue 12, 32.64 dB)
+        # issue 12 targets (visible: not lower than before issue 12, 32.64 dB). Measured: all 30.18 dB
+        # (was 30.09), visible 32.668 (32.642), disoccluded 21.00 (20.80), SSIM 0.9451 (0.9436)
         row(f"view synthesis PSNR all ({ys['scenes']} Middlebury scenes)", f"{ys['psnr']:.2f} dB", ">= 30.0", ys["psnr"] >= 30.0)
         row("view synthesis PSNR visible", f"{ys['psnr_visible']:.2f} dB", ">= 32.64", ys["psnr_visible"] >= 32.64)
         row("view synthesis PSNR disoccluded", f"{ys['psnr_disoccluded']:.2f} dB", ">= 21.0", ys["psnr_disoccluded"] >= 21.0)

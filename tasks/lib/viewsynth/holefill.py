@@ -1,12 +1,13 @@
 """Disocclusion filling: the background layer a moved camera's holes read from, and the
 depth of the holes themselves.
 
-The band of near pixels that hides background a moved camera may reveal (:func:`hidden_mask`)
-is inpainted from background pixels only by push-pull (Gortler et al., "The Lumigraph",
-SIGGRAPH 1996) into a second layer (:func:`make_layers`, a two-layer layered depth image:
-Shade et al., SIGGRAPH 1998): depth-guided, with a row exemplar for texture
-(:func:`background_fill`), never reading the band itself nor the mixed pixels just beyond it
-(:func:`source_mask`). Holes in a warped depth map take the farther of the nearest surfaces
+The band of near pixels that hides background a moved camera may reveal (:func:`hidden_mask`:
+the occluder only, never the background beside it) is inpainted from background pixels only
+by push-pull (Gortler et al., "The Lumigraph", SIGGRAPH 1996) into a second layer
+(:func:`make_layers`, a two-layer layered depth image: Shade et al., SIGGRAPH 1998):
+depth-guided, with a row exemplar for texture (:func:`background_fill`), never reading the
+band itself nor the mixed pixels just beyond it (:func:`source_mask`), which the stereo
+background layer also holds the fill on. Holes in a warped depth map take the farther of the nearest surfaces
 around them (``_fill_row_holes`` for rows, ``_min_fill`` in two dimensions).
 """
 
@@ -57,12 +58,17 @@ def push_pull_fill(img: np.ndarray, weight: np.ndarray, *, min_size: int = 4) ->
 
 
 # -- the background layer ----------------------------------------------------------------------
-def _hidden_band_right(d: np.ndarray, tau: float, spread: float, margin: float) -> np.ndarray:
+BAND_NEAR_TOL = JUMP_PX  # a band pixel within this of the background past the band is background
+
+
+def _hidden_band_right(d: np.ndarray, tau: float, spread: float, margin: float,
+                       near_tol: float | None = None) -> np.ndarray:
     """Near pixels left of a drop in disparity, within ``spread * jump + margin`` of it.
 
     A drop J = d(x) - d(x+1) > tau opens a gap of J pixels to the right of x in the right view;
     what fills it is background hidden behind the J pixels left of the drop. ``L(x) = max over
     x' >= x of (reach(x') - (x' - x))`` is a running maximum along the reversed row.
+    ``near_tol``: keep only the occluder (see :func:`hidden_mask`); None: the whole reach.
     """
     h, w = d.shape
     reach = np.full((h, w), -1e9, np.float32)
@@ -71,16 +77,56 @@ def _hidden_band_right(d: np.ndarray, tau: float, spread: float, margin: float) 
     xs = np.arange(w, dtype=np.float32)[None, :]
     v = reach - xs
     run = np.maximum.accumulate(v[:, ::-1], axis=1)[:, ::-1]
-    return (run + xs) > 0
+    band = (run + xs) > 0
+    if near_tol is None:
+        return band
+    # Only the near pixels of the band hide anything: a pixel at (or beyond) the depth of the
+    # background just past the band's right end is that background itself (beside a thin
+    # occluder, most of the band is), so it stays a source of background and keeps its colour.
+    # The occluder itself (the surface continuous with the drop's near side: no depth edge
+    # between) always hides background, even where a slant brings it close to that depth.
+    # Works on the band's runs along the rows (the cost follows the band, not the image). A
+    # band never holds a row's last pixel, so runs are where the flat indices are consecutive
+    # and the pixel after each run is in its row.
+    fb = band.reshape(-1)
+    idx = np.flatnonzero(fb)
+    if idx.size == 0:
+        return band
+    brk = np.flatnonzero(np.diff(idx) != 1)
+    end = np.append(brk, idx.size - 1)  # position in idx of each run's last pixel
+    n = np.diff(end, prepend=-1)
+    flat = d.reshape(-1)
+    far = np.repeat(flat[idx[end] + 1], n)
+    dv = flat[idx]
+    # a depth edge between each band pixel and the next one (the run's last pixel: its drop,
+    # not counted); the occluder is what has no edge between it and the drop
+    e = np.zeros(idx.size, np.int32)
+    e[:-1] = np.abs(dv[1:] - dv[:-1]) > tau
+    e[end] = 0
+    c = np.cumsum(e)
+    occ = (np.repeat(c[end], n) - c + e) == 0
+    fb[idx[~(occ | (dv > far + np.float32(near_tol)))]] = False
+    return band
 
 
 def hidden_mask(disparity: np.ndarray, *, sides: str = "right", tau: float = JUMP_PX,
-                spread: float = HIDDEN_SPREAD, margin: float = HIDDEN_MARGIN) -> np.ndarray:
+                spread: float = HIDDEN_SPREAD, margin: float = HIDDEN_MARGIN,
+                near_tol: float | None = BAND_NEAR_TOL) -> np.ndarray:
     """Pixels (bool ``H x W``) that hide background a moved camera may reveal.
 
     ``sides``: ``right`` (revealed by a right-eye view: the right side of near objects),
     ``left``, ``both`` (the two stereo eyes), or ``all`` (any direction, for parallax:
     ``disparity`` is then the largest parallax in pixels each pixel may get).
+
+    Stereo sides: of the pixels within reach of a drop, only the occluder hides anything: a
+    pixel no nearer than ``near_tol`` px of disparity beyond the background just past the
+    band, and separated from the drop's near side by a depth edge, is background itself
+    (beside a thin occluder, a fence or a lattice, most of the reach is), so it stays a
+    source of background and keeps its own colour in the background layer. The surface
+    continuous with the drop's near side stays hidden even where a slant brings it close to
+    the background's depth. ``near_tol=None``: the whole reach (before issue 12 §3's second
+    round). Measured on the Middlebury yardstick: disoccluded PSNR 20.80 -> 20.98 dB, on the
+    mirrored scenes 20.29 -> 20.49 dB.
     """
     d = np.asarray(disparity, np.float32)
     if sides in ("right", "left", "both"):
@@ -88,9 +134,9 @@ def hidden_mask(disparity: np.ndarray, *, sides: str = "right", tau: float = JUM
             db = d[sl]
             m = np.zeros(db.shape, bool)
             if sides != "left":
-                m |= _hidden_band_right(db, tau, spread, margin)
+                m |= _hidden_band_right(db, tau, spread, margin, near_tol)
             if sides != "right":
-                m |= _hidden_band_right(np.ascontiguousarray(db[:, ::-1]), tau, spread, margin)[:, ::-1]
+                m |= _hidden_band_right(np.ascontiguousarray(db[:, ::-1]), tau, spread, margin, near_tol)[:, ::-1]
             return m
         return np.concatenate(by_bands(band, d.shape[0]), 0)
     if sides != "all":
@@ -160,13 +206,21 @@ def make_layers(image: np.ndarray, hidden: np.ndarray | None, *, channels: int =
     back[:] = img
     stack[h + pad:h + 2 * pad] = img[0]
     if hidden is not None and hidden.any():
+        put = hidden
         if disparity is not None:
-            up = background_fill(src, hidden, disparity, sides=sides, channels=channels)
+            nonsrc = source_mask(hidden, sides=sides, guard=guard_px(w))
+            up = background_fill(src, hidden, disparity, sides=sides, channels=channels, nonsource=nonsrc)
+            if sides != "all":
+                # the guard's mixed pixels are no background either: holes that interpolate
+                # next to the drop read the fill there, not the occluder's share of colour
+                # (Middlebury: disoccluded 20.98 -> 21.00 dB, mirrored 20.485 -> 20.494,
+                # visible 32.654 -> 32.668; parallax keeps them, unmeasured there)
+                put = nonsrc
         else:
             up = _smooth_fill(src, hidden)
         if channels == 4 and up.shape[2] == 3:
             up = cv2.cvtColor(up, cv2.COLOR_RGB2RGBA)
-        cv2.copyTo(up, hidden.view(np.uint8), back)
+        cv2.copyTo(up, put.view(np.uint8), back)
     return Layers(stack, h, h + 2 * pad)
 
 
@@ -240,11 +294,13 @@ def guard_px(width: int) -> int:
 def background_fill(image: np.ndarray, hidden: np.ndarray, disparity: np.ndarray, *,
                     sides: str = "right", bins: int = FILL_BINS,
                     exemplar: float = EXEMPLAR_WEIGHT, guard: int | None = None,
-                    channels: int = 3) -> np.ndarray:
+                    channels: int = 3, nonsource: np.ndarray | None = None) -> np.ndarray:
     """Background for the ``hidden`` pixels, from background pixels only (uint8 RGB ``H x W x 3``,
-    valid where ``hidden``; the other pixels are unspecified). ``channels=4``: RGBA (alpha 255),
-    the layout of a 4-channel :class:`Layers` stack, made at the reduced size (a full-size
-    conversion costs ~30 ms at 12 MP).
+    valid where ``hidden`` and on the guard, i.e. wherever ``nonsource`` is set; the other
+    pixels are unspecified). ``channels=4``: RGBA (alpha 255), the layout of a 4-channel
+    :class:`Layers` stack, made at the reduced size (a full-size conversion costs ~30 ms at
+    12 MP). ``nonsource``: bool ``H x W``, :func:`source_mask` of ``hidden`` when the caller
+    has it already (None: computed here with ``guard``).
 
     0. **Sources**: the known pixels, less the ``guard`` pixels of background just beyond
        each depth drop (:func:`source_mask`: mixed with the occluder's colour by blur and
@@ -281,8 +337,9 @@ def background_fill(image: np.ndarray, hidden: np.ndarray, disparity: np.ndarray
     if guard is None:
         guard = guard_px(w)
     # 255 where a pixel is a source (one threshold: cheaper than numpy's not-and-scale)
-    known8 = cv2.threshold(source_mask(hidden, sides=sides, guard=guard).view(np.uint8), 0, 255,
-                           cv2.THRESH_BINARY_INV)[1]
+    if nonsource is None:
+        nonsource = source_mask(hidden, sides=sides, guard=guard)
+    known8 = cv2.threshold(nonsource.view(np.uint8), 0, 255, cv2.THRESH_BINARY_INV)[1]
     masked = cv2.copyTo(src, known8)  # (a third faster than bitwise_and with a mask)
     num = cv2.resize(masked, size, interpolation=cv2.INTER_AREA).astype(np.float32)
     den = cv2.resize(known8, size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
