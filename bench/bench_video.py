@@ -206,10 +206,15 @@ def bench_scale(tmp: Path, quick: bool) -> None:
         rec, _ = load_recipe(recipe)
         walls, hashes = {}, {}
         for n in (1, 2):
-            runner = dask_runner(rec.model_copy(update={"dask": DaskSettings(workers=n, threads_per_worker=1)}))
-            t0 = time.perf_counter()
+            runner = dask_runner(rec.model_copy(update={"dask": DaskSettings(workers=n, threads_per_worker=1)}),
+                                 prestart=True)  # as `depthcraft run --task-runner dask` does
+            t0, c0 = time.perf_counter(), time.time()
             s = run_recipe(recipe, out_root=str(tmp / f"out{n}"), workspace=str(tmp / f"ws{n}"), task_runner=runner)
             walls[n] = time.perf_counter() - t0
+            ph = phases(s, c0, time.time())
+            print("  phases (s): " + ", ".join(f"{k} {v:.1f}" for k, v in ph.items()), flush=True)
+            for k, v in ph.items():
+                row(f"scale: Dask {n} worker(s), {k}", f"{v:.1f} s", "", None)
             m = json.loads(Path(s["manifest"]).read_text())
             segs = m["steps"][0]["segments"]
             frames = m["clips"]["scale"]["frames"]
@@ -224,6 +229,51 @@ def bench_scale(tmp: Path, quick: bool) -> None:
         if own:
             server.stop(srv_ws)
             os.environ.pop("PREFECT_API_URL", None)
+
+
+def phases(summary: dict, called: float, returned: float) -> dict[str, float]:  # time.time() of call and return
+    """Where the wall time of one recipe run went, from the Prefect API (task-run start/end
+    times, the flow's "recipe ...: N image(s)" log line written once the plan is compiled) and
+    the manifest (seconds each segment spent in the engine). Seconds:
+
+    - ``start``: run_recipe called -> flow run Running (flow-run creation, first API calls);
+    - ``compile``: flow Running -> plan compiled (recipe, inputs, clip analysis: scene cuts);
+    - ``first_task``: plan compiled -> first segment task run Running (cluster start, shipping
+      the task, a worker's first imports);
+    - ``segments``: first segment Running -> last segment done (the parallel part);
+    - ``engine_s``: the engine's own seconds summed over the segments (the work);
+    - ``task_overhead_s``: task-run wall minus engine seconds, summed (Prefect state round trips,
+      result persistence, store writes, decoder/encoder start-up outside the engine's clock);
+    - ``assemble``: last segment done -> last assemble task run done (joining, audio);
+    - ``finish``: last task done -> flow run Completed (publish, manifest, gallery, artifacts);
+    - ``teardown``: flow run Completed -> run_recipe returned (cluster shutdown)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+
+    rid = summary["run_id"]
+    deadline = time.time() + 30
+    with get_client(sync_client=True) as c:
+        while True:
+            fr = c.read_flow_run(rid)
+            trs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[rid])))
+            if (all(t.state and t.state.is_final() and t.end_time for t in trs) and fr.end_time) or time.time() > deadline:
+                break
+            time.sleep(0.5)
+        logs = c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[rid])))
+    ts = lambda d: d.timestamp()  # noqa: E731
+    compiled = min((ts(lg.timestamp) for lg in logs if "image(s) x" in lg.message), default=ts(fr.start_time))
+    segs = [t for t in trs if "#" in t.name]
+    asm = [t for t in trs if t.name.endswith("assemble")]
+    m = json.loads(Path(summary["manifest"]).read_text())
+    engine = sum(g.get("seconds", 0.0) for n in m["steps"] for g in n.get("segments", []))
+    seg_wall = sum(ts(t.end_time) - ts(t.start_time) for t in segs if t.start_time and t.end_time)
+    first = min(ts(t.start_time) for t in segs)
+    last_seg = max(ts(t.end_time) for t in segs)
+    last = max(ts(t.end_time) for t in trs)
+    return {"start": ts(fr.start_time) - called, "compile": compiled - ts(fr.start_time),
+            "first_task": first - compiled, "segments": last_seg - first, "engine_s": engine,
+            "task_overhead_s": seg_wall - engine, "assemble": max(ts(t.end_time) for t in asm) - last_seg,
+            "finish": ts(fr.end_time) - last, "teardown": returned - ts(fr.end_time)}
 
 
 def frame_strip(out_dir: Path, dst: Path, frames=(6, 30, 42, 66)) -> Path:

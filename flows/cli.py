@@ -93,7 +93,7 @@ def _task_runner(a, recipe):
     if kind == "dask":
         from .scale import dask_runner
 
-        return dask_runner(recipe, address=getattr(a, "dask_address", None))
+        return dask_runner(recipe, address=getattr(a, "dask_address", None), prestart=True)  # starts while the flow compiles
     return None
 
 
