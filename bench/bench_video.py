@@ -212,6 +212,12 @@ def bench_scale(tmp: Path, quick: bool) -> None:
             s = run_recipe(recipe, out_root=str(tmp / f"out{n}"), workspace=str(tmp / f"ws{n}"), task_runner=runner)
             walls[n] = time.perf_counter() - t0
             ph = phases(s, c0, time.time())
+            from depthcraft.flows.daskwarm import LAST, wait_closed
+
+            wait_closed()  # the cluster closes in the background: not in the next run's time
+
+            print("  cluster (s after the call; closing in s): "
+                  + ", ".join(f"{k} {v if k.endswith('_s') else v - c0:.1f}" for k, v in LAST.items()), flush=True)
             print("  phases (s): " + ", ".join(f"{k} {v:.1f}" for k, v in ph.items()), flush=True)
             for k, v in ph.items():
                 row(f"scale: Dask {n} worker(s), {k}", f"{v:.1f} s", "", None)

@@ -16,12 +16,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import ExitStack
 
 from prefect_dask import DaskTaskRunner
 
 log = logging.getLogger(__name__)
 
 LOCAL = "distributed.LocalCluster"
+LAST: dict[str, float] = {}  # time.time() of the last start's events (bench/bench_video.py prints them)
 
 
 def warm_worker() -> float:
@@ -41,9 +43,12 @@ class _Start:
     """A local cluster being started (and its workers warmed) in a background thread."""
 
     def __init__(self, cluster_kwargs: dict):
+        LAST.clear()
+        LAST["begin"] = time.time()
         self.cluster = None
         self.error: BaseException | None = None
         self.seconds: dict[str, float] = {}
+        self.ready = threading.Event()  # the cluster is up (or failed): tasks may go
         self.thread = threading.Thread(target=self._run, args=(dict(cluster_kwargs),), name="depthcraft-dask-start",
                                        daemon=True)
         self.thread.start()
@@ -57,15 +62,22 @@ class _Start:
         except BaseException as e:  # noqa: BLE001 - the first submit starts it again and reports the error
             self.error = e
             return
+        finally:
+            self.ready.set()
         self.seconds["cluster"] = time.perf_counter() - t0
+        LAST["cluster_ready"] = time.time()
+        # warming goes on while the first tasks are submitted: a worker runs them once its
+        # imports are done, and a slow worker does not hold up the other
         try:
             with Client(self.cluster, set_as_default=False) as c:
                 self.seconds["warm"] = max(c.run(warm_worker).values(), default=0.0)
+            LAST["workers_warm"] = time.time()
         except Exception as e:  # noqa: BLE001 - a cold worker is slower, not wrong
             log.debug("workers not warmed: %s", e)
 
     def take(self):
-        self.thread.join()
+        """The cluster, once it is up (None if it could not start)."""
+        self.ready.wait()
         return self.cluster
 
 
@@ -101,7 +113,9 @@ class WarmDaskTaskRunner(DaskTaskRunner):
     def client(self):
         if self._client is None and self._start is not None:
             start, self._start = self._start, None
+            LAST["first_submit"] = time.time()
             cluster = start.take()
+            LAST["cluster_taken"] = time.time()
             if cluster is not None:
                 self._cluster = cluster  # the parent connects to it ...
                 self._exit_stack.callback(cluster.close)  # ... and we close it with the runner
@@ -109,9 +123,37 @@ class WarmDaskTaskRunner(DaskTaskRunner):
         return DaskTaskRunner.client.fget(self)
 
     def __exit__(self, *args) -> None:
+        # The flow's results are in: the client and the local cluster close in the background
+        # (seconds: each worker drains its Prefect log and event services before it exits), so
+        # the run's summary does not wait for them; the process waits for them when it exits
+        # (a non-daemon thread), and :func:`wait_closed` waits for them explicitly.
         start, self._start = self._start, None
+        stack, self._exit_stack = self._exit_stack, ExitStack()
+        t = threading.Thread(target=_close, args=(start, stack), name="depthcraft-dask-close")
+        t.start()
+        CLOSING.append(t)
+        super().__exit__(*args)  # the (now empty) stack, then the base runner's state
+
+
+CLOSING: list[threading.Thread] = []
+
+
+def _close(start: _Start | None, stack: ExitStack) -> None:
+    t0 = time.time()
+    try:
         if start is not None:  # entered, never used (no task submitted): stop what was started
             cluster = start.take()
             if cluster is not None:
                 cluster.close()
-        super().__exit__(*args)
+        stack.close()  # the client, then the cluster (callbacks run last in, first out)
+    except Exception as e:  # noqa: BLE001 - the run is over; a cluster that closes badly is only logged
+        log.warning("the local Dask cluster did not close cleanly: %s", e)
+    LAST["closed_s"] = time.time() - t0
+
+
+def wait_closed(timeout: float | None = None) -> None:
+    """Wait until the local clusters of finished runs have closed."""
+    for t in list(CLOSING):
+        t.join(timeout)
+        if not t.is_alive():
+            CLOSING.remove(t)
