@@ -88,6 +88,7 @@ class WarmDaskTaskRunner(DaskTaskRunner):
     def __init__(self, *args, prestart: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self._start: _Start | None = None
+        self._background_close = prestart  # a command-line run: its process outlives the flow
         if prestart:
             self._begin()
 
@@ -102,6 +103,7 @@ class WarmDaskTaskRunner(DaskTaskRunner):
         # Prefect enters a duplicate of the flow's runner: the cluster being started goes with it
         new = super().duplicate()
         new._start, self._start = self._start, None
+        new._background_close = self._background_close
         return new
 
     def __enter__(self):
@@ -123,15 +125,18 @@ class WarmDaskTaskRunner(DaskTaskRunner):
         return DaskTaskRunner.client.fget(self)
 
     def __exit__(self, *args) -> None:
-        # The flow's results are in: the client and the local cluster close in the background
-        # (seconds: each worker drains its Prefect log and event services before it exits), so
-        # the run's summary does not wait for them; the process waits for them when it exits
-        # (a non-daemon thread), and :func:`wait_closed` waits for them explicitly.
+        # The flow's results are in: with ``prestart`` (a command-line run) the client and the
+        # local cluster close in the background (seconds: each worker drains its Prefect log and
+        # event services before it exits), so the run's summary does not wait for them; the
+        # process waits for them when it exits (a non-daemon thread), :func:`wait_closed` on demand.
         start, self._start = self._start, None
         stack, self._exit_stack = self._exit_stack, ExitStack()
-        t = threading.Thread(target=_close, args=(start, stack), name="depthcraft-dask-close")
-        t.start()
-        CLOSING.append(t)
+        if self._background_close:
+            t = threading.Thread(target=_close, args=(start, stack), name="depthcraft-dask-close")
+            t.start()
+            CLOSING.append(t)
+        else:
+            _close(start, stack)
         super().__exit__(*args)  # the (now empty) stack, then the base runner's state
 
 

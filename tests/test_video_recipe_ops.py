@@ -129,15 +129,22 @@ def test_per_plane_videos_from_clip_output(threads_run):
         assert info.frames == 72 and info.has_audio
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_threads_and_dask_workers_give_byte_identical_files(threads_run, tmp_path, workers):
+@pytest.mark.parametrize("workers,prestart", [(1, False), (2, True)])
+def test_threads_and_dask_workers_give_byte_identical_files(threads_run, tmp_path, workers, prestart):
+    """Also the warm runner both ways: started when entered (1 worker), and started when built
+    with its cluster closed in the background after the flow (2 workers, as the command line)."""
+    from depthcraft.flows import daskwarm
     from depthcraft.flows.recipe import DaskSettings
     from depthcraft.flows.runner import run_recipe
     from depthcraft.flows.scale import dask_runner
 
     _, m0, r, _ = threads_run
-    runner = dask_runner(type("R", (), {"dask": DaskSettings(workers=workers)})())
+    runner = dask_runner(type("R", (), {"dask": DaskSettings(workers=workers)})(), prestart=prestart)
+    assert isinstance(runner, daskwarm.WarmDaskTaskRunner)
     s = run_recipe(r, out_root=str(tmp_path / "out"), workspace=str(tmp_path / "ws"), task_runner=runner)
+    daskwarm.wait_closed(120)
+    assert not daskwarm.CLOSING and "closed_s" in daskwarm.LAST
+    assert daskwarm.LAST["cluster_ready"] <= daskwarm.LAST["cluster_taken"]  # tasks went to the started cluster
     m = manifest(s)
     assert all(g["status"] == "computed" for n in m["steps"] for g in n["segments"])
     assert published(m) == published(m0)
