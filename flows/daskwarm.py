@@ -39,6 +39,21 @@ def warm_worker() -> float:
     return time.perf_counter() - t0
 
 
+def _in_worker() -> bool:
+    """True inside a Dask worker (a daemonic process, whose tasks must not start clusters)."""
+    import multiprocessing
+
+    if multiprocessing.current_process().daemon:
+        return True
+    try:
+        from distributed import get_worker
+
+        get_worker()
+        return True
+    except (ImportError, ValueError):
+        return False
+
+
 class _Start:
     """A local cluster being started (and its workers warmed) in a background thread."""
 
@@ -108,7 +123,8 @@ class WarmDaskTaskRunner(DaskTaskRunner):
 
     def __enter__(self):
         super().__enter__()
-        self._begin()
+        if not _in_worker():  # Prefect enters a duplicate in every worker, around each task run
+            self._begin()
         return self
 
     @property
@@ -130,6 +146,9 @@ class WarmDaskTaskRunner(DaskTaskRunner):
         # event services before it exits), so the run's summary does not wait for them; the
         # process waits for them when it exits (a non-daemon thread), :func:`wait_closed` on demand.
         start, self._start = self._start, None
+        if start is None and self._client is None:  # nothing started (e.g. the copy in a worker)
+            super().__exit__(*args)
+            return
         stack, self._exit_stack = self._exit_stack, ExitStack()
         if self._background_close:
             t = threading.Thread(target=_close, args=(start, stack), name="depthcraft-dask-close")
