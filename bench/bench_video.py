@@ -20,8 +20,8 @@ Rows (ratios are measured side by side in one run: the machine is shared, absolu
   frames through the same engine call (the clip stays 10 minutes long: the decoder and the muxer
   see the whole file); ``--frames 0`` runs the whole clip, at ``--nice 10`` (default) so that it
   yields to other work, stopped at ``--minutes 20`` (default) with the frames done, the peak so
-  far and the extrapolated time of the whole clip (about 1.3 h on 2 idle cores ... see
-  docs/video.md).
+  far and the extrapolated time of the whole clip (2.64 frames/s at nice 10 on the shared 2-core
+  machine at load 6-8: about 1.5 h for the 14400 frames; docs/video.md).
 - scale: a 60 s clip (made the same way, 192x108 at 12 fps) through a recipe (estimate, cut
   into 5 s segments = 12 task runs) on Prefect's Dask task runner, 1 worker process against 2,
   fresh workspaces (nothing cached); throughput = frames per second of flow-run wall time

@@ -27,15 +27,14 @@ LAST: dict[str, float] = {}  # time.time() of the last start's events (bench/ben
 
 
 def warm_worker() -> float:
-    """Run once in each worker process: import what segment and step task runs execute (seconds)."""
+    """Run once in each worker process: import the modules its first task run would import
+    anyway (Prefect's task engine, the modules holding the task functions and what they import:
+    OpenCV, the clip engine, the step catalog), earlier. Returns seconds."""
     t0 = time.perf_counter()
     import prefect.task_engine  # noqa: F401 - the engine that runs each task run in the worker
 
-    from depthcraft.flows import execute, segments  # noqa: F401 - the task bodies
-    from depthcraft.tasks import catalog, clips  # noqa: F401
-    from depthcraft.tasks.providers import classic  # noqa: F401 - the default provider
+    from depthcraft.flows import runner, segment_runs  # noqa: F401 - step_task, segment_task, assemble_task
 
-    catalog.steps()  # every step module imported once
     return time.perf_counter() - t0
 
 
