@@ -152,3 +152,25 @@ def test_threads_and_dask_workers_give_byte_identical_files(threads_run, tmp_pat
     seg0 = {(n["step"], g["index"]): g["key"] for n in m0["steps"] for g in n["segments"]}
     assert seg == seg0
     json.dumps(m)  # the manifest stays plain JSON
+
+
+def test_segment_encoders_use_a_fixed_thread_count(tmp_path):
+    """x264's bytes depend on its thread count, and "auto" counts the CPUs the process sees: the
+    engine pins it, so a Dask worker on another host or CPU quota writes the same bytes."""
+    from fractions import Fraction
+
+    from depthcraft.tasks import clips
+    from depthcraft.tasks.catalog import get_step
+    from depthcraft.tasks.lib.clip import ClipInfo
+
+    info = ClipInfo(path="x.mp4", frames=10, rate=Fraction(24), time_base=Fraction(1, 24), width=64, height=48,
+                    codec="h264")
+    p = get_step("stereo").params()
+    for depth, target in ((False, ".mp4"), (True, ".mp4"), (True, ".mkv")):
+        w = clips._writer("stereo", target, tmp_path / f"o{depth}{target}", info, name="main", start=0, params=p,
+                          size=(64, 48), depth=depth)
+        try:
+            i = w.command.index("-threads")
+            assert w.command[i + 1] == str(clips.ENCODER_THREADS)
+        finally:
+            w.abort()
