@@ -93,7 +93,8 @@ def _task_runner(a, recipe):
     if kind == "dask":
         from .scale import dask_runner
 
-        return dask_runner(recipe, address=getattr(a, "dask_address", None), prestart=True)  # starts while the flow compiles
+        # prestart: the local cluster starts (and its workers import) while the flow compiles
+        return dask_runner(recipe, address=getattr(a, "dask_address", None), prestart=True)
     return None
 
 
