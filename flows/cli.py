@@ -93,7 +93,8 @@ def _task_runner(a, recipe):
     if kind == "dask":
         from .scale import dask_runner
 
-        return dask_runner(recipe, address=getattr(a, "dask_address", None))
+        # prestart: the local cluster starts (and its workers import) while the flow compiles
+        return dask_runner(recipe, address=getattr(a, "dask_address", None), prestart=True)
     return None
 
 
@@ -151,6 +152,11 @@ def cmd_plan(a) -> int:
                 continue
             t.add_row(sid, node.kind, ", ".join(node.upstream) or "-", img.name,
                       "yes" if store.has(node.key) else "no", node.key[:12])
+            if img.name in plan.clips:  # a clip: its segments, each a task run of its own
+                from .segments import segment_rows
+
+                for row in segment_rows(plan, store, sid, img.name):
+                    t.add_row(*row)
     from rich.console import Console
 
     Console().print(t)

@@ -58,6 +58,9 @@ class StepDecl(_Strict):
     from_: list[str] = Field(default_factory=list, alias="from", description="step ids this step reads")
     with_: dict[str, Any] = Field(default_factory=dict, alias="with", description="the step's parameters")
     provider: str | None = Field(None, description="a provider for this step only (e.g. eachsense refine)")
+    clip_output: Literal["folder", "mp4", "mov", "m4v", "mkv", "webm", "avi", "gif"] | None = Field(
+        None, description="clips: what this step writes per clip: `folder` (one file per frame, 000000.png..., "
+                          "RGBA for layers) or a video type; default: the step's own (layers: folder, else a video)")
 
     @field_validator("from_", mode="before")
     @classmethod

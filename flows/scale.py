@@ -43,7 +43,7 @@ def dask_settings(recipe: Any = None) -> DaskSettings:
     return DaskSettings(**kw)
 
 
-def dask_runner(recipe: Any = None, address: str | None = None):
+def dask_runner(recipe: Any = None, address: str | None = None, *, prestart: bool = False):
     """A ``DaskTaskRunner`` for a recipe: ``address`` (or ``dask.address``) connects to an
     existing scheduler; otherwise a local cluster of ``dask.workers`` worker *processes*
     (``threads_per_worker`` threads each) starts with the flow run and stops with it.
@@ -52,14 +52,20 @@ def dask_runner(recipe: Any = None, address: str | None = None):
     keep one step's Python work from holding another's GIL. Each worker's libraries run
     single-threaded (OpenCV, OpenMP, BLAS): the worker's task threads are its parallelism, and
     library thread pools on top of them would oversubscribe the cores.
+
+    The local cluster starts in the background when the flow run enters the runner, with
+    ``prestart`` already now, and its workers import the task code while the recipe compiles
+    (:mod:`.daskwarm`).
     """
     from prefect_dask import DaskTaskRunner
+
+    from .daskwarm import WarmDaskTaskRunner
 
     s = dask_settings(recipe)
     addr = address or s.address
     if addr:
         return DaskTaskRunner(address=addr)
-    return DaskTaskRunner(
+    return WarmDaskTaskRunner(prestart=prestart,
         cluster_class="distributed.LocalCluster",
         cluster_kwargs={"n_workers": s.workers, "threads_per_worker": s.threads_per_worker, "processes": True,
                         "dashboard_address": None, "silence_logs": logging.ERROR, "env": SINGLE_THREADED},

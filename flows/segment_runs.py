@@ -42,7 +42,7 @@ def submit_clip_step(plan, ws: Workspace, sid: str, img, base_payload: dict, *, 
     store = ws.store
     label = f"{sid}[{img.name}]"
     FRAMES.start(label, cp.frames, len(cp.segments))
-    tgt = target(node)
+    tgt = cp.targets.get(sid) or target(node)
     futs = []
     for i, (s, e) in enumerate(cp.segments):
         key = cp.keys[sid][i]

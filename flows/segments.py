@@ -36,7 +36,7 @@ from depthcraft.tasks.lib import clip as cliplib
 from depthcraft.tasks.lib.errors import DepthcraftError, InputError, ParameterError
 from depthcraft.tasks.lib.store import Artifact, atomic_write_bytes, stable_hash
 
-from . import progress
+from . import clipframes, progress
 from .workspace import Workspace
 
 DEFAULT_SEGMENT_SECONDS = 10.0
@@ -68,6 +68,7 @@ class ClipPlan:
     keys: dict[str, list[str]] = field(default_factory=dict)  # step id -> key per segment
     chained: set[str] = field(default_factory=set)  # steps whose segments also keep their depth for the next step
     info: dict = field(default_factory=dict)  # the engine's ClipInfo as JSON (see clip_info)
+    targets: dict[str, str] = field(default_factory=dict)  # step id -> "folder" or a video suffix
 
 
 def split_frames(frames: int, rate: Fraction, cuts: list[int], seconds: float) -> list[tuple[int, int]]:
@@ -125,6 +126,7 @@ def expand_clips(plan, ws: Workspace) -> None:
     seconds = plan.recipe.inputs.segment_seconds or DEFAULT_SEGMENT_SECONDS
     limits = {"max_pixels": plan.recipe.inputs.max_pixels, "downscale": plan.recipe.inputs.downscale}
     warmup = int(engine.WARMUP_FRAMES)
+    decls = {d.id: d for d in plan.recipe.steps}
     engine_version = str(getattr(engine, "VERSION", "1"))
     for img in plan.images:
         if img.source is None or img.source.kind != "video":
@@ -139,8 +141,6 @@ def expand_clips(plan, ws: Workspace) -> None:
                     raise InputError(f"step {sid!r} ({kind}) does not take clips", path=img.origin,
                                      hint="run it on photos, or on frames exported with estimate -o DIR/")
             a = analyse(ws, img.source, **limits)
-            for sid in plan.order:
-                target(plan.nodes[(sid, img.name)])
         except DepthcraftError as e:  # one line that names the clip
             img.error = str(e) if img.origin in str(e) else f"{img.origin}: {e}"
             for sid in plan.order:
@@ -153,8 +153,12 @@ def expand_clips(plan, ws: Workspace) -> None:
         cp.chained = {u for sid in plan.order for u in plan.nodes[(sid, img.name)].upstream}
         for sid in plan.order:
             node = plan.nodes[(sid, img.name)]
+            chosen = getattr(decls.get(sid), "clip_output", None)
+            cp.targets[sid] = target(node, chosen)
+            # a target the recipe chose is part of the key (the step's default is in its kind/params)
+            extra = {"target": cp.targets[sid]} if chosen else {}
             cp.keys[sid] = [stable_hash({"node": node.key, "frames": [s, e], "warmup": warmup, "engine": engine_version,
-                                         "keep_depth": sid in cp.chained,
+                                         "keep_depth": sid in cp.chained, **extra,
                                          "upstream": [cp.keys[u][i] for u in node.upstream]})
                             for i, (s, e) in enumerate(cp.segments)]
             # the assembled files depend on exactly these segments
@@ -163,16 +167,15 @@ def expand_clips(plan, ws: Workspace) -> None:
 
 
 # -- running one segment, assembling a step ---------------------------------------------------------
-def target(node) -> str:
-    """The file type a clip step writes in a recipe, where no ``-o`` chooses it: the engine's
+def target(node, clip_output: str | None = None) -> str:
+    """The file type a clip step writes in a recipe, where no ``-o`` chooses it: the step's
+    ``clip_output`` (``folder`` or a video type) when the recipe gives one, else the engine's
     ``default_suffix`` (H.264 ``.mp4``; a 16-bit lossless ``.mkv`` for estimate's 16-bit and
-    float formats). Raises ``ParameterError`` for frame folders (``layers``), which the artifact
-    store, holding files, does not keep yet: the one-shot command writes them."""
-    suffix = engine.default_suffix(node.kind, node.params)
-    if suffix == "folder":
-        raise ParameterError(f"{node.kind} on a clip writes a folder of frames, which recipes do not publish yet; "
-                             f"use `depthcraft {node.kind} CLIP -o DIR/`", parameter="uses")
-    return suffix
+    float formats; a folder of RGBA PNG frames for ``layers``). Frame folders travel through the
+    artifact store as tar files (:mod:`.clipframes`) and are published as folders."""
+    if clip_output:
+        return "folder" if clip_output == "folder" else "." + clip_output.lstrip(".").lower()
+    return engine.default_suffix(node.kind, node.params)
 
 
 def _segment_result(d: dict):
@@ -217,8 +220,15 @@ def execute_segment(payload: dict, upstream: list[dict]) -> dict:
             raise DepthcraftError(f"{payload['image']}: segment {payload['start']}..{payload['stop']} of step "
                                   f"{payload['step_id']!r} gave {res.frames} frames, expected {base['frames']}")
         seg = [payload["start"], payload["stop"]]
-        outputs = {name: store.put_file(path, "video", {"segment": seg, "publish": False}, move=True)
-                   for name, path in res.files.items()}
+        outputs = {}
+        for name, path in res.files.items():
+            if Path(path).is_dir():  # a frame folder travels as a tar (see clipframes)
+                what = f"{payload['image']}: step {payload['step_id']!r} frames {seg[0]}-{seg[1]} ({name})"
+                path = clipframes.pack(Path(path), workdir / f"{name}.tar", seg[0], seg[1], what)
+                outputs[name] = store.put_file(path, "frames", {"segment": seg, "publish": False, "folder": True},
+                                               move=True)
+            else:
+                outputs[name] = store.put_file(path, "video", {"segment": seg, "publish": False}, move=True)
         store.save_record(key, outputs, {"step": payload["kind"], "segment": seg, "seconds": res.seconds})
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -243,6 +253,11 @@ def execute_assemble(payload: dict, parts: list[dict]) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     try:
+        if payload["target"] == "folder":
+            outputs = _assemble_folders(payload, parts, workdir, params)
+            seconds = time.perf_counter() - t0
+            store.save_record(key, outputs, {"step": payload["kind"], "assemble": len(parts), "seconds": seconds})
+            return {"outputs": {k: a.to_dict() for k, a in outputs.items()}, "seconds": seconds, "reused": False}
         main = workdir / f"main{payload['target']}"
         segs = [_segment_result(p) for p in parts]
         info = clip_info({"info": payload["info"]})
@@ -263,6 +278,28 @@ def execute_assemble(payload: dict, parts: list[dict]) -> dict:
     return {"outputs": {k: a.to_dict() for k, a in outputs.items()}, "seconds": seconds, "reused": False}
 
 
+def _assemble_folders(payload: dict, parts: list[dict], workdir: Path, params) -> dict[str, Artifact]:
+    """A folder target: per output, the segments' frame tars joined in frame order into one
+    (no frame decoded or written again), named as the one-shot command names its folders
+    (``main``, ``main-layer_0``...: published as ``<step>/``, ``<step>-layer_0/``)."""
+    store = Workspace.default(payload["workspace"]).store
+    segs = sorted(parts, key=lambda p: p["start"])
+    for a, b in zip(segs, segs[1:]):
+        if a["stop"] != b["start"]:
+            raise DepthcraftError(f"{payload['image']}: segments do not join: {a['start']}..{a['stop']} then "
+                                  f"{b['start']}..{b['stop']}")
+    names = [n for n in segs[0]["outputs"] if n != "depth"]  # the chain file is for the flow
+    dests = engine.output_paths(payload["kind"], workdir / "main", names, params)
+    outputs = {}
+    for name in names:
+        what = f"{payload['image']}: step {payload['step_id']!r} ({name})"
+        tar = clipframes.join([Path(p["outputs"][name]["path"]) for p in segs], workdir / f"{name}.tar",
+                              payload["frames"], what)
+        outputs[name] = store.put_file(tar, "frames", {"frames": payload["frames"], "file": dests[name].name,
+                                                       "folder": True}, move=True)
+    return outputs
+
+
 def publish(result: dict, step_id: str, primary: str, out_dir: Path) -> dict[str, dict]:
     """Copy a clip step's assembled files into ``out_dir`` as ``<step id><what the engine added
     to main><suffix>``: ``3d_3dh_LR.mp4`` for a half-SBS step ``3d`` (the tag 3D players
@@ -274,6 +311,12 @@ def publish(result: dict, step_id: str, primary: str, out_dir: Path) -> dict[str
         a = Artifact.from_dict(ad)
         file = a.meta.get("file") or f"main{a.suffix}"
         dst = out_dir / (step_id + file[len("main"):] if file.startswith("main") else f"{step_id}-{file}")
+        if a.meta.get("folder"):  # frames: the joined tar extracted as a folder
+            if sha256_file(a.path) != a.sha256:
+                raise DepthcraftError(f"{a.path} no longer matches its sha256")
+            clipframes.extract(Path(a.path), dst)
+            done[name] = {"path": str(dst), "sha256": a.sha256, "kind": "frames", "frames": a.meta.get("frames")}
+            continue
         if not (dst.exists() and dst.stat().st_size == Path(a.path).stat().st_size and sha256_file(dst) == a.sha256):
             atomic_copy(a.path, dst)
         done[name] = {"path": str(dst), "sha256": a.sha256, "kind": a.kind}
@@ -321,3 +364,15 @@ class FrameTally:
 
 
 FRAMES = FrameTally()
+
+
+def segment_rows(plan, store, sid: str, image: str) -> list[tuple[str, ...]]:
+    """``depthcraft plan`` rows for one clip step: per segment its frame range and whether its
+    record is in the store (exactly what ``run`` checks before it submits the segment)."""
+    cp: ClipPlan = plan.clips[image]
+    rows = []
+    for i, (s, e) in enumerate(cp.segments):
+        key = cp.keys[sid][i]
+        rows.append((f"  #{i}", "segment", f"frames {s}-{e - 1}", f"{e - s} frames",
+                     "yes" if store.has(key) else "no", key[:12]))
+    return rows

@@ -43,6 +43,11 @@ WARMUP_FRAMES = 12  # stabiliser warm-up before a segment: history 0.8 ** 12 < 7
 RENDER_KEYFRAME_INTERVAL = 24
 # steps whose frame hook takes the nearness at any size (it resamples to what it renders)
 ANY_SIZE_DEPTH = {"stereo"}
+# Encoder threads of every segment file. x264's output depends on its thread count (frame
+# threads), and "auto" counts the CPUs the process sees (affinity, cgroup quota, the host of a
+# Dask worker): a fixed count makes the same frames the same bytes on every runner and host.
+ENCODER_THREADS = 4
+VERSION = "2"  # in every segment's cache key (flows/segments.py); 2: fixed encoder threads
 
 
 @dataclass
@@ -183,11 +188,12 @@ def _writer(kind: str, target: str, path: Path, info: ClipInfo, *, name: str, st
             from .lib.formats import SUFFIX
 
             return FolderWriter(path, "format", start_index=start, suffix=SUFFIX[fmt], fmt=fmt)
-        return FfmpegWriter(path, "depth16" if target == ".mkv" else "depth8", size, info.rate)
+        return FfmpegWriter(path, "depth16" if target == ".mkv" else "depth8", size, info.rate,
+                            threads=ENCODER_THREADS)
     if target == "folder":
         ext = "." + str(getattr(params, "format", "png") or "png")
         return FolderWriter(path, "rgb", start_index=start, suffix=ext if ext in (".png", ".jpg") else ".png")
-    return FfmpegWriter(path, "rgb", size, info.rate, notice=(start == 0))
+    return FfmpegWriter(path, "rgb", size, info.rate, notice=(start == 0), threads=ENCODER_THREADS)
 
 
 def process_clip_segment(kind: str, clip: str | os.PathLike, start: int, stop: int, params: Any,
@@ -255,7 +261,7 @@ def process_clip_segment(kind: str, clip: str | os.PathLike, start: int, stop: i
             if keep_depth:
                 if "depth" not in writers:
                     writers["depth"] = FfmpegWriter(work / f"depth-{start:06d}-{stop:06d}.mkv", "depth16",
-                                                    (near.shape[1], near.shape[0]), info.rate)
+                                                    (near.shape[1], near.shape[0]), info.rate, threads=ENCODER_THREADS)
                 writers["depth"].write(near)
             if kind == "estimate":
                 outs = {"main": near}

@@ -507,10 +507,10 @@ class FfmpegWriter(FrameWriter):
                         "-cpu-used", "4", "-pix_fmt", "yuv420p"]
             else:
                 venc = ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p"]
-                if threads:
-                    venc += ["-threads", str(threads)]
                 if suffix in (".mp4", ".mov", ".m4v"):
                     venc += ["-movflags", "+faststart"]
+        if threads:  # x264's bytes depend on its thread count: a fixed one gives the same bytes everywhere
+            venc += ["-threads", str(threads)]
         self.in_fmt = in_fmt
         ew, eh = w + self.pad[0], h + self.pad[1]
         self.command = [ffmpeg_exe(), "-nostdin", "-y", "-hide_banner", "-loglevel", "error", "-f", "rawvideo",
