@@ -280,18 +280,26 @@ def run(ctx: StepContext, p: BokehParams) -> dict[str, Output]:
 FOCUS_HISTORY = 0.85  # clips: weight of the previous frame's focus (the focus pulls smoothly)
 
 
+def clip_warm(rgb: np.ndarray, near: np.ndarray, p: BokehParams, state: dict) -> float:
+    """The focus nearness of this frame, pulled from the previous one (``FOCUS_HISTORY``) and
+    kept in ``state``; a scene cut (``state["cut"]``) starts the pull over. Called on the
+    warm-up frames before a segment too, so that the focus continues across the boundary."""
+    mode = p.focus or ("point" if p.focus_x is not None and p.focus_y is not None
+                       else "depth" if p.focus_depth is not None else "nearest")
+    pt = (p.focus_x, p.focus_y) if p.focus_x is not None and p.focus_y is not None else None
+    f = focus_value(near, mode, point=pt, depth=p.focus_depth)
+    prev = None if state.get("cut") else state.get("focus")
+    f = f if prev is None else FOCUS_HISTORY * prev + (1 - FOCUS_HISTORY) * f
+    state["focus"] = f
+    return f
+
+
 def clip_frame(rgb: np.ndarray, near: np.ndarray, p: BokehParams, state: dict) -> dict[str, np.ndarray]:
     """One frame of a portrait-mode clip (``depthcraft.tasks.clips``): the focus is found on
     every frame (on the subject: the nearest one by default, or at the focus point) and follows
     it smoothly (an exponential filter, ``FOCUS_HISTORY``), like a camera's focus pull; the
     nearness is the stable one (no per-frame normalisation)."""
-    mode = p.focus or ("point" if p.focus_x is not None and p.focus_y is not None
-                       else "depth" if p.focus_depth is not None else "nearest")
-    pt = (p.focus_x, p.focus_y) if p.focus_x is not None and p.focus_y is not None else None
-    f = focus_value(near, mode, point=pt, depth=p.focus_depth)
-    prev = state.get("focus")
-    f = f if prev is None else FOCUS_HISTORY * prev + (1 - FOCUS_HISTORY) * f
-    state["focus"] = f
+    f = clip_warm(rgb, near, p, state)
     aperture = 2.8 / p.f_number if p.f_number else p.aperture
     out = render_bokeh(rgb, near, focus=f, max_radius=aperture / 100.0 * rgb.shape[1], shape=p.shape, blades=p.blades,
                        rotation=p.rotation, highlight_boost=p.highlight_boost,
@@ -306,5 +314,5 @@ def params_for_output(path) -> dict:
 
 
 SPEC = StepSpec(kind="bokeh", version="2", params=BokehParams, run=run, params_for_output=params_for_output,
-                clip_frame=clip_frame,
+                clip_frame=clip_frame, clip_warm=clip_warm,
                 summary="synthetic shallow depth of field, occlusion-aware (focus point, depth or nearest subject)")

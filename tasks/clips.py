@@ -47,7 +47,8 @@ ANY_SIZE_DEPTH = {"stereo"}
 # threads), and "auto" counts the CPUs the process sees (affinity, cgroup quota, the host of a
 # Dask worker): a fixed count makes the same frames the same bytes on every runner and host.
 ENCODER_THREADS = 4
-VERSION = "2"  # in every segment's cache key (flows/segments.py); 2: fixed encoder threads
+VERSION = "3"  # in every segment's cache key (flows/segments.py); 2: fixed encoder threads;
+# 3: clip state (focus pull, depth planes) warmed up before a segment and reset at cuts
 
 
 @dataclass
@@ -224,6 +225,7 @@ def process_clip_segment(kind: str, clip: str | os.PathLike, start: int, stop: i
     if stop <= start:
         raise ParameterError(f"empty frame range [{start}, {stop}) of a {info.frames}-frame clip", parameter="frames")
     frame_fn = getattr(spec, "clip_frame", None)
+    warm_fn = getattr(spec, "clip_warm", None)
     if kind != "estimate" and frame_fn is None:
         raise ParameterError(f"{kind} does not take clips", parameter="uses")
     work = Path(workdir)
@@ -240,7 +242,7 @@ def process_clip_segment(kind: str, clip: str | os.PathLike, start: int, stop: i
     suffix = "" if target == "folder" else target
     writers: dict[str, Any] = {}
     state: dict = {"info": info, "frames_total": info.frames}
-    done = 0
+    done = resets = 0
     try:
         source = read_frames(clip, w0, stop, info=info)
         every_frame = not stab.p.enabled or stab.p.keyframe_interval <= 1
@@ -256,7 +258,11 @@ def process_clip_segment(kind: str, clip: str | os.PathLike, start: int, stop: i
                     near = next(upstream)
                 else:
                     near = stab.step(rgb, lambda rgb=rgb: estimator(rgb))
+            state["cut"] = stab.resets != resets
+            resets = stab.resets
             if i < start:
+                if warm_fn is not None:
+                    warm_fn(rgb, near, params, state)
                 continue
             if keep_depth:
                 if "depth" not in writers:

@@ -195,19 +195,44 @@ def run(ctx: StepContext, p: LayersParams) -> dict[str, Output]:
     return outs
 
 
+PLANE_HISTORY = 0.85  # clips: weight of the previous frame's plane thresholds (planes drift, never jump)
+
+
+def clip_warm(rgb: np.ndarray, near: np.ndarray, p: LayersParams, state: dict) -> np.ndarray:
+    """The plane thresholds for this frame of a clip, kept in ``state`` (descending nearness).
+
+    Given ``depths`` fix the planes for the whole shot. Otherwise the planes are chosen on every
+    frame (on the stable nearness, no per-frame normalisation) and filtered like a focus pull
+    (``PLANE_HISTORY``), so they follow a changing scene without jumping; a scene cut
+    (``state["cut"]``) chooses afresh. Called on the warm-up frames before a segment too, so
+    that the planes continue across segment boundaries."""
+    if state.get("cut"):
+        state.pop("thresholds", None)
+    prev = state.get("thresholds")
+    if p.depths:
+        if prev is None:
+            from .lib.depthmap import DepthMap
+
+            res = split_layers(rgb, DepthMap(data=near, kind="relative_inverse", source="clip"), count=p.count,
+                               method=p.method, depths=p.depths, units=p.units, scale=p.metric, feather=0.0)
+            state["thresholds"] = np.asarray(res["thresholds"], np.float64)
+        return state["thresholds"]
+    step = max(1, min(near.shape) // 256)  # the histogram needs no more than ~256 rows of samples
+    _, th = choose_planes(near[::step, ::step], p.count, p.method)
+    th = np.asarray(th, np.float64)
+    if prev is not None and prev.shape == th.shape:
+        th = PLANE_HISTORY * prev + (1 - PLANE_HISTORY) * th
+    state["thresholds"] = th
+    return th
+
+
 def clip_frame(rgb: np.ndarray, near: np.ndarray, p: LayersParams, state: dict) -> dict[str, np.ndarray]:
     """One frame of a clip (``depthcraft.tasks.clips``): ``main`` the plane preview, and per
     plane ``layer_i`` (RGBA: a folder of PNGs keeps the alpha; a video shows the plane over
-    black). The planes are chosen on the segment's first frame and kept (no jumping planes)."""
-    from .lib.depthmap import DepthMap
-
-    dm = DepthMap(data=near, kind="relative_inverse", source="clip")
-    if "thresholds" not in state:
-        res = split_layers(rgb, dm, count=p.count, method=p.method, depths=p.depths, units=p.units,
-                           scale=p.metric, feather=p.feather)
-        state["thresholds"], state["planes"] = np.asarray(res["thresholds"]), len(res["centres"])
-    k = state["planes"]
-    labels = assign_planes(near, state["thresholds"])
+    black). The planes follow the clip smoothly (:func:`clip_warm`)."""
+    th = clip_warm(rgb, near, p, state)
+    k = len(th) + 1
+    labels = assign_planes(near, th)
     masks = plane_masks(labels, k, p.feather)
     outs = {"main": plane_preview(rgb, labels, k)}
     for i, layer in enumerate(rgba_layers(rgb, masks)):
@@ -216,4 +241,5 @@ def clip_frame(rgb: np.ndarray, near: np.ndarray, p: LayersParams, state: dict) 
 
 
 SPEC = StepSpec(kind="layers", version="1", params=LayersParams, run=run, clip_frame=clip_frame,
+                clip_warm=clip_warm,
                 summary="split the photo into N depth planes: feathered masks and RGBA layers, nearest first")

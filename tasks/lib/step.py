@@ -146,3 +146,8 @@ class StepSpec:
     # frame from the photo (uint8 RGB H x W x 3) and its temporally stable nearness (float32
     # H x W, 0..1, larger = nearer); ``state`` is a dict kept for the segment (depthcraft.tasks.clips).
     clip_frame: Callable[..., dict] | None = None
+    # Clips: ``clip_warm(rgb, nearness, params, state)`` brings ``state`` up to date on a warm-up
+    # frame before the segment (no output), so that state that follows the clip (a focus pull,
+    # depth planes) continues across segment boundaries; ``state["cut"]`` is True on the first
+    # frame of a new shot.
+    clip_warm: Callable[..., None] | None = None
