@@ -28,13 +28,22 @@ from depthcraft.tasks.lib.viewsynth import ParallaxRenderer  # noqa: E402
 from depthcraft.tasks.parallax import max_parallax  # noqa: E402
 
 
-def old_renderer_class(rev: str):
-    code = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:tasks/lib/viewsynth/renderer.py"],
+def _old_module(rev: str, name: str, replace=()):
+    code = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:tasks/lib/viewsynth/{name}.py"],
                           check=True, capture_output=True, text=True).stdout
-    m = types.ModuleType("depthcraft.tasks.lib.viewsynth._renderer_old")
+    for a, b in replace:
+        code = code.replace(a, b)
+    m = types.ModuleType(f"depthcraft.tasks.lib.viewsynth._{name}_old")
     m.__package__ = "depthcraft.tasks.lib.viewsynth"
-    exec(compile(code, f"{rev}:renderer.py", "exec"), m.__dict__)
-    return m.ParallaxRenderer
+    sys.modules[m.__name__] = m
+    exec(compile(code, f"{rev}:{name}.py", "exec"), m.__dict__)
+    return m
+
+
+def old_renderer_class(rev: str):
+    """ParallaxRenderer as of ``rev`` (its renderer.py and raster.py; the rest as now)."""
+    _old_module(rev, "raster")
+    return _old_module(rev, "renderer", [("from .raster import", "from ._raster_old import")]).ParallaxRenderer
 
 
 def psnr(a, b):

@@ -129,7 +129,7 @@ class ParallaxRenderer:
         myh += pyh[:, None]
         wh = cv2.remap(self.w, mxh, myh, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         k3 = np.ones((3, 3), np.uint8)
-        fillh = None
+        fillh = near = None
         if holes.any():
             near = cv2.dilate(holes.view(np.uint8), k3).view(bool)
             fillh = near & (wh - g > np.float32(self.jump_w))
@@ -148,19 +148,23 @@ class ParallaxRenderer:
         spread = cv2.subtract(cv2.dilate(w8, k3), cv2.erode(w8, k3))
         edge8 = cv2.compare(spread, min(255.0 * EDGE_PX / qmax, 254.0), cv2.CMP_GT)
 
-        if fillh is not None:  # (disocclusions keep the background's nearness)
-            cv2.subtract(edge8, edge8, dst=edge8, mask=fill8)
-        # Pixels near a depth edge are refined again at full resolution: the 2x2 pixels of each
-        # edge cell (in row order) read the source where their upsampled estimate points, so
-        # edges stay as sharp as the source's. Done for the whole frame at once (few pixels).
+        # Pixels near a depth edge are refined at full resolution as every pixel was before
+        # (issue 12): the 2x2 pixels of each edge cell (in row order) take the splatted
+        # estimate upsampled, read the source's nearness where it points, and near holes keep
+        # the estimate where that leads onto something nearer; so edges stay as sharp as the
+        # source's. Done for the whole frame at once (few pixels).
         cells = cv2.findNonZero(edge8)  # (x, y) in row order; None if none (a third of numpy's time)
         cells = np.empty((0, 2), np.int32) if cells is None else cells.reshape(-1, 2)
         ey = ((2 * cells[:, 1])[:, None] + _QUAD_Y).ravel()
         ex = ((2 * cells[:, 0])[:, None] + _QUAD_X).ravel()
         ok = (ey < oh) & (ex < ow)
         ey, ex = ey[ok], ex[ok]
-        we = _read_points(wh, ex * np.float32(0.5) - np.float32(0.25), ey * np.float32(0.5) - np.float32(0.25))
+        we = _read_points(g, ex * np.float32(0.5) - np.float32(0.25), ey * np.float32(0.5) - np.float32(0.25))
         ew = _read_points(self.w, Px[0, ex] + we * Qx[0, ex], Py[ey, 0] + we * Qy[ey, 0])
+        efill = None
+        if near is not None:
+            efill = near[ey >> 1, ex >> 1] & (ew - we > np.float32(self.jump_w))
+            ew = np.where(efill, we, ew)
 
         def upsampled(sl):
             """Rows ``sl`` of the full-resolution refined nearness (``wh`` upsampled 2x,
@@ -176,8 +180,13 @@ class ParallaxRenderer:
             if fillh is not None and fill8[sl.start // 2:(sl.stop + 1) // 2].any():
                 f_up = cv2.resize(fill8[k0:k1], size, interpolation=cv2.INTER_NEAREST)[r, :ow].view(bool)
             e0, e1 = np.searchsorted(ey, (sl.start, sl.stop))
-            if e1 > e0:  # pixels near a depth edge, refined at full resolution (below)
-                w_up[ey[e0:e1] - sl.start, ex[e0:e1]] = ew[e0:e1]
+            if e1 > e0:  # pixels near a depth edge, refined at full resolution (above)
+                i, j = ey[e0:e1] - sl.start, ex[e0:e1]
+                w_up[i, j] = ew[e0:e1]
+                if efill is not None:
+                    if f_up is None:
+                        f_up = np.zeros(w_up.shape, bool)
+                    f_up[i, j] = efill[e0:e1]
             return w_up, f_up
 
         out = np.empty((oh, ow, self.layers.stack.shape[2]), np.uint8) if band_sink is None else None
