@@ -104,6 +104,9 @@ def _row_sources(d: np.ndarray, tau: float, near_extend: float, far_extend: floa
     return buf[:-1].reshape(h, w)
 
 
+_U16 = 32767.5  # nearness -1..1 <-> uint16 0..65535
+
+
 def splat_nearness(pose: Pose, su: np.ndarray, sv: np.ndarray, sw: np.ndarray, center: tuple[float, float],
                    size: tuple[int, int], origin: tuple[float, float]) -> np.ndarray:
     """Z-buffered forward splat of nearness onto a half-resolution grid of the output of ``pose``.
@@ -164,5 +167,9 @@ def splat_nearness(pose: Pose, su: np.ndarray, sv: np.ndarray, sw: np.ndarray, c
     # Magnified surfaces (zoom, dolly: samples up to 2 cells apart) leave one-cell cracks,
     # empty or showing a farther surface that slipped through: a 3x3 closing (max, then
     # min) fills both, and leaves real disocclusions (wider) empty.
+    # (on nearness -1..1 in 16-bit steps of 1/32767.5: uint16 morphology is a fifth of
+    # float32's time; -1, empty, comes back exactly)
     k = np.ones((3, 3), np.uint8)
-    return cv2.erode(cv2.dilate(g, k), k)
+    u = cv2.addWeighted(g, _U16, g, 0.0, _U16, dtype=cv2.CV_16U)
+    u = cv2.erode(cv2.dilate(u, k), k)
+    return cv2.addWeighted(u, 1.0 / _U16, u, 0.0, -1.0, dtype=cv2.CV_32F)
