@@ -146,7 +146,7 @@ class ParallaxRenderer:
         # (measured on nearness in 1/255 steps: uint8 morphology is a tenth of float32's time)
         w8 = cv2.convertScaleAbs(wh, alpha=255.0)
         spread = cv2.subtract(cv2.dilate(w8, k3), cv2.erode(w8, k3))
-        edge8 = cv2.compare(spread, min(255.0 * EDGE_PX / qmax, 254.0), cv2.CMP_GT)
+        edge8 = (spread > min(255.0 * EDGE_PX / qmax, 254.0)).view(np.uint8)
 
         # Pixels near a depth edge are refined at full resolution as every pixel was before
         # (issue 12): the 2x2 pixels of each edge cell (in row order) take the splatted
