@@ -223,6 +223,6 @@ def params_for_output(path) -> dict:
     return {"container": s}
 
 
-SPEC = StepSpec(kind="parallax", version="3", params=ParallaxParams, run=run, params_for_output=params_for_output,
+SPEC = StepSpec(kind="parallax", version="4", params=ParallaxParams, run=run, params_for_output=params_for_output,
                 clip_frame=clip_frame,
                 summary="render a parallax video (orbit, dolly, zoom, swing, Ken Burns, dolly-zoom, keyframes)")

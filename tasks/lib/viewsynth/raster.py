@@ -104,6 +104,9 @@ def _row_sources(d: np.ndarray, tau: float, near_extend: float, far_extend: floa
     return buf[:-1].reshape(h, w)
 
 
+_U16 = 32767.5  # nearness -1..1 <-> uint16 0..65535
+
+
 def splat_nearness(pose: Pose, su: np.ndarray, sv: np.ndarray, sw: np.ndarray, center: tuple[float, float],
                    size: tuple[int, int], origin: tuple[float, float]) -> np.ndarray:
     """Z-buffered forward splat of nearness onto a half-resolution grid of the output of ``pose``.
@@ -120,33 +123,53 @@ def splat_nearness(pose: Pose, su: np.ndarray, sv: np.ndarray, sw: np.ndarray, c
     # forward_point, then the half-resolution cell: (p - o) / 2, as one affine map per axis
     pose_g = Pose(x=pose.x, y=pose.y, z=pose.z, zoom=pose.zoom, focus=pose.focus,
                   pan_x=pose.pan_x - ox, pan_y=pose.pan_y - oy)
+    # the z-buffer has a spare column and row that swallow off-frame samples: cells are
+    # clamped to them (negative cells wrap to huge unsigned values, so one minimum does it)
+    buf = np.full((gh + 1) * (gw + 1), -1.0, np.float32)
     if pose.z == 0:
-        # no dolly: each axis is a row (column) plus a multiple of nearness, cell size folded
-        # in (two passes per axis instead of five)
+        # No dolly: each axis is a row (column) of positions plus a multiple of nearness, cell
+        # size folded in: one cv2.addWeighted per axis straight to the integer cell, in bands
+        # of sample rows that stay in cache (a third of the time of numpy's five passes).
+        # floor(v) is taken as round(v - 0.5): the two differ only where v is an exact
+        # integer (ties round to even), a few samples in a million, one cell over.
         cx, cy = center
         dx, dy = pose_g.offset()
-        r = np.float32(0.5 * pose.zoom)
-        px = np.multiply(sw, np.float32(-0.5 * pose.zoom * pose.x))
-        px += np.float32(0.5 * (cx + dx + pose_g.pan_x)) + r * (su - np.float32(cx))
-        py = np.multiply(sw, np.float32(-0.5 * pose.zoom * pose.y))
-        py += np.float32(0.5 * (cy + dy + pose_g.pan_y)) + r * (sv - np.float32(cy))
+        r = 0.5 * pose.zoom
+        ax, ay = -0.5 * pose.zoom * pose.x, -0.5 * pose.zoom * pose.y
+        bx = 0.5 * (cx + dx + pose_g.pan_x) - r * cx - 0.5
+        by = 0.5 * (cy + dy + pose_g.pan_y) - r * cy - 0.5
+        m, n = sw.shape
+        rows = 64
+        sub = np.ascontiguousarray(np.broadcast_to(su, (min(rows, m), n)))
+        for i in range(0, m, rows):
+            k = min(rows, m - i)
+            w = sw[i:i + k]
+            svb = np.ascontiguousarray(np.broadcast_to(sv[i:i + k], (k, n)))
+            gx = cv2.addWeighted(w, ax, sub[:k], r, bx, dtype=cv2.CV_32S).view(np.uint32)
+            gy = cv2.addWeighted(w, ay, svb, r, by, dtype=cv2.CV_32S).view(np.uint32)
+            np.minimum(gx, np.uint32(gw), out=gx)
+            np.minimum(gy, np.uint32(gh), out=gy)
+            gy *= np.uint32(gw + 1)
+            gy += gx
+            np.maximum.at(buf, gy.ravel(), w.ravel())
     else:
         px, py = forward_point(pose_g, su, sv, sw, center)
         px *= np.float32(0.5)
         py *= np.float32(0.5)
-    # the z-buffer has a spare column and row that swallow off-frame samples: cells are
-    # clamped to them (negative cells wrap to huge unsigned values, so one minimum does it)
-    buf = np.full((gh + 1) * (gw + 1), -1.0, np.float32)
-    gx = np.floor(px, out=px).astype(np.int32).view(np.uint32)
-    gy = np.floor(py, out=py).astype(np.int32).view(np.uint32)
-    np.minimum(gx, np.uint32(gw), out=gx)
-    np.minimum(gy, np.uint32(gh), out=gy)
-    gy *= np.uint32(gw + 1)
-    gy += gx
-    np.maximum.at(buf, gy.ravel(), sw.ravel())
+        gx = np.floor(px, out=px).astype(np.int32).view(np.uint32)
+        gy = np.floor(py, out=py).astype(np.int32).view(np.uint32)
+        np.minimum(gx, np.uint32(gw), out=gx)
+        np.minimum(gy, np.uint32(gh), out=gy)
+        gy *= np.uint32(gw + 1)
+        gy += gx
+        np.maximum.at(buf, gy.ravel(), sw.ravel())
     g = buf.reshape(gh + 1, gw + 1)[:gh, :gw]
     # Magnified surfaces (zoom, dolly: samples up to 2 cells apart) leave one-cell cracks,
     # empty or showing a farther surface that slipped through: a 3x3 closing (max, then
     # min) fills both, and leaves real disocclusions (wider) empty.
+    # (on nearness -1..1 in 16-bit steps of 1/32767.5: uint16 morphology is a fifth of
+    # float32's time; -1, empty, comes back exactly)
     k = np.ones((3, 3), np.uint8)
-    return cv2.erode(cv2.dilate(g, k), k)
+    u = cv2.addWeighted(g, _U16, g, 0.0, _U16, dtype=cv2.CV_16U)
+    u = cv2.erode(cv2.dilate(u, k), k)
+    return cv2.addWeighted(u, 1.0 / _U16, u, 0.0, -1.0, dtype=cv2.CV_32F)

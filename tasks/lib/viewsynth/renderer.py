@@ -17,6 +17,31 @@ from .projection import Pose, fit_source
 from .raster import dilate_near, splat_nearness
 
 
+EDGE_PX = 1.0  # parallax across a half-resolution cell's neighbourhood that marks a depth edge
+
+
+_QUAD_Y = np.array([0, 0, 1, 1])  # the 2x2 output pixels of a half-resolution cell
+_QUAD_X = np.array([0, 1, 0, 1])
+
+
+def _read_points(src: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Bilinear samples of float32 ``src`` at the points (``x``, ``y``) (1-D, pixel centres at
+    integers, edges replicated): one ``cv2.remap`` over the points laid out in rows
+    (remap takes at most 32767 columns)."""
+    n = x.size
+    if n == 0:
+        return np.empty(0, np.float32)
+    cols = min(n, 4096)
+    m = -(-n // cols)
+    mx = np.zeros(m * cols, np.float32)
+    my = np.zeros(m * cols, np.float32)
+    mx[:n] = x
+    my[:n] = y
+    out = cv2.remap(src, mx.reshape(m, cols), my.reshape(m, cols), cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REPLICATE)
+    return out.reshape(-1)[:n]
+
+
 class ParallaxRenderer:
     """Renders frames of one photo from moving cameras (:class:`Pose`), at output resolution.
 
@@ -81,43 +106,95 @@ class ParallaxRenderer:
         ow, oh = self.size
         g, holes = self._target_nearness(pose)
         gh, gw = g.shape
-        holes8 = holes.view(np.uint8)
-        k3 = np.ones((3, 3), np.uint8)
-
-        def upsampled(sl):
-            """Rows ``sl`` of the full-resolution nearness estimate (g upsampled 2x, bilinear)
-            and of the hole mask (nearest, dilated by a pixel; None if empty): each band upsamples its own rows
-            of g with two rows to spare, which gives exactly the rows of a full-size resize
-            without ever holding one."""
-            k0, k1 = max(sl.start // 2 - 2, 0), min((sl.stop + 1) // 2 + 2, gh)
-            y0, y1 = 2 * k0, min(2 * k1, oh)
-            w_up = cv2.resize(g[k0:k1], (2 * gw, 2 * (k1 - k0)), interpolation=cv2.INTER_LINEAR)
-            r = slice(sl.start - y0, sl.stop - y0)
-            if not holes8[k0:k1].any():  # most bands: nothing disoccluded near them
-                return w_up[r, :ow], None
-            h_up = cv2.resize(holes8[k0:k1], (2 * gw, 2 * (k1 - k0)), interpolation=cv2.INTER_NEAREST)
-            h_up = cv2.dilate(h_up[:y1 - y0, :ow], k3)
-            return w_up[r, :ow], h_up[r].view(bool)
-
         cx, cy = self.center
         dx, dy = pose.offset()
-        # inverse map, affine in nearness: u = P + w * Q (separable in x and y)
-        qx = np.arange(ow, dtype=np.float64) + 0.5 + self.ox
-        qy = np.arange(oh, dtype=np.float64) + 0.5 + self.oy
-        pxv = cx + (qx - cx - dx - pose.pan_x) / pose.zoom
-        pyv = cy + (qy - cy - dy - pose.pan_y) / pose.zoom
-        Px = (pxv - 0.5).astype(np.float32)[None, :]  # -0.5: remap samples pixel centres at integers
-        Py = (pyv - 0.5).astype(np.float32)[:, None]
-        Qx = (pose.x - pose.z * (pxv - cx)).astype(np.float32)[None, :]
-        Qy = (pose.y - pose.z * (pyv - cy)).astype(np.float32)[:, None]
+
+        def axis(q, c, d, pan, t):
+            """Inverse map of one axis, affine in nearness: source = P + w * Q (``q``: output
+            pixel centres in base-image pixels; -0.5: remap samples pixel centres at integers)."""
+            p = c + (q - c - d - pan) / pose.zoom
+            return (p - 0.5).astype(np.float32), (t - pose.z * (p - c)).astype(np.float32)
+
+        # Refine on the half-resolution grid: each cell (centred between two output pixels)
+        # solves where it comes from with the splatted estimate, and takes the nearness actually
+        # found there (full-resolution source, so edges land within a cell); disocclusions
+        # keep the background's nearness where the source leads onto something nearer.
+        # Nearness is smooth, so one bilinear upsampling of the refined grid per band replaces
+        # a full-resolution estimate, read and second map (issue 12: a quarter of the reads).
+        pxh, qxh = axis(2.0 * np.arange(gw) + 1.0 + self.ox, cx, dx, pose.pan_x, pose.x)
+        pyh, qyh = axis(2.0 * np.arange(gh) + 1.0 + self.oy, cy, dy, pose.pan_y, pose.y)
+        mxh = g * qxh[None, :]
+        mxh += pxh[None, :]
+        myh = g * qyh[:, None]
+        myh += pyh[:, None]
+        wh = cv2.remap(self.w, mxh, myh, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        k3 = np.ones((3, 3), np.uint8)
+        fillh = near = None
+        if holes.any():
+            near = cv2.dilate(holes.view(np.uint8), k3).view(bool)
+            fillh = near & (wh - g > np.float32(self.jump_w))
+            np.copyto(wh, g, where=fillh)
+            fill8 = fillh.view(np.uint8)
+
+        Px, Qx = axis(np.arange(ow, dtype=np.float64) + 0.5 + self.ox, cx, dx, pose.pan_x, pose.x)
+        Py, Qy = axis(np.arange(oh, dtype=np.float64) + 0.5 + self.oy, cy, dy, pose.pan_y, pose.y)
+        Px, Qx, Py, Qy = Px[None, :], Qx[None, :], Py[:, None], Qy[:, None]
+        # Depth edges: cells whose 3x3 neighbourhood spans more than EDGE_PX pixels of parallax
+        # (there the 2x upsampling would blur the map: jagged, stretched edges). On smooth
+        # surfaces bilinear upsampling errs only by the curvature: invisible.
+        qmax = max(float(np.abs(Qx).max()), float(np.abs(Qy).max()), 1e-6)
+        # (measured on nearness in 1/255 steps: uint8 morphology is a tenth of float32's time)
+        w8 = cv2.convertScaleAbs(wh, alpha=255.0)
+        spread = cv2.subtract(cv2.dilate(w8, k3), cv2.erode(w8, k3))
+        edge8 = (spread > min(255.0 * EDGE_PX / qmax, 254.0)).view(np.uint8)
+
+        # Pixels near a depth edge are refined at full resolution as every pixel was before
+        # (issue 12): the 2x2 pixels of each edge cell (in row order) take the splatted
+        # estimate upsampled, read the source's nearness where it points, and near holes keep
+        # the estimate where that leads onto something nearer; so edges stay as sharp as the
+        # source's. Done for the whole frame at once (few pixels).
+        cells = cv2.findNonZero(edge8)  # (x, y) in row order; None if none (a third of numpy's time)
+        cells = np.empty((0, 2), np.int32) if cells is None else cells.reshape(-1, 2)
+        ey = ((2 * cells[:, 1])[:, None] + _QUAD_Y).ravel()
+        ex = ((2 * cells[:, 0])[:, None] + _QUAD_X).ravel()
+        ok = (ey < oh) & (ex < ow)
+        ey, ex = ey[ok], ex[ok]
+        we = _read_points(g, ex * np.float32(0.5) - np.float32(0.25), ey * np.float32(0.5) - np.float32(0.25))
+        ew = _read_points(self.w, Px[0, ex] + we * Qx[0, ex], Py[ey, 0] + we * Qy[ey, 0])
+        efill = None
+        if near is not None:
+            efill = near[ey >> 1, ex >> 1] & (ew - we > np.float32(self.jump_w))
+            ew = np.where(efill, we, ew)
+
+        def upsampled(sl):
+            """Rows ``sl`` of the full-resolution refined nearness (``wh`` upsampled 2x,
+            bilinear) and of the fill mask (nearest; None if empty): each band upsamples its own
+            rows with two rows to spare, which gives exactly the rows of a full-size resize
+            without ever holding one."""
+            k0, k1 = max(sl.start // 2 - 2, 0), min((sl.stop + 1) // 2 + 2, gh)
+            y0 = 2 * k0
+            r = slice(sl.start - y0, sl.stop - y0)
+            size = (2 * gw, 2 * (k1 - k0))
+            w_up = cv2.resize(wh[k0:k1], size, interpolation=cv2.INTER_LINEAR)[r, :ow]
+            f_up = None
+            if fillh is not None and fill8[sl.start // 2:(sl.stop + 1) // 2].any():
+                f_up = cv2.resize(fill8[k0:k1], size, interpolation=cv2.INTER_NEAREST)[r, :ow].view(bool)
+            e0, e1 = np.searchsorted(ey, (sl.start, sl.stop))
+            if e1 > e0:  # pixels near a depth edge, refined at full resolution (above)
+                i, j = ey[e0:e1] - sl.start, ex[e0:e1]
+                w_up[i, j] = ew[e0:e1]
+                if efill is not None:
+                    if f_up is None:
+                        f_up = np.zeros(w_up.shape, bool)
+                    f_up[i, j] = efill[e0:e1]
+            return w_up, f_up
+
         out = np.empty((oh, ow, self.layers.stack.shape[2]), np.uint8) if band_sink is None else None
         filled = np.empty((oh, ow), bool)
         interp = INTERP[interpolation]
         stack = self.layers.stack
-        tau = np.float32(self.jump_w)
         off = np.float32(self.layers.offset)
         hmax = np.float32(self.layers.h - 1)
-        wsrc = self.w
         rows = 64  # (32-row bands: 3x the GIL hand-offs between the two render threads, +30% CPU)
         # without dolly Q is constant: maps are one cv2.scaleAdd each (a third of numpy's time)
         flat = pose.z == 0
@@ -128,36 +205,25 @@ class ParallaxRenderer:
         y_lo = (Py + np.minimum(Qy, 0))[:, 0]
         y_hi = (Py + np.maximum(Qy, 0))[:, 0]
 
-        def xmap(w, n):
-            return cv2.scaleAdd(w, qx, Pxb[:n]) if flat else Px + w * Qx
-
         def band(sl):
-            w0, hb = upsampled(sl)
-            n = w0.shape[0]
-            mx = xmap(w0, n)
-            if flat:  # each row's constant, as a full band (scaleAdd takes no per-row term)
-                Pyb = np.empty((n, ow), np.float32)
-                Pyb[:] = Py[sl]
-            my = cv2.scaleAdd(w0, qy, Pyb) if flat else Py[sl] + w0 * Qy[sl]
-            # refine: the nearness actually found where the estimate points
-            w1 = cv2.remap(wsrc, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            if hb is not None and hb.any():
-                # disocclusion: the background's nearness leads onto something nearer
-                fill = hb & (w1 - w0 > tau)
-                w1 = np.where(fill, w0, w1)
-            else:
-                fill = False
-            mx = xmap(w1, n)
+            w1, fb = upsampled(sl)
+            n = w1.shape[0]
             if flat:
-                cv2.scaleAdd(w1, qy, Pyb, dst=my)
+                mx = cv2.scaleAdd(w1, qx, Pxb[:n])
+                my = np.empty((n, ow), np.float32)  # each row's constant (scaleAdd takes no per-row term)
+                my[:] = Py[sl]
+                cv2.scaleAdd(w1, qy, my, dst=my)
             else:
-                np.multiply(w1, Qy[sl], out=my)
+                mx = Px + w1 * Qx
+                my = np.multiply(w1, Qy[sl])
                 my += Py[sl]
             if y_lo[sl].min() < 0.01 or y_hi[sl].max() > hmax - 0.01:
                 np.clip(my, 0, hmax, out=my)  # stay inside the layer read
-            if fill is not False:
-                my += fill * off
-            filled[sl] = fill
+            if fb is not None:
+                my += fb * off
+                filled[sl] = fb
+            else:
+                filled[sl] = False
             if band_sink is None:
                 cv2.remap(stack, mx, my, interp, dst=out[sl], borderMode=cv2.BORDER_REPLICATE)
             else:
@@ -167,5 +233,3 @@ class ParallaxRenderer:
         if out is None:
             return None, filled
         return (out if channels == 4 else rgb(out)), filled
-
-
