@@ -475,8 +475,15 @@ def _fill_row_holes(xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rv = np.where(c1 < w, flat[base + np.minimum(c1, w - 1)] - c1, np.inf)
     fill = np.minimum(lv, rv)
     fill[~np.isfinite(fill)] = 0.0
-    hy, hx = np.nonzero(hole)
-    xs[hy, hx] = hx + np.repeat(fill, c1 - c0)
+    # expand the runs to their pixels (cheaper than scanning the mask again with np.nonzero)
+    lens = c1 - c0
+    offs = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
+    hx = np.repeat(c0, lens) + offs
+    idx = np.repeat(base + c0, lens) + offs
+    if np.shares_memory(flat, xs):
+        flat[idx] = hx + np.repeat(fill, lens)
+    else:  # reshape made a copy: xs is not C-contiguous
+        xs[np.divmod(idx, w)] = hx + np.repeat(fill, lens)
     return xs, hole
 
 
