@@ -4,29 +4,33 @@ A single-image estimator run on each frame alone gives a depth video that *pumps
 normalised by its own min/max, so the whole map brightens and darkens), *flickers* (small
 changes of the photo flip regions) and *swims* (the map does not move with the scene). The
 :class:`Stabilizer` turns the per-frame estimates into a stable video, one frame at a time, with
-a small state (the previous output and frame at working resolution):
+a small state (the previous frame in gray at ``work_width`` columns, the previous output at
+``state_width`` columns):
 
 1. **Motion.** Dense optical flow (OpenCV's DIS, Kroeger et al., ECCV 2016) from the current
-   frame to the previous one, at a working width (``work_width``), warps the previous output
-   onto the current frame.
+   frame to the previous one, at a working width (``work_width``; DIS's finest pyramid level
+   ``flow_scale`` at keyframes, the coarser default between them), resampled to the state and
+   used to warp the previous output onto the current frame.
 2. **Confidence.** A pixel's history is trusted by how well the warped previous *photo* matches
-   the current one (photometric error; occlusions, disocclusions and flow failures fail it),
-   and by whether it lies inside the frame.
+   the current one after compensating a global exposure change (photometric error; occlusions,
+   disocclusions and flow failures fail it), and by whether it lies inside the frame.
 3. **Global alignment instead of per-frame normalisation.** The current estimate is fitted to
    the warped previous output by a weighted least-squares scale and shift (as in the
    scale-and-shift-invariant alignment of MiDaS, Ranftl et al., TPAMI 2020), with a small leak
    towards the estimate's own range so that the scale cannot drift away over a long shot.
-4. **Blend.** The output is the aligned estimate plus a low-resolution correction: where the
-   history is trusted, ``history`` of the warped previous output and the rest of the aligned
-   estimate (an exponential filter along the motion paths, as in Lang et al., *Practical
-   temporal consistency for image-based graphics applications*, SIGGRAPH 2012); full-resolution
-   detail comes from the current estimate.
+4. **Blend.** At the state resolution (640 columns: the whole frame for clips up to that
+   width), where the history is trusted, ``history`` of the warped previous output and the rest
+   of the aligned estimate (an exponential filter along the motion paths, as in Lang et al.,
+   *Practical temporal consistency for image-based graphics applications*, SIGGRAPH 2012); for
+   wider frames the correction is upsampled onto the aligned full-size estimate, so only detail
+   finer than the state comes from the current estimate alone.
 5. **Scene cuts** (:class:`CutDetector`: colour-histogram and pixel change of a thumbnail) reset
    the state.
 
 Segments processed independently join seamlessly when the state is warmed up on a few frames
 before the segment (``depthcraft.tasks.clips``): the state forgets its start geometrically
-(``history ** k``), so a segment warmed up on ``k`` frames continues where the previous one ends.
+(at most ``history ** k`` for the blend, ``(1 - leak) ** k`` for the scale), so a segment warmed
+up on ``k`` frames continues where the previous one ends (``WARMUP_FRAMES`` in the clip engine).
 
 Depth maps are float32 ``H x W`` nearness on 0..1 (larger = nearer); frames uint8 RGB.
 ``enabled=False`` returns each estimate as it is (the frame-by-frame reference).
