@@ -160,3 +160,15 @@ def test_global_exposure_flicker_keeps_the_history():
     rgb_err = pair_warp_errors(fs, [o.astype(np.float32) for o in outs])[8:].mean()
     raw_err = pair_warp_errors(fs, est)[8:].mean()
     assert rgb_err < 0.5 * raw_err, (rgb_err, raw_err)
+
+
+@pytest.mark.parametrize("size", [(64, 4), (7, 9), (1, 1)])
+def test_tiny_frames_do_not_crash(size):
+    # OpenCV's DIS flow kills the process (segfault) on images smaller than its patches; such
+    # frames are stabilised without motion compensation instead
+    w, h = size
+    rng = np.random.default_rng(0)
+    st = Stabilizer(TemporalParams())
+    f = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+    outs = [st.step(f, rng.random((h, w), dtype=np.float32)) for _ in range(3)]
+    assert all(o.shape == (h, w) and 0 <= o.min() and o.max() <= 1 for o in outs)

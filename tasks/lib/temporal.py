@@ -132,6 +132,8 @@ class Stabilizer:
         return g
 
     def _flow(self, a: np.ndarray, b: np.ndarray, finest: int) -> np.ndarray:
+        if min(a.shape) < 16:  # DIS crashes the process on images smaller than its patches
+            return np.zeros((*a.shape, 2), np.float32)
         dis = self._dis.get(finest)
         if dis is None:
             dis = self._dis[finest] = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
