@@ -37,7 +37,12 @@ from .lib.temporal import Stabilizer, TemporalParams
 
 log = logging.getLogger(__name__)
 
-WARMUP_FRAMES = 12  # stabiliser warm-up before a segment: history 0.8 ** 12 < 7 % of the start state
+# stabiliser warm-up before a segment: history 0.88 ** 24 < 5 % of the start state (the scale's
+# leak forgets faster: 0.8 ** 24 < 1 %)
+WARMUP_FRAMES = 24
+# the engine's code version, in every segment key: bump when a clip's output changes for the same
+# step parameters (2: stabiliser state at 640 columns, history 0.88, leak 0.2, finer keyframe flow)
+VERSION = "2"
 # 2D-to-3D and the other rendering steps estimate depth on every Nth frame and carry it along the
 # optical flow in between (estimate: every frame); see docs/video.md for the measured effect
 RENDER_KEYFRAME_INTERVAL = 24
