@@ -40,9 +40,11 @@ log = logging.getLogger(__name__)
 # stabiliser warm-up before a segment: history 0.88 ** 24 < 5 % of the start state (the scale's
 # leak forgets faster: 0.8 ** 24 < 1 %)
 WARMUP_FRAMES = 24
-# the engine's code version, in every segment key: bump when a clip's output changes for the same
-# step parameters (2: stabiliser state at 640 columns, history 0.88, leak 0.2, finer keyframe flow)
-VERSION = "2"
+# the engine's code version, in every segment key (flows/segments.py): bump when a clip's output
+# changes for the same step parameters. 2: fixed encoder threads; 3: clip state (focus pull,
+# depth planes) warmed up before a segment and reset at cuts; 4: stabiliser state at 640
+# columns, history 0.88, leak 0.2, finer keyframe flow, warm-up 24
+VERSION = "4"
 # 2D-to-3D and the other rendering steps estimate depth on every Nth frame and carry it along the
 # optical flow in between (estimate: every frame); see docs/video.md for the measured effect
 RENDER_KEYFRAME_INTERVAL = 24
@@ -52,8 +54,6 @@ ANY_SIZE_DEPTH = {"stereo"}
 # threads), and "auto" counts the CPUs the process sees (affinity, cgroup quota, the host of a
 # Dask worker): a fixed count makes the same frames the same bytes on every runner and host.
 ENCODER_THREADS = 4
-VERSION = "3"  # in every segment's cache key (flows/segments.py); 2: fixed encoder threads;
-# 3: clip state (focus pull, depth planes) warmed up before a segment and reset at cuts
 
 
 @dataclass
