@@ -154,6 +154,9 @@ def _wind_down(ws, e: cancel.Interrupted, t: threading.Thread, say) -> None:
     run = _live
     got = run.publish_lock.acquire(timeout=10)  # a file being published is finished, never cut
     state = _cancel_flow_run(run.flow_run_id, f"interrupted by {name}")
+    if t.is_alive():  # the flow thread may still report Crashed as it unwinds: say Cancelled last
+        t.join(0.5)
+        state = _cancel_flow_run(run.flow_run_id, f"interrupted by {name}", attempts=1) or state
     from .recovery import clean_own_tmp, unregister_run
 
     clean_own_tmp(ws)
@@ -180,8 +183,19 @@ def _wind_down(ws, e: cancel.Interrupted, t: threading.Thread, say) -> None:
     os._exit(e.exit_code)
 
 
-def _cancel_flow_run(flow_run_id: str | None, message: str) -> str | None:
-    """Set the flow run and its unfinished task runs to Cancelled (unless already final)."""
+def _cancel_flow_run(flow_run_id: str | None, message: str, attempts: int = 3) -> str | None:
+    """Set the flow run and its unfinished task runs to Cancelled (unless already final); a busy
+    server gets ``attempts`` tries, half a second apart. None when the server did not answer."""
+    for k in range(attempts):
+        state = _cancel_once(flow_run_id, message)
+        if state is not None or not flow_run_id:
+            return state
+        if k + 1 < attempts:
+            time.sleep(0.5)
+    return None
+
+
+def _cancel_once(flow_run_id: str | None, message: str) -> str | None:
     if not flow_run_id:
         return None
     try:

@@ -147,7 +147,7 @@ def test_signal_stops_a_local_run_cancels_the_flow_run_and_the_next_run_resumes(
     assert f"interrupted by {signal.Signals(sig).name}" in err and "2 of 3 step run(s) finished" in err, err
     assert "Traceback" not in err
     rid = run_id_from(err)
-    assert flow_run(rid).state.type.value == "CANCELLED"
+    assert flow_run(rid).state.type.value == "CANCELLED", err
     assert all(tr.state.is_final() for tr in task_runs(rid))  # nothing left Running
     assert work_files(workspace) == []  # work folders cleaned
     folder = out / "out" / "stoppable" / "astronaut"
