@@ -199,7 +199,8 @@ def _writer(kind: str, target: str, path: Path, info: ClipInfo, *, name: str, st
     if target == "folder":
         ext = "." + str(getattr(params, "format", "png") or "png")
         return FolderWriter(path, "rgb", start_index=start, suffix=ext if ext in (".png", ".jpg") else ".png")
-    return FfmpegWriter(path, "rgb", size, info.rate, notice=(start == 0), threads=ENCODER_THREADS)
+    return FfmpegWriter(path, "rgb", size, info.rate, notice=(start == 0), threads=ENCODER_THREADS,
+                        label=f"{kind} video ({name})" if name != "main" else f"{kind} video")
 
 
 def process_clip_segment(kind: str, clip: str | os.PathLike, start: int, stop: int, params: Any,

@@ -478,10 +478,11 @@ class FfmpegWriter(FrameWriter):
     kinds: ``rgb`` (H.264 yuv420p in mp4/mov/m4v/mkv/avi, VP9 in webm, GIF), ``depth8`` (8-bit
     gray H.264 in yuv420p: the gray level is the luma, chroma neutral), ``depth16`` (FFV1,
     gray16le, lossless: nearness x 65535). yuv420p needs even sides: an odd side is padded with
-    its last row/column (a notice says so)."""
+    its last row/column (a notice says so, naming ``label`` or else the file)."""
 
     def __init__(self, path: str | os.PathLike, kind: str, size: tuple[int, int], rate: Fraction, *,
-                 crf: int = 18, preset: str = "medium", threads: int | None = None, notice: bool = True):
+                 crf: int = 18, preset: str = "medium", threads: int | None = None, notice: bool = True,
+                 label: str | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.kind, self.size, self.rate = kind, (int(size[0]), int(size[1])), Fraction(rate)
@@ -499,7 +500,7 @@ class FfmpegWriter(FrameWriter):
         else:
             self.pad = (w % 2, h % 2)
             if any(self.pad) and notice:
-                log.warning("%s: %dx%d has an odd side; padded to %dx%d for yuv420p video", self.path.name, w, h,
+                log.warning("%s: %dx%d has an odd side; padded to %dx%d for yuv420p video", label or self.path.name, w, h,
                             _even(w), _even(h))
             in_fmt = "gray" if kind == "depth8" else "yuv420p"
             if suffix == ".webm":
