@@ -214,7 +214,8 @@ def clip_frame(rgb: np.ndarray, near: np.ndarray, p: StereoParams, state: dict) 
         raise ParameterError("a clip's 3D layout is sbs, hsbs, tb, htb, cross, anaglyph or lr", parameter="layout")
     if p.scale is not None:
         raise ParameterError("exact mode (scale) needs a disparity map; clips use estimated depth", parameter="scale")
-    ow, oh = (w // 2 if p.layout == "hsbs" else w), (h // 2 if p.layout == "htb" else h)
+    # half-size layouts: at least one pixel per eye (a 1-pixel-wide clip is still a clip)
+    ow, oh = (max(1, w // 2) if p.layout == "hsbs" else w), (max(1, h // 2) if p.layout == "htb" else h)
     if (ow, oh) != (w, h):  # half-size layouts: render each eye straight at its final size
         src = cv2.resize(rgb, (ow, oh), interpolation=cv2.INTER_AREA)
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from fractions import Fraction
 from pathlib import Path
 
@@ -99,3 +100,17 @@ def test_bad_clip_is_one_line(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
     r = run_cli("estimate", str(make_clip(tmp_path / "c.mp4", n=3, size=(64, 64))), "-o", str(tmp_path / "d.txt"))
     assert r.returncode != 0 and "-o" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("layout", ["hsbs", "htb"])
+def test_half_size_layouts_of_a_one_pixel_clip(tmp_path, layout):
+    # a 1x1 clip: each eye of a half-size layout is still at least one pixel (was an OpenCV error)
+    import imageio_ffmpeg
+
+    clip = tmp_path / "one.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i",
+                    "color=red:size=1x1:rate=10", "-frames:v", "4", "-c:v", "libx264", "-pix_fmt", "yuv444p",
+                    str(clip)], check=True)
+    r = run_cli("stereo", clip, "-o", tmp_path / "s.mp4", "--layout", layout, "--provider", "classic")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert probe_clip(next(tmp_path.glob("s*.mp4"))).frames == 4
