@@ -10,6 +10,7 @@ container) through the step's ``params_for_output``. The step's main output is w
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import types
@@ -143,6 +144,11 @@ def run_oneshot(args) -> int:
         from .oneshot_clip import run_clip_oneshot
 
         return run_clip_oneshot(args, spec, params_from_args)
+    if str(args.output).endswith(("/", os.sep)) or Path(args.output).is_dir():
+        # a folder is what a clip writes (one file per frame); a photo (a 1-frame GIF too) is one file
+        raise ParameterError(f"{args.output!r} is a folder, which only clips write (one file per frame); "
+                             f"{Path(args.image).name} is a single picture", parameter="-o",
+                             hint="give a file name, e.g. -o " + str(Path(args.output) / (Path(args.image).stem + ".png")))
     params = params_from_args(spec, args)
     img = Path(args.image)
     if not img.exists():

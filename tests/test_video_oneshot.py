@@ -114,3 +114,18 @@ def test_half_size_layouts_of_a_one_pixel_clip(tmp_path, layout):
     r = run_cli("stereo", clip, "-o", tmp_path / "s.mp4", "--layout", layout, "--provider", "classic")
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert probe_clip(next(tmp_path.glob("s*.mp4"))).frames == 4
+
+
+def test_a_folder_output_for_a_single_picture_is_one_clear_line(tmp_path):
+    # -o DIR/ is for clips; for a photo it used to write a file named like the folder, or fail
+    # with "cannot tell a format from ''"
+    from skimage import data
+    from PIL import Image
+
+    photo = tmp_path / "p.png"
+    Image.fromarray(data.astronaut()[::4, ::4]).save(photo)
+    for kind in ("layers", "estimate"):
+        r = run_cli(kind, photo, "-o", f"{tmp_path / 'out'}/", "--provider", "classic")
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert "'-o'" in r.stderr and "p.png is a single picture" in r.stderr, r.stderr
+        assert not (tmp_path / "out").exists()
