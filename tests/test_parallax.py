@@ -220,3 +220,47 @@ def test_overscan_covers_the_motion():
     s = C.needed_overscan(poses, (200, 100))
     assert 1.0 < s < 1.3
     assert math.isclose(C.needed_overscan([C.Pose()], (200, 100)), 1.01)
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv444p"])
+def test_frames_from_forked_workers_are_the_threads_frames(monkeypatch, pix_fmt):
+    """`rendered_frames` on forked worker processes (Linux; 4:2:0 at the output size) and on
+    threads gives the same bytes, mask and filled counts, in order."""
+    from depthcraft.tasks.lib import forked
+    from depthcraft.tasks.lib.viewsynth import ParallaxRenderer
+
+    if not forked.available():
+        pytest.skip("forked workers are Linux only")
+    img = sd.coffee()[::2, ::2].copy()
+    h, w = img.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    near = (0.2 + 0.3 * yy / h).astype(np.float32)
+    near[(xx - 150) ** 2 + (yy - 100) ** 2 < 50 ** 2] = 0.9
+    size = (240, 160)
+    poses = [C.motion_path("circle", width=size[0], intensity=0.06)(t) for t in C.frame_times(9, True)]
+    r = ParallaxRenderer(img, near, size, overscan=C.needed_overscan(poses, size),
+                         max_parallax=P.max_parallax(poses, size), edge_dilation=1, workers=1)
+
+    calls = []
+    real = P.forked_map
+
+    def counted(*a, **k):
+        calls.append(1)
+        yield from real(*a, **k)
+
+    monkeypatch.setattr(P, "forked_map", counted)
+
+    def run(fork: str):
+        monkeypatch.setenv("DEPTHCRAFT_FORK", fork)
+        return [(f.data.copy(), m.data.copy(), n) for f, m, n in
+                P.rendered_frames(r, poses, size, pix_fmt, workers=2, mask=True)]
+
+    forks, threads = run("1"), run("0")
+    assert len(calls) == (1 if pix_fmt == "yuv420p" else 0)  # 4:2:0 took the forked path, once
+    assert len(forks) == len(threads) == 9
+    assert sum(n for _, _, n in forks) > 0  # the motion reveals background
+    for (f1, m1, n1), (f2, m2, n2) in zip(forks, threads):
+        np.testing.assert_array_equal(f1, f2)
+        np.testing.assert_array_equal(m1, m2)
+        assert n1 == n2
+    assert not [c for c in __import__("psutil").Process().children() if c.status() != "zombie"]

@@ -227,6 +227,41 @@ def test_parallax_bands_streamed_to_a_sink_are_the_frame():
     np.testing.assert_array_equal(R.render(pose)[0], full[..., :3])
 
 
+@pytest.mark.parametrize("pose", [V.Pose(x=14, y=-6, focus=0.3), V.Pose(x=-24, y=6, z=0.08, focus=0.2),
+                                  V.Pose(x=25, focus=0.1, zoom=1.2)])
+def test_parallax_renders_straight_into_yuv420_planes_as_the_encoder_conversion_would(pose):
+    """4:2:0 frames rendered into their planes (luma through the full-resolution maps, chroma
+    once per 2x2 block from the filtered stack) match the RGBA frame converted for the encoder
+    (BT.601 limited, 2x2-averaged chroma): luma within 1 level, chroma close; the filled mask is
+    the same; disocclusions read the background layer in both planes."""
+    from depthcraft.tasks.lib.video import FrameBuilder
+
+    img = sd.astronaut()[:256, :320].copy()
+    near = np.full(img.shape[:2], 0.15, np.float32)
+    near[60:200, 100:220] = 0.9
+    img[60:200, 100:220] = (250, 20, 20)  # a saturated red block: wrong chroma would show
+    R = V.ParallaxRenderer(img, near, (320, 256), max_parallax=30, overscan=1.2)
+    ref = FrameBuilder((320, 256), "yuv420p")
+    _, filled_ref = R.render(pose, band_sink=ref.put)
+    got = FrameBuilder((320, 256), "yuv420p")
+    assert got.planes is not None
+    none, filled = R.render(pose, planes=got.planes)
+    assert none is None
+    np.testing.assert_array_equal(filled, filled_ref)
+    assert filled.any()  # the pose reveals background
+    y_ref, y = ref.data[:256].astype(int), got.data[:256].astype(int)
+    assert np.abs(y - y_ref).max() <= 1
+    c_ref, c = ref.data[256:].astype(float), got.data[256:].astype(float)
+    assert 10 * np.log10(255 ** 2 / np.mean((c - c_ref) ** 2)) > 40  # chroma PSNR
+    # the red block keeps red's chroma (BT.601: Cr 229, Cb 90) over its whole area
+    red = (got.planes[2] > 220) & (got.planes[1] < 100)
+    assert red.sum() > 0.9 * (140 * 120 / 4)
+    from depthcraft.tasks.lib.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="planes"):
+        R.render(pose, planes=(got.planes[0][:100], got.planes[1], got.planes[2]))
+
+
 def test_parallax_dolly_magnifies_near_more_than_far_without_cracks():
     img = sd.astronaut()
     near = np.full(img.shape[:2], 0.2, np.float32)

@@ -97,15 +97,21 @@ class FrameBuilder:
     detail), so 4:2:0 chroma is computed from the 2x2 averages instead (centred, as swscale's).
     """
 
-    def __init__(self, size: tuple[int, int], pix_fmt: str):
+    def __init__(self, size: tuple[int, int], pix_fmt: str, data: np.ndarray | None = None):
         w, h = int(size[0]), int(size[1])
         self.size, self.pix_fmt = (w, h), pix_fmt
+        # (Y', Cb, Cr) views of an even-sized yuv420p frame, for a renderer that writes the
+        # planes itself (ParallaxRenderer.render(planes=...)); None for other formats
+        self.planes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         if pix_fmt == "yuv420p":
-            self.data = np.empty((h * 3 // 2, w), np.uint8)
+            # ``data``: a buffer to build in (uint8 ``H*3/2 x W``, e.g. shared memory)
+            self.data = np.empty((h * 3 // 2, w), np.uint8) if data is None else data
             q = (h // 2) * (w // 2)
             flat = self.data.reshape(-1)
             self._u = flat[h * w:h * w + q].reshape(h // 2, w // 2)
             self._v = flat[h * w + q:h * w + 2 * q].reshape(h // 2, w // 2)
+            if w % 2 == 0 and h % 2 == 0:
+                self.planes = (self.data[:h], self._u, self._v)
         elif pix_fmt == "yuv444p":
             self.data = np.empty((3, h, w), np.uint8)
         elif pix_fmt == "rgb24":

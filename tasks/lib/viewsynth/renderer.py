@@ -7,6 +7,8 @@ nearness per frame (:mod:`.raster`), then a backward warp of every output pixel.
 
 from __future__ import annotations
 
+import threading
+
 import cv2
 import numpy as np
 
@@ -18,19 +20,30 @@ from .raster import dilate_near, splat_nearness
 
 
 EDGE_PX = 1.0  # parallax across a half-resolution cell's neighbourhood that marks a depth edge
+BAND_ROWS = 64
 
+
+# BT.601 limited range, the encoder's input convention (as tasks/lib/video.py's FrameBuilder and
+# ffmpeg's swscale for rgb24): rows Y', Cb, Cr and a zero row (4 channels: OpenCV's fast remap),
+# columns R, G, B, the stack's padding channel, and the offset.
+_RGBA2YUV601 = np.array([[65.481, 128.553, 24.966, 0.0, 16.0 * 255.0],
+                         [-37.797, -74.203, 112.0, 0.0, 128.0 * 255.0],
+                         [112.0, -93.786, -18.214, 0.0, 128.0 * 255.0],
+                         [0.0, 0.0, 0.0, 0.0, 0.0]], np.float32) / np.float32(255.0)
+_CHROMA_TAPS = np.array([0.25, 0.5, 0.25], np.float32)  # the 4:2:0 anti-alias filter (see _i420_stacks)
 
 _QUAD_Y = np.array([0, 0, 1, 1])  # the 2x2 output pixels of a half-resolution cell
 _QUAD_X = np.array([0, 1, 0, 1])
 
 
 def _read_points(src: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Bilinear samples of float32 ``src`` at the points (``x``, ``y``) (1-D, pixel centres at
-    integers, edges replicated): one ``cv2.remap`` over the points laid out in rows
-    (remap takes at most 32767 columns)."""
+    """Bilinear samples of ``src`` (float32 ``H x W``, or ``H x W x C``) at the points
+    (``x``, ``y``) (1-D, pixel centres at integers, edges replicated): shape ``(n,)`` or
+    ``(n, C)``, ``src``'s dtype. One ``cv2.remap`` over the points laid out in rows (remap
+    takes at most 32767 columns)."""
     n = x.size
     if n == 0:
-        return np.empty(0, np.float32)
+        return np.empty((0,) + src.shape[2:], src.dtype)
     cols = min(n, 4096)
     m = -(-n // cols)
     mx = np.zeros(m * cols, np.float32)
@@ -39,7 +52,7 @@ def _read_points(src: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     my[:n] = y
     out = cv2.remap(src, mx.reshape(m, cols), my.reshape(m, cols), cv2.INTER_LINEAR,
                     borderMode=cv2.BORDER_REPLICATE)
-    return out.reshape(-1)[:n]
+    return out.reshape((-1,) + src.shape[2:])[:n]
 
 
 class ParallaxRenderer:
@@ -85,6 +98,36 @@ class ParallaxRenderer:
         self._sv = np.arange(0, bh, 2, dtype=np.float32)[:, None] + np.float32(0.5)
         self._sw = np.ascontiguousarray(self.w[0:bh:2, 0:bw:2])
         self.jump_w = float(jump) / max(float(max_parallax), 1e-6) if max_parallax > 0 else 0.05
+        self._i420 = None  # (luma stack, filtered YCbCr stack): made on the first 4:2:0 frame
+        self._i420_lock = threading.Lock()
+
+    def prepare_planes(self) -> None:
+        """Make what 4:2:0 frames read (:meth:`_i420_stacks`) now, e.g. before worker
+        processes fork, so that they share it instead of each making its own."""
+        self._i420_stacks()
+
+    def _i420_stacks(self) -> tuple[np.ndarray, np.ndarray]:
+        """The layer stack in the encoder's colours, made once per photo: luma (uint8, one
+        channel, read at every output pixel) and Y'CbCr with a zero channel, low-passed with a
+        [1 2 1]/4 kernel in each layer (read once per 2x2 block of output pixels: the filter
+        stands in for the 2x2 average that 4:2:0 subsampling of a rendered frame takes, so fine
+        detail does not alias into the chroma)."""
+        with self._i420_lock:
+            if self._i420 is None:
+                st, h, off = self.layers.stack, self.layers.h, self.layers.offset
+                if st.shape[2] == 3:
+                    st = cv2.cvtColor(st, cv2.COLOR_RGB2RGBA)
+                ycc = cv2.transform(st, _RGBA2YUV601)
+                luma = np.ascontiguousarray(ycc[..., 0])
+                # each layer filtered on its own (edges replicated), the rows between them kept
+                for r0 in (0, off):
+                    layer = ycc[r0:r0 + h]
+                    layer[:] = cv2.sepFilter2D(layer, -1, _CHROMA_TAPS, _CHROMA_TAPS, borderType=cv2.BORDER_REPLICATE)
+                pad = (off - h) // 2  # the rows between: each layer's edge row, as in make_layers
+                ycc[h:h + pad] = ycc[h - 1]
+                ycc[h + pad:off] = ycc[off]
+                self._i420 = (luma, ycc)
+            return self._i420
 
     def _target_nearness(self, pose: Pose) -> tuple[np.ndarray, np.ndarray]:
         """Nearness seen by ``pose`` on a half-resolution output grid, and its holes."""
@@ -96,14 +139,26 @@ class ParallaxRenderer:
         return _min_fill(g, empty, rows=rows, cols=cols), empty
 
     def render(self, pose: Pose, *, interpolation: str = "linear", channels: int = 3,
-               band_sink=None) -> tuple[np.ndarray | None, np.ndarray]:
+               band_sink=None, planes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+               ) -> tuple[np.ndarray | None, np.ndarray]:
         """One frame (uint8 RGB of the output size) and its mask of filled-in pixels. The maps
         are built and applied band by band (64 rows), so no full-size map is ever held.
         ``channels=4`` returns the frame as rendered, RGBA (alpha 255), saving a conversion
         when the next step reads 4 channels anyway. ``band_sink(rows, rgba)`` takes each band
         as soon as it is rendered (e.g. to convert it for the encoder), and no frame is
-        returned (``None``): a 4K RGBA frame is 33 MB."""
+        returned (``None``): a 4K RGBA frame is 33 MB.
+
+        ``planes``: the frame is rendered straight into the encoder's 4:2:0 format instead,
+        BT.601 limited range (the Y' plane, uint8 ``H x W``; Cb and Cr, uint8 ``H/2 x W/2``;
+        even ``H`` and ``W``), and ``None`` is returned for the frame. Luma is read through the
+        same full-resolution maps; chroma once per 2x2 block, through the half-resolution
+        maps that the renderer solves first (a third of the reads and no colour conversion
+        per frame: the stack is converted once per photo, see :meth:`_i420_stacks`)."""
         ow, oh = self.size
+        if planes is not None and (oh % 2 or ow % 2 or planes[0].shape != (oh, ow)
+                                   or planes[1].shape != (oh // 2, ow // 2) or planes[2].shape != (oh // 2, ow // 2)):
+            raise ParameterError(f"4:2:0 planes must be {ow}x{oh} and {ow // 2}x{oh // 2}", parameter="planes")
+        luma = self._i420_stacks()[0] if planes is not None else None
         g, holes = self._target_nearness(pose)
         gh, gw = g.shape
         cx, cy = self.center
@@ -189,13 +244,13 @@ class ParallaxRenderer:
                     f_up[i, j] = efill[e0:e1]
             return w_up, f_up
 
-        out = np.empty((oh, ow, self.layers.stack.shape[2]), np.uint8) if band_sink is None else None
+        out = np.empty((oh, ow, self.layers.stack.shape[2]), np.uint8) if band_sink is None and luma is None else None
         filled = np.empty((oh, ow), bool)
         interp = INTERP[interpolation]
         stack = self.layers.stack
         off = np.float32(self.layers.offset)
         hmax = np.float32(self.layers.h - 1)
-        rows = 64  # (32-row bands: 3x the GIL hand-offs between the two render threads, +30% CPU)
+        rows = BAND_ROWS  # (32-row bands: 3x the GIL hand-offs between the two render threads, +30% CPU)
         # without dolly Q is constant: maps are one cv2.scaleAdd each (a third of numpy's time)
         flat = pose.z == 0
         qx, qy = float(pose.x), float(pose.y)
@@ -224,12 +279,50 @@ class ParallaxRenderer:
                 filled[sl] = fb
             else:
                 filled[sl] = False
-            if band_sink is None:
+            if luma is not None:
+                cv2.remap(luma, mx, my, interp, dst=planes[0][sl], borderMode=cv2.BORDER_REPLICATE)
+            elif band_sink is None:
                 cv2.remap(stack, mx, my, interp, dst=out[sl], borderMode=cv2.BORDER_REPLICATE)
             else:
                 band_sink(sl, cv2.remap(stack, mx, my, interp, borderMode=cv2.BORDER_REPLICATE))
 
         by_bands(band, oh, rows=rows, workers=self.workers)
+        if luma is not None:
+            self._chroma(planes, wh, fillh, (pxh, qxh, pyh, qyh), interp,
+                         (ex, ey, Px[0, ex] + ew * Qx[0, ex], Py[ey, 0] + ew * Qy[ey, 0], efill))
+            return None, filled
         if out is None:
             return None, filled
         return (out if channels == 4 else rgb(out)), filled
+
+    def _chroma(self, planes, wh, fillh, half_maps, interp, edges) -> None:
+        """Cb and Cr of a 4:2:0 frame: each 2x2 block of output pixels reads the filtered
+        Y'CbCr stack once, at the block's centre, through the refined half-resolution nearness
+        ``wh`` (disocclusions, ``fillh``, from the background layer). Blocks on a depth edge
+        average the four reads of their pixels instead (``edges``: their columns, rows, source
+        positions and fill flags, as refined at full resolution), as 4:2:0 subsampling of the
+        rendered frame would: a chroma edge stays where the luma edge is."""
+        ch, cw = planes[1].shape
+        pxh, qxh, pyh, qyh = half_maps
+        hmax = np.float32(self.layers.h - 1)
+        off = np.float32(self.layers.offset)
+        w = wh[:ch, :cw]
+        mx = w * qxh[None, :cw]
+        mx += pxh[None, :cw]
+        my = w * qyh[:ch, None]
+        my += pyh[:ch, None]
+        np.clip(my, 0, hmax, out=my)
+        if fillh is not None:
+            my += fillh[:ch, :cw] * off
+        ycc_stack = self._i420_stacks()[1]
+        ycc = cv2.remap(ycc_stack, mx, my, interp, borderMode=cv2.BORDER_REPLICATE)
+        ex, ey, sx, sy, efill = edges
+        if ex.size:  # (even sizes: every edge cell has its 4 pixels, in quad order)
+            sy = np.clip(sy, 0, hmax)
+            if efill is not None:
+                sy += efill * off
+            quad = _read_points(ycc_stack, sx.astype(np.float32), sy.astype(np.float32)).reshape(-1, 4, 4)
+            cy, cx = ey[::4] >> 1, ex[::4] >> 1
+            ycc[cy, cx] = (quad.astype(np.uint16).sum(1) + 2) >> 2
+        cv2.extractChannel(ycc, 1, dst=planes[1])
+        cv2.extractChannel(ycc, 2, dst=planes[2])
