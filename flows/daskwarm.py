@@ -155,7 +155,11 @@ class WarmDaskTaskRunner(DaskTaskRunner):
             return
         stack, self._exit_stack = self._exit_stack, ExitStack()
         if self._background_close:
-            t = threading.Thread(target=_close, args=(start, stack), name="depthcraft-dask-close")
+            # explicitly not a daemon (a thread takes its creator's flag, and flow runs happen on
+            # daemon threads): the interpreter joins it before the atexit hooks, where
+            # distributed's close_clusters would otherwise meet a cluster still closing and
+            # print a traceback
+            t = threading.Thread(target=_close, args=(start, stack), name="depthcraft-dask-close", daemon=False)
             t.start()
             CLOSING.append(t)
         else:
