@@ -112,6 +112,10 @@ def rendered_frames(renderer: ParallaxRenderer, poses: list, size: tuple[int, in
     ``ahead`` frames in flight."""
     w, h = size
     probe = FrameBuilder(size, pix_fmt)
+    if supersample == 1 and probe.planes is not None:
+        # every frame renders into planes: what they read is made once (before any fork, so
+        # that workers share it), and the RGBA stack is not needed any more
+        renderer.prepare_planes(keep_rgba=False)
     if supersample == 1 and probe.planes is not None and workers > 1 and forked.available():
         shapes = [(probe.data.shape, np.uint8)] + ([(probe.data.shape, np.uint8)] if mask else [])
 
@@ -121,7 +125,6 @@ def rendered_frames(renderer: ParallaxRenderer, poses: list, size: tuple[int, in
                 outs[1][:] = to_input(filled, pix_fmt)
             return np.count_nonzero(filled)
 
-        renderer.prepare_planes()  # once, before the fork: the workers share it
         with contextlib.closing(forked_map(into, poses, shapes=shapes, workers=workers)) as results:
             for outs, nfilled in results:
                 frame = FrameBuilder(size, pix_fmt)  # a copy: the shared slot takes another frame

@@ -98,7 +98,10 @@ def forked_map(fn: Callable[[object, list[np.ndarray]], object], items: Iterable
         def send() -> bool:
             nonlocal sent
             for item in it:
-                conns[sent % workers].send((sent % nslots, item))
+                try:
+                    conns[sent % workers].send((sent % nslots, item))
+                except OSError:  # that worker is gone: its turn to answer reports it (EOF)
+                    pass
                 sent += 1
                 return True
             return False

@@ -101,10 +101,14 @@ class ParallaxRenderer:
         self._i420 = None  # (luma stack, filtered YCbCr stack): made on the first 4:2:0 frame
         self._i420_lock = threading.Lock()
 
-    def prepare_planes(self) -> None:
+    def prepare_planes(self, *, keep_rgba: bool = True) -> None:
         """Make what 4:2:0 frames read (:meth:`_i420_stacks`) now, e.g. before worker
-        processes fork, so that they share it instead of each making its own."""
+        processes fork, so that they share it instead of each making its own. ``keep_rgba=False``
+        frees the RGBA stack when every frame will be rendered into planes (a 4K video's stack
+        is ~80 MB); rendering RGB or RGBA frames afterwards raises :class:`ParameterError`."""
         self._i420_stacks()
+        if not keep_rgba:
+            self.layers.stack = None
 
     def _i420_stacks(self) -> tuple[np.ndarray, np.ndarray]:
         """The layer stack in the encoder's colours, made once per photo: luma (uint8, one
@@ -159,6 +163,9 @@ class ParallaxRenderer:
                                    or planes[1].shape != (oh // 2, ow // 2) or planes[2].shape != (oh // 2, ow // 2)):
             raise ParameterError(f"4:2:0 planes must be {ow}x{oh} and {ow // 2}x{oh // 2}", parameter="planes")
         luma = self._i420_stacks()[0] if planes is not None else None
+        if luma is None and self.layers.stack is None:
+            raise ParameterError("this renderer was prepared for 4:2:0 planes only (prepare_planes(keep_rgba=False))",
+                                 parameter="planes")
         g, holes = self._target_nearness(pose)
         gh, gw = g.shape
         cx, cy = self.center
