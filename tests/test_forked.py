@@ -17,7 +17,8 @@ import psutil
 import pytest
 
 from depthcraft.tasks.lib import forked
-from depthcraft.tasks.lib.forked import WorkerError, forked_map
+from depthcraft.tasks.lib.errors import WorkerError
+from depthcraft.tasks.lib.forked import forked_map
 
 pytestmark = pytest.mark.skipif(not forked.available(), reason="forked workers are Linux only")
 
@@ -109,6 +110,52 @@ def test_a_killed_worker_is_one_clear_error_and_the_others_are_reaped():
     assert not _alive_children()
 
 
+def test_a_worker_sent_sigterm_ends_and_does_not_run_the_parents_handler():
+    """The parent's SIGTERM handler (a run's cancel) must not run in a worker: the worker ends,
+    and the parent reports the signal."""
+
+    class Cancelled(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Cancelled("the whole run was cancelled")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        def dies(item, outs):
+            if item == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            return item
+
+        with pytest.raises(WorkerError, match="killed by signal 15"):
+            list(forked_map(dies, range(6), shapes=SHAPES, workers=2))
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert not _alive_children()
+
+
+class _NeedsCode(Exception):
+    """Pickles, but its pickle does not rebuild it (the constructor wants a number)."""
+
+    def __init__(self, code):
+        super().__init__(f"interrupted by signal {int(code)}")
+
+
+def test_an_exception_whose_pickle_does_not_rebuild_it_is_named_not_garbled():
+    def bad(item, outs):
+        raise _NeedsCode(15)
+
+    with pytest.raises(WorkerError, match="_NeedsCode: interrupted by signal 15"):
+        list(forked_map(bad, range(3), shapes=SHAPES, workers=2))
+
+
+def test_worker_errors_are_one_line_depthcraft_errors():
+    from depthcraft.tasks.lib.errors import DepthcraftError
+
+    assert issubclass(WorkerError, DepthcraftError)  # the CLI prints them as one line
+
+
 def test_stopping_early_ends_the_workers():
     def slow(item, outs):
         time.sleep(0.05)
@@ -191,3 +238,37 @@ def test_ctrl_c_stops_the_parent_and_its_workers(tmp_path):
     out, _ = proc.communicate(timeout=15)
     assert proc.returncode == 130 and "interrupted" in out
     assert _gone(pids)
+
+
+def test_a_worker_killed_during_the_command_is_one_error_line(tmp_path):
+    """`depthcraft parallax` with one render process killed: one line naming the signal, no
+    traceback, nothing published."""
+    import skimage.data as sd
+
+    from depthcraft.tasks.lib.images import write_image
+
+    photo = write_image(tmp_path / "photo.png", sd.coffee()[::2, ::2].copy())
+    out = tmp_path / "out.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", "depthcraft.flows.cli", "--workspace", str(tmp_path / "ws"),
+                             "parallax", str(photo), "-o", str(out), "--duration", "300", "--size", "320x240",
+                             "--provider", "classic"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        me = psutil.Process(proc.pid)
+        workers = []
+        end = time.monotonic() + 120
+        while len(workers) < 2 and time.monotonic() < end and proc.poll() is None:
+            workers = [c for c in me.children() if "ffmpeg" not in c.name() and c.cmdline()[:1] == [sys.executable]]
+            time.sleep(0.1)
+        assert len(workers) == 2, "no render processes appeared"
+        time.sleep(0.5)
+        workers[0].kill()
+        out_s, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert "Traceback" not in err, err[-3000:]
+    lines = [ln for ln in err.splitlines() if "render process" in ln]
+    assert lines and "killed by signal 9" in lines[0], err[-3000:]
+    assert not out.exists()
+    assert _gone([w.pid for w in workers])

@@ -264,3 +264,71 @@ def test_frames_from_forked_workers_are_the_threads_frames(monkeypatch, pix_fmt)
         np.testing.assert_array_equal(m1, m2)
         assert n1 == n2
     assert not [c for c in __import__("psutil").Process().children() if c.status() != "zombie"]
+
+
+_IMPORT_RACE = """
+import os, sys, tempfile, threading
+from depthcraft.tasks.lib import video
+d = tempfile.mkdtemp()
+barrier = threading.Barrier(6)
+errors = []
+
+def go(i):
+    barrier.wait()
+    try:
+        if i % 2:
+            video.ffmpeg_exe()
+        else:
+            w = video.raw_frame_writer(os.path.join(d, f"{i}.mp4"), (16, 16), 10, input_pix_fmt="yuv420p",
+                                       ffmpeg_params=["-pix_fmt", "yuv420p"])
+            w.write_frame(bytes(16 * 16 * 3 // 2))
+            w.close()
+    except Exception as e:
+        errors.append(repr(e))
+
+threads = [threading.Thread(target=go, args=(i,)) for i in range(6)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(errors or "ok")
+"""
+
+
+def test_first_video_writers_on_parallel_threads_import_moviepy_safely():
+    """Steps on parallel threads each open their first video: moviepy's modules import each
+    other, and two first imports at once failed with "deadlock detected by
+    _ModuleLock('moviepy.video.io')" (in 8 of 8 fresh interpreters before the import lock)."""
+    import subprocess
+    import sys
+
+    for _ in range(3):  # each in a fresh interpreter: only the first import races
+        r = subprocess.run([sys.executable, "-c", _IMPORT_RACE], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr[-2000:]
+
+
+def test_an_encoder_that_dies_is_one_line_naming_the_video(tmp_path):
+    """ffmpeg killed while frames are written: one EncoderError line naming the file and the
+    signal (it was three chained tracebacks ending in a broken pipe)."""
+    from depthcraft.tasks.lib.errors import EncoderError
+
+    frame = np.zeros((64, 64, 3), np.uint8)
+    w = VideoWriter(tmp_path / "clip.mp4", (64, 64), 10, "mp4", queue_frames=1)
+    w.write(frame)
+    w._writer.proc.kill()
+    with pytest.raises(EncoderError) as info:
+        for _ in range(200):  # until the feeding thread meets the dead pipe
+            w.write(frame)
+        w.close()
+    msg = str(info.value)
+    assert "\n" not in msg and "clip.mp4" in msg and "killed by signal 9" in msg, msg
+
+
+def test_webm_files_are_reproducible(tmp_path):
+    """The same frames give the same WebM bytes (no random segment id or date in the header)."""
+    img = sd.coffee()[:64, :96].copy()
+    for name in ("a.webm", "b.webm"):
+        with VideoWriter(tmp_path / name, (96, 64), 10, "webm") as w:
+            for i in range(5):
+                w.write(np.roll(img, 3 * i, axis=1))
+    assert (tmp_path / "a.webm").read_bytes() == (tmp_path / "b.webm").read_bytes()

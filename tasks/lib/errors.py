@@ -76,3 +76,12 @@ class StepError(DepthcraftError):
     def __init__(self, step_id: str, image: str, cause: BaseException):
         self.step_id, self.image, self.cause = step_id, image, cause
         super().__init__(f"step {step_id!r} on {image}: {cause}")
+
+
+class WorkerError(DepthcraftError):
+    """A worker process ended without an answer (killed, out of memory, crashed), or its
+    answer could not be read back."""
+
+
+class EncoderError(DepthcraftError):
+    """The video encoder (ffmpeg) failed or stopped while a video was being written."""

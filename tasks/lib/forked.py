@@ -20,6 +20,7 @@ from __future__ import annotations
 import gc
 import mmap
 import os
+import pickle
 import signal
 import sys
 import warnings
@@ -28,15 +29,31 @@ from multiprocessing.connection import Pipe
 
 import numpy as np
 
+from .errors import WorkerError
 
-class WorkerError(RuntimeError):
-    """A worker process ended without answering (killed, out of memory, crashed)."""
+__all__ = ["WorkerError", "available", "forked_map"]
 
 
 def available() -> bool:
     """Whether :func:`forked_map` can run here (Linux with ``os.fork``; not switched off by
-    ``DEPTHCRAFT_FORK=0``)."""
-    return sys.platform.startswith("linux") and hasattr(os, "fork") and os.environ.get("DEPTHCRAFT_FORK", "1") != "0"
+    ``DEPTHCRAFT_FORK=0``, ``false``, ``no`` or ``off``)."""
+    off = os.environ.get("DEPTHCRAFT_FORK", "1").strip().lower() in ("0", "false", "no", "off")
+    return sys.platform.startswith("linux") and hasattr(os, "fork") and not off
+
+
+def _reset_signals() -> None:
+    """In a worker: Ctrl-C is ignored (the parent handles it and then closes the pipes); every
+    other signal the parent handles in Python (SIGTERM: cancel the run) takes its default
+    action again, so a worker sent one just ends (and the parent reports the signal)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in signal.valid_signals():
+        if sig in (signal.SIGINT, signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            if callable(signal.getsignal(sig)):
+                signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError, TypeError):
+            pass
 
 
 def _layout(shapes: list[tuple[tuple[int, ...], np.dtype]]) -> tuple[list[int], int]:
@@ -78,7 +95,7 @@ def forked_map(fn: Callable[[object, list[np.ndarray]], object], items: Iterable
             if pid == 0:  # the worker: never returns into the parent's stack
                 code = 1
                 try:
-                    signal.signal(signal.SIGINT, signal.SIG_IGN)
+                    _reset_signals()
                     gc.disable()  # no finalizers of the parent's objects (they may take its locks)
                     conn = pairs[k][1]
                     keep = conn.fileno()
@@ -117,6 +134,9 @@ def forked_map(fn: Callable[[object, list[np.ndarray]], object], items: Iterable
             except (EOFError, OSError):
                 raise WorkerError(f"render process {k + 1} of {workers} ended without a result "
                                   f"({_exit_status(pids[k])})") from None
+            except Exception as e:  # an answer that does not unpickle
+                raise WorkerError(f"render process {k + 1} of {workers}: unreadable answer "
+                                  f"({type(e).__name__}: {e})") from None
             if not ok:
                 raise value
             yield _views(buf, (done % nslots) * slot_bytes, shapes, offsets), value
@@ -147,7 +167,11 @@ def _serve(fn, conn, buf, shapes, offsets, slot_bytes) -> None:
             value = fn(item, _views(buf, slot * slot_bytes, shapes, offsets))
             reply = (True, value)
         except BaseException as e:  # noqa: BLE001 - sent back to the parent, which raises it
-            reply = (False, e)
+            try:  # an exception whose pickle does not rebuild it would fail in the parent
+                pickle.loads(pickle.dumps(e))
+                reply = (False, e)
+            except Exception:  # noqa: BLE001
+                reply = (False, WorkerError(f"{type(e).__name__}: {e}"))
         try:
             conn.send(reply)
         except (OSError, ValueError):

@@ -21,15 +21,22 @@ from typing import Callable, Iterable, Iterator, Literal
 import cv2
 import numpy as np
 
-from .errors import ParameterError
+from .errors import EncoderError, ParameterError
 
 Container = Literal["mp4", "webm", "gif"]
 CONTAINERS = ("mp4", "webm", "gif")
 PixelFormat = Literal["yuv420p", "yuv444p"]
 
 
+# The first import of moviepy from two threads at once can fail: its modules import each other,
+# and Python reports "deadlock detected by _ModuleLock('moviepy.video.io')" to one of them
+# (steps run on parallel threads). Every import of it here holds this lock.
+_IMPORT_LOCK = threading.RLock()
+
+
 def ffmpeg_exe() -> str:
-    from moviepy.config import FFMPEG_BINARY
+    with _IMPORT_LOCK:
+        from moviepy.config import FFMPEG_BINARY
 
     return FFMPEG_BINARY
 
@@ -53,8 +60,9 @@ def encoder_args(container: str, *, crf: int = 18, preset: str = "medium", pix_f
         return "libx264", preset, extra + ["-movflags", "+faststart"]
     if container == "webm":
         # VP9 constant quality: CRF with zero target bitrate; row threading for speed
+        # (+bitexact: no random segment id or date in the header, so equal frames give equal files)
         return "libvpx-vp9", preset, ["-crf", str(int(crf) + 13), "-b:v", "0", "-pix_fmt", "yuv420p",
-                                      "-row-mt", "1", "-deadline", "good", "-cpu-used", "4"]
+                                      "-row-mt", "1", "-deadline", "good", "-cpu-used", "4", "-fflags", "+bitexact"]
     if container == "gif":
         return "gif", preset, ["-vf", "split[a][b];[a]palettegen=stats_mode=diff[p];[b][p]paletteuse=dither=bayer:bayer_scale=3",
                                "-loop", "0"]
@@ -163,8 +171,11 @@ def raw_frame_writer(filename: str, size: tuple[int, int], fps: float, *, codec:
                      preset: str = "medium", input_pix_fmt: str = "rgb24", ffmpeg_params: list[str] | None = None):
     """A :class:`RawFrameWriter` (moviepy is imported here, when a video is written, not when
     this module is: every CLI command imports it, and moviepy takes ~0.2 s to import)."""
-    return _raw_frame_writer_class()(filename, size, fps, codec=codec, preset=preset, input_pix_fmt=input_pix_fmt,
-                                     ffmpeg_params=ffmpeg_params)
+    with _IMPORT_LOCK:
+        cls = _raw_frame_writer_class()
+    return cls(filename, size, fps, codec=codec, preset=preset, input_pix_fmt=input_pix_fmt,
+               ffmpeg_params=ffmpeg_params)
+
 
 
 @functools.cache
@@ -264,7 +275,35 @@ class VideoWriter:
                 try:
                     self._writer.write_frame(frame)
                 except BaseException as e:  # noqa: BLE001 - reported by write/close
-                    self._error = e
+                    self._error = self._encoder_error(e)
+
+    def _encoder_error(self, e: BaseException) -> BaseException:
+        """What the user is told when ffmpeg fails: one line naming the video and ffmpeg's own
+        last words, or the signal that stopped it (moviepy's message spans lines and names the
+        temporary file)."""
+        if not isinstance(e, OSError) and "MoviePy" not in str(e):
+            return e
+        proc = getattr(self._writer, "proc", None)
+        why = ""
+        if proc is not None:
+            try:
+                proc.wait(timeout=5)
+            except Exception:  # noqa: BLE001 - still running: say what we know
+                pass
+            code = proc.returncode
+            if code is not None and code < 0:
+                why = f"ffmpeg was killed by signal {-code}"
+            elif proc.stderr is not None:
+                try:
+                    lines = [ln.strip() for ln in proc.stderr.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+                except (OSError, ValueError):
+                    lines = []
+                if lines:
+                    why = f"ffmpeg: {lines[-1]}"
+        if not why:  # moviepy's message ends with what ffmpeg said
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+            why = (lines[-1] if "MoviePy" in str(e) else lines[0]) if lines else type(e).__name__
+        return EncoderError(f"{self.path.name}: the encoder stopped while writing the video ({why})")
 
     def prepare(self, frame: np.ndarray) -> Prepared:
         """``frame`` in the encoder's input format (thread-safe: call it where frames render)."""
@@ -290,7 +329,11 @@ class VideoWriter:
     def close(self) -> None:
         self._q.put(None)
         self._thread.join()
-        self._writer.close()
+        try:
+            self._writer.close()
+        except (OSError, ValueError) as e:  # ffmpeg gone: a broken pipe as stdin closes
+            if self._error is None:
+                self._error = self._encoder_error(e)
         if self._error is not None:
             raise self._error
 
