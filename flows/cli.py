@@ -443,6 +443,11 @@ def main(argv: list[str] | None = None) -> int:
     from . import interrupt
 
     set_sink(lambda text: print(f"notice: {text}", file=sys.stderr, flush=True))
+    # A local Dask cluster's worker processes hold multiprocessing semaphores; after Ctrl-C the
+    # resource tracker (a helper process started with this interpreter's -W options) frees
+    # them and would print a warning about each: it is clean-up working, not news.
+    if "ignore:resource_tracker:UserWarning" not in sys.warnoptions:
+        sys.warnoptions.append("ignore:resource_tracker:UserWarning")
     if getattr(args, "offline", False):
         os.environ["DEPTHCRAFT_OFFLINE"] = "1"  # read by provider auto, here and in the flow it starts
     interrupt.install()  # Ctrl-C / SIGTERM: stop within seconds, exit 130 / 143 (flows/interrupt.py)

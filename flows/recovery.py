@@ -57,7 +57,17 @@ def process_alive(pid: int, started: float | None = None) -> bool:
 
 
 def process_tmp(ws: Workspace) -> Path:
-    """This process's folder for work folders: ``tmp/<host>-<pid>-<start time>``."""
+    """This process's folder for work folders: ``tmp/<host>-<pid>-<start time>``. A worker of a
+    local Dask cluster (a daemonic child of the run's process) works inside its parent's
+    folder, ``tmp/<host>-<parent pid>-<start>/w<pid>``, so that the run's own clean-up (at the
+    end, on Ctrl-C) and the next run's (after a kill -9) remove its work folders too."""
+    import multiprocessing
+
+    if multiprocessing.current_process().daemon:
+        parent = os.getppid()
+        started = _create_time(parent)
+        if parent > 1 and started is not None:
+            return ws.tmp / f"{_HOST}-{parent}-{int(started)}" / f"w{os.getpid()}"
     return ws.tmp / f"{_HOST}-{os.getpid()}-{int(_MY_START or 0)}"
 
 

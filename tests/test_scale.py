@@ -79,6 +79,33 @@ def test_cli_dask_flag_runs_the_batch(prefect_server, tmp_path, photos):
     # the local cluster closes before the interpreter's exit hooks: no traceback from
     # distributed's close_clusters meeting a cluster still closing
     assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr, r.stderr[-2000:]
+    # the Dask workers' work folders lived inside the run's own, removed with it
+    assert not any((tmp_path / "ws" / "tmp").iterdir()), list((tmp_path / "ws" / "tmp").rglob("*"))
+
+
+def _child_tmp(root, q):
+    from depthcraft.flows.recovery import process_tmp
+    from depthcraft.flows.workspace import Workspace
+
+    q.put(str(process_tmp(Workspace.default(root))))
+
+
+def test_a_dask_workers_work_folders_live_inside_its_parents(tmp_path):
+    """A daemonic child (what a local Dask worker is) works inside the run's own folder, so the
+    run's clean-up at the end or on Ctrl-C, and the next run's after a kill -9, remove it too."""
+    import multiprocessing
+
+    from depthcraft.flows.recovery import process_tmp
+    from depthcraft.flows.workspace import Workspace
+
+    ctx = multiprocessing.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child_tmp, args=(str(tmp_path), q), daemon=True)
+    p.start()
+    child = q.get(timeout=60)
+    p.join(60)
+    mine = process_tmp(Workspace.default(str(tmp_path)))
+    assert child.startswith(str(mine) + "/w") and child != str(mine)
 
 
 def test_concurrency_limits_become_tag_limits(prefect_server):
