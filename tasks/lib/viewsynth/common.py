@@ -14,8 +14,9 @@ INTERP = {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR, "cubic": cv2
 
 # Defaults measured on the Middlebury yardstick (one set for every scene, see docs/rendering.md).
 JUMP_PX = 1.5  # a disparity step above this between neighbours is a depth edge, not a slope
-NEAR_EXTEND = 1.0  # px the near side of an edge extends over the gap (anti-aliased edge pixels)
-FAR_EXTEND = 0.25  # px the far side extends (more would stretch the background edge pixel)
+NEAR_EXTEND = 1.0  # px the near side of an edge extends over the far side (anti-aliased edge pixels)
+GAP_EXTEND = 1.25  # ...and over a disocclusion (its soft edge; issue 12 §3: 1.0 before, see docs/rendering.md)
+FAR_EXTEND = 0.0  # px the far side extends: none (issue 12 §3: 0.25 read the occluder into the pixel beside a hole)
 HIDDEN_SPREAD = 2.0  # background hidden behind an edge: this many times the jump...
 HIDDEN_MARGIN = 16.0  # ...plus this many pixels is inpainted in the background layer
 AUTO_CUBIC_PIXELS = 4_000_000  # interpolation "auto": bicubic up to this size, bilinear above

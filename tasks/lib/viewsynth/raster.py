@@ -27,12 +27,14 @@ def dilate_near(disparity: np.ndarray, radius: int, *, horizontal: bool = False)
 
 
 def _row_sources(d: np.ndarray, tau: float, near_extend: float, far_extend: float,
-                 kmax: int = 8) -> np.ndarray:
+                 kmax: int = 8, gap_extend: float | None = None) -> np.ndarray:
     """For the view ``t = x - d``: the source x of every output pixel (-inf where nothing lands).
 
     Every source pixel's footprint runs half-way to each neighbour, linearly joined to it where
     the surface is continuous (``|d(x+1) - d(x)| <= tau``); across a depth edge the near side
-    extends ``near_extend`` px and the far side ``far_extend`` px. Footprints are rasterised
+    extends ``near_extend`` px and the far side ``far_extend`` px; where the near side is on
+    the left (a drop: the gap a disocclusion opens) it extends ``gap_extend`` px (None:
+    ``near_extend``), the photo's soft edge moving with the occluder. Footprints are rasterised
     into the output row and, where several land on one pixel, the largest source x wins (it is
     the nearest: two points with x' > x and x' - d' = x - d have d' = d + x' - x > d).
     """
@@ -68,8 +70,9 @@ def _row_sources(d: np.ndarray, tau: float, near_extend: float, far_extend: floa
         row, col = np.divmod(edge, w - 1)
         fl, fr = row * w + col, row * w + col + 1  # flat index of x and of x + 1
         ne, fe = f32(near_extend), f32(far_extend)
+        ge = ne if gap_extend is None else f32(gap_extend)
         a.ravel()[fr] = t.ravel()[fr] - np.where(near_r, fe, ne)
-        b.ravel()[fl] = t.ravel()[fl] + np.where(near_r, ne, fe)
+        b.ravel()[fl] = t.ravel()[fl] + np.where(near_r, ge, fe)
     q0 = np.ceil(a, out=a)
     n = np.ceil(b, out=b)
     n -= q0  # output pixels q with a <= q < b

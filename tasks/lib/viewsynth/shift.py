@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from ..errors import ParameterError
-from .common import FAR_EXTEND, INTERP, JUMP_PX, NEAR_EXTEND, by_bands, layer_channels, resolve_interpolation, rgb
+from .common import FAR_EXTEND, GAP_EXTEND, INTERP, JUMP_PX, NEAR_EXTEND, by_bands, layer_channels, resolve_interpolation, rgb
 from .holefill import Layers, _fill_row_holes, hidden_mask, make_layers
 from .raster import _row_sources
 
@@ -30,7 +30,7 @@ class View:
 
 def _row_maps(d: np.ndarray, direction: int, tau: float, near_extend: float, far_extend: float,
               offset: int = 0, *, layers: Layers | None = None, interp: int = cv2.INTER_LINEAR,
-              keep_map_y: bool = True, as_disparity: bool = False):
+              keep_map_y: bool = True, as_disparity: bool = False, gap_extend: float | None = None):
     """(map_x, map_y, filled, image) of a horizontal warp, computed in row bands; ``map_y``
     points the filled pixels ``offset`` rows down (into the background layer of a
     :class:`Layers`). With ``layers``, each band is also resampled as soon as its maps exist
@@ -52,9 +52,10 @@ def _row_maps(d: np.ndarray, direction: int, tau: float, near_extend: float, far
 
     def band(sl):
         if direction < 0:
-            xs, hole = _fill_row_holes(_row_sources(d[sl], tau, near_extend, far_extend))
+            xs, hole = _fill_row_holes(_row_sources(d[sl], tau, near_extend, far_extend, gap_extend=gap_extend))
         else:  # mirror the rows: x + d becomes x' - d with x' = w - 1 - x
-            xs, hole = _fill_row_holes(_row_sources(np.ascontiguousarray(d[sl, ::-1]), tau, near_extend, far_extend))
+            xs, hole = _fill_row_holes(_row_sources(np.ascontiguousarray(d[sl, ::-1]), tau, near_extend, far_extend,
+                                                    gap_extend=gap_extend))
             xs, hole = (w - 1) - xs[:, ::-1], hole[:, ::-1]
         if not as_disparity:
             map_x[sl] = xs
@@ -80,7 +81,8 @@ def _row_maps(d: np.ndarray, direction: int, tau: float, near_extend: float, far
 
 
 def shift_sources(disparity: np.ndarray, *, direction: int = -1, tau: float = JUMP_PX,
-                  near_extend: float = NEAR_EXTEND, far_extend: float = FAR_EXTEND) -> tuple[np.ndarray, np.ndarray]:
+                  near_extend: float = NEAR_EXTEND, far_extend: float = FAR_EXTEND,
+                  gap_extend: float = GAP_EXTEND) -> tuple[np.ndarray, np.ndarray]:
     """Backward map of a horizontal warp: ``(source_x, filled)`` for every output pixel.
 
     ``direction=-1``: a pixel at x moves to ``x - d`` (the right view of a left photo);
@@ -88,7 +90,7 @@ def shift_sources(disparity: np.ndarray, *, direction: int = -1, tau: float = JU
     disparity.
     """
     mx, _, filled, _ = _row_maps(np.asarray(disparity, np.float32), direction, tau, near_extend, far_extend,
-                                 keep_map_y=False)
+                                 keep_map_y=False, gap_extend=gap_extend)
     return mx, filled
 
 
@@ -96,7 +98,7 @@ def shift_sources(disparity: np.ndarray, *, direction: int = -1, tau: float = JU
 def shift_view(image: np.ndarray, disparity: np.ndarray, *, direction: int = -1,
                layers: Layers | None = None, interpolation: str = "auto",
                tau: float = JUMP_PX, near_extend: float = NEAR_EXTEND,
-               far_extend: float = FAR_EXTEND) -> View:
+               far_extend: float = FAR_EXTEND, gap_extend: float = GAP_EXTEND) -> View:
     """``image`` seen from a camera moved sideways: each pixel moves by ``-d`` (``direction=-1``,
     the right view) or ``+d``; nearer surfaces win; disocclusions are filled from the
     background layer of ``layers`` (built here when not given, see :func:`make_layers`)."""
@@ -114,7 +116,8 @@ def shift_view(image: np.ndarray, disparity: np.ndarray, *, direction: int = -1,
         layers = make_layers(img, hidden_mask(d, sides=sides, tau=tau), channels=layer_channels(interpolation),
                              disparity=d, sides=sides)
     disp, _, filled, out = _row_maps(d, direction, tau, near_extend, far_extend, layers=layers,
-                                     interp=INTERP[interpolation], keep_map_y=False, as_disparity=True)
+                                     interp=INTERP[interpolation], keep_map_y=False, as_disparity=True,
+                                     gap_extend=gap_extend)
     return View(out, filled, disp)
 
 
