@@ -135,7 +135,7 @@ def params_from_args(spec: StepSpec, args) -> Any:
 def run_oneshot(args) -> int:
     from rich.console import Console
 
-    from . import progress
+    from . import progress, recovery
 
     spec = steps()[args.step_kind]
     from depthcraft.tasks.lib.clip import is_clip
@@ -174,7 +174,8 @@ def run_oneshot(args) -> int:
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     console = Console(stderr=True, soft_wrap=True)
-    with tempfile.TemporaryDirectory(prefix="depthcraft-") as tmp:
+    recovery.clean_stale_oneshot_tmp()  # what a killed one-shot left (a partial video)
+    with tempfile.TemporaryDirectory(prefix=recovery.oneshot_tmp_prefix()) as tmp:
         answers = dict(a.split("=", 1) for a in args.answer if "=" in a)
         options = {"max_pixels": args.max_pixels, "downscale": args.downscale, "answers": answers}
         ctx = StepContext(step_id=spec.kind, image_name=img.stem, source=source, workdir=Path(tmp) / "work",

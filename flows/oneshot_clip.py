@@ -22,7 +22,7 @@ def run_clip_oneshot(args, spec, params_from_args) -> int:
     from depthcraft.tasks.clips import output_target, run_clip
     from depthcraft.tasks.lib.clip import probe_clip
 
-    from . import progress
+    from . import progress, recovery
 
     if args.depth:
         raise ParameterError("--depth is for photos; a clip's depth is estimated frame by frame", parameter="--depth")
@@ -31,7 +31,8 @@ def run_clip_oneshot(args, spec, params_from_args) -> int:
     output_target(args.output)
     info = probe_clip(args.image, max_pixels=args.max_pixels, downscale=args.downscale)
     console = Console(stderr=True, soft_wrap=True)
-    with tempfile.TemporaryDirectory(prefix="depthcraft-clip-") as tmp:
+    recovery.clean_stale_oneshot_tmp()  # what a killed one-shot left (a partial video)
+    with tempfile.TemporaryDirectory(prefix=recovery.oneshot_tmp_prefix()) as tmp:
         reporter = progress.RichReporter(total=1, description=f"{spec.kind} {Path(args.image).name}",
                                          transient=True) if console.is_terminal else None
         from depthcraft.tasks.clips import estimate_workers

@@ -71,6 +71,35 @@ def process_tmp(ws: Workspace) -> Path:
     return ws.tmp / f"{_HOST}-{os.getpid()}-{int(_MY_START or 0)}"
 
 
+def oneshot_tmp_prefix() -> str:
+    """Prefix of a one-shot command's temporary folder (in the system's temp folder: a one-shot
+    has no workspace to keep it in): ``depthcraft-<host>-<pid>-<start>-``, so that a folder
+    left by a killed command (a partial video in it) is known as stale by the next one."""
+    return f"depthcraft-{_HOST}-{os.getpid()}-{int(_MY_START or 0)}-"
+
+
+def clean_stale_oneshot_tmp() -> list[Path]:
+    """Remove the temporary folders of one-shot commands of this host whose process is gone."""
+    import tempfile
+
+    removed = []
+    try:
+        entries = list(Path(tempfile.gettempdir()).glob(f"depthcraft-{_HOST}-*"))
+    except OSError:
+        return removed
+    for d in entries:
+        m = re.match(rf"depthcraft-{re.escape(_HOST)}-(\d+)-(\d+)-", d.name)
+        if not m or not d.is_dir():
+            continue
+        pid, started = int(m.group(1)), int(m.group(2))
+        if pid == os.getpid() or process_alive(pid, float(started) if started else None):
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        if not d.exists():
+            removed.append(d)
+    return removed
+
+
 def clean_own_tmp(ws: Workspace) -> None:
     shutil.rmtree(process_tmp(ws), ignore_errors=True)
 

@@ -286,3 +286,35 @@ def test_sigterm_stops_reproduce(prefect_server, workspace, tmp_path, photos):
     assert rc == 143 and took < 10, proc.stderr
     assert flow_run(run_id_from(proc.stderr)).state.type.value == "CANCELLED"
     assert work_files(workspace) == []
+
+
+def test_a_killed_one_shot_leaves_no_partial_video_for_good(tmp_path):
+    """A one-shot command keeps its partial video in a temporary folder named after its
+    process; killed with kill -9, that folder is removed by the next one-shot command."""
+    import skimage.data as sd
+
+    from depthcraft.tasks.lib.images import write_image
+
+    tmpdir = tmp_path / "systmp"
+    tmpdir.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmpdir), "DEPTHCRAFT_OFFLINE": "1"}
+    photo = write_image(tmp_path / "photo.png", sd.coffee()[::4, ::4].copy())
+    proc = subprocess.Popen(DEPTHCRAFT + ["--workspace", str(tmp_path / "ws"), "parallax", str(photo), "-o",
+                                          str(tmp_path / "long.mp4"), "--duration", "600", "--provider", "classic"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        end = time.monotonic() + 120
+        partial = []
+        while not partial and time.monotonic() < end and proc.poll() is None:
+            partial = [p for p in tmpdir.glob("depthcraft-*/**/*.mp4") if p.stat().st_size > 0]
+            time.sleep(0.2)
+        assert partial, "the one-shot never wrote its video"
+    finally:
+        proc.kill()
+        proc.wait(30)
+    assert any(tmpdir.glob("depthcraft-*"))  # what kill -9 left
+    r = subprocess.run(DEPTHCRAFT + ["--workspace", str(tmp_path / "ws"), "estimate", str(photo), "-o",
+                                     str(tmp_path / "d.png"), "--provider", "classic"], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert not list(tmpdir.glob("depthcraft-*")), list(tmpdir.rglob("*"))
