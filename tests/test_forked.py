@@ -32,9 +32,23 @@ def _square(item, outs):
     return item * 10
 
 
+@pytest.fixture(autouse=True)
+def _baseline():
+    """Children that other tests started (a Prefect server, its workers) are not ours."""
+    global _BEFORE
+    _BEFORE = {c.pid for c in psutil.Process().children(recursive=True)}
+    yield
+
+
+_BEFORE: set[int] = set()
+
+
 def _alive_children() -> list[psutil.Process]:
+    """This test's child processes that still run (zombies excluded)."""
     out = []
     for c in psutil.Process().children(recursive=True):
+        if c.pid in _BEFORE:
+            continue
         try:
             if c.status() != psutil.STATUS_ZOMBIE:
                 out.append(c)

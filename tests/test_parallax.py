@@ -255,6 +255,7 @@ def test_frames_from_forked_workers_are_the_threads_frames(monkeypatch, pix_fmt)
         return [(f.data.copy(), m.data.copy(), n) for f, m, n in
                 P.rendered_frames(r, poses, size, pix_fmt, workers=2, mask=True)]
 
+    before = {c.pid for c in __import__("psutil").Process().children(recursive=True)}
     forks, threads = run("1"), run("0")
     assert len(calls) == (1 if pix_fmt == "yuv420p" else 0)  # 4:2:0 took the forked path, once
     assert len(forks) == len(threads) == 9
@@ -263,7 +264,8 @@ def test_frames_from_forked_workers_are_the_threads_frames(monkeypatch, pix_fmt)
         np.testing.assert_array_equal(f1, f2)
         np.testing.assert_array_equal(m1, m2)
         assert n1 == n2
-    assert not [c for c in __import__("psutil").Process().children() if c.status() != "zombie"]
+    assert not [c for c in __import__("psutil").Process().children(recursive=True)
+                if c.pid not in before and c.status() != "zombie"]  # the workers are gone
 
 
 _IMPORT_RACE = """
