@@ -22,6 +22,7 @@ from pydantic import Field, field_validator
 from .lib.camera import EasingName, Keyframe, MotionName, frame_times, motion_path, needed_overscan
 from .lib.depthmap import nearness as raw_nearness, percentiles
 from .lib.errors import ParameterError
+from .lib.notices import notice
 from .lib.step import Output, StepContext, StepParams, StepSpec
 from .lib import forked
 from .lib.forked import forked_map
@@ -125,16 +126,23 @@ def rendered_frames(renderer: ParallaxRenderer, poses: list, size: tuple[int, in
                 outs[1][:] = to_input(filled, pix_fmt)
             return np.count_nonzero(filled)
 
-        with contextlib.closing(forked_map(into, poses, shapes=shapes, workers=workers)) as results:
-            for outs, nfilled in results:
-                frame = FrameBuilder(size, pix_fmt)  # a copy: the shared slot takes another frame
-                frame.data[:] = outs[0]
-                m = None
-                if mask:
-                    m = FrameBuilder(size, pix_fmt)
-                    m.data[:] = outs[1]
-                yield frame, m, nfilled
-        return
+        produced = 0
+        try:
+            with contextlib.closing(forked_map(into, poses, shapes=shapes, workers=workers)) as results:
+                for outs, nfilled in results:
+                    frame = FrameBuilder(size, pix_fmt)  # a copy: the shared slot takes another frame
+                    frame.data[:] = outs[0]
+                    m = None
+                    if mask:
+                        m = FrameBuilder(size, pix_fmt)
+                        m.data[:] = outs[1]
+                    produced += 1
+                    yield frame, m, nfilled
+            return
+        except forked.ForkFailed as e:
+            if produced:
+                raise
+            notice(f"{e}: rendering on threads instead")
 
     def one(pose):  # on a render thread: render, and convert for the encoder as each band is done
         if supersample == 1:

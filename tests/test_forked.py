@@ -170,6 +170,27 @@ def test_worker_errors_are_one_line_depthcraft_errors():
     assert issubclass(WorkerError, DepthcraftError)  # the CLI prints them as one line
 
 
+def test_a_refused_fork_is_forkfailed_and_leaves_no_worker(monkeypatch):
+    """fork refused (strict overcommit, a process limit) at the second worker: ForkFailed,
+    before any result, and the first worker is ended."""
+    import errno
+
+    from depthcraft.tasks.lib.errors import ForkFailed
+
+    real, calls = os.fork, []
+
+    def fork():
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.ENOMEM, "Cannot allocate memory")
+        return real()
+
+    monkeypatch.setattr(os, "fork", fork)
+    with pytest.raises(ForkFailed, match="could not start render process 2 of 2"):
+        list(forked_map(_square, range(5), shapes=SHAPES, workers=2))
+    assert not _alive_children()
+
+
 def test_stopping_early_ends_the_workers():
     def slow(item, outs):
         time.sleep(0.05)

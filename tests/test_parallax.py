@@ -334,3 +334,39 @@ def test_webm_files_are_reproducible(tmp_path):
             for i in range(5):
                 w.write(np.roll(img, 3 * i, axis=1))
     assert (tmp_path / "a.webm").read_bytes() == (tmp_path / "b.webm").read_bytes()
+
+
+def test_frames_fall_back_to_threads_when_fork_is_refused(monkeypatch):
+    """No worker processes can start: the frames render on threads, the same frames, and the
+    user is told in one notice."""
+    import errno
+    import os
+
+    from depthcraft.tasks.lib import forked, notices
+    from depthcraft.tasks.lib.viewsynth import ParallaxRenderer
+
+    if not forked.available():
+        pytest.skip("forked workers are Linux only")
+    img = sd.coffee()[::4, ::4].copy()
+    near = np.full(img.shape[:2], 0.3, np.float32)
+    near[40:90, 60:120] = 0.9
+    size = (120, 80)
+    poses = [C.motion_path("orbit", width=size[0], intensity=0.05)(t) for t in C.frame_times(4, True)]
+    r = ParallaxRenderer(img, near, size, overscan=C.needed_overscan(poses, size),
+                         max_parallax=P.max_parallax(poses, size), workers=1)
+    monkeypatch.setenv("DEPTHCRAFT_FORK", "0")
+    want = [f.data.copy() for f, _, _ in P.rendered_frames(r, poses, size, "yuv420p", workers=2)]
+    monkeypatch.setenv("DEPTHCRAFT_FORK", "1")
+
+    def refuse():
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", refuse)
+    said = []
+    notices.set_sink(said.append)
+    try:
+        got = [f.data.copy() for f, _, _ in P.rendered_frames(r, poses, size, "yuv420p", workers=2)]
+    finally:
+        notices.set_sink(None)
+    assert len(got) == 4 and all((a == b).all() for a, b in zip(got, want))
+    assert len(said) == 1 and "rendering on threads" in said[0] and "Resource temporarily unavailable" in said[0]

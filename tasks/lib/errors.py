@@ -83,5 +83,10 @@ class WorkerError(DepthcraftError):
     answer could not be read back."""
 
 
+class ForkFailed(WorkerError):
+    """Worker processes could not be started (``fork`` refused: memory limits, process
+    limits); nothing was computed yet, so the caller may fall back to threads."""
+
+
 class EncoderError(DepthcraftError):
     """The video encoder (ffmpeg) failed or stopped while a video was being written."""

@@ -29,9 +29,9 @@ from multiprocessing.connection import Pipe
 
 import numpy as np
 
-from .errors import WorkerError
+from .errors import ForkFailed, WorkerError
 
-__all__ = ["WorkerError", "available", "forked_map"]
+__all__ = ["ForkFailed", "WorkerError", "available", "forked_map"]
 
 
 def available() -> bool:
@@ -91,7 +91,10 @@ def forked_map(fn: Callable[[object, list[np.ndarray]], object], items: Iterable
         for k in range(workers):
             with warnings.catch_warnings():  # (3.12+: "multi-threaded, fork may deadlock": see above)
                 warnings.simplefilter("ignore", DeprecationWarning)
-                pid = os.fork()
+                try:
+                    pid = os.fork()
+                except OSError as e:  # strict overcommit, a process limit: nothing ran yet
+                    raise ForkFailed(f"could not start render process {k + 1} of {workers} ({e})") from None
             if pid == 0:  # the worker: never returns into the parent's stack
                 code = 1
                 try:
