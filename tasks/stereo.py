@@ -58,7 +58,7 @@ class StereoParams(StepParams):
     layout: Layout = Field("sbs", description="sbs, hsbs, tb, htb, cross, anaglyph, lr (two files) or mpo (stereo JPEG)")
     divergence: float = Field(2.0, gt=0, le=20, description="largest disparity between the eyes, percent of the width (relative depth)")
     convergence: float = Field(0.5, ge=0, le=1, description="nearness on the screen plane: 0 = farthest (all pops out), 1 = nearest (all behind)")
-    scale: float | None = Field(None, description="exact mode (disparity depth): shift each pixel by disparity x scale")
+    scale: float | None = Field(None, ge=-100, le=100, description="exact mode (disparity depth): shift each pixel by disparity x scale")
     anaglyph: AnaglyphName = Field("dubois", description="anaglyph matrix: dubois, half_color, gray or color")
     edge_dilation: int | None = Field(None, ge=0, le=64, description="grow near objects by this many pixels (default: auto, 0 for exact disparity)")
     interpolation: Literal["auto", "linear", "cubic", "lanczos"] = Field("auto", description="resampling filter (auto: cubic up to 4 MP, linear above)")

@@ -27,7 +27,7 @@ from .store import Artifact
 class StepParams(BaseModel):
     """Base of every step's parameters: unknown keys are refused."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)  # nan, inf: refused by name
 
 
 @dataclass

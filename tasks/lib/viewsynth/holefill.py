@@ -144,7 +144,7 @@ def hidden_mask(disparity: np.ndarray, *, sides: str = "right", tau: float = JUM
     round). Measured on the Middlebury yardstick: disoccluded PSNR 20.80 -> 20.98 dB, on the
     mirrored scenes 20.29 -> 20.49 dB.
     """
-    d = np.asarray(disparity, np.float32)
+    d = _finite(disparity)
     if sides in ("right", "left", "both"):
         def band(sl):
             db = d[sl]
@@ -167,15 +167,28 @@ def hidden_mask(disparity: np.ndarray, *, sides: str = "right", tau: float = JUM
         edges = (jump > max(tau, r / spread)).astype(np.uint8)
         if not edges.any():
             break
-        rad = int(np.ceil(r + margin))
+        # (a kernel wider than the image covers it all: larger radii add nothing)
+        rad = min(int(np.ceil(r + margin)), max(d.shape))
         # square kernels: OpenCV runs them separably, fast at any radius
         k = np.ones((2 * rad + 1, 2 * rad + 1), np.uint8)
         band = cv2.dilate(edges, k).astype(bool)
         out |= band & (d - cv2.erode(d, k) > tau)  # the near side of the edge only
-        if r / spread > top:
+        if r / spread > top or rad >= max(d.shape):
             break
         r *= 2.0
     return out
+
+
+def _finite(disparity: np.ndarray) -> np.ndarray:
+    """float32 disparity with NaN and -inf as the farthest finite value, +inf as the nearest
+    (0 where nothing is finite): the CLI's depth loading removes them; callers of the library
+    may not."""
+    d = np.asarray(disparity, np.float32)
+    ok = np.isfinite(d)
+    if ok.all():
+        return d
+    lo, hi = (float(d[ok].min()), float(d[ok].max())) if ok.any() else (0.0, 0.0)
+    return np.nan_to_num(d, nan=lo, posinf=hi, neginf=lo)
 
 
 @dataclass
@@ -226,6 +239,7 @@ def make_layers(image: np.ndarray, hidden: np.ndarray | None, *, channels: int =
     back = stack[h + 2 * pad:]
     stack[h + pad:h + 2 * pad] = img[0]
     if hidden is not None and hidden.any() and disparity is not None:
+        disparity = _finite(disparity)
         nonsrc = source_mask(hidden, sides=sides, guard=guard_px(w))
         # the fill is made straight in the background layer, then the photo is put back
         # where it is kept (no full-size fill image: ~0.1 s less at 12 MP, the same layer)
@@ -276,8 +290,8 @@ GUARD_PX_PER_1500 = 1.0  # background pixels beside a drop that are not a fill s
 
 
 def source_mask(hidden: np.ndarray, *, sides: str = "right", guard: int = 1) -> np.ndarray:
-    """Pixels (bool ``H x W``) that are no source of background: the ``hidden`` band and the
-    ``guard`` pixels just beyond it on the background side.
+    """Pixels (bool ``H x W``) that are no source of background: the ``hidden`` band, the
+    ``guard`` pixels just beyond it on the background side, and as many above and below it.
 
     A band of :func:`hidden_mask` ends at a depth drop, and the first pixels of background
     beyond the drop are mixed pixels: a camera's blur and anti-aliasing mix the occluder's
@@ -296,12 +310,19 @@ def source_mask(hidden: np.ndarray, *, sides: str = "right", guard: int = 1) -> 
         k = np.ones((2 * g + 1, 2 * g + 1), np.uint8)
         anchor = (g, g)
     elif sides in ("right", "left", "both"):
-        k = np.ones((1, 2 * g + 1), np.uint8)
+        # along the row beyond the drop (the background side), and up and down: the rows just
+        # above and below an occluder are as mixed, and a depth edge one row short of the
+        # photo's edge labels a row of occluder colour as background (it leaked into the fill:
+        # a red square's fill was 694 of 720 pixels red; shared scenes 21.12 -> 21.16 dB,
+        # mirrored 20.61 -> 20.54)
+        k = np.zeros((2 * g + 1, 2 * g + 1), np.uint8)
+        k[:, g] = 1
+        k[g, :] = 1
         if sides == "right":
-            k[0, g + 1:] = 0  # dst(x) = max src(x - g .. x): the band grows to the right
+            k[g, g + 1:] = 0  # dst(x) = max src(x - g .. x): the band grows to the right
         elif sides == "left":
-            k[0, :g] = 0
-        anchor = (g, 0)
+            k[g, :g] = 0
+        anchor = (g, g)
     else:
         raise ParameterError(f"unknown side {sides!r}; right, left, both or all", parameter="sides")
     return cv2.dilate(hidden.view(np.uint8), k, anchor=anchor).view(bool)
@@ -399,6 +420,14 @@ def background_fill(image: np.ndarray, hidden: np.ndarray, disparity: np.ndarray
     if nonsource is None:
         nonsource = source_mask(hidden, sides=sides, guard=guard)
     num, den, dk = _reduce_sources(src, d, nonsource, f, size)
+    if not (den > 0).any():
+        # every pixel is in the band or its guard (a fence of 1-px posts): the guard is read
+        # after all, and with nothing outside the band either, the photo itself (an invented
+        # colour from the picture, never black)
+        for fallback in (hidden, np.zeros_like(hidden)):
+            num, den, dk = _reduce_sources(src, d, fallback, f, size)
+            if (den > 0).any():
+                break
     col = num / np.maximum(den, 1e-8)[..., None]
     wgt = np.minimum(den * (f * f), 1.0)
     # disparity of the known pixels per cell (their average), and of the background each
