@@ -166,3 +166,26 @@ def test_step_needing_depth_without_from(tmp_path, photos):
     text = BASE.format(img=photos["astronaut"]).replace("    from: depth\n", "")
     with pytest.raises(RecipeError, match="needs a depth map"):
         compile_text(tmp_path, text)
+
+
+def test_no_step_parameter_takes_nan_or_infinity():
+    """Every float parameter of every step refuses nan and ±inf with a validation error naming
+    it (`--scale nan` crashed the stereo renderer with a traceback; `validate` said ok)."""
+    import typing
+
+    import pydantic
+
+    from depthcraft.tasks.catalog import steps
+
+    checked = 0
+    for kind, spec in steps().items():
+        for name, field in spec.params.model_fields.items():
+            ann = field.annotation
+            args = typing.get_args(ann) or (ann,)
+            if float not in args:
+                continue
+            for bad in (float("nan"), float("inf"), float("-inf")):
+                with pytest.raises(pydantic.ValidationError, match="finite"):
+                    spec.params.model_validate({name: bad})
+            checked += 1
+    assert checked >= 10  # divergence, scale, intensity, duration, fps, ...
