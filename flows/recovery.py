@@ -56,6 +56,13 @@ def process_alive(pid: int, started: float | None = None) -> bool:
     return started is None or abs(t - started) < 2.0  # start times are recorded to the second
 
 
+def _owner_gone(m: re.Match) -> bool:
+    """Whether the process named by a folder (groups: pid, start time) is gone: not this one,
+    and not running with that start time."""
+    pid, started = int(m.group(1)), int(m.group(2))
+    return pid != os.getpid() and not process_alive(pid, float(started) if started else None)
+
+
 def process_tmp(ws: Workspace) -> Path:
     """This process's folder for work folders: ``tmp/<host>-<pid>-<start time>``. A worker of a
     local Dask cluster (a daemonic child of the run's process) works inside its parent's
@@ -89,10 +96,7 @@ def clean_stale_oneshot_tmp() -> list[Path]:
         return removed
     for d in entries:
         m = re.match(rf"depthcraft-{re.escape(_HOST)}-(\d+)-(\d+)-", d.name)
-        if not m or not d.is_dir():
-            continue
-        pid, started = int(m.group(1)), int(m.group(2))
-        if pid == os.getpid() or process_alive(pid, float(started) if started else None):
+        if not m or not d.is_dir() or not _owner_gone(m):
             continue
         shutil.rmtree(d, ignore_errors=True)
         if not d.exists():
@@ -114,8 +118,7 @@ def clean_stale_tmp(ws: Workspace) -> list[Path]:
     for d in entries:
         m = re.fullmatch(rf"{re.escape(_HOST)}-(\d+)-(\d+)", d.name)
         if m:
-            pid, started = int(m.group(1)), int(m.group(2))
-            if process_alive(pid, float(started) if started else None) or (pid == os.getpid()):
+            if not _owner_gone(m):
                 continue
         else:
             # folders of the old layout (tmp/<key>-<ns>) or of other hosts: only when a day old

@@ -26,7 +26,7 @@ from .lib.notices import notice
 from .lib.step import Output, StepContext, StepParams, StepSpec
 from .lib import forked
 from .lib.forked import forked_map
-from .lib.video import BIG_FRAME_PIXELS, FrameBuilder, VideoWriter, ordered_map, to_input
+from .lib.video import BIG_FRAME_PIXELS, FrameBuilder, Prepared, VideoWriter, ordered_map, to_input
 from .lib.viewsynth import ParallaxRenderer, threads
 
 
@@ -104,21 +104,22 @@ def max_parallax(poses, size: tuple[int, int]) -> float:
 def rendered_frames(renderer: ParallaxRenderer, poses: list, size: tuple[int, int], pix_fmt: str, *,
                     workers: int, ahead: int = 3, mask: bool = False, supersample: int = 1) -> Iterator:
     """The frames of ``poses`` in the encoder's input format, in order: ``(frame, mask,
-    filled)`` with ``frame`` a :class:`FrameBuilder` (``size``, ``pix_fmt``), ``mask`` the
-    filled-in pixels as one too (``None`` unless ``mask``) and ``filled`` their count.
+    filled)`` with ``frame`` what :meth:`VideoWriter.write` takes (``size``, ``pix_fmt``; its
+    bytes in ``.data``), ``mask`` the filled-in pixels as one too (``None`` unless ``mask``)
+    and ``filled`` their count.
 
     4:2:0 frames at the output size render straight into their planes, on ``workers`` forked
-    processes where the platform has them (:mod:`.lib.forked`: threads would share one GIL,
-    60 against 88 frames/s at 1080p on 2 cores); otherwise on ``workers`` threads, at most
+    processes where the platform has them (:mod:`.lib.forked`: threads share one GIL, 62-64
+    against 70 frames/s at 1080p on 2 cores); otherwise on ``workers`` threads, at most
     ``ahead`` frames in flight."""
-    w, h = size
     probe = FrameBuilder(size, pix_fmt)
-    if supersample == 1 and probe.planes is not None:
+    into_planes = supersample == 1 and probe.planes is not None
+    if into_planes:
         # every frame renders into planes: what they read is made once (before any fork, so
         # that workers share it), and the RGBA stack is not needed any more
         renderer.prepare_planes(keep_rgba=False)
-    if supersample == 1 and probe.planes is not None and workers > 1 and forked.available():
-        shapes = [(probe.data.shape, np.uint8)] + ([(probe.data.shape, np.uint8)] if mask else [])
+    if into_planes and workers > 1 and forked.available():
+        shapes = [(probe.data.shape, np.uint8)] * (2 if mask else 1)
 
         def into(pose, outs):  # in a worker process
             _, filled = renderer.render(pose, planes=FrameBuilder(size, pix_fmt, data=outs[0]).planes)
@@ -130,37 +131,27 @@ def rendered_frames(renderer: ParallaxRenderer, poses: list, size: tuple[int, in
         try:
             with contextlib.closing(forked_map(into, poses, shapes=shapes, workers=workers)) as results:
                 for outs, nfilled in results:
-                    frame = FrameBuilder(size, pix_fmt)  # a copy: the shared slot takes another frame
-                    frame.data[:] = outs[0]
-                    m = None
-                    if mask:
-                        m = FrameBuilder(size, pix_fmt)
-                        m.data[:] = outs[1]
+                    # copies: the shared slots take the next frames
                     produced += 1
-                    yield frame, m, nfilled
+                    yield Prepared(outs[0].copy()), Prepared(outs[1].copy()) if mask else None, nfilled
             return
         except forked.ForkFailed as e:
             if produced:
                 raise
             notice(f"{e}: rendering on threads instead")
 
-    def one(pose):  # on a render thread: render, and convert for the encoder as each band is done
-        if supersample == 1:
+    def one(pose):  # on a render thread
+        if into_planes:
             frame = FrameBuilder(size, pix_fmt)
-            if frame.planes is not None:  # 4:2:0: rendered straight into the planes
-                _, filled = renderer.render(pose, planes=frame.planes)
-            else:
-                _, filled = renderer.render(pose, band_sink=frame.put)
+            _, filled = renderer.render(pose, planes=frame.planes)
+        elif supersample == 1:  # convert for the encoder as each band is done
+            frame = FrameBuilder(size, pix_fmt)
+            _, filled = renderer.render(pose, band_sink=frame.put)
         else:
             big_frame, filled = renderer.render(pose, channels=4)
-            frame = FrameBuilder(size, pix_fmt)
-            frame.put(slice(0, h), cv2.resize(big_frame, size, interpolation=cv2.INTER_AREA))
+            frame = Prepared(to_input(cv2.resize(big_frame, size, interpolation=cv2.INTER_AREA), pix_fmt))
             filled = cv2.resize(filled.view(np.uint8), size, interpolation=cv2.INTER_NEAREST).view(bool)
-        m = None
-        if mask:
-            m = FrameBuilder(size, pix_fmt)
-            m.data[:] = to_input(filled, pix_fmt)
-        return frame, m, np.count_nonzero(filled)
+        return frame, Prepared(to_input(filled, pix_fmt)) if mask else None, np.count_nonzero(filled)
 
     yield from ordered_map(one, poses, workers=workers, ahead=ahead)
 

@@ -1,11 +1,15 @@
 """An ordered map over forked worker processes that write their results into shared memory.
 
 Why processes: the parallax renderer's per-frame work is a few hundred short numpy and OpenCV
-calls, and between them each thread needs the GIL. On 2 cores two render threads reach about
-60 frames/s at 1080p, two forked processes about 88 (``bench/bench_render.py``). Why fork: the
-workers share the parent's photo layers copy-on-write (nothing is pickled) and start in
-milliseconds, where a spawned interpreter spends ~0.5 CPU-s importing numpy and OpenCV before
-its first frame. Linux only (:func:`available`); elsewhere callers keep their threads.
+calls, and between them each thread needs the GIL. On 2 cores two render threads reach 62-64
+frames/s at 1080p, two forked processes 70 (``bench/bench_render.py``). Why fork: the workers
+share the parent's photo layers copy-on-write (nothing is pickled) and start in milliseconds,
+where a spawned interpreter spends ~0.5 CPU-s importing numpy and OpenCV before its first
+frame. Linux only (:func:`available`); elsewhere callers keep their threads. Why not
+``concurrent.futures.ProcessPoolExecutor`` with a fork context: it pickles each 3 MB result
+through a pipe, keeps every inherited descriptor open in its workers (an encoder's stdin
+among them), inherits the parent's SIGINT/SIGTERM handlers, and refuses to start inside a
+Dask worker (a daemonic process).
 
 What a worker may do: pure computation on what it inherited (numpy, OpenCV). It never logs or
 talks to a server: a fork copies only the calling thread, so locks that other threads held at
@@ -23,6 +27,7 @@ import os
 import pickle
 import signal
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Pipe
@@ -74,8 +79,8 @@ def forked_map(fn: Callable[[object, list[np.ndarray]], object], items: Iterable
                depth: int = 2) -> Iterator[tuple[list[np.ndarray], object]]:
     """``fn(item, outs)`` for each item on ``workers`` forked processes, results in item order.
 
-    ``outs``: fresh arrays of ``shapes`` (shape, dtype) in memory shared with the parent, for
-    ``fn`` to fill; ``fn`` returns a small picklable value. Yields ``(outs, value)``; the arrays
+    ``outs``: arrays of ``shapes`` (shape, dtype) in memory shared with the parent (a slot,
+    reused once its result has been consumed), for ``fn`` to fill; ``fn`` returns a small picklable value. Yields ``(outs, value)``; the arrays
     are valid until the next item is requested (copy what must live longer). Item *i* runs on
     worker ``i % workers``, each with ``depth`` items in flight, so at most
     ``workers * depth`` results are held. Raises what ``fn`` raised (or a :class:`WorkerError`
@@ -103,7 +108,7 @@ def forked_map(fn: Callable[[object, list[np.ndarray]], object], items: Iterable
                     conn = pairs[k][1]
                     keep = conn.fileno()
                     os.closerange(3, keep)
-                    os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1024)
+                    os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
                     _serve(fn, conn, buf, shapes, offsets, slot_bytes)
                     code = 0
                 finally:
@@ -201,8 +206,6 @@ def _exit_status(pid: int) -> str:
 
 def _reap(pid: int, timeout: float = 5.0) -> None:
     """Wait for a worker that was told to stop; kill it if it does not within ``timeout``."""
-    import time
-
     end = time.monotonic() + timeout
     while True:
         try:

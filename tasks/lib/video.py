@@ -177,7 +177,6 @@ def raw_frame_writer(filename: str, size: tuple[int, int], fps: float, *, codec:
                ffmpeg_params=ffmpeg_params)
 
 
-
 @functools.cache
 def _raw_frame_writer_class():
     import subprocess as sp

@@ -20,7 +20,6 @@ from .raster import dilate_near, splat_nearness
 
 
 EDGE_PX = 1.0  # parallax across a half-resolution cell's neighbourhood that marks a depth edge
-BAND_ROWS = 64
 
 
 # BT.601 limited range, the encoder's input convention (as tasks/lib/video.py's FrameBuilder and
@@ -162,7 +161,7 @@ class ParallaxRenderer:
         if planes is not None and (oh % 2 or ow % 2 or planes[0].shape != (oh, ow)
                                    or planes[1].shape != (oh // 2, ow // 2) or planes[2].shape != (oh // 2, ow // 2)):
             raise ParameterError(f"4:2:0 planes must be {ow}x{oh} and {ow // 2}x{oh // 2}", parameter="planes")
-        luma = self._i420_stacks()[0] if planes is not None else None
+        luma, ycc_stack = self._i420_stacks() if planes is not None else (None, None)
         if luma is None and self.layers.stack is None:
             raise ParameterError("this renderer was prepared for 4:2:0 planes only (prepare_planes(keep_rgba=False))",
                                  parameter="planes")
@@ -257,7 +256,7 @@ class ParallaxRenderer:
         stack = self.layers.stack
         off = np.float32(self.layers.offset)
         hmax = np.float32(self.layers.h - 1)
-        rows = BAND_ROWS  # (32-row bands: 3x the GIL hand-offs between the two render threads, +30% CPU)
+        rows = 64  # (32-row bands: 3x the GIL hand-offs between the two render threads, +30% CPU)
         # without dolly Q is constant: maps are one cv2.scaleAdd each (a third of numpy's time)
         flat = pose.z == 0
         qx, qy = float(pose.x), float(pose.y)
@@ -295,20 +294,21 @@ class ParallaxRenderer:
 
         by_bands(band, oh, rows=rows, workers=self.workers)
         if luma is not None:
-            self._chroma(planes, wh, fillh, (pxh, qxh, pyh, qyh), interp,
+            self._chroma(planes, ycc_stack, wh, fillh, (pxh, qxh, pyh, qyh), interp,
                          (ex, ey, Px[0, ex] + ew * Qx[0, ex], Py[ey, 0] + ew * Qy[ey, 0], efill))
             return None, filled
         if out is None:
             return None, filled
         return (out if channels == 4 else rgb(out)), filled
 
-    def _chroma(self, planes, wh, fillh, half_maps, interp, edges) -> None:
+    def _chroma(self, planes, ycc_stack, wh, fillh, half_maps, interp, edges) -> None:
         """Cb and Cr of a 4:2:0 frame: each 2x2 block of output pixels reads the filtered
         Y'CbCr stack once, at the block's centre, through the refined half-resolution nearness
         ``wh`` (disocclusions, ``fillh``, from the background layer). Blocks on a depth edge
         average the four reads of their pixels instead (``edges``: their columns, rows, source
         positions and fill flags, as refined at full resolution), as 4:2:0 subsampling of the
-        rendered frame would: a chroma edge stays where the luma edge is."""
+        rendered frame would: a chroma edge stays where the luma edge is. ``ycc_stack``: the
+        filtered stack of :meth:`_i420_stacks`."""
         ch, cw = planes[1].shape
         pxh, qxh, pyh, qyh = half_maps
         hmax = np.float32(self.layers.h - 1)
@@ -321,7 +321,6 @@ class ParallaxRenderer:
         np.clip(my, 0, hmax, out=my)
         if fillh is not None:
             my += fillh[:ch, :cw] * off
-        ycc_stack = self._i420_stacks()[1]
         ycc = cv2.remap(ycc_stack, mx, my, interp, borderMode=cv2.BORDER_REPLICATE)
         ex, ey, sx, sy, efill = edges
         if ex.size:  # (even sizes: every edge cell has its 4 pixels, in quad order)
