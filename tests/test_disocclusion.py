@@ -381,3 +381,42 @@ def test_library_callers_may_pass_non_finite_or_huge_disparities():
     big = np.zeros((17, 16), np.float32)
     big[5:10, 5:10] = 1e5
     assert V.hidden_mask(big, sides="all").any()
+
+
+@pytest.mark.parametrize("direction", [-1, 1])
+def test_object_cut_by_the_frame_edge_is_not_smeared_over_what_enters(direction):
+    """A near red object touching the edge the view moves towards (the right edge for a right
+    view): what enters the frame beside it is the background behind it. Stretching its edge
+    pixel painted the whole entering strip red (a bowling pin over a wall: Middlebury Bowling1
+    20.2 -> 20.5 dB disoccluded); now it reads the background layer (grey)."""
+    img = np.full((96, 160, 3), 128, np.uint8)
+    d = np.full((96, 160), 2.0, np.float32)
+    cols = slice(110, 160) if direction < 0 else slice(0, 50)
+    img[20:76, cols] = (255, 0, 0)
+    d[20:76, cols] = 20.0
+    v = V.shift_view(img, d, direction=direction)
+    strip = v.image[24:72, 142:] if direction < 0 else v.image[24:72, :18]
+    assert v.filled[24:72, 142:].all() if direction < 0 else v.filled[24:72, :18].all()
+    rg = strip[..., 0].astype(int) - strip[..., 1]
+    assert (rg > 60).sum() == 0, f"{(rg > 60).sum()} red pixels in the entering strip"
+    # the stereo step's pair (one background layer for both eyes) does the same
+    from depthcraft.tasks.stereo import render_pair
+    pair = render_pair(img, d, d, eyes=("left", "right"))
+    view = pair["right" if direction < 0 else "left"].image
+    strip = view[24:72, 142:] if direction < 0 else view[24:72, :18]
+    assert (strip[..., 0].astype(int) - strip[..., 1] > 60).sum() == 0
+
+
+def test_a_surface_that_only_slants_towards_the_edge_keeps_its_stretch():
+    """A floor or a cloth that gets nearer towards the edge is no object cut by it: the strip
+    that enters continues it (no background layer read there, no colour from elsewhere)."""
+    y, x = np.mgrid[0:64, 0:200]
+    img = np.zeros((64, 200, 3), np.uint8)
+    img[..., 2] = 200  # blue on the left ...
+    img[:, 100:] = (200, 200, 0)  # ... a yellow floor on the right that slants towards the edge
+    d = (2.0 + 0.1 * x).astype(np.float32)  # no step anywhere: no object
+    assert not np.isfinite(V.holefill.border_far(d)).any()
+    v = V.shift_view(img, d, direction=-1)
+    strip = v.image[:, -15:]
+    assert v.filled[:, -15:].any()
+    assert np.abs(strip.astype(int) - (200, 200, 0)).max() <= 2

@@ -150,9 +150,9 @@ def hidden_mask(disparity: np.ndarray, *, sides: str = "right", tau: float = JUM
             db = d[sl]
             m = np.zeros(db.shape, bool)
             if sides != "left":
-                m |= _hidden_band_right(db, tau, spread, margin, near_tol)
+                m |= _hidden_band_right(_with_far_border(db, tau), tau, spread, margin, near_tol)[:, :-1]
             if sides != "right":
-                m |= _hidden_band_right(np.ascontiguousarray(db[:, ::-1]), tau, spread, margin, near_tol)[:, ::-1]
+                m |= _hidden_band_right(_with_far_border(db[:, ::-1], tau), tau, spread, margin, near_tol)[:, -2::-1]
             return m
         return np.concatenate(by_bands(band, d.shape[0]), 0)
     if sides != "all":
@@ -176,6 +176,42 @@ def hidden_mask(disparity: np.ndarray, *, sides: str = "right", tau: float = JUM
         if r / spread > top or rad >= max(d.shape):
             break
         r *= 2.0
+    return out
+
+
+def border_far(d: np.ndarray, tau: float = JUMP_PX) -> np.ndarray:
+    """The disparity (float32 ``H``) a moved camera is taken to see just past the photo's
+    right edge, where a near object touches it: the row's farthest (smallest) disparity; +inf
+    in rows where no object touches the edge.
+
+    What enters a right view at the right edge beside a near object is what lies behind it,
+    not more of it: the edge is a depth drop to the row's background, the object's pixels at
+    the edge hide background (:func:`hidden_mask`) and the holes there read it
+    (``_fill_row_holes``). Stretching the object's edge pixel smeared it over the entering
+    strip (a bowling pin's red over a wall). An object is a surface that begins at a rise of
+    more than ``tau`` px in the row and reaches the edge with no drop after it; a slanted
+    surface (a floor, a cloth) that merely gets nearer towards the edge is no object and
+    keeps its stretch. Measured on the Middlebury yardstick: see docs/rendering.md."""
+    h, w = d.shape
+    out = np.full(h, np.inf, np.float32)
+    if w < 2:
+        return out
+    step = d[:, 1:] - d[:, :-1]
+    rev = np.arange(w - 1, 0, -1)  # the larger, the further left: the last edge has the smallest
+    last_rise = np.where(step > tau, rev, w).min(1)
+    last_drop = np.where(step < -tau, rev, w).min(1)
+    obj = last_rise < last_drop
+    out[obj] = d[obj].min(1)
+    return out
+
+
+def _with_far_border(d: np.ndarray, tau: float) -> np.ndarray:
+    """``d`` (``H x W``) with one more column on the right: :func:`border_far` of each row
+    (the edge pixel's own disparity where no object touches the edge: no drop)."""
+    out = np.empty((d.shape[0], d.shape[1] + 1), np.float32)
+    out[:, :-1] = d
+    far = border_far(d, tau)
+    out[:, -1] = np.where(np.isfinite(far), far, d[:, -1] if d.shape[1] else 0.0)
     return out
 
 
@@ -536,10 +572,13 @@ def background_layer(image: np.ndarray, hidden: np.ndarray) -> np.ndarray:
     return make_layers(image, hidden).back.copy()
 
 
-def _fill_row_holes(xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _fill_row_holes(xs: np.ndarray, far_edge: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Holes (-inf) take the farther (smaller) disparity of the nearest landed pixels left and
-    right in their row: a disocclusion shows what is behind. Works on runs of holes (a few per
-    row), not pixels. Returns (source x, hole mask); ``xs`` is filled in place."""
+    right in their row: a disocclusion shows what is behind. A run of holes that reaches the
+    row's right end takes the farther of its left neighbour's and ``far_edge`` (float32 ``H``,
+    the disparity past the edge: :func:`border_far`; None: its left neighbour's). Works on
+    runs of holes (a few per row), not pixels. Returns (source x, hole mask); ``xs`` is
+    filled in place."""
     h, w = xs.shape
     hole = np.isneginf(xs)
     if not hole.any():
@@ -557,6 +596,8 @@ def _fill_row_holes(xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     base = row * w
     lv = np.where(c0 > 0, flat[base + np.maximum(c0 - 1, 0)] - (c0 - 1), np.inf)
     rv = np.where(c1 < w, flat[base + np.minimum(c1, w - 1)] - c1, np.inf)
+    if far_edge is not None:
+        rv = np.where(c1 < w, rv, np.asarray(far_edge, np.float32)[row])
     fill = np.minimum(lv, rv)
     fill[~np.isfinite(fill)] = 0.0
     # expand the runs to their pixels (cheaper than scanning the mask again with np.nonzero)

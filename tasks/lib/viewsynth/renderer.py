@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from ..errors import ParameterError
-from .common import INTERP, JUMP_PX, by_bands, rgb
+from .common import INTERP, PARALLAX_JUMP_PX, by_bands, rgb
 from .holefill import _min_fill, hidden_mask, make_layers
 from .projection import Pose, fit_source
 from .raster import dilate_near, splat_nearness
@@ -68,7 +68,7 @@ class ParallaxRenderer:
 
     def __init__(self, image: np.ndarray, nearness: np.ndarray, size: tuple[int, int], *,
                  overscan: float = 1.0, max_parallax: float = 0.0, edge_dilation: int = 0,
-                 jump: float = JUMP_PX, workers: int | None = None):
+                 jump: float = PARALLAX_JUMP_PX, workers: int | None = None):
         self.workers = workers  # threads per frame (None: all cores; 1 when frames run in parallel)
         img = np.asarray(image)
         wn = np.clip(np.asarray(nearness, np.float32), 0.0, 1.0)

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import ParameterError
 from .common import FAR_EXTEND, GAP_EXTEND, INTERP, JUMP_PX, NEAR_EXTEND, by_bands, layer_channels, resolve_interpolation, rgb
-from .holefill import Layers, _fill_row_holes, hidden_mask, make_layers
+from .holefill import Layers, _fill_row_holes, border_far, hidden_mask, make_layers
 from .raster import _row_sources
 
 
@@ -51,11 +51,14 @@ def _row_maps(d: np.ndarray, direction: int, tau: float, near_extend: float, far
     off = np.float32(offset)
 
     def band(sl):
+        # the edge the view moves towards is a drop to the row's background (border_far)
         if direction < 0:
-            xs, hole = _fill_row_holes(_row_sources(d[sl], tau, near_extend, far_extend, gap_extend=gap_extend))
+            xs, hole = _fill_row_holes(_row_sources(d[sl], tau, near_extend, far_extend, gap_extend=gap_extend),
+                                       border_far(d[sl], tau))
         else:  # mirror the rows: x + d becomes x' - d with x' = w - 1 - x
-            xs, hole = _fill_row_holes(_row_sources(np.ascontiguousarray(d[sl, ::-1]), tau, near_extend, far_extend,
-                                                    gap_extend=gap_extend))
+            dm = np.ascontiguousarray(d[sl, ::-1])
+            xs, hole = _fill_row_holes(_row_sources(dm, tau, near_extend, far_extend, gap_extend=gap_extend),
+                                       border_far(dm, tau))
             xs, hole = (w - 1) - xs[:, ::-1], hole[:, ::-1]
         if not as_disparity:
             map_x[sl] = xs
