@@ -17,7 +17,7 @@ JUMP_PX = 1.0  # a disparity step above this between neighbours is a depth edge,
 # issue 12 §3: 1.5 before; the same at full size, +0.2-1.1 dB disoccluded on half- and quarter-size scenes)
 PARALLAX_JUMP_PX = 1.5  # the same for parallax frames (measured there at 1.5; not re-measured)
 NEAR_EXTEND = 1.0  # px the near side of an edge extends over the far side (anti-aliased edge pixels)
-GAP_EXTEND = 1.25  # ...and over a disocclusion (its soft edge; issue 12 §3: 1.0 before, see docs/rendering.md)
+GAP_EXTEND = 1.75  # ...and over a disocclusion (its soft edge; issue 12 §3: 1.0, then 1.25 before JUMP_PX 1.0; see docs/rendering.md)
 FAR_EXTEND = 0.0  # px the far side extends: none (issue 12 §3: 0.25 read the occluder into the pixel beside a hole)
 HIDDEN_SPREAD = 2.0  # background hidden behind an edge: this many times the jump...
 HIDDEN_MARGIN = 16.0  # ...plus this many pixels is inpainted in the background layer

@@ -197,10 +197,15 @@ def border_far(d: np.ndarray, tau: float = JUMP_PX) -> np.ndarray:
     if w < 2:
         return out
     step = d[:, 1:] - d[:, :-1]
-    rev = np.arange(w - 1, 0, -1)  # the larger, the further left: the last edge has the smallest
-    last_rise = np.where(step > tau, rev, w).min(1)
-    last_drop = np.where(step < -tau, rev, w).min(1)
-    obj = last_rise < last_drop
+    # the last edge of each row (edges are few: their flat indices, in row order), and
+    # whether it is a rise
+    idx = np.flatnonzero(np.abs(step) > tau)
+    if idx.size == 0:
+        return out
+    row = idx // (w - 1)
+    last = np.ones(idx.size, bool)
+    last[:-1] = row[1:] != row[:-1]
+    obj = row[last][step.reshape(-1)[idx[last]] > 0]
     out[obj] = d[obj].min(1)
     return out
 
