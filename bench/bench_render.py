@@ -118,14 +118,22 @@ def viewsynth_yardstick() -> dict | None:
     from depthcraft.tasks.lib.viewsynth import shift_view
 
     keys = ("psnr", "psnr_visible", "psnr_disoccluded", "ssim")
-    rows = []
+    rows, mirrored = [], []
     for scene in sorted((SHARED / "data" / "stereo").iterdir()):
+        if not (scene / "scene.json").exists():
+            continue
         left, right, dl, dr, _ = E.load_scene(str(scene))
         if dr is None:
             continue
         pred = shift_view(left.astype(np.uint8), fill_rows(dl), direction=-1).image
         rows.append(E.viewsynth_metrics(pred.astype(np.float32), right, dl, dr))
-    return {k: float(np.mean([r[k] for r in rows])) for k in keys} | {"scenes": len(rows)}
+        # the stand-in for scenes we do not have: the pair mirrored (the right photo, flipped,
+        # is the source; the flipped left photo the truth): disocclusions never tuned on
+        flip = lambda a: np.ascontiguousarray(a[:, ::-1])  # noqa: E731
+        pred = shift_view(flip(right).astype(np.uint8), fill_rows(flip(dr)), direction=-1).image
+        mirrored.append(E.viewsynth_metrics(pred.astype(np.float32), flip(left), flip(dr), flip(dl)))
+    return ({k: float(np.mean([r[k] for r in rows])) for k in keys} | {"scenes": len(rows)}
+            | {"mirrored_disoccluded": float(np.mean([r["psnr_disoccluded"] for r in mirrored]))})
 
 
 def main() -> None:
@@ -234,11 +242,14 @@ def main() -> None:
 
     ys = viewsynth_yardstick() if a.only is None else None
     if ys:
-        # issue 12 targets (visible: not lower than before issue 12, 32.64 dB). Measured: all 30.18 dB
-        # (was 30.09), visible 32.668 (32.642), disoccluded 21.00 (20.80), SSIM 0.9451 (0.9436)
+        # issue 12 targets (visible: not lower than before issue 12, 32.64 dB). Measured: all 30.36 dB
+        # (was 30.28), visible 32.701 (32.713), disoccluded 21.48 (21.16), mirrored 20.71 (20.54),
+        # SSIM 0.9464 (0.9462)
         row(f"view synthesis PSNR all ({ys['scenes']} Middlebury scenes)", f"{ys['psnr']:.2f} dB", ">= 30.0", ys["psnr"] >= 30.0)
         row("view synthesis PSNR visible", f"{ys['psnr_visible']:.2f} dB", ">= 32.64", ys["psnr_visible"] >= 32.64)
         row("view synthesis PSNR disoccluded", f"{ys['psnr_disoccluded']:.2f} dB", ">= 21.0", ys["psnr_disoccluded"] >= 21.0)
+        row("  the same, scenes mirrored (unseen stand-in)", f"{ys['mirrored_disoccluded']:.2f} dB", ">= 21.0",
+            ys["mirrored_disoccluded"] >= 21.0)
         row("view synthesis SSIM", f"{ys['ssim']:.3f}", ">= 0.940", ys["ssim"] >= 0.940)
 
     try:
