@@ -253,12 +253,15 @@ class Layers:
 
 
 def make_layers(image: np.ndarray, hidden: np.ndarray | None, *, channels: int = 3,
-                disparity: np.ndarray | None = None, sides: str = "right") -> Layers:
+                disparity: np.ndarray | None = None, sides: str = "right", jump: float = JUMP_PX) -> Layers:
     """Stack ``image`` over its background layer: the ``hidden`` pixels (see
     :func:`hidden_mask`) inpainted from background pixels only (:func:`background_fill` when
     ``disparity``, float32 ``H x W`` larger = nearer, is given; a plain push-pull of every
     known pixel without it). ``sides``: as for :func:`hidden_mask`, the directions in which
     background is revealed (``all``: the depth-guided push-pull alone, no row exemplars).
+
+    ``jump``: the depth-edge threshold in px of disparity (:func:`background_fill`'s depth
+    layers are no finer).
 
     ``channels=4`` pads each pixel to RGBA: OpenCV 5's bilinear ``remap`` has a vector path for
     4 channels that runs 2-3x faster than for 3 (measured: 12 MP 98 -> 31 ms CPU, 1080p 14 -> 7 ms);
@@ -284,7 +287,8 @@ def make_layers(image: np.ndarray, hidden: np.ndarray | None, *, channels: int =
         nonsrc = source_mask(hidden, sides=sides, guard=guard_px(w))
         # the fill is made straight in the background layer, then the photo is put back
         # where it is kept (no full-size fill image: ~0.1 s less at 12 MP, the same layer)
-        background_fill(src, hidden, disparity, sides=sides, channels=channels, nonsource=nonsrc, out=back)
+        background_fill(src, hidden, disparity, sides=sides, channels=channels, nonsource=nonsrc, out=back,
+                        jump=jump)
         # the guard's mixed pixels are no background either: holes that interpolate next to
         # the drop read the fill there, not the occluder's share of colour (Middlebury:
         # disoccluded 20.98 -> 21.00 dB, mirrored 20.485 -> 20.494, visible 32.654 -> 32.668;
@@ -414,7 +418,7 @@ def background_fill(image: np.ndarray, hidden: np.ndarray, disparity: np.ndarray
                     sides: str = "right", bins: int = FILL_BINS,
                     exemplar: float = EXEMPLAR_WEIGHT, guard: int | None = None,
                     channels: int = 3, nonsource: np.ndarray | None = None,
-                    out: np.ndarray | None = None) -> np.ndarray:
+                    out: np.ndarray | None = None, jump: float = JUMP_PX) -> np.ndarray:
     """Background for the ``hidden`` pixels, from background pixels only (uint8 RGB ``H x W x 3``,
     valid where ``hidden`` and on the guard, i.e. wherever ``nonsource`` is set; the other
     pixels are unspecified). ``channels=4``: RGBA (alpha 255), the layout of a 4-channel
@@ -422,6 +426,7 @@ def background_fill(image: np.ndarray, hidden: np.ndarray, disparity: np.ndarray
     12 MP). ``nonsource``: bool ``H x W``, :func:`source_mask` of ``hidden`` when the caller
     has it already (None: computed here with ``guard``). ``out``: uint8 ``H x W x channels``
     to write the fill into (every pixel; returned), e.g. the background layer itself.
+    ``jump``: the depth-edge threshold (px of disparity): depth layers are no finer.
 
     0. **Sources**: the known pixels, less the ``guard`` pixels of background just beyond
        each depth drop (:func:`source_mask`: mixed with the occluder's colour by blur and
@@ -484,14 +489,14 @@ def background_fill(image: np.ndarray, hidden: np.ndarray, disparity: np.ndarray
     if hid_s.any():
         t = target[hid_s]
         lo, hi = float(t.min()), float(t.max())
-        n = max(1, min(int(bins), int(np.ceil((hi - lo) / JUMP_PX))))
+        n = max(1, min(int(bins), int(np.ceil((hi - lo) / jump))))
         step = (hi - lo) / n
         for i in range(n):
             c = lo + (i + 0.5) * step
             sel = hid_s & (np.abs(target - c) <= 0.5 * step + 1e-3)
             if not sel.any():
                 continue
-            layer = wgt * (np.abs(dk - c) <= 2.0 * step + JUMP_PX)
+            layer = wgt * (np.abs(dk - c) <= 2.0 * step + jump)
             if float(layer.sum()) < 16:
                 continue  # too little of that depth is visible: the plain average
             # the layer's push-pull starts at the cells' bounding box (plus a margin): the

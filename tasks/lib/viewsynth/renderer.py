@@ -86,7 +86,7 @@ class ParallaxRenderer:
             reach = self.w * np.float32(max_parallax)
             hidden = hidden_mask(reach, sides="all", tau=jump)
         # frames are bilinear: 4 channels (see make_layers)
-        self.layers = make_layers(base, hidden, channels=4, disparity=reach, sides="all")
+        self.layers = make_layers(base, hidden, channels=4, disparity=reach, sides="all", jump=jump)
         # the output window is centred on the base image
         self.ox = (bw - ow) / 2.0
         self.oy = (bh - oh) / 2.0
