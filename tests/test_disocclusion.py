@@ -381,6 +381,15 @@ def test_library_callers_may_pass_non_finite_or_huge_disparities():
     big = np.zeros((17, 16), np.float32)
     big[5:10, 5:10] = 1e5
     assert V.hidden_mask(big, sides="all").any()
+    # the warps too (shift_view raised the same error on a NaN)
+    for direction in (-1, 1):
+        v = V.shift_view(img, d, direction=direction)
+        assert v.image.shape == img.shape and np.isfinite(v.disparity).all()
+        xs, filled = V.shift_sources(d, direction=direction)
+        assert np.isfinite(xs).all()
+    from depthcraft.tasks.stereo import render_pair
+    pair = render_pair(img, d, d)
+    assert pair["left"].image.shape == pair["right"].image.shape == img.shape
 
 
 @pytest.mark.parametrize("direction", [-1, 1])

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import ParameterError
 from .common import FAR_EXTEND, GAP_EXTEND, INTERP, JUMP_PX, NEAR_EXTEND, by_bands, layer_channels, resolve_interpolation, rgb
-from .holefill import Layers, _fill_row_holes, border_far, hidden_mask, make_layers
+from .holefill import Layers, _fill_row_holes, _finite, border_far, hidden_mask, make_layers
 from .raster import _row_sources
 
 
@@ -92,7 +92,7 @@ def shift_sources(disparity: np.ndarray, *, direction: int = -1, tau: float = JU
     ``+1``: to ``x + d``. Disocclusions (``filled``) read the background at the background's
     disparity.
     """
-    mx, _, filled, _ = _row_maps(np.asarray(disparity, np.float32), direction, tau, near_extend, far_extend,
+    mx, _, filled, _ = _row_maps(_finite(disparity), direction, tau, near_extend, far_extend,
                                  keep_map_y=False, gap_extend=gap_extend)
     return mx, filled
 
@@ -106,7 +106,7 @@ def shift_view(image: np.ndarray, disparity: np.ndarray, *, direction: int = -1,
     the right view) or ``+d``; nearer surfaces win; disocclusions are filled from the
     background layer of ``layers`` (built here when not given, see :func:`make_layers`)."""
     img = np.asarray(image)
-    d = np.asarray(disparity, np.float32)
+    d = _finite(disparity)  # (NaN: the farthest, inf: the nearest; callers of the library may pass them)
     if img.shape[:2] != d.shape:
         raise ParameterError(f"disparity is {d.shape[1]}x{d.shape[0]} but the image is "
                              f"{img.shape[1]}x{img.shape[0]}", parameter="depth")
