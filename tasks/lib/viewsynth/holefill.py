@@ -225,9 +225,9 @@ def _finite(disparity: np.ndarray) -> np.ndarray:
     (0 where nothing is finite): the CLI's depth loading removes them; callers of the library
     may not."""
     d = np.asarray(disparity, np.float32)
-    ok = np.isfinite(d)
-    if ok.all():
+    if d.size == 0 or np.isfinite(float(d.min()) + float(d.max())):  # (NaN propagates: two fast reductions)
         return d
+    ok = np.isfinite(d)
     lo, hi = (float(d[ok].min()), float(d[ok].max())) if ok.any() else (0.0, 0.0)
     return np.nan_to_num(d, nan=lo, posinf=hi, neginf=lo)
 
