@@ -94,8 +94,12 @@ def comfort_warning(disp_range_px: float, width: int) -> str | None:
 
 def render_pair(image: np.ndarray, left_d: np.ndarray | None, right_d: np.ndarray, *,
                 edge_dilation: int = 0, interpolation: str = "auto", eyes: tuple[str, ...] = ("left", "right")):
-    """The two views and their filled-in masks: ``{eye: View}``. One background layer serves
-    both eyes."""
+    """The two views and their filled-in masks: ``{eye: View}``. Each eye reads its own
+    background layer, built for the side it reveals (right of near objects for the right eye,
+    left for the left eye): one layer for both hid both sides of every object, so neither
+    eye could read background from the other side's band (Middlebury, right eye: disoccluded
+    21.23 dB with the shared layer against 21.48 with its own), and ``--eye left`` differed
+    from the left image of the pair. One layer at a time is held."""
     from .lib.viewsynth import View, dilate_near
 
     out = {}
@@ -103,18 +107,20 @@ def render_pair(image: np.ndarray, left_d: np.ndarray | None, right_d: np.ndarra
     ld = None
     if left_d is not None and "left" in eyes:
         ld = rd if left_d is right_d else (dilate_near(left_d, edge_dilation, horizontal=True) if edge_dilation else left_d)
-    sides = "both" if ld is not None and "right" in eyes else ("left" if ld is not None else "right")
-    dh = rd if sides != "left" else ld
-    hid = hidden_mask(dh, sides=sides)
     interpolation = resolve_interpolation(interpolation, image.shape[0] * image.shape[1])
-    layers = make_layers(image, hid, channels=layer_channels(interpolation), disparity=dh, sides=sides)
+    channels = layer_channels(interpolation)
+
+    def view(d, side, direction):
+        layers = make_layers(image, hidden_mask(d, sides=side), channels=channels, disparity=d, sides=side)
+        return shift_view(image, d, direction=direction, layers=layers, interpolation=interpolation)
+
     if "right" in eyes:
-        out["right"] = shift_view(image, rd, direction=-1, layers=layers, interpolation=interpolation)
+        out["right"] = view(rd, "right", -1)
     if "left" in eyes:
         if ld is None:
             out["left"] = View(image, np.zeros(image.shape[:2], bool), np.zeros(image.shape[:2], np.float32))
         else:
-            out["left"] = shift_view(image, ld, direction=1, layers=layers, interpolation=interpolation)
+            out["left"] = view(ld, "left", 1)
     return out
 
 
