@@ -103,11 +103,7 @@ def register(sub, command: str | None = None) -> None:
 
 
 def params_from_args(spec: StepSpec, args) -> Any:
-    from pydantic import ValidationError
-
-    values: dict[str, Any] = {}
-    if spec.params_for_output is not None:
-        values.update(spec.params_for_output(Path(args.output)))
+    values: dict[str, Any] = {}  # what the user gave; the -o suffix fills in the rest (tasks/lib/outputs.py)
     for name in spec.params.model_fields:
         v = getattr(args, f"param_{name}", None)
         if v is not None:
@@ -121,6 +117,15 @@ def params_from_args(spec: StepSpec, args) -> Any:
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = yaml.safe_load(raw) if raw else ""
+    from depthcraft.tasks.lib.outputs import resolve
+
+    flags = {k: "--set " + k for k in values if getattr(args, f"param_{k}", None) is None}
+    return resolve(spec, args.output, values, validate=lambda v: _validate(spec, v), flags=flags)
+
+
+def _validate(spec: StepSpec, values: dict) -> Any:
+    from pydantic import ValidationError
+
     try:
         return spec.params.model_validate(values)
     except ValidationError as e:
