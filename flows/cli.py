@@ -336,16 +336,16 @@ def cmd_focus_stack(a) -> int:
     from depthcraft.tasks.lib.formats import write_format
     from depthcraft.tasks.focus_stack import focus_stack
     from depthcraft.tasks.lib.images import write_image
+    from depthcraft.tasks.lib.outputs import check_image_output
 
+    fmt = check_image_output(a.output, depth_out=a.depth_out)  # before any work: a suffix it cannot write
     rgb, dm = focus_stack(a.images, order=a.order, align=not a.no_align, max_pixels=a.max_pixels,
                           downscale=a.downscale)
     write_image(a.output, rgb)
     con = _console()
     con.print(f"wrote {a.output}")
     if a.depth_out:
-        from depthcraft.tasks.lib.formats import format_for_suffix
-
-        write_format(dm, format_for_suffix(a.depth_out), a.depth_out)
+        write_format(dm, fmt, a.depth_out)
         con.print(f"wrote {a.depth_out}")
     return 0
 

@@ -145,6 +145,9 @@ def validate_params(recipe: Recipe, src: RecipeSource) -> dict[str, tuple[StepSp
             raise src.error(f"step {s.id!r} ({s.uses}) needs a depth map: add `from: <an estimate step>`",
                             ("steps", i))
         out[s.id] = (spec, params)
+    from .outputcheck import check_outputs
+
+    check_outputs(recipe, src, out)  # an output that contradicts an explicit format
     return out
 
 

@@ -28,7 +28,11 @@ def run_clip_oneshot(args, spec, params_from_args) -> int:
         raise ParameterError("--depth is for photos; a clip's depth is estimated frame by frame", parameter="--depth")
     # the output's suffix says video or folder here, not a per-image format
     params = params_from_args(dataclasses.replace(spec, params_for_output=None), args)
-    output_target(args.output)
+    from depthcraft.tasks.clips import target_conflict
+
+    why = target_conflict(spec.kind, output_target(args.output), params, set(params.model_fields_set))
+    if why:  # an explicit --format the output cannot hold (tasks/clips.py)
+        raise ParameterError(f"{Path(args.output).name}: {why}", parameter="-o")
     info = probe_clip(args.image, max_pixels=args.max_pixels, downscale=args.downscale)
     console = Console(stderr=True, soft_wrap=True)
     recovery.clean_stale_oneshot_tmp()  # what a killed one-shot left (a partial video)

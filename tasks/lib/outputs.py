@@ -71,7 +71,7 @@ def depth_format_for_suffix(path: str | os.PathLike, *, npy: str = "npy") -> str
     if s in (".jpg", ".jpeg"):
         hint = "a depth map is never stored as lossy JPEG: its steps would band and ring"
     raise ParameterError(f"{Path(str(path)).name}: cannot write a depth map as {s or 'a file without a suffix'!r}; "
-                         "use .png (8-bit, or 16-bit with --format png16), .npy, .pfm, .npz, .tif or .exr",
+                         "use .png, .npy, .pfm, .npz, .tif, .tiff or .exr",
                          parameter="-o", hint=hint)
 
 
@@ -138,3 +138,27 @@ def resolve(spec, path: str | os.PathLike, explicit: dict, *, validate: Callable
                 f"{' and '.join(_flag(n, flags) for n in given)} and the suffix chooses") if given else None
         raise ParameterError(why, parameter=parameter, hint=hint)
     return params
+
+
+# what write_image writes, by suffix (PIL picks the encoder from it)
+PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
+
+
+def check_image_output(path: str | os.PathLike, *, depth_out: str | os.PathLike | None = None) -> str | None:
+    """A command that writes one photo to ``path`` (PNG, JPEG, TIFF or WebP, by its suffix) and
+    optionally a depth map to ``depth_out``: refuse what cannot be written before any work.
+    Returns the depth format of ``depth_out`` (None without one)."""
+    refuse_stdout(path)
+    s = suffix_of(path)
+    folder = str(path).endswith(("/", os.sep)) or Path(str(path)).is_dir()
+    if folder or s not in PHOTO_SUFFIXES:
+        what = "a folder" if folder else repr(s) if s else "a file without a suffix"
+        raise ParameterError(f"{path}: cannot write the image as {what}; use {', '.join(PHOTO_SUFFIXES)}",
+                             parameter="-o")
+    if depth_out is None:
+        return None
+    refuse_stdout(depth_out, "--depth-out")
+    try:
+        return depth_format_for_suffix(depth_out)
+    except ParameterError as e:
+        raise ParameterError(e.message.replace("parameter '-o': ", ""), parameter="--depth-out", hint=e.hint) from None
