@@ -123,9 +123,13 @@ def resolve(spec, path: str | os.PathLike, explicit: dict, *, validate: Callable
     if s or not given:  # no suffix: the explicit format decides; none either: the step says (today's refusal)
         try:
             implied = spec.params_for_output(Path(str(path)))
-        except ParameterError:
+        except ParameterError as e:
             if not given:
-                raise
+                name = Path(str(path)).name or str(path)
+                if f"{name}:" in e.message:
+                    raise
+                raise ParameterError(f"{name}: {e.message.split(': ', 1)[-1]}", parameter=e.parameter or parameter,
+                                     hint=e.hint) from None
             implied = {}  # an explicit format and a suffix this step never writes: said below
         for k, v in implied.items():
             values.setdefault(k, v)
