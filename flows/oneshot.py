@@ -119,7 +119,7 @@ def params_from_args(spec: StepSpec, args) -> Any:
         node[parts[-1]] = yaml.safe_load(raw) if raw else ""
     from depthcraft.tasks.lib.outputs import resolve
 
-    flags = {k: "--set " + k for k in values if getattr(args, f"param_{k}", None) is None}
+    flags = {k: f"--set {k}=" for k in values if getattr(args, f"param_{k}", None) is None}
     return resolve(spec, args.output, values, validate=lambda v: _validate(spec, v), flags=flags)
 
 

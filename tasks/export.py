@@ -6,6 +6,8 @@ The formats themselves (what each file holds, its metadata) live in
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 
 from .lib.formats import FORMATS, FormatName, MetricScale, format_outputs
@@ -42,7 +44,9 @@ def clip_frame(rgb, near, p: ExportParams, state: dict) -> dict:
 
 def params_for_output(path) -> dict:
     """``-o x.exr``: the main output (the first format) is what the suffix says, the other
-    default formats follow it (``x-png16.png``...)."""
+    default formats follow it (``x-png16.png``...); no suffix: the default formats, as ever."""
+    if not Path(str(path)).suffix:
+        return {}
     first = depth_format_for_suffix(path)
     rest = [f for f in ExportParams.model_fields["formats"].default_factory() if f != first]
     return {"formats": [first, *rest]}

@@ -244,9 +244,9 @@ def clip_frame(rgb: np.ndarray, near: np.ndarray, p: LayersParams, state: dict) 
 def params_for_output(path) -> dict:
     """``-o x.png``: the plane preview; the RGBA layers and masks beside it are PNGs too (alpha)."""
     s = Path(str(path)).suffix.lower()
-    if s != ".png":
+    if s not in (".png", ""):  # no suffix: PNG, as ever
         raise ParameterError(f"{Path(str(path)).name}: layers writes PNG images (the layers keep their alpha), "
-                             f"not {s or 'a file without a suffix'!r}; use -o NAME.png", parameter="-o")
+                             f"not {repr(s) if s else 'a file without a suffix'}; use -o NAME.png", parameter="-o")
     return {}
 
 

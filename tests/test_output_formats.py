@@ -107,6 +107,16 @@ def test_no_suffix_with_explicit_format_writes_it(tmp_path, photo):
     assert magic(tmp_path / "depth") == "exr"
 
 
+def test_no_suffix_keeps_working_where_it_did(tmp_path, photo):
+    """export and layers never read the suffix: without one they write their defaults, as before."""
+    r = cli("export", photo, "-o", tmp_path / "e")
+    assert r.returncode == 0, r.stderr
+    assert magic(tmp_path / "e") == "png" and magic(tmp_path / "e-npy.npy") == "npy"
+    r = cli("layers", photo, "-o", tmp_path / "l")
+    assert r.returncode == 0, r.stderr
+    assert magic(tmp_path / "l") == "png"
+
+
 # -- refusals ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("args,name,words", [
     (("estimate",), "d.jpg", ["-o", "d.jpg", "JPEG"]),  # wrote PNG bytes into d.jpg

@@ -70,7 +70,7 @@ def depth_format_for_suffix(path: str | os.PathLike, *, npy: str = "npy") -> str
     hint = None
     if s in (".jpg", ".jpeg"):
         hint = "a depth map is never stored as lossy JPEG: its steps would band and ring"
-    raise ParameterError(f"{Path(str(path)).name}: cannot write a depth map as {s or 'a file without a suffix'!r}; "
+    raise ParameterError(f"{Path(str(path)).name}: cannot write a depth map as {repr(s) if s else 'a file without a suffix'}; "
                          "use .png, .npy, .pfm, .npz, .tif, .tiff or .exr",
                          parameter="-o", hint=hint)
 
@@ -101,7 +101,7 @@ def conflict(spec, path: str | os.PathLike, params: Any, explicit: set[str], *,
     if s in allowed:
         return None
     said = [n for n in spec.output_params if n in explicit] or list(spec.output_params)
-    by = " ".join(f"{_flag(n, flags)} {_value(params, n)}" for n in said)
+    by = " ".join(f"{_flag(n, flags)}{'' if _flag(n, flags).endswith('=') else ' '}{_value(params, n)}" for n in said)
     kind = KIND_OF.get(allowed[0], allowed[0])
     what = KIND_OF.get(s, f"a {s} file")
     return f"{Path(str(path)).name}: its suffix says {what}, but {by} writes {kind} ({describe(allowed)})"
@@ -139,7 +139,7 @@ def resolve(spec, path: str | os.PathLike, explicit: dict, *, validate: Callable
         name = Path(str(path))
         allowed = spec.main_suffixes(params)
         hint = (f"name the file {name.stem}{allowed[0]}, or leave out "
-                f"{' and '.join(_flag(n, flags) for n in given)} and the suffix chooses") if given else None
+                f"{' and '.join(_flag(n, flags).rstrip('=') for n in given)} and the suffix chooses") if given else None
         raise ParameterError(why, parameter=parameter, hint=hint)
     return params
 
