@@ -322,7 +322,10 @@ def compile_plan(recipe: Recipe, src: RecipeSource, ws: Workspace, *, out_root: 
                                                    step_provider=bool(d.provider),
                                                    requested_provider=requested if requested != provider else None)
     if any(i.source is not None and i.source.kind == "video" for i in images):
+        from .outputcheck import check_clip_defaults
         from .segments import expand_clips
+
+        check_clip_defaults(recipe, src, plan.specs, {sid: validated[sid][1] for sid in order})
 
         expand_clips(plan, ws)
     return plan

@@ -30,9 +30,11 @@ def run_clip_oneshot(args, spec, params_from_args) -> int:
     params = params_from_args(dataclasses.replace(spec, params_for_output=None), args)
     from depthcraft.tasks.clips import target_conflict
 
-    why = target_conflict(spec.kind, output_target(args.output), params, set(params.model_fields_set))
-    if why:  # an explicit --format the output cannot hold (tasks/clips.py)
-        raise ParameterError(f"{Path(args.output).name}: {why}", parameter="-o")
+    bad = target_conflict(spec.kind, output_target(args.output), params, set(params.model_fields_set))
+    if bad:  # an explicit --format the output cannot hold (tasks/clips.py)
+        flag = "--" + bad[0].replace("_", "-") + " " if getattr(args, f"param_{bad[0]}", None) is not None else f"--set {bad[0]}="
+        raise ParameterError(f"{Path(args.output).name or args.output}: {flag}{bad[1]}", parameter="-o",
+                             hint="a folder of frames is -o DIR/" if bad[0] != "layout" else None)
     info = probe_clip(args.image, max_pixels=args.max_pixels, downscale=args.downscale)
     console = Console(stderr=True, soft_wrap=True)
     recovery.clean_stale_oneshot_tmp()  # what a killed one-shot left (a partial video)

@@ -21,6 +21,9 @@ from depthcraft.tasks.lib.step import StepSpec
 from .recipe import Recipe, RecipeSource
 
 
+_HINT = "clip_output: folder writes one file per frame in any format; mkv holds 16 bits"
+
+
 def check_outputs(recipe: Recipe, src: RecipeSource, validated: dict[str, tuple[StepSpec, Any]]) -> None:
     """Raise the RecipeError of the first step whose output contradicts its parameters."""
     from depthcraft.tasks.clips import target_conflict
@@ -30,14 +33,37 @@ def check_outputs(recipe: Recipe, src: RecipeSource, validated: dict[str, tuple[
         explicit = set(s.with_)
         if s.clip_output:
             target = "folder" if s.clip_output == "folder" else "." + s.clip_output
-            why = target_conflict(spec.kind, target, params, explicit, images=False)
-            if why:
-                raise src.error(f"clip_output {s.clip_output}: {why}", ("steps", i, "clip_output"))
-        sfx = suffix_of(s.id)
-        if sfx in KIND_OF and spec.main_suffixes is not None:
-            allowed = tuple(spec.main_suffixes(params))
-            if sfx not in allowed:
-                raise src.error(f"step id {s.id!r} ends in {sfx}, but this {spec.kind} step writes "
-                                f"{KIND_OF.get(allowed[0], allowed[0])} ({describe(allowed)}): its file would be "
-                                f"{s.id}{allowed[0]}", ("steps", i, "id"),
-                                hint="leave the suffix out of the id; the step's format chooses it")
+            bad = target_conflict(spec.kind, target, params, explicit, images=False)
+            if bad:
+                raise src.error(f"clip_output {s.clip_output} against with.{bad[0]}: {bad[0]} {bad[1]}",
+                                ("steps", i, "clip_output"), hint=_HINT)
+        _check_id(spec, params, s, i, src)
+
+
+def check_clip_defaults(recipe: Recipe, src: RecipeSource, specs: dict[str, StepSpec], params: dict[str, Any]) -> None:
+    """Recipes with a clip among their inputs: a step without ``clip_output`` writes the engine's
+    default type (``default_suffix``: 8-bit ``.mp4``, 16-bit ``.mkv``), which must hold its
+    explicit format too (``format: inverse`` has no video form: ``clip_output: folder``)."""
+    from depthcraft.tasks.clips import default_suffix, target_conflict
+
+    for i, s in enumerate(recipe.steps):
+        if s.clip_output or s.id not in specs:
+            continue
+        spec, p = specs[s.id], params[s.id]
+        bad = target_conflict(spec.kind, default_suffix(spec.kind, p), p, set(s.with_), images=False)
+        if bad:
+            raise src.error(f"on a clip input: {bad[0]} {bad[1]}", ("steps", i, "with", bad[0]),
+                            hint=_HINT if bad[0] != "layout" else None)
+
+
+def _check_id(spec: StepSpec, params: Any, s, i: int, src: RecipeSource) -> None:
+    """``id: depth.jpg`` on a step that writes PNG would publish ``depth.jpg.png``: refused."""
+    sfx = suffix_of(s.id)
+    if sfx not in KIND_OF or spec.main_suffixes is None:
+        return
+    allowed = tuple(spec.main_suffixes(params))
+    if sfx not in allowed:
+        raise src.error(f"step id {s.id!r} ends in {sfx}, but this {spec.kind} step writes "
+                        f"{KIND_OF.get(allowed[0], allowed[0])} ({describe(allowed)}): its file would be "
+                        f"{s.id}{allowed[0]}", ("steps", i, "id"),
+                        hint="leave the suffix out of the id; the step's format chooses it")

@@ -92,13 +92,14 @@ VIDEO_DEPTH = {"grayscale": None, "png16": (".mkv",), "npy": (".mkv",), "pfm": (
                "raw": (".mkv",), "tiff": (".mkv",), "exr": (".mkv",)}
 
 
-def target_conflict(kind: str, target: str, params: Any, explicit: set[str], *, images: bool = True) -> str | None:
-    """Why a clip output ``target`` (``'folder'`` or a video suffix, :func:`output_target`) cannot
-    hold what the explicitly given parameters ask for, or None. A folder holds one file per frame
-    in any format. ``images``: also refuse an image file type (``format: jpg``) for a video (one-shot
-    commands; a recipe's ``format`` serves its photos too)."""
+def target_conflict(kind: str, target: str, params: Any, explicit: set[str], *,
+                    images: bool = True) -> tuple[str, str] | None:
+    """``(parameter, why)`` when a clip output ``target`` (``'folder'`` or a video suffix,
+    :func:`output_target`) cannot hold what the explicitly given parameters ask for, else None.
+    A folder holds one file per frame in any format. ``images``: also refuse an image file type
+    (``format: jpg``) for a video (one-shot commands; a recipe's ``format`` serves its photos too)."""
     if kind == "stereo" and "layout" in explicit and getattr(params, "layout", None) == "mpo":
-        return "layout mpo is a stereo photo (JPEG pair); a clip's 3D layouts are sbs, hsbs, tb, htb, cross, anaglyph, lr"
+        return "layout", "mpo is a stereo photo (a JPEG pair); a clip's 3D layouts are sbs, hsbs, tb, htb, cross, anaglyph, lr"
     if target == "folder":
         return None
     if kind in DEPTH_KINDS:
@@ -109,17 +110,17 @@ def target_conflict(kind: str, target: str, params: Any, explicit: set[str], *, 
         if kind == "export" and fmt == "preview":
             return None  # a colour-mapped video
         if fmt not in VIDEO_DEPTH:
-            return f"format {fmt} has no video form; a folder (a path ending in /) holds one {fmt} file per frame"
+            return name, f"{fmt} has no video form ({target}); a folder of frames holds one {fmt} file per frame"
         ok = VIDEO_DEPTH[fmt]
         if ok is not None and target not in ok:
-            return (f"format {fmt} keeps more than 8 bits, which a {target} video cannot; use "
-                    f"{' or '.join(ok)} (16-bit FFV1) or a folder (a path ending in /)")
+            return name, (f"{fmt} keeps more than 8 bits, which a {target} video cannot; "
+                          f"{' or '.join(ok)} (16-bit FFV1) or a folder of frames can")
         return None
     if kind == "parallax" and "container" in explicit and "." + params.container != target:
-        return f"container {params.container} writes .{params.container}, not {target}"
+        return "container", f"{params.container} writes .{params.container}, not {target}"
     if images and "format" in explicit and getattr(params, "format", None) in ("png", "jpg"):
-        return (f"format {params.format} is the file type of photos and of frame folders (a path ending in /); "
-                f"a {target} video's frames are encoded by the video")
+        return "format", (f"{params.format} is the file type of photos and of frame folders; a {target} video's "
+                          "frames are encoded by the video")
     return None
 
 

@@ -256,6 +256,16 @@ def test_recipe_clip_output_against_format_refused_by_validate(tmp_path, clip):
     assert r.returncode == 0, r.stderr
 
 
+def test_recipe_clip_default_output_must_hold_the_format(tmp_path, clip):
+    """Without clip_output a clip step writes a video; an 8-bit gray video cannot be `inverse`
+    (black = near): refused before any step runs, and a folder of frames is fine."""
+    r, p = _validate(tmp_path, img=clip, sid="depth", fmt="inverse")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"{p}:9" in r.stderr and "inverse" in r.stderr and "clip_output" in r.stderr
+    r, p = _validate(tmp_path, img=clip, sid="depth", fmt="inverse", extra="    clip_output: folder\n")
+    assert r.returncode == 0, r.stderr
+
+
 def test_recipe_step_id_with_a_contradicting_suffix_refused(tmp_path, photo):
     r, p = _validate(tmp_path, img=photo, sid="depth.jpg", fmt="grayscale")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
