@@ -184,6 +184,17 @@ def test_every_suffix_a_step_accepts_is_one_it_writes():
     assert accepted >= 20
 
 
+def test_depth_suffix_table_covers_every_format_and_writes_its_first():
+    from depthcraft.tasks.lib.formats import FORMATS, SUFFIX
+    from depthcraft.tasks.lib.outputs import DEPTH_FOR_SUFFIX, DEPTH_SUFFIXES
+
+    assert set(DEPTH_SUFFIXES) == set(FORMATS)
+    for fmt in FORMATS:
+        assert DEPTH_SUFFIXES[fmt][0] == SUFFIX[fmt]  # what write_format's caller names the file
+    for suffix, fmt in DEPTH_FOR_SUFFIX.items():
+        assert suffix in DEPTH_SUFFIXES[fmt]
+
+
 def test_conflict_is_a_mapping_not_a_name_comparison():
     from depthcraft.tasks.catalog import get_step
     from depthcraft.tasks.lib.outputs import conflict
