@@ -412,8 +412,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     fs = sub.add_parser("focus-stack", help="all-in-focus image and depth-from-focus map from a focus bracket")
     fs.add_argument("images", nargs="+", help="the bracket: photos of one scene focused at different distances")
-    fs.add_argument("-o", "--output", required=True, help="the all-in-focus image (PNG/JPEG)")
-    fs.add_argument("--depth-out", help="the depth-from-focus map (.png white = near, .npy, .pfm)")
+    fs.add_argument("-o", "--output", required=True, help="the all-in-focus image (.png, .jpg, .tif, .webp: by its suffix)")
+    fs.add_argument("--depth-out", help="the depth-from-focus map, by its suffix (.png white = near, .npy, .pfm, .npz, .tif, .exr)")
     fs.add_argument("--order", choices=["near_first", "far_first"], default="near_first",
                     help="focus order of the bracket (default: the first photo is focused nearest)")
     fs.add_argument("--no-align", action="store_true", help="skip aligning the frames (tripod shots)")
