@@ -106,15 +106,16 @@ def target_conflict(kind: str, target: str, params: Any, explicit: set[str], *,
         name = "formats" if kind == "export" else "format"
         if name not in explicit:
             return None
-        fmt = params.formats[0] if kind == "export" else params.format
-        if kind == "export" and fmt == "preview":
-            return None  # a colour-mapped video
-        if fmt not in VIDEO_DEPTH:
-            return name, f"{fmt} has no video form ({target}); a folder of frames holds one {fmt} file per frame"
-        ok = VIDEO_DEPTH[fmt]
-        if ok is not None and target not in ok:
-            return name, (f"{fmt} keeps more than 8 bits, which a {target} video cannot; "
-                          f"{' or '.join(ok)} (16-bit FFV1) or a folder of frames can")
+        # export writes every one of its formats as a video of the same type
+        for fmt in dict.fromkeys(params.formats if kind == "export" else [params.format]):
+            if kind == "export" and fmt == "preview":
+                continue  # a colour-mapped video
+            if fmt not in VIDEO_DEPTH:
+                return name, f"{fmt} has no video form ({target}); a folder of frames holds one {fmt} file per frame"
+            ok = VIDEO_DEPTH[fmt]
+            if ok is not None and target not in ok:
+                return name, (f"{fmt} keeps more than 8 bits, which a {target} video cannot; "
+                              f"{' or '.join(ok)} (16-bit FFV1) or a folder of frames can")
         return None
     if kind == "parallax" and "container" in explicit and "." + params.container != target:
         return "container", f"{params.container} writes .{params.container}, not {target}"
