@@ -3,7 +3,8 @@
 ``depthcraft <step> IMAGE -o OUT [--depth D --depth-kind K] [--<param> VALUE ...]``. Every
 scalar parameter of the step becomes a ``--param-name`` option; others are set with
 ``--set name=value`` (YAML values). The suffix of ``-o`` may pick parameters (a format, a
-container) through the step's ``params_for_output``. The step's main output is written to
+container) through the step's ``params_for_output``, and must agree with those given
+(``depthcraft.tasks.lib.outputs``). The step's main output is written to
 ``OUT``; its other published outputs next to it as ``<OUT stem>-<name><suffix>``.
 """
 
