@@ -12,8 +12,9 @@ A step declares (on its :class:`~depthcraft.tasks.lib.step.StepSpec`):
   a comparison of names.
 
 :func:`resolve` merges what the user said with what the suffix implies, and refuses a suffix that
-names another kind of file than the parameters write. One-shot commands, the ``focus-stack``
-command and recipe validation share it.
+names another kind of file than the parameters write (one-shot commands). The ``focus-stack``
+command uses :func:`check_image_output`; recipe validation (``flows/outputcheck.py``) the same
+``main_suffixes`` and the clip engine's ``target_conflict``.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def depth_format_for_suffix(path: str | os.PathLike, *, npy: str = "npy") -> str
         return DEPTH_FOR_SUFFIX[s]
     hint = None
     if s in (".jpg", ".jpeg"):
-        hint = "a depth map is never stored as lossy JPEG: its steps would band and ring"
+        hint = "a depth map is never stored as lossy JPEG: its blocks would blur and ring the depth edges"
     raise ParameterError(f"{Path(str(path)).name}: cannot write a depth map as {repr(s) if s else 'a file without a suffix'}; "
                          "use .png, .npy, .pfm, .npz, .tif, .tiff or .exr",
                          parameter="-o", hint=hint)
@@ -128,8 +129,9 @@ def resolve(spec, path: str | os.PathLike, explicit: dict, *, validate: Callable
                 name = Path(str(path)).name or str(path)
                 if f"{name}:" in e.message:
                     raise
-                raise ParameterError(f"{name}: {e.message.split(': ', 1)[-1]}", parameter=e.parameter or parameter,
-                                     hint=e.hint) from None
+                prefix = f"parameter {e.parameter!r}: " if e.parameter else ""
+                msg = e.message[len(prefix):] if e.message.startswith(prefix) else e.message
+                raise ParameterError(f"{name}: {msg}", parameter=e.parameter or parameter, hint=e.hint) from None
             implied = {}  # an explicit format and a suffix this step never writes: said below
         for k, v in implied.items():
             values.setdefault(k, v)
