@@ -21,7 +21,6 @@ put back where they were. Work is done only on the tiles that hold uncertain pix
 
 from __future__ import annotations
 
-
 import cv2
 import numpy as np
 from pydantic import Field
