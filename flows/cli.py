@@ -336,16 +336,16 @@ def cmd_focus_stack(a) -> int:
     from depthcraft.tasks.lib.formats import write_format
     from depthcraft.tasks.focus_stack import focus_stack
     from depthcraft.tasks.lib.images import write_image
+    from depthcraft.tasks.lib.outputs import check_image_output
 
+    fmt = check_image_output(a.output, depth_out=a.depth_out)  # before any work: a suffix it cannot write
     rgb, dm = focus_stack(a.images, order=a.order, align=not a.no_align, max_pixels=a.max_pixels,
                           downscale=a.downscale)
     write_image(a.output, rgb)
     con = _console()
     con.print(f"wrote {a.output}")
     if a.depth_out:
-        from depthcraft.tasks.lib.formats import format_for_suffix
-
-        write_format(dm, format_for_suffix(a.depth_out), a.depth_out)
+        write_format(dm, fmt, a.depth_out)
         con.print(f"wrote {a.depth_out}")
     return 0
 
@@ -412,8 +412,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     fs = sub.add_parser("focus-stack", help="all-in-focus image and depth-from-focus map from a focus bracket")
     fs.add_argument("images", nargs="+", help="the bracket: photos of one scene focused at different distances")
-    fs.add_argument("-o", "--output", required=True, help="the all-in-focus image (PNG/JPEG)")
-    fs.add_argument("--depth-out", help="the depth-from-focus map (.png white = near, .npy, .pfm)")
+    fs.add_argument("-o", "--output", required=True, help="the all-in-focus image (.png, .jpg, .tif, .webp: by its suffix)")
+    fs.add_argument("--depth-out", help="the depth-from-focus map, by its suffix (.png white = near, .npy, .pfm, .npz, .tif, .exr)")
     fs.add_argument("--order", choices=["near_first", "far_first"], default="near_first",
                     help="focus order of the bracket (default: the first photo is focused nearest)")
     fs.add_argument("--no-align", action="store_true", help="skip aligning the frames (tripod shots)")

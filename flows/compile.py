@@ -145,6 +145,9 @@ def validate_params(recipe: Recipe, src: RecipeSource) -> dict[str, tuple[StepSp
             raise src.error(f"step {s.id!r} ({s.uses}) needs a depth map: add `from: <an estimate step>`",
                             ("steps", i))
         out[s.id] = (spec, params)
+    from .outputcheck import check_outputs
+
+    check_outputs(recipe, src, out)  # an output that contradicts an explicit format
     return out
 
 
@@ -319,7 +322,10 @@ def compile_plan(recipe: Recipe, src: RecipeSource, ws: Workspace, *, out_root: 
                                                    step_provider=bool(d.provider),
                                                    requested_provider=requested if requested != provider else None)
     if any(i.source is not None and i.source.kind == "video" for i in images):
+        from .outputcheck import check_clip_defaults
         from .segments import expand_clips
+
+        check_clip_defaults(recipe, src, plan.specs, {sid: validated[sid][1] for sid in order})
 
         expand_clips(plan, ws)
     return plan

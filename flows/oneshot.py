@@ -3,7 +3,8 @@
 ``depthcraft <step> IMAGE -o OUT [--depth D --depth-kind K] [--<param> VALUE ...]``. Every
 scalar parameter of the step becomes a ``--param-name`` option; others are set with
 ``--set name=value`` (YAML values). The suffix of ``-o`` may pick parameters (a format, a
-container) through the step's ``params_for_output``. The step's main output is written to
+container) through the step's ``params_for_output``, and must agree with those given
+(``depthcraft.tasks.lib.outputs``). The step's main output is written to
 ``OUT``; its other published outputs next to it as ``<OUT stem>-<name><suffix>``.
 """
 
@@ -54,7 +55,7 @@ def add_step_parser(sub, spec: StepSpec) -> None:
     p = sub.add_parser(spec.kind, help=spec.summary, description=f"{spec.summary}. " + __doc__.split("\n\n")[1],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("image", help="the photo (JPEG, PNG, WebP, TIFF...) or clip (MP4, MOV, MKV, WebM, AVI, animated GIF/WebP)")
-    p.add_argument("-o", "--output", required=True, help="the file to write (its suffix may choose the format)")
+    p.add_argument("-o", "--output", required=True, help="the file to write: its suffix chooses the format, and must agree with an explicit one")
     p.add_argument("--depth", help="a depth map for the photo (PNG 8/16-bit, PGM, PFM, NPY, NPZ)")
     p.add_argument("--depth-kind", choices=sorted(USER_KINDS), default=None,
                    help="what --depth values mean: disparity/relative (larger = nearer) or depth/metric "
@@ -103,11 +104,7 @@ def register(sub, command: str | None = None) -> None:
 
 
 def params_from_args(spec: StepSpec, args) -> Any:
-    from pydantic import ValidationError
-
-    values: dict[str, Any] = {}
-    if spec.params_for_output is not None:
-        values.update(spec.params_for_output(Path(args.output)))
+    values: dict[str, Any] = {}  # what the user gave; the -o suffix fills in the rest (tasks/lib/outputs.py)
     for name in spec.params.model_fields:
         v = getattr(args, f"param_{name}", None)
         if v is not None:
@@ -121,6 +118,15 @@ def params_from_args(spec: StepSpec, args) -> Any:
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = yaml.safe_load(raw) if raw else ""
+    from depthcraft.tasks.lib.outputs import resolve
+
+    flags = {k: f"--set {k}=" for k in values if getattr(args, f"param_{k}", None) is None}
+    return resolve(spec, args.output, values, validate=lambda v: _validate(spec, v), flags=flags)
+
+
+def _validate(spec: StepSpec, values: dict) -> Any:
+    from pydantic import ValidationError
+
     try:
         return spec.params.model_validate(values)
     except ValidationError as e:

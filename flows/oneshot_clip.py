@@ -28,7 +28,13 @@ def run_clip_oneshot(args, spec, params_from_args) -> int:
         raise ParameterError("--depth is for photos; a clip's depth is estimated frame by frame", parameter="--depth")
     # the output's suffix says video or folder here, not a per-image format
     params = params_from_args(dataclasses.replace(spec, params_for_output=None), args)
-    output_target(args.output)
+    from depthcraft.tasks.clips import target_conflict
+
+    bad = target_conflict(spec.kind, output_target(args.output), params, set(params.model_fields_set))
+    if bad:  # an explicit --format the output cannot hold (tasks/clips.py)
+        flag = "--" + bad[0].replace("_", "-") + " " if getattr(args, f"param_{bad[0]}", None) is not None else f"--set {bad[0]}="
+        raise ParameterError(f"{Path(args.output).name or args.output}: {flag}{bad[1]}", parameter="-o",
+                             hint="a folder of frames is -o DIR/" if bad[0] != "layout" else None)
     info = probe_clip(args.image, max_pixels=args.max_pixels, downscale=args.downscale)
     console = Console(stderr=True, soft_wrap=True)
     recovery.clean_stale_oneshot_tmp()  # what a killed one-shot left (a partial video)

@@ -313,6 +313,13 @@ def params_for_output(path) -> dict:
     return image_format_for_suffix(path)
 
 
+def main_suffixes(p: BokehParams) -> tuple[str, ...]:
+    from .lib.outputs import IMAGE_SUFFIXES
+
+    return IMAGE_SUFFIXES[p.format]
+
+
 SPEC = StepSpec(kind="bokeh", version="2", params=BokehParams, run=run, params_for_output=params_for_output,
+                output_params=("format",), main_suffixes=main_suffixes,
                 clip_frame=clip_frame, clip_warm=clip_warm,
                 summary="synthetic shallow depth of field, occlusion-aware (focus point, depth or nearest subject)")

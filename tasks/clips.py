@@ -85,6 +85,46 @@ def output_target(out: str | os.PathLike) -> str:
                          f"folder (end the path with /), not {suf!r}", parameter="-o")
 
 
+DEPTH_KINDS = ("estimate", "refine", "export")
+# depth formats a video carries: 8-bit gray in any container, 16-bit (and float) formats as
+# 16-bit FFV1 in .mkv (what default_suffix picks for them); the others only as frame files
+VIDEO_DEPTH = {"grayscale": None, "png16": (".mkv",), "npy": (".mkv",), "pfm": (".mkv",), "npz": (".mkv",),
+               "raw": (".mkv",), "tiff": (".mkv",), "exr": (".mkv",)}
+
+
+def target_conflict(kind: str, target: str, params: Any, explicit: set[str], *,
+                    images: bool = True) -> tuple[str, str] | None:
+    """``(parameter, why)`` when a clip output ``target`` (``'folder'`` or a video suffix,
+    :func:`output_target`) cannot hold what the explicitly given parameters ask for, else None.
+    A folder holds one file per frame in any format. ``images``: also refuse an image file type
+    (``format: jpg``) for a video (one-shot commands; a recipe's ``format`` serves its photos too)."""
+    if kind == "stereo" and "layout" in explicit and getattr(params, "layout", None) == "mpo":
+        return "layout", "mpo is a stereo photo (a JPEG pair); a clip's 3D layouts are sbs, hsbs, tb, htb, cross, anaglyph, lr"
+    if target == "folder":
+        return None
+    if kind in DEPTH_KINDS:
+        name = "formats" if kind == "export" else "format"
+        if name not in explicit:
+            return None
+        # export writes every one of its formats as a video of the same type
+        for fmt in dict.fromkeys(params.formats if kind == "export" else [params.format]):
+            if kind == "export" and fmt == "preview":
+                continue  # a colour-mapped video
+            if fmt not in VIDEO_DEPTH:
+                return name, f"{fmt} has no video form ({target}); a folder of frames holds one {fmt} file per frame"
+            ok = VIDEO_DEPTH[fmt]
+            if ok is not None and target not in ok:
+                return name, (f"{fmt} keeps more than 8 bits, which a {target} video cannot; "
+                              f"{' or '.join(ok)} (16-bit FFV1) or a folder of frames can")
+        return None
+    if kind == "parallax" and "container" in explicit and "." + params.container != target:
+        return "container", f"{params.container} writes .{params.container}, not {target}"
+    if images and "format" in explicit and getattr(params, "format", None) in ("png", "jpg"):
+        return "format", (f"{params.format} is the file type of photos and of frame folders; a {target} video's "
+                          "frames are encoded by the video")
+    return None
+
+
 def _temporal_params(params: Any, kind: str) -> TemporalParams:
     tp = TemporalParams(enabled=bool(getattr(params, "temporal", True)))
     if kind != "estimate":

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from .lib.depthmap import DepthMap
 from .lib.formats import FormatName, MetricScale, format_for_suffix, format_outputs
+from .lib.outputs import DEPTH_SUFFIXES
 from .providers import DepthRequest, get_provider
 from .lib.step import Output, StepContext, StepParams, StepSpec, load_depth_artifact, save_depth
 
@@ -43,9 +44,15 @@ def run(ctx: StepContext, p: EstimateParams) -> dict[str, Output]:
 
 
 def params_for_output(path) -> dict:
-    """``-o x.png``: 8-bit white = near; ``x.npy`` / ``x.pfm``: float32 normalised, larger = nearer."""
+    """``-o x.png``: 8-bit white = near; ``x.npy`` / ``x.pfm``: float32 normalised, larger = nearer;
+    ``x.tif``/``x.tiff``, ``x.exr``, ``x.npz``: float32 in the map's units."""
     return {"format": format_for_suffix(path)}
 
 
+def main_suffixes(p: EstimateParams) -> tuple[str, ...]:
+    return DEPTH_SUFFIXES[p.format]
+
+
 SPEC = StepSpec(kind="estimate", version="2", params=EstimateParams, run=run, needs_depth=False,
-                uses_provider=True, params_for_output=params_for_output, summary="estimate a depth map with the run's provider (or take the given one)")
+                uses_provider=True, params_for_output=params_for_output, output_params=("format",),
+                main_suffixes=main_suffixes, summary="estimate a depth map with the run's provider (or take the given one)")

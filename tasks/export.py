@@ -6,9 +6,12 @@ The formats themselves (what each file holds, its metadata) live in
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 
 from .lib.formats import FORMATS, FormatName, MetricScale, format_outputs
+from .lib.outputs import DEPTH_SUFFIXES, depth_format_for_suffix
 from .lib.step import Output, StepContext, StepParams, StepSpec
 
 
@@ -39,5 +42,20 @@ def clip_frame(rgb, near, p: ExportParams, state: dict) -> dict:
     return {n: (colorize(near) if f == "preview" else near) for f, n in names.items()}
 
 
+def params_for_output(path) -> dict:
+    """``-o x.exr``: the main output (the first format) is what the suffix says, the other
+    default formats follow it (``x-png16.png``...); no suffix: the default formats, as ever."""
+    if not Path(str(path)).suffix:
+        return {}
+    first = depth_format_for_suffix(path)
+    rest = [f for f in ExportParams.model_fields["formats"].default_factory() if f != first]
+    return {"formats": [first, *rest]}
+
+
+def main_suffixes(p: ExportParams) -> tuple[str, ...]:
+    return DEPTH_SUFFIXES[p.formats[0]] if p.formats else (".png",)
+
+
 SPEC = StepSpec(kind="export", version="2", params=ExportParams, run=run, clip_frame=clip_frame,
+                params_for_output=params_for_output, output_params=("formats",), main_suffixes=main_suffixes,
                 summary="write the depth map in the formats the next tool needs")

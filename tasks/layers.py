@@ -18,6 +18,7 @@ and the layers composite back to the photo. Layer 0 is the nearest plane.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Literal
 
 import cv2
@@ -240,6 +241,16 @@ def clip_frame(rgb: np.ndarray, near: np.ndarray, p: LayersParams, state: dict) 
     return outs
 
 
+def params_for_output(path) -> dict:
+    """``-o x.png``: the plane preview; the RGBA layers and masks beside it are PNGs too (alpha)."""
+    s = Path(str(path)).suffix.lower()
+    if s not in (".png", ""):  # no suffix: PNG, as ever
+        raise ParameterError(f"{Path(str(path)).name}: layers writes PNG images (the layers keep their alpha), "
+                             f"not {repr(s) if s else 'a file without a suffix'}; use -o NAME.png", parameter="-o")
+    return {}
+
+
 SPEC = StepSpec(kind="layers", version="1", params=LayersParams, run=run, clip_frame=clip_frame,
+                params_for_output=params_for_output, main_suffixes=lambda p: (".png",),
                 clip_warm=clip_warm,
                 summary="split the photo into N depth planes: feathered masks and RGBA layers, nearest first")

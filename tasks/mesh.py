@@ -289,5 +289,10 @@ def params_for_output(path) -> dict:
     return {"format": s}
 
 
+def main_suffixes(p: MeshParams) -> tuple[str, ...]:
+    return (MESH_SUFFIX[p.format],)
+
+
 SPEC = StepSpec(kind="mesh", version="1", params=MeshParams, run=run, params_for_output=params_for_output,
+                output_params=("format",), main_suffixes=main_suffixes,
                 summary="3D export: textured mesh (GLB/OBJ) or point cloud (PLY) from photo, depth and field of view")

@@ -273,6 +273,11 @@ def params_for_output(path) -> dict:
     return {"container": s}
 
 
+def main_suffixes(p: ParallaxParams) -> tuple[str, ...]:
+    return ("." + p.container,)
+
+
 SPEC = StepSpec(kind="parallax", version="5", params=ParallaxParams, run=run, params_for_output=params_for_output,
+                output_params=("container",), main_suffixes=main_suffixes,
                 clip_frame=clip_frame,
                 summary="render a parallax video (orbit, dolly, zoom, swing, Ken Burns, dolly-zoom, keyframes)")

@@ -21,15 +21,14 @@ put back where they were. Work is done only on the tiles that hold uncertain pix
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 from pydantic import Field
 
 from .lib.depthmap import DepthMap
 from .lib.errors import InputError, ParameterError
-from .lib.formats import SUFFIX, FormatName, MetricScale, format_for_suffix, write_format
+from .lib.formats import SUFFIX, FormatName, MetricScale, write_format
+from .lib.outputs import DEPTH_SUFFIXES, depth_params_for_suffix
 from .lib.guided import box
 from .lib.step import Output, StepContext, StepParams, StepSpec, save_depth
 
@@ -209,12 +208,15 @@ def clip_frame(rgb: np.ndarray, near: np.ndarray, p: RefineParams, state: dict) 
 
 def params_for_output(path) -> dict:
     """``-o x.npy``: float32 in the input's own units (raw); ``.png``: 8-bit white = near; ``.pfm``: normalised."""
-    if Path(path).suffix.lower() == ".npy":
-        return {"format": "raw"}
-    return {"format": format_for_suffix(path)}
+    return depth_params_for_suffix(path, npy="raw")
+
+
+def main_suffixes(p: RefineParams) -> tuple[str, ...]:
+    return DEPTH_SUFFIXES[p.format]
 
 
 SPEC = StepSpec(kind="refine", version="2", params=RefineParams, run=run, params_for_output=params_for_output,
+                output_params=("format",), main_suffixes=main_suffixes,
                 clip_frame=clip_frame,
                 uses_provider=True,
                 summary="make depth edges follow the photo's edges (two-layer edge matting; keeps the depth's units)")

@@ -263,6 +263,16 @@ def params_for_output(path) -> dict:
     return image_format_for_suffix(path, " or .mpo")
 
 
+def main_suffixes(p: StereoParams) -> tuple[str, ...]:
+    """One eye: the image format; both: ``.mpo`` for the mpo layout, else the image format."""
+    from .lib.outputs import IMAGE_SUFFIXES
+
+    if p.eye == "both" and p.layout == "mpo":
+        return (".mpo",)
+    return IMAGE_SUFFIXES[p.format]
+
+
 SPEC = StepSpec(kind="stereo", version="5", params=StereoParams, run=run, params_for_output=params_for_output,
+                output_params=("layout", "format"), main_suffixes=main_suffixes,
                 clip_frame=clip_frame,
                 summary="make a stereo pair (side-by-side, top-bottom, anaglyph, MPO, or one eye)")

@@ -145,4 +145,5 @@ def params_for_output(path) -> dict:
 
 
 SPEC = StepSpec(kind="viewer", version="1", params=ViewerParams, run=run, params_for_output=params_for_output,
+                main_suffixes=lambda p: (".html", ".htm"),
                 summary="a self-contained interactive 3D photo: one HTML file (WebGL, pointer/tilt/auto camera)")

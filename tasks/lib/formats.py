@@ -167,14 +167,11 @@ def write_format_meta(dm: DepthMap, fmt: str, path: str | Path, *,
 
 
 def format_for_suffix(path: str | Path) -> str:
-    """The format a one-shot ``-o`` path asks for: .png grayscale, .npy float, .pfm float..."""
-    s = Path(path).suffix.lower()
-    table = {".png": "grayscale", ".npy": "npy", ".pfm": "pfm", ".jpg": "grayscale", ".npz": "npz",
-             ".tif": "tiff", ".tiff": "tiff", ".exr": "exr"}
-    if s not in table:
-        raise ParameterError(f"cannot tell a depth format from {s!r}; use .png, .npy, .pfm, .npz, .tif or .exr",
-                             parameter="-o")
-    return table[s]
+    """The format a one-shot ``-o`` path asks for: .png grayscale, .npy/.pfm float, .tif/.tiff,
+    .exr, .npz; anything else (a lossy .jpg too) is refused (:mod:`.outputs`)."""
+    from .outputs import depth_format_for_suffix
+
+    return depth_format_for_suffix(path)
 
 
 def format_outputs(ctx: StepContext, dm: DepthMap, fmt: str, name: str = "main", *,

@@ -140,8 +140,14 @@ class StepSpec:
     needs_depth: bool = True
     uses_provider: bool = False  # provider identity enters the cache key
     primary: str = "main"  # the output named in the output folder as <step id><suffix>
-    # One-shot commands: parameters implied by the ``-o`` path (e.g. its suffix picks a format).
+    # One-shot commands: parameters implied by the ``-o`` path (e.g. its suffix picks a format);
+    # raises ParameterError for a suffix the step cannot write. ``output_params`` names the
+    # parameters a suffix decides; ``main_suffixes(params)`` the suffixes the main output may
+    # carry with those parameters (the first is the one written). A suffix that contradicts an
+    # explicit format is refused by depthcraft.tasks.lib.outputs.
     params_for_output: Callable[[Path], dict] | None = None
+    output_params: tuple[str, ...] = ()
+    main_suffixes: Callable[[Any], tuple[str, ...]] | None = None
     # Clips: ``clip_frame(rgb, nearness, params, state) -> {output name: uint8 image}`` renders one
     # frame from the photo (uint8 RGB H x W x 3) and its temporally stable nearness (float32
     # H x W, 0..1, larger = nearer); ``state`` is a dict kept for the segment (depthcraft.tasks.clips).

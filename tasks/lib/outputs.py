@@ -1,0 +1,170 @@
+"""An output file's name and its contents agree: the suffix picks the format, or it is refused.
+
+A step declares (on its :class:`~depthcraft.tasks.lib.step.StepSpec`):
+
+- ``output_params``: the parameters an output's suffix decides (``format``, ``layout``,
+  ``container``...);
+- ``params_for_output(path)``: the values a suffix implies (raises :class:`ParameterError` for a
+  suffix the step cannot write, e.g. a depth map as ``.mp4`` or a mesh as ``.png``);
+- ``main_suffixes(params)``: the suffixes its main output may carry with these parameters, the
+  first being the one it writes. Several formats may share a suffix (``grayscale``, ``png16``
+  and ``preview`` are all PNGs; ``tiff`` is ``.tif`` or ``.tiff``), so this is a mapping, never
+  a comparison of names.
+
+:func:`resolve` merges what the user said with what the suffix implies, and refuses a suffix that
+names another kind of file than the parameters write (one-shot commands). The ``focus-stack``
+command uses :func:`check_image_output`; recipe validation (``flows/outputcheck.py``) the same
+``main_suffixes`` and the clip engine's ``target_conflict``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import ParameterError
+
+# What each depth format writes (formats.py SUFFIX gives the first); tiff has two spellings.
+DEPTH_SUFFIXES = {"grayscale": (".png",), "inverse": (".png",), "png16": (".png",), "preview": (".png",),
+                  "metric_mm": (".png",), "npy": (".npy",), "raw": (".npy",), "metric": (".npy",),
+                  "pfm": (".pfm",), "npz": (".npz",), "tiff": (".tif", ".tiff"),
+                  "metric_tiff": (".tif", ".tiff"), "exr": (".exr",), "metric_exr": (".exr",)}
+# the depth format a bare suffix asks for (one-shot ``-o``; ``refine`` reads .npy as raw instead)
+DEPTH_FOR_SUFFIX = {".png": "grayscale", ".npy": "npy", ".pfm": "pfm", ".npz": "npz", ".tif": "tiff",
+                    ".tiff": "tiff", ".exr": "exr"}
+IMAGE_SUFFIXES = {"png": (".png",), "jpg": (".jpg", ".jpeg")}
+# what a file of each suffix is, for messages
+KIND_OF = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".mpo": "stereo JPEG (MPO)", ".npy": "NumPy array",
+           ".pfm": "PFM", ".npz": "NumPy archive", ".tif": "TIFF", ".tiff": "TIFF", ".exr": "OpenEXR",
+           ".mp4": "MP4 video", ".webm": "WebM video", ".gif": "GIF", ".mkv": "Matroska video", ".mov": "QuickTime video",
+           ".glb": "glTF binary mesh", ".obj": "OBJ mesh", ".ply": "PLY point cloud", ".html": "HTML page",
+           ".htm": "HTML page", ".webp": "WebP", ".bmp": "BMP", ".avi": "AVI video", ".m4v": "MP4 video"}
+
+
+def suffix_of(path: str | os.PathLike) -> str:
+    """The lower-case last suffix of ``path`` (``x.png.JPG`` -> ``.jpg``); ``''`` for none."""
+    s = str(path)
+    if s.endswith(("/", os.sep)):
+        return ""
+    return Path(s).suffix.lower()
+
+
+def refuse_stdout(path: str | os.PathLike, parameter: str = "-o") -> None:
+    """``-o -``: the outputs are files (and their sidecars, and files beside them), never a stream."""
+    if str(path).strip() == "-":
+        raise ParameterError("'-' (standard output) is not supported: depthcraft writes files, often several",
+                             parameter=parameter, hint="give a file name, e.g. -o out.png")
+
+
+def depth_params_for_suffix(path: str | os.PathLike, *, npy: str = "npy") -> dict:
+    """``{"format": ...}`` for a depth map written to ``path``; refuses what no depth format writes."""
+    return {"format": depth_format_for_suffix(path, npy=npy)}
+
+
+def depth_format_for_suffix(path: str | os.PathLike, *, npy: str = "npy") -> str:
+    s = suffix_of(path)
+    if s == ".npy":
+        return npy
+    if s in DEPTH_FOR_SUFFIX:
+        return DEPTH_FOR_SUFFIX[s]
+    hint = None
+    if s in (".jpg", ".jpeg"):
+        hint = "a depth map is never stored as lossy JPEG: its blocks would blur and ring the depth edges"
+    raise ParameterError(f"{Path(str(path)).name}: cannot write a depth map as {repr(s) if s else 'a file without a suffix'}; "
+                         "use .png, .npy, .pfm, .npz, .tif, .tiff or .exr",
+                         parameter="-o", hint=hint)
+
+
+def describe(suffixes: tuple[str, ...]) -> str:
+    return " or ".join(suffixes)
+
+
+def _flag(name: str, flags: dict[str, str] | None) -> str:
+    return (flags or {}).get(name) or "--" + name.replace("_", "-")
+
+
+def _value(params: Any, name: str) -> str:
+    v = getattr(params, name, None)
+    return "[" + ", ".join(map(str, v)) + "]" if isinstance(v, (list, tuple)) else str(v)
+
+
+def conflict(spec, path: str | os.PathLike, params: Any, explicit: set[str], *,
+             flags: dict[str, str] | None = None) -> str | None:
+    """Why ``path`` cannot hold what ``spec`` writes with ``params`` (one clause), or None.
+
+    ``explicit``: the parameters the user gave (named in the clause by ``flags``, default
+    ``--name``). A path without a suffix never conflicts."""
+    s = suffix_of(path)
+    if not s or spec.main_suffixes is None:
+        return None
+    allowed = tuple(spec.main_suffixes(params))
+    if s in allowed:
+        return None
+    said = [n for n in spec.output_params if n in explicit] or list(spec.output_params)
+    by = " ".join(f"{_flag(n, flags)}{'' if _flag(n, flags).endswith('=') else ' '}{_value(params, n)}" for n in said)
+    kind = KIND_OF.get(allowed[0], allowed[0])
+    what = KIND_OF.get(s, f"a {s} file")
+    return f"{Path(str(path)).name}: its suffix says {what}, but {by} writes {kind} ({describe(allowed)})"
+
+
+def resolve(spec, path: str | os.PathLike, explicit: dict, *, validate: Callable[[dict], Any],
+            flags: dict[str, str] | None = None, parameter: str = "-o") -> Any:
+    """The step's parameters for an output at ``path``: ``explicit`` (what the user gave), with
+    the parameters the suffix implies where the user gave none; then the suffix is checked
+    against what those parameters write. ``validate(values) -> params``. Raises
+    :class:`ParameterError` (naming ``parameter`` and the file) for a suffix the step cannot
+    write, or one that contradicts an explicit format/layout/container."""
+    refuse_stdout(path, parameter)
+    values = dict(explicit)
+    if spec.params_for_output is None:
+        return validate(values)
+    given = {n for n in spec.output_params if n in explicit}
+    s = suffix_of(path)
+    if s or not given:  # no suffix: the explicit format decides; none either: the step says (today's refusal)
+        try:
+            implied = spec.params_for_output(Path(str(path)))
+        except ParameterError as e:
+            if not given:
+                name = Path(str(path)).name or str(path)
+                if f"{name}:" in e.message:
+                    raise
+                prefix = f"parameter {e.parameter!r}: " if e.parameter else ""
+                msg = e.message[len(prefix):] if e.message.startswith(prefix) else e.message
+                raise ParameterError(f"{name}: {msg}", parameter=e.parameter or parameter, hint=e.hint) from None
+            implied = {}  # an explicit format and a suffix this step never writes: said below
+        for k, v in implied.items():
+            values.setdefault(k, v)
+    params = validate(values)
+    why = conflict(spec, path, params, set(explicit), flags=flags)
+    if why:
+        name = Path(str(path))
+        allowed = spec.main_suffixes(params)
+        hint = (f"name the file {name.stem}{allowed[0]}, or leave out "
+                f"{' and '.join(_flag(n, flags).rstrip('=') for n in given)} and the suffix chooses") if given else None
+        raise ParameterError(why, parameter=parameter, hint=hint)
+    return params
+
+
+# what write_image writes, by suffix (PIL picks the encoder from it)
+PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
+
+
+def check_image_output(path: str | os.PathLike, *, depth_out: str | os.PathLike | None = None) -> str | None:
+    """A command that writes one photo to ``path`` (PNG, JPEG, TIFF or WebP, by its suffix) and
+    optionally a depth map to ``depth_out``: refuse what cannot be written before any work.
+    Returns the depth format of ``depth_out`` (None without one)."""
+    refuse_stdout(path)
+    s = suffix_of(path)
+    folder = str(path).endswith(("/", os.sep)) or Path(str(path)).is_dir()
+    if folder or s not in PHOTO_SUFFIXES:
+        what = "a folder" if folder else repr(s) if s else "a file without a suffix"
+        raise ParameterError(f"{path}: cannot write the image as {what}; use {', '.join(PHOTO_SUFFIXES)}",
+                             parameter="-o")
+    if depth_out is None:
+        return None
+    refuse_stdout(depth_out, "--depth-out")
+    try:
+        return depth_format_for_suffix(depth_out)
+    except ParameterError as e:
+        raise ParameterError(e.message.replace("parameter '-o': ", ""), parameter="--depth-out", hint=e.hint) from None

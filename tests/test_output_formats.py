@@ -1,0 +1,288 @@
+"""An output's contents agree with its name: the suffix picks the format where none is given, a
+suffix that contradicts an explicit format/layout/container is refused (one line, nothing written),
+in one-shot commands, focus-stack, clips and recipes. Files are checked by their magic bytes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import run_cli, save_photo
+
+PNG = b"\x89PNG\r\n\x1a\n"
+EXR = b"\x76\x2f\x31\x01"
+NPY = b"\x93NUMPY"
+
+
+def magic(path) -> str:
+    """What a file is, by its first bytes (and, for JPEG, an MPF APP2 segment: MPO)."""
+    b = open(path, "rb").read()
+    if b.startswith(PNG):
+        return "png16" if b[24] == 16 else "png"
+    if b.startswith(b"\xff\xd8"):
+        return "mpo" if b"MPF\x00" in b[:65536] else "jpeg"
+    if b.startswith(EXR):
+        return "exr"
+    if b.startswith(NPY):
+        return "npy"
+    if b[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    if b.startswith(b"PK"):
+        return "npz"
+    if b[:2] == b"Pf":
+        return "pfm"
+    if b.startswith(b"GIF89a") or b.startswith(b"GIF87a"):
+        return "gif"
+    if b[4:8] == b"ftyp":
+        return "mp4"
+    if b.startswith(b"glTF"):
+        return "glb"
+    if b.startswith(b"ply\n"):
+        return "ply"
+    return "?"
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    import cv2
+    import skimage.data as d
+
+    root = tmp_path_factory.mktemp("sfx")
+    return save_photo(root / "photo.png", cv2.resize(d.astronaut(), (96, 96), interpolation=cv2.INTER_AREA))
+
+
+def cli(*args):
+    return run_cli(*args, "--provider", "classic", timeout=120)
+
+
+def refused(r, out, *words):
+    """One clear line naming the words, a non-zero exit, no traceback, nothing written."""
+    err = r.stderr.strip()
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr and len(err.splitlines()) == 1, err
+    for w in words:
+        assert w in err, (w, err)
+    assert not out.exists() and not list(out.parent.glob(out.stem + "*")), list(out.parent.iterdir())
+
+
+# -- the suffix picks the format ------------------------------------------------------------
+@pytest.mark.parametrize("kind,name,what", [
+    ("estimate", "d.exr", "exr"), ("estimate", "d.npy", "npy"), ("estimate", "d.TIFF", "tiff"),
+    ("estimate", "d.tif", "tiff"), ("estimate", "d.pfm", "pfm"), ("estimate", "d.npz", "npz"),
+    ("estimate", "d.png", "png"), ("refine", "r.exr", "exr"), ("refine", "r.npy", "npy"),
+    ("stereo", "x.jpg", "jpeg"), ("stereo", "x.JPEG", "jpeg"), ("stereo", "x.mpo", "mpo"),
+    ("stereo", "x.png.jpg", "jpeg"), ("bokeh", "b.JPG", "jpeg"), ("bokeh", "b.png", "png"),
+    ("mesh", "m.ply", "ply"), ("export", "e.exr", "exr"),
+])
+def test_suffix_picks_the_format(tmp_path, photo, kind, name, what):
+    out = tmp_path / name
+    r = cli(kind, photo, "-o", out)
+    assert r.returncode == 0, r.stderr
+    assert magic(out) == what
+
+
+def test_explicit_format_sharing_a_suffix_is_kept(tmp_path, photo):
+    """png16 is a PNG: `--format png16 -o d.png` writes 16 bits (the naive name check refused it)."""
+    r = cli("estimate", photo, "--format", "png16", "-o", tmp_path / "d.png")
+    assert r.returncode == 0, r.stderr
+    assert magic(tmp_path / "d.png") == "png16"
+    r = cli("estimate", photo, "--format", "metric_tiff", "--set", "metric={near: 1, far: 5}", "-o", tmp_path / "m.tiff")
+    assert r.returncode == 0, r.stderr
+    assert magic(tmp_path / "m.tiff") == "tiff"
+    r = cli("stereo", photo, "--layout", "mpo", "-o", tmp_path / "p.MPO")
+    assert r.returncode == 0, r.stderr
+    assert magic(tmp_path / "p.MPO") == "mpo"
+
+
+def test_export_main_format_from_suffix_keeps_the_others(tmp_path, photo):
+    r = cli("export", photo, "-o", tmp_path / "e.npy")
+    assert r.returncode == 0, r.stderr
+    assert magic(tmp_path / "e.npy") == "npy"
+    assert magic(tmp_path / "e-grayscale.png") == "png" and magic(tmp_path / "e-png16.png") == "png16"
+
+
+def test_no_suffix_with_explicit_format_writes_it(tmp_path, photo):
+    r = cli("estimate", photo, "--format", "exr", "-o", tmp_path / "depth")
+    assert r.returncode == 0, r.stderr
+    assert magic(tmp_path / "depth") == "exr"
+
+
+def test_no_suffix_keeps_working_where_it_did(tmp_path, photo):
+    """export and layers never read the suffix: without one they write their defaults, as before."""
+    r = cli("export", photo, "-o", tmp_path / "e")
+    assert r.returncode == 0, r.stderr
+    assert magic(tmp_path / "e") == "png" and magic(tmp_path / "e-npy.npy") == "npy"
+    r = cli("layers", photo, "-o", tmp_path / "l")
+    assert r.returncode == 0, r.stderr
+    assert magic(tmp_path / "l") == "png"
+
+
+# -- refusals ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("args,name,words", [
+    (("estimate",), "d.jpg", ["-o", "d.jpg", "JPEG"]),  # wrote PNG bytes into d.jpg
+    (("estimate", "--format", "png16"), "d.jpg", ["-o", "d.jpg", "--format png16", ".png"]),
+    (("estimate", "--format", "exr"), "d.npy", ["-o", "d.npy", "--format exr", ".exr"]),
+    (("estimate",), "d.mp4", ["-o", "d.mp4"]),
+    (("refine", "--format", "png16"), "r.exr", ["-o", "r.exr", "--format png16"]),
+    (("stereo", "--format", "png"), "x.jpg", ["-o", "x.jpg", "--format png", ".png"]),  # wrote PNG into x.jpg
+    (("stereo", "--layout", "mpo"), "x.png", ["-o", "x.png", "--layout mpo", ".mpo"]),  # wrote MPO into x.png
+    (("stereo", "--layout", "mpo"), "x.jpg", ["-o", "x.jpg", "--layout mpo"]),
+    (("stereo", "--layout", "sbs"), "x.mpo", ["-o", "x.mpo", "--layout sbs"]),
+    (("stereo", "--eye", "right"), "r.mpo", ["-o", "r.mpo"]),
+    (("stereo",), "x.tif", ["-o", "x.tif"]),
+    (("bokeh", "--format", "jpg"), "b.png", ["-o", "b.png", "--format jpg"]),
+    (("mesh", "--format", "obj"), "m.glb", ["-o", "m.glb", "--format obj", ".obj"]),
+    (("mesh",), "m.png", ["-o", "m.png"]),
+    (("parallax", "--container", "gif"), "v.mp4", ["-o", "v.mp4", "--container gif"]),
+    (("export", "--set", "formats=[png16]"), "e.npy", ["-o", "e.npy", "formats", "[png16]"]),
+    (("layers",), "l.jpg", ["-o", "l.jpg"]),
+    (("viewer",), "v.png", ["-o"]),
+    (("estimate",), "-", ["-o", "standard output"]),
+])
+def test_contradicting_or_unwritable_suffix_is_refused(tmp_path, photo, args, name, words):
+    out = tmp_path / name
+    r = cli(args[0], photo, *args[1:], "-o", out if name != "-" else "-")
+    refused(r, out, *words)
+
+
+def test_folder_output_for_a_photo_still_refused(tmp_path, photo):
+    r = cli("estimate", photo, "-o", f"{tmp_path}/d/")
+    assert r.returncode == 2 and "folder" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_focus_stack_checks_outputs_before_work(tmp_path, photo):
+    r = run_cli("focus-stack", photo, photo, "-o", tmp_path / "a.jpg", "--depth-out", tmp_path / "d.jpg")
+    refused(r, tmp_path / "a.jpg", "--depth-out", "d.jpg")
+    r = run_cli("focus-stack", photo, photo, "-o", tmp_path / "a.xyz")
+    refused(r, tmp_path / "a.xyz", "-o", ".xyz")
+    r = run_cli("focus-stack", photo, photo, "-o", tmp_path / "a.jpg", "--depth-out", tmp_path / "d.exr")
+    assert r.returncode == 0, r.stderr
+    assert magic(tmp_path / "a.jpg") == "jpeg" and magic(tmp_path / "d.exr") == "exr"
+
+
+# -- the hooks agree with each other ------------------------------------------------------------
+SUFFIXES = (".png", ".jpg", ".jpeg", ".JPG", ".mpo", ".npy", ".pfm", ".npz", ".tif", ".tiff", ".exr", ".mp4",
+            ".webm", ".gif", ".glb", ".obj", ".ply", ".html", ".htm", ".mkv", ".docx")
+
+
+def test_every_suffix_a_step_accepts_is_one_it_writes():
+    """For every step and suffix: what ``params_for_output`` implies writes that very suffix."""
+    from depthcraft.tasks.catalog import steps
+    from depthcraft.tasks.lib.errors import ParameterError
+
+    accepted = 0
+    for kind, spec in steps().items():
+        assert spec.params_for_output is not None and spec.main_suffixes is not None, kind
+        for s in SUFFIXES:
+            try:
+                implied = spec.params_for_output(f"/tmp/x{s}")
+            except ParameterError:
+                continue
+            p = spec.params.model_validate(implied)
+            assert s.lower() in spec.main_suffixes(p), (kind, s, implied)
+            accepted += 1
+    assert accepted >= 20
+
+
+def test_depth_suffix_table_covers_every_format_and_writes_its_first():
+    from depthcraft.tasks.lib.formats import FORMATS, SUFFIX
+    from depthcraft.tasks.lib.outputs import DEPTH_FOR_SUFFIX, DEPTH_SUFFIXES
+
+    assert set(DEPTH_SUFFIXES) == set(FORMATS)
+    for fmt in FORMATS:
+        assert DEPTH_SUFFIXES[fmt][0] == SUFFIX[fmt]  # what write_format's caller names the file
+    for suffix, fmt in DEPTH_FOR_SUFFIX.items():
+        assert suffix in DEPTH_SUFFIXES[fmt]
+
+
+def test_conflict_is_a_mapping_not_a_name_comparison():
+    from depthcraft.tasks.catalog import get_step
+    from depthcraft.tasks.lib.outputs import conflict
+
+    est = get_step("estimate")
+    for fmt in ("grayscale", "png16", "inverse", "preview", "metric_mm"):
+        assert conflict(est, "d.png", est.params(format=fmt), {"format"}) is None
+    assert conflict(est, "d.tiff", est.params(format="tiff"), {"format"}) is None
+    assert conflict(est, "d.tif", est.params(format="metric_tiff"), {"format"}) is None
+    assert "png16" in conflict(est, "d.jpg", est.params(format="png16"), {"format"})
+    assert conflict(est, "depth", est.params(format="exr"), {"format"}) is None  # no suffix
+
+
+# -- clips -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    from cliputil import make_clip
+
+    return make_clip(tmp_path_factory.mktemp("sfxclip") / "c.mp4", n=6, size=(96, 64), audio=False)
+
+
+@pytest.mark.parametrize("args,name,words", [
+    (("estimate", "--format", "png16"), "d.mp4", ["-o", "d.mp4", "png16", ".mkv"]),
+    (("estimate", "--format", "exr"), "d.webm", ["-o", "d.webm", "exr"]),
+    (("estimate", "--format", "inverse"), "d.mkv", ["-o", "d.mkv", "inverse", "folder"]),
+    (("stereo", "--format", "jpg"), "s.mp4", ["-o", "s.mp4", "jpg"]),
+    (("stereo", "--layout", "mpo"), "s.mp4", ["-o", "mpo"]),
+    (("parallax", "--container", "gif"), "p.mp4", ["-o", "p.mp4", "gif"]),
+    (("export", "--set", "formats=[grayscale, png16]"), "e.mp4", ["-o", "e.mp4", "png16", ".mkv"]),
+])
+def test_clip_output_contradicting_an_explicit_format_is_refused(tmp_path, clip, args, name, words):
+    out = tmp_path / name
+    r = cli(args[0], clip, *args[1:], "-o", out)
+    refused(r, out, *words)
+
+
+def test_clip_16bit_format_in_mkv_and_folder_still_work(tmp_path, clip):
+    r = cli("estimate", clip, "--format", "png16", "-o", tmp_path / "d.mkv")
+    assert r.returncode == 0, r.stderr
+    assert open(tmp_path / "d.mkv", "rb").read(4) == b"\x1a\x45\xdf\xa3"  # EBML: Matroska
+    r = cli("estimate", clip, "--format", "exr", "-o", f"{tmp_path}/frames/")
+    assert r.returncode == 0, r.stderr
+    files = sorted((tmp_path / "frames").iterdir())
+    assert len(files) == 6 and all(magic(f) == "exr" for f in files)
+
+
+# -- recipes -----------------------------------------------------------------------------------
+RECIPE = """version: 1
+name: sfx
+provider: classic
+inputs:
+  images: ["{img}"]
+steps:
+  - id: {sid}
+    uses: estimate
+    with: {{format: {fmt}}}
+{extra}"""
+
+
+def _validate(tmp_path, **kw):
+    p = tmp_path / "r.yaml"
+    p.write_text(RECIPE.format(**{"extra": "", **kw}))
+    return run_cli("validate", p, env={"DEPTHCRAFT_HOME": str(tmp_path / "ws")}, timeout=120), p
+
+
+def test_recipe_clip_output_against_format_refused_by_validate(tmp_path, clip):
+    r, p = _validate(tmp_path, img=clip, sid="depth", fmt="png16", extra="    clip_output: mp4\n")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"{p}:10" in r.stderr and "clip_output" in r.stderr and "png16" in r.stderr and ".mkv" in r.stderr
+    r, p = _validate(tmp_path, img=clip, sid="depth", fmt="png16", extra="    clip_output: mkv\n")
+    assert r.returncode == 0, r.stderr
+
+
+def test_recipe_clip_default_output_must_hold_the_format(tmp_path, clip):
+    """Without clip_output a clip step writes a video; an 8-bit gray video cannot be `inverse`
+    (black = near): refused before any step runs, and a folder of frames is fine."""
+    r, p = _validate(tmp_path, img=clip, sid="depth", fmt="inverse")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"{p}:9" in r.stderr and "inverse" in r.stderr and "clip_output" in r.stderr
+    r, p = _validate(tmp_path, img=clip, sid="depth", fmt="inverse", extra="    clip_output: folder\n")
+    assert r.returncode == 0, r.stderr
+
+
+def test_recipe_step_id_with_a_contradicting_suffix_refused(tmp_path, photo):
+    r, p = _validate(tmp_path, img=photo, sid="depth.jpg", fmt="grayscale")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"{p}:7" in r.stderr and "depth.jpg" in r.stderr and ".png" in r.stderr
+    r, p = _validate(tmp_path, img=photo, sid="depth.exr", fmt="exr")
+    assert r.returncode == 0, r.stderr
+    r, p = _validate(tmp_path, img=photo, sid="depth.v2", fmt="png16")  # not a file suffix: a name
+    assert r.returncode == 0, r.stderr
