@@ -29,6 +29,7 @@ from .lib.depthmap import DepthMap, normalized_nearness
 from .lib.errors import ParameterError
 from .lib.images import write_image
 from .lib.step import Output, StepContext, StepParams, StepSpec
+from .lib.viewsynth.holefill import MAX_DISPARITY
 from .lib.viewsynth import hidden_mask, layer_channels, make_layers, resolve_interpolation, shift_view
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,9 @@ def eye_disparities(dm: DepthMap, *, divergence: float, convergence: float, scal
     """Per-eye shifts ``(left, right, exact)``: the left view shows x at ``x + left``, the right
     view at ``x - right`` (``left`` is None in exact mode: the photo is the left view)."""
     if dm.kind == "disparity" and scale is not None:
-        return None, (np.nan_to_num(dm.data, nan=0.0, posinf=0.0, neginf=0.0) * np.float32(scale)).astype(np.float32), True
+        # (clipped first: a float map's "no data" sentinel, -3.4e38, times the scale is -inf)
+        d = np.clip(np.nan_to_num(dm.data, nan=0.0, posinf=0.0, neginf=0.0), -MAX_DISPARITY, MAX_DISPARITY)
+        return None, (d * np.float32(scale)).astype(np.float32), True
     half = normalized_nearness(dm, robust=0.002)  # a new array: worked on in place
     half -= np.float32(convergence)
     half *= np.float32(divergence / 100.0 * width)  # the total disparity between the eyes...

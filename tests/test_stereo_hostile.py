@@ -1,0 +1,55 @@
+"""Hostile tests of the stereo view synthesis (issue 12 §3, fourth round): odd disparity
+values, one-eye outputs, the frame-edge rule, through the library and the step."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import skimage.data as sd
+
+from depthcraft.tasks import stereo as S
+from depthcraft.tasks.lib import viewsynth as V
+from depthcraft.tasks.lib.depthio import write_npy
+from depthcraft.tasks.lib.images import write_image
+from depthcraft.tasks.lib.step import StepContext
+from depthcraft.tasks.lib.store import Artifact, sha256_file
+
+LOWEST = float(np.finfo(np.float32).min)  # -3.4e38: a float map's usual "no data" value
+
+
+def _ctx(tmp_path, img, depth, kind):
+    photo = write_image(tmp_path / "photo.png", img)
+    dpath = write_npy(tmp_path / "depth.npy", depth)
+    return StepContext(step_id="stereo", image_name="photo", source=Artifact(str(photo), sha256_file(photo), "image"),
+                       workdir=tmp_path / "work", given_depth=Artifact(str(dpath), sha256_file(dpath), "depth", {"kind": kind}))
+
+
+@pytest.mark.parametrize("value", [LOWEST, -LOWEST, 1e37])
+def test_float_no_data_sentinels_do_not_crash_the_warp(value):
+    """A row of float32's lowest value (the "no data" of float rasters; also what
+    ``cv2.dilate`` makes of a NaN row) overflowed the fill's cell sums to inf: shift_view
+    raised "cannot convert float infinity to integer"."""
+    img = sd.coffee()[:5, :40].copy()
+    d = np.random.default_rng(0).uniform(0, 20, (5, 40)).astype(np.float32)
+    d[0] = value
+    for direction in (-1, 1):
+        v = V.shift_view(img, d, direction=direction)
+        assert v.image.shape == img.shape and np.isfinite(v.disparity).all()
+    # the pair with edge dilation, from a NaN row (dilated before it is cleaned)
+    d[0] = np.nan
+    pair = S.render_pair(img, d, d, edge_dilation=2)
+    assert pair["right"].image.shape == pair["left"].image.shape == img.shape
+
+
+def test_exact_mode_takes_a_no_data_sentinel_in_the_depth_file(tmp_path):
+    """`depthcraft stereo --scale 1 --depth d.npy` where d.npy marks unknown disparity with
+    float32's lowest value: a traceback (OverflowError) before; now a pair, and the meta's
+    divergence is a finite number (it was inf with --scale 100)."""
+    img = sd.coffee()[:80, :100].copy()
+    d = np.full((80, 100), 4.0, np.float32)
+    d[20:40, 30:50] = 12.0
+    d[:, :6] = LOWEST
+    for scale in (1.0, 100.0):
+        outs = S.run(_ctx(tmp_path / str(scale), img, d, "disparity"), S.StereoParams(scale=scale, layout="lr"))
+        assert outs["right"].path.exists()
+        assert np.isfinite(outs["main"].meta["divergence_percent"])
