@@ -187,7 +187,8 @@ def run(ctx: StepContext, p: StereoParams) -> dict[str, Output]:
         meta["warning"] = warning
     eyes = ("left", "right") if p.eye == "both" else (p.eye,)
     views = render_pair(image, left_d, right_d, edge_dilation=dil, interpolation=p.interpolation, eyes=eyes)
-    ext = ".jpg" if p.format == "jpg" else ".png"
+    # (one eye of an mpo is that eye's JPEG: it was a PNG under the .mpo name)
+    ext = ".jpg" if p.format == "jpg" or (p.layout == "mpo" and p.eye != "both") else ".png"
     outs: dict[str, Output] = {}
     for eye, v in views.items():
         # a single eye is the main output itself: not published twice

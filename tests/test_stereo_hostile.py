@@ -53,3 +53,14 @@ def test_exact_mode_takes_a_no_data_sentinel_in_the_depth_file(tmp_path):
         outs = S.run(_ctx(tmp_path / str(scale), img, d, "disparity"), S.StereoParams(scale=scale, layout="lr"))
         assert outs["right"].path.exists()
         assert np.isfinite(outs["main"].meta["divergence_percent"])
+
+
+@pytest.mark.parametrize("eye", ["left", "right"])
+def test_one_eye_into_an_mpo_is_a_jpeg(tmp_path, eye):
+    """`depthcraft stereo photo.jpg --eye left -o x.mpo` (the suffix picks layout mpo) wrote a
+    PNG under the .mpo name; one eye of an MPO is now that eye's JPEG."""
+    img = sd.coffee()[:80, :100].copy()
+    d = np.full((80, 100), 0.2, np.float32)
+    d[20:60, 30:70] = 0.9
+    outs = S.run(_ctx(tmp_path, img, d, "relative_inverse"), S.StereoParams(eye=eye, **S.params_for_output("x.mpo")))
+    assert outs["main"].path.read_bytes()[:3] == b"\xff\xd8\xff"
