@@ -64,3 +64,17 @@ def test_one_eye_into_an_mpo_is_a_jpeg(tmp_path, eye):
     d[20:60, 30:70] = 0.9
     outs = S.run(_ctx(tmp_path, img, d, "relative_inverse"), S.StereoParams(eye=eye, **S.params_for_output("x.mpo")))
     assert outs["main"].path.read_bytes()[:3] == b"\xff\xd8\xff"
+
+
+def test_shift_view_builds_its_layers_with_its_own_depth_edge_threshold():
+    """``shift_view(tau=...)`` built its background layer's depth layers at the default
+    threshold (1.0 px) whatever ``tau`` was: 786 pixels differed by up to 9 levels from the
+    layers built at ``tau`` (as parallax does with its own 1.5)."""
+    img = sd.coffee()[:120, :200].copy()
+    d = np.full((120, 200), 2.0, np.float32)
+    d[:, 100:] = 3.3  # a second background plane 1.3 px nearer: one depth layer at 1.5, two at 1.0
+    d[30:90, 40:80] = 14.0
+    d[20:70, 120:160] = 12.0
+    tau = 1.5
+    own = V.make_layers(img, V.hidden_mask(d, sides="right", tau=tau), disparity=d, sides="right", jump=tau)
+    assert np.array_equal(V.shift_view(img, d, tau=tau).image, V.shift_view(img, d, tau=tau, layers=own).image)
