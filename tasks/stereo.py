@@ -267,6 +267,6 @@ def params_for_output(path) -> dict:
     return image_format_for_suffix(path, " or .mpo")
 
 
-SPEC = StepSpec(kind="stereo", version="5", params=StereoParams, run=run, params_for_output=params_for_output,
+SPEC = StepSpec(kind="stereo", version="6", params=StereoParams, run=run, params_for_output=params_for_output,
                 clip_frame=clip_frame,
                 summary="make a stereo pair (side-by-side, top-bottom, anaglyph, MPO, or one eye)")
