@@ -78,3 +78,16 @@ def test_shift_view_builds_its_layers_with_its_own_depth_edge_threshold():
     tau = 1.5
     own = V.make_layers(img, V.hidden_mask(d, sides="right", tau=tau), disparity=d, sides="right", jump=tau)
     assert np.array_equal(V.shift_view(img, d, tau=tau).image, V.shift_view(img, d, tau=tau, layers=own).image)
+
+
+@pytest.mark.parametrize("layout", ["sbs", "hsbs", "anaglyph", "lr"])
+def test_one_eye_of_a_clip_carries_no_3d_layout_tag(tmp_path, layout):
+    """`depthcraft stereo clip.mp4 --eye left -o m.mp4` wrote one eye (a 2D video of the
+    clip's size) as ``m_SBS_LR.mp4``: 3D players read the tag and split each frame in two.
+    One eye is now written where -o says; the pair keeps its tag."""
+    from depthcraft.tasks.clips import output_paths
+
+    out = tmp_path / "m.mp4"
+    for eye in ("left", "right"):
+        assert output_paths("stereo", out, ["main"], S.StereoParams(eye=eye, layout=layout))["main"] == out
+    assert output_paths("stereo", out, ["main"], S.StereoParams(layout=layout))["main"] != out
