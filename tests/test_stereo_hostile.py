@@ -91,3 +91,19 @@ def test_one_eye_of_a_clip_carries_no_3d_layout_tag(tmp_path, layout):
     for eye in ("left", "right"):
         assert output_paths("stereo", out, ["main"], S.StereoParams(eye=eye, layout=layout))["main"] == out
     assert output_paths("stereo", out, ["main"], S.StereoParams(layout=layout))["main"] != out
+
+
+def test_a_float_photo_renders_as_its_uint8_values():
+    """A float32 photo (0..255, as evaluation code reads them) made the fill read
+    uninitialised memory where the photo divides into whole fill cells (Middlebury sawtooth:
+    4663 pixels up to 199 levels off); now it renders as the same photo in uint8, and other
+    dtypes are refused with a clear error."""
+    img = sd.coffee()[:120, :200].copy()  # both sides even: the banded fill path
+    d = np.full((120, 200), 2.0, np.float32)
+    d[30:90, 40:80] = 14.0
+    d[20:70, 120:200] = 9.0
+    want = V.shift_view(img, d)
+    got = V.shift_view(img.astype(np.float32), d)
+    assert np.array_equal(got.image, want.image) and np.array_equal(got.filled, want.filled)
+    with pytest.raises(Exception, match="uint16"):
+        V.shift_view(img.astype(np.uint16) * 257, d)
