@@ -77,8 +77,10 @@ def eye_disparities(dm: DepthMap, *, divergence: float, convergence: float, scal
     view at ``x - right`` (``left`` is None in exact mode: the photo is the left view)."""
     if dm.kind == "disparity" and scale is not None:
         # (clipped first: a float map's "no data" sentinel, -3.4e38, times the scale is -inf)
-        d = np.clip(np.nan_to_num(dm.data, nan=0.0, posinf=0.0, neginf=0.0), -MAX_DISPARITY, MAX_DISPARITY)
-        return None, (d * np.float32(scale)).astype(np.float32), True
+        d = np.nan_to_num(np.asarray(dm.data, np.float32), nan=0.0, posinf=0.0, neginf=0.0)  # (a copy)
+        np.clip(d, -MAX_DISPARITY, MAX_DISPARITY, out=d)
+        d *= np.float32(scale)
+        return None, d, True
     half = normalized_nearness(dm, robust=0.002)  # a new array: worked on in place
     half -= np.float32(convergence)
     half *= np.float32(divergence / 100.0 * width)  # the total disparity between the eyes...
