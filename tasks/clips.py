@@ -356,7 +356,8 @@ def output_paths(kind: str, out: Path, names: list[str], params: Any) -> dict[st
     for n in names:
         if n == "main":
             p = out
-            if kind == "stereo" and target != "folder":
+            # (one eye alone is a plain 2D video: a layout tag made 3D players split it in two)
+            if kind == "stereo" and target != "folder" and getattr(params, "eye", "both") == "both":
                 p = stereo_name(out, getattr(params, "layout", "sbs"), eye="left" if getattr(params, "layout", "") == "lr" else None)
         elif kind == "stereo" and n == "right" and target != "folder":
             p = stereo_name(out, "lr", eye="right")

@@ -29,6 +29,7 @@ from .lib.depthmap import DepthMap, normalized_nearness
 from .lib.errors import ParameterError
 from .lib.images import write_image
 from .lib.step import Output, StepContext, StepParams, StepSpec
+from .lib.viewsynth.holefill import MAX_DISPARITY
 from .lib.viewsynth import hidden_mask, layer_channels, make_layers, resolve_interpolation, shift_view
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,11 @@ def eye_disparities(dm: DepthMap, *, divergence: float, convergence: float, scal
     """Per-eye shifts ``(left, right, exact)``: the left view shows x at ``x + left``, the right
     view at ``x - right`` (``left`` is None in exact mode: the photo is the left view)."""
     if dm.kind == "disparity" and scale is not None:
-        return None, (np.nan_to_num(dm.data, nan=0.0, posinf=0.0, neginf=0.0) * np.float32(scale)).astype(np.float32), True
+        # (clipped first: a float map's "no data" sentinel, -3.4e38, times the scale is -inf)
+        d = np.nan_to_num(np.asarray(dm.data, np.float32), nan=0.0, posinf=0.0, neginf=0.0)  # (a copy)
+        np.clip(d, -MAX_DISPARITY, MAX_DISPARITY, out=d)
+        d *= np.float32(scale)
+        return None, d, True
     half = normalized_nearness(dm, robust=0.002)  # a new array: worked on in place
     half -= np.float32(convergence)
     half *= np.float32(divergence / 100.0 * width)  # the total disparity between the eyes...
@@ -184,7 +189,8 @@ def run(ctx: StepContext, p: StereoParams) -> dict[str, Output]:
         meta["warning"] = warning
     eyes = ("left", "right") if p.eye == "both" else (p.eye,)
     views = render_pair(image, left_d, right_d, edge_dilation=dil, interpolation=p.interpolation, eyes=eyes)
-    ext = ".jpg" if p.format == "jpg" else ".png"
+    # (one eye of an mpo is that eye's JPEG: it was a PNG under the .mpo name)
+    ext = ".jpg" if p.format == "jpg" or (p.layout == "mpo" and p.eye != "both") else ".png"
     outs: dict[str, Output] = {}
     for eye, v in views.items():
         # a single eye is the main output itself: not published twice
@@ -272,7 +278,7 @@ def main_suffixes(p: StereoParams) -> tuple[str, ...]:
     return IMAGE_SUFFIXES[p.format]
 
 
-SPEC = StepSpec(kind="stereo", version="5", params=StereoParams, run=run, params_for_output=params_for_output,
+SPEC = StepSpec(kind="stereo", version="6", params=StereoParams, run=run, params_for_output=params_for_output,
                 output_params=("layout", "format"), main_suffixes=main_suffixes,
                 clip_frame=clip_frame,
                 summary="make a stereo pair (side-by-side, top-bottom, anaglyph, MPO, or one eye)")

@@ -220,16 +220,25 @@ def _with_far_border(d: np.ndarray, tau: float) -> np.ndarray:
     return out
 
 
+MAX_DISPARITY = float(2 ** 24)  # |disparity| beyond this (px) is clipped: no photo is that wide
+
+
 def _finite(disparity: np.ndarray) -> np.ndarray:
     """float32 disparity with NaN and -inf as the farthest finite value, +inf as the nearest
-    (0 where nothing is finite): the CLI's depth loading removes them; callers of the library
-    may not."""
+    (0 where nothing is finite), and every value within ``MAX_DISPARITY``: the CLI's depth
+    loading removes non-finite values; callers of the library may not, and a float map's
+    "no data" sentinel (-3.4e38, float32's lowest) overflowed the fill's cell sums to inf
+    ("cannot convert float infinity to integer")."""
     d = np.asarray(disparity, np.float32)
-    if d.size == 0 or np.isfinite(float(d.min()) + float(d.max())):  # (NaN propagates: two fast reductions)
+    if d.size == 0:
+        return d
+    lo, hi = float(d.min()), float(d.max())  # (NaN propagates: two fast reductions)
+    if -MAX_DISPARITY <= lo and hi <= MAX_DISPARITY:
         return d
     ok = np.isfinite(d)
     lo, hi = (float(d[ok].min()), float(d[ok].max())) if ok.any() else (0.0, 0.0)
-    return np.nan_to_num(d, nan=lo, posinf=hi, neginf=lo)
+    d = np.nan_to_num(d, nan=lo, posinf=hi, neginf=lo)
+    return np.clip(d, -MAX_DISPARITY, MAX_DISPARITY, out=d)
 
 
 @dataclass
@@ -267,6 +276,13 @@ def make_layers(image: np.ndarray, hidden: np.ndarray | None, *, channels: int =
     4 channels that runs 2-3x faster than for 3 (measured: 12 MP 98 -> 31 ms CPU, 1080p 14 -> 7 ms);
     its bicubic path is the other way round, so 3 channels stay the default there."""
     src = np.asarray(image)
+    if src.dtype != np.uint8:
+        # a float photo (0..255) was copied into the uint8 stack, but the fill's reduced sums
+        # were then made into fresh arrays and never written into: uninitialised memory in
+        # the background layer (up to 199 levels off on Middlebury sawtooth as float32)
+        if not np.issubdtype(src.dtype, np.floating):
+            raise ParameterError(f"the image is {src.dtype}; uint8 RGB (or float 0..255)", parameter="image")
+        src = np.clip(np.rint(src), 0, 255).astype(np.uint8)
     h, w = src.shape[:2]
     if channels not in (3, 4):
         raise ParameterError("layers have 3 or 4 channels", parameter="channels")

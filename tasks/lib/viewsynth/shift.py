@@ -117,7 +117,7 @@ def shift_view(image: np.ndarray, disparity: np.ndarray, *, direction: int = -1,
     if layers is None:
         sides = "right" if direction < 0 else "left"
         layers = make_layers(img, hidden_mask(d, sides=sides, tau=tau), channels=layer_channels(interpolation),
-                             disparity=d, sides=sides)
+                             disparity=d, sides=sides, jump=tau)  # (the fill's depth layers: the same threshold)
     disp, _, filled, out = _row_maps(d, direction, tau, near_extend, far_extend, layers=layers,
                                      interp=INTERP[interpolation], keep_map_y=False, as_disparity=True,
                                      gap_extend=gap_extend)
