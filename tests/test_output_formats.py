@@ -128,7 +128,7 @@ def test_no_suffix_keeps_working_where_it_did(tmp_path, photo):
     (("stereo", "--layout", "mpo"), "x.png", ["-o", "x.png", "--layout mpo", ".mpo"]),  # wrote MPO into x.png
     (("stereo", "--layout", "mpo"), "x.jpg", ["-o", "x.jpg", "--layout mpo"]),
     (("stereo", "--layout", "sbs"), "x.mpo", ["-o", "x.mpo", "--layout sbs"]),
-    (("stereo", "--eye", "right"), "r.mpo", ["-o", "r.mpo"]),
+    (("stereo", "--eye", "right", "--divergence", "3"), "r.mpo", ["-o", "r.mpo", "--eye right", ".png"]),  # the option that decides, not the others
     (("stereo",), "x.tif", ["-o", "x.tif"]),
     (("bokeh", "--format", "jpg"), "b.png", ["-o", "b.png", "--format jpg"]),
     (("mesh", "--format", "obj"), "m.glb", ["-o", "m.glb", "--format obj", ".obj"]),

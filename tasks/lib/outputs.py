@@ -89,6 +89,18 @@ def _value(params: Any, name: str) -> str:
     return "[" + ", ".join(map(str, v)) + "]" if isinstance(v, (list, tuple)) else str(v)
 
 
+def _decides(spec, params: Any, name: str, allowed: tuple[str, ...]) -> bool:
+    """Whether the option ``name`` (given by the user) is why ``params`` write ``allowed``:
+    at its default the step would write other suffixes."""
+    fields = getattr(type(params), "model_fields", {})
+    if name not in fields or not hasattr(params, "model_copy"):
+        return False
+    try:
+        return tuple(spec.main_suffixes(params.model_copy(update={name: fields[name].default}))) != allowed
+    except Exception:  # a default that the step cannot take alone: not the reason
+        return False
+
+
 def conflict(spec, path: str | os.PathLike, params: Any, explicit: set[str], *,
              flags: dict[str, str] | None = None) -> str | None:
     """Why ``path`` cannot hold what ``spec`` writes with ``params`` (one clause), or None.
@@ -101,7 +113,11 @@ def conflict(spec, path: str | os.PathLike, params: Any, explicit: set[str], *,
     allowed = tuple(spec.main_suffixes(params))
     if s in allowed:
         return None
-    said = [n for n in spec.output_params if n in explicit] or list(spec.output_params)
+    # name what the user gave that decides the format; none of the format options given: the
+    # other options they gave (`--eye left -o x.mpo`: one eye is one image), else the defaults
+    said = ([n for n in spec.output_params if n in explicit]
+            or [n for n in sorted(explicit) if n not in spec.output_params and _decides(spec, params, n, allowed)]
+            or list(spec.output_params))
     by = " ".join(f"{_flag(n, flags)}{'' if _flag(n, flags).endswith('=') else ' '}{_value(params, n)}" for n in said)
     kind = KIND_OF.get(allowed[0], allowed[0])
     what = KIND_OF.get(s, f"a {s} file")
