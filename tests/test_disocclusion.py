@@ -395,25 +395,27 @@ def test_library_callers_may_pass_non_finite_or_huge_disparities():
 @pytest.mark.parametrize("direction", [-1, 1])
 def test_object_cut_by_the_frame_edge_is_not_smeared_over_what_enters(direction):
     """A near red object touching the edge the view moves towards (the right edge for a right
-    view): what enters the frame beside it is the background behind it. Stretching its edge
-    pixel painted the whole entering strip red (a bowling pin over a wall: Middlebury Bowling1
-    20.2 -> 20.5 dB disoccluded); now it reads the background layer (grey)."""
+    view): what enters beside it is either the background behind it (it ends just past the
+    edge) or more of it (it goes on). Stretching its edge pixel painted the whole strip red
+    (a bowling pin over a wall); reading only the background was wrong wherever the object
+    goes on (12 crops per Middlebury scene: 14.7 dB against 16.1). The strip is the mean of
+    the two (16.8 dB; bench/bench_frame_crops.py): half the grey background, half the red."""
     img = np.full((96, 160, 3), 128, np.uint8)
     d = np.full((96, 160), 2.0, np.float32)
     cols = slice(110, 160) if direction < 0 else slice(0, 50)
     img[20:76, cols] = (255, 0, 0)
     d[20:76, cols] = 20.0
+    strip = (slice(24, 72), slice(142, None)) if direction < 0 else (slice(24, 72), slice(0, 18))
+    mean = (np.array((255, 0, 0)) + 128) / 2
     v = V.shift_view(img, d, direction=direction)
-    strip = v.image[24:72, 142:] if direction < 0 else v.image[24:72, :18]
-    assert v.filled[24:72, 142:].all() if direction < 0 else v.filled[24:72, :18].all()
-    rg = strip[..., 0].astype(int) - strip[..., 1]
-    assert (rg > 60).sum() == 0, f"{(rg > 60).sum()} red pixels in the entering strip"
-    # the stereo step's pair (one background layer for both eyes) does the same
+    assert v.filled[strip].all()
+    assert np.abs(v.image[strip].astype(float) - mean).max() <= 3, "not the mean of background and object"
+    # the stereo step's pair does the same, each eye at its own edge
     from depthcraft.tasks.stereo import render_pair
-    pair = render_pair(img, d, d, eyes=("left", "right"))
-    view = pair["right" if direction < 0 else "left"].image
-    strip = view[24:72, 142:] if direction < 0 else view[24:72, :18]
-    assert (strip[..., 0].astype(int) - strip[..., 1] > 60).sum() == 0
+    view = render_pair(img, d, d, eyes=("left", "right"))["right" if direction < 0 else "left"].image
+    assert np.abs(view[strip].astype(float) - mean).max() <= 3
+    # rows where nothing touches the edge keep what they had (the grey background stretched)
+    assert np.abs(v.image[2:16][v.filled[2:16]].astype(float) - 128).max() <= 2
 
 
 def test_a_surface_that_only_slants_towards_the_edge_keeps_its_stretch():

@@ -184,14 +184,16 @@ def border_far(d: np.ndarray, tau: float = JUMP_PX) -> np.ndarray:
     right edge, where a near object touches it: the row's farthest (smallest) disparity; +inf
     in rows where no object touches the edge.
 
-    What enters a right view at the right edge beside a near object is what lies behind it,
-    not more of it: the edge is a depth drop to the row's background, the object's pixels at
-    the edge hide background (:func:`hidden_mask`) and the holes there read it
-    (``_fill_row_holes``). Stretching the object's edge pixel smeared it over the entering
-    strip (a bowling pin's red over a wall). An object is a surface that begins at a rise of
-    more than ``tau`` px in the row and reaches the edge with no drop after it; a slanted
-    surface (a floor, a cloth) that merely gets nearer towards the edge is no object and
-    keeps its stretch. Measured on the Middlebury yardstick: see docs/rendering.md."""
+    What enters a right view at the right edge beside a near object may be what lies behind
+    it: the edge is a depth drop to the row's background, the object's pixels at the edge
+    hide background (:func:`hidden_mask`) and the holes there read it (``_fill_row_holes``);
+    the stereo warp shows the mean of that and the object's edge pixel, since the object may
+    as well go on past the edge (``shift._edge_strip``). Stretching the object's edge pixel
+    alone smeared it over the entering strip (a bowling pin's red over a wall). An object is
+    a surface that begins at a rise of more than ``tau`` px in the row and reaches the edge
+    with no drop after it; a slanted surface (a floor, a cloth) that merely gets nearer
+    towards the edge is no object and keeps its stretch. Measured on the Middlebury
+    yardstick and on crops of it: see docs/rendering.md (fourth round, 8)."""
     h, w = d.shape
     out = np.full(h, np.inf, np.float32)
     if w < 2:

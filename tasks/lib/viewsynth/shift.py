@@ -52,14 +52,15 @@ def _row_maps(d: np.ndarray, direction: int, tau: float, near_extend: float, far
 
     def band(sl):
         # the edge the view moves towards is a drop to the row's background (border_far)
-        if direction < 0:
-            xs, hole = _fill_row_holes(_row_sources(d[sl], tau, near_extend, far_extend, gap_extend=gap_extend),
-                                       border_far(d[sl], tau))
-        else:  # mirror the rows: x + d becomes x' - d with x' = w - 1 - x
-            dm = np.ascontiguousarray(d[sl, ::-1])
-            xs, hole = _fill_row_holes(_row_sources(dm, tau, near_extend, far_extend, gap_extend=gap_extend),
-                                       border_far(dm, tau))
+        dm = d[sl] if direction < 0 else np.ascontiguousarray(d[sl, ::-1])  # mirrored: x + d is x' - d
+        far = border_far(dm, tau)
+        xs, hole = _fill_row_holes(_row_sources(dm, tau, near_extend, far_extend, gap_extend=gap_extend), far)
+        # the strip that enters beside an object cut by the edge (the run of holes that ends
+        # each object row): see _edge_strip
+        strip = _edge_strip(hole, far) if layers is not None else None
+        if direction > 0:
             xs, hole = (w - 1) - xs[:, ::-1], hole[:, ::-1]
+            strip = strip[:, ::-1] if strip is not None else None
         if not as_disparity:
             map_x[sl] = xs
         elif direction < 0:
@@ -78,9 +79,34 @@ def _row_maps(d: np.ndarray, direction: int, tau: float, near_extend: float, far
                 cv2.cvtColor(px, cv2.COLOR_RGBA2RGB, dst=image[sl])
             else:
                 cv2.remap(layers.stack, xs, my, interp, dst=image[sl], borderMode=cv2.BORDER_REPLICATE)
+            if strip is not None and strip.any():
+                ys, xx = np.nonzero(strip)
+                edge = layers.stack[sl.start + ys, w - 1 if direction < 0 else 0, :3].astype(np.uint16)
+                out = image[sl]
+                out[ys, xx] = ((out[ys, xx] + edge + 1) >> 1).astype(np.uint8)
 
     by_bands(band, h)
     return map_x, map_y, filled, image
+
+
+def _edge_strip(hole: np.ndarray, far: np.ndarray) -> np.ndarray:
+    """The run of holes that ends each row where an object touches the edge (``far`` finite,
+    :func:`~.holefill.border_far`): bool, the shape of ``hole``.
+
+    What enters there is either the background behind the object (the object ends just past
+    the edge) or more of the object (it goes on): the photo cannot tell. The strip shows the
+    mean of the two, the background layer's read and the object's edge pixel: measured on
+    the Middlebury pairs as photographed and cropped at 12 columns each (objects cut by the
+    crop go on past it), the mean beats either alone on the strip (crops 16.83 dB pooled
+    against 14.71 for the background and 16.06 for the object; as photographed 18.02
+    against 17.39 and 17.12) and on the disoccluded pixels (21.50 mean against 21.44 and
+    21.26): `bench/bench_frame_crops.py`."""
+    rows = np.isfinite(far)
+    out = np.zeros(hole.shape, bool)
+    if rows.any():
+        r = hole[rows, ::-1]
+        out[rows] = np.logical_and.accumulate(r, axis=1)[:, ::-1]
+    return out
 
 
 def shift_sources(disparity: np.ndarray, *, direction: int = -1, tau: float = JUMP_PX,
