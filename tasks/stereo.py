@@ -30,7 +30,7 @@ from .lib.errors import ParameterError
 from .lib.images import write_image
 from .lib.step import Output, StepContext, StepParams, StepSpec
 from .lib.viewsynth.holefill import MAX_DISPARITY
-from .lib.viewsynth import hidden_mask, layer_channels, make_layers, resolve_interpolation, shift_view
+from .lib.viewsynth import edge_far, hidden_mask, layer_channels, make_layers, resolve_interpolation, shift_view
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +116,10 @@ def render_pair(image: np.ndarray, left_d: np.ndarray | None, right_d: np.ndarra
     channels = layer_channels(interpolation)
 
     def view(d, side, direction):
-        layers = make_layers(image, hidden_mask(d, sides=side), channels=channels, disparity=d, sides=side)
-        return shift_view(image, d, direction=direction, layers=layers, interpolation=interpolation)
+        far = edge_far(d, side)  # (the band and the warp share it)
+        layers = make_layers(image, hidden_mask(d, sides=side, edge_far=far), channels=channels, disparity=d,
+                             sides=side)
+        return shift_view(image, d, direction=direction, layers=layers, interpolation=interpolation, edge_far=far)
 
     if "right" in eyes:
         out["right"] = view(rd, "right", -1)

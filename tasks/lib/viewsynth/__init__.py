@@ -38,8 +38,8 @@ from __future__ import annotations
 
 from .common import (AUTO_CUBIC_PIXELS, FAR_EXTEND, HIDDEN_MARGIN, HIDDEN_SPREAD, INTERP, JUMP_PX,
                      NEAR_EXTEND, by_bands, layer_channels, resolve_interpolation, rgb, threads)
-from .holefill import (Layers, _fill_row_holes, _min_fill, _nearest_known, background_layer, hidden_mask,
-                       make_layers, push_pull_fill)
+from .holefill import (Layers, _fill_row_holes, _min_fill, _nearest_known, background_layer, edge_far,
+                       hidden_mask, make_layers, push_pull_fill)
 from .projection import Pose, fit_source, forward_point
 from .raster import _row_sources, dilate_near, splat_nearness
 from .renderer import ParallaxRenderer
@@ -47,7 +47,7 @@ from .shift import View, _row_maps, resample, shift_sources, shift_view
 
 __all__ = [
     "AUTO_CUBIC_PIXELS", "FAR_EXTEND", "HIDDEN_MARGIN", "HIDDEN_SPREAD", "INTERP", "JUMP_PX", "NEAR_EXTEND",
-    "Layers", "ParallaxRenderer", "Pose", "View", "background_layer", "by_bands", "dilate_near", "fit_source",
+    "Layers", "ParallaxRenderer", "Pose", "View", "background_layer", "by_bands", "dilate_near", "edge_far", "fit_source",
     "forward_point", "hidden_mask", "layer_channels", "make_layers", "push_pull_fill", "resample",
     "resolve_interpolation", "rgb", "shift_sources", "shift_view", "splat_nearness", "threads",
 ]

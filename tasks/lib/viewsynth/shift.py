@@ -15,6 +15,7 @@ import numpy as np
 from ..errors import ParameterError
 from .common import FAR_EXTEND, GAP_EXTEND, INTERP, JUMP_PX, NEAR_EXTEND, by_bands, layer_channels, resolve_interpolation, rgb
 from .holefill import Layers, _fill_row_holes, _finite, border_far, hidden_mask, make_layers
+from .holefill import edge_far as _edge_far
 from .raster import _row_sources
 
 
@@ -30,13 +31,15 @@ class View:
 
 def _row_maps(d: np.ndarray, direction: int, tau: float, near_extend: float, far_extend: float,
               offset: int = 0, *, layers: Layers | None = None, interp: int = cv2.INTER_LINEAR,
-              keep_map_y: bool = True, as_disparity: bool = False, gap_extend: float | None = None):
+              keep_map_y: bool = True, as_disparity: bool = False, gap_extend: float | None = None,
+              edge_far: np.ndarray | None = None):
     """(map_x, map_y, filled, image) of a horizontal warp, computed in row bands; ``map_y``
     points the filled pixels ``offset`` rows down (into the background layer of a
     :class:`Layers`). With ``layers``, each band is also resampled as soon as its maps exist
     (``image``, uint8 RGB; the maps stay in cache, and no full-size ``map_y`` is needed:
     ``keep_map_y=False`` returns None for it). ``as_disparity``: ``map_x`` holds each output
-    pixel's disparity (the source's distance from it) instead of its source x."""
+    pixel's disparity (the source's distance from it) instead of its source x. ``edge_far``:
+    :func:`~.holefill.edge_far` of ``d`` for this view's side, when the caller has it."""
     if direction not in (-1, 1):
         raise ParameterError("direction must be -1 (x - d) or +1 (x + d)", parameter="direction")
     h, w = d.shape
@@ -53,7 +56,7 @@ def _row_maps(d: np.ndarray, direction: int, tau: float, near_extend: float, far
     def band(sl):
         # the edge the view moves towards is a drop to the row's background (border_far)
         dm = d[sl] if direction < 0 else np.ascontiguousarray(d[sl, ::-1])  # mirrored: x + d is x' - d
-        far = border_far(dm, tau)
+        far = edge_far[sl] if edge_far is not None else border_far(dm, tau)
         xs, hole = _fill_row_holes(_row_sources(dm, tau, near_extend, far_extend, gap_extend=gap_extend), far)
         # the strip that enters beside an object cut by the edge (the run of holes that ends
         # each object row): see _edge_strip
@@ -127,10 +130,13 @@ def shift_sources(disparity: np.ndarray, *, direction: int = -1, tau: float = JU
 def shift_view(image: np.ndarray, disparity: np.ndarray, *, direction: int = -1,
                layers: Layers | None = None, interpolation: str = "auto",
                tau: float = JUMP_PX, near_extend: float = NEAR_EXTEND,
-               far_extend: float = FAR_EXTEND, gap_extend: float = GAP_EXTEND) -> View:
+               far_extend: float = FAR_EXTEND, gap_extend: float = GAP_EXTEND,
+               edge_far: np.ndarray | None = None) -> View:
     """``image`` seen from a camera moved sideways: each pixel moves by ``-d`` (``direction=-1``,
     the right view) or ``+d``; nearer surfaces win; disocclusions are filled from the
-    background layer of ``layers`` (built here when not given, see :func:`make_layers`)."""
+    background layer of ``layers`` (built here when not given, see :func:`make_layers`).
+    ``edge_far``: :func:`~.holefill.edge_far` of ``disparity`` for the side this view
+    reveals (``right`` for ``direction=-1``), when the caller has it (computed otherwise)."""
     img = np.asarray(image)
     d = _finite(disparity)  # (NaN: the farthest, inf: the nearest; callers of the library may pass them)
     if img.shape[:2] != d.shape:
@@ -142,11 +148,14 @@ def shift_view(image: np.ndarray, disparity: np.ndarray, *, direction: int = -1,
                              parameter="interpolation")
     if layers is None:
         sides = "right" if direction < 0 else "left"
-        layers = make_layers(img, hidden_mask(d, sides=sides, tau=tau), channels=layer_channels(interpolation),
+        if edge_far is None:
+            edge_far = _edge_far(d, sides, tau)
+        layers = make_layers(img, hidden_mask(d, sides=sides, tau=tau, edge_far=edge_far),
+                             channels=layer_channels(interpolation),
                              disparity=d, sides=sides, jump=tau)  # (the fill's depth layers: the same threshold)
     disp, _, filled, out = _row_maps(d, direction, tau, near_extend, far_extend, layers=layers,
                                      interp=INTERP[interpolation], keep_map_y=False, as_disparity=True,
-                                     gap_extend=gap_extend)
+                                     gap_extend=gap_extend, edge_far=edge_far)
     return View(out, filled, disp)
 
 
