@@ -2,7 +2,9 @@
 yardstick's: each Middlebury pair of ../shared/data/stereo is cropped at 12 columns (the
 right W/36 .. W/3 cut away, both photos alike), so objects cut by the crop continue past it,
 and the right view of the cropped left photo is scored against the cropped right photo,
-with the rule (``holefill.border_far``) and without it (every row: no object at the edge).
+with the rule (``holefill.border_far``: the strip beside an object cut by the edge shows the
+mean of the background behind it and its edge pixel) and without it (every row: no object at
+the edge, the strip stretches the edge pixel).
 
 Prints, per set of pixels, PSNR pooled over the pixels and the mean over cases:
 - ``tail, object rows``: the run of filled pixels each row ends with (what the view invents at
