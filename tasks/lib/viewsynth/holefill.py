@@ -335,10 +335,18 @@ def make_layers(image: np.ndarray, hidden: np.ndarray | None, *, channels: int =
     if hidden is not None and hidden.any() and disparity is not None:
         disparity = _finite(disparity)
         nonsrc = source_mask(hidden, sides=sides, guard=guard_px(w))
-        # the fill is made straight in the background layer, then the photo is put back
-        # where it is kept (no full-size fill image: ~0.1 s less at 12 MP, the same layer)
-        background_fill(src, hidden, disparity, sides=sides, channels=channels, nonsource=nonsrc, out=back,
-                        jump=jump)
+        box = _fill_box(nonsrc) if sides != "all" else None
+        if box is not None:
+            # a few small bands (an object at the frame edge in a handful of rows): the fill
+            # of their surroundings only, not of the whole photo (12 MP: ~0.14 s less per eye)
+            part = background_fill(src[box], hidden[box], disparity[box], sides=sides, channels=channels,
+                                   nonsource=nonsrc[box], guard=guard_px(w), jump=jump)
+            back[box] = part
+        else:
+            # the fill is made straight in the background layer, then the photo is put back
+            # where it is kept (no full-size fill image: ~0.1 s less at 12 MP, the same layer)
+            background_fill(src, hidden, disparity, sides=sides, channels=channels, nonsource=nonsrc, out=back,
+                            jump=jump)
         # the guard's mixed pixels are no background either: holes that interpolate next to
         # the drop read the fill there, not the occluder's share of colour (Middlebury:
         # disoccluded 20.98 -> 21.00 dB, mirrored 20.485 -> 20.494, visible 32.654 -> 32.668;
@@ -353,6 +361,25 @@ def make_layers(image: np.ndarray, hidden: np.ndarray | None, *, channels: int =
             up = cv2.cvtColor(up, cv2.COLOR_RGB2RGBA)
         cv2.copyTo(up, hidden.view(np.uint8), back)
     return Layers(stack, h, h + 2 * pad)
+
+
+FILL_BOX_MARGIN = 0.03  # context around small bands for their fill, as a share of the photo's larger side
+
+
+def _fill_box(nonsource: np.ndarray) -> tuple[slice, slice] | None:
+    """The bounding box of ``nonsource`` grown by ``FILL_BOX_MARGIN`` (at least 32 px) when it
+    covers under a quarter of the photo, else None (the fill runs on the whole photo)."""
+    h, w = nonsource.shape
+    rows = np.flatnonzero(cv2.reduce(nonsource.view(np.uint8), 1, cv2.REDUCE_MAX).ravel())
+    cols = np.flatnonzero(cv2.reduce(nonsource.view(np.uint8), 0, cv2.REDUCE_MAX).ravel())
+    if rows.size == 0:
+        return None
+    m = max(32, int(round(FILL_BOX_MARGIN * max(h, w))))
+    y0, y1 = max(0, int(rows[0]) - m), min(h, int(rows[-1]) + m + 1)
+    x0, x1 = max(0, int(cols[0]) - m), min(w, int(cols[-1]) + m + 1)
+    if (y1 - y0) * (x1 - x0) >= 0.25 * h * w:
+        return None
+    return slice(y0, y1), slice(x0, x1)
 
 
 def _reduction(h: int, w: int) -> int:
