@@ -448,3 +448,22 @@ def test_depth_noise_is_no_object_at_the_frame_edge():
     d[100:300, 520:] += 12
     far = V.holefill.border_far(d)
     assert np.isfinite(far[110:290]).all() and np.isfinite(far[:90]).mean() < 0.01
+
+
+def test_a_small_band_is_filled_within_its_surroundings():
+    """A few small bands (here an object at the frame edge in 20 rows of 600) are filled from a
+    box around them, not over the whole photo: the background layer is the photo everywhere
+    else, and the fill is the background beside the object, never its colour."""
+    from depthcraft.tasks.lib.viewsynth import holefill as HF
+    img = np.zeros((600, 800, 3), np.uint8)
+    img[..., 1] = 160  # a green background ...
+    img[300:320, 760:] = (255, 0, 0)  # ... a red object cut by the right edge
+    d = np.full((600, 800), 2.0, np.float32)
+    d[300:320, 760:] = 20.0
+    hid = V.hidden_mask(d, sides="right")
+    assert hid[300:320, 760:].any() and HF._fill_box(HF.source_mask(hid, guard=1)) is not None
+    layers = V.make_layers(img, hid, disparity=d, sides="right")
+    nonsrc = HF.source_mask(hid, sides="right", guard=HF.guard_px(800))
+    assert np.array_equal(layers.back[~nonsrc], img[~nonsrc])
+    fill = layers.back[hid].astype(int)
+    assert np.abs(fill - (0, 160, 0)).max() <= 2
