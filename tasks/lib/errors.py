@@ -39,6 +39,7 @@ class ParameterError(DepthcraftError):
 
     def __init__(self, message: str, *, parameter: str | None = None, hint: str | None = None):
         self.parameter = parameter
+        self.reason = message  # without the "parameter '...': " prefix, for callers that re-word it
         super().__init__(f"parameter {parameter!r}: {message}" if parameter else message, hint=hint)
 
 

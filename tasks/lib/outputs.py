@@ -24,12 +24,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import ParameterError
+from .formats import SUFFIX as DEPTH_SUFFIX
 
-# What each depth format writes (formats.py SUFFIX gives the first); tiff has two spellings.
-DEPTH_SUFFIXES = {"grayscale": (".png",), "inverse": (".png",), "png16": (".png",), "preview": (".png",),
-                  "metric_mm": (".png",), "npy": (".npy",), "raw": (".npy",), "metric": (".npy",),
-                  "pfm": (".pfm",), "npz": (".npz",), "tiff": (".tif", ".tiff"),
-                  "metric_tiff": (".tif", ".tiff"), "exr": (".exr",), "metric_exr": (".exr",)}
+# What each depth format writes: formats.py's SUFFIX (the one written), and TIFF's other spelling.
+DEPTH_SUFFIXES = {f: (s, ".tiff") if s == ".tif" else (s,) for f, s in DEPTH_SUFFIX.items()}
 # the depth format a bare suffix asks for (one-shot ``-o``; ``refine`` reads .npy as raw instead)
 DEPTH_FOR_SUFFIX = {".png": "grayscale", ".npy": "npy", ".pfm": "pfm", ".npz": "npz", ".tif": "tiff",
                     ".tiff": "tiff", ".exr": "exr"}
@@ -145,9 +143,7 @@ def resolve(spec, path: str | os.PathLike, explicit: dict, *, validate: Callable
                 name = Path(str(path)).name or str(path)
                 if f"{name}:" in e.message:
                     raise
-                prefix = f"parameter {e.parameter!r}: " if e.parameter else ""
-                msg = e.message[len(prefix):] if e.message.startswith(prefix) else e.message
-                raise ParameterError(f"{name}: {msg}", parameter=e.parameter or parameter, hint=e.hint) from None
+                raise ParameterError(f"{name}: {e.reason}", parameter=e.parameter or parameter, hint=e.hint) from None
             implied = {}  # an explicit format and a suffix this step never writes: said below
         for k, v in implied.items():
             values.setdefault(k, v)
@@ -183,4 +179,4 @@ def check_image_output(path: str | os.PathLike, *, depth_out: str | os.PathLike 
     try:
         return depth_format_for_suffix(depth_out)
     except ParameterError as e:
-        raise ParameterError(e.message.replace("parameter '-o': ", ""), parameter="--depth-out", hint=e.hint) from None
+        raise ParameterError(e.reason, parameter="--depth-out", hint=e.hint) from None
