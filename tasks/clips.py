@@ -88,8 +88,8 @@ def output_target(out: str | os.PathLike) -> str:
 DEPTH_KINDS = ("estimate", "refine", "export")
 # depth formats a video carries: 8-bit gray in any container, 16-bit (and float) formats as
 # 16-bit FFV1 in .mkv (what default_suffix picks for them); the others only as frame files
-VIDEO_DEPTH = {"grayscale": None, "png16": (".mkv",), "npy": (".mkv",), "pfm": (".mkv",), "npz": (".mkv",),
-               "raw": (".mkv",), "tiff": (".mkv",), "exr": (".mkv",)}
+DEEP_FORMATS = ("png16", "npy", "pfm", "npz", "raw", "tiff", "exr")  # more than 8 bits: 16-bit FFV1 .mkv
+VIDEO_DEPTH = {"grayscale": None, **{f: (".mkv",) for f in DEEP_FORMATS}}
 
 
 def target_conflict(kind: str, target: str, params: Any, explicit: set[str], *,
@@ -436,7 +436,7 @@ def default_suffix(kind: str, params: Any = None) -> str:
     ``layers`` a folder (RGBA frames); the rest H.264 ``.mp4``."""
     if kind in ("estimate", "refine", "export"):
         fmt = getattr(params, "format", None) or (getattr(params, "formats", None) or ["grayscale"])[0]
-        return ".mkv" if fmt in ("png16", "npy", "pfm", "npz", "raw", "tiff", "exr") else ".mp4"
+        return ".mkv" if fmt in DEEP_FORMATS else ".mp4"
     if kind == "layers":
         return "folder"
     return ".mp4"
