@@ -117,7 +117,14 @@ def params_from_args(spec: StepSpec, args) -> Any:
         parts = k.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw) if raw else ""
+        new = yaml.safe_load(raw) if raw else ""
+        flag = getattr(args, f"param_{parts[0]}", None) if len(parts) == 1 else None
+        if flag is not None and new != flag and str(new) != str(flag) and new != yaml.safe_load(str(flag)):
+            # two explicit values for one parameter: neither silently wins (e.g. the output's format)
+            opt = "--" + parts[0].replace("_", "-")
+            raise ParameterError(f"{opt} {flag} and --set {k.strip()}={raw} disagree", parameter=opt,
+                                 hint="give the parameter once")
+        node[parts[-1]] = new
     from depthcraft.tasks.lib.outputs import resolve
 
     flags = {k: f"--set {k}=" for k in values if getattr(args, f"param_{k}", None) is None}

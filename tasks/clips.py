@@ -30,7 +30,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .catalog import get_step
-from .lib.clip import (VIDEO_OUTPUT_SUFFIXES, ClipInfo, FfmpegWriter, FolderWriter, concat_files, mux_audio,
+from .lib.clip import (VIDEO_OUTPUT_SUFFIXES, ClipInfo, FfmpegWriter, FolderWriter, _unique, concat_files, mux_audio,
                        probe_clip, read_frames)
 from .lib.errors import ParameterError
 from .lib.temporal import Stabilizer, TemporalParams
@@ -81,7 +81,7 @@ def output_target(out: str | os.PathLike) -> str:
     suf = p.suffix.lower()
     if suf in VIDEO_OUTPUT_SUFFIXES:
         return suf
-    raise ParameterError(f"a clip's output is a video file ({', '.join(sorted(VIDEO_OUTPUT_SUFFIXES))}) or a "
+    raise ParameterError(f"{p.name}: a clip's output is a video file ({', '.join(sorted(VIDEO_OUTPUT_SUFFIXES))}) or a "
                          f"folder (end the path with /), not {suf!r}", parameter="-o")
 
 
@@ -419,13 +419,16 @@ def assemble(kind: str, segments: list[SegmentResult], clip: str | os.PathLike, 
             written.append(dest)
             continue
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.stem}.part{dest.suffix}")
-        concat_files(parts, tmp)
-        if dest.suffix.lower() == ".gif":
-            os.replace(tmp, dest)
-        else:
-            mux_audio(tmp, clip, dest, info=info, start=segs[0].start,
-                      stop=segs[-1].stop if segs[-1].stop < info.frames or segs[0].start > 0 else None)
+        tmp = dest.with_name(f".{dest.stem}.part-{_unique()}{dest.suffix}")  # own name: two runs at once
+        try:
+            concat_files(parts, tmp)
+            if dest.suffix.lower() == ".gif":
+                os.replace(tmp, dest)
+            else:
+                mux_audio(tmp, clip, dest, info=info, start=segs[0].start,
+                          stop=segs[-1].stop if segs[-1].stop < info.frames or segs[0].start > 0 else None)
+        finally:  # Ctrl-C or a failure: no temp file left beside the output
+            tmp.unlink(missing_ok=True)
         written.append(dest)
     return written
 

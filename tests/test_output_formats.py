@@ -4,6 +4,8 @@ in one-shot commands, focus-stack, clips and recipes. Files are checked by their
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -286,3 +288,51 @@ def test_recipe_step_id_with_a_contradicting_suffix_refused(tmp_path, photo):
     assert r.returncode == 0, r.stderr
     r, p = _validate(tmp_path, img=photo, sid="depth.v2", fmt="png16")  # not a file suffix: a name
     assert r.returncode == 0, r.stderr
+
+
+# -- hostile cases (found by attacking the feature) ---------------------------------------------
+def test_focus_stack_depth_out_same_file_as_the_image_refused(tmp_path, photo):
+    """`-o f.png --depth-out f.png` wrote the depth map over the all-in-focus image ("wrote f.png" twice)."""
+    out = tmp_path / "f.png"
+    r = run_cli("focus-stack", photo, photo, "-o", out, "--depth-out", tmp_path / "." / "f.png")
+    refused(r, out, "--depth-out", "f.png")
+
+
+def test_explicit_flag_and_set_that_disagree_are_refused(tmp_path, photo):
+    """`--format npz --set format=png16 -o d.png` silently dropped the explicit --format npz."""
+    out = tmp_path / "d.png"
+    r = cli("estimate", photo, "--format", "npz", "--set", "format=png16", "-o", out)
+    refused(r, out, "--format", "npz", "--set format=png16")
+    r = cli("estimate", photo, "--format", "png16", "--set", "format=png16", "-o", out)  # agreeing: fine
+    assert r.returncode == 0 and magic(out) == "png16", r.stderr
+
+
+def test_clip_output_refusal_names_the_file(tmp_path, clip):
+    out = tmp_path / "cd.png"
+    r = cli("estimate", clip, "-o", out)
+    refused(r, out, "-o", "cd.png", ".png")
+
+
+def test_two_runs_muxing_to_the_same_output_both_finish(tmp_path, monkeypatch):
+    """Two runs writing one clip output at once: the second run's mux used the first one's temp
+    file name (`.o.mux.mp4`), so the first failed with a FileNotFoundError traceback. Here the
+    other run finishes in between this run's mux and its rename."""
+    import os as _os
+
+    from cliputil import make_clip
+    from depthcraft.tasks.lib import clip as C
+
+    src = make_clip(tmp_path / "src.mp4", n=6, size=(96, 64), audio=True)
+    out = tmp_path / "o.mp4"
+    real_replace, nested = _os.replace, []
+
+    def replace(a, b):
+        if Path(b) == out and not nested:
+            nested.append(1)
+            C.mux_audio(make_clip(tmp_path / "v2.mp4", n=6, audio=False), src, out)  # the other run
+        return real_replace(a, b)
+
+    monkeypatch.setattr(C.os, "replace", replace)
+    C.mux_audio(make_clip(tmp_path / "v1.mp4", n=6, audio=False), src, out)
+    assert nested and magic(out) == "mp4"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

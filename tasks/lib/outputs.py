@@ -180,6 +180,9 @@ def check_image_output(path: str | os.PathLike, *, depth_out: str | os.PathLike 
     if depth_out is None:
         return None
     refuse_stdout(depth_out, "--depth-out")
+    if os.path.abspath(depth_out) == os.path.abspath(path):  # the depth map would overwrite the image
+        raise ParameterError(f"{depth_out}: the same file as -o; the depth map would overwrite the image",
+                             parameter="--depth-out", hint="give the depth map its own name, e.g. depth.png")
     try:
         return depth_format_for_suffix(depth_out)
     except ParameterError as e:
