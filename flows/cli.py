@@ -339,6 +339,11 @@ def cmd_focus_stack(a) -> int:
     from depthcraft.tasks.lib.outputs import check_image_output
 
     fmt = check_image_output(a.output, depth_out=a.depth_out)  # before any work: a suffix it cannot write
+    from depthcraft.tasks.lib.outputs import refuse_input
+
+    for out, opt in ((a.output, "-o"), (a.depth_out, "--depth-out")):  # never over a photo of the bracket
+        if out is not None:
+            refuse_input(out, {f"the bracket's {Path(x).name}": x for x in a.images}, opt)
     rgb, dm = focus_stack(a.images, order=a.order, align=not a.no_align, max_pixels=a.max_pixels,
                           downscale=a.downscale)
     write_image(a.output, rgb)

@@ -125,8 +125,10 @@ def params_from_args(spec: StepSpec, args) -> Any:
             raise ParameterError(f"{opt} {flag} and --set {k.strip()}={raw} disagree", parameter=opt,
                                  hint="give the parameter once")
         node[parts[-1]] = new
-    from depthcraft.tasks.lib.outputs import resolve
+    from depthcraft.tasks.lib.outputs import refuse_input, resolve
 
+    if str(args.output).strip() != "-":
+        refuse_input(args.output, {"the input": args.image, "--depth": getattr(args, "depth", None)})
     flags = {k: f"--set {k}=" for k in values if getattr(args, f"param_{k}", None) is None}
     return resolve(spec, args.output, values, validate=lambda v: _validate(spec, v), flags=flags)
 

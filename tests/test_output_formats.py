@@ -336,3 +336,47 @@ def test_two_runs_muxing_to_the_same_output_both_finish(tmp_path, monkeypatch):
     C.mux_audio(make_clip(tmp_path / "v1.mp4", n=6, audio=False), src, out)
     assert nested and magic(out) == "mp4"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("kind", ["estimate", "bokeh"])
+def test_output_under_a_file_refused_before_any_work(tmp_path, photo, kind):
+    """`-o photo.jpg/x.png` (a file where a folder must be): a FileExistsError traceback after the
+    whole step had run."""
+    blocker = tmp_path / "a.jpg"
+    blocker.write_bytes(b"x")
+    r = cli(kind, photo, "-o", blocker / "x.png")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1 and "-o" in err and "a.jpg" in err and "not a folder" in err, err
+    r = run_cli("focus-stack", photo, photo, "-o", tmp_path / "f.png", "--depth-out", blocker / "d.png")
+    refused(r, tmp_path / "f.png", "--depth-out", "a.jpg", "not a folder")
+
+
+def test_output_that_is_the_input_refused(tmp_path, photo):
+    """`bokeh p.jpg -o p.jpg` overwrote the photo it was given; `--depth d.png -o d.png` the depth."""
+    import shutil
+
+    src = tmp_path / "p.png"
+    shutil.copyfile(photo, src)
+    before = src.read_bytes()
+    r = cli("bokeh", src, "-o", tmp_path / "." / "p.png")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "-o" in r.stderr and "p.png" in r.stderr, r.stderr
+    assert src.read_bytes() == before
+    d = tmp_path / "d.png"
+    assert cli("estimate", src, "-o", d).returncode == 0
+    dbefore = d.read_bytes()
+    r = cli("refine", src, "--depth", d, "-o", d)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "d.png" in r.stderr, r.stderr
+    assert d.read_bytes() == dbefore
+
+
+def test_focus_stack_output_that_is_a_bracket_photo_refused(tmp_path, photo):
+    import shutil
+
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    shutil.copyfile(photo, a), shutil.copyfile(photo, b)
+    before = b.read_bytes()
+    for opts in (["-o", b], ["-o", tmp_path / "f.png", "--depth-out", b]):
+        r = run_cli("focus-stack", a, b, *opts)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and "b.png" in r.stderr, r.stderr
+        assert b.read_bytes() == before and not (tmp_path / "f.png").exists()
