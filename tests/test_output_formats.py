@@ -380,3 +380,11 @@ def test_focus_stack_output_that_is_a_bracket_photo_refused(tmp_path, photo):
         r = run_cli("focus-stack", a, b, *opts)
         assert r.returncode == 2 and "Traceback" not in r.stderr and "b.png" in r.stderr, r.stderr
         assert b.read_bytes() == before and not (tmp_path / "f.png").exists()
+
+
+@pytest.mark.parametrize("kind", ["parallax", "viewer", "stereo", "mesh"])
+def test_no_suffix_refusal_says_so(tmp_path, photo, kind):
+    """`parallax p.jpg -o video` said "cannot tell a video format from '.'"."""
+    out = tmp_path / "video"
+    r = cli(kind, photo, "-o", out)
+    refused(r, out, "-o", "video", "without a suffix")
