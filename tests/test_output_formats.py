@@ -388,3 +388,13 @@ def test_no_suffix_refusal_says_so(tmp_path, photo, kind):
     out = tmp_path / "video"
     r = cli(kind, photo, "-o", out)
     refused(r, out, "-o", "video", "without a suffix")
+
+
+@pytest.mark.parametrize("name", [".png", ".mp4", "frames."])
+def test_clip_output_named_like_a_suffix_is_not_a_folder(tmp_path, clip, name):
+    """`estimate clip.mp4 -o .png` wrote a folder of frames named `.png` (Path('.png').suffix is '')."""
+    out = tmp_path / name
+    r = cli("estimate", clip, "-o", out)
+    refused(r, out, "-o", name)
+    r = cli("estimate", clip, "-o", f"{out}/")  # said as a folder: one
+    assert r.returncode == 0 and out.is_dir(), r.stderr
