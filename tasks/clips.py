@@ -34,6 +34,7 @@ from .lib.clip import (VIDEO_OUTPUT_SUFFIXES, ClipInfo, FfmpegWriter, FolderWrit
                        probe_clip, read_frames)
 from .lib.errors import ParameterError
 from .lib.outputs import KIND_OF
+from .lib.store import atomic_copy
 from .lib.temporal import Stabilizer, TemporalParams
 
 log = logging.getLogger(__name__)
@@ -423,7 +424,7 @@ def assemble(kind: str, segments: list[SegmentResult], clip: str | os.PathLike, 
             dest.mkdir(parents=True, exist_ok=True)
             for part in parts:
                 for f in sorted(Path(part).iterdir()):
-                    shutil.copyfile(f, dest / f.name)  # names are global frame indices
+                    atomic_copy(f, dest / f.name)  # names are global frame indices; never a half frame
             written.append(dest)
             continue
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -398,3 +398,31 @@ def test_clip_output_named_like_a_suffix_is_not_a_folder(tmp_path, clip, name):
     refused(r, out, "-o", name)
     r = cli("estimate", clip, "-o", f"{out}/")  # said as a folder: one
     assert r.returncode == 0 and out.is_dir(), r.stderr
+
+
+def test_interrupted_frame_folder_has_no_half_frame(tmp_path, clip, monkeypatch):
+    """A clip's frame folder was filled with plain copies: Ctrl-C in the middle of one left a
+    truncated frame under its final name."""
+    import shutil
+
+    from depthcraft.tasks import clips as E
+
+    seg = tmp_path / "seg"
+    seg.mkdir()
+    for i in range(6):
+        (seg / f"{i:06d}.png").write_bytes(PNG + bytes(4000))
+    real, calls = shutil.copyfile, []
+
+    def copyfile(src, dst, **kw):
+        calls.append(dst)
+        if len(calls) == 3:  # Ctrl-C half way through the third frame
+            Path(dst).write_bytes(Path(src).read_bytes()[:100])
+            raise KeyboardInterrupt
+        return real(src, dst, **kw)
+
+    monkeypatch.setattr(shutil, "copyfile", copyfile)
+    out = tmp_path / "frames"
+    with pytest.raises(KeyboardInterrupt):
+        E.assemble("estimate", [E.SegmentResult("estimate", 0, 6, {"main": seg}, 6, 0.0, "folder")], clip,
+                   f"{out}/", E.get_step("estimate").params())
+    assert [f.name for f in out.iterdir() if f.stat().st_size != 4008] == []
