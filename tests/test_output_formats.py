@@ -426,3 +426,25 @@ def test_interrupted_frame_folder_has_no_half_frame(tmp_path, clip, monkeypatch)
         E.assemble("estimate", [E.SegmentResult("estimate", 0, 6, {"main": seg}, 6, 0.0, "folder")], clip,
                    f"{out}/", E.get_step("estimate").params())
     assert [f.name for f in out.iterdir() if f.stat().st_size != 4008] == []
+
+
+def test_stereo_mpo_with_an_explicit_png_format_refused(tmp_path, photo):
+    """`stereo p.jpg -o x.mpo --format png` wrote a stereo JPEG although --format png was given."""
+    out = tmp_path / "x.mpo"
+    r = cli("stereo", photo, "--format", "png", "-o", out)
+    refused(r, out, "-o", "x.mpo", "--format png")
+    r = cli("stereo", photo, "--format", "jpg", "-o", out)  # an MPO is JPEGs: fine
+    assert r.returncode == 0 and magic(out) == "mpo", r.stderr
+
+
+def test_recipe_mpo_layout_with_png_format_refused(tmp_path, photo):
+    p = tmp_path / "r.yaml"
+    body = ("version: 1\nname: m\nprovider: classic\ninputs:\n  images: [\"{img}\"]\nsteps:\n  - id: d\n    uses: estimate\n"
+            "  - id: s\n    uses: stereo\n    from: d\n    with: {{layout: mpo, format: {fmt}}}\n")
+    p.write_text(body.format(img=photo, fmt="png"))
+    r = run_cli("validate", p, env={"DEPTHCRAFT_HOME": str(tmp_path / "ws")}, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"{p}:12" in r.stderr and "png" in r.stderr and "mpo" in r.stderr, r.stderr
+    p.write_text(body.format(img=photo, fmt="jpg"))
+    r = run_cli("validate", p, env={"DEPTHCRAFT_HOME": str(tmp_path / "ws")}, timeout=120)
+    assert r.returncode == 0, r.stderr

@@ -138,6 +138,11 @@ def conflict(spec, path: str | os.PathLike, params: Any, explicit: set[str], *,
     if not s or spec.main_suffixes is None:
         return None
     allowed = tuple(spec.main_suffixes(params))
+    fmt = getattr(params, "format", None) if "format" in explicit and "format" in spec.output_params else None
+    if s in allowed and fmt in IMAGE_SUFFIXES and s not in IMAGE_SUFFIXES[fmt] and not (fmt == "jpg" and s == ".mpo"):
+        # a layout that decides the file type (mpo: JPEGs) against an explicit image format
+        return (f"{Path(str(path)).name}: its suffix says {KIND_OF.get(s, s)}, but {_flag('format', flags)}"
+                f"{'' if _flag('format', flags).endswith('=') else ' '}{fmt} asks for {KIND_OF[IMAGE_SUFFIXES[fmt][0]]}")
     if s in allowed:
         return None
     # name what the user gave that decides the format; none of the format options given: the
@@ -184,7 +189,8 @@ def resolve(spec, path: str | os.PathLike, explicit: dict, *, validate: Callable
     if why:
         name = Path(str(path))
         allowed = spec.main_suffixes(params)
-        hint = (f"name the file {name.stem}{allowed[0]}, or leave out "
+        hint = (f"leave out {' and '.join(_flag(n, flags).rstrip('=') for n in given)}" if suffix_of(path) in allowed
+                else f"name the file {name.stem}{allowed[0]}, or leave out "
                 f"{' and '.join(_flag(n, flags).rstrip('=') for n in given)} and the suffix chooses") if given else None
         raise ParameterError(why, parameter=parameter, hint=hint)
     return params
