@@ -24,6 +24,9 @@ def run_clip_oneshot(args, spec, params_from_args) -> int:
 
     from . import progress, recovery
 
+    if spec.kind != "estimate" and getattr(spec, "clip_frame", None) is None:  # before any talk of its output
+        raise ParameterError(f"{spec.kind} does not take clips", parameter="uses",
+                             hint=f"extract a frame first, or run {spec.kind} on a photo")
     if args.depth:
         raise ParameterError("--depth is for photos; a clip's depth is estimated frame by frame", parameter="--depth")
     # the output's suffix says video or folder here, not a per-image format

@@ -448,3 +448,12 @@ def test_recipe_mpo_layout_with_png_format_refused(tmp_path, photo):
     p.write_text(body.format(img=photo, fmt="jpg"))
     r = run_cli("validate", p, env={"DEPTHCRAFT_HOME": str(tmp_path / "ws")}, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("kind,name", [("mesh", "m.glb"), ("viewer", "v.html"), ("mesh", "m.mp4")])
+def test_a_step_that_takes_no_clips_says_so_first(tmp_path, clip, kind, name):
+    """`mesh clip.mp4 -o m.glb` said "a clip's output is a video file", then `-o m.mp4` "mesh does
+    not take clips": the first answer sent the user the wrong way."""
+    out = tmp_path / name
+    r = cli(kind, clip, "-o", out)
+    refused(r, out, f"{kind} does not take clips")
