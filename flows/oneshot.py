@@ -216,8 +216,15 @@ def run_oneshot(args) -> int:
                 dst = dest[name]
             else:
                 continue
-            atomic_copy(o.path, dst)
-            written.append(dst)
+            written.append((o.path, dst))
+        from depthcraft.tasks.lib.outputs import refuse_input
+
+        for _, dst in written:  # a file beside the output may carry an input's name (`-o pair.jpg` on pair-right.jpg)
+            refuse_input(dst, {"the input": img, "--depth": args.depth},
+                         parameter="-o" if dst == out else f"-o (beside it, {dst.name})")
+        for src, dst in written:
+            atomic_copy(src, dst)
+        written = [dst for _, dst in written]
     for w in written:
         console.print(f"wrote {w}")
     return 0

@@ -457,3 +457,17 @@ def test_a_step_that_takes_no_clips_says_so_first(tmp_path, clip, kind, name):
     out = tmp_path / name
     r = cli(kind, clip, "-o", out)
     refused(r, out, f"{kind} does not take clips")
+
+
+def test_a_file_beside_the_output_never_overwrites_the_input(tmp_path, photo):
+    """`stereo pair-right.png -o pair.png` wrote its right eye, pair-right.png, over the photo it
+    was given. Refused before anything is written."""
+    import shutil
+
+    src = tmp_path / "pair-right.png"
+    shutil.copyfile(photo, src)
+    before = src.read_bytes()
+    out = tmp_path / "pair.png"
+    r = cli("stereo", src, "-o", out)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "pair-right.png" in r.stderr, r.stderr
+    assert src.read_bytes() == before and not out.exists()
