@@ -33,7 +33,7 @@ from .catalog import get_step
 from .lib.clip import (VIDEO_OUTPUT_SUFFIXES, ClipInfo, FfmpegWriter, FolderWriter, _unique, concat_files, mux_audio,
                        probe_clip, read_frames)
 from .lib.errors import ParameterError
-from .lib.outputs import KIND_OF
+from .lib.outputs import KIND_OF, refuse_input
 from .lib.store import atomic_copy
 from .lib.temporal import Stabilizer, TemporalParams
 
@@ -416,6 +416,8 @@ def assemble(kind: str, segments: list[SegmentResult], clip: str | os.PathLike, 
     target = output_target(out)
     names = [n for n in segs[0].files if n != "depth"]  # the chain file is for the flow, not an output
     dests = output_paths(kind, out_p, names, params, target)
+    for name in names:  # a renamed output (`s_SBS_LR.mp4`) or one beside it may be the clip itself
+        refuse_input(dests[name], {"the input clip": clip})
     written = []
     for name in names:
         dest = dests[name]

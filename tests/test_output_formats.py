@@ -471,3 +471,15 @@ def test_a_file_beside_the_output_never_overwrites_the_input(tmp_path, photo):
     r = cli("stereo", src, "-o", out)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "pair-right.png" in r.stderr, r.stderr
     assert src.read_bytes() == before and not out.exists()
+
+
+def test_a_renamed_clip_output_never_overwrites_the_input(tmp_path, clip):
+    """`stereo s_SBS_LR.mp4 -o s.mp4` writes s_SBS_LR.mp4 (3D players read the tag): it was the input."""
+    import shutil
+
+    src = tmp_path / "s_SBS_LR.mp4"
+    shutil.copyfile(clip, src)
+    before = src.read_bytes()
+    r = cli("stereo", src, "-o", tmp_path / "s.mp4")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "s_SBS_LR.mp4" in r.stderr, r.stderr
+    assert src.read_bytes() == before
