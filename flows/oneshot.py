@@ -159,6 +159,9 @@ def run_oneshot(args) -> int:
         from .oneshot_clip import run_clip_oneshot
 
         return run_clip_oneshot(args, spec, params_from_args)
+    from depthcraft.tasks.lib.outputs import refuse_stdout
+
+    refuse_stdout(args.output)  # '-' or an empty name, before the folder check
     if str(args.output).endswith(("/", os.sep)) or Path(args.output).is_dir():
         # a folder is what a clip writes (one file per frame); a photo (a 1-frame GIF too) is one file
         raise ParameterError(f"{args.output!r} is a folder, which only clips write (one file per frame); "

@@ -483,3 +483,12 @@ def test_a_renamed_clip_output_never_overwrites_the_input(tmp_path, clip):
     r = cli("stereo", src, "-o", tmp_path / "s.mp4")
     assert r.returncode == 2 and "Traceback" not in r.stderr and "s_SBS_LR.mp4" in r.stderr, r.stderr
     assert src.read_bytes() == before
+
+
+@pytest.mark.parametrize("src", ["photo", "clip"])
+def test_an_empty_output_name_refused(tmp_path, request, src, monkeypatch):
+    """`estimate clip.mp4 -o ""` wrote its frames into the current folder."""
+    monkeypatch.chdir(tmp_path)
+    r = cli("estimate", request.getfixturevalue(src), "-o", "")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "empty" in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == []

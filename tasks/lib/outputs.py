@@ -52,6 +52,8 @@ def suffix_of(path: str | os.PathLike) -> str:
 
 def refuse_stdout(path: str | os.PathLike, parameter: str = "-o") -> None:
     """``-o -``: the outputs are files (and their sidecars, and files beside them), never a stream."""
+    if not str(path).strip():  # a clip would write its frames into the current folder
+        raise ParameterError("an empty name", parameter=parameter, hint="give a file name, e.g. -o out.png")
     if str(path).strip() == "-":
         raise ParameterError("'-' (standard output) is not supported: depthcraft writes files, often several",
                              parameter=parameter, hint="give a file name, e.g. -o out.png")
