@@ -492,3 +492,26 @@ def test_an_empty_output_name_refused(tmp_path, request, src, monkeypatch):
     r = cli("estimate", request.getfixturevalue(src), "-o", "")
     assert r.returncode == 2 and "Traceback" not in r.stderr and "empty" in r.stderr, r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_focus_stack_leaves_no_half_image(tmp_path, photo, monkeypatch):
+    """focus-stack wrote its image straight to -o: Ctrl-C during the write left a truncated file."""
+    import argparse
+
+    from depthcraft.flows import cli as C
+    from depthcraft.tasks.lib import images
+
+    real = images.write_image
+
+    def write_image(path, arr, **kw):
+        real(path, arr, **kw)
+        Path(path).write_bytes(Path(path).read_bytes()[:50])  # half written when Ctrl-C came
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(images, "write_image", write_image)
+    out = tmp_path / "f.png"
+    a = argparse.Namespace(images=[str(photo), str(photo)], output=str(out), depth_out=None, order="near_first",
+                           no_align=True, max_pixels=None, downscale=False)
+    with pytest.raises(KeyboardInterrupt):
+        C.cmd_focus_stack(a)
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == []
