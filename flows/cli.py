@@ -339,14 +339,26 @@ def cmd_focus_stack(a) -> int:
     from depthcraft.tasks.lib.outputs import check_image_output
 
     fmt = check_image_output(a.output, depth_out=a.depth_out)  # before any work: a suffix it cannot write
+    from depthcraft.tasks.lib.outputs import refuse_input
+
+    for out, opt in ((a.output, "-o"), (a.depth_out, "--depth-out")):  # never over a photo of the bracket
+        if out is not None:
+            refuse_input(out, {f"the bracket's {Path(x).name}": x for x in a.images}, opt)
     rgb, dm = focus_stack(a.images, order=a.order, align=not a.no_align, max_pixels=a.max_pixels,
                           downscale=a.downscale)
-    write_image(a.output, rgb)
+    import tempfile
+
+    from depthcraft.tasks.lib.store import atomic_copy
+
     con = _console()
-    con.print(f"wrote {a.output}")
-    if a.depth_out:
-        write_format(dm, fmt, a.depth_out)
-        con.print(f"wrote {a.depth_out}")
+    for dst, write in ((a.output, lambda t: write_image(t, rgb)), (a.depth_out, lambda t: write_format(dm, fmt, t))):
+        if dst is None:
+            continue
+        with tempfile.TemporaryDirectory() as tmp:  # written whole, then renamed: no half file under its name
+            write(Path(tmp) / Path(dst).name)
+            for f in sorted(Path(tmp).iterdir()):  # the file and any sidecar of it
+                atomic_copy(f, Path(dst).with_name(f.name))
+        con.print(f"wrote {dst}")
     return 0
 
 

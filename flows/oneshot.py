@@ -117,9 +117,18 @@ def params_from_args(spec: StepSpec, args) -> Any:
         parts = k.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw) if raw else ""
-    from depthcraft.tasks.lib.outputs import resolve
+        new = yaml.safe_load(raw) if raw else ""
+        flag = getattr(args, f"param_{parts[0]}", None) if len(parts) == 1 else None
+        if flag is not None and new != flag and str(new) != str(flag) and new != yaml.safe_load(str(flag)):
+            # two explicit values for one parameter: neither silently wins (e.g. the output's format)
+            opt = "--" + parts[0].replace("_", "-")
+            raise ParameterError(f"{opt} {flag} and --set {k.strip()}={raw} disagree", parameter=opt,
+                                 hint="give the parameter once")
+        node[parts[-1]] = new
+    from depthcraft.tasks.lib.outputs import refuse_input, resolve
 
+    if str(args.output).strip() != "-":
+        refuse_input(args.output, {"the input": args.image, "--depth": getattr(args, "depth", None)})
     flags = {k: f"--set {k}=" for k in values if getattr(args, f"param_{k}", None) is None}
     return resolve(spec, args.output, values, validate=lambda v: _validate(spec, v), flags=flags)
 
@@ -150,6 +159,9 @@ def run_oneshot(args) -> int:
         from .oneshot_clip import run_clip_oneshot
 
         return run_clip_oneshot(args, spec, params_from_args)
+    from depthcraft.tasks.lib.outputs import refuse_stdout
+
+    refuse_stdout(args.output)  # '-' or an empty name, before the folder check
     if str(args.output).endswith(("/", os.sep)) or Path(args.output).is_dir():
         # a folder is what a clip writes (one file per frame); a photo (a 1-frame GIF too) is one file
         raise ParameterError(f"{args.output!r} is a folder, which only clips write (one file per frame); "
@@ -207,8 +219,15 @@ def run_oneshot(args) -> int:
                 dst = dest[name]
             else:
                 continue
-            atomic_copy(o.path, dst)
-            written.append(dst)
+            written.append((o.path, dst))
+        from depthcraft.tasks.lib.outputs import refuse_input
+
+        for _, dst in written:  # a file beside the output may carry an input's name (`-o pair.jpg` on pair-right.jpg)
+            refuse_input(dst, {"the input": img, "--depth": args.depth},
+                         parameter="-o" if dst == out else f"-o (beside it, {dst.name})")
+        for src, dst in written:
+            atomic_copy(src, dst)
+        written = [dst for _, dst in written]
     for w in written:
         console.print(f"wrote {w}")
     return 0

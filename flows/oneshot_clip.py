@@ -24,6 +24,9 @@ def run_clip_oneshot(args, spec, params_from_args) -> int:
 
     from . import progress, recovery
 
+    if spec.kind != "estimate" and getattr(spec, "clip_frame", None) is None:  # before any talk of its output
+        raise ParameterError(f"{spec.kind} does not take clips", parameter="uses",
+                             hint=f"extract a frame first, or run {spec.kind} on a photo")
     if args.depth:
         raise ParameterError("--depth is for photos; a clip's depth is estimated frame by frame", parameter="--depth")
     # the output's suffix says video or folder here, not a per-image format
@@ -35,6 +38,11 @@ def run_clip_oneshot(args, spec, params_from_args) -> int:
         flag = "--" + bad[0].replace("_", "-") + " " if getattr(args, f"param_{bad[0]}", None) is not None else f"--set {bad[0]}="
         raise ParameterError(f"{Path(args.output).name or args.output}: {flag}{bad[1]}", parameter="-o",
                              hint="a folder of frames is -o DIR/" if bad[0] != "layout" else None)
+    from depthcraft.tasks.clips import output_paths
+    from depthcraft.tasks.lib.outputs import refuse_input
+
+    refuse_input(output_paths(spec.kind, Path(args.output), ["main"], params, output_target(args.output))["main"],
+                 {"the input": args.image})  # stereo renames its output (s.mp4 -> s_SBS_LR.mp4): before any work
     info = probe_clip(args.image, max_pixels=args.max_pixels, downscale=args.downscale)
     console = Console(stderr=True, soft_wrap=True)
     recovery.clean_stale_oneshot_tmp()  # what a killed one-shot left (a partial video)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from depthcraft.tasks.lib.outputs import KIND_OF, describe, suffix_of
+from depthcraft.tasks.lib.outputs import IMAGE_SUFFIXES, KIND_OF, describe, suffix_of
 from depthcraft.tasks.lib.step import StepSpec
 
 from .recipe import Recipe, RecipeSource
@@ -38,6 +38,7 @@ def check_outputs(recipe: Recipe, src: RecipeSource, validated: dict[str, tuple[
                 raise src.error(f"clip_output {s.clip_output} against with.{bad[0]}: {bad[0]} {bad[1]}",
                                 ("steps", i, "clip_output"), hint=_HINT)
         _check_id(spec, params, s, i, src)
+        _check_image_format(spec, params, s, i, src)
 
 
 def check_clip_defaults(recipe: Recipe, src: RecipeSource, specs: dict[str, StepSpec], params: dict[str, Any]) -> None:
@@ -67,3 +68,15 @@ def _check_id(spec: StepSpec, params: Any, s, i: int, src: RecipeSource) -> None
                         f"{KIND_OF.get(allowed[0], allowed[0])} ({describe(allowed)}): its file would be "
                         f"{s.id}{allowed[0]}", ("steps", i, "id"),
                         hint="leave the suffix out of the id; the step's format chooses it")
+
+
+def _check_image_format(spec: StepSpec, params: Any, s, i: int, src: RecipeSource) -> None:
+    """``layout: mpo`` (a stereo JPEG) with ``format: png``: the format would be ignored, refused."""
+    fmt = s.with_.get("format") if "format" in spec.output_params and spec.main_suffixes is not None else None
+    if fmt not in IMAGE_SUFFIXES:
+        return
+    allowed = tuple(spec.main_suffixes(params))
+    if not set(allowed) & set(IMAGE_SUFFIXES[fmt]) and not (fmt == "jpg" and ".mpo" in allowed):
+        raise src.error(f"format {fmt} against what this {spec.kind} step writes: "
+                        f"{KIND_OF.get(allowed[0], allowed[0])} ({describe(allowed)})", ("steps", i, "with", "format"),
+                        hint="leave out format, or change the option that decides the file type (e.g. layout)")

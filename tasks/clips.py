@@ -30,9 +30,11 @@ from typing import Any, Callable
 import numpy as np
 
 from .catalog import get_step
-from .lib.clip import (VIDEO_OUTPUT_SUFFIXES, ClipInfo, FfmpegWriter, FolderWriter, concat_files, mux_audio,
+from .lib.clip import (VIDEO_OUTPUT_SUFFIXES, ClipInfo, FfmpegWriter, FolderWriter, _unique, concat_files, mux_audio,
                        probe_clip, read_frames)
 from .lib.errors import ParameterError
+from .lib.outputs import KIND_OF, refuse_input
+from .lib.store import atomic_copy
 from .lib.temporal import Stabilizer, TemporalParams
 
 log = logging.getLogger(__name__)
@@ -76,12 +78,18 @@ def output_target(out: str | os.PathLike) -> str:
     """``'folder'`` or the video suffix (``.mp4``...) that an ``-o`` path asks for."""
     s = str(out)
     p = Path(s)
-    if s.endswith(("/", os.sep)) or p.is_dir() or not p.suffix:
+    if s.endswith(("/", os.sep)) or p.is_dir():
+        return "folder"
+    if not p.suffix and (p.name.endswith(".") or (p.name.startswith(".") and "." + p.name.lower().lstrip(".") in KIND_OF)):
+        # `-o .png` / `-o frames.`: named like a file, not a folder (pathlib sees no suffix)
+        raise ParameterError(f"{p.name}: a file suffix without a name, or a name ending in '.'; a clip's output is "
+                             "a video file (e.g. out.mp4) or a folder (end the path with /)", parameter="-o")
+    if not p.suffix:
         return "folder"
     suf = p.suffix.lower()
     if suf in VIDEO_OUTPUT_SUFFIXES:
         return suf
-    raise ParameterError(f"a clip's output is a video file ({', '.join(sorted(VIDEO_OUTPUT_SUFFIXES))}) or a "
+    raise ParameterError(f"{p.name}: a clip's output is a video file ({', '.join(sorted(VIDEO_OUTPUT_SUFFIXES))}) or a "
                          f"folder (end the path with /), not {suf!r}", parameter="-o")
 
 
@@ -348,10 +356,11 @@ def process_clip_segment(kind: str, clip: str | os.PathLike, start: int, stop: i
                          meta={"resets": stab.resets, **state.get("meta", {})})
 
 
-def output_paths(kind: str, out: Path, names: list[str], params: Any) -> dict[str, Path]:
+def output_paths(kind: str, out: Path, names: list[str], params: Any, target: str | None = None) -> dict[str, Path]:
     """Where each named output of a clip goes: ``main`` at ``out`` (for ``stereo`` renamed so that
-    3D players detect the layout, see :func:`stereo_name`), the others beside it."""
-    target = output_target(out)
+    3D players detect the layout, see :func:`stereo_name`), the others beside it. ``target``:
+    :func:`output_target` of the ``-o`` as given (a Path has lost its trailing ``/``)."""
+    target = target or output_target(out)
     paths = {}
     for n in names:
         if n == "main":
@@ -406,7 +415,9 @@ def assemble(kind: str, segments: list[SegmentResult], clip: str | os.PathLike, 
     out_p = Path(out)
     target = output_target(out)
     names = [n for n in segs[0].files if n != "depth"]  # the chain file is for the flow, not an output
-    dests = output_paths(kind, out_p, names, params)
+    dests = output_paths(kind, out_p, names, params, target)
+    for name in names:  # a renamed output (`s_SBS_LR.mp4`) or one beside it may be the clip itself
+        refuse_input(dests[name], {"the input clip": clip})
     written = []
     for name in names:
         dest = dests[name]
@@ -415,17 +426,20 @@ def assemble(kind: str, segments: list[SegmentResult], clip: str | os.PathLike, 
             dest.mkdir(parents=True, exist_ok=True)
             for part in parts:
                 for f in sorted(Path(part).iterdir()):
-                    shutil.copyfile(f, dest / f.name)  # names are global frame indices
+                    atomic_copy(f, dest / f.name)  # names are global frame indices; never a half frame
             written.append(dest)
             continue
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.stem}.part{dest.suffix}")
-        concat_files(parts, tmp)
-        if dest.suffix.lower() == ".gif":
-            os.replace(tmp, dest)
-        else:
-            mux_audio(tmp, clip, dest, info=info, start=segs[0].start,
-                      stop=segs[-1].stop if segs[-1].stop < info.frames or segs[0].start > 0 else None)
+        tmp = dest.with_name(f".{dest.stem}.part-{_unique()}{dest.suffix}")  # own name: two runs at once
+        try:
+            concat_files(parts, tmp)
+            if dest.suffix.lower() == ".gif":
+                os.replace(tmp, dest)
+            else:
+                mux_audio(tmp, clip, dest, info=info, start=segs[0].start,
+                          stop=segs[-1].stop if segs[-1].stop < info.frames or segs[0].start > 0 else None)
+        finally:  # Ctrl-C or a failure: no temp file left beside the output
+            tmp.unlink(missing_ok=True)
         written.append(dest)
     return written
 

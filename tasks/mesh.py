@@ -284,7 +284,7 @@ def params_for_output(path) -> dict:
     """``-o x.glb`` / ``x.obj`` / ``x.ply`` picks the format."""
     s = Path(path).suffix.lower().lstrip(".")
     if s not in MESH_SUFFIX:
-        raise ParameterError(f"cannot tell a 3D format from {Path(path).suffix!r}; use .glb, .obj or .ply",
+        raise ParameterError(f"cannot tell a 3D format from {repr(Path(path).suffix) if Path(path).suffix else 'a file without a suffix'}; use .glb, .obj or .ply",
                              parameter="-o")
     return {"format": s}
 

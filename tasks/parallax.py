@@ -269,7 +269,7 @@ def params_for_output(path) -> dict:
     """``-o x.mp4`` / ``x.webm`` / ``x.gif`` picks the container."""
     s = Path(path).suffix.lower().lstrip(".")
     if s not in ("mp4", "webm", "gif"):
-        raise ParameterError(f"cannot tell a video format from '.{s}'; use .mp4, .webm or .gif", parameter="-o")
+        raise ParameterError(f"cannot tell a video format from {repr('.' + s) if s else 'a file without a suffix'}; use .mp4, .webm or .gif", parameter="-o")
     return {"container": s}
 
 

@@ -140,7 +140,7 @@ def params_for_output(path) -> dict:
     """``-o`` must be an HTML file."""
     s = Path(path).suffix.lower()
     if s not in (".html", ".htm"):
-        raise ParameterError(f"the viewer writes an HTML page; got '{s or path}', use -o NAME.html", parameter="-o")
+        raise ParameterError(f"the viewer writes an HTML page; got {repr(s) if s else 'a file without a suffix'}, use -o NAME.html", parameter="-o")
     return {}
 
 

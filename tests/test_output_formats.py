@@ -4,6 +4,8 @@ in one-shot commands, focus-stack, clips and recipes. Files are checked by their
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -286,3 +288,230 @@ def test_recipe_step_id_with_a_contradicting_suffix_refused(tmp_path, photo):
     assert r.returncode == 0, r.stderr
     r, p = _validate(tmp_path, img=photo, sid="depth.v2", fmt="png16")  # not a file suffix: a name
     assert r.returncode == 0, r.stderr
+
+
+# -- hostile cases (found by attacking the feature) ---------------------------------------------
+def test_focus_stack_depth_out_same_file_as_the_image_refused(tmp_path, photo):
+    """`-o f.png --depth-out f.png` wrote the depth map over the all-in-focus image ("wrote f.png" twice)."""
+    out = tmp_path / "f.png"
+    r = run_cli("focus-stack", photo, photo, "-o", out, "--depth-out", tmp_path / "." / "f.png")
+    refused(r, out, "--depth-out", "f.png")
+
+
+def test_explicit_flag_and_set_that_disagree_are_refused(tmp_path, photo):
+    """`--format npz --set format=png16 -o d.png` silently dropped the explicit --format npz."""
+    out = tmp_path / "d.png"
+    r = cli("estimate", photo, "--format", "npz", "--set", "format=png16", "-o", out)
+    refused(r, out, "--format", "npz", "--set format=png16")
+    r = cli("estimate", photo, "--format", "png16", "--set", "format=png16", "-o", out)  # agreeing: fine
+    assert r.returncode == 0 and magic(out) == "png16", r.stderr
+
+
+def test_clip_output_refusal_names_the_file(tmp_path, clip):
+    out = tmp_path / "cd.png"
+    r = cli("estimate", clip, "-o", out)
+    refused(r, out, "-o", "cd.png", ".png")
+
+
+def test_two_runs_muxing_to_the_same_output_both_finish(tmp_path, monkeypatch):
+    """Two runs writing one clip output at once: the second run's mux used the first one's temp
+    file name (`.o.mux.mp4`), so the first failed with a FileNotFoundError traceback. Here the
+    other run finishes in between this run's mux and its rename."""
+    import os as _os
+
+    from cliputil import make_clip
+    from depthcraft.tasks.lib import clip as C
+
+    src = make_clip(tmp_path / "src.mp4", n=6, size=(96, 64), audio=True)
+    out = tmp_path / "o.mp4"
+    real_replace, nested = _os.replace, []
+
+    def replace(a, b):
+        if Path(b) == out and not nested:
+            nested.append(1)
+            C.mux_audio(make_clip(tmp_path / "v2.mp4", n=6, audio=False), src, out)  # the other run
+        return real_replace(a, b)
+
+    monkeypatch.setattr(C.os, "replace", replace)
+    C.mux_audio(make_clip(tmp_path / "v1.mp4", n=6, audio=False), src, out)
+    assert nested and magic(out) == "mp4"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("kind", ["estimate", "bokeh"])
+def test_output_under_a_file_refused_before_any_work(tmp_path, photo, kind):
+    """`-o photo.jpg/x.png` (a file where a folder must be): a FileExistsError traceback after the
+    whole step had run."""
+    blocker = tmp_path / "a.jpg"
+    blocker.write_bytes(b"x")
+    r = cli(kind, photo, "-o", blocker / "x.png")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1 and "-o" in err and "a.jpg" in err and "not a folder" in err, err
+    r = run_cli("focus-stack", photo, photo, "-o", tmp_path / "f.png", "--depth-out", blocker / "d.png")
+    refused(r, tmp_path / "f.png", "--depth-out", "a.jpg", "not a folder")
+
+
+def test_output_that_is_the_input_refused(tmp_path, photo):
+    """`bokeh p.jpg -o p.jpg` overwrote the photo it was given; `--depth d.png -o d.png` the depth."""
+    import shutil
+
+    src = tmp_path / "p.png"
+    shutil.copyfile(photo, src)
+    before = src.read_bytes()
+    r = cli("bokeh", src, "-o", tmp_path / "." / "p.png")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "-o" in r.stderr and "p.png" in r.stderr, r.stderr
+    assert src.read_bytes() == before
+    d = tmp_path / "d.png"
+    assert cli("estimate", src, "-o", d).returncode == 0
+    dbefore = d.read_bytes()
+    r = cli("refine", src, "--depth", d, "-o", d)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "d.png" in r.stderr, r.stderr
+    assert d.read_bytes() == dbefore
+
+
+def test_focus_stack_output_that_is_a_bracket_photo_refused(tmp_path, photo):
+    import shutil
+
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    shutil.copyfile(photo, a), shutil.copyfile(photo, b)
+    before = b.read_bytes()
+    for opts in (["-o", b], ["-o", tmp_path / "f.png", "--depth-out", b]):
+        r = run_cli("focus-stack", a, b, *opts)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and "b.png" in r.stderr, r.stderr
+        assert b.read_bytes() == before and not (tmp_path / "f.png").exists()
+
+
+@pytest.mark.parametrize("kind", ["parallax", "viewer", "stereo", "mesh"])
+def test_no_suffix_refusal_says_so(tmp_path, photo, kind):
+    """`parallax p.jpg -o video` said "cannot tell a video format from '.'"."""
+    out = tmp_path / "video"
+    r = cli(kind, photo, "-o", out)
+    refused(r, out, "-o", "video", "without a suffix")
+
+
+@pytest.mark.parametrize("name", [".png", ".mp4", "frames."])
+def test_clip_output_named_like_a_suffix_is_not_a_folder(tmp_path, clip, name):
+    """`estimate clip.mp4 -o .png` wrote a folder of frames named `.png` (Path('.png').suffix is '')."""
+    out = tmp_path / name
+    r = cli("estimate", clip, "-o", out)
+    refused(r, out, "-o", name)
+    r = cli("estimate", clip, "-o", f"{out}/")  # said as a folder: one
+    assert r.returncode == 0 and out.is_dir(), r.stderr
+
+
+def test_interrupted_frame_folder_has_no_half_frame(tmp_path, clip, monkeypatch):
+    """A clip's frame folder was filled with plain copies: Ctrl-C in the middle of one left a
+    truncated frame under its final name."""
+    import shutil
+
+    from depthcraft.tasks import clips as E
+
+    seg = tmp_path / "seg"
+    seg.mkdir()
+    for i in range(6):
+        (seg / f"{i:06d}.png").write_bytes(PNG + bytes(4000))
+    real, calls = shutil.copyfile, []
+
+    def copyfile(src, dst, **kw):
+        calls.append(dst)
+        if len(calls) == 3:  # Ctrl-C half way through the third frame
+            Path(dst).write_bytes(Path(src).read_bytes()[:100])
+            raise KeyboardInterrupt
+        return real(src, dst, **kw)
+
+    monkeypatch.setattr(shutil, "copyfile", copyfile)
+    out = tmp_path / "frames"
+    with pytest.raises(KeyboardInterrupt):
+        E.assemble("estimate", [E.SegmentResult("estimate", 0, 6, {"main": seg}, 6, 0.0, "folder")], clip,
+                   f"{out}/", E.get_step("estimate").params())
+    assert [f.name for f in out.iterdir() if f.stat().st_size != 4008] == []
+
+
+def test_stereo_mpo_with_an_explicit_png_format_refused(tmp_path, photo):
+    """`stereo p.jpg -o x.mpo --format png` wrote a stereo JPEG although --format png was given."""
+    out = tmp_path / "x.mpo"
+    r = cli("stereo", photo, "--format", "png", "-o", out)
+    refused(r, out, "-o", "x.mpo", "--format png")
+    r = cli("stereo", photo, "--format", "jpg", "-o", out)  # an MPO is JPEGs: fine
+    assert r.returncode == 0 and magic(out) == "mpo", r.stderr
+
+
+def test_recipe_mpo_layout_with_png_format_refused(tmp_path, photo):
+    p = tmp_path / "r.yaml"
+    body = ("version: 1\nname: m\nprovider: classic\ninputs:\n  images: [\"{img}\"]\nsteps:\n  - id: d\n    uses: estimate\n"
+            "  - id: s\n    uses: stereo\n    from: d\n    with: {{layout: mpo, format: {fmt}}}\n")
+    p.write_text(body.format(img=photo, fmt="png"))
+    r = run_cli("validate", p, env={"DEPTHCRAFT_HOME": str(tmp_path / "ws")}, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"{p}:12" in r.stderr and "png" in r.stderr and "mpo" in r.stderr, r.stderr
+    p.write_text(body.format(img=photo, fmt="jpg"))
+    r = run_cli("validate", p, env={"DEPTHCRAFT_HOME": str(tmp_path / "ws")}, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("kind,name", [("mesh", "m.glb"), ("viewer", "v.html"), ("mesh", "m.mp4")])
+def test_a_step_that_takes_no_clips_says_so_first(tmp_path, clip, kind, name):
+    """`mesh clip.mp4 -o m.glb` said "a clip's output is a video file", then `-o m.mp4` "mesh does
+    not take clips": the first answer sent the user the wrong way."""
+    out = tmp_path / name
+    r = cli(kind, clip, "-o", out)
+    refused(r, out, f"{kind} does not take clips")
+
+
+def test_a_file_beside_the_output_never_overwrites_the_input(tmp_path, photo):
+    """`stereo pair-right.png -o pair.png` wrote its right eye, pair-right.png, over the photo it
+    was given. Refused before anything is written."""
+    import shutil
+
+    src = tmp_path / "pair-right.png"
+    shutil.copyfile(photo, src)
+    before = src.read_bytes()
+    out = tmp_path / "pair.png"
+    r = cli("stereo", src, "-o", out)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "pair-right.png" in r.stderr, r.stderr
+    assert src.read_bytes() == before and not out.exists()
+
+
+def test_a_renamed_clip_output_never_overwrites_the_input(tmp_path, clip):
+    """`stereo s_SBS_LR.mp4 -o s.mp4` writes s_SBS_LR.mp4 (3D players read the tag): it was the input."""
+    import shutil
+
+    src = tmp_path / "s_SBS_LR.mp4"
+    shutil.copyfile(clip, src)
+    before = src.read_bytes()
+    r = cli("stereo", src, "-o", tmp_path / "s.mp4")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "s_SBS_LR.mp4" in r.stderr, r.stderr
+    assert src.read_bytes() == before
+
+
+@pytest.mark.parametrize("src", ["photo", "clip"])
+def test_an_empty_output_name_refused(tmp_path, request, src, monkeypatch):
+    """`estimate clip.mp4 -o ""` wrote its frames into the current folder."""
+    monkeypatch.chdir(tmp_path)
+    r = cli("estimate", request.getfixturevalue(src), "-o", "")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "empty" in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_focus_stack_leaves_no_half_image(tmp_path, photo, monkeypatch):
+    """focus-stack wrote its image straight to -o: Ctrl-C during the write left a truncated file."""
+    import argparse
+
+    from depthcraft.flows import cli as C
+    from depthcraft.tasks.lib import images
+
+    real = images.write_image
+
+    def write_image(path, arr, **kw):
+        real(path, arr, **kw)
+        Path(path).write_bytes(Path(path).read_bytes()[:50])  # half written when Ctrl-C came
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(images, "write_image", write_image)
+    out = tmp_path / "f.png"
+    a = argparse.Namespace(images=[str(photo), str(photo)], output=str(out), depth_out=None, order="near_first",
+                           no_align=True, max_pixels=None, downscale=False)
+    with pytest.raises(KeyboardInterrupt):
+        C.cmd_focus_stack(a)
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == []

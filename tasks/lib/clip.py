@@ -669,7 +669,7 @@ def mux_audio(video: str | os.PathLike, clip: str | os.PathLike, out: str | os.P
         if Path(video) != out:
             shutil.move(str(video), out)
         return out
-    tmp = out.with_name(f".{out.stem}.mux{out.suffix}")
+    tmp = out.with_name(f".{out.stem}.mux-{_unique()}{out.suffix}")  # two runs to one output: own temp files
     cmd = [ffmpeg_exe(), "-nostdin", "-y", "-hide_banner", "-loglevel", "error", "-i", str(video)]
     if start > 0:
         cmd += ["-ss", f"{info.frame_to_seconds(start):.6f}"]
@@ -680,20 +680,31 @@ def mux_audio(video: str | os.PathLike, clip: str | os.PathLike, out: str | os.P
             *BITEXACT]
     if out.suffix.lower() in (".mp4", ".mov", ".m4v"):
         cmd += ["-movflags", "+faststart"]
-    r = _run(cmd + [str(tmp)])
-    if r.returncode != 0 and "-c:a" in cmd and cmd[cmd.index("-c:a") + 1] == "copy":
-        # the container refused the copy after all: re-encode
-        i = cmd.index("-c:a")
-        cmd[i:i + 2] = ["-c:a", "aac", "-b:a", "192k"] if out.suffix.lower() != ".webm" else ["-c:a", "libopus"]
+    try:
         r = _run(cmd + [str(tmp)])
-    if r.returncode != 0:
+        if r.returncode != 0 and "-c:a" in cmd and cmd[cmd.index("-c:a") + 1] == "copy":
+            # the container refused the copy after all: re-encode
+            i = cmd.index("-c:a")
+            cmd[i:i + 2] = ["-c:a", "aac", "-b:a", "192k"] if out.suffix.lower() != ".webm" else ["-c:a", "libopus"]
+            r = _run(cmd + [str(tmp)])
+        if r.returncode != 0:
+            tmp.unlink(missing_ok=True)
+            raise InputError(f"could not carry the audio over ({r.stderr.strip().splitlines()[-1] if r.stderr.strip() else 'ffmpeg failed'})",
+                             path=str(clip))
+        os.replace(tmp, out)
+    except BaseException:  # Ctrl-C, a failure: no temp file left beside the output
         tmp.unlink(missing_ok=True)
-        raise InputError(f"could not carry the audio over ({r.stderr.strip().splitlines()[-1] if r.stderr.strip() else 'ffmpeg failed'})",
-                         path=str(clip))
-    os.replace(tmp, out)
+        raise
     if Path(video) != out:
         Path(video).unlink(missing_ok=True)
     return out
+
+
+def _unique() -> str:
+    """A temp-name part no other process or thread uses (two runs may write one output at once)."""
+    import uuid
+
+    return f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 def concat_files(parts: list[str | os.PathLike], out: str | os.PathLike) -> Path:

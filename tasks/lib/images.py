@@ -202,4 +202,4 @@ def image_format_for_suffix(path: str | os.PathLike, extra: str = "") -> dict:
         return {"format": "jpg"}
     if s == ".png":
         return {"format": "png"}
-    raise ParameterError(f"cannot tell an image format from {s!r}; use .png or .jpg{extra}", parameter="-o")
+    raise ParameterError(f"cannot tell an image format from {repr(s) if s else 'a file without a suffix'}; use .png or .jpg{extra}", parameter="-o")

@@ -50,9 +50,38 @@ def suffix_of(path: str | os.PathLike) -> str:
 
 def refuse_stdout(path: str | os.PathLike, parameter: str = "-o") -> None:
     """``-o -``: the outputs are files (and their sidecars, and files beside them), never a stream."""
+    if not str(path).strip():  # a clip would write its frames into the current folder
+        raise ParameterError("an empty name", parameter=parameter, hint="give a file name, e.g. -o out.png")
     if str(path).strip() == "-":
         raise ParameterError("'-' (standard output) is not supported: depthcraft writes files, often several",
                              parameter=parameter, hint="give a file name, e.g. -o out.png")
+
+
+def check_folder(path: str | os.PathLike, parameter: str = "-o") -> None:
+    """Refuse, before any work, an output whose folder cannot be made or written: a file where
+    a folder must be (``-o photo.jpg/x.png``), or a folder without write permission."""
+    p = Path(os.path.abspath(str(path)))
+    parent = p if str(path).endswith(("/", os.sep)) else p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ParameterError(f"{path}: {parent} is a file, not a folder", parameter=parameter)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ParameterError(f"{path}: no permission to write in {parent}", parameter=parameter)
+
+
+def refuse_input(path: str | os.PathLike, inputs: dict[str, str | os.PathLike | None], parameter: str = "-o") -> None:
+    """An output that is one of the inputs (``bokeh p.jpg -o p.jpg``) would overwrite it: refused."""
+    for what, src in inputs.items():
+        if src is None or str(src) == "-":
+            continue
+        try:
+            same = os.path.samefile(path, src)
+        except OSError:
+            same = os.path.abspath(str(path)) == os.path.abspath(str(src))
+        if same:
+            raise ParameterError(f"{path}: the same file as {what}; writing it would overwrite the input",
+                                 parameter=parameter, hint="give the output its own name")
 
 
 def depth_params_for_suffix(path: str | os.PathLike, *, npy: str = "npy") -> dict:
@@ -109,6 +138,11 @@ def conflict(spec, path: str | os.PathLike, params: Any, explicit: set[str], *,
     if not s or spec.main_suffixes is None:
         return None
     allowed = tuple(spec.main_suffixes(params))
+    fmt = getattr(params, "format", None) if "format" in explicit and "format" in spec.output_params else None
+    if s in allowed and fmt in IMAGE_SUFFIXES and s not in IMAGE_SUFFIXES[fmt] and not (fmt == "jpg" and s == ".mpo"):
+        # a layout that decides the file type (mpo: JPEGs) against an explicit image format
+        return (f"{Path(str(path)).name}: its suffix says {KIND_OF.get(s, s)}, but {_flag('format', flags)}"
+                f"{'' if _flag('format', flags).endswith('=') else ' '}{fmt} asks for {KIND_OF[IMAGE_SUFFIXES[fmt][0]]}")
     if s in allowed:
         return None
     # name what the user gave that decides the format; none of the format options given: the
@@ -130,6 +164,7 @@ def resolve(spec, path: str | os.PathLike, explicit: dict, *, validate: Callable
     :class:`ParameterError` (naming ``parameter`` and the file) for a suffix the step cannot
     write, or one that contradicts an explicit format/layout/container."""
     refuse_stdout(path, parameter)
+    check_folder(path, parameter)
     values = dict(explicit)
     if spec.params_for_output is None:
         return validate(values)
@@ -152,7 +187,8 @@ def resolve(spec, path: str | os.PathLike, explicit: dict, *, validate: Callable
     if why:
         name = Path(str(path))
         allowed = spec.main_suffixes(params)
-        hint = (f"name the file {name.stem}{allowed[0]}, or leave out "
+        hint = (f"leave out {' and '.join(_flag(n, flags).rstrip('=') for n in given)}" if suffix_of(path) in allowed
+                else f"name the file {name.stem}{allowed[0]}, or leave out "
                 f"{' and '.join(_flag(n, flags).rstrip('=') for n in given)} and the suffix chooses") if given else None
         raise ParameterError(why, parameter=parameter, hint=hint)
     return params
@@ -167,6 +203,7 @@ def check_image_output(path: str | os.PathLike, *, depth_out: str | os.PathLike 
     optionally a depth map to ``depth_out``: refuse what cannot be written before any work.
     Returns the depth format of ``depth_out`` (None without one)."""
     refuse_stdout(path)
+    check_folder(path)
     s = suffix_of(path)
     folder = str(path).endswith(("/", os.sep)) or Path(str(path)).is_dir()
     if folder or s not in PHOTO_SUFFIXES:
@@ -176,6 +213,10 @@ def check_image_output(path: str | os.PathLike, *, depth_out: str | os.PathLike 
     if depth_out is None:
         return None
     refuse_stdout(depth_out, "--depth-out")
+    check_folder(depth_out, "--depth-out")
+    if os.path.abspath(depth_out) == os.path.abspath(path):  # the depth map would overwrite the image
+        raise ParameterError(f"{depth_out}: the same file as -o; the depth map would overwrite the image",
+                             parameter="--depth-out", hint="give the depth map its own name, e.g. depth.png")
     try:
         return depth_format_for_suffix(depth_out)
     except ParameterError as e:
