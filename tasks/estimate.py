@@ -7,8 +7,8 @@ from typing import Literal
 from pydantic import Field
 
 from .lib.depthmap import DepthMap
-from .lib.formats import FormatName, MetricScale, format_for_suffix, format_outputs
-from .lib.outputs import DEPTH_SUFFIXES
+from .lib.formats import FormatName, MetricScale, format_outputs
+from .lib.outputs import DEPTH_SUFFIXES, depth_params_for_suffix
 from .providers import DepthRequest, get_provider
 from .lib.step import Output, StepContext, StepParams, StepSpec, load_depth_artifact, save_depth
 
@@ -46,7 +46,7 @@ def run(ctx: StepContext, p: EstimateParams) -> dict[str, Output]:
 def params_for_output(path) -> dict:
     """``-o x.png``: 8-bit white = near; ``x.npy`` / ``x.pfm``: float32 normalised, larger = nearer;
     ``x.tif``/``x.tiff``, ``x.exr``, ``x.npz``: float32 in the map's units."""
-    return {"format": format_for_suffix(path)}
+    return depth_params_for_suffix(path)
 
 
 def main_suffixes(p: EstimateParams) -> tuple[str, ...]:

@@ -15,7 +15,8 @@ from depthcraft.tasks.lib.depthio import read_depth, read_depthmap, read_exr, si
 from depthcraft.tasks.lib.depthmap import DepthMap, normalized_nearness
 from depthcraft.tasks.lib.errors import InputError, ParameterError
 from depthcraft.tasks.export import ExportParams, run
-from depthcraft.tasks.lib.formats import FORMATS, SUFFIX, MetricScale, format_for_suffix, metric_of, write_format, write_format_meta
+from depthcraft.tasks.lib.formats import FORMATS, SUFFIX, MetricScale, metric_of, write_format, write_format_meta
+from depthcraft.tasks.lib.outputs import depth_format_for_suffix as format_for_suffix
 from depthcraft.tasks.lib.step import StepContext, load_depth_artifact
 from depthcraft.tasks.lib.store import Store
 

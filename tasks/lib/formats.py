@@ -166,14 +166,6 @@ def write_format_meta(dm: DepthMap, fmt: str, path: str | Path, *,
     return write_exr(p, m.data, meta), meta
 
 
-def format_for_suffix(path: str | Path) -> str:
-    """The format a one-shot ``-o`` path asks for: .png grayscale, .npy/.pfm float, .tif/.tiff,
-    .exr, .npz; anything else (a lossy .jpg too) is refused (:mod:`.outputs`)."""
-    from .outputs import depth_format_for_suffix
-
-    return depth_format_for_suffix(path)
-
-
 def format_outputs(ctx: StepContext, dm: DepthMap, fmt: str, name: str = "main", *,
                    scale: MetricScale | None = None) -> dict[str, Output]:
     """Write ``dm`` in ``fmt`` as step output ``name`` (plus its ``.json`` sidecar, if the format has one)."""
