@@ -57,6 +57,13 @@ def cli(*args):
     return run_cli(*args, "--provider", "classic", timeout=120)
 
 
+def wrote(*args) -> str:
+    """Run a command that must succeed; the kind of file its last argument (the -o path) holds."""
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr
+    return magic(args[-1])
+
+
 def refused(r, out, *words):
     """One clear line naming the words, a non-zero exit, no traceback, nothing written."""
     err = r.stderr.strip()
@@ -85,38 +92,24 @@ def test_suffix_picks_the_format(tmp_path, photo, kind, name, what):
 
 def test_explicit_format_sharing_a_suffix_is_kept(tmp_path, photo):
     """png16 is a PNG: `--format png16 -o d.png` writes 16 bits (the naive name check refused it)."""
-    r = cli("estimate", photo, "--format", "png16", "-o", tmp_path / "d.png")
-    assert r.returncode == 0, r.stderr
-    assert magic(tmp_path / "d.png") == "png16"
-    r = cli("estimate", photo, "--format", "metric_tiff", "--set", "metric={near: 1, far: 5}", "-o", tmp_path / "m.tiff")
-    assert r.returncode == 0, r.stderr
-    assert magic(tmp_path / "m.tiff") == "tiff"
-    r = cli("stereo", photo, "--layout", "mpo", "-o", tmp_path / "p.MPO")
-    assert r.returncode == 0, r.stderr
-    assert magic(tmp_path / "p.MPO") == "mpo"
+    assert wrote("estimate", photo, "--format", "png16", "-o", tmp_path / "d.png") == "png16"
+    assert wrote("estimate", photo, "--format", "metric_tiff", "--set", "metric={near: 1, far: 5}", "-o", tmp_path / "m.tiff") == "tiff"
+    assert wrote("stereo", photo, "--layout", "mpo", "-o", tmp_path / "p.MPO") == "mpo"
 
 
 def test_export_main_format_from_suffix_keeps_the_others(tmp_path, photo):
-    r = cli("export", photo, "-o", tmp_path / "e.npy")
-    assert r.returncode == 0, r.stderr
-    assert magic(tmp_path / "e.npy") == "npy"
+    assert wrote("export", photo, "-o", tmp_path / "e.npy") == "npy"
     assert magic(tmp_path / "e-grayscale.png") == "png" and magic(tmp_path / "e-png16.png") == "png16"
 
 
 def test_no_suffix_with_explicit_format_writes_it(tmp_path, photo):
-    r = cli("estimate", photo, "--format", "exr", "-o", tmp_path / "depth")
-    assert r.returncode == 0, r.stderr
-    assert magic(tmp_path / "depth") == "exr"
+    assert wrote("estimate", photo, "--format", "exr", "-o", tmp_path / "depth") == "exr"
 
 
 def test_no_suffix_keeps_working_where_it_did(tmp_path, photo):
     """export and layers never read the suffix: without one they write their defaults, as before."""
-    r = cli("export", photo, "-o", tmp_path / "e")
-    assert r.returncode == 0, r.stderr
-    assert magic(tmp_path / "e") == "png" and magic(tmp_path / "e-npy.npy") == "npy"
-    r = cli("layers", photo, "-o", tmp_path / "l")
-    assert r.returncode == 0, r.stderr
-    assert magic(tmp_path / "l") == "png"
+    assert wrote("export", photo, "-o", tmp_path / "e") == "png" and magic(tmp_path / "e-npy.npy") == "npy"
+    assert wrote("layers", photo, "-o", tmp_path / "l") == "png"
 
 
 # -- refusals ---------------------------------------------------------------------------------
