@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from depthcraft.tasks.lib.outputs import IMAGE_SUFFIXES, KIND_OF, describe, suffix_of
+from depthcraft.tasks.lib.outputs import KIND_OF, describe, image_format_ignored, suffix_of
 from depthcraft.tasks.lib.step import StepSpec
 
 from .recipe import Recipe, RecipeSource
@@ -72,11 +72,9 @@ def _check_id(spec: StepSpec, params: Any, s, i: int, src: RecipeSource) -> None
 
 def _check_image_format(spec: StepSpec, params: Any, s, i: int, src: RecipeSource) -> None:
     """``layout: mpo`` (a stereo JPEG) with ``format: png``: the format would be ignored, refused."""
-    fmt = s.with_.get("format") if "format" in spec.output_params and spec.main_suffixes is not None else None
-    if fmt not in IMAGE_SUFFIXES:
-        return
-    allowed = tuple(spec.main_suffixes(params))
-    if not set(allowed) & set(IMAGE_SUFFIXES[fmt]) and not (fmt == "jpg" and ".mpo" in allowed):
+    fmt = s.with_.get("format") if "format" in spec.output_params else None
+    allowed = image_format_ignored(spec, params, fmt)
+    if allowed:
         raise src.error(f"format {fmt} against what this {spec.kind} step writes: "
                         f"{KIND_OF.get(allowed[0], allowed[0])} ({describe(allowed)})", ("steps", i, "with", "format"),
                         hint="leave out format, or change the option that decides the file type (e.g. layout)")

@@ -128,6 +128,18 @@ def _decides(spec, params: Any, name: str, allowed: tuple[str, ...]) -> bool:
         return False
 
 
+def image_format_ignored(spec, params: Any, fmt: str | None) -> tuple[str, ...] | None:
+    """The suffixes ``spec`` writes with ``params`` when an explicit image ``format`` (png, jpg)
+    cannot be what they hold (``layout: mpo`` is JPEGs, whatever ``format`` says), else None.
+    Shared by one-shot commands (:func:`conflict`) and recipe validation."""
+    if fmt not in IMAGE_SUFFIXES or spec.main_suffixes is None:
+        return None
+    allowed = tuple(spec.main_suffixes(params))
+    if set(allowed) & set(IMAGE_SUFFIXES[fmt]) or (fmt == "jpg" and ".mpo" in allowed):
+        return None
+    return allowed
+
+
 def conflict(spec, path: str | os.PathLike, params: Any, explicit: set[str], *,
              flags: dict[str, str] | None = None) -> str | None:
     """Why ``path`` cannot hold what ``spec`` writes with ``params`` (one clause), or None.
@@ -139,7 +151,7 @@ def conflict(spec, path: str | os.PathLike, params: Any, explicit: set[str], *,
         return None
     allowed = tuple(spec.main_suffixes(params))
     fmt = getattr(params, "format", None) if "format" in explicit and "format" in spec.output_params else None
-    if s in allowed and fmt in IMAGE_SUFFIXES and s not in IMAGE_SUFFIXES[fmt] and not (fmt == "jpg" and s == ".mpo"):
+    if s in allowed and image_format_ignored(spec, params, fmt):
         # a layout that decides the file type (mpo: JPEGs) against an explicit image format
         return (f"{Path(str(path)).name}: its suffix says {KIND_OF.get(s, s)}, but {_flag('format', flags)}"
                 f"{'' if _flag('format', flags).endswith('=') else ' '}{fmt} asks for {KIND_OF[IMAGE_SUFFIXES[fmt][0]]}")
