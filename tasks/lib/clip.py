@@ -495,8 +495,8 @@ class FfmpegWriter(FrameWriter):
                 raise ParameterError(f"a 16-bit depth video is FFV1 in .mkv, not {suffix!r}", parameter="-o")
             in_fmt, venc = "gray16le", ["-c:v", "ffv1", "-level", "3", "-g", "1", "-slicecrc", "1",
                                         "-pix_fmt", "gray16le"]
-        elif suffix == ".gif":
-            in_fmt, venc = "rgb24", ["-vf", "split[a][b];[a]palettegen=stats_mode=diff[p];[b][p]paletteuse=dither=bayer"]
+        elif suffix == ".gif":  # a depth GIF is piped as gray (its float frames are not rgb24 bytes)
+            in_fmt, venc = "gray" if kind == "depth8" else "rgb24", ["-vf", "split[a][b];[a]palettegen=stats_mode=diff[p];[b][p]paletteuse=dither=bayer"]
         else:
             self.pad = (w % 2, h % 2)
             if any(self.pad) and notice:
