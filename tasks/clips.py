@@ -9,7 +9,8 @@ and its stable nearness with its ``SPEC.clip_frame`` hook; ``estimate`` writes t
 Output targets (what ``-o`` asks for; see docs/video.md):
 - a video file (``.mp4 .mov .m4v .mkv .webm .avi .gif``): H.264 (VP9 for WebM) at the clip's exact
   frame rate, the clip's audio muxed in; for ``estimate`` 8-bit gray H.264, or 16-bit FFV1 in
-  ``.mkv``;
+  ``.mkv``; a 16-bit or float format beside it (``export``'s ``png16``, ``npy``...) in its own
+  16-bit FFV1 ``.mkv`` (``out.mp4`` -> ``out-png16.mkv``, :func:`output_suffix`);
 - a folder (a path ending in ``/``, an existing folder, or one without a suffix): one file per
   frame, ``000000.png``..., named by frame index so that sorting gives frame order.
 
