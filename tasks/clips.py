@@ -140,7 +140,8 @@ def target_conflict(kind: str, target: str, params: Any, explicit: set[str], *,
         name = "formats" if kind == "export" else "format"
         if name not in explicit:
             return None
-        # export writes every one of its formats as a video of the same type
+        # every format given explicitly must fit the -o type (a default 16-bit one beside an 8-bit
+        # video goes into its own .mkv instead: output_suffix)
         for fmt in dict.fromkeys(params.formats if kind == "export" else [params.format]):
             if kind == "export" and fmt == "preview":
                 continue  # a colour-mapped video
