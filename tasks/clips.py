@@ -9,7 +9,8 @@ and its stable nearness with its ``SPEC.clip_frame`` hook; ``estimate`` writes t
 Output targets (what ``-o`` asks for; see docs/video.md):
 - a video file (``.mp4 .mov .m4v .mkv .webm .avi .gif``): H.264 (VP9 for WebM) at the clip's exact
   frame rate, the clip's audio muxed in; for ``estimate`` 8-bit gray H.264, or 16-bit FFV1 in
-  ``.mkv``;
+  ``.mkv``; a 16-bit or float format beside it (``export``'s ``png16``, ``npy``...) in its own
+  16-bit FFV1 ``.mkv`` (``out.mp4`` -> ``out-png16.mkv``, :func:`output_suffix`);
 - a folder (a path ending in ``/``, an existing folder, or one without a suffix): one file per
   frame, ``000000.png``..., named by frame index so that sorting gives frame order.
 
@@ -45,8 +46,9 @@ WARMUP_FRAMES = 24
 # the engine's code version, in every segment key (flows/segments.py): bump when a clip's output
 # changes for the same step parameters. 2: fixed encoder threads; 3: clip state (focus pull,
 # depth planes) warmed up before a segment and reset at cuts; 4: stabiliser state at 640
-# columns, history 0.88, leak 0.2, finer keyframe flow, warm-up 24
-VERSION = "4"
+# columns, history 0.88, leak 0.2, finer keyframe flow, warm-up 24; 5: export's 16-bit formats
+# beside an 8-bit video in their own .mkv (output_suffix), depth GIFs piped as gray
+VERSION = "5"
 # 2D-to-3D and the other rendering steps estimate depth on every Nth frame and carry it along the
 # optical flow in between (estimate: every frame); see docs/video.md for the measured effect
 RENDER_KEYFRAME_INTERVAL = 24
@@ -100,6 +102,30 @@ DEEP_FORMATS = ("png16", "npy", "pfm", "npz", "raw", "tiff", "exr")  # more than
 VIDEO_DEPTH = {"grayscale": None, **{f: (".mkv",) for f in DEEP_FORMATS}}
 
 
+def output_format(kind: str, name: str, params: Any) -> str | None:
+    """The depth format of output ``name`` of a ``kind`` clip step (None: not a depth output):
+    ``export`` writes ``main`` in its first format and each other format under its own name;
+    ``estimate``/``refine`` write ``main`` in their ``format``."""
+    if kind == "export":
+        formats = list(getattr(params, "formats", None) or ["grayscale"])
+        return formats[0] if name == "main" else name
+    if kind in DEPTH_KINDS and name == "main":
+        return getattr(params, "format", None) or "grayscale"
+    return None
+
+
+def output_suffix(kind: str, name: str, target: str, params: Any) -> str:
+    """The file type of output ``name`` of a clip step: ``target`` (``'folder'`` or the ``-o``
+    video's suffix), except that a depth format keeping more than 8 bits (:data:`DEEP_FORMATS`:
+    ``png16``, ``npy``...) beside the main output of a video goes into a 16-bit FFV1 ``.mkv``
+    (``out.mp4`` -> ``out-png16.mkv``): a file named for 16 bits holds 16 bits. The main output
+    keeps the suffix the user gave (an explicit deep format there is refused by
+    :func:`target_conflict`)."""
+    if target == "folder" or name == "main":
+        return target
+    return ".mkv" if output_format(kind, name, params) in DEEP_FORMATS else target
+
+
 def target_conflict(kind: str, target: str, params: Any, explicit: set[str], *,
                     images: bool = True) -> tuple[str, str] | None:
     """``(parameter, why)`` when a clip output ``target`` (``'folder'`` or a video suffix,
@@ -114,7 +140,8 @@ def target_conflict(kind: str, target: str, params: Any, explicit: set[str], *,
         name = "formats" if kind == "export" else "format"
         if name not in explicit:
             return None
-        # export writes every one of its formats as a video of the same type
+        # every format given explicitly must fit the -o type (a default 16-bit one beside an 8-bit
+        # video goes into its own .mkv instead: output_suffix)
         for fmt in dict.fromkeys(params.formats if kind == "export" else [params.format]):
             if kind == "export" and fmt == "preview":
                 continue  # a colour-mapped video
@@ -242,8 +269,10 @@ def _writer(kind: str, target: str, path: Path, info: ClipInfo, *, name: str, st
             from .lib.formats import SUFFIX
 
             return FolderWriter(path, "format", start_index=start, suffix=SUFFIX[fmt], fmt=fmt)
-        return FfmpegWriter(path, "depth16" if target == ".mkv" else "depth8", size, info.rate,
-                            threads=ENCODER_THREADS)
+        # in .mkv: 16-bit FFV1 for the main output (what `-o d.mkv` means) and for a format
+        # keeping more than 8 bits; an 8-bit format (`out-grayscale.mkv`) stays 8-bit gray
+        sixteen = path.suffix.lower() == ".mkv" and (name == "main" or fmt in DEEP_FORMATS)
+        return FfmpegWriter(path, "depth16" if sixteen else "depth8", size, info.rate, threads=ENCODER_THREADS)
     if target == "folder":
         ext = "." + str(getattr(params, "format", "png") or "png")
         return FolderWriter(path, "rgb", start_index=start, suffix=ext if ext in (".png", ".jpg") else ".png")
@@ -293,7 +322,6 @@ def process_clip_segment(kind: str, clip: str | os.PathLike, start: int, stop: i
         upstream = read_depth_frames(src, start if Path(src).is_dir() else 0, stop if Path(src).is_dir() else stop - start)
     estimator = _depth_fn(provider, mode) if upstream is None else None
     w0 = max(0, start - max(0, int(warmup))) if stab.p.enabled and upstream is None else start
-    suffix = "" if target == "folder" else target
     writers: dict[str, Any] = {}
     state: dict = {"info": info, "frames_total": info.frames}
     done = resets = 0
@@ -332,7 +360,8 @@ def process_clip_segment(kind: str, clip: str | os.PathLike, start: int, stop: i
                 wr = writers.get(name)
                 is_depth = img.dtype != np.uint8
                 if wr is None:
-                    fname = f"{name}-{start:06d}-{stop:06d}{suffix}"
+                    sfx = "" if target == "folder" else output_suffix(kind, name, target, params)
+                    fname = f"{name}-{start:06d}-{stop:06d}{sfx}"
                     size = (img.shape[1], img.shape[0])
                     wr = writers[name] = _writer(kind, target, work / fname, info, name=name, start=start,
                                                  params=params, size=size, depth=is_depth,
@@ -372,8 +401,9 @@ def output_paths(kind: str, out: Path, names: list[str], params: Any, target: st
             p = stereo_name(out, "lr", eye="right")
         elif target == "folder":
             p = Path(str(out).rstrip("/" + os.sep) + f"-{n}")
-        else:
-            p = out.with_name(f"{out.stem}-{n}{out.suffix}")
+        else:  # a 16-bit format beside an 8-bit video: its own .mkv (output_suffix)
+            sfx = output_suffix(kind, n, target, params)
+            p = out.with_name(f"{out.stem}-{n}{out.suffix if sfx == target else sfx}")
         paths[n] = p
     return paths
 

@@ -96,6 +96,38 @@ def test_concat_without_reencode(tmp_path):
     assert [frame_index(f) for f in read_frames(out, 8, 13, info=o)] == [8, 9, 10, 11, 12]
 
 
+def test_gif_segments_join_with_every_frame_and_depth_gifs_are_gray(tmp_path):
+    """A recipe's GIF output (clip_output: gif) is joined from segment GIFs: a stream copy kept
+    only the first segment's frames (18 of 72). And a depth GIF's float frames were piped as RGB
+    bytes (4/3 as many frames of noise)."""
+    from PIL import Image
+
+    src = make_clip(tmp_path / "a.mp4", n=20, size=(64, 48), audio=False, rate="10")
+    info = probe_clip(src)
+    parts = []
+    for a, b in ((0, 7), (7, 15), (15, 20)):
+        with FfmpegWriter(tmp_path / f"p{a}.gif", "rgb", (64, 48), info.rate) as w:
+            for f in read_frames(src, a, b, info=info):
+                w.write(f)
+        parts.append(tmp_path / f"p{a}.gif")
+    out = concat_files(parts, tmp_path / "all.gif")
+    with Image.open(out) as im:
+        assert im.n_frames == 20
+        got = []
+        for i in (6, 7, 8, 15, 19):  # both sides of each join, in order
+            im.seek(i)
+            got.append(frame_index(np.asarray(im.convert("RGB"))))
+    assert got == [6, 7, 8, 15, 3]  # (indices modulo 16)
+    ramp = np.tile(np.linspace(0.0, 1.0, 64, dtype=np.float32), (48, 1))
+    with FfmpegWriter(tmp_path / "d.gif", "depth8", (64, 48), Fraction(10)) as w:
+        for _ in range(5):
+            w.write(ramp)
+    with Image.open(tmp_path / "d.gif") as im:
+        assert im.n_frames == 5
+        g = np.asarray(im.convert("RGB")).astype(np.float32)
+    assert np.abs(g[..., 0] - g[..., 2]).max() <= 1 and np.abs(g[..., 0] - ramp * 255).mean() < 6
+
+
 def test_gif_and_webp_are_clips(tmp_path):
     for suffix in (".gif", ".webp"):
         a = make_animation(tmp_path / f"a{suffix}", n=6)

@@ -129,3 +129,73 @@ def test_a_folder_output_for_a_single_picture_is_one_clear_line(tmp_path):
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert "'-o'" in r.stderr and "p.png is a single picture" in r.stderr, r.stderr
         assert not (tmp_path / "out").exists()
+
+
+# -- an output is what its name says: export's formats on clips ----------------------------------------
+def levels(path: Path) -> int:
+    """Distinct depth levels in the first frame of a depth video (read at its own bit depth)."""
+    from depthcraft.tasks.lib.clip import read_depth_frames
+
+    return len(np.unique(np.round(next(read_depth_frames(path)) * 65535.0)))
+
+
+def wrote(r) -> list[str]:
+    """The file names in the command's ``wrote ...`` lines."""
+    return [Path(line.split()[1]).name for line in (r.stdout + r.stderr).splitlines()
+            if line.startswith("wrote ")]
+
+
+@pytest.mark.parametrize("suffix, codec", [(".mp4", "h264"), (".webm", "vp9"), (".gif", "gif")])
+def test_export_default_deep_formats_beside_an_8bit_video_are_16bit_mkv(clip, tmp_path, suffix, codec):
+    """`export c.mp4 -o out.mp4` (default formats grayscale, png16, npy, preview) wrote
+    out-png16.mp4 and out-npy.mp4: byte-identical 8-bit H.264 copies of out.mp4. A 16-bit
+    format beside an 8-bit video now goes into its own 16-bit FFV1 .mkv."""
+    r = ok(run_cli("export", str(clip), "-o", str(tmp_path / f"out{suffix}")))
+    names = [f"out{suffix}", "out-png16.mkv", "out-npy.mkv", f"out-preview{suffix}"]
+    assert wrote(r) == names and sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+    for name in ("out-png16.mkv", "out-npy.mkv"):
+        info = probe_clip(tmp_path / name)
+        assert (info.codec, info.bit_depth, info.pix_fmt) == ("ffv1", 16, "gray16le"), name
+        assert info.frames == 14 and info.rate == Fraction(30000, 1001) and info.has_audio, name
+        assert count_frames(tmp_path / name) == 14
+        assert levels(tmp_path / name) > 256, name  # more than an 8-bit video can hold
+    for name in names[::3]:  # the main (gray) and the preview stay in the container the user chose
+        info = probe_clip(tmp_path / name)
+        assert info.codec == codec and info.bit_depth == 8 and info.frames == 14, name
+        if suffix != ".gif":  # (a GIF's frames are counted by Pillow in probe_clip)
+            assert count_frames(tmp_path / name) == 14
+    from depthcraft.tasks.lib.clip import read_depth_frames
+
+    main, deep = (next(read_depth_frames(tmp_path / n)) for n in (names[0], "out-png16.mkv"))
+    assert levels(tmp_path / names[0]) <= 256
+    # the same depth: the 8-bit main is the 16-bit file rounded (up to the lossy codec's error)
+    assert float(np.abs(main - deep).mean()) < 0.03
+
+
+def test_export_into_mkv_keeps_each_format_at_its_own_bit_depth(clip, tmp_path):
+    """`-o out.mkv`: the main output is 16-bit FFV1 (what .mkv means for a depth video), a 16-bit
+    format too; an 8-bit format beside it (`out-grayscale.mkv`) was 16-bit FFV1, now 8-bit."""
+    r = ok(run_cli("export", str(clip), "-o", str(tmp_path / "out.mkv"), "--set", "formats=[png16,grayscale,npy]"))
+    assert wrote(r) == ["out.mkv", "out-grayscale.mkv", "out-npy.mkv"]
+    for name, codec, bits in (("out.mkv", "ffv1", 16), ("out-grayscale.mkv", "h264", 8), ("out-npy.mkv", "ffv1", 16)):
+        info = probe_clip(tmp_path / name)
+        assert (info.codec, info.bit_depth, info.frames) == (codec, bits, 14), name
+        assert (levels(tmp_path / name) > 256) == (bits == 16), name
+
+
+def test_a_depth_gif_holds_every_frame_in_gray(clip, tmp_path):
+    """A depth GIF (estimate -o d.gif) was float frames piped as RGB bytes: 4/3 as many frames of
+    noise. It is the 8-bit depth, one GIF frame per clip frame."""
+    ok(run_cli("estimate", str(clip), "-o", str(tmp_path / "d.gif")))
+    ok(run_cli("estimate", str(clip), "-o", str(tmp_path / "d.mp4")))
+    from PIL import Image
+
+    with Image.open(tmp_path / "d.gif") as im:
+        assert im.n_frames == 14
+        im.seek(5)
+        g = np.asarray(im.convert("RGB")).astype(np.float32)
+    assert np.abs(g[..., 0] - g[..., 1]).max() <= 1 and np.abs(g[..., 0] - g[..., 2]).max() <= 1  # gray
+    from depthcraft.tasks.lib.clip import read_depth_frames
+
+    ref = list(read_depth_frames(tmp_path / "d.mp4"))[5] * 255.0
+    assert float(np.abs(g[..., 0] - ref).mean()) < 8.0  # the same depth (GIF dither and H.264 apart)

@@ -174,3 +174,45 @@ def test_segment_encoders_use_a_fixed_thread_count(tmp_path):
             assert w.command[i + 1] == str(clips.ENCODER_THREADS)
         finally:
             w.abort()
+
+
+def test_export_on_a_clip_writes_16bit_formats_as_mkv_like_the_one_shot_command(threads_run, small):  # noqa: F811
+    """An export step on a clip (default formats grayscale, png16, npy, preview) published
+    maps-png16.mp4 and maps-npy.mp4, 8-bit copies of maps.mp4; its 16-bit formats are now 16-bit
+    FFV1 .mkv files joined from 4 segments, named in the manifest as on disk, cached on a re-run,
+    and named as the one-shot command names them."""
+    from depthcraft.flows.runner import run_recipe
+    from depthcraft.tasks.lib.clip import probe_clip, read_depth_frames
+
+    _, _, _, root = threads_run
+    r = root / "export.yaml"
+    r.write_text(f"version: 1\nname: export\nprovider: classic\ninputs:\n  images: ['{small}']\n  segment_seconds: 1\n"
+                 "steps:\n  - {id: depth, uses: estimate}\n  - {id: maps, uses: export, from: depth}\n"
+                 "  - {id: gmaps, uses: export, from: depth, clip_output: gif}\n")
+    s = run_recipe(r, out_root=str(root / "out-export"), workspace=str(root / "ws"))
+    assert s["failures"] == []
+    m = manifest(s)
+    out = Path(s["out_dir"])
+    for sid, sfx, codec in (("maps", ".mp4", "h264"), ("gmaps", ".gif", "gif")):
+        node = steps_of(m)[sid]
+        assert [g["frames"] for g in node["segments"]] == SEGMENTS
+        files = {n: Path(o["path"]) for n, o in node["outputs"].items()}
+        assert {n: p.name for n, p in files.items()} == {
+            "main": f"{sid}{sfx}", "png16": f"{sid}-png16.mkv", "npy": f"{sid}-npy.mkv", "preview": f"{sid}-preview{sfx}"}
+        assert all(p.parent == out and p.is_file() for p in files.values())
+        for n in ("png16", "npy"):
+            info = probe_clip(files[n])
+            assert (info.codec, info.bit_depth, info.frames, info.has_audio) == ("ffv1", 16, 72, True), n
+            frame = list(read_depth_frames(files[n], 0, 20))[19]  # past the first segment boundary
+            assert len(np.unique(np.round(frame * 65535.0))) > 256
+        for n in ("main", "preview"):
+            info = probe_clip(files[n])
+            assert (info.codec, info.bit_depth, info.frames) == (codec, 8, 72), n
+    assert not list(out.glob("*maps-png16.mp4")) and not list(out.glob("*-npy.gif"))
+    again = run_recipe(r, out_root=str(root / "out-export"), workspace=str(root / "ws"))
+    assert again["computed"] == 0 and published(manifest(again)) == published(m)
+    # the one-shot command on the same clip names its files the same way
+    res = run_cli("export", small, "-o", root / "oneshot" / "maps.mp4")
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in (root / "oneshot").iterdir()) == sorted(
+        Path(o["path"]).name for o in steps_of(m)["maps"]["outputs"].values())

@@ -47,6 +47,8 @@ VIDEO_OUTPUT_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".av
 HDR_TRANSFERS = ("smpte2084", "arib-std-b67")  # PQ and HLG
 # no encoder/muxer version strings or dates in the files: the same frames give the same bytes
 BITEXACT = ["-fflags", "+bitexact", "-flags:v", "+bitexact", "-map_metadata", "-1"]
+# a GIF's 256 colours: one palette from the whole video's frames
+GIF_PALETTE = "split[a][b];[a]palettegen=stats_mode=diff[p];[b][p]paletteuse=dither=bayer"
 
 
 def ffmpeg_exe() -> str:
@@ -495,8 +497,8 @@ class FfmpegWriter(FrameWriter):
                 raise ParameterError(f"a 16-bit depth video is FFV1 in .mkv, not {suffix!r}", parameter="-o")
             in_fmt, venc = "gray16le", ["-c:v", "ffv1", "-level", "3", "-g", "1", "-slicecrc", "1",
                                         "-pix_fmt", "gray16le"]
-        elif suffix == ".gif":
-            in_fmt, venc = "rgb24", ["-vf", "split[a][b];[a]palettegen=stats_mode=diff[p];[b][p]paletteuse=dither=bayer"]
+        elif suffix == ".gif":  # a depth GIF is piped as gray (its float frames are not rgb24 bytes)
+            in_fmt, venc = "gray" if kind == "depth8" else "rgb24", ["-vf", GIF_PALETTE]
         else:
             self.pad = (w % 2, h % 2)
             if any(self.pad) and notice:
@@ -709,7 +711,9 @@ def _unique() -> str:
 
 def concat_files(parts: list[str | os.PathLike], out: str | os.PathLike) -> Path:
     """Join segment files (same codec and settings) in order with ffmpeg's concat demuxer, no
-    re-encode. One part is just copied."""
+    re-encode. One part is just copied. GIFs are the exception: each segment has its own
+    palette, and a stream copy kept only the first segment's frames, so their frames are
+    joined and given one palette again (their timestamps kept)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     parts = [Path(p) for p in parts]
@@ -725,6 +729,8 @@ def concat_files(parts: list[str | os.PathLike], out: str | os.PathLike) -> Path
     try:
         cmd = [ffmpeg_exe(), "-nostdin", "-y", "-hide_banner", "-loglevel", "error", "-f", "concat", "-safe", "0",
                "-i", listing, "-map", "0:v", "-c", "copy", *BITEXACT]
+        if out.suffix.lower() == ".gif":
+            cmd[cmd.index("-c"):cmd.index("-c") + 2] = ["-vf", GIF_PALETTE, "-fps_mode", "passthrough"]
         if out.suffix.lower() in (".mp4", ".mov", ".m4v"):
             cmd += ["-movflags", "+faststart"]
         r = _run(cmd + [str(out)])
