@@ -119,8 +119,7 @@ def output_suffix(kind: str, name: str, target: str, params: Any) -> str:
     video's suffix), except that a depth format keeping more than 8 bits (:data:`DEEP_FORMATS`:
     ``png16``, ``npy``...) beside the main output of a video goes into a 16-bit FFV1 ``.mkv``
     (``out.mp4`` -> ``out-png16.mkv``): a file named for 16 bits holds 16 bits. The main output
-    keeps the suffix the user gave (an explicit deep format there is refused by
-    :func:`target_conflict`)."""
+    keeps the suffix the user gave (a deep format there is refused by :func:`target_conflict`)."""
     if target == "folder" or name == "main":
         return target
     return ".mkv" if output_format(kind, name, params) in DEEP_FORMATS else target
@@ -140,15 +139,16 @@ def target_conflict(kind: str, target: str, params: Any, explicit: set[str], *,
         name = "formats" if kind == "export" else "format"
         if name not in explicit:
             return None
-        # every format given explicitly must fit the -o type (a default 16-bit one beside an 8-bit
-        # video goes into its own .mkv instead: output_suffix)
-        for fmt in dict.fromkeys(params.formats if kind == "export" else [params.format]):
+        # the main output (export: its first format) must fit the -o type; export's other formats
+        # are files of their own beside it, a 16-bit one in its own .mkv (output_suffix), given
+        # explicitly or by default alike
+        for i, fmt in enumerate(dict.fromkeys(params.formats if kind == "export" else [params.format])):
             if kind == "export" and fmt == "preview":
                 continue  # a colour-mapped video
             if fmt not in VIDEO_DEPTH:
                 return name, f"{fmt} has no video form ({target}); a folder of frames holds one {fmt} file per frame"
             ok = VIDEO_DEPTH[fmt]
-            if ok is not None and target not in ok:
+            if ok is not None and target not in ok and i == 0:
                 return name, (f"{fmt} keeps more than 8 bits, which a {target} video cannot; "
                               f"{' or '.join(ok)} (16-bit FFV1) or a folder of frames can")
         return None

@@ -218,7 +218,7 @@ def clip(tmp_path_factory):
     (("stereo", "--format", "jpg"), "s.mp4", ["-o", "s.mp4", "jpg"]),
     (("stereo", "--layout", "mpo"), "s.mp4", ["-o", "mpo"]),
     (("parallax", "--container", "gif"), "p.mp4", ["-o", "p.mp4", "gif"]),
-    (("export", "--set", "formats=[grayscale, png16]"), "e.mp4", ["-o", "e.mp4", "png16", ".mkv"]),
+    (("export", "--set", "formats=[png16, grayscale]"), "e.mp4", ["-o", "e.mp4", "png16", ".mkv"]),
 ])
 def test_clip_output_contradicting_an_explicit_format_is_refused(tmp_path, clip, args, name, words):
     out = tmp_path / name

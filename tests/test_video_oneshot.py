@@ -172,6 +172,20 @@ def test_export_default_deep_formats_beside_an_8bit_video_are_16bit_mkv(clip, tm
     assert float(np.abs(main - deep).mean()) < 0.03
 
 
+def test_explicit_16bit_formats_beside_an_8bit_video_go_into_mkv_like_the_defaults(clip, tmp_path):
+    """`--set formats=[grayscale,png16] -o out.mp4` was refused while the same list as the
+    default wrote out-png16.mkv: the main output must fit `-o`, the others are files of their
+    own, whether the formats are given or default. A 16-bit main output into .mp4 stays refused."""
+    r = ok(run_cli("export", str(clip), "-o", str(tmp_path / "out.mp4"), "--set", "formats=[grayscale,png16]"))
+    assert wrote(r) == ["out.mp4", "out-png16.mkv"]
+    info = probe_clip(tmp_path / "out-png16.mkv")
+    assert (info.codec, info.bit_depth, info.frames) == ("ffv1", 16, 14) and levels(tmp_path / "out-png16.mkv") > 256
+    bad = tmp_path / "bad.mp4"
+    r = run_cli("export", str(clip), "-o", str(bad), "--set", "formats=[png16,grayscale]")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "png16" in r.stderr and ".mkv" in r.stderr
+    assert not bad.exists() and not (tmp_path / "bad-grayscale.mp4").exists()
+
+
 def test_export_into_mkv_keeps_each_format_at_its_own_bit_depth(clip, tmp_path):
     """`-o out.mkv`: the main output is 16-bit FFV1 (what .mkv means for a depth video), a 16-bit
     format too; an 8-bit format beside it (`out-grayscale.mkv`) was 16-bit FFV1, now 8-bit."""
