@@ -38,11 +38,14 @@ def run_clip_oneshot(args, spec, params_from_args) -> int:
         flag = "--" + bad[0].replace("_", "-") + " " if getattr(args, f"param_{bad[0]}", None) is not None else f"--set {bad[0]}="
         raise ParameterError(f"{Path(args.output).name or args.output}: {flag}{bad[1]}", parameter="-o",
                              hint="a folder of frames is -o DIR/" if bad[0] != "layout" else None)
-    from depthcraft.tasks.clips import output_paths
+    from depthcraft.tasks.clips import output_paths, planned_outputs
     from depthcraft.tasks.lib.outputs import refuse_input
 
-    refuse_input(output_paths(spec.kind, Path(args.output), ["main"], params, output_target(args.output))["main"],
-                 {"the input": args.image})  # stereo renames its output (s.mp4 -> s_SBS_LR.mp4): before any work
+    # every file it will write, before any work: stereo renames its output (s.mp4 -> s_SBS_LR.mp4),
+    # export writes one file per format beside it (the clip may be out-png16.mkv)
+    for dest in output_paths(spec.kind, Path(args.output), planned_outputs(spec.kind, params), params,
+                             output_target(args.output)).values():
+        refuse_input(dest, {"the input": args.image})
     info = probe_clip(args.image, max_pixels=args.max_pixels, downscale=args.downscale)
     console = Console(stderr=True, soft_wrap=True)
     recovery.clean_stale_oneshot_tmp()  # what a killed one-shot left (a partial video)

@@ -385,6 +385,23 @@ def process_clip_segment(kind: str, clip: str | os.PathLike, start: int, stop: i
                          meta={"resets": stab.resets, **state.get("meta", {})})
 
 
+def planned_outputs(kind: str, params: Any) -> list[str]:
+    """The names of the outputs a clip step will write, known before any frame is made (so that
+    a one-shot command refuses an output that is its input before any work): ``export`` one per
+    format (``main`` the first), ``stereo`` with the ``lr`` layout ``main`` and ``right``,
+    ``layers`` ``main`` and up to ``count`` planes (``layer_i``; depths given: one per depth);
+    the rest ``main``."""
+    if kind == "export":
+        return ["main" if i == 0 else f for i, f in enumerate(dict.fromkeys(getattr(params, "formats", None) or []))] or ["main"]
+    if kind == "stereo" and getattr(params, "layout", None) == "lr" and getattr(params, "eye", "both") == "both":
+        return ["main", "right"]
+    if kind == "layers":
+        depths = getattr(params, "depths", None)
+        k = len(depths) if depths else int(getattr(params, "count", 1) or 1)
+        return ["main", *(f"layer_{i}" for i in range(max(k, 1)))]
+    return ["main"]
+
+
 def output_paths(kind: str, out: Path, names: list[str], params: Any, target: str | None = None) -> dict[str, Path]:
     """Where each named output of a clip goes: ``main`` at ``out`` (for ``stereo`` renamed so that
     3D players detect the layout, see :func:`stereo_name`), the others beside it. ``target``:

@@ -186,6 +186,27 @@ def test_explicit_16bit_formats_beside_an_8bit_video_go_into_mkv_like_the_defaul
     assert not bad.exists() and not (tmp_path / "bad-grayscale.mp4").exists()
 
 
+@pytest.mark.parametrize("input_name, args", [
+    ("out-png16.mkv", ("export", "-o", "out.mp4")),
+    ("out-npy.mkv", ("export", "-o", "out.mp4")),
+    ("out_R.mp4", ("stereo", "-o", "out.mp4", "--layout", "lr")),
+    ("out-layer_1.mp4", ("layers", "-o", "out.mp4", "--count", "3")),
+])
+def test_an_input_that_is_one_of_the_files_written_beside_the_output_is_refused_before_any_work(
+        tmp_path, input_name, args):
+    """Only the main output was checked against the input before the frames were made; a clip
+    named like a file written beside it (out-png16.mkv for `export -o out.mp4`) was refused
+    only at the end. Now before anything is read: the input here is not even a video (the
+    old code said it cannot be read), and it is left as it was."""
+    src = tmp_path / input_name
+    src.write_bytes(b"not a video, and not to be overwritten")
+    r = run_cli(args[0], str(src), "-o", str(tmp_path / args[2]), *args[3:])
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "the same file as the input" in r.stderr and input_name in r.stderr, r.stderr
+    assert src.read_bytes() == b"not a video, and not to be overwritten"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [input_name]
+
+
 def test_export_into_mkv_keeps_each_format_at_its_own_bit_depth(clip, tmp_path):
     """`-o out.mkv`: the main output is 16-bit FFV1 (what .mkv means for a depth video), a 16-bit
     format too; an 8-bit format beside it (`out-grayscale.mkv`) was 16-bit FFV1, now 8-bit."""
