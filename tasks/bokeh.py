@@ -37,7 +37,7 @@ class BokehParams(StepParams):
     focus_depth: float | None = Field(None, ge=0, le=1, description="focus on this nearness (0 = farthest, 1 = nearest) instead of a point")
     focus: Literal["point", "depth", "nearest"] | None = Field(None, description="focus by point, depth, or on the nearest subject (default: point if given, else depth if given, else nearest)")
     aperture: float = Field(1.5, ge=0, le=10, description="largest blur radius, percent of the image width (bigger = shallower focus)")
-    f_number: float | None = Field(None, gt=0, description="alternatively a lens-like f-number: aperture = 2.8 / f_number percent")
+    f_number: float | None = Field(None, ge=0.28, description="alternatively a lens-like f-number: aperture = 2.8 / f_number percent")
     shape: Literal["disc", "polygon"] = Field("disc", description="aperture shape")
     blades: int = Field(6, ge=3, le=12, description="polygon: number of blades")
     rotation: float = Field(0.0, description="polygon: rotation, degrees")

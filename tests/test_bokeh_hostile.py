@@ -1,0 +1,79 @@
+"""Bokeh against odd input: lens settings past the aperture limit, a depth map with no valid value,
+and the §4 seam on boundaries that are not aligned with the reduced-resolution grid. Real files,
+the real command line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from depthcraft.tasks import bokeh as B
+
+
+@pytest.fixture
+def photo_and_depth(tmp_path):
+    import cv2
+
+    yy, xx = np.mgrid[0:120, 0:160]
+    img = np.dstack([xx * 255 // 159, yy * 255 // 119, ((xx // 8 + yy // 8) % 2) * 200]).astype(np.uint8)
+    p = tmp_path / "p.png"
+    cv2.imwrite(str(p), img[..., ::-1])
+    d = np.full((120, 160), 0.1, np.float32)
+    d[(yy - 60) ** 2 + (xx - 80) ** 2 < 30 ** 2] = 0.5
+    return p, d
+
+
+def test_an_f_number_past_the_aperture_limit_is_refused_in_one_line(tmp_path, photo_and_depth):
+    """--aperture stops at 10 (% of the width); --f-number 0.0001 (aperture 28000 %) was taken and
+    blurred the photo into one grey."""
+    p, d = photo_and_depth
+    np.save(tmp_path / "d.npy", d)
+    r = run_cli("bokeh", p, "--depth", tmp_path / "d.npy", "--depth-kind", "relative", "--f-number", "0.0001",
+                "-o", tmp_path / "o.png")
+    assert r.returncode == 2 and "--f-number" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "o.png").exists()
+    r = run_cli("bokeh", p, "--depth", tmp_path / "d.npy", "--depth-kind", "relative", "--f-number", "0.28",
+                "-o", tmp_path / "o.png")
+    assert r.returncode == 0, r.stderr  # f/0.28 is aperture 10: the limit itself is fine
+
+
+@pytest.mark.parametrize("step", ["bokeh", "stereo", "layers"])
+def test_a_depth_map_with_no_valid_value_is_refused_naming_the_file(tmp_path, photo_and_depth, step):
+    """An all-NaN/inf depth .npy (a failed matcher's output) gave a plausible-looking, meaningless
+    picture (bokeh: no blur at all); now one line naming the file. Partly NaN maps still work."""
+    p, d = photo_and_depth
+    bad = tmp_path / "nan.npy"
+    a = np.full_like(d, np.nan)
+    a[0, :3] = (np.inf, -np.inf, np.nan)
+    np.save(bad, a)
+    r = run_cli(step, p, "--depth", bad, "--depth-kind", "relative", "-o", tmp_path / "o.png")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert str(bad) in r.stderr and "no valid value" in r.stderr and not (tmp_path / "o.png").exists()
+    part = d.copy()
+    part[10:20, 10:20] = np.nan
+    part[30, 30] = np.inf
+    np.save(tmp_path / "part.npy", part)
+    r = run_cli(step, p, "--depth", tmp_path / "part.npy", "--depth-kind", "relative", "-o", tmp_path / "o.png")
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("boundary", ["disc", "diagonal", "unaligned-vertical"])
+def test_no_seam_on_boundaries_off_the_reduced_grid(boundary):
+    """§4 on scenes of its own: a flat grey photo at 2003x1499 (rendered at 1/2 size), the in-focus
+    plane meeting a slightly nearer one along a disc, a diagonal and a vertical edge at an odd
+    column, plus a far strip: blurring one grey changes nothing, so any deviation is a seam."""
+    w, h = 2003, 1499
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    if boundary == "disc":
+        m = (xx - 1111) ** 2 + (yy - 701) ** 2 < 333 ** 2
+    elif boundary == "diagonal":
+        m = xx * 0.61 + yy * 0.79 > 0.5 * (w * 0.61 + h * 0.79)
+    else:
+        m = xx > 1011
+    n = np.full((h, w), 0.5, np.float32)
+    n[m] = 0.5535
+    n[:, :250] = 0.1
+    img = np.full((h, w, 3), 97, np.uint8)
+    out = B.render_bokeh(img, n, focus=0.5, max_radius=0.015 * w)
+    assert np.abs(out.astype(int) - 97).max() <= 1
