@@ -227,3 +227,25 @@ def test_auto_with_a_cache_that_is_a_file_falls_back_in_one_line(registry, cache
     r = auto.resolve(say=said.append)
     assert (r.provider, r.reason) == ("classic", "download-failed")
     assert f"cannot write the model cache {not_a_folder}" in said[-1]
+
+
+# -- settings with typos ------------------------------------------------------------------------------
+@pytest.mark.parametrize("mirror", ["127.0.0.1:8123", "ftp://127.0.0.1:8123/", "http://127.0.0.1:99999/",
+                                    "http://[::1:8123/", "file:///srv/models/"])
+def test_a_malformed_mirror_is_one_line_naming_the_variable(tmp_path, photos, mirror):
+    """A typo in DEPTHCRAFT_MODELS_MIRROR is not a network failure: refused in one line (it was a
+    traceback for a bad port or IPv6 address, and 'cannot reach 127.0.0.1:8123/onnx-community/...'
+    for a missing scheme)."""
+    r = run_cli("estimate", photos["coffee"], "-o", tmp_path / "d.npy",
+                env={"DEPTHCRAFT_OFFLINE": "", "DEPTHCRAFT_MODELS_DIR": str(tmp_path / "m"),
+                     "DEPTHCRAFT_MODELS_MIRROR": mirror})
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "DEPTHCRAFT_MODELS_MIRROR" in r.stderr
+    assert not (tmp_path / "d.npy").exists()
+
+
+@pytest.mark.parametrize("value,seconds", [("inf", 60.0), ("nan", auto.PROBE_SECONDS), ("-1", 0.05),
+                                           ("abc", auto.PROBE_SECONDS), ("2", 2.0)])
+def test_probe_seconds_is_always_a_finite_deadline(monkeypatch, value, seconds):
+    monkeypatch.setenv("DEPTHCRAFT_PROBE_SECONDS", value)  # "inf" was a traceback from Thread.join
+    assert auto.probe_seconds() == seconds

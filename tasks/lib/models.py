@@ -199,9 +199,25 @@ def resolved_url(info: ModelInfo) -> str:
     mirror = os.environ.get("DEPTHCRAFT_MODELS_MIRROR", "").strip()
     if not mirror:
         return info.url
+    _check_mirror(mirror)
     parts = urlsplit(info.url)
     path = parts.path + (f"?{parts.query}" if parts.query else "")
     return mirror.rstrip("/") + path
+
+
+def _check_mirror(mirror: str) -> None:
+    """``http(s)://host[:port][/path]``, or one line naming the variable (a typo is not a network failure)."""
+    try:
+        m = urlsplit(mirror)
+        ok = m.scheme in ("http", "https") and bool(m.hostname)
+        m.port  # noqa: B018 - raises for a port out of range or not a number
+    except ValueError:
+        ok = False
+    if not ok or m.query or m.fragment:
+        raise ParameterError(f"{mirror!r} is not an http(s)://host[:port]/ address",
+                             parameter="DEPTHCRAFT_MODELS_MIRROR",
+                             hint="e.g. DEPTHCRAFT_MODELS_MIRROR=http://mirror.example:8080/ (unset it to use the "
+                                  "registry's own addresses)")
 
 
 # -- hashes ----------------------------------------------------------------------------------

@@ -89,9 +89,11 @@ def best_cached(say: Callable[[str], None] | None = None) -> M.ModelInfo | None:
 
 def probe_seconds() -> float:
     try:
-        return max(0.05, float(os.environ.get("DEPTHCRAFT_PROBE_SECONDS", PROBE_SECONDS)))
+        v = float(os.environ.get("DEPTHCRAFT_PROBE_SECONDS", PROBE_SECONDS))
     except ValueError:
         return PROBE_SECONDS
+    # nan and inf are no deadline (a thread join cannot wait "inf"); a minute is the longest sane one
+    return min(max(0.05, v), 60.0) if v == v else PROBE_SECONDS
 
 
 def probe(url: str, seconds: float | None = None) -> str | None:
