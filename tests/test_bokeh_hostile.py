@@ -77,3 +77,13 @@ def test_no_seam_on_boundaries_off_the_reduced_grid(boundary):
     img = np.full((h, w, 3), 97, np.uint8)
     out = B.render_bokeh(img, n, focus=0.5, max_radius=0.015 * w)
     assert np.abs(out.astype(int) - 97).max() <= 1
+
+
+@pytest.mark.parametrize("dtype", ["complex64", "<U3", "datetime64[s]"])
+def test_a_depth_npy_that_holds_no_real_numbers_is_refused_naming_the_file(tmp_path, photo_and_depth, dtype):
+    p, d = photo_and_depth
+    bad = tmp_path / "d.npy"
+    np.save(bad, np.zeros(d.shape, dtype))  # complex was cast with a ComplexWarning on stderr and used
+    r = run_cli("bokeh", p, "--depth", bad, "--depth-kind", "relative", "-o", tmp_path / "o.png")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "Warning" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and str(bad) in r.stderr and "real numbers" in r.stderr
