@@ -249,3 +249,16 @@ def test_a_malformed_mirror_is_one_line_naming_the_variable(tmp_path, photos, mi
 def test_probe_seconds_is_always_a_finite_deadline(monkeypatch, value, seconds):
     monkeypatch.setenv("DEPTHCRAFT_PROBE_SECONDS", value)  # "inf" was a traceback from Thread.join
     assert auto.probe_seconds() == seconds
+
+
+# -- a partial download left by a killed run ----------------------------------------------------------
+def test_a_damaged_partial_download_is_fetched_again_from_zero_in_the_same_run(registry, cache):
+    """A .part whose bytes are not the model's start (another file's, a damaged disk): the resumed
+    file fails its hash, so the same run downloads from zero once, instead of failing this run."""
+    srv, info, data = registry
+    cache.mkdir(parents=True)
+    (cache / f"{MODEL}.onnx.part").write_bytes(np.random.default_rng(5).bytes(len(data) // 3))
+    r = auto.resolve(say=lambda s: None)
+    assert (r.provider, r.reason) == (f"onnx:{MODEL}", "downloaded")
+    assert (cache / f"{MODEL}.onnx").read_bytes() == data and not list(cache.glob("*.part"))
+    assert [x[1] is not None for x in srv.log if x[2] in (200, 206)] == [True, False]  # a resume, then from zero

@@ -459,11 +459,20 @@ def _pull_into(info: ModelInfo, dest: Path, expected: str | None, *, force: bool
     with _lock(dest):
         if dest.is_file() and not force and cached_ok(info):  # another process finished it while we waited
             return dest
-        if part.exists() and part.stat().st_size:
+        resumed = part.exists() and part.stat().st_size > 0
+        if resumed:
             say(f"resuming {info.name} from {part.stat().st_size / 1e6:.1f} MB")
         _fetch_to_part(url, part, info, progress=progress, timeout=timeout, read_timeout=read_timeout,
                        client=client)
         got = file_sha256(part)
+        if expected is not None and got != expected and resumed:
+            # The bytes kept from before may be what is wrong (another file's start, a damaged
+            # disk): one download from zero decides.
+            say(f"{info.name}: the resumed download does not match its sha256; downloading it from the start")
+            part.unlink(missing_ok=True)
+            _fetch_to_part(url, part, info, progress=progress, timeout=timeout, read_timeout=read_timeout,
+                           client=client)
+            got = file_sha256(part)
         if expected is not None and got != expected:
             size = part.stat().st_size
             part.unlink(missing_ok=True)
