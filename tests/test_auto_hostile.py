@@ -262,3 +262,61 @@ def test_a_damaged_partial_download_is_fetched_again_from_zero_in_the_same_run(r
     assert (r.provider, r.reason) == (f"onnx:{MODEL}", "downloaded")
     assert (cache / f"{MODEL}.onnx").read_bytes() == data and not list(cache.glob("*.part"))
     assert [x[1] is not None for x in srv.log if x[2] in (200, 206)] == [True, False]  # a resume, then from zero
+
+
+class _Endless:
+    """Answers every GET with 200 and an endless body (a broken mirror, a wrong URL streaming a log)."""
+
+    def __init__(self, announce: int | None = None):
+        outer = self
+        self.sent = 0
+
+        class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def log_message(self, *a):
+                pass
+
+            def do_HEAD(self):
+                self.send_response(200)
+                self.end_headers()
+
+            def do_GET(self):
+                self.send_response(200)
+                if announce is not None:
+                    self.send_header("Content-Length", str(announce))
+                self.end_headers()
+                block = b"x" * 65536
+                try:
+                    while outer.sent < 64 << 20:  # 64 MB at most, then the test has failed anyway
+                        self.wfile.write(block)
+                        outer.sent += len(block)
+                except OSError:
+                    pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.httpd.daemon_threads = True
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize("announce", [None, 1 << 40])
+def test_a_mirror_sending_more_than_the_model_never_fills_the_disk(registry, cache, monkeypatch, announce):
+    """A pinned model's size is exact: a body past it (endless, or announced as 1 TB) is cut off
+    at once and nothing is kept, rather than written to the cache until the disk is full."""
+    srv, info, data = registry
+    endless = _Endless(announce)
+    monkeypatch.setenv("DEPTHCRAFT_MODELS_MIRROR", endless.base + "/")
+    said = []
+    try:
+        r = auto.resolve(say=said.append)
+    finally:
+        endless.close()
+    assert (r.provider, r.reason) == ("classic", "download-failed")
+    assert f"is not sending {MODEL} ({len(data)} bytes)" in said[-1]
+    assert not list(cache.glob("*.onnx*.part")) and not (cache / f"{MODEL}.onnx").exists()
+    assert endless.sent < 16 << 20

@@ -280,6 +280,12 @@ def _unreachable(host: str, why: str, info: ModelInfo, part: Path | None, *, sta
         retryable=True)
 
 
+def _oversized(host: str, info: ModelInfo, what: str) -> ModelError:
+    return ModelError(f"{host} is not sending {info.name} ({info.size_bytes} bytes): {what}; nothing was kept",
+                      hint=f"check DEPTHCRAFT_MODELS_MIRROR, or download {info.url} yourself and pass "
+                           "onnx:/path/model.onnx")
+
+
 class _Bar:
     """A rich progress bar, or nothing."""
 
@@ -369,6 +375,10 @@ def _fetch_to_part(url: str, part: Path, info: ModelInfo, *, progress: bool, tim
                         total = int(length) if length and length.isdigit() else None
                     if total is None and info.size_bytes:
                         total = info.size_bytes
+                    limit = info.size_bytes if info.pinned else None  # a pinned model's size is exact
+                    if limit is not None and total is not None and total > limit:
+                        part.unlink(missing_ok=True)
+                        raise _oversized(host, info, f"it announced {total} bytes")
                     done = offset
                     with _Bar(progress, info.name) as bar, open(part, mode) as out:
                         bar.update(done, total)
@@ -378,6 +388,10 @@ def _fetch_to_part(url: str, part: Path, info: ModelInfo, *, progress: bool, tim
                             out.write(chunk)
                             done += len(chunk)
                             bar.update(done, total)
+                            if limit is not None and done > limit:  # an endless or wrong answer: never fill the disk
+                                out.close()
+                                part.unlink(missing_ok=True)
+                                raise _oversized(host, info, f"it sent more than {limit} bytes")
                     if total is not None and done < total:
                         raise _unreachable(host, f"the connection closed after {done} of {total} bytes",
                                            info, part, started=True)
