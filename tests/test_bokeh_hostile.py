@@ -87,3 +87,77 @@ def test_a_depth_npy_that_holds_no_real_numbers_is_refused_naming_the_file(tmp_p
     r = run_cli("bokeh", p, "--depth", bad, "--depth-kind", "relative", "-o", tmp_path / "o.png")
     assert r.returncode == 2 and "Traceback" not in r.stderr and "Warning" not in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and str(bad) in r.stderr and "real numbers" in r.stderr
+
+
+# -- settings that would be silently ignored ---------------------------------------------------------
+@pytest.mark.parametrize("kw,parameter", [
+    ({"focus_x": 0.3}, "focus_y"),                                   # was: focus on the nearest subject
+    ({"focus_y": 0.3}, "focus_x"),
+    ({"focus_x": 0.3, "focus_y": 0.2, "focus_depth": 0.5}, "focus_depth"),  # was: the point, depth ignored
+    ({"focus": "nearest", "focus_x": 0.3, "focus_y": 0.2}, "focus"),  # was: nearest, the point ignored
+    ({"focus": "nearest", "focus_depth": 0.2}, "focus"),
+    ({"focus": "point"}, "focus_x"),
+    ({"focus": "depth"}, "focus_depth"),
+    ({"f_number": 2.0, "aperture": 5.0}, "f_number"),              # was: f_number, aperture ignored
+])
+def test_contradictory_or_incomplete_focus_and_aperture_are_refused(kw, parameter):
+    from depthcraft.tasks.lib.errors import ParameterError
+
+    with pytest.raises(ParameterError) as e:
+        B.BokehParams(**kw)
+    assert e.value.parameter == parameter
+
+
+@pytest.mark.parametrize("kw", [{}, {"focus_x": 0.3, "focus_y": 0.2}, {"focus": "point", "focus_x": 3, "focus_y": 4},
+                                {"focus_depth": 0.4}, {"focus": "depth", "focus_depth": 0.4}, {"focus": "nearest"},
+                                {"f_number": 2.0}, {"aperture": 3.0}])
+def test_consistent_focus_and_aperture_settings_are_taken(kw):
+    B.BokehParams(**kw)
+
+
+def test_a_half_focus_point_is_one_line_from_the_command_and_the_recipe(tmp_path, photo_and_depth):
+    p, d = photo_and_depth
+    np.save(tmp_path / "d.npy", d)
+    r = run_cli("bokeh", p, "--depth", tmp_path / "d.npy", "--focus-x", "0.1", "-o", tmp_path / "o.png")
+    assert r.returncode == 2 and "focus_y" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "o.png").exists()
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"""\
+version: 1
+name: halfpoint
+inputs:
+  images: ["{p}"]
+steps:
+  - id: depth
+    uses: estimate
+  - id: soft
+    uses: bokeh
+    from: depth
+    with: {{f_number: 2, aperture: 3}}
+output: out/{{image}}/
+""")
+    r = run_cli("validate", recipe)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "r.yaml:11" in r.stderr and "steps.1.with.f_number" in r.stderr and "not both" in r.stderr
+
+
+def test_a_steps_own_parameter_check_names_the_recipe_line(tmp_path, photo_and_depth):
+    """The family: parallax's size check raised without the recipe's file and line."""
+    p, _ = photo_and_depth
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"""\
+version: 1
+name: badsize
+inputs:
+  images: ["{p}"]
+steps:
+  - id: depth
+    uses: estimate
+  - id: clip
+    uses: parallax
+    from: depth
+    with: {{size: 12x}}
+output: out/{{image}}/
+""")
+    r = run_cli("validate", recipe)
+    assert r.returncode == 2 and "r.yaml:11" in r.stderr and "steps.1.with.size" in r.stderr, r.stderr
