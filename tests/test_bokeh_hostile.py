@@ -161,3 +161,23 @@ output: out/{{image}}/
 """)
     r = run_cli("validate", recipe)
     assert r.returncode == 2 and "r.yaml:11" in r.stderr and "steps.1.with.size" in r.stderr, r.stderr
+
+
+def test_an_exif_rotated_photo_takes_depth_in_its_shown_orientation_and_says_so(tmp_path, photo_and_depth):
+    from PIL import Image
+
+    p, d = photo_and_depth
+    rot = tmp_path / "rot.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise: 120 wide, 160 high
+    Image.open(p).save(rot, exif=exif.tobytes(), quality=95)
+    np.save(tmp_path / "stored.npy", d)  # the depth of the stored pixels (160x120), as a raw-pixel tool makes it
+    r = run_cli("bokeh", rot, "--depth", tmp_path / "stored.npy", "--depth-kind", "relative", "-o", tmp_path / "o.png")
+    assert r.returncode == 2 and "EXIF orientation" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    np.save(tmp_path / "shown.npy", np.ascontiguousarray(np.rot90(d, -1)))  # turned like the photo is shown
+    r = run_cli("bokeh", rot, "--depth", tmp_path / "shown.npy", "--depth-kind", "relative", "-o", tmp_path / "o.png")
+    assert r.returncode == 0, r.stderr
+    out = np.asarray(Image.open(tmp_path / "o.png"))
+    shown = np.asarray(Image.open(rot).transpose(Image.Transpose.ROTATE_270)).astype(float)
+    assert out.shape == (160, 120, 3)  # the orientation it is shown in
+    assert abs(out.astype(float).mean() - shown.mean()) < 6  # blurred, not darkened or blanked
