@@ -49,7 +49,7 @@ def cmd_list(args) -> int:
 def cmd_pull(args) -> int:
     con = _console()
     info = M.get_model(args.name)
-    if M.is_cached(info) and not args.force:
+    if M.cached_ok(info) and not args.force:  # a file that fails its hash is downloaded again
         con.print(f"{info.name} is already in the cache: {M.cached_path(info)} (`depthcraft models verify "
                   f"{info.name}` re-hashes it; --force downloads it again)")
         return 0

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from depthcraft.tasks.catalog import get_step
 from depthcraft.tasks.lib.depthmap import USER_KINDS
-from depthcraft.tasks.lib.errors import DepthcraftError, InputError, RecipeError
+from depthcraft.tasks.lib.errors import DepthcraftError, InputError, ParameterError, RecipeError
 from depthcraft.tasks.lib.images import IMAGE_SUFFIXES
 from depthcraft.tasks.lib.step import StepSpec
 from depthcraft.tasks.lib.store import Artifact, sha256_file, stable_hash
@@ -141,6 +141,9 @@ def validate_params(recipe: Recipe, src: RecipeSource) -> dict[str, tuple[StepSp
                 raise src.error(f"unknown parameter {err['loc'][-1]!r} for step kind {s.uses!r}", loc,
                                 hint=f"{s.uses} takes: {known}") from None
             raise src.error(f"{err['msg']} (got {err.get('input')!r})", loc) from None
+        except ParameterError as e:  # a step's own check across parameters: the recipe line of the one it names
+            key = e.parameter if e.parameter in s.with_ else None
+            raise src.error(e.reason, ("steps", i, "with") + ((key,) if key else ()), hint=e.hint) from None
         if spec.needs_depth and not s.from_ and not _inputs_have_depth(recipe):
             raise src.error(f"step {s.id!r} ({s.uses}) needs a depth map: add `from: <an estimate step>`",
                             ("steps", i))

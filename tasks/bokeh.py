@@ -22,7 +22,7 @@ from typing import Literal
 
 import cv2
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .lib.depthmap import DepthMap, normalized_nearness
 from .lib.errors import ParameterError
@@ -37,7 +37,7 @@ class BokehParams(StepParams):
     focus_depth: float | None = Field(None, ge=0, le=1, description="focus on this nearness (0 = farthest, 1 = nearest) instead of a point")
     focus: Literal["point", "depth", "nearest"] | None = Field(None, description="focus by point, depth, or on the nearest subject (default: point if given, else depth if given, else nearest)")
     aperture: float = Field(1.5, ge=0, le=10, description="largest blur radius, percent of the image width (bigger = shallower focus)")
-    f_number: float | None = Field(None, gt=0, description="alternatively a lens-like f-number: aperture = 2.8 / f_number percent")
+    f_number: float | None = Field(None, ge=0.28, description="alternatively a lens-like f-number: aperture = 2.8 / f_number percent")
     shape: Literal["disc", "polygon"] = Field("disc", description="aperture shape")
     blades: int = Field(6, ge=3, le=12, description="polygon: number of blades")
     rotation: float = Field(0.0, description="polygon: rotation, degrees")
@@ -46,6 +46,28 @@ class BokehParams(StepParams):
     focus_band: float = Field(0.03, ge=0, le=0.5, description="nearness range around the focus plane kept fully sharp")
     quality: int = Field(95, ge=50, le=100, description="JPEG quality when writing .jpg")
     format: Literal["png", "jpg"] = Field("png", description="image format")
+
+    @model_validator(mode="after")
+    def _one_focus_one_aperture(self):
+        # A setting that would be silently ignored is refused: whoever wrote it meant something.
+        if (self.focus_x is None) != (self.focus_y is None):
+            missing = "focus_y" if self.focus_y is None else "focus_x"
+            raise ParameterError(f"a focus point needs focus_x and focus_y; {missing} is missing", parameter=missing)
+        point, depth = self.focus_x is not None, self.focus_depth is not None
+        if point and depth:
+            raise ParameterError("give a focus point (focus_x, focus_y) or focus_depth, not both",
+                                 parameter="focus_depth")
+        if self.focus == "nearest" and (point or depth):
+            raise ParameterError(f"focus nearest finds the subject itself; it would ignore "
+                                 f"{'focus_x/focus_y' if point else 'focus_depth'}", parameter="focus")
+        if self.focus == "point" and not point:
+            raise ParameterError("focus by point needs focus_x and focus_y", parameter="focus_x")
+        if self.focus == "depth" and not depth:
+            raise ParameterError("focus by depth needs focus_depth", parameter="focus_depth")
+        if self.f_number is not None and "aperture" in self.model_fields_set:
+            raise ParameterError("give aperture or f_number, not both (f_number sets aperture = 2.8 / f_number)",
+                                 parameter="f_number")
+        return self
 
 
 # -- colour -------------------------------------------------------------------------------------

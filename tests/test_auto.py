@@ -50,6 +50,27 @@ def registry(tmp_path, monkeypatch, cache):
     srv.close()
 
 
+def _pin(monkeypatch, name: str, data: bytes) -> None:
+    """Pin registry model ``name`` to ``data`` (the tiny graph stands in for its real weights)."""
+    monkeypatch.setitem(M.REGISTRY, name, M.ModelInfo(**{**M.REGISTRY[name].__dict__,
+                                                         "sha256": hashlib.sha256(data).hexdigest()}))
+
+
+# A model pulled into the cache, for tests that run depthcraft in another process (where the
+# registry cannot be re-pinned): an unpinned registry model with the hash record that
+# `depthcraft models pull --trust-unpinned` leaves beside it. (A file under a pinned name with
+# other bytes is never used: tests/test_auto_hostile.py.)
+CACHED = "depth-anything-v2-base"
+
+
+def _install(models: Path, tmp_path, name: str = CACHED) -> None:
+    data = tiny_model_bytes(tmp_path)
+    models.mkdir(parents=True, exist_ok=True)
+    (models / f"{name}.onnx").write_bytes(data)
+    record = {name: {"sha256": hashlib.sha256(data).hexdigest(), "url": "test", "recorded": "2026-11-30T00:00:00"}}
+    (models / "trusted.json").write_text(json.dumps(record))
+
+
 def _silent_port():
     """A loopback socket that accepts connections and never answers (a stalled network)."""
     s = socket.socket()
@@ -119,9 +140,12 @@ def test_a_failed_download_falls_back_and_says_how_to_retry(registry, cache, mon
 def test_best_cached_model_wins_and_offline_still_uses_it(cache, monkeypatch, tmp_path):
     monkeypatch.setenv("DEPTHCRAFT_OFFLINE", "1")
     cache.mkdir(parents=True)
-    (cache / "midas-v2.1-small.onnx").write_bytes(tiny_model_bytes(tmp_path))
+    data = tiny_model_bytes(tmp_path)
+    _pin(monkeypatch, "midas-v2.1-small", data)
+    _pin(monkeypatch, MODEL, data)
+    (cache / "midas-v2.1-small.onnx").write_bytes(data)
     assert auto.resolve(say=lambda s: None).provider == "onnx:midas-v2.1-small"
-    (cache / f"{MODEL}.onnx").write_bytes(tiny_model_bytes(tmp_path))
+    (cache / f"{MODEL}.onnx").write_bytes(data)
     assert auto.resolve(say=lambda s: None).provider == f"onnx:{MODEL}"  # Depth Anything before MiDaS
 
 
@@ -160,7 +184,9 @@ def test_cache_keys_follow_what_auto_resolved_to(cache, monkeypatch, tmp_path, p
     assert p_classic.resolved["auto"]["reason"] == "offline"
     assert plan("classic")[1].key == n_classic.key  # the same computation: shared, not recomputed
     cache.mkdir(parents=True)
-    (cache / f"{MODEL}.onnx").write_bytes(tiny_model_bytes(tmp_path))
+    data = tiny_model_bytes(tmp_path)
+    _pin(monkeypatch, MODEL, data)
+    (cache / f"{MODEL}.onnx").write_bytes(data)
     p_model, n_model = plan()
     assert n_model.provider == f"onnx:{MODEL}" and p_model.resolved["auto"]["reason"] == "cached"
     assert n_model.key != n_classic.key
@@ -180,15 +206,14 @@ def test_run_records_the_resolution_and_never_serves_classic_for_a_model(prefect
     s1, m1, err1 = run()
     assert m1["provider"]["resolved"]["auto"]["provider"] == "classic"
     assert "classic" in m1["provider"]["identities"] and err1.count("auto: offline") == 1
-    models.mkdir()
-    (models / f"{MODEL}.onnx").write_bytes(tiny_model_bytes(tmp_path))
+    _install(models, tmp_path)
     s2, m2, err2 = run()
-    assert m2["provider"]["resolved"]["auto"] == {"provider": f"onnx:{MODEL}", "reason": "cached", "model": MODEL}
+    assert m2["provider"]["resolved"]["auto"] == {"provider": f"onnx:{CACHED}", "reason": "cached", "model": CACHED}
     assert s2["computed"] == 1 and s2["cached"] == 0  # the classic result is not served for the model
     step = m2["steps"][0]
-    assert step["provider"] == f"onnx:{MODEL}" and step["provider_requested"]["name"] == "auto"
+    assert step["provider"] == f"onnx:{CACHED}" and step["provider_requested"]["name"] == "auto"
     turns = [json.loads(x) for x in (ws / "sessions" / f"{s2['session_id']}.jsonl").read_text().splitlines()]
-    assert [t["provider"] for t in turns] == ["classic", f"onnx:{MODEL}"]
+    assert [t["provider"] for t in turns] == ["classic", f"onnx:{CACHED}"]
     assert turns[1]["provider_requested"]["reason"] == "cached" and "auto:" not in err2
     s3, _, _ = run()
     assert s3["cached"] == 1  # and the model result is reused as such
@@ -214,8 +239,7 @@ def test_reproduce_uses_what_auto_resolved_to_then(prefect_server, tmp_path, pho
     r = run_cli("--workspace", ws, "run", recipe, "--out", tmp_path / "o", "--json", env=env)
     assert r.returncode == 0, r.stderr
     manifest = json.loads(r.stdout)["manifest"]
-    models.mkdir()  # a model arrives later: auto would now resolve to it, the manifest said classic
-    (models / f"{MODEL}.onnx").write_bytes(tiny_model_bytes(tmp_path))
+    _install(models, tmp_path)  # a model arrives later: auto would now resolve to it, the manifest said classic
     r = run_cli("--workspace", ws, "reproduce", manifest, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "reproduced" in r.stdout + r.stderr and "each has the recorded sha256" in r.stderr

@@ -159,6 +159,8 @@ def read_depth(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     except Exception as e:  # noqa: BLE001 - any decoder failure is the file's fault
         raise InputError(f"cannot read depth map ({e or type(e).__name__})", path=str(p)) from None
     a = np.asarray(a)
+    if a.dtype.kind not in "biuf":  # complex, strings, dates: no depth in them (complex was cast with a warning)
+        raise InputError(f"depth map must hold real numbers, got {a.dtype}", path=str(p))
     if a.ndim > 2:
         a = _array_channel(a, p)
     if a.ndim != 2:

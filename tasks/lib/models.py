@@ -170,6 +170,17 @@ def is_cached(info: ModelInfo) -> bool:
     return cached_path(info).is_file()
 
 
+def cached_ok(info: ModelInfo) -> bool:
+    """The cached file is there and matches its pinned (or recorded) sha256; one that nothing can
+    check (unpinned, no recorded hash) counts as good. A file with the right name and other bytes
+    (corrupt, truncated, replaced by hand) is never used as the model it is named after."""
+    path = cached_path(info)
+    if not path.is_file():
+        return False
+    expected = None if info.local_path else expected_sha256(info)
+    return expected is None or file_sha256(path) == expected
+
+
 def get_model(name: str) -> ModelInfo:
     """The registry entry ``name``; an unknown name lists the close ones."""
     if name in REGISTRY:
@@ -188,9 +199,25 @@ def resolved_url(info: ModelInfo) -> str:
     mirror = os.environ.get("DEPTHCRAFT_MODELS_MIRROR", "").strip()
     if not mirror:
         return info.url
+    _check_mirror(mirror)
     parts = urlsplit(info.url)
     path = parts.path + (f"?{parts.query}" if parts.query else "")
     return mirror.rstrip("/") + path
+
+
+def _check_mirror(mirror: str) -> None:
+    """``http(s)://host[:port][/path]``, or one line naming the variable (a typo is not a network failure)."""
+    try:
+        m = urlsplit(mirror)
+        ok = m.scheme in ("http", "https") and bool(m.hostname)
+        m.port  # noqa: B018 - raises for a port out of range or not a number
+    except ValueError:
+        ok = False
+    if not ok or m.query or m.fragment:
+        raise ParameterError(f"{mirror!r} is not an http(s)://host[:port]/ address",
+                             parameter="DEPTHCRAFT_MODELS_MIRROR",
+                             hint="e.g. DEPTHCRAFT_MODELS_MIRROR=http://mirror.example:8080/ (unset it to use the "
+                                  "registry's own addresses)")
 
 
 # -- hashes ----------------------------------------------------------------------------------
@@ -253,6 +280,12 @@ def _unreachable(host: str, why: str, info: ModelInfo, part: Path | None, *, sta
         retryable=True)
 
 
+def _oversized(host: str, info: ModelInfo, what: str) -> ModelError:
+    return ModelError(f"{host} is not sending {info.name} ({info.size_bytes} bytes): {what}; nothing was kept",
+                      hint=f"check DEPTHCRAFT_MODELS_MIRROR, or download {info.url} yourself and pass "
+                           "onnx:/path/model.onnx")
+
+
 class _Bar:
     """A rich progress bar, or nothing."""
 
@@ -303,14 +336,14 @@ def _lock(dest: Path):
 
 
 def _fetch_to_part(url: str, part: Path, info: ModelInfo, *, progress: bool, timeout: float,
-                   client=None) -> None:
+                   read_timeout: float | None = None, client=None) -> None:
     """Stream ``url`` into ``part``, resuming from its current size with a Range request."""
     import httpx
 
     host = urlsplit(url).netloc or url
     own = client is None
     if own:
-        client = httpx.Client(follow_redirects=True, timeout=httpx.Timeout(timeout, read=max(timeout, 60.0)),
+        client = httpx.Client(follow_redirects=True, timeout=httpx.Timeout(timeout, read=read_timeout or max(timeout, 60.0)),
                               headers={"User-Agent": "depthcraft"})
     try:
         for _attempt in range(2):  # a second pass only after a refused range restarts from zero
@@ -342,6 +375,10 @@ def _fetch_to_part(url: str, part: Path, info: ModelInfo, *, progress: bool, tim
                         total = int(length) if length and length.isdigit() else None
                     if total is None and info.size_bytes:
                         total = info.size_bytes
+                    limit = info.size_bytes if info.pinned else None  # a pinned model's size is exact
+                    if limit is not None and total is not None and total > limit:
+                        part.unlink(missing_ok=True)
+                        raise _oversized(host, info, f"it announced {total} bytes")
                     done = offset
                     with _Bar(progress, info.name) as bar, open(part, mode) as out:
                         bar.update(done, total)
@@ -351,6 +388,10 @@ def _fetch_to_part(url: str, part: Path, info: ModelInfo, *, progress: bool, tim
                             out.write(chunk)
                             done += len(chunk)
                             bar.update(done, total)
+                            if limit is not None and done > limit:  # an endless or wrong answer: never fill the disk
+                                out.close()
+                                part.unlink(missing_ok=True)
+                                raise _oversized(host, info, f"it sent more than {limit} bytes")
                     if total is not None and done < total:
                         raise _unreachable(host, f"the connection closed after {done} of {total} bytes",
                                            info, part, started=True)
@@ -385,10 +426,14 @@ def _content_range_total(value: str | None) -> int | None:
 
 
 def pull(info: ModelInfo | str, *, trust_unpinned: bool = False, force: bool = False, progress: bool = True,
-         timeout: float = 30.0, say: Callable[[str], None] | None = None, client=None) -> Path:
+         timeout: float = 30.0, read_timeout: float | None = None, say: Callable[[str], None] | None = None,
+         client=None) -> Path:
     """Download a registry model into the cache (once), verified by sha256; returns its path.
 
-    A cached file is returned as it is (``verify`` re-hashes it); ``force`` downloads again.
+    A cached file that matches its hash is returned as it is; one that does not is downloaded
+    again over it; ``force`` downloads again anyway. ``timeout``: seconds to connect;
+    ``read_timeout``: seconds the server may stay silent (default ``max(timeout, 60)``).
+    An unwritable cache folder raises :class:`ModelError` naming it.
     An unpinned model needs ``trust_unpinned``; the hash it gets is then recorded and printed.
     """
     info = get_model(info) if isinstance(info, str) else info
@@ -398,25 +443,50 @@ def pull(info: ModelInfo | str, *, trust_unpinned: bool = False, force: bool = F
     dest = cached_path(info)
     # An explicit --trust-unpinned accepts (and re-records) whatever an unpinned URL serves now.
     expected = info.sha256.lower() if info.sha256 else (None if trust_unpinned else expected_sha256(info))
-    if dest.is_file() and not force:
+    if dest.is_file() and not force and cached_ok(info):
         return dest
     if expected is None and not trust_unpinned:
         raise ModelError(
             f"model {info.name!r} has no pinned sha256, so its download cannot be verified",
             hint=f"run `depthcraft models pull {info.name} --trust-unpinned` to download it anyway and "
                  "record the hash you get, or download it yourself and pass onnx:/path/model.onnx")
+    try:
+        return _pull_into(info, dest, expected, force=force, progress=progress, timeout=timeout,
+                          read_timeout=read_timeout, say=say, client=client)
+    except OSError as e:  # the cache folder: read-only, full, a file where the folder should be
+        why = "it is not a folder" if isinstance(e, (FileExistsError, NotADirectoryError)) else (e.strerror or e)
+        raise ModelError(f"cannot write the model cache {dest.parent}: {why}"
+                         + (f" ({e.filename})" if e.filename and str(e.filename) != str(dest.parent) else ""),
+                         hint="free some space or make it writable, or set DEPTHCRAFT_MODELS_DIR to a folder "
+                              "that is") from None
+
+
+def _pull_into(info: ModelInfo, dest: Path, expected: str | None, *, force: bool, progress: bool, timeout: float,
+               read_timeout: float | None, say: Callable[[str], None], client) -> Path:
+    if dest.is_file() and not force:  # there, but not the bytes its name promises
+        say(f"{dest} does not match the sha256 of {info.name} (corrupt or replaced): downloading it again")
     dest.parent.mkdir(parents=True, exist_ok=True)
     say(f"{info.title}: licence {info.licence}" + ("" if info.commercial_use else
         " - NON-COMMERCIAL use only; check the licence before using its output in commercial work"))
     url = resolved_url(info)
     part = dest.with_name(dest.name + ".part")
     with _lock(dest):
-        if dest.is_file() and not force:  # another process finished it while we waited
+        if dest.is_file() and not force and cached_ok(info):  # another process finished it while we waited
             return dest
-        if part.exists() and part.stat().st_size:
+        resumed = part.exists() and part.stat().st_size > 0
+        if resumed:
             say(f"resuming {info.name} from {part.stat().st_size / 1e6:.1f} MB")
-        _fetch_to_part(url, part, info, progress=progress, timeout=timeout, client=client)
+        _fetch_to_part(url, part, info, progress=progress, timeout=timeout, read_timeout=read_timeout,
+                       client=client)
         got = file_sha256(part)
+        if expected is not None and got != expected and resumed:
+            # The bytes kept from before may be what is wrong (another file's start, a damaged
+            # disk): one download from zero decides.
+            say(f"{info.name}: the resumed download does not match its sha256; downloading it from the start")
+            part.unlink(missing_ok=True)
+            _fetch_to_part(url, part, info, progress=progress, timeout=timeout, read_timeout=read_timeout,
+                           client=client)
+            got = file_sha256(part)
         if expected is not None and got != expected:
             size = part.stat().st_size
             part.unlink(missing_ok=True)
@@ -456,18 +526,29 @@ def verify(info: ModelInfo | str) -> VerifyResult:
     return VerifyResult(info.name, "ok" if got == expected else "mismatch", expected, got, path)
 
 
+_NOT_OFFLINE = ("", "0", "false", "no", "off")
+
+
 def is_offline() -> bool:
-    """``DEPTHCRAFT_OFFLINE=1`` (also set by ``--offline``): no model is ever downloaded."""
-    return os.environ.get("DEPTHCRAFT_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    """``DEPTHCRAFT_OFFLINE=1`` (also set by ``--offline``): no model is ever downloaded.
+
+    Any value but unset, empty, ``0``, ``false``, ``no`` or ``off`` (any case) means offline: a
+    user who wrote ``DEPTHCRAFT_OFFLINE=2`` or ``=y`` meant it, and a download they did not want
+    costs more than a fallback they can undo."""
+    return os.environ.get("DEPTHCRAFT_OFFLINE", "").strip().lower() not in _NOT_OFFLINE
 
 
 def ensure_model(info: ModelInfo, *, download: bool = True, say: Callable[[str], None] | None = None) -> Path:
     """The model file, downloading a pinned registry model on first use (never when offline)."""
     path = cached_path(info)
-    if path.is_file():
+    if path.is_file() and (info.local_path or cached_ok(info)):
         return path
     if info.local_path:
         raise InputError("no such model file", path=info.local_path)
+    if path.is_file() and (is_offline() or not download):
+        raise ModelError(f"{path} does not match the sha256 of {info.name} (corrupt or replaced), so it is not used",
+                         hint=f"run `depthcraft models pull {info.name}` to download it again, or pass "
+                              "onnx:/path/model.onnx for a model of your own")
     if is_offline():
         raise ModelError(f"model {info.name!r} is not downloaded and DEPTHCRAFT_OFFLINE=1 (or --offline) forbids "
                          "downloads", hint=f"run `depthcraft models pull {info.name}` when online, or use "
@@ -560,5 +641,5 @@ def with_registry_entry(info: ModelInfo) -> None:
 
 
 __all__ = ["ModelInfo", "REGISTRY", "ModelError", "VerifyResult", "models_dir", "cached_path", "is_cached",
-           "get_model", "resolved_url", "file_sha256", "expected_sha256", "trusted_hashes", "pull", "verify",
+           "cached_ok", "get_model", "resolved_url", "file_sha256", "expected_sha256", "trusted_hashes", "pull", "verify",
            "ensure_model", "is_offline", "local_model", "sidecar_for", "with_registry_entry"]

@@ -114,11 +114,16 @@ def load_depth_artifact(a: Artifact, *, expect_size: tuple[int, int] | None = No
     default_kind = "disparity" if meta.get("source") == "given" else "relative_inverse"
     dm = DepthMap(data=data, kind=meta.get("kind") or default_kind, source=meta.get("source", "unknown"),
                   fov_deg=meta.get("fov_deg"))
+    if not np.isfinite(dm.data).any():  # every pixel NaN/inf: no step can make anything true of it
+        raise InputError("depth map has no valid value (every pixel is NaN or infinite)",
+                         path=meta.get("given_path", a.path), hint="give a depth map with finite values")
     if expect_size is not None and (dm.shape[1], dm.shape[0]) != tuple(expect_size):
         src = meta.get("given_path", a.path)
+        turned = (dm.shape[0], dm.shape[1]) == tuple(expect_size)  # W and H swapped: an EXIF-rotated photo
         raise InputError(f"depth map is {dm.shape[1]}x{dm.shape[0]} but the image is "
                          f"{expect_size[0]}x{expect_size[1]}", path=src,
-                         hint="give a depth map of the same size as its photo")
+                         hint="the photo is used as it is shown, its EXIF orientation applied: give the depth map "
+                              "in that orientation" if turned else "give a depth map of the same size as its photo")
     return dm
 
 

@@ -39,6 +39,10 @@ PREFERENCE = ("depth-anything-v2-large", "depth-anything-v2-base", "depth-anythi
               "midas-v2.1-small")
 PROBE_SECONDS = 0.6  # the whole connectivity probe, name lookup included (DEPTHCRAFT_PROBE_SECONDS)
 RETRY_SECONDS = 300.0  # a failed probe or download is not retried sooner within one process
+# The download auto starts gives up when the registry (or the proxy) stays silent this long: to
+# connect, before the answer, or mid-file (the part is kept; the next run resumes it). An explicit
+# `depthcraft models pull` waits longer (60 s).
+STALL_SECONDS = 5.0
 OFFLINE_ENV = "DEPTHCRAFT_OFFLINE"
 
 
@@ -59,21 +63,37 @@ class Resolution:
 is_offline = M.is_offline
 
 
-def best_cached() -> M.ModelInfo | None:
-    """The best registry model already in the model cache, or ``None``."""
+_told_bad: set[tuple[str, str]] = set()
+
+
+def best_cached(say: Callable[[str], None] | None = None) -> M.ModelInfo | None:
+    """The best registry model in the model cache whose file matches its sha256, or ``None``.
+
+    A file with a model's name and other bytes (corrupt, truncated, replaced) is passed over,
+    said once per process through ``say``: it is never used as the model it is named after.
+    """
     order = [M.REGISTRY[n] for n in PREFERENCE if n in M.REGISTRY]
     order += [i for n, i in M.REGISTRY.items() if n not in PREFERENCE]
     for info in order:
-        if M.is_cached(info):
+        if M.cached_ok(info):
             return info
+        path = M.cached_path(info)
+        if path.is_file() and say is not None:
+            key = (str(path), M.file_sha256(path))
+            if key not in _told_bad:
+                _told_bad.add(key)
+                say(f"auto: {path} does not match the sha256 of {info.name} (corrupt or replaced): not used; "
+                    f"`depthcraft models pull {info.name}` downloads it again")
     return None
 
 
 def probe_seconds() -> float:
     try:
-        return max(0.05, float(os.environ.get("DEPTHCRAFT_PROBE_SECONDS", PROBE_SECONDS)))
+        v = float(os.environ.get("DEPTHCRAFT_PROBE_SECONDS", PROBE_SECONDS))
     except ValueError:
         return PROBE_SECONDS
+    # nan and inf are no deadline (a thread join cannot wait "inf"); a minute is the longest sane one
+    return min(max(0.05, v), 60.0) if v == v else PROBE_SECONDS
 
 
 def probe(url: str, seconds: float | None = None) -> str | None:
@@ -81,7 +101,9 @@ def probe(url: str, seconds: float | None = None) -> str | None:
 
     A TCP connection, the TLS handshake for https, and the first byte of the answer to an HTTP
     HEAD: a host that accepts connections and never answers counts as down. Through a proxy
-    (``https_proxy``/``http_proxy``, as the download uses them) only the proxy's port is tried.
+    (``https_proxy``/``http_proxy``, as the download uses them) the proxy is asked the same way
+    (``CONNECT host:port`` for https, a ``HEAD`` of the full URL for http) and must answer in
+    time: a proxy that is up but cannot reach the registry counts as down too.
     Plain sockets, no HTTP client: building one loads a CA bundle, which is time spent before
     the network is even asked. The attempt runs in a thread given up at the deadline, because
     ``socket.getaddrinfo`` has no timeout of its own.
@@ -97,8 +119,15 @@ def probe(url: str, seconds: float | None = None) -> str | None:
     if proxy and not urllib.request.proxy_bypass(host):
         p = urlsplit(proxy if "://" in proxy else "http://" + proxy)
         host, port, https, proxied = p.hostname or "", p.port or 8080, False, True
+        auth = ""
+        if p.username:  # as the download would send it
+            import base64
+            from urllib.parse import unquote
+
+            cred = base64.b64encode(f"{unquote(p.username)}:{unquote(p.password or '')}".encode()).decode()
+            auth = f"Proxy-Authorization: Basic {cred}\r\n"
     else:
-        proxied = False
+        proxied, auth = False, ""
     result: list[str | None] = []
     deadline = time.monotonic() + seconds
 
@@ -106,7 +135,19 @@ def probe(url: str, seconds: float | None = None) -> str | None:
         try:
             sock = socket.create_connection((host, port), timeout=seconds)
             try:
-                if not proxied:
+                if proxied:
+                    target = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+                    ask = (f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n" if parts.scheme == "https" else
+                           f"HEAD {url} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n")
+                    sock.settimeout(max(0.01, deadline - time.monotonic()))
+                    sock.sendall(f"{ask}{auth}User-Agent: depthcraft\r\n\r\n".encode())
+                    head = sock.recv(64)
+                    if not head:
+                        raise ConnectionError("the proxy closed without an answer")
+                    status = head.split(b" ", 2)[1:2]
+                    if parts.scheme == "https" and not (status and status[0].startswith(b"2")):
+                        raise ConnectionError(f"the proxy answered {head.splitlines()[0].decode('latin-1')!r}")
+                else:
                     if https:
                         import ssl
 
@@ -152,15 +193,16 @@ def resolve(*, download: bool = True, say: Callable[[str], None] | None = None) 
     the answer is ``classic`` with reason ``not-downloaded``.
     """
     say = say or _default_say
-    cached = best_cached()
+    cached = best_cached(say)
     if cached is not None:
         return Resolution(f"onnx:{cached.name}", "cached", cached.name)
     info = M.REGISTRY[AUTO_MODEL]
     where = M.models_dir()
     if is_offline():
         key = ("offline", str(where))
-        reason, msg = "offline", (f"auto: offline ({OFFLINE_ENV}=1) and no depth model in {where}: using the "
-                                  f"embedded classic estimator; {_pull_hint(info)}")
+        flag = os.environ.get(OFFLINE_ENV, "").strip() or "1"
+        reason, msg = "offline", (f"auto: offline ({OFFLINE_ENV}={flag}) and no depth model in {where}: using "
+                                  f"the embedded classic estimator; {_pull_hint(info)}")
     elif not download:
         return Resolution("classic", "not-downloaded", None,
                           f"auto: no depth model in {where} yet; a run downloads {info.title} "
@@ -201,7 +243,7 @@ def _download(info: M.ModelInfo, host: str, where, say: Callable[[str], None]) -
         f"into {where}, once: no depth model is in the cache and it is far more accurate than the embedded "
         f"classic estimator ({OFFLINE_ENV}=1 or --offline never downloads)")
     try:
-        M.pull(info, progress=sys.stderr.isatty())
+        M.pull(info, progress=sys.stderr.isatty(), timeout=STALL_SECONDS, read_timeout=STALL_SECONDS)
     except Exception as e:  # noqa: BLE001 - any failure falls back; the user is told which
         msg = (f"auto: the download of {info.name} failed ({e}): using the embedded classic estimator; "
                f"run `depthcraft models pull {info.name}` to retry")

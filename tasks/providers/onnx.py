@@ -240,10 +240,11 @@ class OnnxProvider:
             sha = file_sha256(info.local_path)
             return {"provider": "onnx", "model": info.name, "sha256": sha,
                     "preprocess": self._preprocess_identity()}
-        # A cached file is hashed (it was verified when it came in); a pinned one that is not
-        # downloaded yet will be exactly its pinned hash, so no download is needed to key it.
+        # The pinned (or recorded) hash: the file estimate() runs is exactly that one (a cached file
+        # with other bytes is downloaded again or refused), so no download is needed to key it.
+        # Only an unpinned file nothing can check is keyed by its own bytes.
         path = cached_path(info)
-        sha = file_sha256(path) if path.is_file() else expected_sha256(info)
+        sha = expected_sha256(info) or (file_sha256(path) if path.is_file() else None)
         if sha is None:
             raise ModelError(f"model {info.name!r} is not downloaded and has no pinned sha256",
                              hint=f"run `depthcraft models pull {info.name} --trust-unpinned`")
