@@ -259,7 +259,11 @@ def resolve_provider(provider: str, resolved: dict, *, download: bool = True) ->
     if "auto" not in resolved:
         from depthcraft.tasks.providers.auto import resolve
 
-        resolved["auto"] = resolve(download=download).record()
+        from .fetch import once_per_run
+
+        # once per run: the flow's plan says what the command line's resolution did (downloaded
+        # the model), not what a second look finds (the model in the cache)
+        resolved["auto"] = dict(once_per_run(("provider auto", download), lambda: resolve(download=download).record()))
     return resolved["auto"]["provider"]
 
 

@@ -31,7 +31,7 @@ DEFAULT_MAX_BYTES = 500_000_000
 DEFAULT_TIMEOUT = 300.0
 
 _lock = threading.Lock()
-_scope: dict | None = None  # url -> Path or InputError, for the run in progress
+_scope: dict | None = None  # url -> Path or InputError (and once_per_run's keys), for the run in progress
 
 
 def _setting(name: str, default, cast):
@@ -71,6 +71,21 @@ def run_scope():
         if outer is None:
             with _lock:
                 _scope = None
+
+
+def once_per_run(key: tuple, make):
+    """``make()``, made once within :func:`run_scope` (``key``: what it depends on) and every
+    time outside one. A ``depthcraft run`` compiles its plan twice (the command line, to fail
+    before any server starts, then the flow): both must see the same answers."""
+    with _lock:
+        scope = _scope
+        if scope is not None and key in scope:
+            return scope[key]
+    value = make()
+    if scope is not None:
+        with _lock:
+            value = scope.setdefault(key, value)
+    return value
 
 
 def destination(url: str, folder: Path) -> Path:

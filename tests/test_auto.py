@@ -243,3 +243,39 @@ def test_reproduce_uses_what_auto_resolved_to_then(prefect_server, tmp_path, pho
     r = run_cli("--workspace", ws, "reproduce", manifest, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "reproduced" in r.stdout + r.stderr and "each has the recorded sha256" in r.stderr
+
+
+def test_a_run_that_downloads_the_model_says_so_in_its_manifest(prefect_server, tmp_path, photos):
+    """`depthcraft run` resolves auto twice (the command line's plan, to fail before any server
+    starts, then the flow's): the first downloaded the model, the second found it in the cache,
+    and the manifest and the session said `cached` for the run that downloaded it. Both now see
+    the run's one resolution. Real download from a loopback registry; the auto model's pin is
+    set to the tiny graph in the child process (the only stand-in here)."""
+    import subprocess
+    import sys
+
+    data = tiny_model_bytes(tmp_path)
+    srv = FileServer({UPSTREAM_PATH: data})
+    ws, models = tmp_path / "ws", tmp_path / "models"
+    recipe = _recipe(tmp_path, photos["chelsea"])
+    pin = (f"from depthcraft.tasks.lib import models as M; r = M.REGISTRY[{MODEL!r}]; "
+           f"M.REGISTRY[{MODEL!r}] = M.ModelInfo(**{{**r.__dict__, 'sha256': {hashlib.sha256(data).hexdigest()!r}, "
+           f"'size_bytes': {len(data)}, 'url': 'https://huggingface.co{UPSTREAM_PATH}'}}); "
+           "import sys; from depthcraft.flows.cli import main; sys.exit(main(sys.argv[1:]))")
+    env = {**__import__("os").environ, "DEPTHCRAFT_MODELS_DIR": str(models), "DEPTHCRAFT_MODELS_MIRROR": srv.base + "/",
+           "NO_PROXY": "127.0.0.1,localhost"}
+    env.pop("DEPTHCRAFT_OFFLINE", None)
+    try:
+        r = subprocess.run([sys.executable, "-c", pin, "--workspace", str(ws), "run", str(recipe), "--out",
+                            str(tmp_path / "o"), "--json"], capture_output=True, text=True, env=env, timeout=300)
+    finally:
+        srv.close()
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len([x for x in srv.log if x[2] in (200, 206)]) == 1  # one download
+    s = json.loads(r.stdout)
+    m = json.loads(Path(s["manifest"]).read_text())
+    assert m["provider"]["resolved"]["auto"] == {"provider": f"onnx:{MODEL}", "reason": "downloaded", "model": MODEL}
+    assert m["steps"][0]["provider"] == f"onnx:{MODEL}"
+    turns = [json.loads(x) for x in (ws / "sessions" / f"{s['session_id']}.jsonl").read_text().splitlines()]
+    assert turns[-1]["provider_requested"]["reason"] == "downloaded"
+    assert r.stderr.count("auto: downloading") == 1
