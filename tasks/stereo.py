@@ -284,7 +284,8 @@ def main_suffixes(p: StereoParams) -> tuple[str, ...]:
     return IMAGE_SUFFIXES[p.format]
 
 
-SPEC = StepSpec(kind="stereo", version="6", params=StereoParams, run=run, params_for_output=params_for_output,
+# version 7: soft edges (issue 12 §3, fifth round: docs/rendering.md item 12)
+SPEC = StepSpec(kind="stereo", version="7", params=StereoParams, run=run, params_for_output=params_for_output,
                 output_params=("layout", "format"), main_suffixes=main_suffixes,
                 clip_frame=clip_frame,
                 summary="make a stereo pair (side-by-side, top-bottom, anaglyph, MPO, or one eye)")

@@ -306,32 +306,36 @@ def test_hidden_band_is_the_union_of_the_drops_reach():
         assert (_hidden_band_right(d, 1.5, 2.0, margin) == want).all()
 
 
+HARD_EDGES = dict(gap_extend=1.0, gap_soft=None, near_extend=1.0, near_soft=None)  # before issue 12 §3
+
+
 @pytest.mark.parametrize("blur", [0.0, 1.0])
 def test_soft_edge_of_an_occluder_moves_with_it(blur):
     """A real occluder's edge is soft (anti-aliased, or blurred by the lens): the pixel that
-    straddles it in the photo straddles it in the new view too. Across a drop the near side
-    covers 1.25 px of the gap (``GAP_EXTEND``, 1.0 before), so that pixel is drawn beside the
-    occluder rather than replaced by background fill. Over the disocclusions and their
-    fringe (pixels not wholly occluder in the true right view): 24.3 -> 26.0 dB on sharp
-    anti-aliased edges, 24.2 -> 25.4 dB on edges blurred by sigma 1. The filled pixels
-    themselves stay background only (the test above)."""
-    scores = {}
-    for gap in (1.0, None):
-        s = []
-        for seed in range(3):
-            for occ in ((255, 255, 255), (0, 0, 0), (200, 60, 60)):
-                left, d, _ = _camera_scene(occ, seed)
-                right, _, cov_r = _camera_scene(occ, seed, dx_bg=2, dx_occ=30)
-                if blur:
-                    left = cv2.GaussianBlur(left, (0, 0), blur)
-                    right = cv2.GaussianBlur(right, (0, 0), blur)
-                kw = {} if gap is None else {"gap_extend": gap}
+    straddles it in the photo straddles it in the new view too. The near side's edge is drawn
+    beside the occluder over the gap rather than replaced by background fill: first as a hard
+    1.75 px extension (1.0 before issue 12 §3), now fading out over 3.5 px (``GAP_SOFT``).
+    Over the disocclusions and their fringe (pixels not wholly occluder in the true right
+    view, the same pixels for every variant): 24.3 -> 26.0 (hard 1.75) -> 25.9 dB (soft) on
+    sharp anti-aliased edges, 24.2 -> 25.45 -> 25.5 dB on edges blurred by sigma 1. The filled
+    pixels themselves stay background only (the test above)."""
+    variants = {"hard 1.0": HARD_EDGES, "hard 1.75": {**HARD_EDGES, "gap_extend": 1.75}, "soft": {}}
+    scores = {k: [] for k in variants}
+    for seed in range(3):
+        for occ in ((255, 255, 255), (0, 0, 0), (200, 60, 60)):
+            left, d, _ = _camera_scene(occ, seed)
+            right, _, cov_r = _camera_scene(occ, seed, dx_bg=2, dx_occ=30)
+            if blur:
+                left = cv2.GaussianBlur(left, (0, 0), blur)
+                right = cv2.GaussianBlur(right, (0, 0), blur)
+            ref = V.shift_view(left, d, direction=-1, **HARD_EDGES)
+            m = cv2.dilate(ref.filled.view(np.uint8), np.ones((1, 5), np.uint8)).view(bool) & (cov_r < 1)
+            for name, kw in variants.items():
                 view = V.shift_view(left, d, direction=-1, **kw)
-                m = cv2.dilate(view.filled.view(np.uint8), np.ones((1, 5), np.uint8)).view(bool) & (cov_r < 1)
                 mse = ((view.image.astype(np.float64) - right) ** 2)[m].mean()
-                s.append(10 * np.log10(255 ** 2 / mse))
-        scores[gap] = np.mean(s)
-    assert scores[None] > 25.0 and scores[None] > scores[1.0] + 0.8, scores
+                scores[name].append(10 * np.log10(255 ** 2 / mse))
+    s = {k: float(np.mean(v)) for k, v in scores.items()}
+    assert s["soft"] > 25.0 and s["soft"] > s["hard 1.0"] + 0.8 and s["soft"] > s["hard 1.75"] - 0.2, s
 
 
 @pytest.mark.parametrize("rows", [(41, 89), (41, 90), (40, 89)])
@@ -467,3 +471,30 @@ def test_a_small_band_is_filled_within_its_surroundings():
     assert np.array_equal(layers.back[~nonsrc], img[~nonsrc])
     fill = layers.back[hid].astype(int)
     assert np.abs(fill - (0, 160, 0)).max() <= 2
+
+
+def test_a_soft_edge_fades_over_the_gap_and_never_over_a_nearer_surface():
+    """The near side's edge over a disocclusion fades out (``GAP_SOFT``): the photo's ramp at a
+    blurred edge is drawn beside the occluder, fading into the fill, and the pixels that are
+    mostly the photo are not in the filled mask. A nearer surface that lands in the fade is
+    drawn as it is, untouched by the edge of what lies behind it."""
+    h, w = 12, 140
+    img = np.full((h, w, 3), 40, np.uint8)
+    img[:, 40:60] = 220  # occluder A: disparity 10, lands on [30, 50)
+    img = cv2.GaussianBlur(img, (0, 0), 1.0)  # a soft edge
+    d = np.full((h, w), 2.0, np.float32)
+    d[:, 40:60] = 10.0
+    soft = V.shift_view(img, d, direction=-1, interpolation="linear")
+    hard = V.shift_view(img, d, direction=-1, interpolation="linear", gap_extend=0.5, gap_soft=None, near_soft=None)
+    row, hrow = soft.image[6, :, 0].astype(int), hard.image[6, :, 0].astype(int)
+    # A's last pixel (59) lands at 49; the fade covers 50..52 with weights 5/6, 1/2, 1/6
+    assert row[50] > hrow[50] + 10 and row[50] >= row[51] >= row[52] >= row[53] - 1
+    assert abs(row[53] - hrow[53]) <= 1  # past the fade: the fill
+    assert not soft.filled[6, 50] and soft.filled[6, 51:56].all() and hard.filled[6, 50:56].all()
+    # a nearer object B (disparity 30, lands on [51, 61)) in the fade: drawn as it is
+    img2, d2 = img.copy(), d.copy()
+    img2[:, 81:91] = (0, 0, 255)
+    d2[:, 81:91] = 30.0
+    s2 = V.shift_view(img2, d2, direction=-1, interpolation="linear")
+    h2 = V.shift_view(img2, d2, direction=-1, interpolation="linear", gap_extend=0.5, gap_soft=None, near_soft=None)
+    assert (s2.image[:, 52:60] == h2.image[:, 52:60]).all() and (s2.image[6, 52:60, 2] > 200).all()

@@ -16,8 +16,10 @@ INTERP = {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR, "cubic": cv2
 JUMP_PX = 1.0  # a disparity step above this between neighbours is a depth edge, not a slope (stereo;
 # issue 12 §3: 1.5 before; the same at full size, +0.2-1.1 dB disoccluded on half- and quarter-size scenes)
 PARALLAX_JUMP_PX = 1.5  # the same for parallax frames (measured there at 1.5; not re-measured)
-NEAR_EXTEND = 1.0  # px the near side of an edge extends over the far side (anti-aliased edge pixels)
-GAP_EXTEND = 1.75  # ...and over a disocclusion (its soft edge; issue 12 §3: 1.0, then 1.25 before JUMP_PX 1.0; see docs/rendering.md)
+NEAR_EXTEND = 0.75  # px the near side of an edge covers the far side fully (its anti-aliased edge pixels)...
+NEAR_SOFT = 1.5  # ...then fading out until this far (issue 12 §3, fifth round: a hard 1.0 px before)
+GAP_EXTEND = 0.5  # ...and over a disocclusion: its own half pixel fully (1.75 px, hard, before the fifth round)...
+GAP_SOFT = 3.5  # ...then its soft edge fading out until 3.5 px past it (see shift._soft_edges, docs/rendering.md)
 FAR_EXTEND = 0.0  # px the far side extends: none (issue 12 §3: 0.25 read the occluder into the pixel beside a hole)
 HIDDEN_SPREAD = 2.0  # background hidden behind an edge: this many times the jump...
 HIDDEN_MARGIN = 16.0  # ...plus this many pixels is inpainted in the background layer

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from ..errors import ParameterError
-from .common import FAR_EXTEND, GAP_EXTEND, INTERP, JUMP_PX, NEAR_EXTEND, by_bands, layer_channels, resolve_interpolation, rgb
+from .common import FAR_EXTEND, GAP_EXTEND, GAP_SOFT, INTERP, JUMP_PX, NEAR_EXTEND, NEAR_SOFT, by_bands, layer_channels, resolve_interpolation, rgb
 from .holefill import Layers, _fill_row_holes, _finite, border_far, hidden_mask, make_layers
 from .holefill import edge_far as _edge_far
 from .raster import _row_sources
@@ -32,7 +32,7 @@ class View:
 def _row_maps(d: np.ndarray, direction: int, tau: float, near_extend: float, far_extend: float,
               offset: int = 0, *, layers: Layers | None = None, interp: int = cv2.INTER_LINEAR,
               keep_map_y: bool = True, as_disparity: bool = False, gap_extend: float | None = None,
-              edge_far: np.ndarray | None = None):
+              edge_far: np.ndarray | None = None, gap_soft: float | None = None, near_soft: float | None = None):
     """(map_x, map_y, filled, image) of a horizontal warp, computed in row bands; ``map_y``
     points the filled pixels ``offset`` rows down (into the background layer of a
     :class:`Layers`). With ``layers``, each band is also resampled as soon as its maps exist
@@ -58,6 +58,11 @@ def _row_maps(d: np.ndarray, direction: int, tau: float, near_extend: float, far
         dm = d[sl] if direction < 0 else np.ascontiguousarray(d[sl, ::-1])  # mirrored: x + d is x' - d
         far = edge_far[sl] if edge_far is not None else border_far(dm, tau)
         xs, hole = _fill_row_holes(_row_sources(dm, tau, near_extend, far_extend, gap_extend=gap_extend), far)
+        # the soft edges of near surfaces (holes as -inf: what they may draw over)
+        soft = (_soft_edges(dm, np.where(hole, -np.inf, xs), tau,
+                            None if gap_soft is None or gap_extend is None else (gap_extend, gap_soft),
+                            None if near_soft is None else (near_extend, near_soft))
+                if layers is not None and (gap_soft is not None or near_soft is not None) else None)
         # the strip that enters beside an object cut by the edge (the run of holes that ends
         # each object row): see _edge_strip
         strip = _edge_strip(hole, far) if layers is not None else None
@@ -82,6 +87,16 @@ def _row_maps(d: np.ndarray, direction: int, tau: float, near_extend: float, far
                 cv2.cvtColor(px, cv2.COLOR_RGBA2RGB, dst=image[sl])
             else:
                 cv2.remap(layers.stack, xs, my, interp, dst=image[sl], borderMode=cv2.BORDER_REPLICATE)
+            if soft is not None:  # the occluder's soft edge, faded over what the warp drew there
+                r, c, src, wgt = soft
+                if direction > 0:
+                    c, src = (w - 1) - c, (w - 1) - src
+                py = (sl.start + r).astype(np.float32)[None, :]
+                px = cv2.remap(layers.stack, src[None, :], py, interp, borderMode=cv2.BORDER_REPLICATE)[0, :, :3]
+                out = image[sl]
+                under = out[r, c].astype(np.float32)
+                out[r, c] = np.clip(under + wgt[:, None] * (px.astype(np.float32) - under) + 0.5, 0, 255).astype(np.uint8)
+                filled[sl][r[wgt > 0.5], c[wgt > 0.5]] = False  # mostly the photo: not invented
             if strip is not None and strip.any():
                 ys, xx = np.nonzero(strip)
                 edge = layers.stack[sl.start + ys, w - 1 if direction < 0 else 0, :3].astype(np.uint16)
@@ -90,6 +105,62 @@ def _row_maps(d: np.ndarray, direction: int, tau: float, near_extend: float, far
 
     by_bands(band, h)
     return map_x, map_y, filled, image
+
+
+def _soft_edges(d: np.ndarray, xs: np.ndarray, tau: float, gap: tuple[float, float] | None,
+                near: tuple[float, float] | None = None):
+    """The soft edges of near surfaces beyond their hard footprint: ``(rows, cols, src, weight)``
+    of the output pixels they reach, each to be drawn as ``weight`` x the photo at ``src`` over
+    what the hard warp drew there (for the view ``t = x - d``; ``d`` float32 ``H x W``, ``xs``
+    the source x of every output pixel of the hard warp, -inf for holes), or None.
+
+    ``gap`` = ``(hard, soft)``: over a disocclusion (the near pixel left of a drop), the edge
+    fades linearly from ``hard`` px past the near pixel's position (weight 1) to ``soft`` px
+    (weight 0); ``near``: the same over the far side at a rise (the near pixel on the right).
+    Where several edges reach one pixel the nearest wins; a pixel the hard warp drew from a
+    nearer surface is left alone. A real edge is not a step: blur and anti-aliasing spread it
+    over a few pixels, and where it lies to the pixel is uncertain; the fade draws it with the
+    coverage a box ``soft - hard`` px wide would give (boundary matting with a linear alpha:
+    Zitnick et al., "High-quality video view interpolation using a layered representation",
+    SIGGRAPH 2004)."""
+    h, w = d.shape
+    parts = []
+    for which, sign in ((gap, 1), (near, -1)):
+        if which is None or which[1] <= which[0]:
+            continue
+        hard, soft = which
+        step = d[:, :-1] - d[:, 1:] if sign > 0 else d[:, 1:] - d[:, :-1]
+        e = np.flatnonzero(step > tau)  # gap: drops, the near pixel on the left; near: rises
+        if e.size == 0:
+            continue
+        row, x = np.divmod(e, w - 1)
+        if sign < 0:
+            x = x + 1  # the near pixel is on the right of a rise
+        t = x - d[row, x]
+        # the first output pixel the hard part does not cover, then outwards
+        q0 = np.ceil(t + hard).astype(np.int64) if sign > 0 else np.ceil(t - hard).astype(np.int64) - 1
+        for k in range(int(np.ceil(soft - hard)) + 1):
+            q = q0 + sign * k
+            u = (q - t) * sign
+            ok = (u < soft) & (q >= 0) & (q < w)
+            if ok.any():
+                parts.append((row[ok], q[ok], (x[ok] + sign * u[ok]).astype(np.float32),
+                              ((soft - u[ok]) / (soft - hard)).astype(np.float32)))
+    if not parts:
+        return None
+    rows, cols, src, wgt = (np.concatenate(a) for a in zip(*parts))
+    flat = rows * w + cols
+    # the nearest edge wins each pixel (the largest source x: see raster._row_sources)
+    o = np.lexsort((-src, flat))
+    flat, src, wgt = flat[o], src[o], wgt[o]
+    first = np.ones(flat.size, bool)
+    first[1:] = flat[1:] != flat[:-1]
+    flat, src, wgt = flat[first], src[first], wgt[first]
+    keep = src > xs.reshape(-1)[flat]  # a hole (-inf), or a farther surface the hard warp drew
+    if not keep.any():
+        return None
+    r, c = np.divmod(flat[keep], w)
+    return r, c, src[keep], wgt[keep]
 
 
 def _edge_strip(hole: np.ndarray, far: np.ndarray) -> np.ndarray:
@@ -132,7 +203,8 @@ def shift_view(image: np.ndarray, disparity: np.ndarray, *, direction: int = -1,
                layers: Layers | None = None, interpolation: str = "auto",
                tau: float = JUMP_PX, near_extend: float = NEAR_EXTEND,
                far_extend: float = FAR_EXTEND, gap_extend: float = GAP_EXTEND,
-               edge_far: np.ndarray | None = None) -> View:
+               edge_far: np.ndarray | None = None, gap_soft: float | None = GAP_SOFT,
+               near_soft: float | None = NEAR_SOFT) -> View:
     """``image`` seen from a camera moved sideways: each pixel moves by ``-d`` (``direction=-1``,
     the right view) or ``+d``; nearer surfaces win; disocclusions are filled from the
     background layer of ``layers`` (built here when not given, see :func:`make_layers`).
@@ -156,7 +228,8 @@ def shift_view(image: np.ndarray, disparity: np.ndarray, *, direction: int = -1,
                              disparity=d, sides=sides, jump=tau)  # (the fill's depth layers: the same threshold)
     disp, _, filled, out = _row_maps(d, direction, tau, near_extend, far_extend, layers=layers,
                                      interp=INTERP[interpolation], keep_map_y=False, as_disparity=True,
-                                     gap_extend=gap_extend, edge_far=edge_far)
+                                     gap_extend=gap_extend, edge_far=edge_far, gap_soft=gap_soft,
+                                     near_soft=near_soft)
     return View(out, filled, disp)
 
 
