@@ -498,3 +498,29 @@ def test_a_soft_edge_fades_over_the_gap_and_never_over_a_nearer_surface():
     s2 = V.shift_view(img2, d2, direction=-1, interpolation="linear")
     h2 = V.shift_view(img2, d2, direction=-1, interpolation="linear", gap_extend=0.5, gap_soft=None, near_soft=None)
     assert (s2.image[:, 52:60] == h2.image[:, 52:60]).all() and (s2.image[6, 52:60, 2] > 200).all()
+
+
+def test_a_filled_pixel_under_a_near_surface_takes_a_share_of_its_edge():
+    """The rows' soft edge (``ROW_SOFT``): a filled pixel just below (or above) a nearer
+    surface in the new view takes 40 % of the photo where that surface is read, in its own
+    row (the surface's blurred border moves with it); other filled pixels are untouched."""
+    h, w = 40, 140
+    img = np.full((h, w, 3), 40, np.uint8)
+    img[10:30, 40:60] = 220
+    img[10:16, 60:75] = 220  # an overhang: rows 10..15 reach further right
+    img = cv2.GaussianBlur(img, (0, 0), 1.0)
+    d = np.full((h, w), 2.0, np.float32)
+    d[10:30, 40:60] = 12.0
+    d[10:16, 60:75] = 12.0
+    with_rows = V.shift_view(img, d, direction=-1, interpolation="linear")
+    without = V.shift_view(img, d, direction=-1, interpolation="linear", row_soft=0.0)
+    assert (with_rows.filled == without.filled).all()
+    a, b = with_rows.image.astype(int), without.image.astype(int)
+    # the filled pixels of row 16 under the overhang (which lands on columns 48..62)
+    cols = np.flatnonzero(without.filled[16, 48:63]) + 48
+    assert cols.size >= 5
+    photo = img[16, cols + 12].astype(int)  # the photo beside the overhang's source, row 16
+    np.testing.assert_allclose(a[16, cols], b[16, cols] + 0.4 * (photo - b[16, cols]), atol=1.0)
+    assert (a[16, cols, 0] > b[16, cols, 0] + 5).all()  # the overhang's bright border shows
+    # filled pixels with no nearer surface above or below: unchanged
+    assert (a[22, without.filled[22]] == b[22, without.filled[22]]).all()

@@ -13,7 +13,8 @@ import cv2
 import numpy as np
 
 from ..errors import ParameterError
-from .common import FAR_EXTEND, GAP_EXTEND, GAP_SOFT, INTERP, JUMP_PX, NEAR_EXTEND, NEAR_SOFT, by_bands, layer_channels, resolve_interpolation, rgb
+from .common import (FAR_EXTEND, FAR_STRETCH, FAR_STRETCH_PX, GAP_EXTEND, GAP_SOFT, INTERP, JUMP_PX, NEAR_EXTEND,
+                     NEAR_SOFT, ROW_SOFT, by_bands, layer_channels, resolve_interpolation, rgb)
 from .holefill import Layers, _fill_row_holes, _finite, border_far, hidden_mask, make_layers
 from .holefill import edge_far as _edge_far
 from .raster import _row_sources
@@ -32,7 +33,8 @@ class View:
 def _row_maps(d: np.ndarray, direction: int, tau: float, near_extend: float, far_extend: float,
               offset: int = 0, *, layers: Layers | None = None, interp: int = cv2.INTER_LINEAR,
               keep_map_y: bool = True, as_disparity: bool = False, gap_extend: float | None = None,
-              edge_far: np.ndarray | None = None, gap_soft: float | None = None, near_soft: float | None = None):
+              edge_far: np.ndarray | None = None, gap_soft: float | None = None, near_soft: float | None = None,
+              far_stretch: float = 0.0, far_stretch_px: float = FAR_STRETCH_PX):
     """(map_x, map_y, filled, image) of a horizontal warp, computed in row bands; ``map_y``
     points the filled pixels ``offset`` rows down (into the background layer of a
     :class:`Layers`). With ``layers``, each band is also resampled as soon as its maps exist
@@ -63,6 +65,8 @@ def _row_maps(d: np.ndarray, direction: int, tau: float, near_extend: float, far
                             None if gap_soft is None or gap_extend is None else (gap_extend, gap_soft),
                             None if near_soft is None else (near_extend, near_soft))
                 if layers is not None and (gap_soft is not None or near_soft is not None) else None)
+        stretch = (_background_stretch(hole, xs, far_stretch, far_stretch_px)
+                   if layers is not None and far_stretch > 0 else None)
         # the strip that enters beside an object cut by the edge (the run of holes that ends
         # each object row): see _edge_strip
         strip = _edge_strip(hole, far) if layers is not None else None
@@ -91,12 +95,14 @@ def _row_maps(d: np.ndarray, direction: int, tau: float, near_extend: float, far
                 r, c, src, wgt = soft
                 if direction > 0:
                     c, src = (w - 1) - c, (w - 1) - src
-                py = (sl.start + r).astype(np.float32)[None, :]
-                px = cv2.remap(layers.stack, src[None, :], py, interp, borderMode=cv2.BORDER_REPLICATE)[0, :, :3]
-                out = image[sl]
-                under = out[r, c].astype(np.float32)
-                out[r, c] = np.clip(under + wgt[:, None] * (px.astype(np.float32) - under) + 0.5, 0, 255).astype(np.uint8)
+                _blend(image[sl], layers, r, c, src, wgt, sl.start, interp)
                 filled[sl][r[wgt > 0.5], c[wgt > 0.5]] = False  # mostly the photo: not invented
+            if stretch is not None:  # the background's first clean pixel, a little way into each hole
+                r, c, src, wgt = stretch
+                if direction > 0:
+                    c, src = (w - 1) - c, (w - 1) - src
+                still = filled[sl][r, c]  # (not where the soft edge drew mostly the photo)
+                _blend(image[sl], layers, r[still], c[still], src[still], wgt[still], sl.start, interp)
             if strip is not None and strip.any():
                 ys, xx = np.nonzero(strip)
                 edge = layers.stack[sl.start + ys, w - 1 if direction < 0 else 0, :3].astype(np.uint16)
@@ -163,6 +169,52 @@ def _soft_edges(d: np.ndarray, xs: np.ndarray, tau: float, gap: tuple[float, flo
     return r, c, src[keep], wgt[keep]
 
 
+def _blend(out: np.ndarray, layers: Layers, r: np.ndarray, c: np.ndarray, src: np.ndarray, wgt: np.ndarray,
+           row0: int, interp: int) -> None:
+    """``out[r, c]`` (uint8 RGB, a band starting at photo row ``row0``) moved ``wgt`` of the way
+    towards the photo at ``(src, row0 + r)``, in place."""
+    if r.size == 0:
+        return
+    px = cv2.remap(layers.stack, src[None, :], (row0 + r).astype(np.float32)[None, :], interp,
+                   borderMode=cv2.BORDER_REPLICATE)[0, :, :3].astype(np.float32)
+    under = out[r, c].astype(np.float32)
+    out[r, c] = np.clip(under + wgt[:, None] * (px - under) + 0.5, 0, 255).astype(np.uint8)
+
+
+def _background_stretch(hole: np.ndarray, xs: np.ndarray, weight: float, length: float):
+    """Each run of holes (for the view ``t = x - d``: the background is on its right) leans
+    towards the background's first clean pixel, the photo one pixel past what the first
+    visible pixel beside it reads (that one is mixed with the occluder: see
+    :func:`~.holefill.source_mask`): ``weight`` at the hole's last pixel, fading to none
+    ``length`` px into it. The fill is the local average of the background; next to its edge
+    the background's own pixel is the likelier colour (the stretch of DIBR hole filling, iw3's
+    too, mixed in rather than alone). ``(rows, cols, src, weight)`` of the pixels, or None."""
+    h, w = hole.shape
+    pad = np.zeros((h, w + 2), np.int8)
+    pad[:, 1:-1] = hole
+    step = np.diff(pad.ravel())
+    starts = np.flatnonzero(step == 1) + 1
+    stops = np.flatnonzero(step == -1) + 1
+    if starts.size == 0:
+        return None
+    row, c0 = np.divmod(starts, w + 2)
+    c0 -= 1
+    c1 = stops - row * (w + 2) - 1  # the first visible pixel after the run
+    keep = c1 < w
+    row, c0, c1 = row[keep], c0[keep], c1[keep]
+    if row.size == 0:
+        return None
+    m = int(np.ceil(length))
+    n = np.minimum(c1 - c0, m)  # the run's last n pixels
+    run = np.repeat(np.arange(n.size), n)
+    k = np.arange(run.size) - np.repeat(np.cumsum(n) - n, n) + 1  # 1 = the hole's last pixel
+    r, cc = row[run], c1[run]
+    src = (xs[r, cc] + np.float32(1.0)).astype(np.float32)
+    wgt = (np.float32(weight) * np.clip(1.0 - (k - 1) / np.float32(length), 0.0, 1.0)).astype(np.float32)
+    ok = wgt > 0
+    return r[ok], (cc - k)[ok], src[ok], wgt[ok]
+
+
 def _edge_strip(hole: np.ndarray, far: np.ndarray) -> np.ndarray:
     """The run of holes that ends each row where an object touches the edge (``far`` finite,
     :func:`~.holefill.border_far`): bool, the shape of ``hole``.
@@ -204,7 +256,8 @@ def shift_view(image: np.ndarray, disparity: np.ndarray, *, direction: int = -1,
                tau: float = JUMP_PX, near_extend: float = NEAR_EXTEND,
                far_extend: float = FAR_EXTEND, gap_extend: float = GAP_EXTEND,
                edge_far: np.ndarray | None = None, gap_soft: float | None = GAP_SOFT,
-               near_soft: float | None = NEAR_SOFT) -> View:
+               near_soft: float | None = NEAR_SOFT, row_soft: float = ROW_SOFT,
+               far_stretch: float = FAR_STRETCH) -> View:
     """``image`` seen from a camera moved sideways: each pixel moves by ``-d`` (``direction=-1``,
     the right view) or ``+d``; nearer surfaces win; disocclusions are filled from the
     background layer of ``layers`` (built here when not given, see :func:`make_layers`).
@@ -229,8 +282,42 @@ def shift_view(image: np.ndarray, disparity: np.ndarray, *, direction: int = -1,
     disp, _, filled, out = _row_maps(d, direction, tau, near_extend, far_extend, layers=layers,
                                      interp=INTERP[interpolation], keep_map_y=False, as_disparity=True,
                                      gap_extend=gap_extend, edge_far=edge_far, gap_soft=gap_soft,
-                                     near_soft=near_soft)
+                                     near_soft=near_soft, far_stretch=far_stretch)
+    if row_soft:
+        _soft_rows(out, filled, disp, layers, direction, tau, row_soft, INTERP[interpolation])
     return View(out, filled, disp)
+
+
+def _soft_rows(out: np.ndarray, filled: np.ndarray, disp: np.ndarray, layers: Layers, direction: int, tau: float,
+               weight: float, interp: int) -> None:
+    """The soft edge of a near surface above or below a disocclusion, in place: a filled pixel
+    whose neighbour in the row above or below is a nearer surface (by more than ``tau`` px of
+    disparity) takes ``weight`` of the photo where that surface's pixel is read, in the filled
+    pixel's own row (what lies just beyond the surface's edge in the photo, its blurred or
+    anti-aliased border, moves with it). ``out`` uint8 RGB, ``filled`` bool and ``disp``
+    float32 (each output pixel's disparity) ``H x W``, as :func:`shift_view` makes them. The
+    rows' counterpart of :func:`_soft_edges` (measured: docs/rendering.md, fifth round)."""
+    h, w = filled.shape
+    ys, xs = np.nonzero(filled)
+    if ys.size == 0:
+        return
+    nd = np.full(ys.size, -np.inf, np.float32)  # the nearer neighbour's disparity, above or below
+    for dy in (1, -1):
+        ny = ys + dy
+        ok = (ny >= 0) & (ny < h)
+        ok[ok] &= ~filled[ny[ok], xs[ok]]
+        v = np.full(ys.size, -np.inf, np.float32)
+        v[ok] = disp[ny[ok], xs[ok]]
+        np.maximum(nd, v, out=nd)
+    sel = nd > disp[ys, xs] + np.float32(tau)
+    if not sel.any():
+        return
+    ys, xs, nd = ys[sel], xs[sel], nd[sel]
+    src = (xs + nd if direction < 0 else xs - nd).astype(np.float32)
+    px = cv2.remap(layers.stack, src[None, :], ys.astype(np.float32)[None, :], interp,
+                   borderMode=cv2.BORDER_REPLICATE)[0, :, :3].astype(np.float32)
+    under = out[ys, xs].astype(np.float32)
+    out[ys, xs] = np.clip(under + np.float32(weight) * (px - under) + 0.5, 0, 255).astype(np.uint8)
 
 
 def resample(layers: Layers, map_x: np.ndarray, map_y: np.ndarray | None, filled: np.ndarray | None,
