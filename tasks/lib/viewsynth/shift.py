@@ -13,8 +13,9 @@ import cv2
 import numpy as np
 
 from ..errors import ParameterError
-from .common import (FAR_EXTEND, FAR_STRETCH, FAR_STRETCH_PX, GAP_EXTEND, GAP_SOFT, INTERP, JUMP_PX, NEAR_EXTEND,
-                     NEAR_SOFT, ROW_SOFT, by_bands, layer_channels, resolve_interpolation, rgb)
+from .common import (COLUMN_STRETCH, COLUMN_STRETCH_PX, FAR_DEMIX, FAR_EXTEND, FAR_STRETCH, FAR_STRETCH_PX,
+                     GAP_EXTEND, GAP_SOFT, INTERP, JUMP_PX, NEAR_EXTEND, NEAR_SOFT, ROW_SOFT, by_bands, layer_channels,
+                     resolve_interpolation, rgb)
 from .holefill import Layers, _fill_row_holes, _finite, border_far, hidden_mask, make_layers
 from .holefill import edge_far as _edge_far
 from .raster import _row_sources
@@ -34,7 +35,7 @@ def _row_maps(d: np.ndarray, direction: int, tau: float, near_extend: float, far
               offset: int = 0, *, layers: Layers | None = None, interp: int = cv2.INTER_LINEAR,
               keep_map_y: bool = True, as_disparity: bool = False, gap_extend: float | None = None,
               edge_far: np.ndarray | None = None, gap_soft: float | None = None, near_soft: float | None = None,
-              far_stretch: float = 0.0, far_stretch_px: float = FAR_STRETCH_PX):
+              far_stretch: float = 0.0, far_stretch_px: float = FAR_STRETCH_PX, far_demix: float = 0.0):
     """(map_x, map_y, filled, image) of a horizontal warp, computed in row bands; ``map_y``
     points the filled pixels ``offset`` rows down (into the background layer of a
     :class:`Layers`). With ``layers``, each band is also resampled as soon as its maps exist
@@ -65,8 +66,8 @@ def _row_maps(d: np.ndarray, direction: int, tau: float, near_extend: float, far
                             None if gap_soft is None or gap_extend is None else (gap_extend, gap_soft),
                             None if near_soft is None else (near_extend, near_soft))
                 if layers is not None and (gap_soft is not None or near_soft is not None) else None)
-        stretch = (_background_stretch(hole, xs, far_stretch, far_stretch_px)
-                   if layers is not None and far_stretch > 0 else None)
+        stretch = (_background_stretch(hole, xs, far_stretch, far_stretch_px, far_demix)
+                   if layers is not None and (far_stretch > 0 or far_demix > 0) else None)
         # the strip that enters beside an object cut by the edge (the run of holes that ends
         # each object row): see _edge_strip
         strip = _edge_strip(hole, far) if layers is not None else None
@@ -98,10 +99,10 @@ def _row_maps(d: np.ndarray, direction: int, tau: float, near_extend: float, far
                 _blend(image[sl], layers, r, c, src, wgt, sl.start, interp)
                 filled[sl][r[wgt > 0.5], c[wgt > 0.5]] = False  # mostly the photo: not invented
             if stretch is not None:  # the background's first clean pixel, a little way into each hole
-                r, c, src, wgt = stretch
+                r, c, src, wgt, edge = stretch
                 if direction > 0:
                     c, src = (w - 1) - c, (w - 1) - src
-                still = filled[sl][r, c]  # (not where the soft edge drew mostly the photo)
+                still = filled[sl][r, c] | edge  # (not where the soft edge drew mostly the photo)
                 _blend(image[sl], layers, r[still], c[still], src[still], wgt[still], sl.start, interp)
             if strip is not None and strip.any():
                 ys, xx = np.nonzero(strip)
@@ -181,14 +182,17 @@ def _blend(out: np.ndarray, layers: Layers, r: np.ndarray, c: np.ndarray, src: n
     out[r, c] = np.clip(under + wgt[:, None] * (px - under) + 0.5, 0, 255).astype(np.uint8)
 
 
-def _background_stretch(hole: np.ndarray, xs: np.ndarray, weight: float, length: float):
+def _background_stretch(hole: np.ndarray, xs: np.ndarray, weight: float, length: float, edge_weight: float = 0.0):
     """Each run of holes (for the view ``t = x - d``: the background is on its right) leans
     towards the background's first clean pixel, the photo one pixel past what the first
     visible pixel beside it reads (that one is mixed with the occluder: see
     :func:`~.holefill.source_mask`): ``weight`` at the hole's last pixel, fading to none
     ``length`` px into it. The fill is the local average of the background; next to its edge
     the background's own pixel is the likelier colour (the stretch of DIBR hole filling, iw3's
-    too, mixed in rather than alone). ``(rows, cols, src, weight)`` of the pixels, or None."""
+    too, mixed in rather than alone). ``edge_weight``: the same share in the first visible
+    pixel itself, the mixed one: the occluder that tinted it has moved away in the new view
+    (the ghost contours that view synthesis's boundary filtering removes). ``(rows, cols, src,
+    weight, edge)`` of the pixels (``edge``: that first visible pixel), or None."""
     h, w = hole.shape
     pad = np.zeros((h, w + 2), np.int8)
     pad[:, 1:-1] = hole
@@ -208,11 +212,15 @@ def _background_stretch(hole: np.ndarray, xs: np.ndarray, weight: float, length:
     n = np.minimum(c1 - c0, m)  # the run's last n pixels
     run = np.repeat(np.arange(n.size), n)
     k = np.arange(run.size) - np.repeat(np.cumsum(n) - n, n) + 1  # 1 = the hole's last pixel
+    if edge_weight > 0:  # and the first visible pixel itself (k = 0)
+        run = np.concatenate([run, np.arange(n.size)])
+        k = np.concatenate([k, np.zeros(n.size, k.dtype)])
     r, cc = row[run], c1[run]
     src = (xs[r, cc] + np.float32(1.0)).astype(np.float32)
     wgt = (np.float32(weight) * np.clip(1.0 - (k - 1) / np.float32(length), 0.0, 1.0)).astype(np.float32)
+    wgt[k == 0] = edge_weight
     ok = wgt > 0
-    return r[ok], (cc - k)[ok], src[ok], wgt[ok]
+    return r[ok], (cc - k)[ok], src[ok], wgt[ok], (k == 0)[ok]
 
 
 def _edge_strip(hole: np.ndarray, far: np.ndarray) -> np.ndarray:
@@ -257,7 +265,8 @@ def shift_view(image: np.ndarray, disparity: np.ndarray, *, direction: int = -1,
                far_extend: float = FAR_EXTEND, gap_extend: float = GAP_EXTEND,
                edge_far: np.ndarray | None = None, gap_soft: float | None = GAP_SOFT,
                near_soft: float | None = NEAR_SOFT, row_soft: float = ROW_SOFT,
-               far_stretch: float = FAR_STRETCH) -> View:
+               far_stretch: float = FAR_STRETCH, far_demix: float = FAR_DEMIX,
+               column_stretch: float = COLUMN_STRETCH) -> View:
     """``image`` seen from a camera moved sideways: each pixel moves by ``-d`` (``direction=-1``,
     the right view) or ``+d``; nearer surfaces win; disocclusions are filled from the
     background layer of ``layers`` (built here when not given, see :func:`make_layers`).
@@ -282,10 +291,53 @@ def shift_view(image: np.ndarray, disparity: np.ndarray, *, direction: int = -1,
     disp, _, filled, out = _row_maps(d, direction, tau, near_extend, far_extend, layers=layers,
                                      interp=INTERP[interpolation], keep_map_y=False, as_disparity=True,
                                      gap_extend=gap_extend, edge_far=edge_far, gap_soft=gap_soft,
-                                     near_soft=near_soft, far_stretch=far_stretch)
+                                     near_soft=near_soft, far_stretch=far_stretch, far_demix=far_demix)
     if row_soft:
         _soft_rows(out, filled, disp, layers, direction, tau, row_soft, INTERP[interpolation])
+    if column_stretch > 0:
+        _column_stretch(out, filled, disp, tau, column_stretch, COLUMN_STRETCH_PX)
     return View(out, filled, disp)
+
+
+def _column_stretch(out: np.ndarray, filled: np.ndarray, disp: np.ndarray, tau: float, weight: float,
+                    length: int) -> None:
+    """Filled pixels lean towards the visible background just above or below them, in place:
+    the nearest pixel up and down the column within ``length`` rows that is not filled and
+    lies on the hole's own surface (disparity within ``tau``), with ``weight`` at the first row
+    fading to none past ``length`` (the two sides averaged, the share at most ``weight``). The
+    columns' counterpart of :func:`_background_stretch`: a surface seen just above a hole
+    usually goes on into it. ``out`` uint8 RGB, ``filled`` bool, ``disp`` float32 ``H x W``."""
+    h, w = filled.shape
+    ys, xs = np.nonzero(filled)
+    if ys.size == 0:
+        return
+    own = disp[ys, xs]
+    acc = np.zeros((ys.size, 3), np.float32)
+    tot = np.zeros(ys.size, np.float32)
+    for dy in (1, -1):
+        open_ = np.ones(ys.size, bool)  # every pixel between is still a hole
+        for j in range(1, length + 1):
+            ny = ys + dy * j
+            inside = (ny >= 0) & (ny < h)
+            open_ &= inside
+            if not open_.any():
+                break
+            idx = np.flatnonzero(open_)
+            nh = filled[ny[idx], xs[idx]]
+            hit = idx[~nh]  # the first visible pixel this way
+            same = hit[np.abs(disp[ny[hit], xs[hit]] - own[hit]) <= tau]
+            if same.size:
+                wj = np.float32(weight * (1.0 - (j - 1) / length))
+                acc[same] += wj * out[ny[same], xs[same]]
+                tot[same] += wj
+            open_[hit] = False
+    m = tot > 0
+    if not m.any():
+        return
+    share = np.minimum(tot[m], np.float32(weight))[:, None]
+    y, x = ys[m], xs[m]
+    under = out[y, x].astype(np.float32)
+    out[y, x] = np.clip(under + share * (acc[m] / tot[m][:, None] - under) + 0.5, 0, 255).astype(np.uint8)
 
 
 def _soft_rows(out: np.ndarray, filled: np.ndarray, disp: np.ndarray, layers: Layers, direction: int, tau: float,
