@@ -409,7 +409,9 @@ def test_object_cut_by_the_frame_edge_is_not_smeared_over_what_enters(direction)
     cols = slice(110, 160) if direction < 0 else slice(0, 50)
     img[20:76, cols] = (255, 0, 0)
     d[20:76, cols] = 20.0
-    strip = (slice(24, 72), slice(142, None)) if direction < 0 else (slice(24, 72), slice(0, 18))
+    # (rows away from the object's top and bottom: within COLUMN_STRETCH_PX rows of the grey seen
+    # above and below, the strip leans towards it like any filled pixel)
+    strip = (slice(30, 66), slice(142, None)) if direction < 0 else (slice(30, 66), slice(0, 18))
     mean = (np.array((255, 0, 0)) + 128) / 2
     v = V.shift_view(img, d, direction=direction)
     assert v.filled[strip].all()
@@ -524,3 +526,38 @@ def test_a_filled_pixel_under_a_near_surface_takes_a_share_of_its_edge():
     assert (a[16, cols, 0] > b[16, cols, 0] + 5).all()  # the overhang's bright border shows
     # filled pixels with no nearer surface above or below: unchanged
     assert (a[22, without.filled[22]] == b[22, without.filled[22]]).all()
+
+
+def test_holes_lean_towards_the_background_around_them():
+    """The fill is the local average of the background; next to its edges the background's own
+    pixels are the likelier colour. A hole's last pixels lean towards the background's first
+    clean pixel beside it (``FAR_STRETCH``: 15 % at the edge, none 12 px in), its top and
+    bottom rows towards the clean background above and below (``COLUMN_STRETCH``, skipping the
+    first row as the fill's guard does), and the first visible background pixel, tinted by the
+    occluder that has moved away, loses 30 % of the tint (``FAR_DEMIX``)."""
+    h, w = 60, 160
+    img = np.full((h, w, 3), 40, np.uint8)
+    img[:, 70:] = 200  # bright background right of the occluder, dark elsewhere
+    img[10:50, 40:70] = (255, 0, 0)  # occluder, disparity 12
+    img = cv2.GaussianBlur(img, (0, 0), 0.8)  # soft edges: the pixels beside it are tinted
+    d = np.full((h, w), 2.0, np.float32)
+    d[10:50, 40:70] = 12.0
+    off = dict(far_stretch=0.0, far_demix=0.0, column_stretch=0.0)
+    base = V.shift_view(img, d, direction=-1, **off)
+    full = V.shift_view(img, d, direction=-1)
+    assert (full.filled == base.filled).all()
+    a, b = full.image.astype(float), base.image.astype(float)
+    row = 30
+    holes = np.flatnonzero(base.filled[row, :120])  # (not the strip entering at the right edge)
+    last = holes.max()  # the hole's last pixel, beside the bright background
+    clean = img[row, last + 1 + 2 + 1].astype(float)  # the photo one past the first visible pixel (disparity 2)
+    np.testing.assert_allclose(a[row, last], b[row, last] + 0.15 * (clean - b[row, last]), atol=1.5)
+    # the first visible pixel: 30 % of the way to the clean pixel beside it
+    first = last + 1
+    np.testing.assert_allclose(a[row, first], b[row, first] + 0.3 * (clean - b[row, first]), atol=1.5)
+    assert abs(a[row, first] - clean).sum() < abs(b[row, first] - clean).sum()
+    # the hole's top row leans towards the background two rows above it; mid-hole rows do not
+    top = np.flatnonzero(base.filled[:, holes.min()]).min()
+    above = b[top - 2, holes.min()]
+    assert abs(a[top, holes.min()] - above).sum() < abs(b[top, holes.min()] - above).sum()
+    assert np.abs(a[row, holes.min()] - b[row, holes.min()]).max() <= 1

@@ -302,8 +302,10 @@ def shift_view(image: np.ndarray, disparity: np.ndarray, *, direction: int = -1,
 def _column_stretch(out: np.ndarray, filled: np.ndarray, disp: np.ndarray, tau: float, weight: float,
                     length: int) -> None:
     """Filled pixels lean towards the visible background just above or below them, in place:
-    the nearest pixel up and down the column within ``length`` rows that is not filled and
-    lies on the hole's own surface (disparity within ``tau``), with ``weight`` at the first row
+    the pixel just past the nearest one up and down the column within ``length`` rows that is
+    not filled, both on the hole's own surface (disparity within ``tau``; the first is skipped
+    as the fill's guard is: a depth edge a row short labels a row of the occluder's colour as
+    background), with ``weight`` at the first row
     fading to none past ``length`` (the two sides averaged, the share at most ``weight``). The
     columns' counterpart of :func:`_background_stretch`: a surface seen just above a hole
     usually goes on into it. ``out`` uint8 RGB, ``filled`` bool, ``disp`` float32 ``H x W``."""
@@ -324,11 +326,17 @@ def _column_stretch(out: np.ndarray, filled: np.ndarray, disp: np.ndarray, tau: 
                 break
             idx = np.flatnonzero(open_)
             nh = filled[ny[idx], xs[idx]]
-            hit = idx[~nh]  # the first visible pixel this way
-            same = hit[np.abs(disp[ny[hit], xs[hit]] - own[hit]) <= tau]
+            hit = idx[~nh]  # the first visible pixel this way; read the one past it, as the guard
+            cy = ny[hit] + dy  # of the fill does: a depth edge a row short leaves the occluder's
+            ok = (cy >= 0) & (cy < h)  # colour in the first row, labelled background
+            hit2, cy = hit[ok], cy[ok]
+            ok = ~filled[cy, xs[hit2]]
+            ok &= np.abs(disp[cy, xs[hit2]] - own[hit2]) <= tau
+            ok &= np.abs(disp[ny[hit2], xs[hit2]] - own[hit2]) <= tau
+            same, cy = hit2[ok], cy[ok]
             if same.size:
                 wj = np.float32(weight * (1.0 - (j - 1) / length))
-                acc[same] += wj * out[ny[same], xs[same]]
+                acc[same] += wj * out[cy, xs[same]]
                 tot[same] += wj
             open_[hit] = False
     m = tot > 0
