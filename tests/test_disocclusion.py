@@ -533,8 +533,8 @@ def test_holes_lean_towards_the_background_around_them():
     pixels are the likelier colour. A hole's last pixels lean towards the background's first
     clean pixel beside it (``FAR_STRETCH``: 15 % at the edge, none 12 px in), its top and
     bottom rows towards the clean background above and below (``COLUMN_STRETCH``, skipping the
-    first row as the fill's guard does), and the first visible background pixel, tinted by the
-    occluder that has moved away, loses 30 % of the tint (``FAR_DEMIX``)."""
+    first row as the fill's guard does), and the first visible background pixel beside, above
+    and below, tinted by the occluder that has moved away, loses 30 % of the tint (``FAR_DEMIX``)."""
     h, w = 60, 160
     img = np.full((h, w, 3), 40, np.uint8)
     img[:, 70:] = 200  # bright background right of the occluder, dark elsewhere
@@ -560,4 +560,7 @@ def test_holes_lean_towards_the_background_around_them():
     top = np.flatnonzero(base.filled[:, holes.min()]).min()
     above = b[top - 2, holes.min()]
     assert abs(a[top, holes.min()] - above).sum() < abs(b[top, holes.min()] - above).sum()
+    # ... and the first row above it, tinted by the occluder, moves 30 % of the way to that one
+    np.testing.assert_allclose(a[top - 1, holes.min()], b[top - 1, holes.min()] + 0.3 * (above - b[top - 1, holes.min()]),
+                               atol=1.5)
     assert np.abs(a[row, holes.min()] - b[row, holes.min()]).max() <= 1

@@ -295,12 +295,12 @@ def shift_view(image: np.ndarray, disparity: np.ndarray, *, direction: int = -1,
     if row_soft:
         _soft_rows(out, filled, disp, layers, direction, tau, row_soft, INTERP[interpolation])
     if column_stretch > 0:
-        _column_stretch(out, filled, disp, tau, column_stretch, COLUMN_STRETCH_PX)
+        _column_stretch(out, filled, disp, tau, column_stretch, COLUMN_STRETCH_PX, far_demix)
     return View(out, filled, disp)
 
 
 def _column_stretch(out: np.ndarray, filled: np.ndarray, disp: np.ndarray, tau: float, weight: float,
-                    length: int) -> None:
+                    length: int, demix: float = 0.0) -> None:
     """Filled pixels lean towards the visible background just above or below them, in place:
     the pixel just past the nearest one up and down the column within ``length`` rows that is
     not filled, both on the hole's own surface (disparity within ``tau``; the first is skipped
@@ -308,7 +308,9 @@ def _column_stretch(out: np.ndarray, filled: np.ndarray, disp: np.ndarray, tau: 
     background), with ``weight`` at the first row
     fading to none past ``length`` (the two sides averaged, the share at most ``weight``). The
     columns' counterpart of :func:`_background_stretch`: a surface seen just above a hole
-    usually goes on into it. ``out`` uint8 RGB, ``filled`` bool, ``disp`` float32 ``H x W``."""
+    usually goes on into it. ``demix``: the share of that clean pixel the skipped first row
+    takes (it is tinted by the occluder that has moved away, as ``FAR_DEMIX`` along the rows).
+    ``out`` uint8 RGB, ``filled`` bool, ``disp`` float32 ``H x W``."""
     h, w = filled.shape
     ys, xs = np.nonzero(_near_visible_rows(filled, length))
     if ys.size == 0:
@@ -316,6 +318,9 @@ def _column_stretch(out: np.ndarray, filled: np.ndarray, disp: np.ndarray, tau: 
     own = disp[ys, xs]
     acc = np.zeros((ys.size, 3), np.float32)
     tot = np.zeros(ys.size, np.float32)
+    dm_y: list = []
+    dm_x: list = []
+    dm_c: list = []
     for dy in (1, -1):
         open_ = np.ones(ys.size, bool)  # every pixel between is still a hole
         for j in range(1, length + 1):
@@ -338,6 +343,10 @@ def _column_stretch(out: np.ndarray, filled: np.ndarray, disp: np.ndarray, tau: 
                 wj = np.float32(weight * (1.0 - (j - 1) / length))
                 acc[same] += wj * out[cy, xs[same]]
                 tot[same] += wj
+                if j == 1 and demix > 0:  # the first visible row, beside the hole's top or bottom
+                    dm_y.append(ny[same])
+                    dm_x.append(xs[same])
+                    dm_c.append(cy)
             open_[hit] = False
     m = tot > 0
     if not m.any():
@@ -345,7 +354,14 @@ def _column_stretch(out: np.ndarray, filled: np.ndarray, disp: np.ndarray, tau: 
     share = np.minimum(tot[m], np.float32(weight))[:, None]
     y, x = ys[m], xs[m]
     under = out[y, x].astype(np.float32)
-    out[y, x] = np.clip(under + share * (acc[m] / tot[m][:, None] - under) + 0.5, 0, 255).astype(np.uint8)
+    new = np.clip(under + share * (acc[m] / tot[m][:, None] - under) + 0.5, 0, 255).astype(np.uint8)
+    if dm_y:  # (read before anything is written: the clean pixels are never filled ones)
+        vy, vx, cy = (np.concatenate(a) for a in (dm_y, dm_x, dm_c))
+        vy, first = np.unique(vy * w + vx, return_index=True)
+        vy, vx, cy = vy // w, vx[first], cy[first]
+        seen = out[vy, vx].astype(np.float32)
+        out[vy, vx] = np.clip(seen + np.float32(demix) * (out[cy, vx] - seen) + 0.5, 0, 255).astype(np.uint8)
+    out[y, x] = new
 
 
 def _near_visible_rows(filled: np.ndarray, rows: int) -> np.ndarray:
