@@ -71,6 +71,19 @@ def _install(models: Path, tmp_path, name: str = CACHED) -> None:
     (models / "trusted.json").write_text(json.dumps(record))
 
 
+def timed_resolve(*closing) -> tuple:
+    """``auto.resolve()`` timed: (resolution, the lines it said, seconds). ``closing``: what to
+    close after it (stand-in servers), whatever happens."""
+    said: list[str] = []
+    try:
+        t0 = time.monotonic()
+        r = auto.resolve(say=said.append)
+        return r, said, time.monotonic() - t0
+    finally:
+        for c in closing:
+            c.close()
+
+
 def _silent_port():
     """A loopback socket that accepts connections and never answers (a stalled network)."""
     s = socket.socket()
@@ -98,13 +111,7 @@ def test_unreachable_registry_falls_back_within_a_second(cache, monkeypatch, ser
     if server == "refused":
         held.close()  # nothing listens there any more: the connection is refused at once
     monkeypatch.setenv("DEPTHCRAFT_MODELS_MIRROR", f"http://127.0.0.1:{port}/")
-    said = []
-    try:
-        t0 = time.monotonic()
-        r = auto.resolve(say=said.append)
-        waited = time.monotonic() - t0
-    finally:
-        held.close()
+    r, said, waited = timed_resolve(held)
     assert waited < 1.0, f"waited {waited:.2f} s for the network"
     assert (r.provider, r.reason) == ("classic", "unreachable")
     assert len(said) == 1 and f"127.0.0.1:{port}" in said[0] and f"depthcraft models pull {MODEL}" in said[0]

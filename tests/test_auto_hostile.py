@@ -5,11 +5,9 @@ real processes."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import socket
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -18,7 +16,7 @@ import pytest
 pytest.importorskip("onnx")
 
 from conftest import run_cli  # noqa: E402
-from test_auto import UPSTREAM_PATH, _pin, cache, registry  # noqa: E402,F401 - fixtures
+from test_auto import UPSTREAM_PATH, _pin, cache, registry, timed_resolve  # noqa: E402,F401 - fixtures
 from test_models import tiny_model_bytes  # noqa: E402
 
 from depthcraft.tasks.lib import models as M  # noqa: E402
@@ -136,7 +134,22 @@ def test_offline_values(cache, monkeypatch, value, offline):
 
 
 # -- a network that accepts and never answers ----------------------------------------------------------
-class _HeadOnly:
+class _Loopback:
+    """A threaded HTTP server on 127.0.0.1 with the handler ``H`` (quiet): ``base``, ``close()``."""
+
+    def _serve(self, handler) -> None:
+        handler.log_message = lambda self, *a: None
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class _HeadOnly(_Loopback):
     """Answers HEAD (so the probe passes), then never answers a GET: a registry that stalls."""
 
     def __init__(self):
@@ -146,9 +159,6 @@ class _HeadOnly:
         class H(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, *a):
-                pass
-
             def do_HEAD(self):
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
@@ -157,15 +167,11 @@ class _HeadOnly:
             def do_GET(self):
                 outer.release.wait(120)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.httpd.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self._serve(H)
 
     def close(self):
         self.release.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().close()
 
 
 def test_a_registry_that_stalls_after_the_probe_falls_back_in_seconds(registry, cache, monkeypatch):
@@ -173,13 +179,7 @@ def test_a_registry_that_stalls_after_the_probe_falls_back_in_seconds(registry, 
     stall = _HeadOnly()
     monkeypatch.setenv("DEPTHCRAFT_MODELS_MIRROR", stall.base + "/")
     monkeypatch.setattr(auto, "STALL_SECONDS", 1.0, raising=False)
-    said = []
-    try:
-        t0 = time.monotonic()
-        r = auto.resolve(say=said.append)
-        waited = time.monotonic() - t0
-    finally:
-        stall.close()
+    r, said, waited = timed_resolve(stall)
     assert waited < 3.0, f"waited {waited:.1f} s for a registry that never answered"
     assert (r.provider, r.reason) == ("classic", "download-failed")
     assert "failed" in said[-1] and f"depthcraft models pull {MODEL}" in said[-1]
@@ -195,13 +195,7 @@ def test_a_proxy_that_accepts_and_never_answers_is_unreachable_within_a_second(c
     proxy = _silent_listener()
     monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{proxy.getsockname()[1]}")  # all traffic goes there
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    said = []
-    try:
-        t0 = time.monotonic()
-        r = auto.resolve(say=said.append)
-        waited = time.monotonic() - t0
-    finally:
-        proxy.close()
+    r, said, waited = timed_resolve(proxy)
     assert waited < 1.0, f"waited {waited:.2f} s"
     assert (r.provider, r.reason) == ("classic", "unreachable") and len(said) == 1
 
@@ -264,7 +258,7 @@ def test_a_damaged_partial_download_is_fetched_again_from_zero_in_the_same_run(r
     assert [x[1] is not None for x in srv.log if x[2] in (200, 206)] == [True, False]  # a resume, then from zero
 
 
-class _Endless:
+class _Endless(_Loopback):
     """Answers every GET with 200 and an endless body (a broken mirror, a wrong URL streaming a log)."""
 
     def __init__(self, announce: int | None = None):
@@ -273,9 +267,6 @@ class _Endless:
 
         class H(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.0"
-
-            def log_message(self, *a):
-                pass
 
             def do_HEAD(self):
                 self.send_response(200)
@@ -294,14 +285,7 @@ class _Endless:
                 except OSError:
                     pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.httpd.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._serve(H)
 
 
 @pytest.mark.parametrize("announce", [None, 1 << 40])

@@ -81,16 +81,21 @@ def test_audio_is_muxed_copy_or_reencoded(tmp_path):
         assert o.audio_codec == ("opus" if suffix == ".webm" else "aac")
 
 
+def _segments(src, info, bounds, suffix) -> list:
+    """The clip ``src`` written as one file per ``[a, b)`` of ``bounds`` (RGB, ``suffix``)."""
+    parts = []
+    for a, b in bounds:
+        with FfmpegWriter(src.parent / f"p{a}{suffix}", "rgb", (info.width, info.height), info.rate) as w:
+            for f in read_frames(src, a, b, info=info):
+                w.write(f)
+        parts.append(src.parent / f"p{a}{suffix}")
+    return parts
+
+
 def test_concat_without_reencode(tmp_path):
     src = make_clip(tmp_path / "a.mp4", n=30, size=(64, 48), audio=False)
     info = probe_clip(src)
-    parts = []
-    for a, b in ((0, 10), (10, 22), (22, 30)):
-        with FfmpegWriter(tmp_path / f"p{a}.mp4", "rgb", (64, 48), info.rate) as w:
-            for f in read_frames(src, a, b, info=info):
-                w.write(f)
-        parts.append(tmp_path / f"p{a}.mp4")
-    out = concat_files(parts, tmp_path / "all.mp4")
+    out = concat_files(_segments(src, info, ((0, 10), (10, 22), (22, 30)), ".mp4"), tmp_path / "all.mp4")
     o = probe_clip(out)
     assert o.frames == 30 and o.rate == info.rate
     assert [frame_index(f) for f in read_frames(out, 8, 13, info=o)] == [8, 9, 10, 11, 12]
@@ -104,13 +109,7 @@ def test_gif_segments_join_with_every_frame_and_depth_gifs_are_gray(tmp_path):
 
     src = make_clip(tmp_path / "a.mp4", n=20, size=(64, 48), audio=False, rate="10")
     info = probe_clip(src)
-    parts = []
-    for a, b in ((0, 7), (7, 15), (15, 20)):
-        with FfmpegWriter(tmp_path / f"p{a}.gif", "rgb", (64, 48), info.rate) as w:
-            for f in read_frames(src, a, b, info=info):
-                w.write(f)
-        parts.append(tmp_path / f"p{a}.gif")
-    out = concat_files(parts, tmp_path / "all.gif")
+    out = concat_files(_segments(src, info, ((0, 7), (7, 15), (15, 20)), ".gif"), tmp_path / "all.gif")
     with Image.open(out) as im:
         assert im.n_frames == 20
         got = []

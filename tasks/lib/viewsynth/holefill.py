@@ -601,22 +601,31 @@ def background_fill(image: np.ndarray, hidden: np.ndarray, disparity: np.ndarray
     return up
 
 
+def row_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The runs of True along the rows of ``mask`` (bool ``H x W``), in row-major order:
+    ``(row, c0, c1)``, int arrays, each run covering columns ``c0 .. c1 - 1``. One pass over the
+    mask (a False column on either side keeps runs in their row), then work per run, not per
+    pixel."""
+    h, w = mask.shape
+    pad = np.zeros((h, w + 2), np.int8)
+    pad[:, 1:-1] = mask
+    step = np.diff(pad.ravel())
+    starts = np.flatnonzero(step == 1) + 1  # padded flat index of each run's first pixel
+    stops = np.flatnonzero(step == -1) + 1  # ... and one past its last
+    row, c0 = np.divmod(starts, w + 2)
+    c0 -= 1
+    return row, c0, stops - row * (w + 2) - 1
+
+
 def _row_exemplar(src: np.ndarray, hidden: np.ndarray, d: np.ndarray, out: np.ndarray, weight: float,
                   margin: int = 1) -> None:
     """Mix the background-side row exemplar (see :func:`background_fill`) into ``out`` (uint8
     RGB or RGBA, in place) on the ``hidden`` pixels. Works on runs of hidden pixels along the rows:
     each run takes the side (left or right neighbour) of smaller disparity, the background."""
     h, w = hidden.shape
-    pad = np.zeros((h, w + 2), np.int8)
-    pad[:, 1:-1] = hidden
-    step = np.diff(pad.ravel())
-    starts = np.flatnonzero(step == 1) + 1
-    stops = np.flatnonzero(step == -1) + 1
-    if starts.size == 0:
+    row, c0, c1 = row_runs(hidden)  # c0: the run's first hidden column, c1: the column after it
+    if row.size == 0:
         return
-    row, c0 = np.divmod(starts, w + 2)
-    c0 -= 1  # first hidden column of the run
-    c1 = stops - row * (w + 2) - 1  # the column after it
     base = row * w
     flat_d = d.reshape(-1)
     dl = np.where(c0 > 0, flat_d[base + np.maximum(c0 - 1, 0)], np.inf)
@@ -671,15 +680,7 @@ def _fill_row_holes(xs: np.ndarray, far_edge: np.ndarray | None = None) -> tuple
     hole = np.isneginf(xs)
     if not hole.any():
         return xs, hole
-    # runs of holes: a False column on either side of each row keeps runs inside their row
-    pad = np.zeros((h, w + 2), np.int8)
-    pad[:, 1:-1] = hole
-    step = np.diff(pad.ravel())
-    starts = np.flatnonzero(step == 1) + 1  # padded flat index of each run's first hole
-    stops = np.flatnonzero(step == -1) + 1  # ... and one past its last
-    row, c0 = np.divmod(starts, w + 2)
-    c0 -= 1  # first hole's column
-    c1 = stops - row * (w + 2) - 1  # column after the last hole
+    row, c0, c1 = row_runs(hole)  # c0: a run's first hole, c1: the column after its last
     flat = xs.reshape(-1)
     base = row * w
     lv = np.where(c0 > 0, flat[base + np.maximum(c0 - 1, 0)] - (c0 - 1), np.inf)
@@ -724,14 +725,7 @@ def _run_min(a: np.ndarray, empty: np.ndarray) -> np.ndarray:
     bound its run of empty cells along the row (inf where the run reaches the row's end on
     that side). Works on runs (a few per row), not cells."""
     h, w = a.shape
-    pad = np.zeros((h, w + 2), np.int8)  # a known column on either side keeps runs in their row
-    pad[:, 1:-1] = empty
-    step = np.diff(pad.ravel())
-    starts = np.flatnonzero(step == 1) + 1
-    stops = np.flatnonzero(step == -1) + 1
-    row, c0 = np.divmod(starts, w + 2)
-    c0 -= 1  # first empty column of the run
-    c1 = stops - row * (w + 2) - 1  # the column after it
+    row, c0, c1 = row_runs(empty)  # c0: a run's first empty column, c1: the column after it
     flat = a.reshape(-1)
     base = row * w
     lv = np.where(c0 > 0, flat[base + np.maximum(c0 - 1, 0)], np.inf)

@@ -16,7 +16,7 @@ from ..errors import ParameterError
 from .common import (COLUMN_STRETCH, COLUMN_STRETCH_PX, FAR_DEMIX, FAR_EXTEND, FAR_STRETCH, FAR_STRETCH_PX,
                      GAP_EXTEND, GAP_SOFT, INTERP, JUMP_PX, NEAR_EXTEND, NEAR_SOFT, ROW_SOFT, by_bands, layer_channels,
                      resolve_interpolation, rgb)
-from .holefill import Layers, _fill_row_holes, _finite, border_far, hidden_mask, make_layers
+from .holefill import Layers, _fill_row_holes, _finite, border_far, hidden_mask, make_layers, row_runs
 from .holefill import edge_far as _edge_far
 from .raster import _row_sources
 
@@ -132,12 +132,12 @@ def _soft_edges(d: np.ndarray, xs: np.ndarray, tau: float, gap: tuple[float, flo
     SIGGRAPH 2004)."""
     h, w = d.shape
     parts = []
+    rise = d[:, 1:] - d[:, :-1]  # (once for both sides: a drop is a rise below -tau)
     for which, sign in ((gap, 1), (near, -1)):
         if which is None or which[1] <= which[0]:
             continue
         hard, soft = which
-        step = d[:, :-1] - d[:, 1:] if sign > 0 else d[:, 1:] - d[:, :-1]
-        e = np.flatnonzero(step > tau)  # gap: drops, the near pixel on the left; near: rises
+        e = np.flatnonzero(rise < -tau if sign > 0 else rise > tau)  # gap: drops, the near pixel on the left
         if e.size == 0:
             continue
         row, x = np.divmod(e, w - 1)
@@ -194,16 +194,7 @@ def _background_stretch(hole: np.ndarray, xs: np.ndarray, weight: float, length:
     (the ghost contours that view synthesis's boundary filtering removes). ``(rows, cols, src,
     weight, edge)`` of the pixels (``edge``: that first visible pixel), or None."""
     h, w = hole.shape
-    pad = np.zeros((h, w + 2), np.int8)
-    pad[:, 1:-1] = hole
-    step = np.diff(pad.ravel())
-    starts = np.flatnonzero(step == 1) + 1
-    stops = np.flatnonzero(step == -1) + 1
-    if starts.size == 0:
-        return None
-    row, c0 = np.divmod(starts, w + 2)
-    c0 -= 1
-    c1 = stops - row * (w + 2) - 1  # the first visible pixel after the run
+    row, c0, c1 = row_runs(hole)  # c1: the first visible pixel after each run
     keep = c1 < w
     row, c0, c1 = row[keep], c0[keep], c1[keep]
     if row.size == 0:
@@ -399,10 +390,7 @@ def _soft_rows(out: np.ndarray, filled: np.ndarray, disp: np.ndarray, layers: La
         return
     ys, xs, nd = ys[sel], xs[sel], nd[sel]
     src = (xs + nd if direction < 0 else xs - nd).astype(np.float32)
-    px = cv2.remap(layers.stack, src[None, :], ys.astype(np.float32)[None, :], interp,
-                   borderMode=cv2.BORDER_REPLICATE)[0, :, :3].astype(np.float32)
-    under = out[ys, xs].astype(np.float32)
-    out[ys, xs] = np.clip(under + np.float32(weight) * (px - under) + 0.5, 0, 255).astype(np.uint8)
+    _blend(out, layers, ys, xs, src, np.full(ys.size, weight, np.float32), 0, interp)
 
 
 def resample(layers: Layers, map_x: np.ndarray, map_y: np.ndarray | None, filled: np.ndarray | None,
