@@ -113,3 +113,28 @@ def test_a_float_photo_renders_as_its_uint8_values():
     frames = [V.ParallaxRenderer(im, near, (192, 120), max_parallax=12).render(V.Pose(x=8))[0]
               for im in (img, img.astype(np.float32))]
     assert np.array_equal(frames[0], frames[1])
+
+
+def test_soft_edges_of_a_wide_band_of_noisy_depth_do_not_crash_the_remap():
+    """More than 32767 soft-edge pixels in one 16-row band (noisy depth 6000 px wide, or a
+    64 x 20000 strip) made ``_blend``'s one-row ``cv2.remap`` fail its SHRT_MAX assertion."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (16, 6000, 3), dtype=np.uint8)
+    d = rng.uniform(0, 20, (16, 6000)).astype(np.float32)
+    v = V.shift_view(img, d)
+    assert v.image.shape == img.shape and 0 < v.filled.mean() < 1
+
+
+
+def test_the_blend_grid_reads_what_one_row_reads(monkeypatch):
+    """The grid layout of ``_blend``'s points changes no pixel (cubic and linear reads)."""
+    from depthcraft.tasks.lib.viewsynth import shift as SH
+
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, (40, 300, 3), dtype=np.uint8)
+    d = rng.uniform(0, 20, (40, 300)).astype(np.float32)
+    for interp in ("cubic", "linear"):
+        one_row = V.shift_view(img, d, interpolation=interp).image
+        monkeypatch.setattr(SH, "BLEND_COLS", 7)
+        assert np.array_equal(V.shift_view(img, d, interpolation=interp).image, one_row)
+        monkeypatch.setattr(SH, "BLEND_COLS", 4096)

@@ -170,14 +170,26 @@ def _soft_edges(d: np.ndarray, xs: np.ndarray, tau: float, gap: tuple[float, flo
     return r, c, src[keep], wgt[keep]
 
 
+BLEND_COLS = 4096  # points per row of _blend's remap grid
+
+
 def _blend(out: np.ndarray, layers: Layers, r: np.ndarray, c: np.ndarray, src: np.ndarray, wgt: np.ndarray,
            row0: int, interp: int) -> None:
     """``out[r, c]`` (uint8 RGB, a band starting at photo row ``row0``) moved ``wgt`` of the way
     towards the photo at ``(src, row0 + r)``, in place."""
     if r.size == 0:
         return
-    px = cv2.remap(layers.stack, src[None, :], (row0 + r).astype(np.float32)[None, :], interp,
-                   borderMode=cv2.BORDER_REPLICATE)[0, :, :3].astype(np.float32)
+    # the points as a grid of BLEND_COLS columns: cv2.remap's maps are under 32767 a side, and
+    # a band of noisy depth (or a 64 x 20000 strip) has more soft-edge pixels than that
+    n = r.size
+    cols = min(n, BLEND_COLS)
+    rows = -(-n // cols)
+    mx = np.zeros(rows * cols, np.float32)
+    my = np.full(rows * cols, np.float32(row0), np.float32)
+    mx[:n] = src
+    my[:n] = row0 + r
+    px = cv2.remap(layers.stack, mx.reshape(rows, cols), my.reshape(rows, cols), interp,
+                   borderMode=cv2.BORDER_REPLICATE).reshape(rows * cols, -1)[:n, :3].astype(np.float32)
     under = out[r, c].astype(np.float32)
     out[r, c] = np.clip(under + wgt[:, None] * (px - under) + 0.5, 0, 255).astype(np.uint8)
 
