@@ -113,3 +113,57 @@ def test_a_float_photo_renders_as_its_uint8_values():
     frames = [V.ParallaxRenderer(im, near, (192, 120), max_parallax=12).render(V.Pose(x=8))[0]
               for im in (img, img.astype(np.float32))]
     assert np.array_equal(frames[0], frames[1])
+
+
+def test_soft_edges_of_a_wide_band_of_noisy_depth_do_not_crash_the_remap():
+    """More than 32767 soft-edge pixels in one 16-row band (noisy depth 6000 px wide, or a
+    64 x 20000 strip) made ``_blend``'s one-row ``cv2.remap`` fail its SHRT_MAX assertion."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (16, 6000, 3), dtype=np.uint8)
+    d = rng.uniform(0, 20, (16, 6000)).astype(np.float32)
+    v = V.shift_view(img, d)
+    assert v.image.shape == img.shape and 0 < v.filled.mean() < 1
+
+
+
+def test_the_blend_grid_reads_what_one_row_reads(monkeypatch):
+    """The grid layout of ``_blend``'s points changes no pixel (cubic and linear reads)."""
+    from depthcraft.tasks.lib.viewsynth import shift as SH
+
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, (40, 300, 3), dtype=np.uint8)
+    d = rng.uniform(0, 20, (40, 300)).astype(np.float32)
+    for interp in ("cubic", "linear"):
+        one_row = V.shift_view(img, d, interpolation=interp).image
+        monkeypatch.setattr(SH, "BLEND_COLS", 7)
+        assert np.array_equal(V.shift_view(img, d, interpolation=interp).image, one_row)
+        monkeypatch.setattr(SH, "BLEND_COLS", 4096)
+
+
+def test_a_photo_over_16383_rows_is_warped_band_by_band(monkeypatch):
+    """The photo and its background layer are one stack twice the photo's height: above
+    16383 rows it was over ``cv2.remap``'s 32767 and the pair crashed (a 64 x 20000 scroll
+    capture). Such a stack is now read band by band, with the same pixels."""
+    from depthcraft.tasks.lib.viewsynth import shift as SH
+
+    rng = np.random.default_rng(2)
+    tall = rng.integers(0, 256, (16400, 64, 3), dtype=np.uint8)
+    step = np.zeros((16400, 64), np.float32)
+    step[:, 20:40] = 6.0
+    v = V.shift_view(tall, step)
+    assert v.filled[:, 35:40].all() and np.array_equal(v.image[:, 45:], tall[:, 45:])
+    img = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    d = np.zeros((90, 120), np.float32)
+    d[20:70, 30:80] = 1.0
+    d += rng.uniform(0, 0.05, d.shape).astype(np.float32)
+    half = (d - 0.5) * 12
+    whole = S.render_pair(img, half, half, edge_dilation=1)
+    monkeypatch.setattr(SH, "REMAP_MAX", 150)  # the stack (180 rows) over it, the photo under it
+    banded = S.render_pair(img, half, half, edge_dilation=1)
+    for eye in ("left", "right"):
+        assert whole[eye].filled.any()
+        assert np.array_equal(banded[eye].image, whole[eye].image)
+        assert np.array_equal(banded[eye].filled, whole[eye].filled)
+    monkeypatch.setattr(SH, "REMAP_MAX", 100)  # the photo's width over it: one clear error
+    with pytest.raises(S.ParameterError, match="at most 99 px"):
+        S.render_pair(img, half, half)

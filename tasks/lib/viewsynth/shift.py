@@ -87,11 +87,16 @@ def _row_maps(d: np.ndarray, direction: int, tau: float, near_extend: float, far
         np.multiply(hole, off, out=my)  # (np.add(..., where=) is ten times slower)
         my += np.arange(sl.start, sl.stop, dtype=np.float32)[:, None]
         if layers is not None:  # (xs: this band's map, contiguous and in cache)
+            stack = layers.stack
+            if stack.shape[0] >= REMAP_MAX:  # a photo over 16383 rows: its rows of both layers alone
+                n = sl.stop - sl.start
+                stack = np.concatenate([stack[sl], stack[sl.start + layers.offset:sl.stop + layers.offset]])
+                my = hole * np.float32(n) + np.arange(n, dtype=np.float32)[:, None]
             if four:
-                px = cv2.remap(layers.stack, xs, my, interp, borderMode=cv2.BORDER_REPLICATE)
+                px = cv2.remap(stack, xs, my, interp, borderMode=cv2.BORDER_REPLICATE)
                 cv2.cvtColor(px, cv2.COLOR_RGBA2RGB, dst=image[sl])
             else:
-                cv2.remap(layers.stack, xs, my, interp, dst=image[sl], borderMode=cv2.BORDER_REPLICATE)
+                cv2.remap(stack, xs, my, interp, dst=image[sl], borderMode=cv2.BORDER_REPLICATE)
             if soft is not None:  # the occluder's soft edge, faded over what the warp drew there
                 r, c, src, wgt = soft
                 if direction > 0:
@@ -170,14 +175,31 @@ def _soft_edges(d: np.ndarray, xs: np.ndarray, tau: float, gap: tuple[float, flo
     return r, c, src[keep], wgt[keep]
 
 
+BLEND_COLS = 4096  # points per row of _blend's remap grid
+REMAP_MAX = 32767  # cv2.remap: source and maps under this many rows and columns (SHRT_MAX)
+
+
 def _blend(out: np.ndarray, layers: Layers, r: np.ndarray, c: np.ndarray, src: np.ndarray, wgt: np.ndarray,
            row0: int, interp: int) -> None:
     """``out[r, c]`` (uint8 RGB, a band starting at photo row ``row0``) moved ``wgt`` of the way
     towards the photo at ``(src, row0 + r)``, in place."""
     if r.size == 0:
         return
-    px = cv2.remap(layers.stack, src[None, :], (row0 + r).astype(np.float32)[None, :], interp,
-                   borderMode=cv2.BORDER_REPLICATE)[0, :, :3].astype(np.float32)
+    # the points as a grid of BLEND_COLS columns: cv2.remap's maps are under 32767 a side, and
+    # a band of noisy depth (or a 64 x 20000 strip) has more soft-edge pixels than that
+    n = r.size
+    cols = min(n, BLEND_COLS)
+    rows = -(-n // cols)
+    mx = np.zeros(rows * cols, np.float32)
+    my = np.full(rows * cols, np.float32(row0), np.float32)
+    mx[:n] = src
+    my[:n] = row0 + r
+    # (the photo's rows read, alone: with the background layer under it a tall photo's stack
+    # is over remap's 32767 rows)
+    top = int(my[:n].min())
+    my -= np.float32(top)
+    px = cv2.remap(layers.stack[top:int(my[:n].max()) + top + 1], mx.reshape(rows, cols), my.reshape(rows, cols),
+                   interp, borderMode=cv2.BORDER_REPLICATE).reshape(rows * cols, -1)[:n, :3].astype(np.float32)
     under = out[r, c].astype(np.float32)
     out[r, c] = np.clip(under + wgt[:, None] * (px - under) + 0.5, 0, 255).astype(np.uint8)
 
@@ -268,6 +290,9 @@ def shift_view(image: np.ndarray, disparity: np.ndarray, *, direction: int = -1,
     if img.shape[:2] != d.shape:
         raise ParameterError(f"disparity is {d.shape[1]}x{d.shape[0]} but the image is "
                              f"{img.shape[1]}x{img.shape[0]}", parameter="depth")
+    if max(d.shape) >= REMAP_MAX:  # (cv2.remap's limit; a taller photo is warped by bands)
+        raise ParameterError(f"image is {d.shape[1]}x{d.shape[0]}; view synthesis takes at most {REMAP_MAX - 1} px "
+                             "a side (downscale it)", parameter="image")
     interpolation = resolve_interpolation(interpolation, d.size)
     if interpolation not in INTERP:
         raise ParameterError(f"unknown interpolation {interpolation!r}; auto or one of {', '.join(INTERP)}",
