@@ -91,7 +91,7 @@ def handler(args) -> int:
     except DepthcraftError as e:
         from rich.markup import escape
 
-        _console().print(f"[red]error:[/] {escape(str(e))}")
+        _console().print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)  # one line, however long
         return e.exit_code
 
 

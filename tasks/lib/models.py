@@ -27,6 +27,7 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 from .errors import InputError, ParameterError, ProviderError
+from .stall import AUTO_DEADLINE_ENV, Guard, Stalled, StallRule, guard_client
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -313,8 +314,17 @@ class _Bar:
             self.progress.stop()
 
 
-def _lock(dest: Path):
-    """An exclusive lock for one model's download across processes (POSIX), else a no-op."""
+def _lock(dest: Path, guard: Guard | None = None):
+    """An exclusive lock for one model's download across processes (POSIX), else a no-op.
+
+    The lock file (``<model>.onnx.lock``) is removed by its holder before it lets go, so a pull
+    leaves nothing behind. That is safe because a waiter, once it holds a lock, checks that the
+    file it locked is still the one at that path (same inode); if the holder removed it meanwhile,
+    the waiter locks afresh, so two processes never both hold "the" lock of one model.
+    With a ``guard`` that has a deadline, waiting for another process ends at that deadline
+    (:class:`ModelError`); without one it waits as long as the other download takes (that one has
+    its own stall rule).
+    """
     import contextlib
 
     @contextlib.contextmanager
@@ -325,30 +335,69 @@ def _lock(dest: Path):
             yield
             return
         lock = dest.with_name(dest.name + ".lock")
-        with open(lock, "a+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+        while True:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+                _flock_until(fd, fcntl, guard, dest)
+                try:
+                    same = os.path.samestat(os.fstat(fd), os.stat(lock))
+                except FileNotFoundError:
+                    same = False
+            except BaseException:
+                os.close(fd)
+                raise
+            if same:
+                break
+            os.close(fd)  # the holder before us removed (and maybe someone re-created) the file: again
+        try:
+            yield
+        finally:
+            try:
+                os.unlink(lock)  # still ours: nobody else can hold this inode while we do
+            except OSError:
+                pass
+            os.close(fd)  # closing the descriptor releases the lock
 
     return held()
 
 
+def _flock_until(fd: int, fcntl, guard: Guard | None, dest: Path) -> None:
+    if guard is None or guard.deadline is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if guard.clock() >= guard.deadline:
+                raise ModelError(f"another depthcraft process has been downloading {dest.name} for longer than "
+                                 f"{guard.rule.deadline_s:g} s ({AUTO_DEADLINE_ENV}); not waiting for it",
+                                 hint=f"wait for it, or run `depthcraft models pull {dest.stem}`",
+                                 retryable=True) from None
+            time.sleep(0.05)
+
+
 def _fetch_to_part(url: str, part: Path, info: ModelInfo, *, progress: bool, timeout: float,
-                   read_timeout: float | None = None, client=None) -> None:
-    """Stream ``url`` into ``part``, resuming from its current size with a Range request."""
+                   read_timeout: float | None = None, client=None, guard: Guard | None = None) -> None:
+    """Stream ``url`` into ``part``, resuming from its current size with a Range request.
+
+    ``guard`` (:mod:`.stall`) ends a download that trickles, crawls or runs past its deadline;
+    what arrived stays in ``part`` for the next run to resume."""
     import httpx
 
     host = urlsplit(url).netloc or url
+    guard = guard or Guard(StallRule.for_pull())
     own = client is None
     if own:
         client = httpx.Client(follow_redirects=True, timeout=httpx.Timeout(timeout, read=read_timeout or max(timeout, 60.0)),
                               headers={"User-Agent": "depthcraft"})
+    guard_client(client, guard)
     try:
         for _attempt in range(2):  # a second pass only after a refused range restarts from zero
             offset = part.stat().st_size if part.exists() else 0
             headers = {"Range": f"bytes={offset}-"} if offset else {}
+            guard.begin()
             try:
                 with client.stream("GET", url, headers=headers) as r:
                     if r.status_code == 416 and offset:
@@ -392,16 +441,19 @@ def _fetch_to_part(url: str, part: Path, info: ModelInfo, *, progress: bool, tim
                                 out.close()
                                 part.unlink(missing_ok=True)
                                 raise _oversized(host, info, f"it sent more than {limit} bytes")
+                            guard.check(done, total)  # where the socket-level guard could not be installed
                     if total is not None and done < total:
                         raise _unreachable(host, f"the connection closed after {done} of {total} bytes",
                                            info, part, started=True)
                     return
             except ModelError:
                 raise
+            except Stalled as e:
+                raise _unreachable(host, str(e), info, part, started=guard.connected) from None
             except httpx.HTTPError as e:  # connect, timeout, read, protocol errors
                 started = not isinstance(e, (httpx.ConnectError, httpx.ConnectTimeout))
-                raise _unreachable(host, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__,
-                                   info, part, started=started) from None
+                why = guard.tripped or (f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+                raise _unreachable(host, why, info, part, started=started) from None
         raise ModelError(f"{host} refused to resume the download of {info.name}",
                          hint=f"delete {part} and run the pull again")
     finally:
@@ -427,12 +479,15 @@ def _content_range_total(value: str | None) -> int | None:
 
 def pull(info: ModelInfo | str, *, trust_unpinned: bool = False, force: bool = False, progress: bool = True,
          timeout: float = 30.0, read_timeout: float | None = None, say: Callable[[str], None] | None = None,
-         client=None) -> Path:
+         client=None, stall: StallRule | None = None) -> Path:
     """Download a registry model into the cache (once), verified by sha256; returns its path.
 
     A cached file that matches its hash is returned as it is; one that does not is downloaded
     again over it; ``force`` downloads again anyway. ``timeout``: seconds to connect;
     ``read_timeout``: seconds the server may stay silent (default ``max(timeout, 60)``).
+    ``stall``: the minimum sustained rate and the overall deadline (:mod:`.stall`; default
+    :meth:`StallRule.for_pull`, a rate floor and no deadline): a download that trickles or crawls
+    raises :class:`ModelError` in one line and keeps its ``.part`` for the next pull to resume.
     An unwritable cache folder raises :class:`ModelError` naming it.
     An unpinned model needs ``trust_unpinned``; the hash it gets is then recorded and printed.
     """
@@ -452,7 +507,8 @@ def pull(info: ModelInfo | str, *, trust_unpinned: bool = False, force: bool = F
                  "record the hash you get, or download it yourself and pass onnx:/path/model.onnx")
     try:
         return _pull_into(info, dest, expected, force=force, progress=progress, timeout=timeout,
-                          read_timeout=read_timeout, say=say, client=client)
+                          read_timeout=read_timeout, say=say, client=client,
+                          guard=Guard(stall or StallRule.for_pull()))
     except OSError as e:  # the cache folder: read-only, full, a file where the folder should be
         why = "it is not a folder" if isinstance(e, (FileExistsError, NotADirectoryError)) else (e.strerror or e)
         raise ModelError(f"cannot write the model cache {dest.parent}: {why}"
@@ -462,7 +518,7 @@ def pull(info: ModelInfo | str, *, trust_unpinned: bool = False, force: bool = F
 
 
 def _pull_into(info: ModelInfo, dest: Path, expected: str | None, *, force: bool, progress: bool, timeout: float,
-               read_timeout: float | None, say: Callable[[str], None], client) -> Path:
+               read_timeout: float | None, say: Callable[[str], None], client, guard: Guard) -> Path:
     if dest.is_file() and not force:  # there, but not the bytes its name promises
         say(f"{dest} does not match the sha256 of {info.name} (corrupt or replaced): downloading it again")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -470,14 +526,14 @@ def _pull_into(info: ModelInfo, dest: Path, expected: str | None, *, force: bool
         " - NON-COMMERCIAL use only; check the licence before using its output in commercial work"))
     url = resolved_url(info)
     part = dest.with_name(dest.name + ".part")
-    with _lock(dest):
+    with _lock(dest, guard):
         if dest.is_file() and not force and cached_ok(info):  # another process finished it while we waited
             return dest
         resumed = part.exists() and part.stat().st_size > 0
         if resumed:
             say(f"resuming {info.name} from {part.stat().st_size / 1e6:.1f} MB")
         _fetch_to_part(url, part, info, progress=progress, timeout=timeout, read_timeout=read_timeout,
-                       client=client)
+                       client=client, guard=guard)
         got = file_sha256(part)
         if expected is not None and got != expected and resumed:
             # The bytes kept from before may be what is wrong (another file's start, a damaged
@@ -485,7 +541,7 @@ def _pull_into(info: ModelInfo, dest: Path, expected: str | None, *, force: bool
             say(f"{info.name}: the resumed download does not match its sha256; downloading it from the start")
             part.unlink(missing_ok=True)
             _fetch_to_part(url, part, info, progress=progress, timeout=timeout, read_timeout=read_timeout,
-                           client=client)
+                           client=client, guard=guard)
             got = file_sha256(part)
         if expected is not None and got != expected:
             size = part.stat().st_size

@@ -31,6 +31,7 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 from ..lib import models as M
+from ..lib.stall import StallRule
 
 AUTO_MODEL = "depth-anything-v2-small"
 # Best first: larger Depth Anything models are more detailed; metric ones give relative depth too.
@@ -41,7 +42,11 @@ PROBE_SECONDS = 0.6  # the whole connectivity probe, name lookup included (DEPTH
 RETRY_SECONDS = 300.0  # a failed probe or download is not retried sooner within one process
 # The download auto starts gives up when the registry (or the proxy) stays silent this long: to
 # connect, before the answer, or mid-file (the part is kept; the next run resumes it). An explicit
-# `depthcraft models pull` waits longer (60 s).
+# `depthcraft models pull` waits longer (60 s). A registry that keeps sending, but too slowly to
+# matter (a trickle, a crawl halfway, headers a byte at a time), is ended by the stall rule
+# (lib/stall.py: a minimum rate over a sliding window, DEPTHCRAFT_DOWNLOAD_MIN_KBPS and
+# DEPTHCRAFT_DOWNLOAD_WINDOW_SECONDS, and the whole download's deadline,
+# DEPTHCRAFT_AUTO_DOWNLOAD_SECONDS).
 STALL_SECONDS = 5.0
 OFFLINE_ENV = "DEPTHCRAFT_OFFLINE"
 
@@ -243,7 +248,8 @@ def _download(info: M.ModelInfo, host: str, where, say: Callable[[str], None]) -
         f"into {where}, once: no depth model is in the cache and it is far more accurate than the embedded "
         f"classic estimator ({OFFLINE_ENV}=1 or --offline never downloads)")
     try:
-        M.pull(info, progress=sys.stderr.isatty(), timeout=STALL_SECONDS, read_timeout=STALL_SECONDS)
+        M.pull(info, progress=sys.stderr.isatty(), timeout=STALL_SECONDS, read_timeout=STALL_SECONDS,
+               stall=StallRule.for_auto())
     except Exception as e:  # noqa: BLE001 - any failure falls back; the user is told which
         msg = (f"auto: the download of {info.name} failed ({e}): using the embedded classic estimator; "
                f"run `depthcraft models pull {info.name}` to retry")
