@@ -167,19 +167,119 @@ def cached_path(info: ModelInfo) -> Path:
     return models_dir() / info.filename
 
 
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False where the cache cannot even be looked at (permissions, a name too
+    long): such a cache has no usable model, and the caller says why when it tries to write."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def is_cached(info: ModelInfo) -> bool:
-    return cached_path(info).is_file()
+    return _is_file(cached_path(info))
 
 
 def cached_ok(info: ModelInfo) -> bool:
     """The cached file is there and matches its pinned (or recorded) sha256; one that nothing can
     check (unpinned, no recorded hash) counts as good. A file with the right name and other bytes
-    (corrupt, truncated, replaced by hand) is never used as the model it is named after."""
+    (corrupt, truncated, replaced by hand) is never used as the model it is named after.
+
+    Always hashes the file (once per process and file version): the stamp that ``models list``
+    reads is a record, not a proof, so a file changed behind it is still caught here."""
     path = cached_path(info)
-    if not path.is_file():
+    if not _is_file(path):
         return False
     expected = None if info.local_path else expected_sha256(info)
-    return expected is None or file_sha256(path) == expected
+    if expected is None:
+        return True
+    try:
+        got = file_sha256(path)
+    except OSError:  # unreadable: not usable (a pull says why when it cannot replace it)
+        return False
+    _write_stamp(path, got)
+    return got == expected
+
+
+# -- verified stamps: what `models list` shows without hashing -------------------------------
+# After a file was hashed (a verified pull, `models verify`, a use), ``<model>.onnx.verified``
+# records its size, mtime, ctime, inode and sha256. `list` trusts it only while all four still
+# match the file, so a copy, an edit or a touch makes it "not verified" until hashed again.
+_STAMP_FIELDS = ("size", "mtime_ns", "ctime_ns", "ino")
+
+
+def _stamp_path(path: Path) -> Path:
+    return path.with_name(path.name + ".verified")
+
+
+def _stat_fields(st: os.stat_result) -> dict:
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino}
+
+
+def _write_stamp(path: Path, sha: str) -> None:
+    stamp = _stamp_path(path)
+    try:
+        rec = {**_stat_fields(path.stat()), "sha256": sha}
+        try:
+            if json.loads(stamp.read_text()) == rec:
+                return
+        except (OSError, ValueError):
+            pass
+        tmp = stamp.with_name(f"{stamp.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(rec))
+        os.replace(tmp, stamp)
+    except OSError:  # a read-only cache: list says "not verified", nothing else changes
+        pass
+
+
+def _stamped_sha(path: Path, st: os.stat_result) -> str | None:
+    """The sha256 the stamp records, when the stamp still describes this very file."""
+    try:
+        rec = json.loads(_stamp_path(path).read_text())
+        if isinstance(rec, dict) and all(rec.get(k) == v for k, v in _stat_fields(st).items()):
+            return str(rec.get("sha256") or "").lower() or None
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+@dataclass(frozen=True)
+class CacheState:
+    """What the cache holds for one model, without hashing: ``state`` is missing | partial |
+    corrupt | verified | unverified | unpinned | unreadable; ``text`` says it in a few words (the
+    `models list` cell); ``advice``, where there is something to do, the command that does it."""
+
+    state: str
+    text: str
+    advice: str = ""
+
+
+def cache_state(info: ModelInfo) -> CacheState:
+    """The cached file's state from its size and its stamp (no hashing: `models verify` hashes)."""
+    path = cached_path(info)
+    try:
+        if not path.is_file():
+            part = path.with_name(path.name + ".part")
+            if part.is_file() and part.stat().st_size:
+                return CacheState("partial", f"partial ({part.stat().st_size / 1e6:.1f} MB)",
+                                  f"`depthcraft models pull {info.name}` resumes it")
+            return CacheState("missing", "no")
+        st = path.stat()
+    except OSError as e:
+        return CacheState("unreadable", f"unreadable ({e.strerror or e})")
+    if info.pinned and info.size_bytes and st.st_size != info.size_bytes:
+        return CacheState("corrupt", f"corrupt (size {st.st_size}, expected {info.size_bytes})",
+                          f"`depthcraft models pull {info.name}` downloads it again")
+    expected = expected_sha256(info)
+    if expected is None:
+        return CacheState("unpinned", "cached, unpinned (no hash to verify against)")
+    got = _stamped_sha(path, st)
+    if got is None:
+        return CacheState("unverified", "cached, not verified", f"run `depthcraft models verify {info.name}`")
+    if got != expected:
+        return CacheState("corrupt", "corrupt (sha256 mismatch)",
+                          f"`depthcraft models pull {info.name}` downloads it again")
+    return CacheState("verified", "cached (verified)")
 
 
 def get_model(name: str) -> ModelInfo:
@@ -498,7 +598,7 @@ def pull(info: ModelInfo | str, *, trust_unpinned: bool = False, force: bool = F
     dest = cached_path(info)
     # An explicit --trust-unpinned accepts (and re-records) whatever an unpinned URL serves now.
     expected = info.sha256.lower() if info.sha256 else (None if trust_unpinned else expected_sha256(info))
-    if dest.is_file() and not force and cached_ok(info):
+    if _is_file(dest) and not force and cached_ok(info):
         return dest
     if expected is None and not trust_unpinned:
         raise ModelError(
@@ -552,6 +652,7 @@ def _pull_into(info: ModelInfo, dest: Path, expected: str | None, *, force: bool
                 hint=f"run `depthcraft models pull {info.name}` again; if it fails the same way the file behind "
                      "the URL has changed: download one you trust and pass onnx:/path/model.onnx")
         os.replace(part, dest)
+        _write_stamp(dest, got)
         if not info.pinned:
             _record_trusted(info, got, url)
             say(f"trusted unpinned download of {info.name}: sha256 {got} (recorded in {_trusted_file()})")
@@ -574,9 +675,10 @@ def verify(info: ModelInfo | str) -> VerifyResult:
     info = get_model(info) if isinstance(info, str) else info
     path = cached_path(info)
     expected = expected_sha256(info)
-    if not path.is_file():
+    if not _is_file(path):
         return VerifyResult(info.name, "missing", expected, None, path)
     got = file_sha256(path)
+    _write_stamp(path, got)
     if expected is None:
         return VerifyResult(info.name, "unpinned", None, got, path)
     return VerifyResult(info.name, "ok" if got == expected else "mismatch", expected, got, path)
@@ -597,11 +699,11 @@ def is_offline() -> bool:
 def ensure_model(info: ModelInfo, *, download: bool = True, say: Callable[[str], None] | None = None) -> Path:
     """The model file, downloading a pinned registry model on first use (never when offline)."""
     path = cached_path(info)
-    if path.is_file() and (info.local_path or cached_ok(info)):
+    if _is_file(path) and (info.local_path or cached_ok(info)):
         return path
     if info.local_path:
         raise InputError("no such model file", path=info.local_path)
-    if path.is_file() and (is_offline() or not download):
+    if _is_file(path) and (is_offline() or not download):
         raise ModelError(f"{path} does not match the sha256 of {info.name} (corrupt or replaced), so it is not used",
                          hint=f"run `depthcraft models pull {info.name}` to download it again, or pass "
                               "onnx:/path/model.onnx for a model of your own")
@@ -696,6 +798,6 @@ def with_registry_entry(info: ModelInfo) -> None:
     REGISTRY[info.name] = info
 
 
-__all__ = ["ModelInfo", "REGISTRY", "ModelError", "VerifyResult", "models_dir", "cached_path", "is_cached",
-           "cached_ok", "get_model", "resolved_url", "file_sha256", "expected_sha256", "trusted_hashes", "pull", "verify",
+__all__ = ["ModelInfo", "REGISTRY", "ModelError", "VerifyResult", "CacheState", "models_dir", "cached_path",
+           "is_cached", "cached_ok", "cache_state", "get_model", "resolved_url", "file_sha256", "expected_sha256", "trusted_hashes", "pull", "verify",
            "ensure_model", "is_offline", "local_model", "sidecar_for", "with_registry_entry"]

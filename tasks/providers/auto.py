@@ -83,8 +83,11 @@ def best_cached(say: Callable[[str], None] | None = None) -> M.ModelInfo | None:
         if M.cached_ok(info):
             return info
         path = M.cached_path(info)
-        if path.is_file() and say is not None:
-            key = (str(path), M.file_sha256(path))
+        if M.is_cached(info) and say is not None:
+            try:
+                key = (str(path), M.file_sha256(path))
+            except OSError:  # unreadable: nothing to say about its bytes
+                continue
             if key not in _told_bad:
                 _told_bad.add(key)
                 say(f"auto: {path} does not match the sha256 of {info.name} (corrupt or replaced): not used; "
