@@ -9,7 +9,9 @@ Resolution order (:func:`resolve`):
    included: it runs in a thread that is abandoned at the deadline; a slow link may raise it with
    ``DEPTHCRAFT_PROBE_SECONDS``), then a one-time pull of
    :data:`AUTO_MODEL` (Depth Anything V2 Small, Apache-2.0, sha256-pinned in the registry),
-   announced in one line (what, how big, why) with the download's progress bar;
+   announced in one line (what, how big, why) with the download's progress bar, under the stall
+   rule of ``lib/stall.py`` (:meth:`StallRule.for_auto`: a trickle or a crawl ends after a 10 s
+   window, the whole download after 900 s, or at once when it cannot finish by then);
 3. else ``classic``, said in one line with the command that gets a trained model.
 
 What ``auto`` resolved to is a concrete provider spec (``onnx:<model>`` or ``classic``): the
