@@ -26,6 +26,7 @@ Settings (environment): ``DEPTHCRAFT_DOWNLOAD_MIN_KBPS`` (R, default 10 KB/s),
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import threading
@@ -101,34 +102,32 @@ class Guard:
             self.start = self.clock()
             self.connected = False
             self.total = 0
-            self._samples: list[list[float]] = [[self.start, 0.0]]  # (time, bytes so far), time ascending
+            # samples: at time _times[i], _cums[i] bytes had arrived (both ascending)
+            self._times: list[float] = [self.start]
+            self._cums: list[int] = [0]
             self._last_projection = self.start
 
     def got(self, n: int) -> None:
         with self._lock:
             now = self.clock()
             self.total += n
-            last = self._samples[-1]
-            if now - last[0] < _BUCKET_S and len(self._samples) > 1:
-                last[1] = self.total  # merged: the bucket's bytes count from its first moment (a little stricter)
-            else:
-                self._samples.append([now, float(self.total)])
-            cut = now - self.rule.window_s
+            if now - self._times[-1] < _BUCKET_S and len(self._times) > 1:
+                self._cums[-1] = self.total  # merged: the bucket's bytes count from its first moment (a little stricter)
+                return
+            self._times.append(now)
+            self._cums.append(self.total)
             # keep the last sample at or before the window's start: it says what had arrived by then
-            i = 0
-            while i + 1 < len(self._samples) and self._samples[i + 1][0] <= cut:
-                i += 1
-            if i:
-                del self._samples[:i]
+            i = bisect.bisect_right(self._times, now - self.rule.window_s) - 1
+            if i > 0:
+                del self._times[:i], self._cums[:i]
 
     def _rate_fail_at(self) -> float:
-        """When the rate rule fails if nothing more arrives."""
+        """When the rate rule fails if nothing more arrives: once the sample that lifted the total
+        past ``total - need`` has left the window."""
         w = self.rule.window_s
-        threshold = self.total - self.need
-        for t, cum in self._samples:
-            if cum > threshold:
-                return max(self.start + w, t + w)
-        return self.start + w
+        i = bisect.bisect_right(self._cums, self.total - self.need)
+        t = self._times[i] if i < len(self._times) else self.start
+        return max(self.start + w, t + w)
 
     def fail_at(self) -> float:
         with self._lock:
@@ -140,10 +139,8 @@ class Guard:
         now = self.clock() if now is None else now
         with self._lock:
             since = max(self.start, now - self.rule.window_s)
-            before = 0.0
-            for t, cum in self._samples:
-                if t <= since:
-                    before = cum
+            i = bisect.bisect_right(self._times, since) - 1
+            before = self._cums[i] if i >= 0 else 0
             span = max(1e-6, now - since)
             return (self.total - before) / span
 
