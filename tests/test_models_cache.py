@@ -230,3 +230,33 @@ def test_hash_is_checked_against_the_pin_not_the_stamp(env):
     path = M.pull(info, progress=False)
     stamp = json.loads(path.with_name(path.name + ".verified").read_text())
     assert stamp["sha256"] == hashlib.sha256(data).hexdigest() and stamp["size"] == len(data)
+
+
+def test_a_pull_killed_mid_download_is_resumed_and_its_lock_file_cleared(env, monkeypatch):
+    """kill -9 cannot remove the lock file: the next pull locks that file (the kernel released the
+    lock with the process), resumes the part, and removes it."""
+    import signal
+
+    srv, info, data = env
+    crawl = Trickle(data, "body", fast=len(data) // 3)
+    monkeypatch.setenv("DEPTHCRAFT_MODELS_MIRROR", crawl.base + "/")
+    e = dict(os.environ)
+    part = M.cached_path(info).with_name(info.filename + ".part")
+    lock = M.cached_path(info).with_name(info.filename + ".lock")
+    try:
+        p = subprocess.Popen([sys.executable, "-c", _PULL, info.sha256, str(len(data))], env=e,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        t0 = time.monotonic()
+        while not (part.exists() and part.stat().st_size >= len(data) // 3) and time.monotonic() - t0 < 60:
+            time.sleep(0.05)
+        p.send_signal(signal.SIGKILL)
+        p.wait(10)
+        assert lock.exists() and part.stat().st_size >= len(data) // 3
+        kept = part.stat().st_size
+        crawl.mode = None
+        assert M.pull(info, progress=False).read_bytes() == data
+        assert crawl.ranges[-1] == f"bytes={kept}-"
+    finally:
+        crawl.close()
+    assert not lock.exists() and not part.exists()
+    assert M.cache_state(info).state == "verified"
