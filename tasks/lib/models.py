@@ -205,9 +205,6 @@ def cached_ok(info: ModelInfo) -> bool:
 # After a file was hashed (a verified pull, `models verify`, a use), ``<model>.onnx.verified``
 # records its size, mtime, ctime, inode and sha256. `list` trusts it only while all four still
 # match the file, so a copy, an edit or a touch makes it "not verified" until hashed again.
-_STAMP_FIELDS = ("size", "mtime_ns", "ctime_ns", "ino")
-
-
 def _stamp_path(path: Path) -> Path:
     return path.with_name(path.name + ".verified")
 
