@@ -21,26 +21,60 @@ def _console():
     return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
+_STATE_STYLE = {"verified": "green", "corrupt": "red", "unverified": "yellow", "partial": "yellow",
+                "unreadable": "red", "unpinned": "yellow"}
+
+
+def _cache_problem(folder) -> str | None:
+    """None when the cache folder is there and readable, or not there yet; else why not."""
+    import os
+
+    try:
+        os.listdir(folder)
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        return "it is not a folder"
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
+
+
 def cmd_list(args) -> int:
+    from rich.markup import escape
     from rich.table import Table
 
     con = _console()
-    table = Table(title=f"ONNX depth models (cache: {M.models_dir()})")
+    folder = M.models_dir()
+    why = _cache_problem(folder)
+    if why:
+        raise M.ModelError(f"cannot read the model cache {folder}: {why}",
+                           hint="make it readable, or set DEPTHCRAFT_MODELS_DIR to another folder")
+    table = Table(title=f"ONNX depth models (cache: {folder})")
     for col in ("name", "output", "input", "licence", "size", "cached", "pinned"):
         table.add_column(col, no_wrap=col in ("name", "cached", "pinned"))
     trusted = M.trusted_hashes()
+    advice = []
     for info in M.REGISTRY.values():
         out = "meters" + (f" (<= {info.max_depth_m:g} m)" if info.max_depth_m else "") if info.output == "metric" \
             else "relative"
         lic = info.licence + ("" if info.commercial_use else " [yellow](non-commercial)[/]")
         pinned = "yes" if info.pinned else ("recorded" if info.name in trusted else "[yellow]no[/]")
-        table.add_row(info.name, out, info.input_text(), lic, info.size_text(),
-                      "yes" if M.is_cached(info) else "no", pinned)
+        st = M.cache_state(info)
+        if st.advice:
+            advice.append(f"{info.name}: {st.text}: {st.advice}")
+        style = _STATE_STYLE.get(st.state)
+        cached = f"[{style}]{escape(st.text)}[/]" if style else escape(st.text)
+        table.add_row(info.name, out, info.input_text(), lic, info.size_text(), cached, pinned)
     con.print(table)
     if getattr(args, "models_long", False):
         for info in M.REGISTRY.values():
             con.print(f"[bold]{info.name}[/]: {info.description}\n  url: {info.url}\n  sha256: "
                       f"{info.sha256 or 'not pinned'} ({info.sha256_note})")
+    for line in advice:  # "verified": the last hash of the file matched, and the file has not changed since
+        con.print(escape(line), soft_wrap=True)
+    if not folder.exists():
+        con.print(f"(no model cache yet: {folder} is made by the first pull)")
     con.print("Use one with `--provider onnx:NAME` (downloaded on first use when pinned), or fetch it now with "
               "`depthcraft models pull NAME`.")
     return 0
@@ -91,7 +125,7 @@ def handler(args) -> int:
     except DepthcraftError as e:
         from rich.markup import escape
 
-        _console().print(f"[red]error:[/] {escape(str(e))}")
+        _console().print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)  # one line, however long
         return e.exit_code
 
 
@@ -101,7 +135,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                               description="The ONNX depth models: list them, download one into the user cache "
                                           "(DEPTHCRAFT_MODELS_DIR overrides the folder), verify cached files.")
     sub = p.add_subparsers(dest="models_action")
-    pl = sub.add_parser("list", help="the models, their licences, and which are cached")
+    pl = sub.add_parser("list", help="the models, their licences, and which are cached (verified, not verified "
+                                     "yet, corrupt, partial)")
     pl.add_argument("-l", "--long", dest="models_long", action="store_true",
                     help="also print descriptions, URLs and hashes")
     pp = sub.add_parser("pull", help="download a model (resumable, verified by sha256)")

@@ -27,6 +27,7 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 from .errors import InputError, ParameterError, ProviderError
+from .stall import AUTO_DEADLINE_ENV, Guard, Stalled, StallRule, guard_client
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -166,19 +167,116 @@ def cached_path(info: ModelInfo) -> Path:
     return models_dir() / info.filename
 
 
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False where the cache cannot even be looked at (permissions, a name too
+    long): such a cache has no usable model, and the caller says why when it tries to write."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def is_cached(info: ModelInfo) -> bool:
-    return cached_path(info).is_file()
+    return _is_file(cached_path(info))
 
 
 def cached_ok(info: ModelInfo) -> bool:
     """The cached file is there and matches its pinned (or recorded) sha256; one that nothing can
     check (unpinned, no recorded hash) counts as good. A file with the right name and other bytes
-    (corrupt, truncated, replaced by hand) is never used as the model it is named after."""
+    (corrupt, truncated, replaced by hand) is never used as the model it is named after.
+
+    Always hashes the file (once per process and file version): the stamp that ``models list``
+    reads is a record, not a proof, so a file changed behind it is still caught here."""
     path = cached_path(info)
-    if not path.is_file():
+    if not _is_file(path):
         return False
     expected = None if info.local_path else expected_sha256(info)
-    return expected is None or file_sha256(path) == expected
+    if expected is None:
+        return True
+    try:
+        got = file_sha256(path)
+    except OSError:  # unreadable: not usable (a pull says why when it cannot replace it)
+        return False
+    _write_stamp(path, got)
+    return got == expected
+
+
+# -- verified stamps: what `models list` shows without hashing -------------------------------
+# After a file was hashed (a verified pull, `models verify`, a use), ``<model>.onnx.verified``
+# records its size, mtime, ctime, inode and sha256. `list` trusts it only while all four still
+# match the file, so a copy, an edit or a touch makes it "not verified" until hashed again.
+def _stamp_path(path: Path) -> Path:
+    return path.with_name(path.name + ".verified")
+
+
+def _stat_fields(st: os.stat_result) -> dict:
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino}
+
+
+def _write_stamp(path: Path, sha: str) -> None:
+    stamp = _stamp_path(path)
+    try:
+        rec = {**_stat_fields(path.stat()), "sha256": sha}
+        try:
+            if json.loads(stamp.read_text()) == rec:
+                return
+        except (OSError, ValueError):
+            pass
+        tmp = stamp.with_name(f"{stamp.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(rec))
+        os.replace(tmp, stamp)
+    except OSError:  # a read-only cache: list says "not verified", nothing else changes
+        pass
+
+
+def _stamped_sha(path: Path, st: os.stat_result) -> str | None:
+    """The sha256 the stamp records, when the stamp still describes this very file."""
+    try:
+        rec = json.loads(_stamp_path(path).read_text())
+        if isinstance(rec, dict) and all(rec.get(k) == v for k, v in _stat_fields(st).items()):
+            return str(rec.get("sha256") or "").lower() or None
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+@dataclass(frozen=True)
+class CacheState:
+    """What the cache holds for one model, without hashing: ``state`` is missing | partial |
+    corrupt | verified | unverified | unpinned | unreadable; ``text`` says it in a few words (the
+    `models list` cell); ``advice``, where there is something to do, the command that does it."""
+
+    state: str
+    text: str
+    advice: str = ""
+
+
+def cache_state(info: ModelInfo) -> CacheState:
+    """The cached file's state from its size and its stamp (no hashing: `models verify` hashes)."""
+    path = cached_path(info)
+    try:
+        if not path.is_file():
+            part = path.with_name(path.name + ".part")
+            if part.is_file() and part.stat().st_size:
+                return CacheState("partial", f"partial ({part.stat().st_size / 1e6:.1f} MB)",
+                                  f"`depthcraft models pull {info.name}` resumes it")
+            return CacheState("missing", "no")
+        st = path.stat()
+    except OSError as e:
+        return CacheState("unreadable", f"unreadable ({e.strerror or e})")
+    if info.pinned and info.size_bytes and st.st_size != info.size_bytes:
+        return CacheState("corrupt", f"corrupt (size {st.st_size}, expected {info.size_bytes})",
+                          f"`depthcraft models pull {info.name}` downloads it again")
+    expected = expected_sha256(info)
+    if expected is None:
+        return CacheState("unpinned", "cached, unpinned (no hash to verify against)")
+    got = _stamped_sha(path, st)
+    if got is None:
+        return CacheState("unverified", "cached, not verified", f"run `depthcraft models verify {info.name}`")
+    if got != expected:
+        return CacheState("corrupt", "corrupt (sha256 mismatch)",
+                          f"`depthcraft models pull {info.name}` downloads it again")
+    return CacheState("verified", "cached (verified)")
 
 
 def get_model(name: str) -> ModelInfo:
@@ -313,8 +411,17 @@ class _Bar:
             self.progress.stop()
 
 
-def _lock(dest: Path):
-    """An exclusive lock for one model's download across processes (POSIX), else a no-op."""
+def _lock(dest: Path, guard: Guard | None = None):
+    """An exclusive lock for one model's download across processes (POSIX), else a no-op.
+
+    The lock file (``<model>.onnx.lock``) is removed by its holder before it lets go, so a pull
+    leaves nothing behind. That is safe because a waiter, once it holds a lock, checks that the
+    file it locked is still the one at that path (same inode); if the holder removed it meanwhile,
+    the waiter locks afresh, so two processes never both hold "the" lock of one model.
+    With a ``guard`` that has a deadline, waiting for another process ends at that deadline
+    (:class:`ModelError`); without one it waits as long as the other download takes (that one has
+    its own stall rule).
+    """
     import contextlib
 
     @contextlib.contextmanager
@@ -325,30 +432,69 @@ def _lock(dest: Path):
             yield
             return
         lock = dest.with_name(dest.name + ".lock")
-        with open(lock, "a+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+        while True:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+                _flock_until(fd, fcntl, guard, dest)
+                try:
+                    same = os.path.samestat(os.fstat(fd), os.stat(lock))
+                except FileNotFoundError:
+                    same = False
+            except BaseException:
+                os.close(fd)
+                raise
+            if same:
+                break
+            os.close(fd)  # the holder before us removed (and maybe someone re-created) the file: again
+        try:
+            yield
+        finally:
+            try:
+                os.unlink(lock)  # still ours: nobody else can hold this inode while we do
+            except OSError:
+                pass
+            os.close(fd)  # closing the descriptor releases the lock
 
     return held()
 
 
+def _flock_until(fd: int, fcntl, guard: Guard | None, dest: Path) -> None:
+    if guard is None or guard.deadline is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if guard.clock() >= guard.deadline:
+                raise ModelError(f"another depthcraft process has been downloading {dest.name} for longer than "
+                                 f"{guard.rule.deadline_s:g} s ({AUTO_DEADLINE_ENV}); not waiting for it",
+                                 hint=f"wait for it, or run `depthcraft models pull {dest.stem}`",
+                                 retryable=True) from None
+            time.sleep(0.05)
+
+
 def _fetch_to_part(url: str, part: Path, info: ModelInfo, *, progress: bool, timeout: float,
-                   read_timeout: float | None = None, client=None) -> None:
-    """Stream ``url`` into ``part``, resuming from its current size with a Range request."""
+                   read_timeout: float | None = None, client=None, guard: Guard | None = None) -> None:
+    """Stream ``url`` into ``part``, resuming from its current size with a Range request.
+
+    ``guard`` (:mod:`.stall`) ends a download that trickles, crawls or runs past its deadline;
+    what arrived stays in ``part`` for the next run to resume."""
     import httpx
 
     host = urlsplit(url).netloc or url
+    guard = guard or Guard(StallRule.for_pull())
     own = client is None
     if own:
         client = httpx.Client(follow_redirects=True, timeout=httpx.Timeout(timeout, read=read_timeout or max(timeout, 60.0)),
                               headers={"User-Agent": "depthcraft"})
+    guard_client(client, guard)
     try:
         for _attempt in range(2):  # a second pass only after a refused range restarts from zero
             offset = part.stat().st_size if part.exists() else 0
             headers = {"Range": f"bytes={offset}-"} if offset else {}
+            guard.begin()
             try:
                 with client.stream("GET", url, headers=headers) as r:
                     if r.status_code == 416 and offset:
@@ -392,16 +538,19 @@ def _fetch_to_part(url: str, part: Path, info: ModelInfo, *, progress: bool, tim
                                 out.close()
                                 part.unlink(missing_ok=True)
                                 raise _oversized(host, info, f"it sent more than {limit} bytes")
+                            guard.check(done, total)  # where the socket-level guard could not be installed
                     if total is not None and done < total:
                         raise _unreachable(host, f"the connection closed after {done} of {total} bytes",
                                            info, part, started=True)
                     return
             except ModelError:
                 raise
+            except Stalled as e:
+                raise _unreachable(host, str(e), info, part, started=guard.connected) from None
             except httpx.HTTPError as e:  # connect, timeout, read, protocol errors
                 started = not isinstance(e, (httpx.ConnectError, httpx.ConnectTimeout))
-                raise _unreachable(host, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__,
-                                   info, part, started=started) from None
+                why = guard.tripped or (f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+                raise _unreachable(host, why, info, part, started=started) from None
         raise ModelError(f"{host} refused to resume the download of {info.name}",
                          hint=f"delete {part} and run the pull again")
     finally:
@@ -427,12 +576,15 @@ def _content_range_total(value: str | None) -> int | None:
 
 def pull(info: ModelInfo | str, *, trust_unpinned: bool = False, force: bool = False, progress: bool = True,
          timeout: float = 30.0, read_timeout: float | None = None, say: Callable[[str], None] | None = None,
-         client=None) -> Path:
+         client=None, stall: StallRule | None = None) -> Path:
     """Download a registry model into the cache (once), verified by sha256; returns its path.
 
     A cached file that matches its hash is returned as it is; one that does not is downloaded
     again over it; ``force`` downloads again anyway. ``timeout``: seconds to connect;
     ``read_timeout``: seconds the server may stay silent (default ``max(timeout, 60)``).
+    ``stall``: the minimum sustained rate and the overall deadline (:mod:`.stall`; default
+    :meth:`StallRule.for_pull`, a rate floor and no deadline): a download that trickles or crawls
+    raises :class:`ModelError` in one line and keeps its ``.part`` for the next pull to resume.
     An unwritable cache folder raises :class:`ModelError` naming it.
     An unpinned model needs ``trust_unpinned``; the hash it gets is then recorded and printed.
     """
@@ -443,7 +595,7 @@ def pull(info: ModelInfo | str, *, trust_unpinned: bool = False, force: bool = F
     dest = cached_path(info)
     # An explicit --trust-unpinned accepts (and re-records) whatever an unpinned URL serves now.
     expected = info.sha256.lower() if info.sha256 else (None if trust_unpinned else expected_sha256(info))
-    if dest.is_file() and not force and cached_ok(info):
+    if _is_file(dest) and not force and cached_ok(info):
         return dest
     if expected is None and not trust_unpinned:
         raise ModelError(
@@ -452,7 +604,8 @@ def pull(info: ModelInfo | str, *, trust_unpinned: bool = False, force: bool = F
                  "record the hash you get, or download it yourself and pass onnx:/path/model.onnx")
     try:
         return _pull_into(info, dest, expected, force=force, progress=progress, timeout=timeout,
-                          read_timeout=read_timeout, say=say, client=client)
+                          read_timeout=read_timeout, say=say, client=client,
+                          guard=Guard(stall or StallRule.for_pull()))
     except OSError as e:  # the cache folder: read-only, full, a file where the folder should be
         why = "it is not a folder" if isinstance(e, (FileExistsError, NotADirectoryError)) else (e.strerror or e)
         raise ModelError(f"cannot write the model cache {dest.parent}: {why}"
@@ -462,7 +615,7 @@ def pull(info: ModelInfo | str, *, trust_unpinned: bool = False, force: bool = F
 
 
 def _pull_into(info: ModelInfo, dest: Path, expected: str | None, *, force: bool, progress: bool, timeout: float,
-               read_timeout: float | None, say: Callable[[str], None], client) -> Path:
+               read_timeout: float | None, say: Callable[[str], None], client, guard: Guard) -> Path:
     if dest.is_file() and not force:  # there, but not the bytes its name promises
         say(f"{dest} does not match the sha256 of {info.name} (corrupt or replaced): downloading it again")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -470,14 +623,14 @@ def _pull_into(info: ModelInfo, dest: Path, expected: str | None, *, force: bool
         " - NON-COMMERCIAL use only; check the licence before using its output in commercial work"))
     url = resolved_url(info)
     part = dest.with_name(dest.name + ".part")
-    with _lock(dest):
+    with _lock(dest, guard):
         if dest.is_file() and not force and cached_ok(info):  # another process finished it while we waited
             return dest
         resumed = part.exists() and part.stat().st_size > 0
         if resumed:
             say(f"resuming {info.name} from {part.stat().st_size / 1e6:.1f} MB")
         _fetch_to_part(url, part, info, progress=progress, timeout=timeout, read_timeout=read_timeout,
-                       client=client)
+                       client=client, guard=guard)
         got = file_sha256(part)
         if expected is not None and got != expected and resumed:
             # The bytes kept from before may be what is wrong (another file's start, a damaged
@@ -485,7 +638,7 @@ def _pull_into(info: ModelInfo, dest: Path, expected: str | None, *, force: bool
             say(f"{info.name}: the resumed download does not match its sha256; downloading it from the start")
             part.unlink(missing_ok=True)
             _fetch_to_part(url, part, info, progress=progress, timeout=timeout, read_timeout=read_timeout,
-                           client=client)
+                           client=client, guard=guard)
             got = file_sha256(part)
         if expected is not None and got != expected:
             size = part.stat().st_size
@@ -496,6 +649,7 @@ def _pull_into(info: ModelInfo, dest: Path, expected: str | None, *, force: bool
                 hint=f"run `depthcraft models pull {info.name}` again; if it fails the same way the file behind "
                      "the URL has changed: download one you trust and pass onnx:/path/model.onnx")
         os.replace(part, dest)
+        _write_stamp(dest, got)
         if not info.pinned:
             _record_trusted(info, got, url)
             say(f"trusted unpinned download of {info.name}: sha256 {got} (recorded in {_trusted_file()})")
@@ -518,9 +672,10 @@ def verify(info: ModelInfo | str) -> VerifyResult:
     info = get_model(info) if isinstance(info, str) else info
     path = cached_path(info)
     expected = expected_sha256(info)
-    if not path.is_file():
+    if not _is_file(path):
         return VerifyResult(info.name, "missing", expected, None, path)
     got = file_sha256(path)
+    _write_stamp(path, got)
     if expected is None:
         return VerifyResult(info.name, "unpinned", None, got, path)
     return VerifyResult(info.name, "ok" if got == expected else "mismatch", expected, got, path)
@@ -541,11 +696,11 @@ def is_offline() -> bool:
 def ensure_model(info: ModelInfo, *, download: bool = True, say: Callable[[str], None] | None = None) -> Path:
     """The model file, downloading a pinned registry model on first use (never when offline)."""
     path = cached_path(info)
-    if path.is_file() and (info.local_path or cached_ok(info)):
+    if _is_file(path) and (info.local_path or cached_ok(info)):
         return path
     if info.local_path:
         raise InputError("no such model file", path=info.local_path)
-    if path.is_file() and (is_offline() or not download):
+    if _is_file(path) and (is_offline() or not download):
         raise ModelError(f"{path} does not match the sha256 of {info.name} (corrupt or replaced), so it is not used",
                          hint=f"run `depthcraft models pull {info.name}` to download it again, or pass "
                               "onnx:/path/model.onnx for a model of your own")
@@ -640,6 +795,6 @@ def with_registry_entry(info: ModelInfo) -> None:
     REGISTRY[info.name] = info
 
 
-__all__ = ["ModelInfo", "REGISTRY", "ModelError", "VerifyResult", "models_dir", "cached_path", "is_cached",
-           "cached_ok", "get_model", "resolved_url", "file_sha256", "expected_sha256", "trusted_hashes", "pull", "verify",
+__all__ = ["ModelInfo", "REGISTRY", "ModelError", "VerifyResult", "CacheState", "models_dir", "cached_path",
+           "is_cached", "cached_ok", "cache_state", "get_model", "resolved_url", "file_sha256", "expected_sha256", "trusted_hashes", "pull", "verify",
            "ensure_model", "is_offline", "local_model", "sidecar_for", "with_registry_entry"]

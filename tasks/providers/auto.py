@@ -9,7 +9,9 @@ Resolution order (:func:`resolve`):
    included: it runs in a thread that is abandoned at the deadline; a slow link may raise it with
    ``DEPTHCRAFT_PROBE_SECONDS``), then a one-time pull of
    :data:`AUTO_MODEL` (Depth Anything V2 Small, Apache-2.0, sha256-pinned in the registry),
-   announced in one line (what, how big, why) with the download's progress bar;
+   announced in one line (what, how big, why) with the download's progress bar, under the stall
+   rule of ``lib/stall.py`` (:meth:`StallRule.for_auto`: a trickle or a crawl ends after a 10 s
+   window, the whole download after 900 s, or at once when it cannot finish by then);
 3. else ``classic``, said in one line with the command that gets a trained model.
 
 What ``auto`` resolved to is a concrete provider spec (``onnx:<model>`` or ``classic``): the
@@ -31,6 +33,7 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 from ..lib import models as M
+from ..lib.stall import StallRule
 
 AUTO_MODEL = "depth-anything-v2-small"
 # Best first: larger Depth Anything models are more detailed; metric ones give relative depth too.
@@ -41,7 +44,11 @@ PROBE_SECONDS = 0.6  # the whole connectivity probe, name lookup included (DEPTH
 RETRY_SECONDS = 300.0  # a failed probe or download is not retried sooner within one process
 # The download auto starts gives up when the registry (or the proxy) stays silent this long: to
 # connect, before the answer, or mid-file (the part is kept; the next run resumes it). An explicit
-# `depthcraft models pull` waits longer (60 s).
+# `depthcraft models pull` waits longer (60 s). A registry that keeps sending, but too slowly to
+# matter (a trickle, a crawl halfway, headers a byte at a time), is ended by the stall rule
+# (lib/stall.py: a minimum rate over a sliding window, DEPTHCRAFT_DOWNLOAD_MIN_KBPS and
+# DEPTHCRAFT_DOWNLOAD_WINDOW_SECONDS, and the whole download's deadline,
+# DEPTHCRAFT_AUTO_DOWNLOAD_SECONDS).
 STALL_SECONDS = 5.0
 OFFLINE_ENV = "DEPTHCRAFT_OFFLINE"
 
@@ -78,8 +85,11 @@ def best_cached(say: Callable[[str], None] | None = None) -> M.ModelInfo | None:
         if M.cached_ok(info):
             return info
         path = M.cached_path(info)
-        if path.is_file() and say is not None:
-            key = (str(path), M.file_sha256(path))
+        if M.is_cached(info) and say is not None:
+            try:
+                key = (str(path), M.file_sha256(path))
+            except OSError:  # unreadable: nothing to say about its bytes
+                continue
             if key not in _told_bad:
                 _told_bad.add(key)
                 say(f"auto: {path} does not match the sha256 of {info.name} (corrupt or replaced): not used; "
@@ -243,7 +253,8 @@ def _download(info: M.ModelInfo, host: str, where, say: Callable[[str], None]) -
         f"into {where}, once: no depth model is in the cache and it is far more accurate than the embedded "
         f"classic estimator ({OFFLINE_ENV}=1 or --offline never downloads)")
     try:
-        M.pull(info, progress=sys.stderr.isatty(), timeout=STALL_SECONDS, read_timeout=STALL_SECONDS)
+        M.pull(info, progress=sys.stderr.isatty(), timeout=STALL_SECONDS, read_timeout=STALL_SECONDS,
+               stall=StallRule.for_auto())
     except Exception as e:  # noqa: BLE001 - any failure falls back; the user is told which
         msg = (f"auto: the download of {info.name} failed ({e}): using the embedded classic estimator; "
                f"run `depthcraft models pull {info.name}` to retry")
