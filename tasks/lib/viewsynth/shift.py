@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import ParameterError
 from .common import (COLUMN_STRETCH, COLUMN_STRETCH_PX, FAR_DEMIX, FAR_EXTEND, FAR_STRETCH, FAR_STRETCH_PX,
                      GAP_EXTEND, GAP_SOFT, INTERP, JUMP_PX, NEAR_EXTEND, NEAR_SOFT, ROW_SOFT, by_bands, layer_channels,
-                     resolve_interpolation, rgb)
+                     resolve_interpolation, rgb, threads)
 from .holefill import Layers, _fill_row_holes, _finite, border_far, hidden_mask, make_layers, row_runs
 from .holefill import edge_far as _edge_far
 from .raster import _row_sources
@@ -180,28 +180,43 @@ REMAP_MAX = 32767  # cv2.remap: source and maps under this many rows and columns
 
 
 def _blend(out: np.ndarray, layers: Layers, r: np.ndarray, c: np.ndarray, src: np.ndarray, wgt: np.ndarray,
-           row0: int, interp: int) -> None:
+           row0: int, interp: int, rows: tuple[int, int] | None = None) -> None:
     """``out[r, c]`` (uint8 RGB, a band starting at photo row ``row0``) moved ``wgt`` of the way
-    towards the photo at ``(src, row0 + r)``, in place."""
+    towards the photo at ``(src, row0 + r)``, in place. ``rows``: the photo rows ``(first,
+    last)`` the read is clamped to (its border replicated past them); None: the points' own."""
     if r.size == 0:
         return
     # the points as a grid of BLEND_COLS columns: cv2.remap's maps are under 32767 a side, and
     # a band of noisy depth (or a 64 x 20000 strip) has more soft-edge pixels than that
     n = r.size
     cols = min(n, BLEND_COLS)
-    rows = -(-n // cols)
-    mx = np.zeros(rows * cols, np.float32)
-    my = np.full(rows * cols, np.float32(row0), np.float32)
+    nrows = -(-n // cols)
+    mx = np.zeros(nrows * cols, np.float32)
+    my = np.full(nrows * cols, np.float32(row0), np.float32)
     mx[:n] = src
     my[:n] = row0 + r
     # (the photo's rows read, alone: with the background layer under it a tall photo's stack
-    # is over remap's 32767 rows)
-    top = int(my[:n].min())
+    # is over remap's 32767 rows; only those the filters reach, lanczos 4 rows either way, and
+    # within the clamp, so that a point reads the same pixels in whichever batch it comes)
+    ylo, yhi = int(my[:n].min()), int(my[:n].max())
+    top, bottom = (ylo, yhi) if rows is None else rows
+    top, bottom = max(top, ylo - 4), min(bottom, yhi + 4)
     my -= np.float32(top)
-    px = cv2.remap(layers.stack[top:int(my[:n].max()) + top + 1], mx.reshape(rows, cols), my.reshape(rows, cols),
-                   interp, borderMode=cv2.BORDER_REPLICATE).reshape(rows * cols, -1)[:n, :3].astype(np.float32)
-    under = out[r, c].astype(np.float32)
-    out[r, c] = np.clip(under + wgt[:, None] * (px - under) + 0.5, 0, 255).astype(np.uint8)
+    px = cv2.remap(layers.stack[top:bottom + 1], mx.reshape(nrows, cols), my.reshape(nrows, cols),
+                   interp, borderMode=cv2.BORDER_REPLICATE).reshape(nrows * cols, -1)[:n, :3].astype(np.float32)
+    # (flat indices into the band's pixels: a third of the time of (row, column) pairs)
+    o3 = out.reshape(-1, out.shape[2]) if out.flags.c_contiguous else None
+    flat = r * out.shape[1] + c if o3 is not None else None
+    under = (o3[flat] if o3 is not None else out[r, c]).astype(np.float32)
+    px -= under  # under + wgt (px - under) + 0.5, rounded: the same operations in place
+    px *= wgt[:, None]
+    px += under
+    px += np.float32(0.5)
+    np.clip(px, 0, 255, out=px)
+    if o3 is not None:
+        o3[flat] = px.astype(np.uint8)
+    else:
+        out[r, c] = px.astype(np.uint8)
 
 
 def _background_stretch(hole: np.ndarray, xs: np.ndarray, weight: float, length: float, edge_weight: float = 0.0):
@@ -397,25 +412,46 @@ def _soft_rows(out: np.ndarray, filled: np.ndarray, disp: np.ndarray, layers: La
     pixel's own row (what lies just beyond the surface's edge in the photo, its blurred or
     anti-aliased border, moves with it). ``out`` uint8 RGB, ``filled`` bool and ``disp``
     float32 (each output pixel's disparity) ``H x W``, as :func:`shift_view` makes them. The
-    rows' counterpart of :func:`_soft_edges` (measured: docs/rendering.md, fifth round)."""
+    rows' counterpart of :func:`_soft_edges` (measured: docs/rendering.md, fifth round).
+
+    Row bands in parallel: a band reads its neighbours' first rows of ``filled`` and ``disp``
+    (never written here) and writes only its own pixels of ``out``."""
     h, w = filled.shape
-    ys, xs = np.nonzero(_near_visible_rows(filled, 1))
-    if ys.size == 0:
+    t32 = np.float32(tau)
+
+    def find(sl):
+        # the nearer neighbour's disparity, above or below (-inf: none, or a filled one)
+        y0, y1 = sl.start, sl.stop
+        nd = np.full((y1 - y0, w), -np.inf, np.float32)
+        for dy in (1, -1):
+            a, b = max(y0 + dy, 0), min(y1 + dy, h)  # the neighbours' rows that exist
+            if a >= b:
+                continue
+            v = np.where(filled[a:b], np.float32(-np.inf), disp[a:b])
+            np.maximum(nd[a - dy - y0:b - dy - y0], v, out=nd[a - dy - y0:b - dy - y0])
+        sel = nd > disp[sl] + t32
+        sel &= filled[sl]
+        ys, xs = np.nonzero(sel)
+        if ys.size == 0:
+            return None
+        nd = nd[ys, xs]
+        # (int64 columns and float32 disparity add in float64, then round, as they always did)
+        src = (xs + nd if direction < 0 else xs - nd).astype(np.float32)
+        return ys, xs, src
+
+    found = by_bands(find, h)
+    hit = [(sl, f) for sl, f in zip((slice(y, min(y + 16, h)) for y in range(0, h, 16)), found) if f is not None]
+    if not hit:
         return
-    nd = np.full(ys.size, -np.inf, np.float32)  # the nearer neighbour's disparity, above or below
-    for dy in (1, -1):
-        ny = ys + dy
-        ok = (ny >= 0) & (ny < h)
-        ok[ok] &= ~filled[ny[ok], xs[ok]]
-        v = np.full(ys.size, -np.inf, np.float32)
-        v[ok] = disp[ny[ok], xs[ok]]
-        np.maximum(nd, v, out=nd)
-    sel = nd > disp[ys, xs] + np.float32(tau)
-    if not sel.any():
-        return
-    ys, xs, nd = ys[sel], xs[sel], nd[sel]
-    src = (xs + nd if direction < 0 else xs - nd).astype(np.float32)
-    _blend(out, layers, ys, xs, src, np.full(ys.size, weight, np.float32), 0, interp)
+    # every band's read is clamped to the rows of all the points together (as one batch would be)
+    rows = (hit[0][0].start + int(hit[0][1][0].min()), hit[-1][0].start + int(hit[-1][1][0].max()))
+    wgt = np.float32(weight)
+
+    def blend(item):
+        sl, (ys, xs, src) = item
+        _blend(out[sl], layers, ys, xs, src, np.full(ys.size, wgt, np.float32), sl.start, interp, rows)
+
+    by_bands(lambda k: [blend(it) for it in hit[k.start:k.stop]], len(hit), rows=max(1, len(hit) // (4 * threads())))
 
 
 def resample(layers: Layers, map_x: np.ndarray, map_y: np.ndarray | None, filled: np.ndarray | None,

@@ -1,0 +1,93 @@
+"""Stereo pair on hard depth maps (issue: the 12 MP pair slowed down on noisy and blocky depth);
+prints a table.
+
+    python bench/bench_stereo_hard.py              # 12 MP (4000x3000), median of 3
+    python bench/bench_stereo_hard.py --repeat 5 --size 2000x1500
+
+Both eyes as ``depthcraft stereo`` renders them (``stereo.render_pair``: divergence 2 %,
+convergence 0.5, edge dilation width / 600) on the bench photo with three depth maps:
+
+- noise: uniform random nearness in every pixel (the worst case: holes everywhere, a soft edge
+  at every pixel's top and bottom);
+- checker: a 64 px checkerboard of near and far (long straight depth edges, large holes);
+- smooth: a Gaussian bump (the ordinary case).
+
+Ratios are what counts (the machine may be shared): run the script on two versions side by
+side. Target (issue 12): <= 2 s for the ordinary 12 MP pair; the hard cases have none, they
+should not be far above it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from depthcraft.tasks import stereo as S  # noqa: E402
+from depthcraft.tasks.lib.depthmap import DepthMap  # noqa: E402
+
+
+def photo(w: int, h: int) -> np.ndarray:
+    import skimage.data as sd
+
+    return cv2.resize(sd.coffee(), (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+def depth(kind: str, w: int, h: int) -> np.ndarray:
+    """float32 ``h x w`` nearness (larger = nearer) of the named case."""
+    if kind == "noise":
+        return np.random.default_rng(0).random((h, w), dtype=np.float32)
+    y, x = np.mgrid[0:h, 0:w]
+    if kind == "checker":
+        return (((y // 64) + (x // 64)) % 2).astype(np.float32)
+    x, y = x.astype(np.float32), y.astype(np.float32)
+    return np.exp(-(((x - w / 2) / (0.25 * w)) ** 2 + ((y - h / 2) / (0.25 * h)) ** 2)).astype(np.float32)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=3, help="timings taken this many times; the median counts")
+    ap.add_argument("--size", default="4000x3000", help="photo size WxH")
+    ap.add_argument("--cases", default="noise,checker,smooth")
+    a = ap.parse_args()
+    w, h = (int(v) for v in a.size.lower().split("x"))
+    img = photo(w, h)
+    rows = []
+    for kind in a.cases.split(","):
+        ld, rd, _ = S.eye_disparities(DepthMap(depth(kind, w, h), "relative_inverse"), divergence=2.0,
+                                      convergence=0.5, scale=None, width=w)
+        times = []
+        for _ in range(a.repeat):
+            t = time.perf_counter()
+            S.render_pair(img, ld, rd, edge_dilation=round(w / 600))
+            times.append(time.perf_counter() - t)
+        times.sort()
+        med = times[len(times) // 2]
+        rows.append((f"stereo pair {w}x{h}, {kind} depth", f"{med:.2f} s",
+                     ", ".join(f"{x:.2f}" for x in times)))
+        print(f"  {rows[-1][0]}: {rows[-1][1]} ({rows[-1][2]})", flush=True)
+    try:
+        from rich.console import Console
+        from rich.table import Table
+
+        tab = Table(title=f"depthcraft stereo on hard depth ({os.cpu_count()} cores)")
+        for c in ("measure", f"median of {a.repeat}", "every run"):
+            tab.add_column(c)
+        for r_ in rows:
+            tab.add_row(*r_)
+        Console().print(tab)
+    except ImportError:
+        for r_ in rows:
+            print(" | ".join(r_))
+
+
+if __name__ == "__main__":
+    main()
