@@ -341,58 +341,74 @@ def _column_stretch(out: np.ndarray, filled: np.ndarray, disp: np.ndarray, tau: 
     columns' counterpart of :func:`_background_stretch`: a surface seen just above a hole
     usually goes on into it. ``demix``: the share of that clean pixel the skipped first row
     takes (it is tinted by the occluder that has moved away, as ``FAR_DEMIX`` along the rows).
-    ``out`` uint8 RGB, ``filled`` bool, ``disp`` float32 ``H x W``."""
+    ``out`` uint8 RGB, ``filled`` bool, ``disp`` float32 ``H x W``.
+
+    Row bands in parallel, each reading the rows within ``length + 1`` of it; every pixel is
+    read before any is written (the demixed pixels are read as clean ones by other holes)."""
     h, w = filled.shape
-    ys, xs = np.nonzero(_near_visible_rows(filled, length))
-    if ys.size == 0:
-        return
-    own = disp[ys, xs]
-    acc = np.zeros((ys.size, 3), np.float32)
-    tot = np.zeros(ys.size, np.float32)
-    dm_y: list = []
-    dm_x: list = []
-    dm_c: list = []
-    for dy in (1, -1):
-        open_ = np.ones(ys.size, bool)  # every pixel between is still a hole
-        for j in range(1, length + 1):
-            ny = ys + dy * j
-            inside = (ny >= 0) & (ny < h)
-            open_ &= inside
-            if not open_.any():
-                break
-            idx = np.flatnonzero(open_)
-            nh = filled[ny[idx], xs[idx]]
-            hit = idx[~nh]  # the first visible pixel this way; read the one past it, as the guard
-            cy = ny[hit] + dy  # of the fill does: a depth edge a row short leaves the occluder's
-            ok = (cy >= 0) & (cy < h)  # colour in the first row, labelled background
-            hit2, cy = hit[ok], cy[ok]
-            ok = ~filled[cy, xs[hit2]]
-            ok &= np.abs(disp[cy, xs[hit2]] - own[hit2]) <= tau
-            ok &= np.abs(disp[ny[hit2], xs[hit2]] - own[hit2]) <= tau
-            same, cy = hit2[ok], cy[ok]
-            if same.size:
-                wj = np.float32(weight * (1.0 - (j - 1) / length))
-                acc[same] += wj * out[cy, xs[same]]
-                tot[same] += wj
-                if j == 1 and demix > 0:  # the first visible row, beside the hole's top or bottom
-                    dm_y.append(ny[same])
-                    dm_x.append(xs[same])
-                    dm_c.append(cy)
-            open_[hit] = False
-    m = tot > 0
-    if not m.any():
-        return
-    share = np.minimum(tot[m], np.float32(weight))[:, None]
-    y, x = ys[m], xs[m]
-    under = out[y, x].astype(np.float32)
-    new = np.clip(under + share * (acc[m] / tot[m][:, None] - under) + 0.5, 0, 255).astype(np.uint8)
-    if dm_y:  # (read before anything is written: the clean pixels are never filled ones)
-        vy, vx, cy = (np.concatenate(a) for a in (dm_y, dm_x, dm_c))
-        vy, first = np.unique(vy * w + vx, return_index=True)
-        vy, vx, cy = vy // w, vx[first], cy[first]
-        seen = out[vy, vx].astype(np.float32)
-        out[vy, vx] = np.clip(seen + np.float32(demix) * (out[cy, vx] - seen) + 0.5, 0, 255).astype(np.uint8)
-    out[y, x] = new
+    near = _near_visible_rows(filled, length)
+    t32 = np.float32(tau)
+    # (the weights as the scalar loop made them: float64, then float32)
+    wj = [np.float32(weight * (1.0 - (j - 1) / length)) for j in range(length + 1)]
+    o3 = out.reshape(-1, 3)  # (a view of shift_view's image; a copy, written back, otherwise)
+
+    def band(sl):
+        ys, xs = np.nonzero(near[sl])
+        if ys.size == 0:
+            return None
+        ys += sl.start
+        p = ys * w + xs  # flat indices of the holes
+        fl, dv = filled.reshape(-1), disp.reshape(-1)
+        own = dv[p]
+        acc = np.zeros((ys.size, 3), np.float32)
+        tot = np.zeros(ys.size, np.float32)
+        dm = []
+        for dy in (1, -1):
+            cur = np.arange(ys.size)  # the holes whose pixels between are all still holes
+            for j in range(1, length + 1):
+                ny = ys[cur] + dy * j
+                inside = (ny >= 0) & (ny < h)
+                if not inside.all():
+                    cur, ny = cur[inside], ny[inside]
+                if cur.size == 0:
+                    break
+                q = p[cur] + dy * j * w
+                nh = fl[q]
+                hit, q, ny = cur[~nh], q[~nh], ny[~nh]  # the first visible pixel this way; read the one
+                ok = (ny + dy >= 0) & (ny + dy < h)  # past it, as the guard of the fill does
+                hit, q = hit[ok], q[ok]
+                c = q + dy * w
+                ok = ~fl[c]
+                ok &= np.abs(dv[c] - own[hit]) <= t32
+                ok &= np.abs(dv[q] - own[hit]) <= t32
+                same, q, c = hit[ok], q[ok], c[ok]
+                if same.size:
+                    acc[same] += wj[j] * o3[c]
+                    tot[same] += wj[j]
+                    if j == 1 and demix > 0:  # the first visible row, beside the hole's top or bottom
+                        dm.append((q, c))
+                cur = cur[nh]
+        m = tot > 0
+        if not m.any():
+            return None
+        share = np.minimum(tot[m], np.float32(weight))[:, None]
+        f = p[m]
+        under = o3[f].astype(np.float32)
+        new = np.clip(under + share * (acc[m] / tot[m][:, None] - under) + 0.5, 0, 255).astype(np.uint8)
+        if dm:  # (a visible pixel is demixed at most once: from the hole above it, its pixel below
+            # clean, or from the hole below it, that pixel a hole)
+            v, c = (np.concatenate(a) for a in zip(*dm))
+            seen = o3[v].astype(np.float32)
+            dm = (v, np.clip(seen + np.float32(demix) * (o3[c] - seen) + 0.5, 0, 255).astype(np.uint8))
+        return f, new, dm or None
+
+    done = [r for r in by_bands(band, h) if r is not None]
+    for f, new, dm in done:  # (read before anything is written: the clean pixels are never filled ones)
+        if dm is not None:
+            o3[dm[0]] = dm[1]
+        o3[f] = new
+    if done and not np.shares_memory(o3, out):
+        out[...] = o3.reshape(out.shape)
 
 
 def _near_visible_rows(filled: np.ndarray, rows: int) -> np.ndarray:
