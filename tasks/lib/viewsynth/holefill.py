@@ -621,7 +621,10 @@ def _row_exemplar(src: np.ndarray, hidden: np.ndarray, d: np.ndarray, out: np.nd
                   margin: int = 1) -> None:
     """Mix the background-side row exemplar (see :func:`background_fill`) into ``out`` (uint8
     RGB or RGBA, in place) on the ``hidden`` pixels. Works on runs of hidden pixels along the rows:
-    each run takes the side (left or right neighbour) of smaller disparity, the background."""
+    each run takes the side (left or right neighbour) of smaller disparity, the background. The
+    pixels are taken run by run from the background's edge inwards (the ``k``-th mixes the
+    first background pixel past the guard with the one ``k - 1`` further), only as many as
+    have that mirror in the row: per-run work where it can be, int32 indices."""
     h, w = hidden.shape
     row, c0, c1 = row_runs(hidden)  # c0: the run's first hidden column, c1: the column after it
     if row.size == 0:
@@ -631,32 +634,40 @@ def _row_exemplar(src: np.ndarray, hidden: np.ndarray, d: np.ndarray, out: np.nd
     dl = np.where(c0 > 0, flat_d[base + np.maximum(c0 - 1, 0)], np.inf)
     dr = np.where(c1 < w, flat_d[base + np.minimum(c1, w - 1)], np.inf)
     right = dr <= dl  # the background is on the right of the run
-    usable = np.isfinite(np.minimum(dl, dr))
-    n = (c1 - c0)[usable]
-    r_row, r_c0, r_c1, r_right = row[usable], c0[usable], c1[usable], right[usable]
-    if n.size == 0:
-        return
-    # every hidden pixel of the usable runs: its column and its run
-    run = np.repeat(np.arange(n.size), n)
-    first = np.repeat(np.cumsum(n) - n, n)
-    x = r_c0[run] + (np.arange(run.size) - first)
-    rt = r_right[run]
-    edge = np.where(rt, r_c1[run], r_c0[run] - 1)  # the first background pixel
-    k = np.abs(edge - x)
-    sgn = np.where(rt, 1, -1)
+    # per run: the first background pixel (edge), the first one past the guard (a): the pixel
+    # k from the edge mixes a with its mirror a + (k - 1) away from the run
+    sgn = np.where(right, 1, -1)
+    edge = np.where(right, c1, c0 - 1)
     a = edge + sgn * margin
-    b = a + sgn * (k - 1)
-    ok = (a >= 0) & (a < w) & (b >= 0) & (b < w)
-    y = r_row[run]
-    x, y, a, b = x[ok], y[ok], a[ok], b[ok]
-    fa = y * w + a
-    fb = y * w + b
+    # the pixels k = 1 .. m of a run whose mirror stays in the row (b = a + sgn (k - 1))
+    m = np.minimum(c1 - c0, np.where(right, w - a, a + 1))
+    ok = np.isfinite(np.minimum(dl, dr)) & (a >= 0) & (a < w) & (m > 0)
     flat_h = hidden.reshape(-1)
-    ok = ~flat_h[fa] & ~flat_h[fb]
-    fa, fb, ft = fa[ok], fb[ok], (y * w + x)[ok]
+    ok[ok] = ~flat_h[(base + a)[ok]]
+    if not ok.any():
+        return
+    m, sgn = m[ok], sgn[ok]
+    ity = np.int32 if hidden.size < 2**31 - 1 else np.int64
+    fe = (base + edge)[ok].astype(ity)
+    fa = (base + a)[ok].astype(ity)
+    nn = int(m.sum())
+    # sgn * k for every pixel: run by run k = 1 .. m
+    sk = np.ones(nn, ity)
+    starts = np.cumsum(m) - m
+    sk[starts[1:]] = 1 - m[:-1]  # (a running sum restarts at 1 at each run)
+    np.cumsum(sk, out=sk)
+    s_rep = np.repeat(sgn.astype(ity), m)
+    sk *= s_rep
+    ft = np.repeat(fe, m)
+    ft -= sk
+    fb = np.repeat(fa - sgn.astype(ity), m)
+    fb += sk
+    keep = ~flat_h[fb]
+    run = np.repeat(np.arange(m.size, dtype=ity), m)
+    fa_p, fb, ft = fa[run[keep]], fb[keep], ft[keep]
     s3 = src.reshape(-1, 3)
     o3 = out.reshape(-1, out.shape[2])[:, :3]  # RGB, or the RGB of RGBA
-    ex = s3[fa].astype(np.float32)
+    ex = s3[fa_p].astype(np.float32)
     ex += s3[fb]
     ex *= np.float32(0.5 * weight)
     ex += o3[ft] * np.float32(1.0 - weight)
