@@ -162,12 +162,18 @@ def _soft_edges(d: np.ndarray, xs: np.ndarray, tau: float, gap: tuple[float, flo
         return None
     rows, cols, src, wgt = (np.concatenate(a) for a in zip(*parts))
     flat = rows * w + cols
-    # the nearest edge wins each pixel (the largest source x: see raster._row_sources)
-    o = np.lexsort((-src, flat))
-    flat, src, wgt = flat[o], src[o], wgt[o]
-    first = np.ones(flat.size, bool)
-    first[1:] = flat[1:] != flat[:-1]
-    flat, src, wgt = flat[first], src[first], wgt[first]
+    # the nearest edge wins each pixel (the largest source x: see raster._row_sources), the
+    # first one listed among equals; the pixels in row-major order (a scatter of the maxima,
+    # then of the first index that reaches one: no sort)
+    n = flat.size
+    best = np.full(h * w, -np.inf, np.float32)
+    np.maximum.at(best, flat, src)
+    win = np.flatnonzero(src == best[flat])
+    first = np.full(h * w, n, np.int64)
+    np.minimum.at(first, flat[win], win)
+    flat = np.flatnonzero(first < n)
+    pick = first[flat]
+    src, wgt = src[pick], wgt[pick]
     keep = src > xs.reshape(-1)[flat]  # a hole (-inf), or a farther surface the hard warp drew
     if not keep.any():
         return None
