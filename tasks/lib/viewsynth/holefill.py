@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from ..errors import ParameterError
-from .common import HIDDEN_MARGIN, HIDDEN_SPREAD, JUMP_PX, by_bands
+from .common import HIDDEN_MARGIN, HIDDEN_SPREAD, JUMP_PX, by_bands, put_px, take_px
 
 
 # -- inpainting ---------------------------------------------------------------------------------
@@ -666,13 +666,21 @@ def _row_exemplar(src: np.ndarray, hidden: np.ndarray, d: np.ndarray, out: np.nd
     run = np.repeat(np.arange(m.size, dtype=ity), m)
     fa_p, fb, ft = fa[run[keep]], fb[keep], ft[keep]
     s3 = src.reshape(-1, 3)
-    o3 = out.reshape(-1, out.shape[2])[:, :3]  # RGB, or the RGB of RGBA
-    ex = s3[fa_p].astype(np.float32)
-    ex += s3[fb]
+    if not s3.flags.c_contiguous:  # (the RGB of an RGBA photo)
+        s3 = np.ascontiguousarray(s3)
+    ex = take_px(s3, fa_p).astype(np.float32)
+    ex += take_px(s3, fb)
     ex *= np.float32(0.5 * weight)
-    ex += o3[ft] * np.float32(1.0 - weight)
+    op = out.reshape(-1, out.shape[2])  # RGB, or RGBA: its alpha written back as it was
+    px = take_px(op, ft)
+    ex += px[:, :3] * np.float32(1.0 - weight)
     ex += np.float32(0.5)
-    o3[ft] = ex.astype(np.uint8)
+    px[:, :3] = ex.astype(np.uint8)
+    if np.shares_memory(op, out):
+        put_px(op, ft, px)
+    else:
+        op[ft] = px
+        out[...] = op.reshape(out.shape)
 
 
 def background_layer(image: np.ndarray, hidden: np.ndarray) -> np.ndarray:

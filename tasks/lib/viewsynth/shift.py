@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import ParameterError
 from .common import (COLUMN_STRETCH, COLUMN_STRETCH_PX, FAR_DEMIX, FAR_EXTEND, FAR_STRETCH, FAR_STRETCH_PX,
                      GAP_EXTEND, GAP_SOFT, INTERP, JUMP_PX, NEAR_EXTEND, NEAR_SOFT, ROW_SOFT, by_bands, layer_channels,
-                     resolve_interpolation, rgb, threads)
+                     put_px, resolve_interpolation, rgb, take_px, threads)
 from .holefill import Layers, _fill_row_holes, _finite, border_far, hidden_mask, make_layers, row_runs
 from .holefill import edge_far as _edge_far
 from .raster import _row_sources
@@ -213,14 +213,14 @@ def _blend(out: np.ndarray, layers: Layers, r: np.ndarray, c: np.ndarray, src: n
     # (flat indices into the band's pixels: a third of the time of (row, column) pairs)
     o3 = out.reshape(-1, out.shape[2]) if out.flags.c_contiguous else None
     flat = r * out.shape[1] + c if o3 is not None else None
-    under = (o3[flat] if o3 is not None else out[r, c]).astype(np.float32)
+    under = (take_px(o3, flat) if o3 is not None else out[r, c]).astype(np.float32)
     px -= under  # under + wgt (px - under) + 0.5, rounded: the same operations in place
     px *= wgt[:, None]
     px += under
     px += np.float32(0.5)
     np.clip(px, 0, 255, out=px)
     if o3 is not None:
-        o3[flat] = px.astype(np.uint8)
+        put_px(o3, flat, px.astype(np.uint8))
     else:
         out[r, c] = px.astype(np.uint8)
 
@@ -389,7 +389,7 @@ def _column_stretch(out: np.ndarray, filled: np.ndarray, disp: np.ndarray, tau: 
                 ok &= np.abs(dv[q] - own[hit]) <= t32
                 same, q, c = hit[ok], q[ok], c[ok]
                 if same.size:
-                    acc[same] += wj[j] * o3[c]
+                    acc[same] += wj[j] * take_px(o3, c)
                     tot[same] += wj[j]
                     if j == 1 and demix > 0:  # the first visible row, beside the hole's top or bottom
                         dm.append((q, c))
@@ -399,20 +399,20 @@ def _column_stretch(out: np.ndarray, filled: np.ndarray, disp: np.ndarray, tau: 
             return None
         share = np.minimum(tot[m], np.float32(weight))[:, None]
         f = p[m]
-        under = o3[f].astype(np.float32)
+        under = take_px(o3, f).astype(np.float32)
         new = np.clip(under + share * (acc[m] / tot[m][:, None] - under) + 0.5, 0, 255).astype(np.uint8)
         if dm:  # (a visible pixel is demixed at most once: from the hole above it, its pixel below
             # clean, or from the hole below it, that pixel a hole)
             v, c = (np.concatenate(a) for a in zip(*dm))
-            seen = o3[v].astype(np.float32)
-            dm = (v, np.clip(seen + np.float32(demix) * (o3[c] - seen) + 0.5, 0, 255).astype(np.uint8))
+            seen = take_px(o3, v).astype(np.float32)
+            dm = (v, np.clip(seen + np.float32(demix) * (take_px(o3, c) - seen) + 0.5, 0, 255).astype(np.uint8))
         return f, new, dm or None
 
     done = [r for r in by_bands(band, h) if r is not None]
     for f, new, dm in done:  # (read before anything is written: the clean pixels are never filled ones)
         if dm is not None:
-            o3[dm[0]] = dm[1]
-        o3[f] = new
+            put_px(o3, dm[0], dm[1])
+        put_px(o3, f, new)
     if done and not np.shares_memory(o3, out):
         out[...] = o3.reshape(out.shape)
 
@@ -422,8 +422,9 @@ def _near_visible_rows(filled: np.ndarray, rows: int) -> np.ndarray:
     (bool ``H x W``): a vertical erosion, so that the cost follows the holes' top and bottom
     rows, not their area (a sixth of a 12 MP photo filled behind near blocks)."""
     k = np.ones((2 * rows + 1, 1), np.uint8)
-    inner = cv2.erode(filled.view(np.uint8), k, borderType=cv2.BORDER_CONSTANT, borderValue=1)
-    return filled & ~inner.view(bool)
+    f8 = filled.view(np.uint8)
+    inner = cv2.erode(f8, k, borderType=cv2.BORDER_CONSTANT, borderValue=1)
+    return np.greater(f8, inner)  # (filled and not inner, in one pass)
 
 
 def _soft_rows(out: np.ndarray, filled: np.ndarray, disp: np.ndarray, layers: Layers, direction: int, tau: float,
@@ -440,23 +441,42 @@ def _soft_rows(out: np.ndarray, filled: np.ndarray, disp: np.ndarray, layers: La
     (never written here) and writes only its own pixels of ``out``."""
     h, w = filled.shape
     t32 = np.float32(tau)
+    near = _near_visible_rows(filled, 1)
+    fl, dv = filled.reshape(-1), disp.reshape(-1)
 
     def find(sl):
-        # the nearer neighbour's disparity, above or below (-inf: none, or a filled one)
+        # the nearer neighbour's disparity, above or below (-inf: none, or a filled one): on the
+        # band's holes beside a visible row, by index where they are few, else on every pixel
         y0, y1 = sl.start, sl.stop
-        nd = np.full((y1 - y0, w), -np.inf, np.float32)
-        for dy in (1, -1):
-            a, b = max(y0 + dy, 0), min(y1 + dy, h)  # the neighbours' rows that exist
-            if a >= b:
-                continue
-            v = np.where(filled[a:b], np.float32(-np.inf), disp[a:b])
-            np.maximum(nd[a - dy - y0:b - dy - y0], v, out=nd[a - dy - y0:b - dy - y0])
-        sel = nd > disp[sl] + t32
-        sel &= filled[sl]
-        ys, xs = np.nonzero(sel)
+        ys, xs = np.nonzero(near[sl])
         if ys.size == 0:
             return None
-        nd = nd[ys, xs]
+        if 8 * ys.size < (y1 - y0) * w:
+            p = (ys + y0) * w + xs
+            nd = np.full(ys.size, -np.inf, np.float32)
+            for dy in (1, -1):
+                ok = (ys + (y0 + dy) >= 0) & (ys + (y0 + dy) < h)
+                q = p[ok] + dy * w
+                ok[ok] = ~fl[q]
+                v = np.full(ys.size, -np.inf, np.float32)
+                v[ok] = dv[p[ok] + dy * w]
+                np.maximum(nd, v, out=nd)
+            sel = nd > dv[p] + t32
+            ys, xs, nd = ys[sel], xs[sel], nd[sel]
+        else:
+            nd = np.full((y1 - y0, w), -np.inf, np.float32)
+            for dy in (1, -1):
+                a, b = max(y0 + dy, 0), min(y1 + dy, h)  # the neighbours' rows that exist
+                if a >= b:
+                    continue
+                v = np.where(filled[a:b], np.float32(-np.inf), disp[a:b])
+                np.maximum(nd[a - dy - y0:b - dy - y0], v, out=nd[a - dy - y0:b - dy - y0])
+            sel = nd > disp[sl] + t32
+            sel &= filled[sl]
+            ys, xs = np.nonzero(sel)
+            nd = nd[ys, xs]
+        if ys.size == 0:
+            return None
         # (int64 columns and float32 disparity add in float64, then round, as they always did)
         src = (xs + nd if direction < 0 else xs - nd).astype(np.float32)
         return ys, xs, src
