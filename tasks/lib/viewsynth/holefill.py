@@ -119,7 +119,7 @@ def _hidden_band_right(d: np.ndarray, tau: float, spread: float, margin: float,
     e = np.zeros(idx.size, np.int32)
     e[:-1] = np.abs(dv[1:] - dv[:-1]) > tau
     e[end] = 0
-    c = np.cumsum(e)
+    c = np.cumsum(e, dtype=np.int32)  # (int32 adds: half the memory of the default int64)
     occ = (np.repeat(c[end], n) - c + e) == 0
     fb[idx[~(occ | (dv > far + np.float32(near_tol)))]] = False
     return band
@@ -609,9 +609,11 @@ def row_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     h, w = mask.shape
     pad = np.zeros((h, w + 2), np.int8)
     pad[:, 1:-1] = mask
-    step = np.diff(pad.ravel())
-    starts = np.flatnonzero(step == 1) + 1  # padded flat index of each run's first pixel
-    stops = np.flatnonzero(step == -1) + 1  # ... and one past its last
+    # the changes alternate, a run's start then its stop (the padding closes every run in its
+    # row): one scan finds both
+    ends = np.flatnonzero(np.diff(pad.ravel()))
+    starts = ends[0::2] + 1  # padded flat index of each run's first pixel
+    stops = ends[1::2] + 1  # ... and one past its last
     row, c0 = np.divmod(starts, w + 2)
     c0 -= 1
     return row, c0, stops - row * (w + 2) - 1

@@ -102,18 +102,19 @@ def _row_maps(d: np.ndarray, direction: int, tau: float, near_extend: float, far
                 if direction > 0:
                     c, src = (w - 1) - c, (w - 1) - src
                 _blend(image[sl], layers, r, c, src, wgt, sl.start, interp)
-                filled[sl][r[wgt > 0.5], c[wgt > 0.5]] = False  # mostly the photo: not invented
+                fb = filled[sl].reshape(-1)  # (flat indices: a view of the band's rows)
+                fb[(r * w + c)[wgt > 0.5]] = False  # mostly the photo: not invented
             if stretch is not None:  # the background's first clean pixel, a little way into each hole
                 r, c, src, wgt, edge = stretch
                 if direction > 0:
                     c, src = (w - 1) - c, (w - 1) - src
-                still = filled[sl][r, c] | edge  # (not where the soft edge drew mostly the photo)
+                still = filled[sl].reshape(-1)[r * w + c] | edge  # (not where the soft edge drew mostly the photo)
                 _blend(image[sl], layers, r[still], c[still], src[still], wgt[still], sl.start, interp)
             if strip is not None and strip.any():
                 ys, xx = np.nonzero(strip)
                 edge = layers.stack[sl.start + ys, w - 1 if direction < 0 else 0, :3].astype(np.uint16)
-                out = image[sl]
-                out[ys, xx] = ((out[ys, xx] + edge + 1) >> 1).astype(np.uint8)
+                o3, f = image[sl].reshape(-1, 3), ys * w + xx
+                put_px(o3, f, ((take_px(o3, f) + edge + 1) >> 1).astype(np.uint8))
 
     by_bands(band, h)
     return map_x, map_y, filled, image
