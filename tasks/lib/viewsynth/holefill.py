@@ -52,8 +52,10 @@ def push_pull_fill(img: np.ndarray, weight: np.ndarray, *, min_size: int = 4) ->
         up = cv2.resize(c, (wf.shape[1], wf.shape[0]), interpolation=cv2.INTER_LINEAR)
         if up.ndim == 2:
             up = up[..., None]
-        wf3 = wf[..., None]
-        c = cf * wf3 + up * (1.0 - wf3)
+        # cf wf + up (1 - wf), the same operations with two temporaries fewer
+        c = cf * wf[..., None]
+        up *= (1.0 - wf)[..., None]
+        c += up
     return c[..., 0] if squeeze else c
 
 
