@@ -409,7 +409,10 @@ def _column_stretch(out: np.ndarray, filled: np.ndarray, disp: np.ndarray, tau: 
             dm = (v, np.clip(seen + np.float32(demix) * (take_px(o3, c) - seen) + 0.5, 0, 255).astype(np.uint8))
         return f, new, dm or None
 
-    done = [r for r in by_bands(band, h) if r is not None]
+    # bands of about 16384 holes (at least 16 rows): the per-band steps cost more than the
+    # pixels where the holes are few
+    rows = max(16, int(h * 16384 / max(1, np.count_nonzero(near))))
+    done = [r for r in by_bands(band, h, rows=rows) if r is not None]
     for f, new, dm in done:  # (read before anything is written: the clean pixels are never filled ones)
         if dm is not None:
             put_px(o3, dm[0], dm[1])
