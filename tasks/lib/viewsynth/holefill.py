@@ -692,18 +692,19 @@ def background_layer(image: np.ndarray, hidden: np.ndarray) -> np.ndarray:
     return make_layers(image, hidden).back.copy()
 
 
-def _fill_row_holes(xs: np.ndarray, far_edge: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _fill_row_holes(xs: np.ndarray, far_edge: np.ndarray | None = None,
+                    runs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Holes (-inf) take the farther (smaller) disparity of the nearest landed pixels left and
     right in their row: a disocclusion shows what is behind. A run of holes that reaches the
     row's right end takes the farther of its left neighbour's and ``far_edge`` (float32 ``H``,
     the disparity past the edge: :func:`border_far`; None: its left neighbour's). Works on
     runs of holes (a few per row), not pixels. Returns (source x, hole mask); ``xs`` is
-    filled in place."""
+    filled in place. ``runs``: :func:`row_runs` of the holes, when the caller has them."""
     h, w = xs.shape
     hole = np.isneginf(xs)
     if not hole.any():
         return xs, hole
-    row, c0, c1 = row_runs(hole)  # c0: a run's first hole, c1: the column after its last
+    row, c0, c1 = row_runs(hole) if runs is None else runs  # c0: a run's first hole, c1: the column after its last
     flat = xs.reshape(-1)
     base = row * w
     lv = np.where(c0 > 0, flat[base + np.maximum(c0 - 1, 0)] - (c0 - 1), np.inf)

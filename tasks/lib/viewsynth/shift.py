@@ -60,13 +60,15 @@ def _row_maps(d: np.ndarray, direction: int, tau: float, near_extend: float, far
         # the edge the view moves towards is a drop to the row's background (border_far)
         dm = d[sl] if direction < 0 else np.ascontiguousarray(d[sl, ::-1])  # mirrored: x + d is x' - d
         far = edge_far[sl] if edge_far is not None else border_far(dm, tau)
-        xs, hole = _fill_row_holes(_row_sources(dm, tau, near_extend, far_extend, gap_extend=gap_extend), far)
+        xs = _row_sources(dm, tau, near_extend, far_extend, gap_extend=gap_extend)
+        runs = row_runs(np.isneginf(xs))  # (once for the fill and the stretch)
+        xs, hole = _fill_row_holes(xs, far, runs)
         # the soft edges of near surfaces (holes as -inf: what they may draw over)
         soft = (_soft_edges(dm, np.where(hole, -np.inf, xs), tau,
                             None if gap_soft is None or gap_extend is None else (gap_extend, gap_soft),
                             None if near_soft is None else (near_extend, near_soft))
                 if layers is not None and (gap_soft is not None or near_soft is not None) else None)
-        stretch = (_background_stretch(hole, xs, far_stretch, far_stretch_px, far_demix)
+        stretch = (_background_stretch(hole, xs, far_stretch, far_stretch_px, far_demix, runs)
                    if layers is not None and (far_stretch > 0 or far_demix > 0) else None)
         # the strip that enters beside an object cut by the edge (the run of holes that ends
         # each object row): see _edge_strip
@@ -226,7 +228,8 @@ def _blend(out: np.ndarray, layers: Layers, r: np.ndarray, c: np.ndarray, src: n
         out[r, c] = px.astype(np.uint8)
 
 
-def _background_stretch(hole: np.ndarray, xs: np.ndarray, weight: float, length: float, edge_weight: float = 0.0):
+def _background_stretch(hole: np.ndarray, xs: np.ndarray, weight: float, length: float, edge_weight: float = 0.0,
+                        runs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None):
     """Each run of holes (for the view ``t = x - d``: the background is on its right) leans
     towards the background's first clean pixel, the photo one pixel past what the first
     visible pixel beside it reads (that one is mixed with the occluder: see
@@ -236,9 +239,10 @@ def _background_stretch(hole: np.ndarray, xs: np.ndarray, weight: float, length:
     too, mixed in rather than alone). ``edge_weight``: the same share in the first visible
     pixel itself, the mixed one: the occluder that tinted it has moved away in the new view
     (the ghost contours that view synthesis's boundary filtering removes). ``(rows, cols, src,
-    weight, edge)`` of the pixels (``edge``: that first visible pixel), or None."""
+    weight, edge)`` of the pixels (``edge``: that first visible pixel), or None. ``runs``:
+    :func:`~.holefill.row_runs` of ``hole``, when the caller has them."""
     h, w = hole.shape
-    row, c0, c1 = row_runs(hole)  # c1: the first visible pixel after each run
+    row, c0, c1 = row_runs(hole) if runs is None else runs  # c1: the first visible pixel after each run
     keep = c1 < w
     row, c0, c1 = row[keep], c0[keep], c1[keep]
     if row.size == 0:
