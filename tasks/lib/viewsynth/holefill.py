@@ -95,7 +95,14 @@ def _hidden_band_right(d: np.ndarray, tau: float, spread: float, margin: float,
     lead = np.flatnonzero(first)
     rs = s0[lead]
     n = reach_end[np.append(lead[1:] - 1, s0.size - 1)] - rs
-    band.reshape(-1)[np.repeat(rs - np.cumsum(n) + n, n) + np.arange(int(n.sum()))] = True
+    if 4 * int(n.sum()) < h * w:
+        band.reshape(-1)[np.repeat(rs - np.cumsum(n) + n, n) + np.arange(int(n.sum()))] = True
+    else:  # a band over much of the rows (noisy depth): +1 at each run's start, -1 past its end,
+        # summed (the runs are apart: every start and end is its own pixel)
+        mark = np.zeros(h * w + 1, np.int8)
+        mark[rs] = 1
+        mark[rs + n] = -1
+        band = np.cumsum(mark[:-1], dtype=np.int8).view(bool).reshape(h, w)
     if near_tol is None:
         return band
     # Only the near pixels of the band hide anything: a pixel at (or beyond) the depth of the
