@@ -15,8 +15,9 @@ convergence 0.5, edge dilation width / 600) on the bench photo with three depth 
   estimate of the photo, and the same with four near blocks in front (its 2 s target).
 
 Ratios are what counts (the machine may be shared): run the script on two versions side by
-side; the CPU time (all threads together) is the steadier figure on a busy machine. Target (issue 12): <= 2 s for the ordinary 12 MP pair; the hard cases have none, they
-should not be far above it.
+side; the CPU time (all threads together) is the steadier figure on a busy machine. Target
+(issue 12): <= 2 s for the ordinary 12 MP pair; the hard cases have none, they should not be
+far above it.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import ParameterError
 from .common import (COLUMN_STRETCH, COLUMN_STRETCH_PX, FAR_DEMIX, FAR_EXTEND, FAR_STRETCH, FAR_STRETCH_PX,
                      GAP_EXTEND, GAP_SOFT, INTERP, JUMP_PX, NEAR_EXTEND, NEAR_SOFT, ROW_SOFT, by_bands, layer_channels,
-                     put_px, resolve_interpolation, rgb, take_px, threads)
+                     put_px, resolve_interpolation, rgb, take_px)
 from .holefill import Layers, _fill_row_holes, _finite, border_far, hidden_mask, make_layers, row_runs
 from .holefill import edge_far as _edge_far
 from .raster import _row_sources
@@ -445,8 +445,8 @@ def _soft_rows(out: np.ndarray, filled: np.ndarray, disp: np.ndarray, layers: La
     float32 (each output pixel's disparity) ``H x W``, as :func:`shift_view` makes them. The
     rows' counterpart of :func:`_soft_edges` (measured: docs/rendering.md, fifth round).
 
-    Row bands in parallel: a band reads its neighbours' first rows of ``filled`` and ``disp``
-    (never written here) and writes only its own pixels of ``out``."""
+    In parallel: the pixels are found in row bands (``filled`` and ``disp`` are only read),
+    then blended in batches, each pixel of ``out`` read and written by its batch alone."""
     h, w = filled.shape
     t32 = np.float32(tau)
     near = _near_visible_rows(filled, 1)
@@ -487,21 +487,32 @@ def _soft_rows(out: np.ndarray, filled: np.ndarray, disp: np.ndarray, layers: La
             return None
         # (int64 columns and float32 disparity add in float64, then round, as they always did)
         src = (xs + nd if direction < 0 else xs - nd).astype(np.float32)
-        return ys, xs, src
+        return ys + y0, xs, src
 
-    found = by_bands(find, h)
-    hit = [(sl, f) for sl, f in zip((slice(y, min(y + 16, h)) for y in range(0, h, 16)), found) if f is not None]
+    hit = [f for f in by_bands(find, h) if f is not None]
     if not hit:
         return
-    # every band's read is clamped to the rows of all the points together (as one batch would be)
-    rows = (hit[0][0].start + int(hit[0][1][0].min()), hit[-1][0].start + int(hit[-1][1][0].max()))
+    # every read is clamped to the rows of all the points together (as one batch would be)
+    rows = (int(hit[0][0].min()), int(hit[-1][0].max()))
+    # the bands' points in batches of about 16384 (a remap and a blend each), in parallel: each
+    # batch writes only its own points
+    batches, cur, n = [], [], 0
+    for f in hit:
+        cur.append(f)
+        n += f[0].size
+        if n >= 16384:
+            batches.append(cur)
+            cur, n = [], 0
+    if cur:
+        batches.append(cur)
     wgt = np.float32(weight)
 
-    def blend(item):
-        sl, (ys, xs, src) = item
-        _blend(out[sl], layers, ys, xs, src, np.full(ys.size, wgt, np.float32), sl.start, interp, rows)
+    def blend(k):  # (k: a slice of the batches)
+        for b in batches[k]:
+            ys, xs, src = (np.concatenate(a) for a in zip(*b))
+            _blend(out, layers, ys, xs, src, np.full(ys.size, wgt, np.float32), 0, interp, rows)
 
-    by_bands(lambda k: [blend(it) for it in hit[k.start:k.stop]], len(hit), rows=max(1, len(hit) // (4 * threads())))
+    by_bands(blend, len(batches), rows=1)
 
 
 def resample(layers: Layers, map_x: np.ndarray, map_y: np.ndarray | None, filled: np.ndarray | None,
