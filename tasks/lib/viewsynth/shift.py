@@ -185,6 +185,8 @@ def _soft_edges(d: np.ndarray, xs: np.ndarray, tau: float, gap: tuple[float, flo
 
 
 BLEND_COLS = 4096  # points per row of _blend's remap grid
+SOFT_ROWS_BATCH = 16384  # points per batch of _soft_rows' blend (a remap each, the batches in parallel)
+COLUMN_BAND_HOLES = 16384  # holes per row band of _column_stretch (at least 16 rows)
 REMAP_MAX = 32767  # cv2.remap: source and maps under this many rows and columns (SHRT_MAX)
 
 
@@ -413,9 +415,9 @@ def _column_stretch(out: np.ndarray, filled: np.ndarray, disp: np.ndarray, tau: 
             dm = (v, np.clip(seen + np.float32(demix) * (take_px(o3, c) - seen) + 0.5, 0, 255).astype(np.uint8))
         return f, new, dm or None
 
-    # bands of about 16384 holes (at least 16 rows): the per-band steps cost more than the
+    # bands of about COLUMN_BAND_HOLES holes (at least 16 rows): the per-band steps cost more than the
     # pixels where the holes are few
-    rows = max(16, int(h * 16384 / max(1, np.count_nonzero(near))))
+    rows = max(16, int(h * COLUMN_BAND_HOLES / max(1, np.count_nonzero(near))))
     done = [r for r in by_bands(band, h, rows=rows) if r is not None]
     for f, new, dm in done:  # (read before anything is written: the clean pixels are never filled ones)
         if dm is not None:
@@ -494,13 +496,13 @@ def _soft_rows(out: np.ndarray, filled: np.ndarray, disp: np.ndarray, layers: La
         return
     # every read is clamped to the rows of all the points together (as one batch would be)
     rows = (int(hit[0][0].min()), int(hit[-1][0].max()))
-    # the bands' points in batches of about 16384 (a remap and a blend each), in parallel: each
+    # the bands' points in batches of about SOFT_ROWS_BATCH (a remap and a blend each), in parallel: each
     # batch writes only its own points
     batches, cur, n = [], [], 0
     for f in hit:
         cur.append(f)
         n += f[0].size
-        if n >= 16384:
+        if n >= SOFT_ROWS_BATCH:
             batches.append(cur)
             cur, n = [], 0
     if cur:
