@@ -362,7 +362,7 @@ def _column_stretch(out: np.ndarray, filled: np.ndarray, disp: np.ndarray, tau: 
     near = _near_visible_rows(filled, length)
     t32 = np.float32(tau)
     # (the weights as the scalar loop made them: float64, then float32)
-    wj = [np.float32(weight * (1.0 - (j - 1) / length)) for j in range(length + 1)]
+    wj = {j: np.float32(weight * (1.0 - (j - 1) / length)) for j in range(1, length + 1)}
     o3 = out.reshape(-1, 3)  # (a view of shift_view's image; a copy, written back, otherwise)
 
     def band(sl):
