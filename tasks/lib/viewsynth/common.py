@@ -70,3 +70,16 @@ def layer_channels(interpolation: str) -> int:
     """The fastest stack layout for a resampling filter (see :func:`make_layers`)."""
     return 4 if interpolation in ("linear", "nearest") else 3
 
+
+
+def take_px(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """The pixels ``a[idx]`` of a C-contiguous ``N x C`` array (an image's pixels as rows), as
+    ``np.take``: several times faster than fancy indexing on rows of three bytes."""
+    return np.take(a, idx, axis=0)
+
+
+def put_px(a: np.ndarray, idx: np.ndarray, v: np.ndarray) -> None:
+    """``a[idx] = v`` for a C-contiguous ``N x C`` uint8 array and distinct ``idx``: each pixel
+    written as one item (twice as fast as fancy assignment of rows)."""
+    c = a.shape[1]
+    np.put(a.view(f"V{c}").reshape(-1), idx, np.ascontiguousarray(v, a.dtype).view(f"V{c}").reshape(-1))

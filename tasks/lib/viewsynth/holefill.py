@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from ..errors import ParameterError
-from .common import HIDDEN_MARGIN, HIDDEN_SPREAD, JUMP_PX, by_bands
+from .common import HIDDEN_MARGIN, HIDDEN_SPREAD, JUMP_PX, by_bands, put_px, take_px
 
 
 # -- inpainting ---------------------------------------------------------------------------------
@@ -52,8 +52,10 @@ def push_pull_fill(img: np.ndarray, weight: np.ndarray, *, min_size: int = 4) ->
         up = cv2.resize(c, (wf.shape[1], wf.shape[0]), interpolation=cv2.INTER_LINEAR)
         if up.ndim == 2:
             up = up[..., None]
-        wf3 = wf[..., None]
-        c = cf * wf3 + up * (1.0 - wf3)
+        # cf wf + up (1 - wf), the same operations with two temporaries fewer
+        c = cf * wf[..., None]
+        up *= (1.0 - wf)[..., None]
+        c += up
     return c[..., 0] if squeeze else c
 
 
@@ -93,7 +95,14 @@ def _hidden_band_right(d: np.ndarray, tau: float, spread: float, margin: float,
     lead = np.flatnonzero(first)
     rs = s0[lead]
     n = reach_end[np.append(lead[1:] - 1, s0.size - 1)] - rs
-    band.reshape(-1)[np.repeat(rs - np.cumsum(n) + n, n) + np.arange(int(n.sum()))] = True
+    if 4 * int(n.sum()) < h * w:
+        band.reshape(-1)[np.repeat(rs - np.cumsum(n) + n, n) + np.arange(int(n.sum()))] = True
+    else:  # a band over much of the rows (noisy depth): +1 at each run's start, -1 past its end,
+        # summed (the runs are apart: every start and end is its own pixel)
+        mark = np.zeros(h * w + 1, np.int8)
+        mark[rs] = 1
+        mark[rs + n] = -1
+        band = np.cumsum(mark[:-1], dtype=np.int8).view(bool).reshape(h, w)
     if near_tol is None:
         return band
     # Only the near pixels of the band hide anything: a pixel at (or beyond) the depth of the
@@ -119,7 +128,7 @@ def _hidden_band_right(d: np.ndarray, tau: float, spread: float, margin: float,
     e = np.zeros(idx.size, np.int32)
     e[:-1] = np.abs(dv[1:] - dv[:-1]) > tau
     e[end] = 0
-    c = np.cumsum(e)
+    c = np.cumsum(e, dtype=np.int32)  # (int32 adds: half the memory of the default int64)
     occ = (np.repeat(c[end], n) - c + e) == 0
     fb[idx[~(occ | (dv > far + np.float32(near_tol)))]] = False
     return band
@@ -609,9 +618,11 @@ def row_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     h, w = mask.shape
     pad = np.zeros((h, w + 2), np.int8)
     pad[:, 1:-1] = mask
-    step = np.diff(pad.ravel())
-    starts = np.flatnonzero(step == 1) + 1  # padded flat index of each run's first pixel
-    stops = np.flatnonzero(step == -1) + 1  # ... and one past its last
+    # the changes alternate, a run's start then its stop (the padding closes every run in its
+    # row): one scan finds both
+    ends = np.flatnonzero(np.diff(pad.ravel()))
+    starts = ends[0::2] + 1  # padded flat index of each run's first pixel
+    stops = ends[1::2] + 1  # ... and one past its last
     row, c0 = np.divmod(starts, w + 2)
     c0 -= 1
     return row, c0, stops - row * (w + 2) - 1
@@ -621,7 +632,10 @@ def _row_exemplar(src: np.ndarray, hidden: np.ndarray, d: np.ndarray, out: np.nd
                   margin: int = 1) -> None:
     """Mix the background-side row exemplar (see :func:`background_fill`) into ``out`` (uint8
     RGB or RGBA, in place) on the ``hidden`` pixels. Works on runs of hidden pixels along the rows:
-    each run takes the side (left or right neighbour) of smaller disparity, the background."""
+    each run takes the side (left or right neighbour) of smaller disparity, the background. The
+    pixels are taken run by run from the background's edge inwards (the ``k``-th mixes the
+    first background pixel past the guard with the one ``k - 1`` further), only as many as
+    have that mirror in the row: per-run work where it can be, int32 indices."""
     h, w = hidden.shape
     row, c0, c1 = row_runs(hidden)  # c0: the run's first hidden column, c1: the column after it
     if row.size == 0:
@@ -631,37 +645,53 @@ def _row_exemplar(src: np.ndarray, hidden: np.ndarray, d: np.ndarray, out: np.nd
     dl = np.where(c0 > 0, flat_d[base + np.maximum(c0 - 1, 0)], np.inf)
     dr = np.where(c1 < w, flat_d[base + np.minimum(c1, w - 1)], np.inf)
     right = dr <= dl  # the background is on the right of the run
-    usable = np.isfinite(np.minimum(dl, dr))
-    n = (c1 - c0)[usable]
-    r_row, r_c0, r_c1, r_right = row[usable], c0[usable], c1[usable], right[usable]
-    if n.size == 0:
-        return
-    # every hidden pixel of the usable runs: its column and its run
-    run = np.repeat(np.arange(n.size), n)
-    first = np.repeat(np.cumsum(n) - n, n)
-    x = r_c0[run] + (np.arange(run.size) - first)
-    rt = r_right[run]
-    edge = np.where(rt, r_c1[run], r_c0[run] - 1)  # the first background pixel
-    k = np.abs(edge - x)
-    sgn = np.where(rt, 1, -1)
+    # per run: the first background pixel (edge), the first one past the guard (a): the pixel
+    # k from the edge mixes a with its mirror a + (k - 1) away from the run
+    sgn = np.where(right, 1, -1)
+    edge = np.where(right, c1, c0 - 1)
     a = edge + sgn * margin
-    b = a + sgn * (k - 1)
-    ok = (a >= 0) & (a < w) & (b >= 0) & (b < w)
-    y = r_row[run]
-    x, y, a, b = x[ok], y[ok], a[ok], b[ok]
-    fa = y * w + a
-    fb = y * w + b
+    # the pixels k = 1 .. m of a run whose mirror stays in the row (b = a + sgn (k - 1))
+    m = np.minimum(c1 - c0, np.where(right, w - a, a + 1))
+    ok = np.isfinite(np.minimum(dl, dr)) & (a >= 0) & (a < w) & (m > 0)
     flat_h = hidden.reshape(-1)
-    ok = ~flat_h[fa] & ~flat_h[fb]
-    fa, fb, ft = fa[ok], fb[ok], (y * w + x)[ok]
+    ok[ok] = ~flat_h[(base + a)[ok]]
+    if not ok.any():
+        return
+    m, sgn = m[ok], sgn[ok]
+    ity = np.int32 if hidden.size < 2**31 - 1 else np.int64
+    fe = (base + edge)[ok].astype(ity)
+    fa = (base + a)[ok].astype(ity)
+    nn = int(m.sum())
+    # sgn * k for every pixel: run by run k = 1 .. m
+    sk = np.ones(nn, ity)
+    starts = np.cumsum(m) - m
+    sk[starts[1:]] = 1 - m[:-1]  # (a running sum restarts at 1 at each run)
+    np.cumsum(sk, out=sk)
+    s_rep = np.repeat(sgn.astype(ity), m)
+    sk *= s_rep
+    ft = np.repeat(fe, m)
+    ft -= sk
+    fb = np.repeat(fa - sgn.astype(ity), m)
+    fb += sk
+    keep = ~flat_h[fb]
+    run = np.repeat(np.arange(m.size, dtype=ity), m)
+    fa_p, fb, ft = fa[run[keep]], fb[keep], ft[keep]
     s3 = src.reshape(-1, 3)
-    o3 = out.reshape(-1, out.shape[2])[:, :3]  # RGB, or the RGB of RGBA
-    ex = s3[fa].astype(np.float32)
-    ex += s3[fb]
+    if not s3.flags.c_contiguous:  # (the RGB of an RGBA photo)
+        s3 = np.ascontiguousarray(s3)
+    ex = take_px(s3, fa_p).astype(np.float32)
+    ex += take_px(s3, fb)
     ex *= np.float32(0.5 * weight)
-    ex += o3[ft] * np.float32(1.0 - weight)
+    op = out.reshape(-1, out.shape[2])  # RGB, or RGBA: its alpha written back as it was
+    px = take_px(op, ft)
+    ex += px[:, :3] * np.float32(1.0 - weight)
     ex += np.float32(0.5)
-    o3[ft] = ex.astype(np.uint8)
+    px[:, :3] = ex.astype(np.uint8)
+    if np.shares_memory(op, out):
+        put_px(op, ft, px)
+    else:
+        op[ft] = px
+        out[...] = op.reshape(out.shape)
 
 
 def background_layer(image: np.ndarray, hidden: np.ndarray) -> np.ndarray:
@@ -669,18 +699,19 @@ def background_layer(image: np.ndarray, hidden: np.ndarray) -> np.ndarray:
     return make_layers(image, hidden).back.copy()
 
 
-def _fill_row_holes(xs: np.ndarray, far_edge: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _fill_row_holes(xs: np.ndarray, far_edge: np.ndarray | None = None,
+                    runs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Holes (-inf) take the farther (smaller) disparity of the nearest landed pixels left and
     right in their row: a disocclusion shows what is behind. A run of holes that reaches the
     row's right end takes the farther of its left neighbour's and ``far_edge`` (float32 ``H``,
     the disparity past the edge: :func:`border_far`; None: its left neighbour's). Works on
     runs of holes (a few per row), not pixels. Returns (source x, hole mask); ``xs`` is
-    filled in place."""
+    filled in place. ``runs``: :func:`row_runs` of the holes, when the caller has them."""
     h, w = xs.shape
     hole = np.isneginf(xs)
     if not hole.any():
         return xs, hole
-    row, c0, c1 = row_runs(hole)  # c0: a run's first hole, c1: the column after its last
+    row, c0, c1 = row_runs(hole) if runs is None else runs  # c0: a run's first hole, c1: the column after its last
     flat = xs.reshape(-1)
     base = row * w
     lv = np.where(c0 > 0, flat[base + np.maximum(c0 - 1, 0)] - (c0 - 1), np.inf)

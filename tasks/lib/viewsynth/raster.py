@@ -92,7 +92,8 @@ def _row_sources(d: np.ndarray, tau: float, near_extend: float, far_extend: floa
             np.putmask(idx, bad, h * w)
             np.maximum.at(buf, idx.ravel(), src.ravel())
             continue
-        sel = np.flatnonzero(n.ravel() > k)  # the few stretched footprints
+        # the few stretched footprints (those of the step before, narrowed: one scan of the band)
+        sel = np.flatnonzero(n.ravel() > k) if k == 1 else sel[n.ravel()[sel] > k]
         if sel.size == 0:
             break
         q = q0.ravel()[sel] + k

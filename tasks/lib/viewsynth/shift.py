@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import ParameterError
 from .common import (COLUMN_STRETCH, COLUMN_STRETCH_PX, FAR_DEMIX, FAR_EXTEND, FAR_STRETCH, FAR_STRETCH_PX,
                      GAP_EXTEND, GAP_SOFT, INTERP, JUMP_PX, NEAR_EXTEND, NEAR_SOFT, ROW_SOFT, by_bands, layer_channels,
-                     resolve_interpolation, rgb)
+                     put_px, resolve_interpolation, rgb, take_px)
 from .holefill import Layers, _fill_row_holes, _finite, border_far, hidden_mask, make_layers, row_runs
 from .holefill import edge_far as _edge_far
 from .raster import _row_sources
@@ -60,13 +60,15 @@ def _row_maps(d: np.ndarray, direction: int, tau: float, near_extend: float, far
         # the edge the view moves towards is a drop to the row's background (border_far)
         dm = d[sl] if direction < 0 else np.ascontiguousarray(d[sl, ::-1])  # mirrored: x + d is x' - d
         far = edge_far[sl] if edge_far is not None else border_far(dm, tau)
-        xs, hole = _fill_row_holes(_row_sources(dm, tau, near_extend, far_extend, gap_extend=gap_extend), far)
+        xs = _row_sources(dm, tau, near_extend, far_extend, gap_extend=gap_extend)
+        runs = row_runs(np.isneginf(xs))  # (once for the fill and the stretch)
+        xs, hole = _fill_row_holes(xs, far, runs)
         # the soft edges of near surfaces (holes as -inf: what they may draw over)
         soft = (_soft_edges(dm, np.where(hole, -np.inf, xs), tau,
                             None if gap_soft is None or gap_extend is None else (gap_extend, gap_soft),
                             None if near_soft is None else (near_extend, near_soft))
                 if layers is not None and (gap_soft is not None or near_soft is not None) else None)
-        stretch = (_background_stretch(hole, xs, far_stretch, far_stretch_px, far_demix)
+        stretch = (_background_stretch(hole, xs, far_stretch, far_stretch_px, far_demix, runs)
                    if layers is not None and (far_stretch > 0 or far_demix > 0) else None)
         # the strip that enters beside an object cut by the edge (the run of holes that ends
         # each object row): see _edge_strip
@@ -102,18 +104,19 @@ def _row_maps(d: np.ndarray, direction: int, tau: float, near_extend: float, far
                 if direction > 0:
                     c, src = (w - 1) - c, (w - 1) - src
                 _blend(image[sl], layers, r, c, src, wgt, sl.start, interp)
-                filled[sl][r[wgt > 0.5], c[wgt > 0.5]] = False  # mostly the photo: not invented
+                fb = filled[sl].reshape(-1)  # (flat indices: a view of the band's rows)
+                fb[(r * w + c)[wgt > 0.5]] = False  # mostly the photo: not invented
             if stretch is not None:  # the background's first clean pixel, a little way into each hole
                 r, c, src, wgt, edge = stretch
                 if direction > 0:
                     c, src = (w - 1) - c, (w - 1) - src
-                still = filled[sl][r, c] | edge  # (not where the soft edge drew mostly the photo)
+                still = filled[sl].reshape(-1)[r * w + c] | edge  # (not where the soft edge drew mostly the photo)
                 _blend(image[sl], layers, r[still], c[still], src[still], wgt[still], sl.start, interp)
             if strip is not None and strip.any():
                 ys, xx = np.nonzero(strip)
                 edge = layers.stack[sl.start + ys, w - 1 if direction < 0 else 0, :3].astype(np.uint16)
-                out = image[sl]
-                out[ys, xx] = ((out[ys, xx] + edge + 1) >> 1).astype(np.uint8)
+                o3, f = image[sl].reshape(-1, 3), ys * w + xx
+                put_px(o3, f, ((take_px(o3, f) + edge + 1) >> 1).astype(np.uint8))
 
     by_bands(band, h)
     return map_x, map_y, filled, image
@@ -162,12 +165,18 @@ def _soft_edges(d: np.ndarray, xs: np.ndarray, tau: float, gap: tuple[float, flo
         return None
     rows, cols, src, wgt = (np.concatenate(a) for a in zip(*parts))
     flat = rows * w + cols
-    # the nearest edge wins each pixel (the largest source x: see raster._row_sources)
-    o = np.lexsort((-src, flat))
-    flat, src, wgt = flat[o], src[o], wgt[o]
-    first = np.ones(flat.size, bool)
-    first[1:] = flat[1:] != flat[:-1]
-    flat, src, wgt = flat[first], src[first], wgt[first]
+    # the nearest edge wins each pixel (the largest source x: see raster._row_sources), the
+    # first one listed among equals; the pixels in row-major order (a scatter of the maxima,
+    # then of the first index that reaches one: no sort)
+    n = flat.size
+    best = np.full(h * w, -np.inf, np.float32)
+    np.maximum.at(best, flat, src)
+    win = np.flatnonzero(src == best[flat])
+    first = np.full(h * w, n, np.int64)
+    np.minimum.at(first, flat[win], win)
+    flat = np.flatnonzero(first < n)
+    pick = first[flat]
+    src, wgt = src[pick], wgt[pick]
     keep = src > xs.reshape(-1)[flat]  # a hole (-inf), or a farther surface the hard warp drew
     if not keep.any():
         return None
@@ -176,35 +185,53 @@ def _soft_edges(d: np.ndarray, xs: np.ndarray, tau: float, gap: tuple[float, flo
 
 
 BLEND_COLS = 4096  # points per row of _blend's remap grid
+SOFT_ROWS_BATCH = 16384  # points per batch of _soft_rows' blend (a remap each, the batches in parallel)
+COLUMN_BAND_HOLES = 16384  # holes per row band of _column_stretch (at least 16 rows)
 REMAP_MAX = 32767  # cv2.remap: source and maps under this many rows and columns (SHRT_MAX)
 
 
 def _blend(out: np.ndarray, layers: Layers, r: np.ndarray, c: np.ndarray, src: np.ndarray, wgt: np.ndarray,
-           row0: int, interp: int) -> None:
+           row0: int, interp: int, rows: tuple[int, int] | None = None) -> None:
     """``out[r, c]`` (uint8 RGB, a band starting at photo row ``row0``) moved ``wgt`` of the way
-    towards the photo at ``(src, row0 + r)``, in place."""
+    towards the photo at ``(src, row0 + r)``, in place. ``rows``: the photo rows ``(first,
+    last)`` the read is clamped to (its border replicated past them); None: the points' own."""
     if r.size == 0:
         return
     # the points as a grid of BLEND_COLS columns: cv2.remap's maps are under 32767 a side, and
     # a band of noisy depth (or a 64 x 20000 strip) has more soft-edge pixels than that
     n = r.size
     cols = min(n, BLEND_COLS)
-    rows = -(-n // cols)
-    mx = np.zeros(rows * cols, np.float32)
-    my = np.full(rows * cols, np.float32(row0), np.float32)
+    nrows = -(-n // cols)
+    mx = np.zeros(nrows * cols, np.float32)
+    my = np.full(nrows * cols, np.float32(row0), np.float32)
     mx[:n] = src
     my[:n] = row0 + r
     # (the photo's rows read, alone: with the background layer under it a tall photo's stack
-    # is over remap's 32767 rows)
-    top = int(my[:n].min())
+    # is over remap's 32767 rows; only those the filters reach, lanczos 4 rows either way, and
+    # within the clamp, so that a point reads the same pixels in whichever batch it comes)
+    ylo, yhi = int(my[:n].min()), int(my[:n].max())
+    top, bottom = (ylo, yhi) if rows is None else rows
+    top, bottom = max(top, ylo - 4), min(bottom, yhi + 4)
     my -= np.float32(top)
-    px = cv2.remap(layers.stack[top:int(my[:n].max()) + top + 1], mx.reshape(rows, cols), my.reshape(rows, cols),
-                   interp, borderMode=cv2.BORDER_REPLICATE).reshape(rows * cols, -1)[:n, :3].astype(np.float32)
-    under = out[r, c].astype(np.float32)
-    out[r, c] = np.clip(under + wgt[:, None] * (px - under) + 0.5, 0, 255).astype(np.uint8)
+    px = cv2.remap(layers.stack[top:bottom + 1], mx.reshape(nrows, cols), my.reshape(nrows, cols),
+                   interp, borderMode=cv2.BORDER_REPLICATE).reshape(nrows * cols, -1)[:n, :3].astype(np.float32)
+    # (flat indices into the band's pixels: a third of the time of (row, column) pairs)
+    o3 = out.reshape(-1, out.shape[2]) if out.flags.c_contiguous else None
+    flat = r * out.shape[1] + c if o3 is not None else None
+    under = (take_px(o3, flat) if o3 is not None else out[r, c]).astype(np.float32)
+    px -= under  # under + wgt (px - under) + 0.5, rounded: the same operations in place
+    px *= wgt[:, None]
+    px += under
+    px += np.float32(0.5)
+    np.clip(px, 0, 255, out=px)
+    if o3 is not None:
+        put_px(o3, flat, px.astype(np.uint8))
+    else:
+        out[r, c] = px.astype(np.uint8)
 
 
-def _background_stretch(hole: np.ndarray, xs: np.ndarray, weight: float, length: float, edge_weight: float = 0.0):
+def _background_stretch(hole: np.ndarray, xs: np.ndarray, weight: float, length: float, edge_weight: float = 0.0,
+                        runs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None):
     """Each run of holes (for the view ``t = x - d``: the background is on its right) leans
     towards the background's first clean pixel, the photo one pixel past what the first
     visible pixel beside it reads (that one is mixed with the occluder: see
@@ -214,9 +241,10 @@ def _background_stretch(hole: np.ndarray, xs: np.ndarray, weight: float, length:
     too, mixed in rather than alone). ``edge_weight``: the same share in the first visible
     pixel itself, the mixed one: the occluder that tinted it has moved away in the new view
     (the ghost contours that view synthesis's boundary filtering removes). ``(rows, cols, src,
-    weight, edge)`` of the pixels (``edge``: that first visible pixel), or None."""
+    weight, edge)`` of the pixels (``edge``: that first visible pixel), or None. ``runs``:
+    :func:`~.holefill.row_runs` of ``hole``, when the caller has them."""
     h, w = hole.shape
-    row, c0, c1 = row_runs(hole)  # c1: the first visible pixel after each run
+    row, c0, c1 = row_runs(hole) if runs is None else runs  # c1: the first visible pixel after each run
     keep = c1 < w
     row, c0, c1 = row[keep], c0[keep], c1[keep]
     if row.size == 0:
@@ -326,58 +354,77 @@ def _column_stretch(out: np.ndarray, filled: np.ndarray, disp: np.ndarray, tau: 
     columns' counterpart of :func:`_background_stretch`: a surface seen just above a hole
     usually goes on into it. ``demix``: the share of that clean pixel the skipped first row
     takes (it is tinted by the occluder that has moved away, as ``FAR_DEMIX`` along the rows).
-    ``out`` uint8 RGB, ``filled`` bool, ``disp`` float32 ``H x W``."""
+    ``out`` uint8 RGB, ``filled`` bool, ``disp`` float32 ``H x W``.
+
+    Row bands in parallel, each reading the rows within ``length + 1`` of it; every pixel is
+    read before any is written (the demixed pixels are read as clean ones by other holes)."""
     h, w = filled.shape
-    ys, xs = np.nonzero(_near_visible_rows(filled, length))
-    if ys.size == 0:
-        return
-    own = disp[ys, xs]
-    acc = np.zeros((ys.size, 3), np.float32)
-    tot = np.zeros(ys.size, np.float32)
-    dm_y: list = []
-    dm_x: list = []
-    dm_c: list = []
-    for dy in (1, -1):
-        open_ = np.ones(ys.size, bool)  # every pixel between is still a hole
-        for j in range(1, length + 1):
-            ny = ys + dy * j
-            inside = (ny >= 0) & (ny < h)
-            open_ &= inside
-            if not open_.any():
-                break
-            idx = np.flatnonzero(open_)
-            nh = filled[ny[idx], xs[idx]]
-            hit = idx[~nh]  # the first visible pixel this way; read the one past it, as the guard
-            cy = ny[hit] + dy  # of the fill does: a depth edge a row short leaves the occluder's
-            ok = (cy >= 0) & (cy < h)  # colour in the first row, labelled background
-            hit2, cy = hit[ok], cy[ok]
-            ok = ~filled[cy, xs[hit2]]
-            ok &= np.abs(disp[cy, xs[hit2]] - own[hit2]) <= tau
-            ok &= np.abs(disp[ny[hit2], xs[hit2]] - own[hit2]) <= tau
-            same, cy = hit2[ok], cy[ok]
-            if same.size:
-                wj = np.float32(weight * (1.0 - (j - 1) / length))
-                acc[same] += wj * out[cy, xs[same]]
-                tot[same] += wj
-                if j == 1 and demix > 0:  # the first visible row, beside the hole's top or bottom
-                    dm_y.append(ny[same])
-                    dm_x.append(xs[same])
-                    dm_c.append(cy)
-            open_[hit] = False
-    m = tot > 0
-    if not m.any():
-        return
-    share = np.minimum(tot[m], np.float32(weight))[:, None]
-    y, x = ys[m], xs[m]
-    under = out[y, x].astype(np.float32)
-    new = np.clip(under + share * (acc[m] / tot[m][:, None] - under) + 0.5, 0, 255).astype(np.uint8)
-    if dm_y:  # (read before anything is written: the clean pixels are never filled ones)
-        vy, vx, cy = (np.concatenate(a) for a in (dm_y, dm_x, dm_c))
-        vy, first = np.unique(vy * w + vx, return_index=True)
-        vy, vx, cy = vy // w, vx[first], cy[first]
-        seen = out[vy, vx].astype(np.float32)
-        out[vy, vx] = np.clip(seen + np.float32(demix) * (out[cy, vx] - seen) + 0.5, 0, 255).astype(np.uint8)
-    out[y, x] = new
+    near = _near_visible_rows(filled, length)
+    t32 = np.float32(tau)
+    # (the weights as the scalar loop made them: float64, then float32)
+    wj = {j: np.float32(weight * (1.0 - (j - 1) / length)) for j in range(1, length + 1)}
+    o3 = out.reshape(-1, 3)  # (a view of shift_view's image; a copy, written back, otherwise)
+
+    def band(sl):
+        ys, xs = np.nonzero(near[sl])
+        if ys.size == 0:
+            return None
+        ys += sl.start
+        p = ys * w + xs  # flat indices of the holes
+        fl, dv = filled.reshape(-1), disp.reshape(-1)
+        own = dv[p]
+        acc = np.zeros((ys.size, 3), np.float32)
+        tot = np.zeros(ys.size, np.float32)
+        dm = []
+        for dy in (1, -1):
+            cur = np.arange(ys.size)  # the holes whose pixels between are all still holes
+            for j in range(1, length + 1):
+                ny = ys[cur] + dy * j
+                inside = (ny >= 0) & (ny < h)
+                if not inside.all():
+                    cur, ny = cur[inside], ny[inside]
+                if cur.size == 0:
+                    break
+                q = p[cur] + dy * j * w
+                nh = fl[q]
+                hit, q, ny = cur[~nh], q[~nh], ny[~nh]  # the first visible pixel this way; read the one
+                ok = (ny + dy >= 0) & (ny + dy < h)  # past it, as the guard of the fill does
+                hit, q = hit[ok], q[ok]
+                c = q + dy * w
+                ok = ~fl[c]
+                ok &= np.abs(dv[c] - own[hit]) <= t32
+                ok &= np.abs(dv[q] - own[hit]) <= t32
+                same, q, c = hit[ok], q[ok], c[ok]
+                if same.size:
+                    acc[same] += wj[j] * take_px(o3, c)
+                    tot[same] += wj[j]
+                    if j == 1 and demix > 0:  # the first visible row, beside the hole's top or bottom
+                        dm.append((q, c))
+                cur = cur[nh]
+        m = tot > 0
+        if not m.any():
+            return None
+        share = np.minimum(tot[m], np.float32(weight))[:, None]
+        f = p[m]
+        under = take_px(o3, f).astype(np.float32)
+        new = np.clip(under + share * (acc[m] / tot[m][:, None] - under) + 0.5, 0, 255).astype(np.uint8)
+        if dm:  # (a visible pixel is demixed at most once: from the hole above it, its pixel below
+            # clean, or from the hole below it, that pixel a hole)
+            v, c = (np.concatenate(a) for a in zip(*dm))
+            seen = take_px(o3, v).astype(np.float32)
+            dm = (v, np.clip(seen + np.float32(demix) * (take_px(o3, c) - seen) + 0.5, 0, 255).astype(np.uint8))
+        return f, new, dm or None
+
+    # bands of about COLUMN_BAND_HOLES holes (at least 16 rows): the per-band steps cost more than the
+    # pixels where the holes are few
+    rows = max(16, int(h * COLUMN_BAND_HOLES / max(1, np.count_nonzero(near))))
+    done = [r for r in by_bands(band, h, rows=rows) if r is not None]
+    for f, new, dm in done:  # (read before anything is written: the clean pixels are never filled ones)
+        if dm is not None:
+            put_px(o3, dm[0], dm[1])
+        put_px(o3, f, new)
+    if done and not np.shares_memory(o3, out):
+        out[...] = o3.reshape(out.shape)
 
 
 def _near_visible_rows(filled: np.ndarray, rows: int) -> np.ndarray:
@@ -385,8 +432,9 @@ def _near_visible_rows(filled: np.ndarray, rows: int) -> np.ndarray:
     (bool ``H x W``): a vertical erosion, so that the cost follows the holes' top and bottom
     rows, not their area (a sixth of a 12 MP photo filled behind near blocks)."""
     k = np.ones((2 * rows + 1, 1), np.uint8)
-    inner = cv2.erode(filled.view(np.uint8), k, borderType=cv2.BORDER_CONSTANT, borderValue=1)
-    return filled & ~inner.view(bool)
+    f8 = filled.view(np.uint8)
+    inner = cv2.erode(f8, k, borderType=cv2.BORDER_CONSTANT, borderValue=1)
+    return np.greater(f8, inner)  # (filled and not inner, in one pass)
 
 
 def _soft_rows(out: np.ndarray, filled: np.ndarray, disp: np.ndarray, layers: Layers, direction: int, tau: float,
@@ -397,25 +445,76 @@ def _soft_rows(out: np.ndarray, filled: np.ndarray, disp: np.ndarray, layers: La
     pixel's own row (what lies just beyond the surface's edge in the photo, its blurred or
     anti-aliased border, moves with it). ``out`` uint8 RGB, ``filled`` bool and ``disp``
     float32 (each output pixel's disparity) ``H x W``, as :func:`shift_view` makes them. The
-    rows' counterpart of :func:`_soft_edges` (measured: docs/rendering.md, fifth round)."""
+    rows' counterpart of :func:`_soft_edges` (measured: docs/rendering.md, fifth round).
+
+    In parallel: the pixels are found in row bands (``filled`` and ``disp`` are only read),
+    then blended in batches, each pixel of ``out`` read and written by its batch alone."""
     h, w = filled.shape
-    ys, xs = np.nonzero(_near_visible_rows(filled, 1))
-    if ys.size == 0:
+    t32 = np.float32(tau)
+    near = _near_visible_rows(filled, 1)
+    fl, dv = filled.reshape(-1), disp.reshape(-1)
+
+    def find(sl):
+        # the nearer neighbour's disparity, above or below (-inf: none, or a filled one): on the
+        # band's holes beside a visible row, by index where they are few, else on every pixel
+        y0, y1 = sl.start, sl.stop
+        ys, xs = np.nonzero(near[sl])
+        if ys.size == 0:
+            return None
+        if 8 * ys.size < (y1 - y0) * w:
+            p = (ys + y0) * w + xs
+            nd = np.full(ys.size, -np.inf, np.float32)
+            for dy in (1, -1):
+                ok = (ys + (y0 + dy) >= 0) & (ys + (y0 + dy) < h)
+                q = p[ok] + dy * w
+                ok[ok] = ~fl[q]
+                v = np.full(ys.size, -np.inf, np.float32)
+                v[ok] = dv[p[ok] + dy * w]
+                np.maximum(nd, v, out=nd)
+            sel = nd > dv[p] + t32
+            ys, xs, nd = ys[sel], xs[sel], nd[sel]
+        else:
+            nd = np.full((y1 - y0, w), -np.inf, np.float32)
+            for dy in (1, -1):
+                a, b = max(y0 + dy, 0), min(y1 + dy, h)  # the neighbours' rows that exist
+                if a >= b:
+                    continue
+                v = np.where(filled[a:b], np.float32(-np.inf), disp[a:b])
+                np.maximum(nd[a - dy - y0:b - dy - y0], v, out=nd[a - dy - y0:b - dy - y0])
+            sel = nd > disp[sl] + t32
+            sel &= filled[sl]
+            ys, xs = np.nonzero(sel)
+            nd = nd[ys, xs]
+        if ys.size == 0:
+            return None
+        # (int64 columns and float32 disparity add in float64, then round, as they always did)
+        src = (xs + nd if direction < 0 else xs - nd).astype(np.float32)
+        return ys + y0, xs, src
+
+    hit = [f for f in by_bands(find, h) if f is not None]
+    if not hit:
         return
-    nd = np.full(ys.size, -np.inf, np.float32)  # the nearer neighbour's disparity, above or below
-    for dy in (1, -1):
-        ny = ys + dy
-        ok = (ny >= 0) & (ny < h)
-        ok[ok] &= ~filled[ny[ok], xs[ok]]
-        v = np.full(ys.size, -np.inf, np.float32)
-        v[ok] = disp[ny[ok], xs[ok]]
-        np.maximum(nd, v, out=nd)
-    sel = nd > disp[ys, xs] + np.float32(tau)
-    if not sel.any():
-        return
-    ys, xs, nd = ys[sel], xs[sel], nd[sel]
-    src = (xs + nd if direction < 0 else xs - nd).astype(np.float32)
-    _blend(out, layers, ys, xs, src, np.full(ys.size, weight, np.float32), 0, interp)
+    # every read is clamped to the rows of all the points together (as one batch would be)
+    rows = (int(hit[0][0].min()), int(hit[-1][0].max()))
+    # the bands' points in batches of about SOFT_ROWS_BATCH (a remap and a blend each), in parallel: each
+    # batch writes only its own points
+    batches, cur, n = [], [], 0
+    for f in hit:
+        cur.append(f)
+        n += f[0].size
+        if n >= SOFT_ROWS_BATCH:
+            batches.append(cur)
+            cur, n = [], 0
+    if cur:
+        batches.append(cur)
+    wgt = np.float32(weight)
+
+    def blend(k):  # (k: a slice of the batches)
+        for b in batches[k]:
+            ys, xs, src = (np.concatenate(a) for a in zip(*b))
+            _blend(out, layers, ys, xs, src, np.full(ys.size, wgt, np.float32), 0, interp, rows)
+
+    by_bands(blend, len(batches), rows=1)
 
 
 def resample(layers: Layers, map_x: np.ndarray, map_y: np.ndarray | None, filled: np.ndarray | None,
