@@ -41,7 +41,8 @@ MIN_KBPS = 10.0  # slower than any home line (80 kbit/s); a trickle or a crawl i
 AUTO_WINDOW_S = 10.0  # auto falls back this soon after a registry starts to trickle
 PULL_WINDOW_S = 60.0  # an explicit pull rides out a minute-long hiccup
 AUTO_DEADLINE_S = 900.0  # 99 MB at 1 Mbit/s (~13 min) still finishes
-_BUCKET_S = 0.1  # samples closer than this are merged (keeps the window short to scan)
+_BUCKET_S = 0.1  # samples closer than this are merged (keeps the window short to scan)...
+_BUCKETS_PER_WINDOW = 50  # ...and than this share of the window: merging makes the window shorter by up to a bucket
 
 
 def _env_float(name: str, default: float, lo: float, hi: float) -> float:
@@ -90,6 +91,7 @@ class Guard:
         self.deadline = None if rule.deadline_s is None else self.t0 + rule.deadline_s
         self.tripped: str | None = None
         self._lock = threading.Lock()
+        self._bucket = min(_BUCKET_S, rule.window_s / _BUCKETS_PER_WINDOW)
         self.begin()
 
     @property
@@ -111,7 +113,7 @@ class Guard:
         with self._lock:
             now = self.clock()
             self.total += n
-            if now - self._times[-1] < _BUCKET_S and len(self._times) > 1:
+            if now - self._times[-1] < self._bucket and len(self._times) > 1:
                 self._cums[-1] = self.total  # merged: the bucket's bytes count from its first moment (a little stricter)
                 return
             self._times.append(now)
