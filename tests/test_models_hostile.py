@@ -48,3 +48,42 @@ def test_a_fast_bursty_server_never_trips_the_rule(window):
         clock.t += min(0.011, step / 10)
         g.got(50_000)
         g.check()
+
+
+def test_a_fast_server_with_pauses_passes_under_the_shortest_window(env, monkeypatch):
+    """"0" for the window was 0.1 s: a 300 KB/s server pausing 95 ms between bursts failed "too
+    slow: 0.00 KB/s" on a scheduling hiccup. The window is now at least 1 s."""
+    from test_models_stall import Trickle
+
+    srv, info, data = env
+    fast = Trickle(data, "steady", step=30_000, interval=0.095)
+    monkeypatch.setenv("DEPTHCRAFT_MODELS_MIRROR", fast.base + "/")
+    monkeypatch.setenv(stall.WINDOW_ENV, "0")
+    try:
+        assert stall.StallRule.for_pull().window_s == stall.MIN_WINDOW_S
+        assert M.pull(info, progress=False).read_bytes() == data
+    finally:
+        fast.close()
+
+
+@pytest.mark.parametrize("var", [stall.MIN_KBPS_ENV, stall.WINDOW_ENV, stall.AUTO_DEADLINE_ENV])
+@pytest.mark.parametrize("value", ["abc", "nan", "-1", "10 KB"])
+def test_a_setting_that_is_not_a_number_is_one_line_naming_it(registry, cache, monkeypatch, var, value):
+    """Before: silently the default (a typo in the floor went unnoticed). Now auto says it in one
+    line naming the variable, before announcing any download, and falls back."""
+    monkeypatch.setenv(var, value)
+    said: list[str] = []
+    r = auto.resolve(say=said.append)
+    assert (r.provider, r.reason) == ("classic", "download-failed")
+    assert len(said) == 1 and var in said[0] and repr(value) in said[0] and "\n" not in said[0], said
+    assert not cache.exists() or not any(cache.iterdir())
+
+
+def test_models_pull_with_a_bad_setting_is_one_line(tmp_path):
+    r = run_cli("models", "pull", MODEL, "-q", timeout=60,
+                env={"DEPTHCRAFT_MODELS_DIR": str(tmp_path / "m"), "DEPTHCRAFT_OFFLINE": "",
+                     "DEPTHCRAFT_MODELS_MIRROR": "http://127.0.0.1:9/", stall.MIN_KBPS_ENV: "ten"})
+    out = r.stdout + r.stderr
+    errors = [x for x in out.splitlines() if x.startswith("error:")]
+    assert r.returncode == 2 and "Traceback" not in out, out
+    assert len(errors) == 1 and stall.MIN_KBPS_ENV in errors[0] and "'ten'" in errors[0], out

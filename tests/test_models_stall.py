@@ -245,7 +245,7 @@ def test_the_guard_reaches_the_socket_in_this_httpx():
         assert stall.guard_client(c, stall.Guard(stall.StallRule()))
 
 
-@pytest.mark.parametrize("value,expected", [("", 10.0), ("abc", 10.0), ("nan", 10.0), ("-5", 0.001), ("25", 25.0)])
+@pytest.mark.parametrize("value,expected", [("", 10.0), (" 25 ", 25.0), ("0", 0.001), ("1e309", 1e7)])
 def test_stall_settings_are_always_finite(monkeypatch, value, expected):
     monkeypatch.setenv(stall.MIN_KBPS_ENV, value)
     monkeypatch.setenv(stall.WINDOW_ENV, "inf")

@@ -33,6 +33,7 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 from ..lib import models as M
+from ..lib.errors import ParameterError
 from ..lib.stall import StallRule
 
 AUTO_MODEL = "depth-anything-v2-small"
@@ -249,12 +250,18 @@ def resolve(*, download: bool = True, say: Callable[[str], None] | None = None) 
 
 
 def _download(info: M.ModelInfo, host: str, where, say: Callable[[str], None]) -> Resolution:
+    try:
+        rule = StallRule.for_auto()
+    except ParameterError as e:  # a setting that is not a number: said once, before any download
+        msg = f"auto: {e}: using the embedded classic estimator"
+        say(msg)
+        return Resolution("classic", "download-failed", None, msg)
     say(f"auto: downloading {info.title} ({info.size_text()}, {info.licence}, sha256-pinned) from {host} "
         f"into {where}, once: no depth model is in the cache and it is far more accurate than the embedded "
         f"classic estimator ({OFFLINE_ENV}=1 or --offline never downloads)")
     try:
         M.pull(info, progress=sys.stderr.isatty(), timeout=STALL_SECONDS, read_timeout=STALL_SECONDS,
-               stall=StallRule.for_auto())
+               stall=rule)
     except Exception as e:  # noqa: BLE001 - any failure falls back; the user is told which
         msg = (f"auto: the download of {info.name} failed ({e}): using the embedded classic estimator; "
                f"run `depthcraft models pull {info.name}` to retry")
