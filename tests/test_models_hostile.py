@@ -87,3 +87,60 @@ def test_models_pull_with_a_bad_setting_is_one_line(tmp_path):
     errors = [x for x in out.splitlines() if x.startswith("error:")]
     assert r.returncode == 2 and "Traceback" not in out, out
     assert len(errors) == 1 and stall.MIN_KBPS_ENV in errors[0] and "'ten'" in errors[0], out
+
+
+class _Raw:
+    """A loopback server answering HEAD at once and every GET with ``answer(request) -> bytes``;
+    ``requests``: the request heads it got."""
+
+    def __init__(self, answer):
+        self.answer, self.requests = answer, []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.base = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            with c:
+                try:
+                    buf = b""
+                    while b"\r\n\r\n" not in buf:
+                        d = c.recv(65536)
+                        if not d:
+                            break
+                        buf += d
+                    head = buf.split(b"\r\n\r\n")[0].decode("latin-1")
+                    self.requests.append(head)
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" if head.startswith("HEAD")
+                              else self.answer(head))
+                except OSError:
+                    pass
+
+    def close(self):
+        self.sock.close()
+
+
+def test_a_gzip_bomb_is_refused_without_decoding_it(registry, cache, monkeypatch):
+    """200 MB of zeros in 200 KB of gzip: httpx asked for gzip and decoded each 64 KB read into
+    ~64 MB before the size limit could see it. Now the download asks for the file itself and
+    refuses a compressed answer in one line, decoding nothing."""
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)
+    bomb = z.compress(bytes(200_000_000)) + z.flush()
+    srv = _Raw(lambda head: (f"HTTP/1.1 200 OK\r\nContent-Length: {len(bomb)}\r\nContent-Encoding: gzip\r\n\r\n"
+                             .encode() + bomb))
+    monkeypatch.setenv("DEPTHCRAFT_MODELS_MIRROR", srv.base + "/")
+    said: list[str] = []
+    try:
+        r = auto.resolve(say=said.append)
+    finally:
+        srv.close()
+    gets = [h for h in srv.requests if h.startswith("GET")]
+    assert gets and all("accept-encoding: identity" in h.lower() for h in gets), gets
+    assert r.reason == "download-failed" and "Content-Encoding: gzip" in said[-1], said
+    assert not (cache / f"{MODEL}.onnx").exists() and not (cache / f"{MODEL}.onnx.part").exists()

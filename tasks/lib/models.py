@@ -493,7 +493,9 @@ def _fetch_to_part(url: str, part: Path, info: ModelInfo, *, progress: bool, tim
     try:
         for _attempt in range(2):  # a second pass only after a refused range restarts from zero
             offset = part.stat().st_size if part.exists() else 0
-            headers = {"Range": f"bytes={offset}-"} if offset else {}
+            # The stored bytes must be the file's own: a compressed answer would be decoded in memory
+            # (a gzip bomb: 64 KB read, 64 MB decoded) and its Range offsets would not be the file's.
+            headers = {"Accept-Encoding": "identity", **({"Range": f"bytes={offset}-"} if offset else {})}
             guard.begin()
             try:
                 with client.stream("GET", url, headers=headers) as r:
@@ -508,6 +510,13 @@ def _fetch_to_part(url: str, part: Path, info: ModelInfo, *, progress: bool, tim
                         raise ModelError(f"HTTP {r.status_code} for {url}",
                                          hint="the file may have moved; download it yourself and pass "
                                               "onnx:/path/model.onnx", retryable=r.status_code >= 500)
+                    coding = r.headers.get("content-encoding", "identity").strip().lower()
+                    if coding not in ("", "identity"):
+                        raise ModelError(f"{host} answered {info.name} compressed (Content-Encoding: {coding[:40]}) "
+                                         "although asked for the file itself (Accept-Encoding: identity)",
+                                         hint="check DEPTHCRAFT_MODELS_MIRROR (a proxy or mirror that compresses "
+                                              f"downloads), or download {info.url} yourself and pass "
+                                              "onnx:/path/model.onnx")
                     if r.status_code == 206:
                         start = _content_range_start(r.headers.get("content-range"))
                         if start != offset:  # a server that answers another range than asked: start over
@@ -530,7 +539,7 @@ def _fetch_to_part(url: str, part: Path, info: ModelInfo, *, progress: bool, tim
                         bar.update(done, total)
                         # No chunk size: httpx would drop a half-filled buffer when the connection dies,
                         # and every byte received is a byte the resume does not need again.
-                        for chunk in r.iter_bytes():
+                        for chunk in r.iter_raw():
                             out.write(chunk)
                             done += len(chunk)
                             bar.update(done, total)
