@@ -144,3 +144,43 @@ def test_a_gzip_bomb_is_refused_without_decoding_it(registry, cache, monkeypatch
     assert gets and all("accept-encoding: identity" in h.lower() for h in gets), gets
     assert r.reason == "download-failed" and "Content-Encoding: gzip" in said[-1], said
     assert not (cache / f"{MODEL}.onnx").exists() and not (cache / f"{MODEL}.onnx.part").exists()
+
+
+_DAMAGED = ['[1, 2]', '"x"', '{"depth-anything-v2-base": 5}', '{"depth-anything-v2-base": {"sha256": 5}}',
+            '{"depth-anything-v2-base": {"sha256": "zz"}}', "[" * 100_000, "\xff\xfe", ""]
+
+
+@pytest.mark.parametrize("content", _DAMAGED, ids=range(len(_DAMAGED)))
+def test_a_damaged_trusted_json_is_no_record_not_a_traceback(cache, content, capsys):
+    """Before: AttributeError / TypeError / RecursionError out of `models list`, `models verify`
+    and auto's resolution. Now a spoiled record is no record: the model lists as unpinned."""
+    cache.mkdir(parents=True)
+    (cache / "depth-anything-v2-base.onnx").write_bytes(b"not checked")
+    (cache / "trusted.json").write_text(content, encoding="latin-1")
+    assert M.trusted_hashes() == {}
+    assert cli_models.main(["list"]) == 0
+    assert "cached, unpinned" in capsys.readouterr().out
+    assert cli_models.main(["verify"]) == 0
+    assert auto.resolve(download=False, say=lambda s: None).provider == "onnx:depth-anything-v2-base"
+
+
+@pytest.mark.parametrize("stamp", ["deep", "dir", "empty", "list"])
+def test_a_damaged_stamp_is_not_verified_and_leaves_nothing_behind(env, stamp, capsys):
+    """A stamp nested 100 000 deep made `models list` print a RecursionError traceback; a folder
+    where the stamp goes left a ``.verified.PID.tmp`` file behind on every hash."""
+    srv, info, data = env
+    path = M.pull(info, progress=False)
+    s = path.with_name(path.name + ".verified")
+    s.unlink()
+    if stamp == "dir":
+        s.mkdir()
+    else:
+        s.write_text({"deep": "[" * 100_000, "empty": "", "list": "[]"}[stamp])
+    out = run_cli("models", "list", env={"DEPTHCRAFT_MODELS_DIR": str(path.parent)})
+    assert out.returncode == 0 and "Traceback" not in out.stdout + out.stderr, out.stdout + out.stderr
+    assert M.cache_state(info).state == "unverified"
+    assert M.verify(info).status == "ok"
+    leftovers = [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+    assert leftovers == []
+    if stamp != "dir":
+        assert M.cache_state(info).state == "verified"

@@ -217,26 +217,24 @@ def _write_stamp(path: Path, sha: str) -> None:
     stamp = _stamp_path(path)
     try:
         rec = {**_stat_fields(path.stat()), "sha256": sha}
-        try:
-            if json.loads(stamp.read_text()) == rec:
-                return
-        except (OSError, ValueError):
-            pass
+        if _small_json(stamp) == rec:
+            return
         tmp = stamp.with_name(f"{stamp.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(rec))
-        os.replace(tmp, stamp)
+        try:
+            tmp.write_text(json.dumps(rec))
+            os.replace(tmp, stamp)
+        except OSError:  # e.g. a folder where the stamp should be: leave no temporary file behind
+            tmp.unlink(missing_ok=True)
+            raise
     except OSError:  # a read-only cache: list says "not verified", nothing else changes
         pass
 
 
 def _stamped_sha(path: Path, st: os.stat_result) -> str | None:
     """The sha256 the stamp records, when the stamp still describes this very file."""
-    try:
-        rec = json.loads(_stamp_path(path).read_text())
-        if isinstance(rec, dict) and all(rec.get(k) == v for k, v in _stat_fields(st).items()):
-            return str(rec.get("sha256") or "").lower() or None
-    except (OSError, ValueError):
-        pass
+    rec = _small_json(_stamp_path(path))
+    if isinstance(rec, dict) and all(rec.get(k) == v for k, v in _stat_fields(st).items()):
+        return str(rec.get("sha256") or "").lower() or None
     return None
 
 
@@ -340,12 +338,29 @@ def _trusted_file() -> Path:
     return models_dir() / "trusted.json"
 
 
-def trusted_hashes() -> dict[str, dict]:
-    """Hashes recorded by ``pull --trust-unpinned``: name -> {sha256, url, recorded}."""
+def _small_json(path: Path, limit: int = 1 << 20):
+    """The JSON in ``path``, or None when it is missing, unreadable, not JSON, nested too deep
+    (RecursionError) or larger than ``limit`` bytes (a record of ours is a few hundred)."""
     try:
-        return json.loads(_trusted_file().read_text())
-    except (OSError, ValueError):
+        with open(path, "rb") as f:
+            raw = f.read(limit + 1)
+        return None if len(raw) > limit else json.loads(raw)
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
+def trusted_hashes() -> dict[str, dict]:
+    """Hashes recorded by ``pull --trust-unpinned``: name -> {sha256, url, recorded}. A damaged
+    file (not JSON, another shape, a hash that is not 64 hex digits) records nothing for the
+    entries it spoils: those models count as unrecorded, as with no file at all."""
+    table = _small_json(_trusted_file(), 16 << 20)
+    if not isinstance(table, dict):
         return {}
+    return {str(k): v for k, v in table.items() if isinstance(v, dict) and _is_sha256(v.get("sha256"))}
+
+
+def _is_sha256(value) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdefABCDEF" for c in value)
 
 
 def _record_trusted(info: ModelInfo, sha: str, url: str) -> None:
