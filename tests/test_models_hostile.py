@@ -184,3 +184,24 @@ def test_a_damaged_stamp_is_not_verified_and_leaves_nothing_behind(env, stamp, c
     assert leftovers == []
     if stamp != "dir":
         assert M.cache_state(info).state == "verified"
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"f" * 100_000 + b"\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10;" + b"a" * 200_000 + b"\r\n",
+], ids=["huge-chunk-size", "huge-chunk-extension"])
+def test_what_a_server_sends_cannot_make_the_error_line_long(env, monkeypatch, answer):
+    """Before: a 100 KB chunk header came back as a 100 381-character "one line", and an empty
+    ``.part`` was left for `models list` and the next pull. Now the cause is cut to a few hundred
+    characters and an empty part is removed."""
+    srv, info, data = env
+    raw = _Raw(lambda head: answer)
+    monkeypatch.setenv("DEPTHCRAFT_MODELS_MIRROR", raw.base + "/")
+    try:
+        with pytest.raises(M.ModelError) as e:
+            M.pull(info, progress=False)
+    finally:
+        raw.close()
+    text = str(e.value)
+    assert "RemoteProtocolError" in text and len(text) < 1000 and "\n" not in text, len(text)
+    assert not M.cached_path(info).with_name(info.filename + ".part").exists()

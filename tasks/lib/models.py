@@ -382,10 +382,22 @@ def expected_sha256(info: ModelInfo) -> str | None:
 
 
 # -- download --------------------------------------------------------------------------------
+_WHY_CHARS = 300  # what a server controls (a status line, a chunk header) is cut to this in our one line
+
+
 def _unreachable(host: str, why: str, info: ModelInfo, part: Path | None, *, started: bool = False) -> ModelError:
     kept = ""
-    if part is not None and part.exists() and part.stat().st_size:
-        kept = f" ({part.stat().st_size / 1e6:.1f} MB kept in {part.name}; running it again resumes)"
+    if len(why) > _WHY_CHARS:
+        why = why[:_WHY_CHARS] + f"... ({len(why)} characters)"
+    why = " ".join(why.split())  # one line, whatever the server sent
+    try:
+        if part is not None and part.exists():
+            if part.stat().st_size:
+                kept = f" ({part.stat().st_size / 1e6:.1f} MB kept in {part.name}; running it again resumes)"
+            else:
+                part.unlink()  # an empty part resumes nothing; list and the next pull need not see it
+    except OSError:
+        pass
     return ModelError(
         f"{'download from ' + host + ' interrupted' if started else 'could not reach ' + host}: {why}{kept}",
         hint=f"download {info.url or 'the model'} elsewhere and pass onnx:/path/model.onnx, "
