@@ -205,3 +205,18 @@ def test_what_a_server_sends_cannot_make_the_error_line_long(env, monkeypatch, a
     text = str(e.value)
     assert "RemoteProtocolError" in text and len(text) < 1000 and "\n" not in text, len(text)
     assert not M.cached_path(info).with_name(info.filename + ".part").exists()
+
+
+def test_an_answer_announcing_less_than_a_pinned_model_is_refused_before_downloading(env, monkeypatch):
+    """A pinned model's size is exact. Before: a mirror announcing 2 MB for a 99 MB model was
+    downloaded to the end, then failed its hash. Now it is refused on the headers."""
+    srv, info, data = env
+    body = b"<html>not the model</html>" * 4000
+    raw = _Raw(lambda head: f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+    monkeypatch.setenv("DEPTHCRAFT_MODELS_MIRROR", raw.base + "/")
+    try:
+        with pytest.raises(M.ModelError, match=f"it announced {len(body)} bytes; nothing was downloaded"):
+            M.pull(info, progress=False)
+    finally:
+        raw.close()
+    assert not M.cached_path(info).with_name(info.filename + ".part").exists()

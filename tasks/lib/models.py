@@ -561,6 +561,14 @@ def _fetch_to_part(url: str, part: Path, info: ModelInfo, *, progress: bool, tim
                     if limit is not None and total is not None and total > limit:
                         part.unlink(missing_ok=True)
                         raise _oversized(host, info, f"it announced {total} bytes")
+                    if limit is not None and total is not None and total < limit:
+                        # not the file (an error page, another model): said now, not after downloading it
+                        kept = part.stat().st_size if part.exists() else 0
+                        raise ModelError(f"{host} is not sending {info.name} ({limit} bytes): it announced {total} "
+                                         "bytes; " + (f"the {kept / 1e6:.1f} MB in {part.name} were kept" if kept
+                                                      else "nothing was downloaded"),
+                                         hint=f"check DEPTHCRAFT_MODELS_MIRROR, or download {info.url} yourself and "
+                                              "pass onnx:/path/model.onnx")
                     done = offset
                     with _Bar(progress, info.name) as bar, open(part, mode) as out:
                         bar.update(done, total)
