@@ -220,3 +220,17 @@ def test_an_answer_announcing_less_than_a_pinned_model_is_refused_before_downloa
     finally:
         raw.close()
     assert not M.cached_path(info).with_name(info.filename + ".part").exists()
+
+
+@pytest.mark.parametrize("target", ["itself", "nowhere"])
+def test_a_cache_that_is_a_broken_symlink_is_one_line_saying_so(tmp_path, target):
+    """Before: "it is not a folder" for a symbolic link looping on itself or leading nowhere."""
+    link = tmp_path / "models"
+    link.symlink_to(link if target == "itself" else tmp_path / "gone" / "models")
+    r = run_cli("models", "pull", MODEL, "-q", timeout=60,
+                env={"DEPTHCRAFT_MODELS_DIR": str(link), "DEPTHCRAFT_OFFLINE": "",
+                     "DEPTHCRAFT_MODELS_MIRROR": "http://127.0.0.1:9/"})
+    out = r.stdout + r.stderr
+    errors = [x for x in out.splitlines() if x.startswith("error:")]
+    assert r.returncode == 1 and "Traceback" not in out, out
+    assert len(errors) == 1 and "symbolic link" in errors[0] and str(link) in errors[0], out

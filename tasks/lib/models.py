@@ -652,6 +652,8 @@ def pull(info: ModelInfo | str, *, trust_unpinned: bool = False, force: bool = F
                           guard=Guard(stall or StallRule.for_pull()))
     except OSError as e:  # the cache folder: read-only, full, a file where the folder should be
         why = "it is not a folder" if isinstance(e, (FileExistsError, NotADirectoryError)) else (e.strerror or e)
+        if isinstance(e, FileExistsError) and dest.parent.is_symlink():  # a loop, or a link to nothing
+            why = f"it is a symbolic link to {os.readlink(dest.parent)}, which leads to no folder"
         raise ModelError(f"cannot write the model cache {dest.parent}: {why}"
                          + (f" ({e.filename})" if e.filename and str(e.filename) != str(dest.parent) else ""),
                          hint="free some space or make it writable, or set DEPTHCRAFT_MODELS_DIR to a folder "
