@@ -234,3 +234,22 @@ def test_a_cache_that_is_a_broken_symlink_is_one_line_saying_so(tmp_path, target
     errors = [x for x in out.splitlines() if x.startswith("error:")]
     assert r.returncode == 1 and "Traceback" not in out, out
     assert len(errors) == 1 and "symbolic link" in errors[0] and str(link) in errors[0], out
+
+
+def test_auto_on_a_read_only_cache_is_one_line_without_announcing_a_download(registry, cache, tmp_path, monkeypatch):
+    """A read-only bind mount (root ignores permission bits, not a read-only file system). Before:
+    "auto: downloading ..." then "the download failed (cannot write ...)", two lines for one cause."""
+    import subprocess
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "--bind", "-o", "ro", str(ro), str(ro)], capture_output=True).returncode:
+        pytest.skip("no bind mounts here (needs root with CAP_SYS_ADMIN)")
+    try:
+        monkeypatch.setenv("DEPTHCRAFT_MODELS_DIR", str(ro))
+        said: list[str] = []
+        r = auto.resolve(say=said.append)
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
+    assert (r.provider, r.reason) == ("classic", "download-failed")
+    assert len(said) == 1 and f"cannot write the model cache {ro}" in said[0] and "read-only" in said[0], said

@@ -256,6 +256,12 @@ def _download(info: M.ModelInfo, host: str, where, say: Callable[[str], None]) -
         msg = f"auto: {e}: using the embedded classic estimator"
         say(msg)
         return Resolution("classic", "download-failed", None, msg)
+    unwritable = _unwritable(where)
+    if unwritable:  # said instead of announcing a download that cannot be stored
+        msg = (f"auto: cannot write the model cache {where} ({unwritable}): using the embedded classic estimator; "
+               f"make it writable or set DEPTHCRAFT_MODELS_DIR, then run `depthcraft models pull {info.name}`")
+        say(msg)
+        return Resolution("classic", "download-failed", None, msg)
     say(f"auto: downloading {info.title} ({info.size_text()}, {info.licence}, sha256-pinned) from {host} "
         f"into {where}, once: no depth model is in the cache and it is far more accurate than the embedded "
         f"classic estimator ({OFFLINE_ENV}=1 or --offline never downloads)")
@@ -268,6 +274,16 @@ def _download(info: M.ModelInfo, host: str, where, say: Callable[[str], None]) -
         say(msg)
         return Resolution("classic", "download-failed", None, msg)
     return Resolution(f"onnx:{info.name}", "downloaded", info.name)
+
+
+def _unwritable(where) -> str | None:
+    """None when the cache folder ``where`` exists (made now if need be) and can be written, else why
+    not (a read-only file system, a file or a broken link where the folder should be)."""
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return "it is not a folder" if isinstance(e, (FileExistsError, NotADirectoryError)) else (e.strerror or str(e))
+    return None if os.access(where, os.W_OK) else "read-only"
 
 
 def forget() -> None:
