@@ -253,3 +253,27 @@ def test_auto_on_a_read_only_cache_is_one_line_without_announcing_a_download(reg
         subprocess.run(["umount", str(ro)], check=True)
     assert (r.provider, r.reason) == ("classic", "download-failed")
     assert len(said) == 1 and f"cannot write the model cache {ro}" in said[0] and "read-only" in said[0], said
+
+
+def test_an_endless_answer_for_an_unpinned_model_never_fills_the_disk(env, monkeypatch):
+    """Only a pinned model had a size limit: `pull --trust-unpinned` from a mirror streaming chunks
+    without end wrote until the disk was full (here the server gives up at 20 MB). Now an unpinned
+    model stops at twice its listed size."""
+    srv, info, data = env
+    unpinned = M.ModelInfo(**{**info.__dict__, "name": "tiny-unpinned", "sha256": None, "size_bytes": None,
+                              "approx_mb": 0.3})
+    monkeypatch.setitem(M.REGISTRY, unpinned.name, unpinned)
+
+    def endless(head):
+        chunk = b"x" * 65536
+        return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + (b"10000\r\n" + chunk + b"\r\n") * 320
+
+    raw = _Raw(endless)
+    monkeypatch.setenv("DEPTHCRAFT_MODELS_MIRROR", raw.base + "/")
+    try:
+        with pytest.raises(M.ModelError, match="it sent more than 600000 bytes; nothing was kept"):
+            M.pull(unpinned, trust_unpinned=True, progress=False)
+    finally:
+        raw.close()
+    assert not M.cached_path(unpinned).exists()
+    assert not M.cached_path(unpinned).with_name(unpinned.filename + ".part").exists()

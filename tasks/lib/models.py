@@ -406,7 +406,8 @@ def _unreachable(host: str, why: str, info: ModelInfo, part: Path | None, *, sta
 
 
 def _oversized(host: str, info: ModelInfo, what: str) -> ModelError:
-    return ModelError(f"{host} is not sending {info.name} ({info.size_bytes} bytes): {what}; nothing was kept",
+    size = f"{info.size_bytes} bytes" if info.size_bytes else info.size_text()
+    return ModelError(f"{host} is not sending {info.name} ({size}): {what}; nothing was kept",
                       hint=f"check DEPTHCRAFT_MODELS_MIRROR, or download {info.url} yourself and pass "
                            "onnx:/path/model.onnx")
 
@@ -569,6 +570,8 @@ def _fetch_to_part(url: str, part: Path, info: ModelInfo, *, progress: bool, tim
                                                       else "nothing was downloaded"),
                                          hint=f"check DEPTHCRAFT_MODELS_MIRROR, or download {info.url} yourself and "
                                               "pass onnx:/path/model.onnx")
+                    if limit is None:  # unpinned: no exact size, but never more than it announced or twice its listing
+                        limit = total if total is not None else (int(info.approx_mb * 2e6) if info.approx_mb else None)
                     done = offset
                     with _Bar(progress, info.name) as bar, open(part, mode) as out:
                         bar.update(done, total)
