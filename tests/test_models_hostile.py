@@ -164,19 +164,22 @@ def test_a_damaged_trusted_json_is_no_record_not_a_traceback(cache, content, cap
     assert auto.resolve(download=False, say=lambda s: None).provider == "onnx:depth-anything-v2-base"
 
 
-@pytest.mark.parametrize("stamp", ["deep", "dir", "empty", "list"])
+@pytest.mark.parametrize("stamp", ["deep", "dir", "empty", "list", "endless"])
 def test_a_damaged_stamp_is_not_verified_and_leaves_nothing_behind(env, stamp, capsys):
     """A stamp nested 100 000 deep made `models list` print a RecursionError traceback; a folder
-    where the stamp goes left a ``.verified.PID.tmp`` file behind on every hash."""
+    where the stamp goes left a ``.verified.PID.tmp`` file behind on every hash; one that never
+    ends (/dev/zero) was read until memory ran out. Records are now read up to 1 MB."""
     srv, info, data = env
     path = M.pull(info, progress=False)
     s = path.with_name(path.name + ".verified")
     s.unlink()
     if stamp == "dir":
         s.mkdir()
+    elif stamp == "endless":  # read whole, it never ends (memory grew until the run was killed)
+        s.symlink_to("/dev/zero")
     else:
         s.write_text({"deep": "[" * 100_000, "empty": "", "list": "[]"}[stamp])
-    out = run_cli("models", "list", env={"DEPTHCRAFT_MODELS_DIR": str(path.parent)})
+    out = run_cli("models", "list", env={"DEPTHCRAFT_MODELS_DIR": str(path.parent)}, timeout=60)
     assert out.returncode == 0 and "Traceback" not in out.stdout + out.stderr, out.stdout + out.stderr
     assert M.cache_state(info).state == "unverified"
     assert M.verify(info).status == "ok"
