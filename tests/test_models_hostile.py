@@ -280,3 +280,27 @@ def test_an_endless_answer_for_an_unpinned_model_never_fills_the_disk(env, monke
         raw.close()
     assert not M.cached_path(unpinned).exists()
     assert not M.cached_path(unpinned).with_name(unpinned.filename + ".part").exists()
+
+
+def test_a_pull_waiting_for_another_process_says_so(env, tmp_path):
+    """Before: `models pull` sat silent behind another process's download (it looked hung)."""
+    import subprocess
+    import sys
+
+    srv, info, data = env
+    dest = M.cached_path(info)
+    dest.parent.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import pathlib, sys, time\nfrom depthcraft.tasks.lib import models as M\n"
+        f"with M._lock(pathlib.Path({str(dest)!r})):\n    print('held', flush=True)\n    sys.stdin.read()\n")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    said: list[str] = []
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        threading.Timer(1.0, holder.stdin.close).start()  # the other download ends after a second
+        assert M.pull(info, progress=False, say=said.append).read_bytes() == data
+    finally:
+        holder.kill()
+        holder.wait()
+    waits = [x for x in said if "waiting for another depthcraft process" in x]
+    assert len(waits) == 1 and info.filename in waits[0], said

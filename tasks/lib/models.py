@@ -439,7 +439,7 @@ class _Bar:
             self.progress.stop()
 
 
-def _lock(dest: Path, guard: Guard | None = None):
+def _lock(dest: Path, guard: Guard | None = None, say: Callable[[str], None] | None = None):
     """An exclusive lock for one model's download across processes (POSIX), else a no-op.
 
     The lock file (``<model>.onnx.lock``) is removed by its holder before it lets go, so a pull
@@ -448,7 +448,7 @@ def _lock(dest: Path, guard: Guard | None = None):
     the waiter locks afresh, so two processes never both hold "the" lock of one model.
     With a ``guard`` that has a deadline, waiting for another process ends at that deadline
     (:class:`ModelError`); without one it waits as long as the other download takes (that one has
-    its own stall rule).
+    its own stall rule). ``say`` is told once when it has to wait.
     """
     import contextlib
 
@@ -463,7 +463,7 @@ def _lock(dest: Path, guard: Guard | None = None):
         while True:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                _flock_until(fd, fcntl, guard, dest)
+                _flock_until(fd, fcntl, guard, dest, say)
                 try:
                     same = os.path.samestat(os.fstat(fd), os.stat(lock))
                 except FileNotFoundError:
@@ -486,7 +486,14 @@ def _lock(dest: Path, guard: Guard | None = None):
     return held()
 
 
-def _flock_until(fd: int, fcntl, guard: Guard | None, dest: Path) -> None:
+def _flock_until(fd: int, fcntl, guard: Guard | None, dest: Path, say: Callable[[str], None] | None = None) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:  # a silent wait looks like a hang: say what it waits for
+        if say is not None:
+            say(f"waiting for another depthcraft process that is downloading {dest.name} "
+                f"(it holds {dest.name}.lock)")
     if guard is None or guard.deadline is None:
         fcntl.flock(fd, fcntl.LOCK_EX)
         return
@@ -672,7 +679,7 @@ def _pull_into(info: ModelInfo, dest: Path, expected: str | None, *, force: bool
         " - NON-COMMERCIAL use only; check the licence before using its output in commercial work"))
     url = resolved_url(info)
     part = dest.with_name(dest.name + ".part")
-    with _lock(dest, guard):
+    with _lock(dest, guard, say):
         if dest.is_file() and not force and cached_ok(info):  # another process finished it while we waited
             return dest
         resumed = part.exists() and part.stat().st_size > 0
