@@ -5,7 +5,6 @@ servers and real files; the stall rule is also driven with a fake clock where ti
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import zlib
