@@ -95,7 +95,8 @@ def test_a_partial_download_is_shown_as_such(env, capsys):
     with pytest.raises(M.ModelError):
         M.pull(info, progress=False)
     row = _row(capsys, "tiny-test")
-    assert "partial (0.0 MB)" in row and "`depthcraft models pull tiny-test` resumes it" in row and "cached" not in row
+    # 5000 bytes said "partial (0.0 MB)" (nothing, in words) before
+    assert "partial (5.0 KB)" in row and "`depthcraft models pull tiny-test` resumes it" in row and "cached" not in row
 
 
 # -- lock files ---------------------------------------------------------------------------------------

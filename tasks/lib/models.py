@@ -167,6 +167,11 @@ def cached_path(info: ModelInfo) -> Path:
     return models_dir() / info.filename
 
 
+def _amount(n: int) -> str:
+    """A byte count in words: MB from 0.1 MB up, else KB or bytes (a 500-byte part is not "0.0 MB")."""
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} KB" if n >= 1000 else f"{n} bytes"
+
+
 def _is_file(path: Path) -> bool:
     """``path.is_file()``, False where the cache cannot even be looked at (permissions, a name too
     long): such a cache has no usable model, and the caller says why when it tries to write."""
@@ -256,7 +261,7 @@ def cache_state(info: ModelInfo) -> CacheState:
         if not path.is_file():
             part = path.with_name(path.name + ".part")
             if part.is_file() and part.stat().st_size:
-                return CacheState("partial", f"partial ({part.stat().st_size / 1e6:.1f} MB)",
+                return CacheState("partial", f"partial ({_amount(part.stat().st_size)})",
                                   f"`depthcraft models pull {info.name}` resumes it")
             return CacheState("missing", "no")
         st = path.stat()
@@ -393,7 +398,7 @@ def _unreachable(host: str, why: str, info: ModelInfo, part: Path | None, *, sta
     try:
         if part is not None and part.exists():
             if part.stat().st_size:
-                kept = f" ({part.stat().st_size / 1e6:.1f} MB kept in {part.name}; running it again resumes)"
+                kept = f" ({_amount(part.stat().st_size)} kept in {part.name}; running it again resumes)"
             else:
                 part.unlink()  # an empty part resumes nothing; list and the next pull need not see it
     except OSError:
@@ -573,7 +578,7 @@ def _fetch_to_part(url: str, part: Path, info: ModelInfo, *, progress: bool, tim
                         # not the file (an error page, another model): said now, not after downloading it
                         kept = part.stat().st_size if part.exists() else 0
                         raise ModelError(f"{host} is not sending {info.name} ({limit} bytes): it announced {total} "
-                                         "bytes; " + (f"the {kept / 1e6:.1f} MB in {part.name} were kept" if kept
+                                         "bytes; " + (f"the {_amount(kept)} in {part.name} were kept" if kept
                                                       else "nothing was downloaded"),
                                          hint=f"check DEPTHCRAFT_MODELS_MIRROR, or download {info.url} yourself and "
                                               "pass onnx:/path/model.onnx")
@@ -684,7 +689,7 @@ def _pull_into(info: ModelInfo, dest: Path, expected: str | None, *, force: bool
             return dest
         resumed = part.exists() and part.stat().st_size > 0
         if resumed:
-            say(f"resuming {info.name} from {part.stat().st_size / 1e6:.1f} MB")
+            say(f"resuming {info.name} from {_amount(part.stat().st_size)}")
         _fetch_to_part(url, part, info, progress=progress, timeout=timeout, read_timeout=read_timeout,
                        client=client, guard=guard)
         got = file_sha256(part)
