@@ -303,3 +303,22 @@ def test_a_pull_waiting_for_another_process_says_so(env, tmp_path):
         holder.wait()
     waits = [x for x in said if "waiting for another depthcraft process" in x]
     assert len(waits) == 1 and info.filename in waits[0], said
+
+
+def test_verify_on_a_read_only_cache_says_list_cannot_record_it(env, tmp_path, capsys):
+    """`models list` advises `models verify` for a file never hashed; on a read-only cache the
+    verify could not record its result, said nothing, and list advised it again forever."""
+    import subprocess
+
+    srv, info, data = env
+    path = M.pull(info, progress=False)
+    path.with_name(path.name + ".verified").unlink()
+    if subprocess.run(["mount", "--bind", "-o", "ro", str(path.parent), str(path.parent)],
+                      capture_output=True).returncode:
+        pytest.skip("no bind mounts here (needs root with CAP_SYS_ADMIN)")
+    try:
+        assert cli_models.main(["verify", info.name]) == 0
+    finally:
+        subprocess.run(["umount", str(path.parent)], check=True)
+    out = capsys.readouterr().out
+    assert "ok" in out and "not recorded for `models list`" in out and "Read-only file system" in out, out

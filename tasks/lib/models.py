@@ -218,21 +218,26 @@ def _stat_fields(st: os.stat_result) -> dict:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino}
 
 
-def _write_stamp(path: Path, sha: str) -> None:
+def _write_stamp(path: Path, sha: str) -> str | None:
+    """Record ``sha`` for ``path``; None when recorded, else why not (a read-only cache...)."""
     stamp = _stamp_path(path)
     try:
         rec = {**_stat_fields(path.stat()), "sha256": sha}
         if _small_json(stamp) == rec:
-            return
+            return None
         tmp = stamp.with_name(f"{stamp.name}.{os.getpid()}.tmp")
         try:
             tmp.write_text(json.dumps(rec))
             os.replace(tmp, stamp)
         except OSError:  # e.g. a folder where the stamp should be: leave no temporary file behind
-            tmp.unlink(missing_ok=True)
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
             raise
-    except OSError:  # a read-only cache: list says "not verified", nothing else changes
-        pass
+    except OSError as e:  # a read-only cache: list says "not verified", nothing else changes
+        return e.strerror or str(e)
+    return None
 
 
 def _stamped_sha(path: Path, st: os.stat_result) -> str | None:
@@ -726,6 +731,7 @@ class VerifyResult:
     expected: str | None = None
     got: str | None = None
     path: Path | None = None
+    not_recorded: str | None = None  # why the result could not be recorded for `models list`, if it could not
 
 
 def verify(info: ModelInfo | str) -> VerifyResult:
@@ -736,10 +742,10 @@ def verify(info: ModelInfo | str) -> VerifyResult:
     if not _is_file(path):
         return VerifyResult(info.name, "missing", expected, None, path)
     got = file_sha256(path)
-    _write_stamp(path, got)
+    why = _write_stamp(path, got)
     if expected is None:
-        return VerifyResult(info.name, "unpinned", None, got, path)
-    return VerifyResult(info.name, "ok" if got == expected else "mismatch", expected, got, path)
+        return VerifyResult(info.name, "unpinned", None, got, path, why)
+    return VerifyResult(info.name, "ok" if got == expected else "mismatch", expected, got, path, why)
 
 
 _NOT_OFFLINE = ("", "0", "false", "no", "off")
