@@ -322,3 +322,23 @@ def test_verify_on_a_read_only_cache_says_list_cannot_record_it(env, tmp_path, c
         subprocess.run(["umount", str(path.parent)], check=True)
     out = capsys.readouterr().out
     assert "ok" in out and "not recorded for `models list`" in out and "Read-only file system" in out, out
+
+
+def test_a_huge_file_under_a_pinned_name_is_passed_over_without_hashing_it(registry, cache, monkeypatch):
+    """A sparse 4 GB file named like the pinned auto model: auto hashed all of it (twice: once to
+    check, once to name it in its message) before falling back; a 20 GB one took 50 s offline,
+    against "classic within a second". A pinned size is exact, so the size alone rules it out."""
+    import time
+
+    cache.mkdir(parents=True)
+    huge = cache / f"{MODEL}.onnx"
+    with open(huge, "wb") as f:
+        f.truncate(4 << 30)
+    monkeypatch.setenv("DEPTHCRAFT_OFFLINE", "1")
+    said: list[str] = []
+    t0 = time.monotonic()
+    r = auto.resolve(say=said.append)
+    waited = time.monotonic() - t0
+    assert (r.provider, r.reason) == ("classic", "offline") and waited < 1.0, f"{waited:.1f} s"
+    assert any("does not match" in x and str(huge) in x for x in said), said
+    assert M.cache_state(M.REGISTRY[MODEL]).state == "corrupt"

@@ -198,6 +198,12 @@ def cached_ok(info: ModelInfo) -> bool:
     expected = None if info.local_path else expected_sha256(info)
     if expected is None:
         return True
+    if info.pinned and info.size_bytes and not info.local_path:
+        try:  # a pinned size is exact: a file of another size is not the model, and is not hashed
+            if path.stat().st_size != info.size_bytes:  # (a 20 GB file took 50 s to hash before auto fell back)
+                return False
+        except OSError:
+            return False
     try:
         got = file_sha256(path)
     except OSError:  # unreadable: not usable (a pull says why when it cannot replace it)

@@ -71,7 +71,7 @@ class Resolution:
 is_offline = M.is_offline
 
 
-_told_bad: set[tuple[str, str]] = set()
+_told_bad: set[tuple] = set()
 
 
 def best_cached(say: Callable[[str], None] | None = None) -> M.ModelInfo | None:
@@ -87,8 +87,9 @@ def best_cached(say: Callable[[str], None] | None = None) -> M.ModelInfo | None:
             return info
         path = M.cached_path(info)
         if M.is_cached(info) and say is not None:
-            try:
-                key = (str(path), M.file_sha256(path))
+            try:  # said once per file version; its size and times name it without hashing it again
+                st = path.stat()
+                key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
             except OSError:  # unreadable: nothing to say about its bytes
                 continue
             if key not in _told_bad:
