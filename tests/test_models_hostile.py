@@ -342,3 +342,27 @@ def test_a_huge_file_under_a_pinned_name_is_passed_over_without_hashing_it(regis
     assert (r.provider, r.reason) == ("classic", "offline") and waited < 1.0, f"{waited:.1f} s"
     assert any("does not match" in x and str(huge) in x for x in said), said
     assert M.cache_state(M.REGISTRY[MODEL]).state == "corrupt"
+
+
+def test_a_server_that_goes_silent_is_named_with_how_long_it_was_waited_for(registry, cache, monkeypatch):
+    """Auto's download gives a silent server 5 s: before, the line said "ReadTimeout: timed out"."""
+    import time
+
+    stop = threading.Event()
+
+    def silent(head):
+        stop.wait(20)
+        return b""
+
+    raw = _Raw(silent)
+    monkeypatch.setenv("DEPTHCRAFT_MODELS_MIRROR", raw.base + "/")
+    monkeypatch.setattr(auto, "STALL_SECONDS", 1.0)
+    said: list[str] = []
+    t0 = time.monotonic()
+    try:
+        r = auto.resolve(say=said.append)
+    finally:
+        stop.set()
+        raw.close()
+    assert r.reason == "download-failed" and time.monotonic() - t0 < 5
+    assert "the server sent nothing for 1 s (ReadTimeout)" in said[-1], said[-1]

@@ -620,6 +620,11 @@ def _fetch_to_part(url: str, part: Path, info: ModelInfo, *, progress: bool, tim
             except httpx.HTTPError as e:  # connect, timeout, read, protocol errors
                 started = not isinstance(e, (httpx.ConnectError, httpx.ConnectTimeout))
                 why = guard.tripped or (f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+                if not guard.tripped and isinstance(e, (httpx.ConnectTimeout, httpx.ReadTimeout)):
+                    # "ReadTimeout: timed out" says neither how long nor what the server did
+                    silent = timeout if isinstance(e, httpx.ConnectTimeout) else (read_timeout or max(timeout, 60.0))
+                    why = (f"no connection within {silent:g} s" if isinstance(e, httpx.ConnectTimeout) else
+                           f"the server sent nothing for {silent:g} s") + f" ({type(e).__name__})"
                 raise _unreachable(host, why, info, part, started=started) from None
         raise ModelError(f"{host} refused to resume the download of {info.name}",
                          hint=f"delete {part} and run the pull again")
