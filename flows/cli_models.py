@@ -104,6 +104,9 @@ def cmd_verify(args) -> int:
         r = M.verify(name)
         if r.status == "ok":
             con.print(f"[green]ok[/]        {name}  sha256 {r.got}")
+            if r.not_recorded:  # else `models list` keeps advising a verify that changes nothing
+                con.print(f"          (not recorded for `models list`, which keeps saying not verified: "
+                          f"{r.not_recorded} in {r.path.parent})", markup=False)
         elif r.status == "unpinned":
             con.print(f"[yellow]unpinned[/]  {name}  sha256 {r.got} (no pinned or recorded hash to compare)")
         elif r.status == "missing":

@@ -52,8 +52,9 @@ def registry(tmp_path, monkeypatch, cache):
 
 def _pin(monkeypatch, name: str, data: bytes) -> None:
     """Pin registry model ``name`` to ``data`` (the tiny graph stands in for its real weights)."""
-    monkeypatch.setitem(M.REGISTRY, name, M.ModelInfo(**{**M.REGISTRY[name].__dict__,
-                                                         "sha256": hashlib.sha256(data).hexdigest()}))
+    monkeypatch.setitem(M.REGISTRY, name, M.ModelInfo(**{**M.REGISTRY[name].__dict__,  # a pinned size is exact too
+                                                         "sha256": hashlib.sha256(data).hexdigest(),
+                                                         "size_bytes": len(data)}))
 
 
 # A model pulled into the cache, for tests that run depthcraft in another process (where the

@@ -95,7 +95,8 @@ def test_a_partial_download_is_shown_as_such(env, capsys):
     with pytest.raises(M.ModelError):
         M.pull(info, progress=False)
     row = _row(capsys, "tiny-test")
-    assert "partial (0.0 MB)" in row and "`depthcraft models pull tiny-test` resumes it" in row and "cached" not in row
+    # 5000 bytes said "partial (0.0 MB)" (nothing, in words) before
+    assert "partial (5.0 KB)" in row and "`depthcraft models pull tiny-test` resumes it" in row and "cached" not in row
 
 
 # -- lock files ---------------------------------------------------------------------------------------
@@ -220,7 +221,7 @@ def test_auto_with_an_unreadable_cache_falls_back_in_one_line(registry, cache, t
     monkeypatch.setenv("DEPTHCRAFT_MODELS_DIR", str(tmp_path / ("m" * 300)))
     said = []
     r = auto.resolve(say=said.append)
-    assert (r.provider, r.reason) == ("classic", "download-failed") and len(said) == 2
+    assert (r.provider, r.reason) == ("classic", "download-failed") and len(said) == 1, said  # no announcement
     assert "model cache" in said[-1] and f"depthcraft models pull {MODEL}" in said[-1]
 
 

@@ -30,11 +30,13 @@ class Trickle:
     ``mode`` "body": headers at once, ``fast`` body bytes at once, then ``step`` bytes every
     ``interval`` s; "headers": the status line and headers one byte every ``interval`` s;
     "steady": ``step`` bytes every ``interval`` s from the start. ``mode`` None serves normally.
-    Honours ``Range: bytes=N-``. ``sent``: body bytes written."""
+    Honours ``Range: bytes=N-``. ``sent``: body bytes written. ``announce``: the file size said in
+    the headers (default ``len(data)``; a larger one stands in for a real model's exact size)."""
 
     def __init__(self, data: bytes, mode: str | None = "body", fast: int = 0, step: int = 1,
-                 interval: float = 0.2):
+                 interval: float = 0.2, announce: int | None = None):
         self.data, self.mode, self.fast, self.step, self.interval = data, mode, fast, step, interval
+        self.announce = announce
         self.stop = threading.Event()
         self.sent = 0
         self.ranges: list[str | None] = []
@@ -58,8 +60,9 @@ class Trickle:
                 start = int(m.group(1)) if m else 0
                 body = outer.data[start:]
                 status = "206 Partial Content" if start else "200 OK"
-                head = (f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n"
-                        + (f"Content-Range: bytes {start}-{len(outer.data) - 1}/{len(outer.data)}\r\n" if start else "")
+                size = outer.announce or len(outer.data)
+                head = (f"HTTP/1.1 {status}\r\nContent-Length: {size - start}\r\n"
+                        + (f"Content-Range: bytes {start}-{size - 1}/{size}\r\n" if start else "")
                         + "Content-Type: application/octet-stream\r\n\r\n").encode()
                 try:
                     if outer.mode == "headers":
@@ -217,7 +220,7 @@ def test_a_connection_that_never_completes_ends_with_the_window(env, monkeypatch
 
 def test_models_pull_on_a_trickle_is_one_clear_line(tmp_path):
     """The command line: exit 1 and one line naming the cause, the setting, and the kept part."""
-    trickle = Trickle(b"x" * 50_000, "body", fast=5000)
+    trickle = Trickle(b"x" * 50_000, "body", fast=5000, announce=M.REGISTRY[MODEL].size_bytes)
     models = tmp_path / "models"
     t0 = time.monotonic()
     try:
@@ -245,7 +248,7 @@ def test_the_guard_reaches_the_socket_in_this_httpx():
         assert stall.guard_client(c, stall.Guard(stall.StallRule()))
 
 
-@pytest.mark.parametrize("value,expected", [("", 10.0), ("abc", 10.0), ("nan", 10.0), ("-5", 0.001), ("25", 25.0)])
+@pytest.mark.parametrize("value,expected", [("", 10.0), (" 25 ", 25.0), ("0", 0.001), ("1e309", 1e7)])
 def test_stall_settings_are_always_finite(monkeypatch, value, expected):
     monkeypatch.setenv(stall.MIN_KBPS_ENV, value)
     monkeypatch.setenv(stall.WINDOW_ENV, "inf")

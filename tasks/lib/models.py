@@ -167,6 +167,11 @@ def cached_path(info: ModelInfo) -> Path:
     return models_dir() / info.filename
 
 
+def _amount(n: int) -> str:
+    """A byte count in words: MB from 0.1 MB up, else KB or bytes (a 500-byte part is not "0.0 MB")."""
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} KB" if n >= 1000 else f"{n} bytes"
+
+
 def _is_file(path: Path) -> bool:
     """``path.is_file()``, False where the cache cannot even be looked at (permissions, a name too
     long): such a cache has no usable model, and the caller says why when it tries to write."""
@@ -193,6 +198,12 @@ def cached_ok(info: ModelInfo) -> bool:
     expected = None if info.local_path else expected_sha256(info)
     if expected is None:
         return True
+    if info.pinned and info.size_bytes and not info.local_path:
+        try:  # a pinned size is exact: a file of another size is not the model, and is not hashed
+            if path.stat().st_size != info.size_bytes:  # (a 20 GB file took 50 s to hash before auto fell back)
+                return False
+        except OSError:
+            return False
     try:
         got = file_sha256(path)
     except OSError:  # unreadable: not usable (a pull says why when it cannot replace it)
@@ -213,30 +224,33 @@ def _stat_fields(st: os.stat_result) -> dict:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino}
 
 
-def _write_stamp(path: Path, sha: str) -> None:
+def _write_stamp(path: Path, sha: str) -> str | None:
+    """Record ``sha`` for ``path``; None when recorded, else why not (a read-only cache...)."""
     stamp = _stamp_path(path)
     try:
         rec = {**_stat_fields(path.stat()), "sha256": sha}
-        try:
-            if json.loads(stamp.read_text()) == rec:
-                return
-        except (OSError, ValueError):
-            pass
+        if _small_json(stamp) == rec:
+            return None
         tmp = stamp.with_name(f"{stamp.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(rec))
-        os.replace(tmp, stamp)
-    except OSError:  # a read-only cache: list says "not verified", nothing else changes
-        pass
+        try:
+            tmp.write_text(json.dumps(rec))
+            os.replace(tmp, stamp)
+        except OSError:  # e.g. a folder where the stamp should be: leave no temporary file behind
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+            raise
+    except OSError as e:  # a read-only cache: list says "not verified", nothing else changes
+        return e.strerror or str(e)
+    return None
 
 
 def _stamped_sha(path: Path, st: os.stat_result) -> str | None:
     """The sha256 the stamp records, when the stamp still describes this very file."""
-    try:
-        rec = json.loads(_stamp_path(path).read_text())
-        if isinstance(rec, dict) and all(rec.get(k) == v for k, v in _stat_fields(st).items()):
-            return str(rec.get("sha256") or "").lower() or None
-    except (OSError, ValueError):
-        pass
+    rec = _small_json(_stamp_path(path))
+    if isinstance(rec, dict) and all(rec.get(k) == v for k, v in _stat_fields(st).items()):
+        return str(rec.get("sha256") or "").lower() or None
     return None
 
 
@@ -258,7 +272,7 @@ def cache_state(info: ModelInfo) -> CacheState:
         if not path.is_file():
             part = path.with_name(path.name + ".part")
             if part.is_file() and part.stat().st_size:
-                return CacheState("partial", f"partial ({part.stat().st_size / 1e6:.1f} MB)",
+                return CacheState("partial", f"partial ({_amount(part.stat().st_size)})",
                                   f"`depthcraft models pull {info.name}` resumes it")
             return CacheState("missing", "no")
         st = path.stat()
@@ -340,12 +354,29 @@ def _trusted_file() -> Path:
     return models_dir() / "trusted.json"
 
 
-def trusted_hashes() -> dict[str, dict]:
-    """Hashes recorded by ``pull --trust-unpinned``: name -> {sha256, url, recorded}."""
+def _small_json(path: Path, limit: int = 1 << 20):
+    """The JSON in ``path``, or None when it is missing, unreadable, not JSON, nested too deep
+    (RecursionError) or larger than ``limit`` bytes (a record of ours is a few hundred)."""
     try:
-        return json.loads(_trusted_file().read_text())
-    except (OSError, ValueError):
+        with open(path, "rb") as f:
+            raw = f.read(limit + 1)
+        return None if len(raw) > limit else json.loads(raw)
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
+def trusted_hashes() -> dict[str, dict]:
+    """Hashes recorded by ``pull --trust-unpinned``: name -> {sha256, url, recorded}. A damaged
+    file (not JSON, another shape, a hash that is not 64 hex digits) records nothing for the
+    entries it spoils: those models count as unrecorded, as with no file at all."""
+    table = _small_json(_trusted_file(), 16 << 20)
+    if not isinstance(table, dict):
         return {}
+    return {str(k): v for k, v in table.items() if isinstance(v, dict) and _is_sha256(v.get("sha256"))}
+
+
+def _is_sha256(value) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdefABCDEF" for c in value)
 
 
 def _record_trusted(info: ModelInfo, sha: str, url: str) -> None:
@@ -367,10 +398,22 @@ def expected_sha256(info: ModelInfo) -> str | None:
 
 
 # -- download --------------------------------------------------------------------------------
+_WHY_CHARS = 300  # what a server controls (a status line, a chunk header) is cut to this in our one line
+
+
 def _unreachable(host: str, why: str, info: ModelInfo, part: Path | None, *, started: bool = False) -> ModelError:
     kept = ""
-    if part is not None and part.exists() and part.stat().st_size:
-        kept = f" ({part.stat().st_size / 1e6:.1f} MB kept in {part.name}; running it again resumes)"
+    if len(why) > _WHY_CHARS:
+        why = why[:_WHY_CHARS] + f"... ({len(why)} characters)"
+    why = " ".join(why.split())  # one line, whatever the server sent
+    try:
+        if part is not None and part.exists():
+            if part.stat().st_size:
+                kept = f" ({_amount(part.stat().st_size)} kept in {part.name}; running it again resumes)"
+            else:
+                part.unlink()  # an empty part resumes nothing; list and the next pull need not see it
+    except OSError:
+        pass
     return ModelError(
         f"{'download from ' + host + ' interrupted' if started else 'could not reach ' + host}: {why}{kept}",
         hint=f"download {info.url or 'the model'} elsewhere and pass onnx:/path/model.onnx, "
@@ -379,7 +422,8 @@ def _unreachable(host: str, why: str, info: ModelInfo, part: Path | None, *, sta
 
 
 def _oversized(host: str, info: ModelInfo, what: str) -> ModelError:
-    return ModelError(f"{host} is not sending {info.name} ({info.size_bytes} bytes): {what}; nothing was kept",
+    size = f"{info.size_bytes} bytes" if info.size_bytes else info.size_text()
+    return ModelError(f"{host} is not sending {info.name} ({size}): {what}; nothing was kept",
                       hint=f"check DEPTHCRAFT_MODELS_MIRROR, or download {info.url} yourself and pass "
                            "onnx:/path/model.onnx")
 
@@ -411,7 +455,7 @@ class _Bar:
             self.progress.stop()
 
 
-def _lock(dest: Path, guard: Guard | None = None):
+def _lock(dest: Path, guard: Guard | None = None, say: Callable[[str], None] | None = None):
     """An exclusive lock for one model's download across processes (POSIX), else a no-op.
 
     The lock file (``<model>.onnx.lock``) is removed by its holder before it lets go, so a pull
@@ -420,7 +464,7 @@ def _lock(dest: Path, guard: Guard | None = None):
     the waiter locks afresh, so two processes never both hold "the" lock of one model.
     With a ``guard`` that has a deadline, waiting for another process ends at that deadline
     (:class:`ModelError`); without one it waits as long as the other download takes (that one has
-    its own stall rule).
+    its own stall rule). ``say`` is told once when it has to wait.
     """
     import contextlib
 
@@ -435,7 +479,7 @@ def _lock(dest: Path, guard: Guard | None = None):
         while True:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                _flock_until(fd, fcntl, guard, dest)
+                _flock_until(fd, fcntl, guard, dest, say)
                 try:
                     same = os.path.samestat(os.fstat(fd), os.stat(lock))
                 except FileNotFoundError:
@@ -458,7 +502,14 @@ def _lock(dest: Path, guard: Guard | None = None):
     return held()
 
 
-def _flock_until(fd: int, fcntl, guard: Guard | None, dest: Path) -> None:
+def _flock_until(fd: int, fcntl, guard: Guard | None, dest: Path, say: Callable[[str], None] | None = None) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:  # a silent wait looks like a hang: say what it waits for
+        if say is not None:
+            say(f"waiting for another depthcraft process that is downloading {dest.name} "
+                f"(it holds {dest.name}.lock)")
     if guard is None or guard.deadline is None:
         fcntl.flock(fd, fcntl.LOCK_EX)
         return
@@ -493,7 +544,9 @@ def _fetch_to_part(url: str, part: Path, info: ModelInfo, *, progress: bool, tim
     try:
         for _attempt in range(2):  # a second pass only after a refused range restarts from zero
             offset = part.stat().st_size if part.exists() else 0
-            headers = {"Range": f"bytes={offset}-"} if offset else {}
+            # The stored bytes must be the file's own: a compressed answer would be decoded in memory
+            # (a gzip bomb: 64 KB read, 64 MB decoded) and its Range offsets would not be the file's.
+            headers = {"Accept-Encoding": "identity", **({"Range": f"bytes={offset}-"} if offset else {})}
             guard.begin()
             try:
                 with client.stream("GET", url, headers=headers) as r:
@@ -508,6 +561,13 @@ def _fetch_to_part(url: str, part: Path, info: ModelInfo, *, progress: bool, tim
                         raise ModelError(f"HTTP {r.status_code} for {url}",
                                          hint="the file may have moved; download it yourself and pass "
                                               "onnx:/path/model.onnx", retryable=r.status_code >= 500)
+                    coding = r.headers.get("content-encoding", "identity").strip().lower()
+                    if coding not in ("", "identity"):
+                        raise ModelError(f"{host} answered {info.name} compressed (Content-Encoding: {coding[:40]}) "
+                                         "although asked for the file itself (Accept-Encoding: identity)",
+                                         hint="check DEPTHCRAFT_MODELS_MIRROR (a proxy or mirror that compresses "
+                                              f"downloads), or download {info.url} yourself and pass "
+                                              "onnx:/path/model.onnx")
                     if r.status_code == 206:
                         start = _content_range_start(r.headers.get("content-range"))
                         if start != offset:  # a server that answers another range than asked: start over
@@ -525,12 +585,22 @@ def _fetch_to_part(url: str, part: Path, info: ModelInfo, *, progress: bool, tim
                     if limit is not None and total is not None and total > limit:
                         part.unlink(missing_ok=True)
                         raise _oversized(host, info, f"it announced {total} bytes")
+                    if limit is not None and total is not None and total < limit:
+                        # not the file (an error page, another model): said now, not after downloading it
+                        kept = part.stat().st_size if part.exists() else 0
+                        raise ModelError(f"{host} is not sending {info.name} ({limit} bytes): it announced {total} "
+                                         "bytes; " + (f"the {_amount(kept)} in {part.name} were kept" if kept
+                                                      else "nothing was downloaded"),
+                                         hint=f"check DEPTHCRAFT_MODELS_MIRROR, or download {info.url} yourself and "
+                                              "pass onnx:/path/model.onnx")
+                    if limit is None:  # unpinned: no exact size, but never more than it announced or twice its listing
+                        limit = total if total is not None else (int(info.approx_mb * 2e6) if info.approx_mb else None)
                     done = offset
                     with _Bar(progress, info.name) as bar, open(part, mode) as out:
                         bar.update(done, total)
                         # No chunk size: httpx would drop a half-filled buffer when the connection dies,
                         # and every byte received is a byte the resume does not need again.
-                        for chunk in r.iter_bytes():
+                        for chunk in r.iter_raw():
                             out.write(chunk)
                             done += len(chunk)
                             bar.update(done, total)
@@ -550,6 +620,11 @@ def _fetch_to_part(url: str, part: Path, info: ModelInfo, *, progress: bool, tim
             except httpx.HTTPError as e:  # connect, timeout, read, protocol errors
                 started = not isinstance(e, (httpx.ConnectError, httpx.ConnectTimeout))
                 why = guard.tripped or (f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+                if not guard.tripped and isinstance(e, (httpx.ConnectTimeout, httpx.ReadTimeout)):
+                    # "ReadTimeout: timed out" says neither how long nor what the server did
+                    silent = timeout if isinstance(e, httpx.ConnectTimeout) else (read_timeout or max(timeout, 60.0))
+                    why = (f"no connection within {silent:g} s" if isinstance(e, httpx.ConnectTimeout) else
+                           f"the server sent nothing for {silent:g} s") + f" ({type(e).__name__})"
                 raise _unreachable(host, why, info, part, started=started) from None
         raise ModelError(f"{host} refused to resume the download of {info.name}",
                          hint=f"delete {part} and run the pull again")
@@ -608,6 +683,8 @@ def pull(info: ModelInfo | str, *, trust_unpinned: bool = False, force: bool = F
                           guard=Guard(stall or StallRule.for_pull()))
     except OSError as e:  # the cache folder: read-only, full, a file where the folder should be
         why = "it is not a folder" if isinstance(e, (FileExistsError, NotADirectoryError)) else (e.strerror or e)
+        if isinstance(e, FileExistsError) and dest.parent.is_symlink():  # a loop, or a link to nothing
+            why = f"it is a symbolic link to {os.readlink(dest.parent)}, which leads to no folder"
         raise ModelError(f"cannot write the model cache {dest.parent}: {why}"
                          + (f" ({e.filename})" if e.filename and str(e.filename) != str(dest.parent) else ""),
                          hint="free some space or make it writable, or set DEPTHCRAFT_MODELS_DIR to a folder "
@@ -623,12 +700,12 @@ def _pull_into(info: ModelInfo, dest: Path, expected: str | None, *, force: bool
         " - NON-COMMERCIAL use only; check the licence before using its output in commercial work"))
     url = resolved_url(info)
     part = dest.with_name(dest.name + ".part")
-    with _lock(dest, guard):
+    with _lock(dest, guard, say):
         if dest.is_file() and not force and cached_ok(info):  # another process finished it while we waited
             return dest
         resumed = part.exists() and part.stat().st_size > 0
         if resumed:
-            say(f"resuming {info.name} from {part.stat().st_size / 1e6:.1f} MB")
+            say(f"resuming {info.name} from {_amount(part.stat().st_size)}")
         _fetch_to_part(url, part, info, progress=progress, timeout=timeout, read_timeout=read_timeout,
                        client=client, guard=guard)
         got = file_sha256(part)
@@ -665,6 +742,7 @@ class VerifyResult:
     expected: str | None = None
     got: str | None = None
     path: Path | None = None
+    not_recorded: str | None = None  # why the result could not be recorded for `models list`, if it could not
 
 
 def verify(info: ModelInfo | str) -> VerifyResult:
@@ -675,10 +753,10 @@ def verify(info: ModelInfo | str) -> VerifyResult:
     if not _is_file(path):
         return VerifyResult(info.name, "missing", expected, None, path)
     got = file_sha256(path)
-    _write_stamp(path, got)
+    why = _write_stamp(path, got)
     if expected is None:
-        return VerifyResult(info.name, "unpinned", None, got, path)
-    return VerifyResult(info.name, "ok" if got == expected else "mismatch", expected, got, path)
+        return VerifyResult(info.name, "unpinned", None, got, path, why)
+    return VerifyResult(info.name, "ok" if got == expected else "mismatch", expected, got, path, why)
 
 
 _NOT_OFFLINE = ("", "0", "false", "no", "off")

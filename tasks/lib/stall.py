@@ -21,7 +21,10 @@ The rule, for one download (``window_s`` W, ``min_kbps`` R, ``deadline_s`` D):
 Settings (environment): ``DEPTHCRAFT_DOWNLOAD_MIN_KBPS`` (R, default 10 KB/s),
 ``DEPTHCRAFT_DOWNLOAD_WINDOW_SECONDS`` (W; default 10 s for ``auto``'s implicit download, 60 s for
 ``depthcraft models pull``), ``DEPTHCRAFT_AUTO_DOWNLOAD_SECONDS`` (D for ``auto``, default 900 s:
-99 MB at 1 Mbit/s is about 13 minutes; an explicit pull has no D, only the rate floor).
+99 MB at 1 Mbit/s is about 13 minutes; an explicit pull has no D, only the rate floor). ``0`` is
+the smallest value each allows (W at least 1 s: a shorter window fails a fast server on an ordinary
+hiccup), ``inf`` the largest; anything that is not a number >= 0 is a :class:`ParameterError`
+naming the variable.
 """
 
 from __future__ import annotations
@@ -41,17 +44,28 @@ MIN_KBPS = 10.0  # slower than any home line (80 kbit/s); a trickle or a crawl i
 AUTO_WINDOW_S = 10.0  # auto falls back this soon after a registry starts to trickle
 PULL_WINDOW_S = 60.0  # an explicit pull rides out a minute-long hiccup
 AUTO_DEADLINE_S = 900.0  # 99 MB at 1 Mbit/s (~13 min) still finishes
-_BUCKET_S = 0.1  # samples closer than this are merged (keeps the window short to scan)
+_UNITS = {MIN_KBPS_ENV: "KB/s", WINDOW_ENV: "seconds", AUTO_DEADLINE_ENV: "seconds"}
+MIN_WINDOW_S = 1.0  # a shorter window fails a fast server on an ordinary scheduling or network hiccup
+_BUCKET_S = 0.1  # samples closer than this are merged (keeps the window short to scan)...
+_BUCKETS_PER_WINDOW = 50  # ...and than this share of the window: merging makes the window shorter by up to a bucket
 
 
 def _env_float(name: str, default: float, lo: float, hi: float) -> float:
-    """A finite number from the environment, clamped to [lo, hi]; a typo or nan is the default."""
+    """A number from the environment (unset or empty: ``default``), clamped to [lo, hi] (``0`` is
+    the smallest sane value, ``inf`` the largest). Not a number, nan or negative:
+    :class:`ParameterError` naming the variable, so a typo is said rather than silently replaced."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
     try:
-        v = float(os.environ.get(name, "").strip() or default)
+        v = float(raw)
     except ValueError:
-        return default
-    if math.isnan(v):
-        return default
+        v = math.nan
+    if math.isnan(v) or v < 0:
+        from .errors import ParameterError
+
+        raise ParameterError(f"{raw!r} is not a number of {_UNITS.get(name, 'units')} >= 0", parameter=name,
+                             hint=f"e.g. {name}={default:g} (the default; unset it to use the default)")
     return min(max(lo, v), hi)
 
 
@@ -66,12 +80,12 @@ class StallRule:
     @classmethod
     def for_pull(cls) -> StallRule:
         """An explicit ``depthcraft models pull`` (or a first use of ``onnx:NAME``): patient, never endless."""
-        return cls(_env_float(MIN_KBPS_ENV, MIN_KBPS, 0.001, 1e7), _env_float(WINDOW_ENV, PULL_WINDOW_S, 0.1, 3600.0))
+        return cls(_env_float(MIN_KBPS_ENV, MIN_KBPS, 0.001, 1e7), _env_float(WINDOW_ENV, PULL_WINDOW_S, MIN_WINDOW_S, 3600.0))
 
     @classmethod
     def for_auto(cls) -> StallRule:
         """``auto``'s implicit download: falls back soon; D bounds the whole of it."""
-        return cls(_env_float(MIN_KBPS_ENV, MIN_KBPS, 0.001, 1e7), _env_float(WINDOW_ENV, AUTO_WINDOW_S, 0.1, 3600.0),
+        return cls(_env_float(MIN_KBPS_ENV, MIN_KBPS, 0.001, 1e7), _env_float(WINDOW_ENV, AUTO_WINDOW_S, MIN_WINDOW_S, 3600.0),
                    _env_float(AUTO_DEADLINE_ENV, AUTO_DEADLINE_S, 0.1, 7 * 86400.0))
 
 
@@ -90,6 +104,7 @@ class Guard:
         self.deadline = None if rule.deadline_s is None else self.t0 + rule.deadline_s
         self.tripped: str | None = None
         self._lock = threading.Lock()
+        self._bucket = min(_BUCKET_S, rule.window_s / _BUCKETS_PER_WINDOW)
         self.begin()
 
     @property
@@ -111,7 +126,7 @@ class Guard:
         with self._lock:
             now = self.clock()
             self.total += n
-            if now - self._times[-1] < _BUCKET_S and len(self._times) > 1:
+            if now - self._times[-1] < self._bucket and len(self._times) > 1:
                 self._cums[-1] = self.total  # merged: the bucket's bytes count from its first moment (a little stricter)
                 return
             self._times.append(now)

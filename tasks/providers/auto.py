@@ -33,6 +33,7 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 from ..lib import models as M
+from ..lib.errors import ParameterError
 from ..lib.stall import StallRule
 
 AUTO_MODEL = "depth-anything-v2-small"
@@ -70,7 +71,7 @@ class Resolution:
 is_offline = M.is_offline
 
 
-_told_bad: set[tuple[str, str]] = set()
+_told_bad: set[tuple] = set()
 
 
 def best_cached(say: Callable[[str], None] | None = None) -> M.ModelInfo | None:
@@ -86,8 +87,9 @@ def best_cached(say: Callable[[str], None] | None = None) -> M.ModelInfo | None:
             return info
         path = M.cached_path(info)
         if M.is_cached(info) and say is not None:
-            try:
-                key = (str(path), M.file_sha256(path))
+            try:  # said once per file version; its size and times name it without hashing it again
+                st = path.stat()
+                key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
             except OSError:  # unreadable: nothing to say about its bytes
                 continue
             if key not in _told_bad:
@@ -249,18 +251,40 @@ def resolve(*, download: bool = True, say: Callable[[str], None] | None = None) 
 
 
 def _download(info: M.ModelInfo, host: str, where, say: Callable[[str], None]) -> Resolution:
+    try:
+        rule = StallRule.for_auto()
+    except ParameterError as e:  # a setting that is not a number: said once, before any download
+        msg = f"auto: {e}: using the embedded classic estimator"
+        say(msg)
+        return Resolution("classic", "download-failed", None, msg)
+    unwritable = _unwritable(where)
+    if unwritable:  # said instead of announcing a download that cannot be stored
+        msg = (f"auto: cannot write the model cache {where} ({unwritable}): using the embedded classic estimator; "
+               f"make it writable or set DEPTHCRAFT_MODELS_DIR, then run `depthcraft models pull {info.name}`")
+        say(msg)
+        return Resolution("classic", "download-failed", None, msg)
     say(f"auto: downloading {info.title} ({info.size_text()}, {info.licence}, sha256-pinned) from {host} "
         f"into {where}, once: no depth model is in the cache and it is far more accurate than the embedded "
         f"classic estimator ({OFFLINE_ENV}=1 or --offline never downloads)")
     try:
         M.pull(info, progress=sys.stderr.isatty(), timeout=STALL_SECONDS, read_timeout=STALL_SECONDS,
-               stall=StallRule.for_auto())
+               stall=rule)
     except Exception as e:  # noqa: BLE001 - any failure falls back; the user is told which
         msg = (f"auto: the download of {info.name} failed ({e}): using the embedded classic estimator; "
                f"run `depthcraft models pull {info.name}` to retry")
         say(msg)
         return Resolution("classic", "download-failed", None, msg)
     return Resolution(f"onnx:{info.name}", "downloaded", info.name)
+
+
+def _unwritable(where) -> str | None:
+    """None when the cache folder ``where`` exists (made now if need be) and can be written, else why
+    not (a read-only file system, a file or a broken link where the folder should be)."""
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return "it is not a folder" if isinstance(e, (FileExistsError, NotADirectoryError)) else (e.strerror or str(e))
+    return None if os.access(where, os.W_OK) else "read-only"
 
 
 def forget() -> None:
