@@ -474,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt as e:  # SIGINT / SIGTERM (flows/interrupt.py); plain Ctrl-C without the handler
         _console().print(f"{str(e) or 'interrupted by SIGINT'}; finished outputs and cache entries are kept, "
-                         "nothing half-written is left")
+                         "no output is left half-written")
         return getattr(e, "exit_code", 130)
     finally:
         interrupt.finished()

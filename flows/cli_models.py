@@ -7,6 +7,7 @@ the main parser.
 from __future__ import annotations
 
 import argparse
+import os
 
 from depthcraft.tasks.lib import models as M
 from depthcraft.tasks.lib.errors import DepthcraftError
@@ -87,6 +88,10 @@ def cmd_pull(args) -> int:
         con.print(f"{info.name} is already in the cache: {M.cached_path(info)} (`depthcraft models verify "
                   f"{info.name}` re-hashes it; --force downloads it again)")
         return 0
+    if M.is_offline():  # (DEPTHCRAFT_OFFLINE means no download at all, asked for or not)
+        raise M.ModelError(f"not downloading {info.name}: DEPTHCRAFT_OFFLINE="
+                           f"{os.environ.get('DEPTHCRAFT_OFFLINE', '').strip()} forbids downloads",
+                           hint="unset DEPTHCRAFT_OFFLINE to pull it")
     path = M.pull(info, trust_unpinned=args.trust_unpinned, force=args.force, progress=not args.quiet,
                   say=lambda s: con.print(s, markup=False))
     con.print(f"{info.name}: {path}")

@@ -238,11 +238,22 @@ def test_a_malformed_mirror_is_one_line_naming_the_variable(tmp_path, photos, mi
     assert not (tmp_path / "d.npy").exists()
 
 
-@pytest.mark.parametrize("value,seconds", [("inf", 60.0), ("nan", auto.PROBE_SECONDS), ("-1", 0.05),
-                                           ("abc", auto.PROBE_SECONDS), ("2", 2.0)])
+@pytest.mark.parametrize("value,seconds", [("inf", 60.0), ("0", 0.05), ("", auto.PROBE_SECONDS), ("2", 2.0)])
 def test_probe_seconds_is_always_a_finite_deadline(monkeypatch, value, seconds):
     monkeypatch.setenv("DEPTHCRAFT_PROBE_SECONDS", value)  # "inf" was a traceback from Thread.join
     assert auto.probe_seconds() == seconds
+
+
+@pytest.mark.parametrize("value", ["abc", "nan", "-1", "0.5s"])
+def test_a_probe_setting_that_is_not_a_number_is_said_in_one_line(monkeypatch, value, cache):
+    """As the download's settings: a typo is said (it was silently replaced by the default), and
+    auto falls back to classic without probing or downloading."""
+    monkeypatch.setenv("DEPTHCRAFT_PROBE_SECONDS", value)
+    monkeypatch.delenv("DEPTHCRAFT_OFFLINE", raising=False)
+    told = []
+    res = auto.resolve(say=told.append)
+    assert res.provider == "classic" and len(told) == 1
+    assert "DEPTHCRAFT_PROBE_SECONDS" in told[0] and repr(value) in told[0] and "seconds" in told[0], told
 
 
 # -- a partial download left by a killed run ----------------------------------------------------------

@@ -330,3 +330,16 @@ def test_offline_never_downloads_a_model_on_first_use(env, monkeypatch):
         OnnxProvider("tiny-test").estimate(DepthRequest(image=np.zeros((30, 40, 3), np.uint8)))
     assert "DEPTHCRAFT_OFFLINE" in str(e.value) and "depthcraft models pull tiny-test" in str(e.value)
     assert srv.log == [] and not M.is_cached(info)
+
+
+def test_models_pull_downloads_nothing_when_offline(env, monkeypatch, capsys):
+    """``DEPTHCRAFT_OFFLINE`` means no download at all: an explicit pull is refused in one line
+    that names the setting (it downloaded anyway)."""
+    srv, info, data = env
+    monkeypatch.setenv("DEPTHCRAFT_OFFLINE", "1")
+    assert cli_models.main(["pull", "tiny-test", "-q"]) == 1
+    out = capsys.readouterr().out
+    assert "DEPTHCRAFT_OFFLINE=1 forbids downloads" in out and len(out.strip().splitlines()) <= 2
+    assert srv.log == [] and not M.is_cached(info)
+    monkeypatch.delenv("DEPTHCRAFT_OFFLINE")
+    assert cli_models.main(["pull", "tiny-test", "-q"]) == 0 and M.is_cached(info)

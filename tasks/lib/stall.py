@@ -50,7 +50,7 @@ _BUCKET_S = 0.1  # samples closer than this are merged (keeps the window short t
 _BUCKETS_PER_WINDOW = 50  # ...and than this share of the window: merging makes the window shorter by up to a bucket
 
 
-def _env_float(name: str, default: float, lo: float, hi: float) -> float:
+def env_float(name: str, default: float, lo: float, hi: float) -> float:
     """A number from the environment (unset or empty: ``default``), clamped to [lo, hi] (``0`` is
     the smallest sane value, ``inf`` the largest). Not a number, nan or negative:
     :class:`ParameterError` naming the variable, so a typo is said rather than silently replaced."""
@@ -64,7 +64,7 @@ def _env_float(name: str, default: float, lo: float, hi: float) -> float:
     if math.isnan(v) or v < 0:
         from .errors import ParameterError
 
-        raise ParameterError(f"{raw!r} is not a number of {_UNITS.get(name, 'units')} >= 0", parameter=name,
+        raise ParameterError(f"{raw!r} is not a number of {_UNITS.get(name, 'seconds' if name.endswith('_SECONDS') else 'units')} >= 0", parameter=name,
                              hint=f"e.g. {name}={default:g} (the default; unset it to use the default)")
     return min(max(lo, v), hi)
 
@@ -80,13 +80,13 @@ class StallRule:
     @classmethod
     def for_pull(cls) -> StallRule:
         """An explicit ``depthcraft models pull`` (or a first use of ``onnx:NAME``): patient, never endless."""
-        return cls(_env_float(MIN_KBPS_ENV, MIN_KBPS, 0.001, 1e7), _env_float(WINDOW_ENV, PULL_WINDOW_S, MIN_WINDOW_S, 3600.0))
+        return cls(env_float(MIN_KBPS_ENV, MIN_KBPS, 0.001, 1e7), env_float(WINDOW_ENV, PULL_WINDOW_S, MIN_WINDOW_S, 3600.0))
 
     @classmethod
     def for_auto(cls) -> StallRule:
         """``auto``'s implicit download: falls back soon; D bounds the whole of it."""
-        return cls(_env_float(MIN_KBPS_ENV, MIN_KBPS, 0.001, 1e7), _env_float(WINDOW_ENV, AUTO_WINDOW_S, MIN_WINDOW_S, 3600.0),
-                   _env_float(AUTO_DEADLINE_ENV, AUTO_DEADLINE_S, 0.1, 7 * 86400.0))
+        return cls(env_float(MIN_KBPS_ENV, MIN_KBPS, 0.001, 1e7), env_float(WINDOW_ENV, AUTO_WINDOW_S, MIN_WINDOW_S, 3600.0),
+                   env_float(AUTO_DEADLINE_ENV, AUTO_DEADLINE_S, 0.1, 7 * 86400.0))
 
 
 class Guard:

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 from ..lib import models as M
 from ..lib.errors import ParameterError
-from ..lib.stall import StallRule
+from ..lib.stall import StallRule, env_float
 
 AUTO_MODEL = "depth-anything-v2-small"
 # Best first: larger Depth Anything models are more detailed; metric ones give relative depth too.
@@ -42,6 +42,7 @@ PREFERENCE = ("depth-anything-v2-large", "depth-anything-v2-base", "depth-anythi
               "depth-anything-v2-metric-outdoor-small", "depth-anything-v2-metric-indoor-small",
               "midas-v2.1-small")
 PROBE_SECONDS = 0.6  # the whole connectivity probe, name lookup included (DEPTHCRAFT_PROBE_SECONDS)
+PROBE_ENV = "DEPTHCRAFT_PROBE_SECONDS"
 RETRY_SECONDS = 300.0  # a failed probe or download is not retried sooner within one process
 # The download auto starts gives up when the registry (or the proxy) stays silent this long: to
 # connect, before the answer, or mid-file (the part is kept; the next run resumes it). An explicit
@@ -100,12 +101,10 @@ def best_cached(say: Callable[[str], None] | None = None) -> M.ModelInfo | None:
 
 
 def probe_seconds() -> float:
-    try:
-        v = float(os.environ.get("DEPTHCRAFT_PROBE_SECONDS", PROBE_SECONDS))
-    except ValueError:
-        return PROBE_SECONDS
-    # nan and inf are no deadline (a thread join cannot wait "inf"); a minute is the longest sane one
-    return min(max(0.05, v), 60.0) if v == v else PROBE_SECONDS
+    """``DEPTHCRAFT_PROBE_SECONDS`` (unset: :data:`PROBE_SECONDS`), clamped to 0.05..60 s (a
+    thread join cannot wait "inf"; a minute is the longest sane probe). Not a number, nan or
+    negative: :class:`ParameterError` naming the variable, as for the download's settings."""
+    return env_float(PROBE_ENV, PROBE_SECONDS, 0.05, 60.0)
 
 
 def probe(url: str, seconds: float | None = None) -> str | None:
@@ -227,7 +226,13 @@ def resolve(*, download: bool = True, say: Callable[[str], None] | None = None) 
             if hit and time.monotonic() - hit[0] < RETRY_SECONDS:
                 return hit[1]
             host = urlsplit(url).netloc or url
-            why = probe(url)
+            try:
+                why = probe(url)
+            except ParameterError as e:  # a setting that is not a number: said, not replaced
+                res = Resolution("classic", "unreachable", None, f"auto: {e}: using the embedded classic estimator")
+                _failures[key] = (time.monotonic(), res)
+                say(res.message)
+                return res
             if why is None:
                 got = _download(info, host, where, say)
                 if got.reason == "downloaded":
