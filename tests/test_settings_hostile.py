@@ -1,0 +1,55 @@
+"""A hostile user against settings read from the environment outside the download rule:
+``DEPTHCRAFT_THREADS`` (the view synthesis's and the depth map's worker threads) and a model cache
+(``DEPTHCRAFT_MODELS_DIR``) that is not a folder, under ``depthcraft models verify``. Real
+subprocesses and real files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import run_cli, save_photo
+from depthcraft.tasks.lib.errors import ParameterError
+from depthcraft.tasks.lib.viewsynth import common
+
+
+@pytest.mark.parametrize("raw", ["abc", "-1", "1.5", "1e9"])
+def test_threads_that_are_not_a_whole_number_are_said(monkeypatch, raw):
+    """Before: 'abc', '1.5' and '1e9' silently became every core, '-1' one thread."""
+    monkeypatch.setenv("DEPTHCRAFT_THREADS", raw)
+    with pytest.raises(ParameterError, match="DEPTHCRAFT_THREADS") as e:
+        common.threads()
+    assert repr(raw) in str(e.value)
+
+
+@pytest.mark.parametrize("raw,want", [("", None), (" ", None), ("0", None), ("1", 1), (" 3 ", 3), ("64", 64)])
+def test_threads_that_are_whole_numbers_are_taken(monkeypatch, raw, want):
+    import os
+
+    monkeypatch.setenv("DEPTHCRAFT_THREADS", raw)
+    assert common.threads() == (want or os.cpu_count() or 1)
+
+
+def test_stereo_with_threads_abc_is_one_line_naming_the_variable(tmp_path):
+    rng = np.random.default_rng(0)
+    photo = save_photo(tmp_path / "p.png", rng.integers(0, 256, (64, 96, 3), dtype=np.uint8))
+    np.save(tmp_path / "d.npy", rng.random((64, 96)).astype(np.float32))
+    r = run_cli("stereo", photo, "--depth", tmp_path / "d.npy", "-o", tmp_path / "out.png", timeout=120,
+                env={"DEPTHCRAFT_THREADS": "abc"})
+    out = r.stdout + r.stderr
+    errors = [x for x in out.splitlines() if x.startswith("error:")]
+    assert r.returncode == 2 and "Traceback" not in out, out
+    assert len(errors) == 1 and "DEPTHCRAFT_THREADS" in errors[0] and "'abc'" in errors[0], out
+    assert not any(tmp_path.glob("out*"))
+
+
+@pytest.mark.parametrize("name", [[], ["depth-anything-v2-small"]])
+def test_models_verify_on_a_cache_that_is_a_file_is_one_line(tmp_path, name):
+    """Before: exit 0 and "no models in the cache" (``models list`` already said it is not a folder)."""
+    f = tmp_path / "models"
+    f.write_text("not a folder")
+    r = run_cli("models", "verify", *name, timeout=60, env={"DEPTHCRAFT_MODELS_DIR": str(f)})
+    out = r.stdout + r.stderr
+    errors = [x for x in out.splitlines() if x.startswith("error:")]
+    assert r.returncode == 1 and "Traceback" not in out, out
+    assert len(errors) == 1 and str(f) in errors[0] and "not a folder" in errors[0], out
