@@ -171,6 +171,9 @@ def run_oneshot(args) -> int:
     img = Path(args.image)
     if not img.exists():
         raise InputError("no such file", path=str(img))
+    if img.is_dir():  # (a recipe takes a folder of photos; one-shot commands take one photo)
+        raise InputError("is a folder, not a photo", path=str(img),
+                         hint="give one photo or clip")
     source = Artifact(path=str(img.resolve()), sha256=sha256_file(img), kind="image", meta={"origin": str(img), "name": img.stem})
     given = None
     if args.depth:

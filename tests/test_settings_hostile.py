@@ -1,7 +1,7 @@
-"""A hostile user against settings read from the environment outside the download rule:
-``DEPTHCRAFT_THREADS`` (the view synthesis's and the depth map's worker threads) and a model cache
-(``DEPTHCRAFT_MODELS_DIR``) that is not a folder, under ``depthcraft models verify``. Real
-subprocesses and real files."""
+"""A hostile user against what the one-shot commands and ``depthcraft models verify`` are given
+besides the download rule: ``DEPTHCRAFT_THREADS`` (the view synthesis's and the depth map's worker
+threads), a model cache (``DEPTHCRAFT_MODELS_DIR``) that is not a folder, and a folder given as the
+photo. Real subprocesses and real files."""
 
 from __future__ import annotations
 
@@ -53,3 +53,14 @@ def test_models_verify_on_a_cache_that_is_a_file_is_one_line(tmp_path, name):
     errors = [x for x in out.splitlines() if x.startswith("error:")]
     assert r.returncode == 1 and "Traceback" not in out, out
     assert len(errors) == 1 and str(f) in errors[0] and "not a folder" in errors[0], out
+
+
+@pytest.mark.parametrize("name", ["photos", "photo.png", "still.gif"])
+def test_a_one_shot_on_a_folder_is_one_line(tmp_path, name):
+    """Before: a traceback (IsADirectoryError from hashing the "photo")."""
+    (tmp_path / name).mkdir()
+    r = run_cli("stereo", tmp_path / name, "-o", tmp_path / "out.png", timeout=120, env={"DEPTHCRAFT_OFFLINE": "1"})
+    out = r.stdout + r.stderr
+    errors = [x for x in out.splitlines() if x.startswith("error:")]
+    assert r.returncode == 2 and "Traceback" not in out, out
+    assert len(errors) == 1 and str(tmp_path / name) in errors[0] and "folder" in errors[0], out
