@@ -118,6 +118,10 @@ def cmd_verify(args) -> int:
                           f"{r.not_recorded} in {r.path.parent})", markup=False)
         elif r.status == "unpinned":
             con.print(f"[yellow]unpinned[/]  {name}  sha256 {r.got} (no pinned or recorded hash to compare)")
+        elif r.status == "empty":
+            bad += 1
+            con.print(f"[red]empty[/]     {name}  {r.path} is an empty file; delete it and run "
+                      f"`depthcraft models pull {name}`")
         elif r.status == "missing":
             bad += 1
             con.print(f"[red]missing[/]   {name}  not in {r.path.parent}; run `depthcraft models pull {name}`")

@@ -64,3 +64,38 @@ def test_a_one_shot_on_a_folder_is_one_line(tmp_path, name):
     errors = [x for x in out.splitlines() if x.startswith("error:")]
     assert r.returncode == 2 and "Traceback" not in out, out
     assert len(errors) == 1 and str(tmp_path / name) in errors[0] and "folder" in errors[0], out
+
+
+def test_an_empty_unpinned_model_is_never_used_and_said_empty(tmp_path, monkeypatch):
+    """An unpinned model has no hash to check, but an empty file is never a model. Before: auto
+    chose a 0-byte depth-anything-v2-base.onnx as "the best cached model" and the run failed on
+    ONNX Runtime's "No graph was found"; `models verify` said "unpinned" with exit 0 and `models
+    list` "cached, unpinned"."""
+    from depthcraft.tasks.lib import models as M
+    from depthcraft.tasks.providers import auto
+
+    name = "depth-anything-v2-base"
+    assert not M.REGISTRY[name].pinned
+    cache = tmp_path / "models"
+    cache.mkdir()
+    (cache / M.REGISTRY[name].filename).write_bytes(b"")
+    monkeypatch.setenv("DEPTHCRAFT_MODELS_DIR", str(cache))
+    monkeypatch.setenv("DEPTHCRAFT_OFFLINE", "1")
+    auto.forget()
+    said: list[str] = []
+    try:
+        r = auto.resolve(say=said.append)
+    finally:
+        auto.forget()
+    assert r.provider == "classic", r
+    assert any("is empty" in s and name in s for s in said), said
+    env = {"DEPTHCRAFT_MODELS_DIR": str(cache)}
+    v = run_cli("models", "verify", timeout=60, env=env)
+    assert v.returncode == 1 and "empty" in v.stdout and "Traceback" not in v.stdout + v.stderr, v.stdout + v.stderr
+    listed = run_cli("models", "list", timeout=60, env=env)
+    assert listed.returncode == 0 and "corrupt (empty file)" in listed.stdout, listed.stdout + listed.stderr
+    photo = save_photo(tmp_path / "p.png", np.full((64, 96, 3), 128, np.uint8))
+    e = run_cli("estimate", photo, "-o", tmp_path / "d.png", "--provider", f"onnx:{name}",
+                timeout=120, env={**env, "DEPTHCRAFT_OFFLINE": "1"})
+    out = e.stdout + e.stderr
+    assert e.returncode != 0 and "Traceback" not in out and "is empty, so it is not used" in out, out
