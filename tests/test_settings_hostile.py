@@ -99,3 +99,23 @@ def test_an_empty_unpinned_model_is_never_used_and_said_empty(tmp_path, monkeypa
                 timeout=120, env={**env, "DEPTHCRAFT_OFFLINE": "1"})
     out = e.stdout + e.stderr
     assert e.returncode != 0 and "Traceback" not in out and "is empty, so it is not used" in out, out
+
+
+@pytest.mark.parametrize("kind", ["metric", "depth", "relative", None])
+def test_stereo_scale_without_a_disparity_map_is_one_line(tmp_path, kind):
+    """``scale`` (exact mode) needs a disparity map. Before: with depth, metric or relative
+    values (or estimated depth) it was silently ignored and the relative mode rendered instead."""
+    rng = np.random.default_rng(1)
+    photo = save_photo(tmp_path / "p.png", rng.integers(0, 256, (64, 96, 3), dtype=np.uint8))
+    np.save(tmp_path / "d.npy", rng.random((64, 96)).astype(np.float32) + 1)
+    given = [] if kind is None else ["--depth", tmp_path / "d.npy", "--depth-kind", kind]
+    r = run_cli("stereo", photo, *given, "--scale", "5", "-o", tmp_path / "out.png", timeout=120,
+                env={"DEPTHCRAFT_OFFLINE": "1"})
+    out = r.stdout + r.stderr
+    errors = [x for x in out.splitlines() if x.startswith("error:")]
+    assert r.returncode == 2 and "Traceback" not in out, out
+    assert len(errors) == 1 and "scale" in errors[0] and "disparity" in errors[0], out
+    assert not any(tmp_path.glob("out*"))
+    ok = run_cli("stereo", photo, "--depth", tmp_path / "d.npy", "--depth-kind", "disparity", "--scale", "5",
+                 "-o", tmp_path / "out.png", timeout=120, env={"DEPTHCRAFT_OFFLINE": "1"})
+    assert ok.returncode == 0 and (tmp_path / "out.png").is_file(), ok.stdout + ok.stderr
