@@ -162,7 +162,11 @@ def run_oneshot(args) -> int:
     from depthcraft.tasks.lib.outputs import refuse_stdout
 
     refuse_stdout(args.output)  # '-' or an empty name, before the folder check
-    if str(args.output).endswith(("/", os.sep)) or Path(args.output).is_dir():
+    try:
+        out_is_dir = Path(args.output).is_dir()
+    except OSError as e:  # (a name too long for the file system)
+        raise ParameterError(f"{args.output}: {e.strerror or e}", parameter="-o") from None
+    if str(args.output).endswith(("/", os.sep)) or out_is_dir:
         # a folder is what a clip writes (one file per frame); a photo (a 1-frame GIF too) is one file
         raise ParameterError(f"{args.output!r} is a folder, which only clips write (one file per frame); "
                              f"{Path(args.image).name} is a single picture", parameter="-o",
@@ -229,7 +233,10 @@ def run_oneshot(args) -> int:
             refuse_input(dst, {"the input": img, "--depth": args.depth},
                          parameter="-o" if dst == out else f"-o (beside it, {dst.name})")
         for src, dst in written:
-            atomic_copy(src, dst)
+            try:
+                atomic_copy(src, dst)
+            except OSError as e:  # (a folder that takes no new files, such as /proc; a name too long; a full disk)
+                raise ParameterError(f"{dst}: cannot write it ({e.strerror or e})", parameter="-o") from None
         written = [dst for _, dst in written]
     for w in written:
         console.print(f"wrote {w}")

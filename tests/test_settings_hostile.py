@@ -119,3 +119,22 @@ def test_stereo_scale_without_a_disparity_map_is_one_line(tmp_path, kind):
     ok = run_cli("stereo", photo, "--depth", tmp_path / "d.npy", "--depth-kind", "disparity", "--scale", "5",
                  "-o", tmp_path / "out.png", timeout=120, env={"DEPTHCRAFT_OFFLINE": "1"})
     assert ok.returncode == 0 and (tmp_path / "out.png").is_file(), ok.stdout + ok.stderr
+
+
+@pytest.mark.parametrize("where", ["too-long", "proc"])
+def test_an_output_that_cannot_be_written_is_one_line(tmp_path, where):
+    """Before: a traceback (OSError "File name too long" from the folder check; FileNotFoundError
+    from the temporary file of the atomic write in a folder that takes no new files)."""
+    import os
+
+    if where == "proc" and not os.path.isdir("/proc/self"):
+        pytest.skip("no /proc here")
+    rng = np.random.default_rng(2)
+    photo = save_photo(tmp_path / "p.png", rng.integers(0, 256, (64, 96, 3), dtype=np.uint8))
+    np.save(tmp_path / "d.npy", rng.random((64, 96)).astype(np.float32))
+    out = tmp_path / ("a" * 300 + ".png") if where == "too-long" else "/proc/depthcraft-x.png"
+    r = run_cli("stereo", photo, "--depth", tmp_path / "d.npy", "-o", out, timeout=120, env={"DEPTHCRAFT_OFFLINE": "1"})
+    text = r.stdout + r.stderr
+    errors = [x for x in text.splitlines() if x.startswith("error:")]
+    assert r.returncode == 2 and "Traceback" not in text, text
+    assert len(errors) == 1 and "'-o'" in errors[0], text
