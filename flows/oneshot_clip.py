@@ -33,6 +33,10 @@ def run_clip_oneshot(args, spec, params_from_args) -> int:
     params = params_from_args(dataclasses.replace(spec, params_for_output=None), args)
     from depthcraft.tasks.clips import target_conflict
 
+    try:
+        output_target(args.output)
+    except OSError as e:  # (a name too long for the file system)
+        raise ParameterError(f"{args.output}: {e.strerror or e}", parameter="-o") from None
     bad = target_conflict(spec.kind, output_target(args.output), params, set(params.model_fields_set))
     if bad:  # an explicit --format the output cannot hold (tasks/clips.py)
         flag = "--" + bad[0].replace("_", "-") + " " if getattr(args, f"param_{bad[0]}", None) is not None else f"--set {bad[0]}="
@@ -46,6 +50,7 @@ def run_clip_oneshot(args, spec, params_from_args) -> int:
     for dest in output_paths(spec.kind, Path(args.output), planned_outputs(spec.kind, params), params,
                              output_target(args.output)).values():
         refuse_input(dest, {"the input": args.image})
+        _can_write(dest)
     info = probe_clip(args.image, max_pixels=args.max_pixels, downscale=args.downscale)
     console = Console(stderr=True, soft_wrap=True)
     recovery.clean_stale_oneshot_tmp()  # what a killed one-shot left (a partial video)
@@ -65,3 +70,24 @@ def run_clip_oneshot(args, spec, params_from_args) -> int:
         console.print(f"wrote {w}{'/' if w.is_dir() else ''} ({info.frames} frames, "
                       f"{info.rate.numerator}/{info.rate.denominator} fps)")
     return 0
+
+
+def _can_write(dest: Path) -> None:
+    """Refuse, before any work, an output that cannot be written: a temporary file made and removed
+    in its nearest existing folder (a folder that takes no new files, such as /proc, fails only
+    there), and its name's length checked (the video is written last, after minutes of frames)."""
+    import os
+    import tempfile
+
+    folder = Path(os.path.abspath(dest)).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".depthcraft-probe-")
+        os.close(fd)
+        os.unlink(probe)
+        too_long = len(os.fsencode(dest.name)) + 32 > os.pathconf(folder, "PC_NAME_MAX")  # (+ its .part name)
+    except OSError as e:
+        raise ParameterError(f"{dest}: cannot write in {folder} ({e.strerror or e})", parameter="-o") from None
+    if too_long:
+        raise ParameterError(f"{dest}: the name is too long for {folder}", parameter="-o")

@@ -138,3 +138,23 @@ def test_an_output_that_cannot_be_written_is_one_line(tmp_path, where):
     errors = [x for x in text.splitlines() if x.startswith("error:")]
     assert r.returncode == 2 and "Traceback" not in text, text
     assert len(errors) == 1 and "'-o'" in errors[0], text
+
+
+@pytest.mark.parametrize("where", ["too-long", "proc", "proc-folder"])
+def test_a_clip_output_that_cannot_be_written_is_one_line_before_any_work(tmp_path, where):
+    """Before: a traceback, for /proc only after every frame was rendered (at the video's write)."""
+    import os
+
+    from conftest import REPO
+
+    if where.startswith("proc") and not os.path.isdir("/proc/self"):
+        pytest.skip("no /proc here")
+    clip = REPO / "recipes" / "clips" / "sample.mp4"
+    out = {"too-long": str(tmp_path / ("a" * 300 + ".mp4")), "proc": "/proc/depthcraft-x.mp4",
+           "proc-folder": "/proc/depthcraft-x/"}[where]
+    r = run_cli("stereo", clip, "-o", out, timeout=120, env={"DEPTHCRAFT_OFFLINE": "1"})
+    text = r.stdout + r.stderr
+    errors = [x for x in text.splitlines() if x.startswith("error:")]
+    assert r.returncode == 2 and "Traceback" not in text, text
+    assert len(errors) == 1 and "'-o'" in errors[0], text
+    assert "frames" not in text  # refused before any frame
