@@ -48,6 +48,10 @@ def _run(a, ws, recipe, src) -> int:
     from .compile import compile_plan
 
     # compile once here so that bad inputs and parameters fail before any server or flow starts
+    if a.out:  # (an output root that is a file, too long a name, a folder that takes no new files)
+        from depthcraft.tasks.lib.outputs import can_write
+
+        can_write(a.out, parameter="--out", is_folder=True)
     plan = compile_plan(recipe, src, ws, out_root=a.out)
     from .server import ensure_api
 

@@ -43,14 +43,14 @@ def run_clip_oneshot(args, spec, params_from_args) -> int:
         raise ParameterError(f"{Path(args.output).name or args.output}: {flag}{bad[1]}", parameter="-o",
                              hint="a folder of frames is -o DIR/" if bad[0] != "layout" else None)
     from depthcraft.tasks.clips import output_paths, planned_outputs
-    from depthcraft.tasks.lib.outputs import refuse_input
+    from depthcraft.tasks.lib.outputs import can_write, refuse_input
 
     # every file it will write, before any work: stereo renames its output (s.mp4 -> s_SBS_LR.mp4),
     # export writes one file per format beside it (the clip may be out-png16.mkv)
     for dest in output_paths(spec.kind, Path(args.output), planned_outputs(spec.kind, params), params,
                              output_target(args.output)).values():
         refuse_input(dest, {"the input": args.image})
-        _can_write(dest)
+        can_write(dest)
     info = probe_clip(args.image, max_pixels=args.max_pixels, downscale=args.downscale)
     console = Console(stderr=True, soft_wrap=True)
     recovery.clean_stale_oneshot_tmp()  # what a killed one-shot left (a partial video)
@@ -70,24 +70,3 @@ def run_clip_oneshot(args, spec, params_from_args) -> int:
         console.print(f"wrote {w}{'/' if w.is_dir() else ''} ({info.frames} frames, "
                       f"{info.rate.numerator}/{info.rate.denominator} fps)")
     return 0
-
-
-def _can_write(dest: Path) -> None:
-    """Refuse, before any work, an output that cannot be written: a temporary file made and removed
-    in its nearest existing folder (a folder that takes no new files, such as /proc, fails only
-    there), and its name's length checked (the video is written last, after minutes of frames)."""
-    import os
-    import tempfile
-
-    folder = Path(os.path.abspath(dest)).parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    try:
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".depthcraft-probe-")
-        os.close(fd)
-        os.unlink(probe)
-        too_long = len(os.fsencode(dest.name)) + 32 > os.pathconf(folder, "PC_NAME_MAX")  # (+ its .part name)
-    except OSError as e:
-        raise ParameterError(f"{dest}: cannot write in {folder} ({e.strerror or e})", parameter="-o") from None
-    if too_long:
-        raise ParameterError(f"{dest}: the name is too long for {folder}", parameter="-o")

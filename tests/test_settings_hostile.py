@@ -158,3 +158,22 @@ def test_a_clip_output_that_cannot_be_written_is_one_line_before_any_work(tmp_pa
     assert r.returncode == 2 and "Traceback" not in text, text
     assert len(errors) == 1 and "'-o'" in errors[0], text
     assert "frames" not in text  # refused before any frame
+
+
+@pytest.mark.parametrize("where", ["file", "too-long", "proc"])
+def test_a_run_output_root_that_cannot_be_written_is_one_line_before_any_work(tmp_path, where):
+    """``depthcraft run --out``. Before: a traceback from inside the flow (NotADirectoryError,
+    "File name too long", FileNotFoundError from mkdir in /proc)."""
+    import os
+
+    if where == "proc" and not os.path.isdir("/proc/self"):
+        pytest.skip("no /proc here")
+    save_photo(tmp_path / "a.png", np.full((64, 96, 3), 100, np.uint8))
+    (tmp_path / "r.yaml").write_text("version: 1\nname: w\nprovider: classic\ninputs:\n  images: [a.png]\n"
+                                     "steps:\n  - {id: depth, uses: estimate}\n")
+    out = {"file": str(tmp_path / "a.png"), "too-long": str(tmp_path / ("a" * 300)), "proc": "/proc/depthcraft-x"}[where]
+    r = run_cli("run", tmp_path / "r.yaml", "--out", out, timeout=120, cwd=tmp_path)
+    text = r.stdout + r.stderr
+    errors = [x for x in text.splitlines() if x.startswith("error:")]
+    assert r.returncode == 2 and "Traceback" not in text, text
+    assert len(errors) == 1 and "'--out'" in errors[0], text
