@@ -177,3 +177,20 @@ def test_a_run_output_root_that_cannot_be_written_is_one_line_before_any_work(tm
     errors = [x for x in text.splitlines() if x.startswith("error:")]
     assert r.returncode == 2 and "Traceback" not in text, text
     assert len(errors) == 1 and "'--out'" in errors[0], text
+
+
+def test_reproduce_into_an_output_root_that_is_a_file_is_one_line(prefect_server, workspace, tmp_path):
+    """``depthcraft reproduce MANIFEST --out FILE``. Before: NotADirectoryError from inside the flow."""
+    import json
+
+    save_photo(tmp_path / "a.png", np.full((64, 96, 3), 100, np.uint8))
+    (tmp_path / "r.yaml").write_text("version: 1\nname: w\nprovider: classic\ninputs:\n  images: [a.png]\n"
+                                     "steps:\n  - {id: depth, uses: estimate}\n")
+    first = run_cli("run", tmp_path / "r.yaml", "--out", tmp_path / "o", "--json", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    man = json.loads(first.stdout)["manifest"]
+    r = run_cli("reproduce", man, "--out", tmp_path / "a.png", timeout=120)
+    text = r.stdout + r.stderr
+    errors = [x for x in text.splitlines() if x.startswith("error:")]
+    assert r.returncode == 2 and "Traceback" not in text, text
+    assert len(errors) == 1 and "'--out'" in errors[0] and "not a folder" in errors[0], text
