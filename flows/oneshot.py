@@ -117,7 +117,11 @@ def params_from_args(spec: StepSpec, args) -> Any:
         parts = k.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        new = yaml.safe_load(raw) if raw else ""
+        try:
+            new = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError as e:  # (e.g. an unclosed list: `--set divergence=[1`)
+            raise ParameterError(f"--set {s!r}: the value is not YAML ({getattr(e, 'problem', None) or e})",
+                                 parameter="--set", hint="quote it, or write a YAML value: 2, [1, 2], {a: 1}") from None
         flag = getattr(args, f"param_{parts[0]}", None) if len(parts) == 1 else None
         if flag is not None and new != flag and str(new) != str(flag) and new != yaml.safe_load(str(flag)):
             # two explicit values for one parameter: neither silently wins (e.g. the output's format)

@@ -194,3 +194,17 @@ def test_reproduce_into_an_output_root_that_is_a_file_is_one_line(prefect_server
     errors = [x for x in text.splitlines() if x.startswith("error:")]
     assert r.returncode == 2 and "Traceback" not in text, text
     assert len(errors) == 1 and "'--out'" in errors[0] and "not a folder" in errors[0], text
+
+
+@pytest.mark.parametrize("value", ["divergence=[1", "layout={", 'divergence="'])
+def test_a_one_shot_set_value_that_is_not_yaml_is_one_line(tmp_path, value):
+    """Before: a yaml.scanner / yaml.parser traceback."""
+    rng = np.random.default_rng(3)
+    photo = save_photo(tmp_path / "p.png", rng.integers(0, 256, (64, 96, 3), dtype=np.uint8))
+    np.save(tmp_path / "d.npy", rng.random((64, 96)).astype(np.float32))
+    r = run_cli("stereo", photo, "--depth", tmp_path / "d.npy", "-o", tmp_path / "out.png", "--set", value,
+                timeout=120, env={"DEPTHCRAFT_OFFLINE": "1"})
+    text = r.stdout + r.stderr
+    errors = [x for x in text.splitlines() if x.startswith("error:")]
+    assert r.returncode == 2 and "Traceback" not in text, text
+    assert len(errors) == 1 and "--set" in errors[0] and value in errors[0], text
