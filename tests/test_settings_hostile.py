@@ -208,3 +208,21 @@ def test_a_one_shot_set_value_that_is_not_yaml_is_one_line(tmp_path, value):
     errors = [x for x in text.splitlines() if x.startswith("error:")]
     assert r.returncode == 2 and "Traceback" not in text, text
     assert len(errors) == 1 and "--set" in errors[0] and value in errors[0], text
+
+
+@pytest.mark.parametrize("how", [("--max-pixels", "0"), ("--max-pixels", "-5"), ("env", "abc"), ("env", "-1"), ("env", "1e9")])
+def test_a_pixel_limit_that_is_not_a_whole_number_of_pixels_is_one_line(tmp_path, how):
+    """Before: --max-pixels 0 was the default limit, -5 "over the limit of -0 MP";
+    DEPTHCRAFT_MAX_PIXELS=abc or 1e9 silently the default 50 MP."""
+    rng = np.random.default_rng(4)
+    photo = save_photo(tmp_path / "p.png", rng.integers(0, 256, (64, 96, 3), dtype=np.uint8))
+    np.save(tmp_path / "d.npy", rng.random((64, 96)).astype(np.float32))
+    flag, value = how
+    extra, env = ([flag, value], {}) if flag != "env" else ([], {"DEPTHCRAFT_MAX_PIXELS": value})
+    r = run_cli("stereo", photo, "--depth", tmp_path / "d.npy", "-o", tmp_path / "out.png", *extra, timeout=120,
+                env={"DEPTHCRAFT_OFFLINE": "1", **env})
+    text = r.stdout + r.stderr
+    errors = [x for x in text.splitlines() if x.startswith("error:")]
+    name = "DEPTHCRAFT_MAX_PIXELS" if flag == "env" else "--max-pixels"
+    assert r.returncode == 2 and "Traceback" not in text, text
+    assert len(errors) == 1 and name in errors[0] and value in errors[0] and "pixels >= 1" in errors[0], text
