@@ -48,6 +48,10 @@ def _run(a, ws, recipe, src) -> int:
     from .compile import compile_plan
 
     # compile once here so that bad inputs and parameters fail before any server or flow starts
+    if a.out:  # (an output root that is a file, too long a name, a folder that takes no new files)
+        from depthcraft.tasks.lib.outputs import can_write
+
+        can_write(a.out, parameter="--out", is_folder=True)
     plan = compile_plan(recipe, src, ws, out_root=a.out)
     from .server import ensure_api
 
@@ -305,6 +309,10 @@ def cmd_reproduce(a) -> int:
     con = _console()
     recovery.recover(ws, url, say=_plain(con))
     out_root = a.out or old["out_root"]
+    if out_root:  # (as run --out: one line before the flow, not a traceback from inside it)
+        from depthcraft.tasks.lib.outputs import can_write
+
+        can_write(out_root, parameter="--out" if a.out else "out_root (of the manifest's run)", is_folder=True)
     overrides = list(r["overrides"])
     pinned = ((old.get("provider") or {}).get("resolved") or {}).get("auto", {}).get("provider")
     if pinned and r.get("resolved", {}).get("provider") == "auto":  # what auto was then, not what it is now

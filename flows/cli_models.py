@@ -100,6 +100,10 @@ def cmd_pull(args) -> int:
 
 def cmd_verify(args) -> int:
     con = _console()
+    why = _cache_problem(M.models_dir())  # (as list: a cache that cannot be read is not an empty one)
+    if why:
+        raise M.ModelError(f"cannot read the model cache {M.models_dir()}: {why}",
+                           hint="make it readable, or set DEPTHCRAFT_MODELS_DIR to another folder")
     names = [args.name] if args.name else [n for n in M.REGISTRY if M.is_cached(M.REGISTRY[n])]
     if not names:
         con.print(f"no models in the cache ({M.models_dir()})")
@@ -114,6 +118,10 @@ def cmd_verify(args) -> int:
                           f"{r.not_recorded} in {r.path.parent})", markup=False)
         elif r.status == "unpinned":
             con.print(f"[yellow]unpinned[/]  {name}  sha256 {r.got} (no pinned or recorded hash to compare)")
+        elif r.status == "empty":
+            bad += 1
+            con.print(f"[red]empty[/]     {name}  {r.path} is an empty file; delete it and run "
+                      f"`depthcraft models pull {name}`")
         elif r.status == "missing":
             bad += 1
             con.print(f"[red]missing[/]   {name}  not in {r.path.parent}; run `depthcraft models pull {name}`")

@@ -117,7 +117,11 @@ def params_from_args(spec: StepSpec, args) -> Any:
         parts = k.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        new = yaml.safe_load(raw) if raw else ""
+        try:
+            new = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError as e:  # (e.g. an unclosed list: `--set divergence=[1`)
+            raise ParameterError(f"--set {s!r}: the value is not YAML ({getattr(e, 'problem', None) or e})",
+                                 parameter="--set", hint="quote it, or write a YAML value: 2, [1, 2], {a: 1}") from None
         flag = getattr(args, f"param_{parts[0]}", None) if len(parts) == 1 else None
         if flag is not None and new != flag and str(new) != str(flag) and new != yaml.safe_load(str(flag)):
             # two explicit values for one parameter: neither silently wins (e.g. the output's format)
@@ -162,15 +166,24 @@ def run_oneshot(args) -> int:
     from depthcraft.tasks.lib.outputs import refuse_stdout
 
     refuse_stdout(args.output)  # '-' or an empty name, before the folder check
-    if str(args.output).endswith(("/", os.sep)) or Path(args.output).is_dir():
+    try:
+        out_is_dir = Path(args.output).is_dir()
+    except OSError as e:  # (a name too long for the file system)
+        raise ParameterError(f"{args.output}: {e.strerror or e}", parameter="-o") from None
+    if str(args.output).endswith(("/", os.sep)) or out_is_dir:
         # a folder is what a clip writes (one file per frame); a photo (a 1-frame GIF too) is one file
         raise ParameterError(f"{args.output!r} is a folder, which only clips write (one file per frame); "
                              f"{Path(args.image).name} is a single picture", parameter="-o",
                              hint="give a file name, e.g. -o " + str(Path(args.output) / (Path(args.image).stem + ".png")))
+    if args.max_pixels is not None and args.max_pixels < 1:  # (0 was the default limit, -5 "the limit of -0 MP")
+        raise ParameterError(f"{args.max_pixels} is not a number of pixels >= 1", parameter="--max-pixels")
     params = params_from_args(spec, args)
     img = Path(args.image)
     if not img.exists():
         raise InputError("no such file", path=str(img))
+    if img.is_dir():  # (a recipe takes a folder of photos; one-shot commands take one photo)
+        raise InputError("is a folder, not a photo", path=str(img),
+                         hint="give one photo or clip")
     source = Artifact(path=str(img.resolve()), sha256=sha256_file(img), kind="image", meta={"origin": str(img), "name": img.stem})
     given = None
     if args.depth:
@@ -226,7 +239,10 @@ def run_oneshot(args) -> int:
             refuse_input(dst, {"the input": img, "--depth": args.depth},
                          parameter="-o" if dst == out else f"-o (beside it, {dst.name})")
         for src, dst in written:
-            atomic_copy(src, dst)
+            try:
+                atomic_copy(src, dst)
+            except OSError as e:  # (a folder that takes no new files, such as /proc; a name too long; a full disk)
+                raise ParameterError(f"{dst}: cannot write it ({e.strerror or e})", parameter="-o") from None
         written = [dst for _, dst in written]
     for w in written:
         console.print(f"wrote {w}")

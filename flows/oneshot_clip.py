@@ -33,19 +33,24 @@ def run_clip_oneshot(args, spec, params_from_args) -> int:
     params = params_from_args(dataclasses.replace(spec, params_for_output=None), args)
     from depthcraft.tasks.clips import target_conflict
 
+    try:
+        output_target(args.output)
+    except OSError as e:  # (a name too long for the file system)
+        raise ParameterError(f"{args.output}: {e.strerror or e}", parameter="-o") from None
     bad = target_conflict(spec.kind, output_target(args.output), params, set(params.model_fields_set))
     if bad:  # an explicit --format the output cannot hold (tasks/clips.py)
         flag = "--" + bad[0].replace("_", "-") + " " if getattr(args, f"param_{bad[0]}", None) is not None else f"--set {bad[0]}="
         raise ParameterError(f"{Path(args.output).name or args.output}: {flag}{bad[1]}", parameter="-o",
                              hint="a folder of frames is -o DIR/" if bad[0] != "layout" else None)
     from depthcraft.tasks.clips import output_paths, planned_outputs
-    from depthcraft.tasks.lib.outputs import refuse_input
+    from depthcraft.tasks.lib.outputs import can_write, refuse_input
 
     # every file it will write, before any work: stereo renames its output (s.mp4 -> s_SBS_LR.mp4),
     # export writes one file per format beside it (the clip may be out-png16.mkv)
     for dest in output_paths(spec.kind, Path(args.output), planned_outputs(spec.kind, params), params,
                              output_target(args.output)).values():
         refuse_input(dest, {"the input": args.image})
+        can_write(dest)
     info = probe_clip(args.image, max_pixels=args.max_pixels, downscale=args.downscale)
     console = Console(stderr=True, soft_wrap=True)
     recovery.clean_stale_oneshot_tmp()  # what a killed one-shot left (a partial video)

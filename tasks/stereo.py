@@ -181,6 +181,9 @@ def write_mpo(path: str | Path, left: np.ndarray, right: np.ndarray, *, quality:
 def run(ctx: StepContext, p: StereoParams) -> dict[str, Output]:
     image = ctx.image()
     dm = ctx.depth()
+    if p.scale is not None and dm.kind != "disparity":  # (else silently the relative mode, as if scale were not given)
+        raise ParameterError(f"exact mode (scale) needs a disparity map; this depth map's kind is {dm.kind!r}",
+                             parameter="scale", hint="give --depth FILE --depth-kind disparity, or leave out scale")
     h, w = image.shape[:2]
     left_d, right_d, exact = eye_disparities(dm, divergence=p.divergence, convergence=p.convergence,
                                              scale=p.scale, width=w)

@@ -111,14 +111,12 @@ def normalized_nearness(dm: DepthMap, *, robust: float = 0.0) -> np.ndarray:
 def _on_cores(fn, items) -> None:
     """``fn`` over ``items`` on all cores, or ``DEPTHCRAFT_THREADS`` of them (as the view
     synthesis's row bands; numpy releases the GIL on these band operations)."""
-    import os
     from concurrent.futures import ThreadPoolExecutor
 
+    from .viewsynth.common import threads
+
     items = list(items)
-    try:
-        cores = max(1, int(os.environ.get("DEPTHCRAFT_THREADS", "0")) or (os.cpu_count() or 1))
-    except ValueError:
-        cores = os.cpu_count() or 1
+    cores = threads()  # (DEPTHCRAFT_THREADS that is not a whole number >= 0: a ParameterError)
     n = min(cores, len(items))
     if n <= 1:
         for i in items:

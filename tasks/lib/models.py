@@ -197,7 +197,10 @@ def cached_ok(info: ModelInfo) -> bool:
         return False
     expected = None if info.local_path else expected_sha256(info)
     if expected is None:
-        return True
+        try:  # nothing to check it against, but an empty file is never a model (a `touch`, a failed copy)
+            return path.stat().st_size > 0
+        except OSError:
+            return False
     if info.pinned and info.size_bytes and not info.local_path:
         try:  # a pinned size is exact: a file of another size is not the model, and is not hashed
             if path.stat().st_size != info.size_bytes:  # (a 20 GB file took 50 s to hash before auto fell back)
@@ -283,6 +286,8 @@ def cache_state(info: ModelInfo) -> CacheState:
                           f"`depthcraft models pull {info.name}` downloads it again")
     expected = expected_sha256(info)
     if expected is None:
+        if not st.st_size:  # (never used: cached_ok)
+            return CacheState("corrupt", "corrupt (empty file)", f"delete {path} and pull {info.name} again")
         return CacheState("unpinned", "cached, unpinned (no hash to verify against)")
     got = _stamped_sha(path, st)
     if got is None:
@@ -738,11 +743,14 @@ def _pull_into(info: ModelInfo, dest: Path, expected: str | None, *, force: bool
 @dataclass
 class VerifyResult:
     name: str
-    status: str  # ok | mismatch | missing | unpinned
+    status: str  # ok | mismatch | missing | unpinned | empty (unpinned and 0 bytes)
     expected: str | None = None
     got: str | None = None
     path: Path | None = None
     not_recorded: str | None = None  # why the result could not be recorded for `models list`, if it could not
+
+
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 def verify(info: ModelInfo | str) -> VerifyResult:
@@ -754,8 +762,8 @@ def verify(info: ModelInfo | str) -> VerifyResult:
         return VerifyResult(info.name, "missing", expected, None, path)
     got = file_sha256(path)
     why = _write_stamp(path, got)
-    if expected is None:
-        return VerifyResult(info.name, "unpinned", None, got, path, why)
+    if expected is None:  # (an empty file is never a model: cached_ok)
+        return VerifyResult(info.name, "empty" if got == _EMPTY_SHA256 else "unpinned", None, got, path, why)
     return VerifyResult(info.name, "ok" if got == expected else "mismatch", expected, got, path, why)
 
 
@@ -779,7 +787,9 @@ def ensure_model(info: ModelInfo, *, download: bool = True, say: Callable[[str],
     if info.local_path:
         raise InputError("no such model file", path=info.local_path)
     if _is_file(path) and (is_offline() or not download):
-        raise ModelError(f"{path} does not match the sha256 of {info.name} (corrupt or replaced), so it is not used",
+        empty = expected_sha256(info) is None  # (unpinned: cached_ok refuses only an empty file)
+        raise ModelError(f"{path} " + ("is empty" if empty else f"does not match the sha256 of {info.name} "
+                                       "(corrupt or replaced)") + ", so it is not used",
                          hint=f"run `depthcraft models pull {info.name}` to download it again, or pass "
                               "onnx:/path/model.onnx for a model of your own")
     if is_offline():

@@ -70,6 +70,30 @@ def check_folder(path: str | os.PathLike, parameter: str = "-o") -> None:
         raise ParameterError(f"{path}: no permission to write in {parent}", parameter=parameter)
 
 
+def can_write(dest: str | os.PathLike, parameter: str = "-o", *, is_folder: bool = False) -> None:
+    """Refuse, before any work, an output that cannot be written: a temporary file made and removed
+    in its nearest existing folder (a folder that takes no new files, such as /proc, fails only
+    there; nothing is created), and its name's length checked with room for its temporary names.
+    ``is_folder``: ``dest`` is a folder to be made (``depthcraft run --out``)."""
+    import tempfile
+
+    dest = Path(os.path.abspath(str(dest)))
+    folder = dest if is_folder else dest.parent
+    try:
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise ParameterError(f"{dest}: {folder} is a file, not a folder", parameter=parameter)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".depthcraft-probe-")
+        os.close(fd)
+        os.unlink(probe)
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except OSError as e:
+        raise ParameterError(f"{dest}: cannot write in {folder} ({e.strerror or e})", parameter=parameter) from None
+    if any(len(os.fsencode(part)) + 32 > limit for part in dest.relative_to(folder).parts):  # (+ a .part name)
+        raise ParameterError(f"{dest}: a name is too long for {folder}", parameter=parameter)
+
+
 def refuse_input(path: str | os.PathLike, inputs: dict[str, str | os.PathLike | None], parameter: str = "-o") -> None:
     """An output that is one of the inputs (``bokeh p.jpg -o p.jpg``) would overwrite it: refused."""
     for what, src in inputs.items():

@@ -95,7 +95,8 @@ def best_cached(say: Callable[[str], None] | None = None) -> M.ModelInfo | None:
                 continue
             if key not in _told_bad:
                 _told_bad.add(key)
-                say(f"auto: {path} does not match the sha256 of {info.name} (corrupt or replaced): not used; "
+                what = "is empty" if st.st_size == 0 else "does not match the sha256 of " + info.name + " (corrupt or replaced)"
+                say(f"auto: {path} {what}: not used; "
                     f"`depthcraft models pull {info.name}` downloads it again")
     return None
 

@@ -33,11 +33,21 @@ AUTO_CUBIC_PIXELS = 4_000_000  # interpolation "auto": bicubic up to this size, 
 
 
 def threads() -> int:
-    """Worker threads for row bands (numpy and OpenCV release the GIL on large arrays)."""
+    """Worker threads for row bands (numpy and OpenCV release the GIL on large arrays):
+    ``DEPTHCRAFT_THREADS`` (unset, empty or ``0``: every core). Not a whole number >= 0:
+    :class:`~depthcraft.tasks.lib.errors.ParameterError` naming the variable (a typo is said,
+    not silently replaced by every core)."""
+    raw = os.environ.get("DEPTHCRAFT_THREADS", "").strip()
     try:
-        return max(1, int(os.environ.get("DEPTHCRAFT_THREADS", "0")) or (os.cpu_count() or 1))
+        n = int(raw or "0")
     except ValueError:
-        return os.cpu_count() or 1
+        n = -1
+    if n < 0:
+        from ..errors import ParameterError
+
+        raise ParameterError(f"{raw!r} is not a whole number of threads >= 0", parameter="DEPTHCRAFT_THREADS",
+                             hint="e.g. DEPTHCRAFT_THREADS=4 (0 or unset: every core)")
+    return n or (os.cpu_count() or 1)
 
 
 def by_bands(fn, h: int, *, rows: int = 16, workers: int | None = None) -> list:
