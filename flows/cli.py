@@ -347,6 +347,10 @@ def cmd_focus_stack(a) -> int:
     from depthcraft.tasks.lib.outputs import check_image_output
 
     fmt = check_image_output(a.output, depth_out=a.depth_out)  # before any work: a suffix it cannot write
+    if a.max_pixels is not None and a.max_pixels < 1:  # (0 was the default limit, as for the one-shot commands)
+        from depthcraft.tasks.lib.errors import ParameterError
+
+        raise ParameterError(f"{a.max_pixels} is not a number of pixels >= 1", parameter="--max-pixels")
     from depthcraft.tasks.lib.outputs import refuse_input
 
     for out, opt in ((a.output, "-o"), (a.depth_out, "--depth-out")):  # never over a photo of the bracket

@@ -157,6 +157,8 @@ def run_oneshot(args) -> int:
     from . import progress, recovery
 
     spec = steps()[args.step_kind]
+    if args.max_pixels is not None and args.max_pixels < 1:  # (0 was the default limit, -5 "the limit of -0 MP")
+        raise ParameterError(f"{args.max_pixels} is not a number of pixels >= 1", parameter="--max-pixels")
     from depthcraft.tasks.lib.clip import is_clip
 
     if is_clip(args.image):  # a video or an animated GIF/WebP (flows/oneshot_clip.py)
@@ -175,8 +177,6 @@ def run_oneshot(args) -> int:
         raise ParameterError(f"{args.output!r} is a folder, which only clips write (one file per frame); "
                              f"{Path(args.image).name} is a single picture", parameter="-o",
                              hint="give a file name, e.g. -o " + str(Path(args.output) / (Path(args.image).stem + ".png")))
-    if args.max_pixels is not None and args.max_pixels < 1:  # (0 was the default limit, -5 "the limit of -0 MP")
-        raise ParameterError(f"{args.max_pixels} is not a number of pixels >= 1", parameter="--max-pixels")
     params = params_from_args(spec, args)
     img = Path(args.image)
     if not img.exists():

@@ -226,3 +226,23 @@ def test_a_pixel_limit_that_is_not_a_whole_number_of_pixels_is_one_line(tmp_path
     name = "DEPTHCRAFT_MAX_PIXELS" if flag == "env" else "--max-pixels"
     assert r.returncode == 2 and "Traceback" not in text, text
     assert len(errors) == 1 and name in errors[0] and value in errors[0] and "pixels >= 1" in errors[0], text
+
+
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_a_pixel_limit_below_one_is_one_line_for_clips_and_focus_stacks_too(tmp_path, value):
+    """The one-shot check reached photos only: a clip (an animated GIF here) and focus-stack took
+    --max-pixels 0 as the default limit and rendered."""
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    frames = [Image.fromarray(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)) for _ in range(3)]
+    clip = tmp_path / "c.gif"
+    frames[0].save(clip, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    photo = save_photo(tmp_path / "p.png", rng.integers(0, 256, (64, 96, 3), dtype=np.uint8))
+    for args in (("stereo", clip, "-o", tmp_path / "s.mp4"), ("focus-stack", photo, photo, "-o", tmp_path / "f.png")):
+        r = run_cli(*args, "--max-pixels", value, timeout=180, env={"DEPTHCRAFT_OFFLINE": "1"})
+        text = r.stdout + r.stderr
+        errors = [x for x in text.splitlines() if x.startswith("error:")]
+        assert r.returncode == 2 and "Traceback" not in text, (args[0], text)
+        assert len(errors) == 1 and "--max-pixels" in errors[0] and value in errors[0], (args[0], text)
+        assert not any(p.exists() for p in (tmp_path / "s.mp4", tmp_path / "f.png"))
