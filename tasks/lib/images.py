@@ -42,19 +42,9 @@ class Photo:
 def max_pixels_default() -> int:
     """The pixel limit: ``DEPTHCRAFT_MAX_PIXELS`` (unset or empty: 50 MP). Not a whole number >= 1:
     :class:`ParameterError` naming the variable (a typo is said, not silently replaced)."""
-    raw = os.environ.get("DEPTHCRAFT_MAX_PIXELS", "").strip()
-    if not raw:
-        return DEFAULT_MAX_PIXELS
-    try:
-        n = int(raw)
-    except ValueError:
-        n = 0
-    if n < 1:
-        from .errors import ParameterError
+    from .settings import env_number
 
-        raise ParameterError(f"{raw!r} is not a whole number of pixels >= 1", parameter="DEPTHCRAFT_MAX_PIXELS",
-                             hint=f"e.g. DEPTHCRAFT_MAX_PIXELS={DEFAULT_MAX_PIXELS} (the default; unset it to use the default)")
-    return n
+    return env_number("DEPTHCRAFT_MAX_PIXELS", DEFAULT_MAX_PIXELS, least=1, units="pixels", whole=True)
 
 
 def _to_rgb(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:

@@ -30,11 +30,11 @@ naming the variable.
 from __future__ import annotations
 
 import bisect
-import math
-import os
 import threading
 import time
 from dataclasses import dataclass
+
+from .settings import env_number
 
 MIN_KBPS_ENV = "DEPTHCRAFT_DOWNLOAD_MIN_KBPS"
 WINDOW_ENV = "DEPTHCRAFT_DOWNLOAD_WINDOW_SECONDS"
@@ -51,22 +51,11 @@ _BUCKETS_PER_WINDOW = 50  # ...and than this share of the window: merging makes 
 
 
 def env_float(name: str, default: float, lo: float, hi: float) -> float:
-    """A number from the environment (unset or empty: ``default``), clamped to [lo, hi] (``0`` is
-    the smallest sane value, ``inf`` the largest). Not a number, nan or negative:
-    :class:`ParameterError` naming the variable, so a typo is said rather than silently replaced."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        v = float(raw)
-    except ValueError:
-        v = math.nan
-    if math.isnan(v) or v < 0:
-        from .errors import ParameterError
-
-        raise ParameterError(f"{raw!r} is not a number of {_UNITS.get(name, 'seconds' if name.endswith('_SECONDS') else 'units')} >= 0", parameter=name,
-                             hint=f"e.g. {name}={default:g} (the default; unset it to use the default)")
-    return min(max(lo, v), hi)
+    """A number from the environment (:func:`~.settings.env_number`: unset or empty is ``default``,
+    not a number, nan or negative is a :class:`ParameterError` naming the variable), clamped to
+    [lo, hi] (``0`` is the smallest sane value, ``inf`` the largest)."""
+    units = _UNITS.get(name, "seconds" if name.endswith("_SECONDS") else "units")
+    return min(max(lo, env_number(name, default, least=0.0, units=units)), hi)
 
 
 @dataclass(frozen=True)

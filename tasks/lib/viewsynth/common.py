@@ -37,16 +37,10 @@ def threads() -> int:
     ``DEPTHCRAFT_THREADS`` (unset, empty or ``0``: every core). Not a whole number >= 0:
     :class:`~depthcraft.tasks.lib.errors.ParameterError` naming the variable (a typo is said,
     not silently replaced by every core)."""
-    raw = os.environ.get("DEPTHCRAFT_THREADS", "").strip()
-    try:
-        n = int(raw or "0")
-    except ValueError:
-        n = -1
-    if n < 0:
-        from ..errors import ParameterError
+    from ..settings import env_number
 
-        raise ParameterError(f"{raw!r} is not a whole number of threads >= 0", parameter="DEPTHCRAFT_THREADS",
-                             hint="e.g. DEPTHCRAFT_THREADS=4 (0 or unset: every core)")
+    n = env_number("DEPTHCRAFT_THREADS", 0, least=0, units="threads", whole=True,
+                   hint="e.g. DEPTHCRAFT_THREADS=4 (0 or unset: every core)")
     return n or (os.cpu_count() or 1)
 
 
