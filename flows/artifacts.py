@@ -132,40 +132,84 @@ class ProgressArtifact:
 
     Created on the first report (so only steps that report get one), attached to the task run
     it was made for by id (the callback may be called from any thread), updated at most every
-    ``interval`` seconds and always at the end.
+    ``interval`` seconds and at the end.
+
+    The API calls run on a thread of their own and the step never waits for them: with the
+    server gone, Prefect's client retries each call for minutes, and a video render that
+    waited for its progress bar kept the command from ending (80 s after the server died).
+    Only the final value is waited for, at most ``final_wait`` seconds, and not at all once
+    the server is known to be gone (:mod:`depthcraft.flows.serverwatch`).
     """
 
-    def __init__(self, label: str, flow_run_id, task_run_id, interval: float = 0.5):
+    def __init__(self, label: str, flow_run_id, task_run_id, interval: float = 0.5, final_wait: float = 2.0):
         self.label, self.flow_run_id, self.task_run_id = label, flow_run_id, task_run_id
-        self.interval = interval
+        self.interval, self.final_wait = interval, final_wait
         self.id = None
         self.last = 0.0
         self.lock = threading.Lock()
         self.failed = False
+        self._pending: tuple[int, int] | None = None
+        self._wake = threading.Event()
+        self._sent = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def __call__(self, done: int, total: int) -> None:
-        if self.failed or total <= 0:
+        from . import serverwatch
+
+        if self.failed or total <= 0 or serverwatch.lost():
             return
         now = time.monotonic()
         if done < total and now - self.last < self.interval:
             return
         with self.lock:
             self.last = now
-            pct = round(100.0 * min(done, total) / total, 1)
-            try:
-                from prefect.client.orchestration import get_client
-                from prefect.client.schemas.actions import ArtifactCreate, ArtifactUpdate
+            self._pending = (done, total)
+            self._sent.clear()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._send_loop, name="depthcraft-progress-artifact",
+                                                daemon=True)
+                self._thread.start()
+        self._wake.set()
+        if done >= total:
+            self._sent.wait(self.final_wait)
 
-                with get_client(sync_client=True) as client:
-                    if self.id is None:
-                        a = client.create_artifact(ArtifactCreate(
-                            type="progress", data=pct, description=f"{self.label}: {done}/{total}",
-                            flow_run_id=self.flow_run_id, task_run_id=self.task_run_id))
-                        self.id = a.id
-                    else:
-                        client.update_artifact(self.id, ArtifactUpdate(data=pct, description=f"{self.label}: {done}/{total}"))
+    def _send_loop(self) -> None:
+        from . import serverwatch
+
+        while not self.failed:
+            self._wake.wait()
+            self._wake.clear()
+            with self.lock:
+                item, self._pending = self._pending, None
+            if item is None:
+                continue
+            if serverwatch.lost():
+                self.failed = True
+                break
+            try:
+                self._send(*item)
             except Exception:  # noqa: BLE001 - progress is informative; the step goes on
                 self.failed = True
+            finally:
+                if self._pending is None:
+                    self._sent.set()
+            if item[0] >= item[1]:
+                break
+        self._sent.set()
+
+    def _send(self, done: int, total: int) -> None:
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.actions import ArtifactCreate, ArtifactUpdate
+
+        pct = round(100.0 * min(done, total) / total, 1)
+        with get_client(sync_client=True) as client:
+            if self.id is None:
+                a = client.create_artifact(ArtifactCreate(
+                    type="progress", data=pct, description=f"{self.label}: {done}/{total}",
+                    flow_run_id=self.flow_run_id, task_run_id=self.task_run_id))
+                self.id = a.id
+            else:
+                client.update_artifact(self.id, ArtifactUpdate(data=pct, description=f"{self.label}: {done}/{total}"))
 
 
 def with_progress_artifact(label: str, inner=None):

@@ -115,7 +115,7 @@ def _print_summary(con, s: dict, seconds: float) -> None:
 
 
 def cmd_validate(a) -> int:
-    from .compile import compile_plan
+    from .compile import chain_text, compile_plan
     from .recipe import load_recipe
 
     recipe, src = load_recipe(a.recipe, overrides=a.set)
@@ -130,7 +130,7 @@ def cmd_validate(a) -> int:
         con.print(f"[red]error[/] {i.error}")
     if bad:
         return 2
-    con.print(f"{a.recipe}: ok ({len(plan.images)} image(s), {len(plan.order)} step(s): {' -> '.join(plan.order)})")
+    con.print(f"{a.recipe}: ok ({len(plan.images)} image(s), {len(plan.order)} step(s): {chain_text(plan.order)})")
     return 0
 
 
@@ -267,6 +267,11 @@ def cmd_server(a) -> int:
         st = server.start(ws, port=a.port)
         con.print(f"Prefect server on {st['url']} (pid {st['pid']}); UI at {st['url'][:-4]}; log {st['log']}")
     elif a.action == "stop":
+        if not getattr(a, "force", False) and server.clients_active(ws):
+            # (stopping it under a run ends that run with exit 75; `reset` refuses the same way)
+            raise server.ServerError("another depthcraft command is using the local Prefect server; stopping it "
+                                     "would end that command", hint="wait for it to finish, or `depthcraft server "
+                                     "stop --force`")
         con.print("stopped" if server.stop(ws) else "no server was running")
     elif a.action == "reset":
         aside = server.reset(ws)
@@ -418,6 +423,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sv.add_argument("action", choices=["start", "stop", "status", "reset"],
                     help="reset: stop it and move its database (run history only) aside")
     sv.add_argument("--port", type=int)
+    sv.add_argument("--force", action="store_true", help="stop: even while another command is using the server")
     sv.set_defaults(func=cmd_server)
 
     rp = sub.add_parser("reproduce", help="re-run a manifest's recipe and report outputs whose hash differs")

@@ -76,6 +76,13 @@ class Plan:
 
 
 # -- steps -----------------------------------------------------------------------------------
+
+def chain_text(ids: list[str], limit: int = 12) -> str:
+    """``a -> b -> c`` on one readable line, however many steps: the first six, a count, the last three."""
+    if len(ids) > limit:
+        ids = ids[:6] + [f"... ({len(ids) - 9} more)"] + ids[-3:]
+    return " -> ".join(ids)
+
 def order_steps(recipe: Recipe, src: RecipeSource) -> list[str]:
     """Topological order of the step ids; refuses duplicates, unknown `from` and cycles."""
     ids: dict[str, int] = {}
@@ -110,9 +117,7 @@ def order_steps(recipe: Recipe, src: RecipeSource) -> list[str]:
             elif state.get(f) == 1:
                 path = [x for x, _ in stack]
                 cyc = path[path.index(f):] + [f]
-                if len(cyc) > 12:  # one readable line, however long the cycle
-                    cyc = cyc[:6] + [f"... ({len(cyc) - 9} more)"] + cyc[-3:]
-                raise src.error(f"the steps form a cycle: {' -> '.join(cyc)}", ("steps", ids[f], "from"))
+                raise src.error(f"the steps form a cycle: {chain_text(cyc)}", ("steps", ids[f], "from"))
             elif not state.get(f):
                 state[f] = 1
                 stack.append((f, iter(recipe.steps[ids[f]].from_)))

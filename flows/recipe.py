@@ -157,7 +157,7 @@ class RecipeSource:
 
 
 def parse_source(text: str, file: str = "<recipe>") -> RecipeSource:
-    from .yamlsafe import YamlLimitError, load
+    from .yamlsafe import YamlDuplicateKeyError, YamlLimitError, load
 
     src = RecipeSource(text=text, file=file)
     try:
@@ -165,6 +165,8 @@ def parse_source(text: str, file: str = "<recipe>") -> RecipeSource:
     except YamlLimitError as e:
         raise RecipeError(e.message, file=file, line=e.line, key=e.key,
                           hint="the limits are in docs/failures-inputs.md") from None
+    except YamlDuplicateKeyError as e:
+        raise RecipeError(e.message, file=file, line=e.line, key=e.key) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None

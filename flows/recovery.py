@@ -147,8 +147,20 @@ def register_run(ws: Workspace, flow_run_id: str | None, api_url: str | None) ->
 
     p = _active_dir(ws) / f"{flow_run_id}.json"
     atomic_write_bytes(p, json.dumps({"flow_run_id": flow_run_id, "pid": os.getpid(), "host": _HOST,
-                                      "started": _MY_START, "api_url": api_url, "time": time.time()}).encode())
+                                      "started": _MY_START, "api_url": api_url, "time": time.time(),
+                                      "own_server": bool(api_url) and api_url == _own_server_url(ws)}).encode())
     return p
+
+
+def _own_server_url(ws: Workspace) -> str | None:
+    """The URL of this workspace's local server as ``server.json`` records it (no liveness check).
+
+    Its database outlives it: a run of a server that died is marked Crashed through the next
+    one, on another port."""
+    try:
+        return json.loads((ws.root / "server.json").read_text()).get("url")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def unregister_run(ws: Workspace, flow_run_id: str | None) -> None:
@@ -198,7 +210,8 @@ def recover(ws: Workspace, api_url: str | None = None, *, say=None) -> dict:
     removed = clean_stale_tmp(ws)
     crashed = []
     for rec in dead_runs(ws):
-        if api_url and rec.get("api_url") and rec["api_url"] != api_url:
+        same_db = rec.get("own_server") and api_url == _own_server_url(ws)
+        if api_url and rec.get("api_url") and rec["api_url"] != api_url and not same_db:
             continue  # another Prefect API: not ours to judge from here
         try:
             had = mark_crashed(rec["flow_run_id"], f"the depthcraft process (pid {rec.get('pid')}) running this "

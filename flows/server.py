@@ -39,7 +39,7 @@ from typing import Iterator
 
 import httpx
 
-from depthcraft.tasks.lib.errors import DepthcraftError
+from depthcraft.tasks.lib.errors import DepthcraftError, ParameterError
 
 from .workspace import Workspace
 
@@ -483,6 +483,22 @@ def stop(ws: Workspace, timeout: float = 15.0) -> bool:
         return _stop_locked(ws, timeout)
 
 
+def _check_external(url: str, timeout: float = 5.0) -> None:
+    """One line, not Prefect's traceback, when the user's ``PREFECT_API_URL`` cannot be reached.
+
+    Any HTTP answer counts as reachable (Prefect Cloud answers ``/health`` differently from a
+    local server); only a malformed URL or a failed connection is refused.
+    """
+    hint = "unset PREFECT_API_URL to use depthcraft's own local server"
+    try:
+        httpx.get(f"{url.rstrip('/')}/health", timeout=timeout)
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as e:
+        raise ParameterError(f"{url!r} is not an http(s) URL ({e})", parameter="PREFECT_API_URL", hint=hint) from None
+    except httpx.HTTPError as e:
+        raise ParameterError(f"cannot reach the Prefect API at {url} ({type(e).__name__}: {e})",
+                             parameter="PREFECT_API_URL", hint=hint) from None
+
+
 def ensure_api(ws: Workspace, *, watch=False) -> str:
     """The API URL to use: the user's ``PREFECT_API_URL``, else our local server (started if needed).
 
@@ -494,6 +510,7 @@ def ensure_api(ws: Workspace, *, watch=False) -> str:
     """
     url = os.environ.get("PREFECT_API_URL")
     if url:
+        _check_external(url)
         return url
     st = start(ws, lease=True)
     os.environ["PREFECT_API_URL"] = st["url"]

@@ -40,11 +40,14 @@ class SessionLog:
         if not self.path.exists():
             return []
         out = []
-        for line in self.path.read_text().splitlines():
+        # (bytes, not text: one damaged byte must cost its line, not every session)
+        for line in self.path.read_bytes().splitlines():
             try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue  # a torn last line after a crash: skip it, keep the rest
+                turn = json.loads(line)
+            except ValueError:  # (UnicodeDecodeError too) a torn or damaged line: skip it, keep the rest
+                continue
+            if isinstance(turn, dict):
+                out.append(turn)
         return out
 
 
@@ -52,7 +55,7 @@ def list_sessions(ws: Workspace) -> list[tuple[str, int, float]]:
     """(id, turns, last modified) for every session, newest first."""
     rows = []
     for p in Path(ws.sessions).glob("*.jsonl"):
-        with open(p) as f:
+        with open(p, "rb") as f:  # (counted as bytes: a damaged byte does not hide the list)
             n = sum(1 for _ in f)
         rows.append((p.stem, n, p.stat().st_mtime))
     return sorted(rows, key=lambda r: -r[2])

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from platformdirs import user_data_dir
 
+from depthcraft.tasks.lib.errors import InputError
 from depthcraft.tasks.lib.store import Store
 
 
@@ -24,7 +25,20 @@ class Workspace:
     def default(cls, root: str | os.PathLike | None = None) -> "Workspace":
         r = root or os.environ.get("DEPTHCRAFT_HOME") or user_data_dir("depthcraft", appauthor=False)
         p = Path(r).expanduser().resolve()
-        p.mkdir(parents=True, exist_ok=True)
+        how = ("--workspace" if root else "DEPTHCRAFT_HOME" if os.environ.get("DEPTHCRAFT_HOME")
+               else "the default under HOME")
+        hint = "set DEPTHCRAFT_HOME or --workspace to a folder you can write"
+        try:
+            p.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise InputError(f"the workspace ({how}) is not a folder", path=str(p), hint=hint) from None
+        except OSError as e:  # (read-only HOME, a file where a parent folder should be...)
+            raise InputError(f"the workspace ({how}) cannot be made: {e.strerror or e}", path=str(p),
+                             hint=hint) from None
+        if not p.is_dir():
+            raise InputError(f"the workspace ({how}) is not a folder", path=str(p), hint=hint)
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise InputError(f"the workspace ({how}) is not writable", path=str(p), hint=hint)
         return cls(p)
 
     @property

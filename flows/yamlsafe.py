@@ -51,6 +51,14 @@ class YamlLimitError(ValueError):
         self.message, self.line, self.key = message, line, key
 
 
+class YamlDuplicateKeyError(ValueError):
+    """A mapping that names one key twice (YAML 1.2 forbids it; PyYAML keeps the last silently)."""
+
+    def __init__(self, message: str, line: int | None, key: str | None):
+        super().__init__(message)
+        self.message, self.line, self.key = message, line, key
+
+
 class _LimitedComposer(Composer):
     def __init__(self):
         super().__init__()
@@ -94,6 +102,22 @@ class _LimitedComposer(Composer):
             if pushed:
                 self._path.pop()
 
+    def _check_unique(self, node: MappingNode) -> None:
+        # (a recipe with `name:` twice ran under the second name while the first was what the
+        # reader saw; merge keys `<<` are YAML's way to override and are left to the constructor)
+        seen: dict[str, int] = {}
+        for k, _ in node.value:
+            if not isinstance(k, ScalarNode) or k.tag == "tag:yaml.org,2002:merge":
+                continue
+            line = k.start_mark.line + 1
+            if k.value in seen:
+                where = self._where()
+                first = "twice on this line" if seen[k.value] == line else f"first on line {seen[k.value]}"
+                raise YamlDuplicateKeyError(f"duplicate key {k.value!r} ({first}); YAML keeps only the last: "
+                                            "remove one", line,
+                                            f"{where}.{k.value}" if where else k.value)
+            seen[k.value] = line
+
     def _account(self, node) -> None:
         if isinstance(node, ScalarNode):
             size = (1, len(node.value))
@@ -101,6 +125,7 @@ class _LimitedComposer(Composer):
             kids = [self._size[id(c)] for c in node.value]
             size = (1 + sum(k[0] for k in kids), sum(k[1] for k in kids))
         elif isinstance(node, MappingNode):
+            self._check_unique(node)
             kids = [self._size[id(c)] for kv in node.value for c in kv]
             size = (1 + sum(k[0] for k in kids), sum(k[1] for k in kids))
         else:  # pragma: no cover - PyYAML has no other node kind

@@ -188,6 +188,12 @@ def test_server_killed_during_a_run_ends_it_within_seconds(shared_ws, tmp_path, 
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)
     assert s["cached"] >= 1 and not s["failures"]
+    # ... and the run the server's death ended is Crashed, not Running for ever (the new server
+    # is on another port but has the same database)
+    r = run_cli("runs", "dies", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    states = [row["state"] for row in json.loads(r.stdout)]
+    assert len(states) == 2 and "Running" not in states and "Crashed" in states, states
 
 
 # -- a damaged database --------------------------------------------------------------------------
