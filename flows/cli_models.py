@@ -99,6 +99,8 @@ def cmd_pull(args) -> int:
 
 
 def cmd_verify(args) -> int:
+    from rich.markup import escape
+
     con = _console()
     why = _cache_problem(M.models_dir())  # (as list: a cache that cannot be read is not an empty one)
     if why:
@@ -121,7 +123,11 @@ def cmd_verify(args) -> int:
         elif r.status == "empty":
             bad += 1
             con.print(f"[red]empty[/]     {name}  {r.path} is an empty file; delete it and run "
-                      f"`depthcraft models pull {name}`")
+                      f"{M.repair_hint(M.get_model(name))}")
+        elif r.status == "unloadable":  # an unpinned file that is not an ONNX model (lib/onnxfile.py)
+            bad += 1
+            con.print(f"[red]unloadable[/] {name}  {escape(str(r.path))} {escape(r.why or '')}; delete it or run "
+                      f"{M.repair_hint(M.get_model(name))}", soft_wrap=True)
         elif r.status == "missing":
             bad += 1
             con.print(f"[red]missing[/]   {name}  not in {r.path.parent}; run `depthcraft models pull {name}`")
