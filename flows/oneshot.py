@@ -177,7 +177,12 @@ def run_oneshot(args) -> int:
         raise ParameterError(f"{args.output!r} is a folder, which only clips write (one file per frame); "
                              f"{Path(args.image).name} is a single picture", parameter="-o",
                              hint="give a file name, e.g. -o " + str(Path(args.output) / (Path(args.image).stem + ".png")))
-    params = params_from_args(spec, args)
+    try:
+        params = params_from_args(spec, args)
+    except ParameterError as e:  # a 1-frame video/GIF asked for a video: say why it is a photo here
+        from .oneshot_clip import single_frame_note
+
+        raise single_frame_note(e, args.image) from None
     img = Path(args.image)
     if not img.exists():
         raise InputError("no such file", path=str(img))

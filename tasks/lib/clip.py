@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 
 # The one place that says what a clip is (recipes, one-shot commands and images.py use it).
 MOVIE_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi"})
-ANIMATION_SUFFIXES = frozenset({".gif", ".webp"})  # clips only when they have more than one frame
+# clips only when they have more than one frame (APNG: an animated .png); read with Pillow
+ANIMATION_SUFFIXES = frozenset({".gif", ".webp", ".png"})
 VIDEO_SUFFIXES = MOVIE_SUFFIXES | ANIMATION_SUFFIXES
 # what an output path's suffix makes: a video file written by ffmpeg
 VIDEO_OUTPUT_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".gif"})
@@ -70,11 +71,65 @@ def is_animated(path: str | os.PathLike) -> bool:
 
 
 def is_clip(path: str | os.PathLike) -> bool:
-    """A movie suffix, or an animated GIF/WebP (a still GIF/WebP is a photo)."""
+    """A movie file of more than one frame, or an animated GIF/WebP/PNG (APNG) of more than one.
+
+    One frame is a photo whatever the container (a still GIF, a 1-frame animation, a video
+    holding one frame): every step takes it and writes what it writes for a photo, named by
+    ``-o`` as for a photo (docs/failures-inputs.md). A movie file that cannot be read counts as
+    a clip, so that the clip probe says what is wrong with it."""
     s = Path(path).suffix.lower()
     if s in MOVIE_SUFFIXES:
-        return True
+        return movie_frames_upto(path, 2) != 1
     return s in ANIMATION_SUFFIXES and Path(path).is_file() and is_animated(path)
+
+
+def clip_words(path: str | os.PathLike) -> str:
+    """What kind of clip ``path`` is, in a few words for a message: "an animated GIF (3 frames)",
+    "a video"."""
+    p = Path(path)
+    if p.suffix.lower() in ANIMATION_SUFFIXES:
+        from PIL import Image
+
+        try:
+            with Image.open(p) as im:
+                return f"an animated {im.format or p.suffix.lstrip('.').upper()} ({getattr(im, 'n_frames', 1)} frames)"
+        except Exception:  # noqa: BLE001 - only words
+            pass
+    return "a video"
+
+
+_FEW_FRAMES: dict[tuple, int] = {}
+
+
+def movie_frames_upto(path: str | os.PathLike, most: int) -> int:
+    """How many video frames ``path`` holds, counted up to ``most`` (packets, copied without
+    decoding: one short ffmpeg run). 0 for a file that is missing or not a video. Remembered per
+    file version (path, size, mtime) in this process."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        return 0
+    if not p.is_file():
+        return 0
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns, most)
+    if key not in _FEW_FRAMES:
+        r = _run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(p), "-map", "0:v:0",
+                  "-c", "copy", "-frames:v", str(most), "-f", "framecrc", "-"])
+        n = 0
+        for line in r.stdout.splitlines():
+            parts = line.split(",")
+            if line[:1].isdigit() and len(parts) >= 5 and parts[4].strip().isdigit() and int(parts[4]) > 0:
+                n += 1
+        _FEW_FRAMES[key] = min(n, most)
+    return _FEW_FRAMES[key]
+
+
+def read_single_frame(path: str | os.PathLike) -> np.ndarray:
+    """The one frame of a 1-frame movie file (see :func:`is_clip`), uint8 RGB ``H x W x 3`` at
+    its displayed size. Raises :class:`InputError` naming the file when it cannot be decoded."""
+    info = probe_clip(path, max_pixels=2**62)  # the photo reader applies the pixel limit
+    return read_frame(path, 0, info=info)
 
 
 @dataclass

@@ -48,7 +48,7 @@ def _looks_like(head: bytes) -> str:
         return "it is JSON text (an error answer saved as the model?)"
     if text.startswith(b"version https://git-lfs"):
         return "it is a Git LFS pointer, not the model's bytes"
-    return "random or damaged bytes?"
+    return "random or damaged bytes"
 
 
 def problem(path: str | os.PathLike) -> str | None:
@@ -80,9 +80,9 @@ def _walk(p: Path, size: int) -> str | None:
                 return f"is truncated (it ends inside a field header at byte {at} of {size})"
             number, wire = tag >> 3, tag & 7
             if at == 0 and tag != 0x08:  # every exporter writes ir_version (field 1, a varint) first
-                return "is not an ONNX model (" + _looks_like(head) + ")"
+                return "is not an ONNX model: " + _looks_like(head)
             if number == 0 or wire not in (0, 1, 2, 5) or _WIRE.get(number, wire) != wire:
-                return "is not an ONNX model (" + _looks_like(head) + ")"
+                return "is not an ONNX model: " + _looks_like(head)
             if wire == 0:
                 if _varint(f) is None:
                     return f"is truncated (it ends at byte {size}, inside field {number})"
@@ -103,12 +103,12 @@ def _walk(p: Path, size: int) -> str | None:
                 f.seek(step, os.SEEK_CUR)
             seen.add(number)
         else:
-            return "is not an ONNX model (" + _looks_like(head) + ")"
+            return "is not an ONNX model: " + _looks_like(head)
     missing = [name for num, name in _REQUIRED.items() if num not in seen]
     if missing:
         if 7 in seen or 1 in seen:
             return f"is not a whole ONNX model: it has no {' and no '.join(missing)} (truncated?)"
-        return "is not an ONNX model (" + _looks_like(head) + ")"
+        return "is not an ONNX model: " + _looks_like(head)
     return None
 
 
