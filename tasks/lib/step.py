@@ -69,6 +69,11 @@ class StepContext:
             self._photo, self._alpha = ph.rgb, _translucent(ph.alpha)
         return self._photo
 
+    def photo_alpha(self) -> np.ndarray | None:
+        """The input photo's alpha as :meth:`image_alpha` gives it (None: no alpha, or opaque)."""
+        self.photo()
+        return self._alpha
+
     def image_alpha(self) -> tuple[np.ndarray, np.ndarray | None]:
         """:meth:`image` and its alpha (uint8 H x W, 255 = opaque), or None when it has no alpha
         or is opaque everywhere (then a step writes exactly what it writes for an RGB photo).
