@@ -48,7 +48,7 @@ def clip_suffixes() -> frozenset[str]:
 
 
 def is_clip(path: str | Path) -> bool:
-    """A video file, or an animated GIF/WebP (a still one is a photo)."""
+    """A video file or an animated GIF/WebP/PNG, of more than one frame (one frame is a photo)."""
     return cliplib.is_clip(path)
 
 

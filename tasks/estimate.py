@@ -31,11 +31,9 @@ def estimate_depth(ctx: StepContext, p: EstimateParams) -> DepthMap:
     if ctx.given_depth is not None:
         return load_depth_artifact(ctx.given_depth, expect_size=ctx.photo().shape[1::-1])
     provider = get_provider(ctx.provider)
-    from .lib.images import over_background
-
     # a transparent pixel's stored colour is not the scene: the model sees the photo over the
     # stated background (white), as a viewer of the PNG does
-    req = DepthRequest(image=over_background(ctx.photo(), ctx.photo_alpha()), image_path=ctx.source.meta.get("origin", ctx.source.path),
+    req = DepthRequest(image=ctx.photo_seen(), image_path=ctx.source.meta.get("origin", ctx.source.path),
                        session_id=ctx.session_id, mode=ctx.mode, use_case=p.use_case, message=p.message,
                        answers=dict(ctx.options.get("answers") or {}), output=p.output,
                        options=dict(ctx.options.get("provider_options") or {}))

@@ -134,6 +134,9 @@ def test_the_estimator_sees_the_photo_over_white(product, tmp_path):
         r = run_cli("estimate", d / f"{name}.png", "-o", tmp_path / f"{name}.png", env=ENV)
         assert r.returncode == 0, r.stderr
     assert (tmp_path / "product.png").read_bytes() == (tmp_path / "flat.png").read_bytes()
+    for name in ("product", "flat"):  # the edge refinement follows the same picture
+        _run(d, "refine", d / f"{name}.png", "-o", tmp_path / f"r-{name}.npy")
+    assert np.array_equal(np.load(tmp_path / "r-product.npy"), np.load(tmp_path / "r-flat.npy"))
 
 
 @pytest.mark.parametrize("kind,out", [("bokeh", "x.png"), ("stereo", "x.png"), ("layers", "x.png")])

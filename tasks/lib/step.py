@@ -74,6 +74,14 @@ class StepContext:
         self.photo()
         return self._alpha
 
+    def photo_seen(self) -> np.ndarray:
+        """The photo as a viewer shows it: composited over :data:`images.BACKGROUND` where it has
+        alpha (what depth is estimated and refined on: a transparent pixel's stored colour is not
+        the scene); :meth:`photo` itself when it has none."""
+        from .images import over_background
+
+        return over_background(self.photo(), self.photo_alpha())
+
     def image_alpha(self) -> tuple[np.ndarray, np.ndarray | None]:
         """:meth:`image` and its alpha (uint8 H x W, 255 = opaque), or None when it has no alpha
         or is opaque everywhere (then a step writes exactly what it writes for an RGB photo).
