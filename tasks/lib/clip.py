@@ -35,11 +35,11 @@ from typing import Iterator
 import numpy as np
 
 from .errors import InputError, ParameterError
+from .oneframe import MOVIE_SUFFIXES  # (there, so that the photo reader can read a 1-frame video)
 
 log = logging.getLogger(__name__)
 
 # The one place that says what a clip is (recipes, one-shot commands and images.py use it).
-MOVIE_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi"})
 # clips only when they have more than one frame (APNG: an animated .png); read with Pillow
 ANIMATION_SUFFIXES = frozenset({".gif", ".webp", ".png"})
 VIDEO_SUFFIXES = MOVIE_SUFFIXES | ANIMATION_SUFFIXES
@@ -125,11 +125,6 @@ def movie_frames_upto(path: str | os.PathLike, most: int) -> int:
     return _FEW_FRAMES[key]
 
 
-def read_single_frame(path: str | os.PathLike) -> np.ndarray:
-    """The one frame of a 1-frame movie file (see :func:`is_clip`), uint8 RGB ``H x W x 3`` at
-    its displayed size. Raises :class:`InputError` naming the file when it cannot be decoded."""
-    info = probe_clip(path, max_pixels=2**62)  # the photo reader applies the pixel limit
-    return read_frame(path, 0, info=info)
 
 
 @dataclass

@@ -168,18 +168,14 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None, downsc
         raise InputError("no such file", path=str(p))
     if p.is_dir():
         raise InputError("is a folder, not an image", path=str(p))
-    from .clip import MOVIE_SUFFIXES
+    from .oneframe import MOVIE_SUFFIXES, first_frame_png
 
     if p.suffix.lower() in MOVIE_SUFFIXES:  # a 1-frame video is a photo (clip.is_clip): its frame
-        import cv2
-
-        from .clip import read_single_frame
         from .notices import notice
 
-        frame = read_single_frame(p)
+        data = first_frame_png(p)
         notice(f"{p}: a video of a single frame: taken as a photo")
-        ok, buf = cv2.imencode(".png", np.ascontiguousarray(frame[..., ::-1]))  # (lossless: the photo checks below)
-        return decode_image(buf.tobytes(), name=str(p), max_pixels=max_pixels, downscale=downscale)
+        return decode_image(data, name=str(p), max_pixels=max_pixels, downscale=downscale)
     try:
         data = p.read_bytes()
     except OSError as e:
