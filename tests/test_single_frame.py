@@ -120,3 +120,27 @@ output: out/{{image}}/
     assert cliplib.count_frames(out / "three" / "depth.mp4") == 3  # the APNG: a clip's depth video
     assert (out / "pages" / "depth.png").is_file()
     assert not list(out.glob("one*/depth.mp4"))
+
+
+def test_a_recipe_with_a_photo_step_fails_the_animation_alone_and_says_what_it_is(inputs, tmp_path, prefect_server,
+                                                                                  workspace):
+    recipe = tmp_path / "m.yaml"
+    recipe.write_text(f"""\
+version: 1
+name: meshes
+provider: classic
+inputs:
+  images: ["{inputs}/three.gif", "{inputs}/one.gif"]
+steps:
+  - id: depth
+    uses: estimate
+  - id: m
+    uses: mesh
+    from: depth
+output: out/{{image}}/
+""")
+    r = run_cli("run", recipe, "--out", tmp_path / "res", env=ENV)
+    assert r.returncode == 1
+    line = next(x for x in r.stderr.splitlines() if "three.gif" in x and "does not take clips" in x)
+    assert "an animated GIF (3 frames)" in line and "parallax" in line
+    assert (tmp_path / "res" / "out" / "one" / "m.glb").is_file()  # the 1-frame GIF: a photo's mesh
