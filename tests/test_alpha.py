@@ -146,3 +146,26 @@ def test_an_opaque_rgba_photo_renders_as_its_rgb_twin(product, tmp_path, kind, o
         (tmp_path / name).mkdir()
         _run(d, kind, d / f"{name}.png", "-o", tmp_path / name / out)
     assert (tmp_path / "rgb" / out).read_bytes() == (tmp_path / "opaque-rgba" / out).read_bytes()
+
+
+@pytest.mark.parametrize("suffix", [".png", ".gif"])
+def test_a_transparent_animation_is_over_white_in_its_videos(tmp_path, photos, suffix):
+    """A clip's outputs are videos: an animated PNG/GIF's transparent pixels are white there,
+    never the colour the file stores under them."""
+    rgb = np.asarray(Image.open(photos["coffee"]).convert("RGB"))[:144, :192].copy()
+    frames = []
+    for i in range(3):
+        a = np.full(rgb.shape[:2], 255, np.uint8)
+        a[:, : 40 + 8 * i] = 0
+        stored = np.roll(rgb, 6 * i, axis=1).copy()
+        stored[a == 0] = MAGENTA
+        im = Image.fromarray(np.dstack([stored, a]))
+        frames.append(im)
+    src = tmp_path / f"anim{suffix}"  # (Pillow writes the GIF's alpha as its transparent palette entry)
+    frames[0].save(src, save_all=True, append_images=frames[1:], duration=100, loop=0,
+                   **({"disposal": 2} if suffix == ".gif" else {}))
+    r = run_cli("bokeh", src, "-o", tmp_path / "b.mp4", env=ENV)
+    assert r.returncode == 0, r.stderr
+    out = list(cliplib.read_frames(tmp_path / "b.mp4"))
+    assert len(out) == 3 and max(magenta(f) for f in out) == 0
+    assert min(float(f[:, :20].mean()) for f in out) > 230

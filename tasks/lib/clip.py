@@ -420,7 +420,15 @@ def _read_animation(p: Path, start: int, stop: int, info: ClipInfo) -> Iterator[
     with Image.open(p) as im:
         for i in range(start, stop):
             im.seek(i)
-            fr = im.convert("RGB")
+            if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+                # a clip's outputs are videos, which have no alpha: transparent pixels over the
+                # stated background (white, images.BACKGROUND), never the colour stored under them
+                from .images import over_background
+
+                rgba = np.asarray(im.convert("RGBA"))
+                fr = Image.fromarray(over_background(np.ascontiguousarray(rgba[..., :3]), rgba[..., 3]))
+            else:
+                fr = im.convert("RGB")
             if info.scale_to:
                 fr = fr.resize(info.scale_to, Image.Resampling.BOX)
             yield np.asarray(fr)
