@@ -167,3 +167,25 @@ def test_pull_trust_unpinned_replaces_junk_and_never_records_an_error_page(env, 
         page.close()
     assert dest.read_bytes() == data and not list(dest.parent.glob("*.part"))
     assert M.trusted_hashes()["tiny-test"]["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_a_pinned_model_onnx_runtime_refuses_is_passed_over_and_the_runtime_named(tmp_path, monkeypatch):
+    """The bytes are the pinned ones, so pulling again changes nothing: the line says to upgrade
+    ONNX Runtime instead (in-process: the registry is re-pinned to a graph it cannot load)."""
+    from test_auto import _pin
+
+    from depthcraft.tasks.providers import auto
+
+    bad = _bad_op_graph(tmp_path)
+    models = tmp_path / "models"
+    models.mkdir()
+    monkeypatch.setenv("DEPTHCRAFT_MODELS_DIR", str(models))
+    monkeypatch.setenv("DEPTHCRAFT_OFFLINE", "1")
+    _pin(monkeypatch, "midas-v2.1-small", bad)
+    (models / "midas-v2.1-small.onnx").write_bytes(bad)
+    auto.forget()
+    said = []
+    assert auto.resolve(say=said.append).provider == "classic"
+    assert "midas-v2.1-small.onnx" in said[0] and "cannot load" in said[0] and "upgrade onnxruntime" in said[0]
+    assert auto.resolve(download=False, say=lambda s: None).provider == "onnx:midas-v2.1-small"  # plan: no session
+    auto.forget()

@@ -92,10 +92,13 @@ def best_cached(say: Callable[[str], None] | None = None, *, load: bool = False)
     order += [i for n, i in M.REGISTRY.items() if n not in PREFERENCE]
     for info in order:
         path = M.cached_path(info)
+        fix = f"{M.repair_hint(info)} downloads it again"
         if M.cached_ok(info):
             why = _load_problem(path) if load else None
             if why is None:
                 return info
+            if info.pinned:  # the very bytes pinned: the runtime, not the file, is what to change
+                fix = "it is the pinned file: upgrade onnxruntime (pip install -U onnxruntime)"
         elif M.is_cached(info):
             why = M.cached_problem(info)
         else:
@@ -108,7 +111,7 @@ def best_cached(say: Callable[[str], None] | None = None, *, load: bool = False)
                 continue
             if key not in _told_bad:
                 _told_bad.add(key)
-                say(f"auto: {path} {why}: not used; {M.repair_hint(info)} downloads it again")
+                say(f"auto: {path} {why}: not used; {fix}")
     return None
 
 
