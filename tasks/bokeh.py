@@ -146,6 +146,9 @@ def _blur(img: np.ndarray, radius: float, shape: str, blades: int, rotation: flo
     """Aperture blur; large radii at reduced resolution (kernel at most ~7 px wide there)."""
     if radius < 0.5:
         return img
+    if img.ndim == 3 and img.shape[2] > 4:  # OpenCV's resize takes at most 4 channels (a photo's alpha makes 5)
+        return np.dstack([_blur(np.ascontiguousarray(img[..., :4]), radius, shape, blades, rotation),
+                          _blur(np.ascontiguousarray(img[..., 4:]), radius, shape, blades, rotation)])
     h, w = img.shape[:2]
     if radius <= 2.0:  # tiny: a Gaussian of the same spread is indistinguishable and separable
         return cv2.GaussianBlur(img, (0, 0), max(radius * 0.6, 0.3), borderType=cv2.BORDER_REFLECT)

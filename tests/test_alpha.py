@@ -169,3 +169,17 @@ def test_a_transparent_animation_is_over_white_in_its_videos(tmp_path, photos, s
     out = list(cliplib.read_frames(tmp_path / "b.mp4"))
     assert len(out) == 3 and max(magenta(f) for f in out) == 0
     assert min(float(f[:, :20].mean()) for f in out) > 230
+
+
+def test_bokeh_with_alpha_on_a_large_photo_and_a_large_aperture():
+    """Five channels (colour x alpha, alpha, coverage) through OpenCV's resize, which takes at most
+    four: a 1.8 MP photo (blurred at half resolution) failed with `cn <= 4` in resize."""
+    from depthcraft.tasks.bokeh import render_bokeh
+
+    h, w = 1000, 1800
+    rgb = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    near = np.tile(np.linspace(0, 1, w, dtype=np.float32), (h, 1))
+    alpha = np.zeros((h, w), np.uint8)
+    alpha[200:800, 300:1500] = 255
+    out = render_bokeh(rgb, near, focus=0.5, max_radius=40, alpha=alpha)
+    assert out.shape == (h, w, 4) and out[0, 0, 3] == 0 and out[500, 900, 3] == 255
