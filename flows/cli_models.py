@@ -167,7 +167,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                     help="download a model that has no pinned sha256, and record the hash it gets")
     pp.add_argument("--force", action="store_true", help="download again even when cached")
     pp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    pv = sub.add_parser("verify", help="re-hash cached models against their pinned sha256")
+    pv = sub.add_parser("verify", help="re-hash cached models against their pinned sha256 and load them")
     pv.add_argument("name", nargs="?", help="one model (default: every cached one)")
     p.set_defaults(func=handler)
     return p

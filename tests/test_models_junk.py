@@ -189,3 +189,18 @@ def test_a_pinned_model_onnx_runtime_refuses_is_passed_over_and_the_runtime_name
     assert "midas-v2.1-small.onnx" in said[0] and "cannot load" in said[0] and "upgrade onnxruntime" in said[0]
     assert auto.resolve(download=False, say=lambda s: None).provider == "onnx:midas-v2.1-small"  # plan: no session
     auto.forget()
+
+
+def test_verify_loads_what_the_cheap_check_lets_through(tmp_path, monkeypatch, capsys):
+    """A well-formed graph ONNX Runtime refuses passes `list`'s cheap check (cached, unpinned);
+    `verify`, which reads the whole file anyway, loads it and calls it unloadable."""
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / f"{UNPINNED}.onnx").write_bytes(_bad_op_graph(tmp_path))
+    monkeypatch.setenv("DEPTHCRAFT_MODELS_DIR", str(models))
+    assert cli_models.main(["verify"]) == 1
+    out = capsys.readouterr().out
+    assert "unloadable" in out and "cannot load" in out and "NoSuchDepthOp" in out
+    (models / f"{UNPINNED}.onnx").write_bytes(tiny_model_bytes(tmp_path))
+    assert cli_models.main(["verify"]) == 0
+    assert "unpinned" in capsys.readouterr().out

@@ -799,8 +799,10 @@ class VerifyResult:
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
-def verify(info: ModelInfo | str) -> VerifyResult:
-    """Re-hash a cached model against its pinned (or recorded) hash."""
+def verify(info: ModelInfo | str, *, load: bool = True) -> VerifyResult:
+    """Re-hash a cached model against its pinned (or recorded) hash; with ``load`` (the default,
+    ``models verify``) a file whose hash matches or that nothing pins is also loaded by ONNX
+    Runtime (a session on the CPU, as costly as the hash), so a graph it refuses is "unloadable"."""
     info = get_model(info) if isinstance(info, str) else info
     path = cached_path(info)
     expected = expected_sha256(info)
@@ -814,9 +816,28 @@ def verify(info: ModelInfo | str) -> VerifyResult:
         bad = _structure_problem(path)
         if bad is not None:
             return VerifyResult(info.name, "unloadable", expected, got, path, why, bad)
+    if load and (expected is None or got == expected):
+        bad = _session_problem(path)
+        if bad is not None:
+            return VerifyResult(info.name, "unloadable", expected, got, path, why, bad)
     if expected is None:
         return VerifyResult(info.name, "unpinned", None, got, path, why)
     return VerifyResult(info.name, "ok" if got == expected else "mismatch", expected, got, path, why)
+
+
+def _session_problem(path: Path) -> str | None:
+    """None when ONNX Runtime creates a CPU session for ``path``, else its reason in one line."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    try:
+        ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - onnxruntime's own exception types
+        why = " ".join(str(e).split())
+        why = why.split(" failed:", 1)[-1].strip() if " failed:" in why else why
+        return f"is a model ONNX Runtime {ort.__version__} cannot load ({why[:200]})"
+    return None
 
 
 _NOT_OFFLINE = ("", "0", "false", "no", "off")
