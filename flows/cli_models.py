@@ -99,6 +99,8 @@ def cmd_pull(args) -> int:
 
 
 def cmd_verify(args) -> int:
+    from rich.markup import escape
+
     con = _console()
     why = _cache_problem(M.models_dir())  # (as list: a cache that cannot be read is not an empty one)
     if why:
@@ -121,7 +123,11 @@ def cmd_verify(args) -> int:
         elif r.status == "empty":
             bad += 1
             con.print(f"[red]empty[/]     {name}  {r.path} is an empty file; delete it and run "
-                      f"`depthcraft models pull {name}`")
+                      f"{M.repair_hint(M.get_model(name))}")
+        elif r.status == "unloadable":  # an unpinned file that is not an ONNX model (lib/onnxfile.py)
+            bad += 1
+            con.print(f"[red]unloadable[/] {name}  {escape(str(r.path))} {escape(r.why or '')}; delete it or run "
+                      f"{M.repair_hint(M.get_model(name))}", soft_wrap=True)
         elif r.status == "missing":
             bad += 1
             con.print(f"[red]missing[/]   {name}  not in {r.path.parent}; run `depthcraft models pull {name}`")
@@ -161,7 +167,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                     help="download a model that has no pinned sha256, and record the hash it gets")
     pp.add_argument("--force", action="store_true", help="download again even when cached")
     pp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    pv = sub.add_parser("verify", help="re-hash cached models against their pinned sha256")
+    pv = sub.add_parser("verify", help="re-hash cached models against their pinned sha256 and load them")
     pv.add_argument("name", nargs="?", help="one model (default: every cached one)")
     p.set_defaults(func=handler)
     return p

@@ -54,7 +54,7 @@ def _scalar_type(ann) -> tuple[str, Any] | None:
 def add_step_parser(sub, spec: StepSpec) -> None:
     p = sub.add_parser(spec.kind, help=spec.summary, description=f"{spec.summary}. " + __doc__.split("\n\n")[1],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("image", help="the photo (JPEG, PNG, WebP, TIFF...) or clip (MP4, MOV, MKV, WebM, AVI, animated GIF/WebP)")
+    p.add_argument("image", help="the photo (JPEG, PNG, WebP, TIFF...) or clip (MP4, MOV, MKV, WebM, AVI, animated GIF/WebP/PNG; one frame is a photo)")
     p.add_argument("-o", "--output", required=True, help="the file to write: its suffix chooses the format, and must agree with an explicit one")
     p.add_argument("--depth", help="a depth map for the photo (PNG 8/16-bit, PGM, PFM, NPY, NPZ)")
     p.add_argument("--depth-kind", choices=sorted(USER_KINDS), default=None,
@@ -177,7 +177,12 @@ def run_oneshot(args) -> int:
         raise ParameterError(f"{args.output!r} is a folder, which only clips write (one file per frame); "
                              f"{Path(args.image).name} is a single picture", parameter="-o",
                              hint="give a file name, e.g. -o " + str(Path(args.output) / (Path(args.image).stem + ".png")))
-    params = params_from_args(spec, args)
+    try:
+        params = params_from_args(spec, args)
+    except ParameterError as e:  # a 1-frame video/GIF asked for a video: say why it is a photo here
+        from .oneshot_clip import single_frame_note
+
+        raise single_frame_note(e, args.image) from None
     img = Path(args.image)
     if not img.exists():
         raise InputError("no such file", path=str(img))

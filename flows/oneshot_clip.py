@@ -24,9 +24,15 @@ def run_clip_oneshot(args, spec, params_from_args) -> int:
 
     from . import progress, recovery
 
+    from depthcraft.tasks.lib.clip import clip_words
+
     if spec.kind != "estimate" and getattr(spec, "clip_frame", None) is None:  # before any talk of its output
-        raise ParameterError(f"{spec.kind} does not take clips", parameter="uses",
-                             hint=f"extract a frame first, or run {spec.kind} on a photo")
+        from depthcraft.tasks.catalog import clip_kinds
+
+        raise ParameterError(f"{Path(args.image).name} is {clip_words(args.image)}, a clip; {spec.kind} takes "
+                             f"photos", parameter="uses",
+                             hint=f"clips go to {', '.join(clip_kinds())} (-o OUT.mp4 or -o DIR/); extract one "
+                                  f"frame to run {spec.kind} on it")
     if args.depth:
         raise ParameterError("--depth is for photos; a clip's depth is estimated frame by frame", parameter="--depth")
     # the output's suffix says video or folder here, not a per-image format
@@ -37,6 +43,9 @@ def run_clip_oneshot(args, spec, params_from_args) -> int:
         output_target(args.output)
     except OSError as e:  # (a name too long for the file system)
         raise ParameterError(f"{args.output}: {e.strerror or e}", parameter="-o") from None
+    except ParameterError as e:  # say why a video is asked for: the input is a clip (a photo suffix surprises)
+        words = f": {Path(args.image).name} is {clip_words(args.image)}, a clip, whose output is"
+        raise ParameterError(e.reason.replace(": a clip's output is", words, 1), parameter="-o", hint=e.hint) from None
     bad = target_conflict(spec.kind, output_target(args.output), params, set(params.model_fields_set))
     if bad:  # an explicit --format the output cannot hold (tasks/clips.py)
         flag = "--" + bad[0].replace("_", "-") + " " if getattr(args, f"param_{bad[0]}", None) is not None else f"--set {bad[0]}="
@@ -70,3 +79,16 @@ def run_clip_oneshot(args, spec, params_from_args) -> int:
         console.print(f"wrote {w}{'/' if w.is_dir() else ''} ({info.frames} frames, "
                       f"{info.rate.numerator}/{info.rate.denominator} fps)")
     return 0
+
+
+def single_frame_note(e: ParameterError, image) -> ParameterError:
+    """``e`` about ``-o`` for a photo command whose input has a clip's suffix (a video, a GIF or
+    WebP) but a single frame: the same line, saying that the input is taken as a photo (so a
+    video output is a photo's, e.g. parallax's, and a depth map is an image file)."""
+    from depthcraft.tasks.lib.clip import MOVIE_SUFFIXES
+
+    p = Path(image)
+    if e.parameter != "-o" or p.suffix.lower() not in (MOVIE_SUFFIXES | {".gif", ".webp"}):
+        return e
+    return ParameterError(f"{e.reason} ({p.name} has a single frame, so it is taken as a photo)",
+                          parameter="-o", hint=e.hint)

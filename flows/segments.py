@@ -48,7 +48,7 @@ def clip_suffixes() -> frozenset[str]:
 
 
 def is_clip(path: str | Path) -> bool:
-    """A video file, or an animated GIF/WebP (a still one is a photo)."""
+    """A video file or an animated GIF/WebP/PNG, of more than one frame (one frame is a photo)."""
     return cliplib.is_clip(path)
 
 
@@ -138,8 +138,12 @@ def expand_clips(plan, ws: Workspace) -> None:
             for sid in plan.order:
                 kind = plan.nodes[(sid, img.name)].kind
                 if kind != "estimate" and getattr(plan.specs[sid], "clip_frame", None) is None:
-                    raise InputError(f"step {sid!r} ({kind}) does not take clips", path=img.origin,
-                                     hint="run it on photos, or on frames exported with estimate -o DIR/")
+                    from depthcraft.tasks.catalog import clip_kinds
+
+                    raise InputError(f"step {sid!r} ({kind}) does not take clips, and this is "
+                                     f"{cliplib.clip_words(img.source.path)}", path=img.origin,
+                                     hint=f"clips go to {', '.join(clip_kinds())}; run {kind} on photos, or on "
+                                          "frames exported with estimate -o DIR/")
             a = analyse(ws, img.source, **limits)
         except DepthcraftError as e:  # one line that names the clip
             img.error = str(e) if img.origin in str(e) else f"{img.origin}: {e}"

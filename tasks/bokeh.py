@@ -146,6 +146,9 @@ def _blur(img: np.ndarray, radius: float, shape: str, blades: int, rotation: flo
     """Aperture blur; large radii at reduced resolution (kernel at most ~7 px wide there)."""
     if radius < 0.5:
         return img
+    if img.ndim == 3 and img.shape[2] > 4:  # OpenCV's resize takes at most 4 channels (a photo's alpha makes 5)
+        return np.dstack([_blur(np.ascontiguousarray(img[..., :4]), radius, shape, blades, rotation),
+                          _blur(np.ascontiguousarray(img[..., 4:]), radius, shape, blades, rotation)])
     h, w = img.shape[:2]
     if radius <= 2.0:  # tiny: a Gaussian of the same spread is indistinguishable and separable
         return cv2.GaussianBlur(img, (0, 0), max(radius * 0.6, 0.3), borderType=cv2.BORDER_REFLECT)
@@ -190,18 +193,27 @@ def _group(lin_s: np.ndarray, cov: np.ndarray, rad_s: np.ndarray, f0: int, step:
             continue
         m = (idx == s).astype(np.float32)
         r = s * step / f0  # in reduced pixels
-        rgba = np.dstack([lin_s * m[..., None], cov * m])
+        rgba = np.dstack([lin_s * m[..., None], cov * m])  # colour channels (3, or 4 with a photo's alpha), coverage
         bl = _blur(rgba, r, shape, blades, rotation)
-        tot += bl[..., :3]
-        alpha += bl[..., 3]
+        tot += bl[..., :-1]
+        alpha += bl[..., -1]
     return tot, alpha
 
 
 def render_bokeh(image: np.ndarray, nearness: np.ndarray, *, focus: float, max_radius: float,
                  shape: str = "disc", blades: int = 6, rotation: float = 0.0, highlight_boost: float = 1.0,
-                 highlight_threshold: float = 0.85, band: float = 0.03, step: float | None = None) -> np.ndarray:
+                 highlight_threshold: float = 0.85, band: float = 0.03, step: float | None = None,
+                 alpha: np.ndarray | None = None) -> np.ndarray:
     """Depth of field for ``image`` (uint8 RGB) with ``nearness`` (0 far .. 1 near, float32),
-    focused at nearness ``focus``; ``max_radius`` in pixels. Returns uint8 RGB.
+    focused at nearness ``focus``; ``max_radius`` in pixels. Returns uint8 RGB, or uint8 RGBA
+    H x W x 4 when the photo's ``alpha`` (uint8 H x W, 255 = opaque) is given.
+
+    With ``alpha``, the colour is blurred premultiplied by it (linear colour x alpha) and the
+    alpha is blurred with it as a fourth channel of the same slices, then the colour is divided
+    by the blurred alpha: a transparent pixel's stored colour (often black or leftovers of an
+    editor) weighs nothing, so it never bleeds into the product's edge, and an out-of-focus
+    silhouette gets the soft, half-transparent edge a real defocused object has (Porter & Duff,
+    "Compositing Digital Images", 1984: filtering is only correct on premultiplied colour).
 
     Three groups (the near-field / far-field split of real-time DoF): pixels behind the focus
     plane are blurred among themselves only (so nothing in focus or in front bleeds into
@@ -212,14 +224,19 @@ def render_bokeh(image: np.ndarray, nearness: np.ndarray, *, focus: float, max_r
     """
     if image.shape[:2] != nearness.shape:
         raise ParameterError("depth and image sizes differ", parameter="depth")
+    if alpha is not None and alpha.shape != image.shape[:2]:
+        raise ParameterError("alpha and image sizes differ", parameter="alpha")
     if max_radius < 0.5:
-        return image.copy()
+        return image.copy() if alpha is None else np.dstack([image, alpha])
     h, w = image.shape[:2]
     lin = srgb_to_linear(image)
     if highlight_boost != 1.0:
         lum = lin @ np.array([0.2126, 0.7152, 0.0722], np.float32)
         gain = 1.0 + (highlight_boost - 1.0) * np.clip((lum - highlight_threshold) / max(1 - highlight_threshold, 1e-3), 0, 1)
         lin *= gain[..., None]
+    if alpha is not None:  # premultiplied colour + alpha: four channels through the same slices
+        a01 = alpha.astype(np.float32) * np.float32(1.0 / 255.0)
+        lin = np.dstack([lin * a01[..., None], a01])
     rad = signed_radius(nearness, focus, max_radius, band)
     f0 = 1
     while (w / f0) * (h / f0) > 1_500_000:
@@ -276,11 +293,21 @@ def render_bokeh(image: np.ndarray, nearness: np.ndarray, *, focus: float, max_r
         pre = tot * (alpha / np.maximum(a, 1e-6))[..., None]
         out *= 1.0 - up(alpha)[..., None]
         out += up(pre)
+    if lin.shape[2] == 4:  # un-premultiply; a pixel left with no alpha has no colour to show
+        a_out = np.clip(out[..., 3], 0.0, 1.0)
+        col = linear_to_srgb_fast(out[..., :3] / np.maximum(a_out, 1e-6)[..., None])
+        a8 = np.round(a_out * 255.0).astype(np.uint8)
+        col[a8 == 0] = 0
+        return np.dstack([col, a8])
     return linear_to_srgb_fast(out)
 
 
 def run(ctx: StepContext, p: BokehParams) -> dict[str, Output]:
-    image = ctx.image()
+    image, alpha = ctx.image_alpha()
+    if alpha is not None and p.format == "jpg":  # JPEG has no alpha: over the stated background
+        from .lib.images import over_background
+
+        image, alpha = over_background(image, alpha), None
     dm: DepthMap = ctx.depth()
     n = normalized_nearness(dm, robust=0.002)
     if n.shape != image.shape[:2]:
@@ -292,7 +319,8 @@ def run(ctx: StepContext, p: BokehParams) -> dict[str, Output]:
     aperture = 2.8 / p.f_number if p.f_number else p.aperture
     max_r = aperture / 100.0 * image.shape[1]
     out = render_bokeh(image, n, focus=f, max_radius=max_r, shape=p.shape, blades=p.blades, rotation=p.rotation,
-                       highlight_boost=p.highlight_boost, highlight_threshold=p.highlight_threshold, band=p.focus_band)
+                       highlight_boost=p.highlight_boost, highlight_threshold=p.highlight_threshold, band=p.focus_band,
+                       alpha=alpha)
     ext = ".jpg" if p.format == "jpg" else ".png"
     path = write_image(ctx.out("main", ext), out, quality=p.quality)
     meta = {"focus_nearness": round(f, 4), "focus_mode": mode, "max_radius_px": round(max_r, 2)}
@@ -341,7 +369,7 @@ def main_suffixes(p: BokehParams) -> tuple[str, ...]:
     return IMAGE_SUFFIXES[p.format]
 
 
-SPEC = StepSpec(kind="bokeh", version="2", params=BokehParams, run=run, params_for_output=params_for_output,
+SPEC = StepSpec(kind="bokeh", version="3", params=BokehParams, run=run, params_for_output=params_for_output,
                 output_params=("format",), main_suffixes=main_suffixes,
                 clip_frame=clip_frame, clip_warm=clip_warm,
                 summary="synthetic shallow depth of field, occlusion-aware (focus point, depth or nearest subject)")

@@ -28,3 +28,8 @@ def get_step(kind: str) -> StepSpec:
         raise ParameterError(f"unknown step kind {kind!r}; one of {', '.join(sorted(STEP_MODULES))}",
                              parameter="uses")
     return importlib.import_module(f"{__package__}.{kind}").SPEC
+
+
+def clip_kinds() -> tuple[str, ...]:
+    """The step kinds that take clips (frame by frame): estimate, and every kind with a ``clip_frame``."""
+    return tuple(k for k, s in steps().items() if k == "estimate" or getattr(s, "clip_frame", None) is not None)

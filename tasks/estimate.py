@@ -31,7 +31,9 @@ def estimate_depth(ctx: StepContext, p: EstimateParams) -> DepthMap:
     if ctx.given_depth is not None:
         return load_depth_artifact(ctx.given_depth, expect_size=ctx.photo().shape[1::-1])
     provider = get_provider(ctx.provider)
-    req = DepthRequest(image=ctx.photo(), image_path=ctx.source.meta.get("origin", ctx.source.path),
+    # a transparent pixel's stored colour is not the scene: the model sees the photo over the
+    # stated background (white), as a viewer of the PNG does
+    req = DepthRequest(image=ctx.photo_seen(), image_path=ctx.source.meta.get("origin", ctx.source.path),
                        session_id=ctx.session_id, mode=ctx.mode, use_case=p.use_case, message=p.message,
                        answers=dict(ctx.options.get("answers") or {}), output=p.output,
                        options=dict(ctx.options.get("provider_options") or {}))
@@ -53,6 +55,6 @@ def main_suffixes(p: EstimateParams) -> tuple[str, ...]:
     return DEPTH_SUFFIXES[p.format]
 
 
-SPEC = StepSpec(kind="estimate", version="2", params=EstimateParams, run=run, needs_depth=False,
+SPEC = StepSpec(kind="estimate", version="3", params=EstimateParams, run=run, needs_depth=False,
                 uses_provider=True, params_for_output=params_for_output, output_params=("format",),
                 main_suffixes=main_suffixes, summary="estimate a depth map with the run's provider (or take the given one)")

@@ -105,8 +105,11 @@ def plane_masks(labels: np.ndarray, count: int, feather: float = 0.0) -> np.ndar
     return masks
 
 
-def rgba_layers(rgb: np.ndarray, masks: np.ndarray) -> list[np.ndarray]:
-    """One uint8 RGBA image per mask: the photo with the mask as alpha."""
+def rgba_layers(rgb: np.ndarray, masks: np.ndarray, alpha: np.ndarray | None = None) -> list[np.ndarray]:
+    """One uint8 RGBA image per mask: the photo with the mask as alpha, times the photo's own
+    ``alpha`` (uint8 H x W) when it has one (a transparent pixel stays transparent in every layer)."""
+    if alpha is not None:
+        masks = masks * (alpha.astype(np.float32) * np.float32(1.0 / 255.0))[None]
     return [np.dstack([rgb, np.clip(m * 255.0 + 0.5, 0, 255).astype(np.uint8)]) for m in masks]
 
 
@@ -171,9 +174,14 @@ class LayersParams(StepParams):
 
 
 def run(ctx: StepContext, p: LayersParams) -> dict[str, Output]:
-    rgb = ctx.image()
+    from .lib.images import over_background
+
+    rgb, alpha = ctx.image_alpha()
     res = split_layers(rgb, ctx.depth(), count=p.count, method=p.method, depths=p.depths, units=p.units,
                        scale=p.metric, feather=p.feather)
+    if alpha is not None:  # the layers keep the photo's alpha; the preview is an opaque picture
+        res["layers"] = rgba_layers(rgb, res["masks"], alpha)
+        rgb = over_background(rgb, alpha)
     k = len(res["centres"])
     info = {"planes": k, "centres": json.dumps(res["centres"]), "fractions": json.dumps(res["fractions"])}
     path = ctx.out("main", ".png")
@@ -250,7 +258,7 @@ def params_for_output(path) -> dict:
     return {}
 
 
-SPEC = StepSpec(kind="layers", version="1", params=LayersParams, run=run, clip_frame=clip_frame,
+SPEC = StepSpec(kind="layers", version="2", params=LayersParams, run=run, clip_frame=clip_frame,
                 params_for_output=params_for_output, main_suffixes=lambda p: (".png",),
                 clip_warm=clip_warm,
                 summary="split the photo into N depth planes: feathered masks and RGBA layers, nearest first")

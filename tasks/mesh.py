@@ -224,14 +224,30 @@ MESH_SUFFIX = {"glb": ".glb", "obj": ".obj", "ply": ".ply"}
 def export_3d(rgb: np.ndarray, dm: DepthMap, path: str | Path, *, fmt: MeshFormat = "glb",
               fov_deg: float | None = None, scale: MetricScale | None = None, far_ratio: float = 3.0,
               max_faces: int = 500_000, stride: int | None = None, edge_cut: float | None = 0.1,
-              texture_max: int = 4096) -> tuple[Path, dict]:
+              texture_max: int = 4096, alpha: np.ndarray | None = None) -> tuple[Path, dict]:
     """Write a GLB/OBJ mesh or a PLY point cloud of ``rgb`` (uint8 HxWx3) seen with depth ``dm``.
+
+    ``alpha`` (uint8 H x W, the photo's): a pixel under half opaque has no surface (no vertex,
+    no point, no triangle), so a cut-out product is a product, not a wall behind it; the colours
+    of the partly transparent pixels left are composited over the stated background (white).
 
     Returns the path and what was written (counts, stride, field of view, units). The one-shot
     ``depthcraft mesh`` command calls this.
     """
     fov = float(fov_deg or dm.fov_deg or DEFAULT_FOV)
     z = depth_in_meters(dm, scale, far_ratio)
+    if alpha is not None:
+        from .lib.images import over_background
+
+        if alpha.shape != z.shape:
+            raise ParameterError(f"photo is {alpha.shape[1]}x{alpha.shape[0]} but depth is {z.shape[1]}x{z.shape[0]}",
+                                 parameter="depth")
+        if not (alpha >= 128).any():
+            from .lib.errors import InputError
+
+            raise InputError("every pixel of the photo is (mostly) transparent: no surface to make a 3D model of")
+        z = np.where(alpha >= 128, z, np.nan).astype(np.float32)
+        rgb = over_background(rgb, alpha)
     h, w = z.shape
     s = stride or stride_for(w, h, max_faces, points=fmt == "ply")
     units = "meters" if dm.kind == "metric" or (scale is not None and scale.given()) else "relative"
@@ -274,9 +290,11 @@ class MeshParams(StepParams):
 
 def run(ctx: StepContext, p: MeshParams) -> dict[str, Output]:
     dm = ctx.depth()
-    path, info = export_3d(ctx.image(), dm, ctx.out("main", MESH_SUFFIX[p.format]), fmt=p.format,
+    rgb, alpha = ctx.image_alpha()
+    path, info = export_3d(rgb, dm, ctx.out("main", MESH_SUFFIX[p.format]), fmt=p.format,
                            fov_deg=p.fov_deg or p.metric.fov_deg, scale=p.metric, far_ratio=p.far_ratio,
-                           max_faces=p.max_faces, stride=p.stride, edge_cut=p.edge_cut, texture_max=p.texture_max)
+                           max_faces=p.max_faces, stride=p.stride, edge_cut=p.edge_cut, texture_max=p.texture_max,
+                           alpha=alpha)
     return {"main": Output(path, "pointcloud" if p.format == "ply" else "mesh", info)}
 
 
@@ -293,6 +311,6 @@ def main_suffixes(p: MeshParams) -> tuple[str, ...]:
     return (MESH_SUFFIX[p.format],)
 
 
-SPEC = StepSpec(kind="mesh", version="1", params=MeshParams, run=run, params_for_output=params_for_output,
+SPEC = StepSpec(kind="mesh", version="2", params=MeshParams, run=run, params_for_output=params_for_output,
                 output_params=("format",), main_suffixes=main_suffixes,
                 summary="3D export: textured mesh (GLB/OBJ) or point cloud (PLY) from photo, depth and field of view")

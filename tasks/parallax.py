@@ -224,7 +224,9 @@ def _nearness01(dm) -> np.ndarray:
 
 
 def run(ctx: StepContext, p: ParallaxParams) -> dict[str, Output]:
-    photo = ctx.image()
+    from .lib.images import over_background
+
+    photo = over_background(*ctx.image_alpha())  # a video has no alpha: over the stated background (white)
     dm = ctx.depth()
     if dm.shape != photo.shape[:2]:
         from .lib.depthmap import resize_depth
@@ -277,7 +279,7 @@ def main_suffixes(p: ParallaxParams) -> tuple[str, ...]:
     return ("." + p.container,)
 
 
-SPEC = StepSpec(kind="parallax", version="5", params=ParallaxParams, run=run, params_for_output=params_for_output,
+SPEC = StepSpec(kind="parallax", version="6", params=ParallaxParams, run=run, params_for_output=params_for_output,
                 output_params=("container",), main_suffixes=main_suffixes,
                 clip_frame=clip_frame,
                 summary="render a parallax video (orbit, dolly, zoom, swing, Ken Burns, dolly-zoom, keyframes)")

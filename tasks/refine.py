@@ -180,7 +180,7 @@ def _delegate(ctx: StepContext, p: RefineParams, dm: DepthMap) -> DepthMap:
                              "to use the local edge refinement", parameter="provider")
     up = ctx.depth_artifact()  # a remote estimate says which service session holds its conversation
     chain = {"service_session": up.meta["service_session"]} if up is not None and up.meta.get("service_session") else {}
-    req = DepthRequest(image=ctx.photo(), image_path=ctx.source.meta.get("origin", ctx.source.path),
+    req = DepthRequest(image=ctx.photo_seen(), image_path=ctx.source.meta.get("origin", ctx.source.path),
                        session_id=ctx.session_id, mode=ctx.mode, message=p.message, depth=dm,
                        answers=dict(ctx.options.get("answers") or {}), options=chain)
     return prov.refine(req)
@@ -191,7 +191,7 @@ def run(ctx: StepContext, p: RefineParams) -> dict[str, Output]:
     if ctx.options.get("step_provider"):
         out = _delegate(ctx, p, dm)
     else:
-        data = refine_depth(ctx.photo(), dm.data, radius=p.radius, color_radius=p.color_radius, band=p.band,
+        data = refine_depth(ctx.photo_seen(), dm.data, radius=p.radius, color_radius=p.color_radius, band=p.band,
                             margin=p.margin, temperature=p.temperature, median=p.median)
         out = dm.with_data(data, meta={**dm.meta, "refined": "edge-matting"})
     main = write_format(out, p.format, ctx.out("main", SUFFIX[p.format]), scale=p.metric)
@@ -215,7 +215,7 @@ def main_suffixes(p: RefineParams) -> tuple[str, ...]:
     return DEPTH_SUFFIXES[p.format]
 
 
-SPEC = StepSpec(kind="refine", version="2", params=RefineParams, run=run, params_for_output=params_for_output,
+SPEC = StepSpec(kind="refine", version="3", params=RefineParams, run=run, params_for_output=params_for_output,
                 output_params=("format",), main_suffixes=main_suffixes,
                 clip_frame=clip_frame,
                 uses_provider=True,

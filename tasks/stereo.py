@@ -178,8 +178,32 @@ def write_mpo(path: str | Path, left: np.ndarray, right: np.ndarray, *, quality:
 
 
 # -- the step ----------------------------------------------------------------------------------
+def _with_alpha(views: dict, alpha_views: dict) -> dict:
+    """Each eye's premultiplied view divided by its warped alpha, with that alpha: RGBA views."""
+    from dataclasses import replace
+
+    out = {}
+    for eye, v in views.items():
+        a = alpha_views[eye].image[..., 0]
+        col = v.image.astype(np.float32) * (255.0 / np.maximum(a, 1).astype(np.float32))[..., None]
+        col = np.where(a[..., None] > 0, np.clip(col + 0.5, 0, 255), 0).astype(np.uint8)
+        out[eye] = replace(v, image=np.dstack([col, a]))
+    return out
+
+
 def run(ctx: StepContext, p: StereoParams) -> dict[str, Output]:
-    image = ctx.image()
+    from .lib.images import over_background
+
+    image, alpha = ctx.image_alpha()
+    # PNG pairs and eyes keep the photo's alpha, warped with it: the colour is warped premultiplied
+    # (a transparent pixel's stored colour never reaches the edge next to it) and the alpha as an
+    # image of its own along the same disparities, then divided back. An anaglyph mixes the eyes'
+    # colours and a JPEG/MPO has no alpha: there the photo is composited over the stated background.
+    keep_alpha = alpha is not None and p.format == "png" and p.layout not in ("anaglyph", "mpo")
+    if alpha is not None and not keep_alpha:
+        image, alpha = over_background(image, alpha), None
+    elif keep_alpha:
+        image = (image.astype(np.float32) * (alpha.astype(np.float32) / 255.0)[..., None] + 0.5).astype(np.uint8)
     dm = ctx.depth()
     if p.scale is not None and dm.kind != "disparity":  # (else silently the relative mode, as if scale were not given)
         raise ParameterError(f"exact mode (scale) needs a disparity map; this depth map's kind is {dm.kind!r}",
@@ -198,6 +222,9 @@ def run(ctx: StepContext, p: StereoParams) -> dict[str, Output]:
         meta["warning"] = warning
     eyes = ("left", "right") if p.eye == "both" else (p.eye,)
     views = render_pair(image, left_d, right_d, edge_dilation=dil, interpolation=p.interpolation, eyes=eyes)
+    if alpha is not None:
+        views = _with_alpha(views, render_pair(np.ascontiguousarray(np.repeat(alpha[..., None], 3, axis=2)), left_d,
+                                               right_d, edge_dilation=dil, interpolation=p.interpolation, eyes=eyes))
     # (one eye of an mpo is that eye's JPEG: it was a PNG under the .mpo name)
     ext = ".jpg" if p.format == "jpg" or (p.layout == "mpo" and p.eye != "both") else ".png"
     outs: dict[str, Output] = {}
@@ -288,7 +315,7 @@ def main_suffixes(p: StereoParams) -> tuple[str, ...]:
 
 
 # version 7: soft edges (issue 12 §3, fifth round: docs/rendering.md item 12)
-SPEC = StepSpec(kind="stereo", version="7", params=StereoParams, run=run, params_for_output=params_for_output,
+SPEC = StepSpec(kind="stereo", version="8", params=StereoParams, run=run, params_for_output=params_for_output,
                 output_params=("layout", "format"), main_suffixes=main_suffixes,
                 clip_frame=clip_frame,
                 summary="make a stereo pair (side-by-side, top-bottom, anaglyph, MPO, or one eye)")

@@ -125,7 +125,9 @@ def build_viewer(photo: np.ndarray, nearness: np.ndarray, p: ViewerParams, *, ti
 
 
 def run(ctx: StepContext, p: ViewerParams) -> dict[str, Output]:
-    photo = ctx.image()
+    from .lib.images import over_background
+
+    photo = over_background(*ctx.image_alpha())  # the page's photo is a JPEG/WebP: over the stated background
     dm = ctx.depth()
     if dm.shape != photo.shape[:2]:
         dm = resize_depth(dm, (photo.shape[1], photo.shape[0]))
@@ -144,6 +146,6 @@ def params_for_output(path) -> dict:
     return {}
 
 
-SPEC = StepSpec(kind="viewer", version="1", params=ViewerParams, run=run, params_for_output=params_for_output,
+SPEC = StepSpec(kind="viewer", version="2", params=ViewerParams, run=run, params_for_output=params_for_output,
                 main_suffixes=lambda p: (".html", ".htm"),
                 summary="a self-contained interactive 3D photo: one HTML file (WebGL, pointer/tilt/auto camera)")

@@ -15,7 +15,7 @@ pytest.importorskip("onnx")
 
 from conftest import run_cli  # noqa: E402
 from test_auto import MODEL, cache, registry  # noqa: E402,F401 - fixtures
-from test_models import env  # noqa: E402,F401 - fixture
+from test_models import env, tiny_model_bytes  # noqa: E402,F401 - fixture
 
 from depthcraft.flows import cli_models  # noqa: E402
 from depthcraft.tasks.lib import models as M  # noqa: E402
@@ -150,11 +150,11 @@ _DAMAGED = ['[1, 2]', '"x"', '{"depth-anything-v2-base": 5}', '{"depth-anything-
 
 
 @pytest.mark.parametrize("content", _DAMAGED, ids=range(len(_DAMAGED)))
-def test_a_damaged_trusted_json_is_no_record_not_a_traceback(cache, content, capsys):
+def test_a_damaged_trusted_json_is_no_record_not_a_traceback(cache, content, capsys, tmp_path):
     """Before: AttributeError / TypeError / RecursionError out of `models list`, `models verify`
     and auto's resolution. Now a spoiled record is no record: the model lists as unpinned."""
     cache.mkdir(parents=True)
-    (cache / "depth-anything-v2-base.onnx").write_bytes(b"not checked")
+    (cache / "depth-anything-v2-base.onnx").write_bytes(tiny_model_bytes(tmp_path))  # a model, but no hash to check
     (cache / "trusted.json").write_text(content, encoding="latin-1")
     assert M.trusted_hashes() == {}
     assert cli_models.main(["list"]) == 0

@@ -239,7 +239,7 @@ def test_bad_sidecar_and_missing_file_name_the_file(tmp_path, dyn_model):
         OnnxProvider(str(tmp_path / "absent.onnx"))
     bad = tmp_path / "junk.onnx"
     bad.write_bytes(b"not a model")
-    with pytest.raises(InputError, match="cannot load"):
+    with pytest.raises(InputError, match="is not an ONNX model"):
         OnnxProvider(str(bad)).estimate(DepthRequest(image=corner_photo()))
 
 

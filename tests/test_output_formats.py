@@ -449,7 +449,7 @@ def test_a_step_that_takes_no_clips_says_so_first(tmp_path, clip, kind, name):
     not take clips": the first answer sent the user the wrong way."""
     out = tmp_path / name
     r = cli(kind, clip, "-o", out)
-    refused(r, out, f"{kind} does not take clips")
+    refused(r, out, f"a clip; {kind} takes photos")  # (docs/odd-inputs.md: and where clips go)
 
 
 def test_a_file_beside_the_output_never_overwrites_the_input(tmp_path, photo):

@@ -35,12 +35,13 @@ from typing import Iterator
 import numpy as np
 
 from .errors import InputError, ParameterError
+from .oneframe import MOVIE_SUFFIXES  # (there, so that the photo reader can read a 1-frame video)
 
 log = logging.getLogger(__name__)
 
 # The one place that says what a clip is (recipes, one-shot commands and images.py use it).
-MOVIE_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi"})
-ANIMATION_SUFFIXES = frozenset({".gif", ".webp"})  # clips only when they have more than one frame
+# clips only when they have more than one frame (APNG: an animated .png); read with Pillow
+ANIMATION_SUFFIXES = frozenset({".gif", ".webp", ".png"})
 VIDEO_SUFFIXES = MOVIE_SUFFIXES | ANIMATION_SUFFIXES
 # what an output path's suffix makes: a video file written by ffmpeg
 VIDEO_OUTPUT_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".gif"})
@@ -70,11 +71,60 @@ def is_animated(path: str | os.PathLike) -> bool:
 
 
 def is_clip(path: str | os.PathLike) -> bool:
-    """A movie suffix, or an animated GIF/WebP (a still GIF/WebP is a photo)."""
+    """A movie file of more than one frame, or an animated GIF/WebP/PNG (APNG) of more than one.
+
+    One frame is a photo whatever the container (a still GIF, a 1-frame animation, a video
+    holding one frame): every step takes it and writes what it writes for a photo, named by
+    ``-o`` as for a photo (docs/failures-inputs.md). A movie file that cannot be read counts as
+    a clip, so that the clip probe says what is wrong with it."""
     s = Path(path).suffix.lower()
     if s in MOVIE_SUFFIXES:
-        return True
+        return movie_frames_upto(path, 2) != 1
     return s in ANIMATION_SUFFIXES and Path(path).is_file() and is_animated(path)
+
+
+def clip_words(path: str | os.PathLike) -> str:
+    """What kind of clip ``path`` is, in a few words for a message: "an animated GIF (3 frames)",
+    "a video"."""
+    p = Path(path)
+    if p.suffix.lower() in ANIMATION_SUFFIXES:
+        from PIL import Image
+
+        try:
+            with Image.open(p) as im:
+                return f"an animated {im.format or p.suffix.lstrip('.').upper()} ({getattr(im, 'n_frames', 1)} frames)"
+        except Exception:  # noqa: BLE001 - only words
+            pass
+    return "a video"
+
+
+_FEW_FRAMES: dict[tuple, int] = {}
+
+
+def movie_frames_upto(path: str | os.PathLike, most: int) -> int:
+    """How many video frames ``path`` holds, counted up to ``most`` (packets, copied without
+    decoding: one short ffmpeg run). 0 for a file that is missing or not a video. Remembered per
+    file version (path, size, mtime) in this process."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        return 0
+    if not p.is_file():
+        return 0
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns, most)
+    if key not in _FEW_FRAMES:
+        r = _run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(p), "-map", "0:v:0",
+                  "-c", "copy", "-frames:v", str(most), "-f", "framecrc", "-"])
+        n = 0
+        for line in r.stdout.splitlines():
+            parts = line.split(",")
+            if line[:1].isdigit() and len(parts) >= 5 and parts[4].strip().isdigit() and int(parts[4]) > 0:
+                n += 1
+        _FEW_FRAMES[key] = min(n, most)
+    return _FEW_FRAMES[key]
+
+
 
 
 @dataclass
@@ -370,7 +420,15 @@ def _read_animation(p: Path, start: int, stop: int, info: ClipInfo) -> Iterator[
     with Image.open(p) as im:
         for i in range(start, stop):
             im.seek(i)
-            fr = im.convert("RGB")
+            if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+                # a clip's outputs are videos, which have no alpha: transparent pixels over the
+                # stated background (white, images.BACKGROUND), never the colour stored under them
+                from .images import over_background
+
+                rgba = np.asarray(im.convert("RGBA"))
+                fr = Image.fromarray(over_background(np.ascontiguousarray(rgba[..., :3]), rgba[..., 3]))
+            else:
+                fr = im.convert("RGB")
             if info.scale_to:
                 fr = fr.resize(info.scale_to, Image.Resampling.BOX)
             yield np.asarray(fr)

@@ -100,10 +100,13 @@ def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int | None =
     try:
         img = Image.open(io.BytesIO(data))
         if getattr(img, "is_animated", False) and getattr(img, "n_frames", 1) > 1:
-            # never silently the first frame: an animation is a clip (tasks/lib/clip.py)
-            raise InputError(f"animated {img.format or 'image'} ({img.n_frames} frames) is a clip, not a photo",
-                             path=name, hint="clips go to the clip commands and recipe inputs as they are; "
-                             "extract one frame to use it as a photo")
+            if img.format == "TIFF":  # pages (scans, a thumbnail, a stack), not an animation: the first, said
+                notice(f"{name}: a TIFF of {img.n_frames} pages: using the first ({img.size[0]}x{img.size[1]}); "
+                       "save another page as its own file to use it")
+            else:  # never silently the first frame: an animation is a clip (tasks/lib/clip.py)
+                raise InputError(f"animated {img.format or 'image'} ({img.n_frames} frames) is a clip, not a photo",
+                                 path=name, hint="clips go to the clip commands and recipe inputs as they are; "
+                                 "extract one frame to use it as a photo")
         w0, h0 = img.size
         try:
             rotated = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
@@ -165,6 +168,14 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None, downsc
         raise InputError("no such file", path=str(p))
     if p.is_dir():
         raise InputError("is a folder, not an image", path=str(p))
+    from .oneframe import MOVIE_SUFFIXES, first_frame_png
+
+    if p.suffix.lower() in MOVIE_SUFFIXES:  # a 1-frame video is a photo (clip.is_clip): its frame
+        from .notices import notice
+
+        data = first_frame_png(p)
+        notice(f"{p}: a video of a single frame: taken as a photo")
+        return decode_image(data, name=str(p), max_pixels=max_pixels, downscale=downscale)
     try:
         data = p.read_bytes()
     except OSError as e:
@@ -175,6 +186,24 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None, downsc
 def read_rgb(path: str | os.PathLike, **kw) -> np.ndarray:
     """Shorthand for ``read_image(path).rgb``."""
     return read_image(path, **kw).rgb
+
+
+# What a transparent pixel shows where the output cannot keep alpha (a video, a JPEG, a stereo
+# JPEG): white, the usual backdrop of a product shot, rather than the colour the file happens to
+# store under alpha 0 (black, or an editor's leftovers).
+BACKGROUND = (255, 255, 255)
+
+
+def over_background(rgb: np.ndarray, alpha: np.ndarray | None, background: tuple[int, int, int] = BACKGROUND
+                    ) -> np.ndarray:
+    """``rgb`` (uint8 H x W x 3) composited "over" ``background`` with ``alpha`` (uint8 H x W,
+    255 = opaque) in sRGB values, as browsers and image editors flatten a PNG; ``rgb`` itself
+    when ``alpha`` is None. Returns uint8 H x W x 3."""
+    if alpha is None:
+        return rgb
+    a = alpha.astype(np.float32)[..., None] * np.float32(1.0 / 255.0)
+    bg = np.asarray(background, np.float32)
+    return np.clip(rgb.astype(np.float32) * a + bg * (1.0 - a) + 0.5, 0, 255).astype(np.uint8)
 
 
 def write_image(path: str | os.PathLike, arr: np.ndarray, *, quality: int = 95) -> Path:

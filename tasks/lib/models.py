@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
+from . import onnxfile
 from .errors import InputError, ParameterError, ProviderError
 from .stall import AUTO_DEADLINE_ENV, Guard, Stalled, StallRule, guard_client
 
@@ -197,10 +198,9 @@ def cached_ok(info: ModelInfo) -> bool:
         return False
     expected = None if info.local_path else expected_sha256(info)
     if expected is None:
-        try:  # nothing to check it against, but an empty file is never a model (a `touch`, a failed copy)
-            return path.stat().st_size > 0
-        except OSError:
-            return False
+        # nothing to check it against, but junk is never a model: an empty file (a `touch`), random
+        # bytes, an HTML error page, a truncated copy (lib/onnxfile.py: a few reads, no hashing)
+        return _structure_problem(path) is None
     if info.pinned and info.size_bytes and not info.local_path:
         try:  # a pinned size is exact: a file of another size is not the model, and is not hashed
             if path.stat().st_size != info.size_bytes:  # (a 20 GB file took 50 s to hash before auto fell back)
@@ -212,7 +212,37 @@ def cached_ok(info: ModelInfo) -> bool:
     except OSError:  # unreadable: not usable (a pull says why when it cannot replace it)
         return False
     _write_stamp(path, got)
-    return got == expected
+    # a recorded (not pinned) hash only says the file is what a --trust-unpinned pull got, which
+    # may have been an error page: it must be a model as well
+    return got == expected and (info.pinned or _structure_problem(path) is None)
+
+
+def _structure_problem(path: Path) -> str | None:
+    """:func:`onnxfile.problem`, with an unreadable file as a problem rather than an OSError."""
+    try:
+        return onnxfile.problem(path)
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+
+
+def cached_problem(info: ModelInfo) -> str | None:
+    """Why the cached file of ``info`` is not used, in words that follow its path ("is empty", "is
+    not an ONNX model (...)", "is truncated: ...", "does not match the sha256 of NAME (corrupt or
+    replaced)"); None when it is fine or not there. Hashes at most once per file version."""
+    path = cached_path(info)
+    if not _is_file(path) or cached_ok(info):
+        return None
+    if not info.pinned or info.local_path:
+        why = _structure_problem(path)
+        if why is not None:
+            return why
+    return f"does not match the sha256 of {info.name} (corrupt or replaced)"
+
+
+def repair_hint(info: ModelInfo) -> str:
+    """The command that replaces a bad cached file of ``info`` with the model (an unpinned model
+    needs --trust-unpinned: the bad file's hash may be the one on record)."""
+    return f"`depthcraft models pull {info.name}{'' if info.pinned else ' --trust-unpinned'}`"
 
 
 # -- verified stamps: what `models list` shows without hashing -------------------------------
@@ -285,9 +315,12 @@ def cache_state(info: ModelInfo) -> CacheState:
         return CacheState("corrupt", f"corrupt (size {st.st_size}, expected {info.size_bytes})",
                           f"`depthcraft models pull {info.name}` downloads it again")
     expected = expected_sha256(info)
+    if not info.pinned:  # (never used: cached_ok) a few reads, no hashing
+        why = "empty file" if not st.st_size else _structure_problem(path)
+        if why is not None:
+            return CacheState("corrupt", f"corrupt ({why.removeprefix('is ')})",
+                              f"{repair_hint(info)} downloads it again (or delete {path})")
     if expected is None:
-        if not st.st_size:  # (never used: cached_ok)
-            return CacheState("corrupt", "corrupt (empty file)", f"delete {path} and pull {info.name} again")
         return CacheState("unpinned", "cached, unpinned (no hash to verify against)")
     got = _stamped_sha(path, st)
     if got is None:
@@ -424,6 +457,10 @@ def _unreachable(host: str, why: str, info: ModelInfo, part: Path | None, *, sta
         hint=f"download {info.url or 'the model'} elsewhere and pass onnx:/path/model.onnx, "
              f"or copy it to {models_dir() / info.filename} (or set DEPTHCRAFT_MODELS_DIR to a folder that has it)",
         retryable=True)
+
+
+def host_of(url: str) -> str:
+    return urlsplit(url).netloc or url
 
 
 def _oversized(host: str, info: ModelInfo, what: str) -> ModelError:
@@ -722,6 +759,14 @@ def _pull_into(info: ModelInfo, dest: Path, expected: str | None, *, force: bool
             _fetch_to_part(url, part, info, progress=progress, timeout=timeout, read_timeout=read_timeout,
                            client=client, guard=guard)
             got = file_sha256(part)
+        bad = None if info.pinned else _structure_problem(part)
+        if bad is not None:  # unpinned: an error page served with 200 must not be recorded as the model
+            size = part.stat().st_size
+            part.unlink(missing_ok=True)
+            raise ModelError(f"{host_of(url)} did not send {info.name}: the {_amount(size)} it sent {bad}; "
+                             "nothing was kept or recorded",
+                             hint=f"check DEPTHCRAFT_MODELS_MIRROR, or download {info.url} yourself and pass "
+                                  "onnx:/path/model.onnx")
         if expected is not None and got != expected:
             size = part.stat().st_size
             part.unlink(missing_ok=True)
@@ -743,18 +788,21 @@ def _pull_into(info: ModelInfo, dest: Path, expected: str | None, *, force: bool
 @dataclass
 class VerifyResult:
     name: str
-    status: str  # ok | mismatch | missing | unpinned | empty (unpinned and 0 bytes)
+    status: str  # ok | mismatch | missing | unpinned | empty (unpinned and 0 bytes) | unloadable (see why)
     expected: str | None = None
     got: str | None = None
     path: Path | None = None
     not_recorded: str | None = None  # why the result could not be recorded for `models list`, if it could not
+    why: str | None = None  # unloadable: why the file is not an ONNX model (lib/onnxfile.py)
 
 
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
-def verify(info: ModelInfo | str) -> VerifyResult:
-    """Re-hash a cached model against its pinned (or recorded) hash."""
+def verify(info: ModelInfo | str, *, load: bool = True) -> VerifyResult:
+    """Re-hash a cached model against its pinned (or recorded) hash; with ``load`` (the default,
+    ``models verify``) a file whose hash matches or that nothing pins is also loaded by ONNX
+    Runtime (a session on the CPU, as costly as the hash), so a graph it refuses is "unloadable"."""
     info = get_model(info) if isinstance(info, str) else info
     path = cached_path(info)
     expected = expected_sha256(info)
@@ -762,9 +810,34 @@ def verify(info: ModelInfo | str) -> VerifyResult:
         return VerifyResult(info.name, "missing", expected, None, path)
     got = file_sha256(path)
     why = _write_stamp(path, got)
-    if expected is None:  # (an empty file is never a model: cached_ok)
-        return VerifyResult(info.name, "empty" if got == _EMPTY_SHA256 else "unpinned", None, got, path, why)
+    if expected is None and got == _EMPTY_SHA256:  # (an empty file is never a model: cached_ok)
+        return VerifyResult(info.name, "empty", None, got, path, why)
+    if not info.pinned and (expected is None or got == expected):  # nothing pins it: is it a model at all?
+        bad = _structure_problem(path)
+        if bad is not None:
+            return VerifyResult(info.name, "unloadable", expected, got, path, why, bad)
+    if load and (expected is None or got == expected):
+        bad = _session_problem(path)
+        if bad is not None:
+            return VerifyResult(info.name, "unloadable", expected, got, path, why, bad)
+    if expected is None:
+        return VerifyResult(info.name, "unpinned", None, got, path, why)
     return VerifyResult(info.name, "ok" if got == expected else "mismatch", expected, got, path, why)
+
+
+def _session_problem(path: Path) -> str | None:
+    """None when ONNX Runtime creates a CPU session for ``path``, else its reason in one line."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    try:
+        ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - onnxruntime's own exception types
+        why = " ".join(str(e).split())
+        why = why.split(" failed:", 1)[-1].strip() if " failed:" in why else why
+        return f"is a model ONNX Runtime {ort.__version__} cannot load ({why[:200]})"
+    return None
 
 
 _NOT_OFFLINE = ("", "0", "false", "no", "off")
@@ -786,11 +859,10 @@ def ensure_model(info: ModelInfo, *, download: bool = True, say: Callable[[str],
         return path
     if info.local_path:
         raise InputError("no such model file", path=info.local_path)
-    if _is_file(path) and (is_offline() or not download):
-        empty = expected_sha256(info) is None  # (unpinned: cached_ok refuses only an empty file)
-        raise ModelError(f"{path} " + ("is empty" if empty else f"does not match the sha256 of {info.name} "
-                                       "(corrupt or replaced)") + ", so it is not used",
-                         hint=f"run `depthcraft models pull {info.name}` to download it again, or pass "
+    if _is_file(path) and (is_offline() or not download or expected_sha256(info) is None):
+        # (pinned and online: pulled again over it below; unpinned: only the user can vouch for a new one)
+        raise ModelError(f"{path} {cached_problem(info) or 'cannot be used'}, so it is not used",
+                         hint=f"run {repair_hint(info)} to download it again, or pass "
                               "onnx:/path/model.onnx for a model of your own")
     if is_offline():
         raise ModelError(f"model {info.name!r} is not downloaded and DEPTHCRAFT_OFFLINE=1 (or --offline) forbids "
@@ -884,5 +956,5 @@ def with_registry_entry(info: ModelInfo) -> None:
 
 
 __all__ = ["ModelInfo", "REGISTRY", "ModelError", "VerifyResult", "CacheState", "models_dir", "cached_path",
-           "is_cached", "cached_ok", "cache_state", "get_model", "resolved_url", "file_sha256", "expected_sha256", "trusted_hashes", "pull", "verify",
+           "is_cached", "cached_ok", "cached_problem", "repair_hint", "cache_state", "get_model", "resolved_url", "file_sha256", "expected_sha256", "trusted_hashes", "pull", "verify",
            "ensure_model", "is_offline", "local_model", "sidecar_for", "with_registry_entry"]

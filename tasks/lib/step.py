@@ -56,6 +56,7 @@ class StepContext:
     options: dict = field(default_factory=dict)  # recipe-level settings (use case, answers...)
     progress: Callable[[int, int], None] | None = None  # (done, total), e.g. video frames
     _photo: Any = None
+    _alpha: Any = None  # the photo's alpha (uint8 H x W), or None when it has none or is opaque
 
     # -- reading -------------------------------------------------------------------------
     def photo(self) -> np.ndarray:
@@ -63,11 +64,40 @@ class StepContext:
         if self._photo is None:
             from .images import read_image
 
-            self._photo = read_image(self.source.path, max_pixels=self.options.get("max_pixels"),
-                                     downscale=bool(self.options.get("downscale", False))).rgb
+            ph = read_image(self.source.path, max_pixels=self.options.get("max_pixels"),
+                            downscale=bool(self.options.get("downscale", False)))
+            self._photo, self._alpha = ph.rgb, _translucent(ph.alpha)
         return self._photo
 
-    def image(self) -> np.ndarray:
+    def photo_alpha(self) -> np.ndarray | None:
+        """The input photo's alpha as :meth:`image_alpha` gives it (None: no alpha, or opaque)."""
+        self.photo()
+        return self._alpha
+
+    def photo_seen(self) -> np.ndarray:
+        """The photo as a viewer shows it: composited over :data:`images.BACKGROUND` where it has
+        alpha (what depth is estimated and refined on: a transparent pixel's stored colour is not
+        the scene); :meth:`photo` itself when it has none."""
+        from .images import over_background
+
+        return over_background(self.photo(), self.photo_alpha())
+
+    def image_alpha(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`image` and its alpha (uint8 H x W, 255 = opaque), or None when it has no alpha
+        or is opaque everywhere (then a step writes exactly what it writes for an RGB photo).
+        Steps whose output can carry alpha (PNG) keep it; the others composite the colour over
+        :data:`images.BACKGROUND` (``images.over_background``) rather than show the colours a
+        transparent pixel happens to store."""
+        for outs in self.upstream:
+            a = outs.get("image")
+            if a is not None:
+                from .images import read_image
+
+                ph = read_image(a.path, max_pixels=2**62)
+                return ph.rgb, _translucent(ph.alpha)
+        return self.photo(), self._alpha
+
+    def image(self) -> np.ndarray:  # (its alpha: image_alpha)
         """The image to work on: an upstream step's ``image`` output if any, else the photo."""
         for outs in self.upstream:
             a = outs.get("image")
@@ -102,6 +132,10 @@ class StepContext:
         check()  # Ctrl-C / SIGTERM: long loops (video frames) stop here
         if self.progress is not None:
             self.progress(done, total)
+
+
+def _translucent(alpha: np.ndarray | None) -> np.ndarray | None:
+    return None if alpha is None or bool((alpha == 255).all()) else alpha
 
 
 def load_depth_artifact(a: Artifact, *, expect_size: tuple[int, int] | None = None) -> DepthMap:

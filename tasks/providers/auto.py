@@ -75,19 +75,35 @@ is_offline = M.is_offline
 _told_bad: set[tuple] = set()
 
 
-def best_cached(say: Callable[[str], None] | None = None) -> M.ModelInfo | None:
+_unloadable: dict[tuple, str] = {}  # file version -> why ONNX Runtime could not load it (tried once)
+
+
+def best_cached(say: Callable[[str], None] | None = None, *, load: bool = False) -> M.ModelInfo | None:
     """The best registry model in the model cache whose file matches its sha256, or ``None``.
 
-    A file with a model's name and other bytes (corrupt, truncated, replaced) is passed over,
-    said once per process through ``say``: it is never used as the model it is named after.
+    A file with a model's name and other bytes (corrupt, truncated, replaced; for an unpinned
+    model: empty, random bytes, an HTML page, a truncated copy, see lib/onnxfile.py) is passed
+    over, said once per process through ``say``: it is never used as the model it is named after.
+    ``load`` (a run, not ``validate``/``plan``): the candidate's ONNX Runtime session is created
+    too (and kept for the run: providers/onnx.py caches it), and a file it cannot load is passed
+    over the same way, so that a run falls back instead of dying on the model.
     """
     order = [M.REGISTRY[n] for n in PREFERENCE if n in M.REGISTRY]
     order += [i for n, i in M.REGISTRY.items() if n not in PREFERENCE]
     for info in order:
-        if M.cached_ok(info):
-            return info
         path = M.cached_path(info)
-        if M.is_cached(info) and say is not None:
+        fix = f"{M.repair_hint(info)} downloads it again"
+        if M.cached_ok(info):
+            why = _load_problem(path) if load else None
+            if why is None:
+                return info
+            if info.pinned:  # the very bytes pinned: the runtime, not the file, is what to change
+                fix = "it is the pinned file: upgrade onnxruntime (pip install -U onnxruntime)"
+        elif M.is_cached(info):
+            why = M.cached_problem(info)
+        else:
+            continue
+        if say is not None and why is not None:
             try:  # said once per file version; its size and times name it without hashing it again
                 st = path.stat()
                 key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
@@ -95,10 +111,27 @@ def best_cached(say: Callable[[str], None] | None = None) -> M.ModelInfo | None:
                 continue
             if key not in _told_bad:
                 _told_bad.add(key)
-                what = "is empty" if st.st_size == 0 else "does not match the sha256 of " + info.name + " (corrupt or replaced)"
-                say(f"auto: {path} {what}: not used; "
-                    f"`depthcraft models pull {info.name}` downloads it again")
+                say(f"auto: {path} {why}: not used; {fix}")
     return None
+
+
+def _load_problem(path) -> str | None:
+    """None when ONNX Runtime can create a session for ``path`` (kept for the run), else why not.
+    Tried once per file version in this process."""
+    from .onnx import get_session
+
+    try:
+        st = path.stat()
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _unloadable:
+        try:
+            get_session(path)
+            return None
+        except Exception as e:  # noqa: BLE001 - any failure to load means "not this model"
+            _unloadable[key] = getattr(e, "reason", None) or " ".join(str(e).split())[:300]
+    return _unloadable[key]
 
 
 def probe_seconds() -> float:
@@ -205,7 +238,7 @@ def resolve(*, download: bool = True, say: Callable[[str], None] | None = None) 
     the answer is ``classic`` with reason ``not-downloaded``.
     """
     say = say or _default_say
-    cached = best_cached(say)
+    cached = best_cached(say, load=download)
     if cached is not None:
         return Resolution(f"onnx:{cached.name}", "cached", cached.name)
     info = M.REGISTRY[AUTO_MODEL]

@@ -29,8 +29,9 @@ import numpy as np
 
 from ..lib.depthmap import DepthMap, normalized_nearness
 from ..lib.errors import InputError, ParameterError
-from ..lib.models import (ModelError, ModelInfo, cached_path, ensure_model, expected_sha256, file_sha256, get_model,
-                      local_model)
+from ..lib import onnxfile
+from ..lib.models import (REGISTRY, ModelError, ModelInfo, cached_path, ensure_model, expected_sha256, file_sha256,
+                          get_model, local_model, models_dir, repair_hint)
 from .base import DepthRequest
 
 # Preferred execution providers, best first; CPU is always added last.
@@ -52,8 +53,25 @@ def choose_execution_providers(available: list[str], wanted: str | None = None) 
     return picked + ["CPUExecutionProvider"]
 
 
+def _unloadable(p: Path, reason: str) -> InputError:
+    """One line naming the model file, what is wrong with it and the command that fixes it;
+    ``.reason`` holds the words without the path (``auto`` puts them in its own line)."""
+    cache = models_dir()
+    if p.parent == cache and p.stem in REGISTRY:
+        hint = f"delete it, or run {repair_hint(REGISTRY[p.stem])} to download it again"
+    else:
+        hint = "give a complete .onnx file (an export of the model, not a page or a partial copy)"
+    err = InputError(reason, path=str(p), hint=hint)
+    err.reason = reason
+    return err
+
+
 def get_session(path: str | os.PathLike):
-    """One InferenceSession per model file (path, mtime, size) in this process."""
+    """One InferenceSession per model file (path, mtime, size) in this process.
+
+    A file that is not an ONNX model at all (empty, random bytes, an HTML page, truncated: see
+    lib/onnxfile.py) or that ONNX Runtime refuses raises :class:`InputError` in one line naming
+    the file and the command that fixes it."""
     import onnxruntime as ort
 
     p = Path(path)
@@ -61,16 +79,18 @@ def get_session(path: str | os.PathLike):
     key = (str(p.resolve()), st.st_mtime_ns, st.st_size)
     sess = _SESSIONS.get(key)
     if sess is None:
+        bad = onnxfile.problem(p)  # before ONNX Runtime, whose own words are a protobuf parser's
+        if bad is not None:
+            raise _unloadable(p, bad)
         eps = choose_execution_providers(ort.get_available_providers(), os.environ.get("DEPTHCRAFT_ORT_PROVIDERS"))
         opts = ort.SessionOptions()
         opts.log_severity_level = 3  # CUDA/CoreML fallbacks are warnings, not the user's concern
         try:
             sess = ort.InferenceSession(str(p), sess_options=opts, providers=eps)
         except Exception as e:  # onnxruntime raises its own exception types for bad graphs
-            raise InputError(f"ONNX Runtime {ort.__version__} cannot load this model "
-                             f"({str(e).splitlines()[0][:300]})", path=str(p),
-                             hint="check that it is a complete .onnx file (delete a cached one and pull it again)"
-                             ) from None
+            why = " ".join(str(e).split())
+            why = why.split(" failed:", 1)[-1].strip() if " failed:" in why else why  # drop its "Load model from PATH"
+            raise _unloadable(p, f"is a model ONNX Runtime {ort.__version__} cannot load ({why[:200]})") from None
         _SESSIONS[key] = sess
     return sess
 
