@@ -134,7 +134,11 @@ def params_from_args(spec: StepSpec, args) -> Any:
     if str(args.output).strip() != "-":
         refuse_input(args.output, {"the input": args.image, "--depth": getattr(args, "depth", None)})
     flags = {k: f"--set {k}=" for k in values if getattr(args, f"param_{k}", None) is None}
-    return resolve(spec, args.output, values, validate=lambda v: _validate(spec, v), flags=flags)
+    params = resolve(spec, args.output, values, validate=lambda v: _validate(spec, v), flags=flags)
+    from .oneshot_inert import refuse_inert_params
+
+    refuse_inert_params(spec, params, values, args)  # a parameter given that would have no effect
+    return params
 
 
 def _validate(spec: StepSpec, values: dict) -> Any:
@@ -161,6 +165,9 @@ def run_oneshot(args) -> int:
         raise ParameterError(f"{args.max_pixels} is not a number of pixels >= 1", parameter="--max-pixels")
     from depthcraft.tasks.lib.clip import is_clip
 
+    from .oneshot_inert import refuse_inert_options
+
+    refuse_inert_options(spec, args, clip=is_clip(args.image))  # e.g. --depth-kind without --depth
     if is_clip(args.image):  # a video or an animated GIF/WebP (flows/oneshot_clip.py)
         from .oneshot_clip import run_clip_oneshot
 
@@ -256,7 +263,7 @@ def _estimate_first(ctx: StepContext, workdir: Path) -> dict[str, Artifact]:
                       session_id=ctx.session_id, provider=ctx.provider, mode=ctx.mode, options=ctx.options)
     sub._photo = ctx.photo()
     produced = est.run(sub, est.params())
-    ctx._photo = sub._photo
+    ctx._photo, ctx._photo_full = sub._photo, sub._photo_full
     d = produced["depth"]
     keep = workdir.parent / "estimated-depth.npy"
     shutil.copyfile(d.path, keep)

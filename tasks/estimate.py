@@ -10,7 +10,7 @@ from .lib.depthmap import DepthMap
 from .lib.formats import FormatName, MetricScale, format_outputs
 from .lib.outputs import DEPTH_SUFFIXES, depth_params_for_suffix
 from .providers import DepthRequest, get_provider
-from .lib.step import Output, StepContext, StepParams, StepSpec, load_depth_artifact, save_depth
+from .lib.step import Output, StepContext, StepParams, StepSpec, save_depth
 
 UseCase = Literal["general", "portrait", "landscape", "product", "interior", "parallax", "vr", "stereo",
                   "focus_planes", "background_blur"]
@@ -29,7 +29,7 @@ class EstimateParams(StepParams):
 def estimate_depth(ctx: StepContext, p: EstimateParams) -> DepthMap:
     """The given depth file when the input has one, else the provider's estimate."""
     if ctx.given_depth is not None:
-        return load_depth_artifact(ctx.given_depth, expect_size=ctx.photo().shape[1::-1])
+        return ctx.given_depth_map(ctx.given_depth)
     provider = get_provider(ctx.provider)
     req = DepthRequest(image=ctx.photo(), image_path=ctx.source.meta.get("origin", ctx.source.path),
                        session_id=ctx.session_id, mode=ctx.mode, use_case=p.use_case, message=p.message,
@@ -53,6 +53,14 @@ def main_suffixes(p: EstimateParams) -> tuple[str, ...]:
     return DEPTH_SUFFIXES[p.format]
 
 
+def inert(p: EstimateParams, given: set) -> list:
+    """Parameters with no effect given the others (refused when written: :mod:`.lib.inert`); what
+    depends on the provider (message, a given depth map) is checked where it is known."""
+    from .lib.inert import metric_scale
+
+    return metric_scale([p.format], "format")
+
+
 SPEC = StepSpec(kind="estimate", version="2", params=EstimateParams, run=run, needs_depth=False,
                 uses_provider=True, params_for_output=params_for_output, output_params=("format",),
-                main_suffixes=main_suffixes, summary="estimate a depth map with the run's provider (or take the given one)")
+                main_suffixes=main_suffixes, inert=inert, summary="estimate a depth map with the run's provider (or take the given one)")

@@ -1,0 +1,76 @@
+"""One-shot commands: options that would have no effect, refused in one line before any work.
+
+The step's own rules (a parameter made useless by another: ``--anaglyph`` with ``--layout sbs``)
+live with each step (``StepSpec.inert``, :mod:`depthcraft.tasks.lib.inert`); here are those that
+depend on the command line itself: the input (a photo or a clip), ``--depth`` and ``--provider``.
+An option is refused only when the user gave it; a default that does not apply is not news.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from depthcraft.tasks.lib import inert
+from depthcraft.tasks.lib.errors import ParameterError
+
+
+def flag(spec, name: str, args=None) -> str:
+    """How the user wrote parameter ``name``: ``--layout``, or ``--set metric.near`` for nested
+    ones and those without a flag of their own."""
+    top = name.split(".")[0]
+    if "." not in name and (args is None or hasattr(args, f"param_{top}")):
+        return "--" + name.replace("_", "-")
+    return f"--set {name}"
+
+
+def refuse_inert_params(spec, params: Any, values: dict, args) -> None:
+    """``values``: what the user gave (flags and ``--set``), not what the ``-o`` suffix implied."""
+    given = inert.given_names(values)
+    inert.refuse(spec, params, given, name=lambda n: flag(spec, n, args))
+    depth = getattr(args, "depth", None)
+    provider = getattr(args, "provider", "auto") or "auto"
+    remote = provider.split(":")[0] == "eachsense"
+    if spec.kind == "estimate" and depth:  # the given depth map is the estimate: no provider is asked
+        for name in ("message", "use_case", "output"):
+            if name in given:
+                raise ParameterError(f"{flag(spec, name, args)} has no effect with --depth: the given depth map is "
+                                     "taken as it is, no provider is asked", parameter=flag(spec, name, args),
+                                     hint=f"leave out {flag(spec, name, args)}, or leave out --depth")
+    if "message" in given and not remote:
+        raise ParameterError(f"{flag(spec, 'message', args)} has no effect with --provider {provider}"
+                             f"{'' if provider != 'auto' else ' (the default)'}: a message is the request sent to "
+                             "the eachsense provider", parameter=flag(spec, "message", args),
+                             hint="leave out --message, or use --provider eachsense")
+    if spec.kind == "refine" and provider not in ("classic", "auto"):  # the provider refines (flows/oneshot.py)
+        from depthcraft.tasks.refine import LOCAL
+
+        for name in LOCAL:
+            if name in given:
+                raise ParameterError(f"{flag(spec, name, args)} has no effect with --provider {provider}: the provider "
+                                     "refines the map; this sets the local edge refinement",
+                                     parameter=flag(spec, name, args),
+                                     hint=f"leave out {flag(spec, name, args)}, or --provider classic")
+
+
+def refuse_inert_options(spec, args, *, clip: bool) -> None:
+    """Options of the command itself: ``--depth-kind`` without ``--depth``, a provider that is
+    never asked, a clip-only parameter on a photo."""
+    depth = getattr(args, "depth", None)
+    if args.depth_kind and not depth:
+        raise ParameterError(f"--depth-kind {args.depth_kind} has no effect without --depth: it says what a given "
+                             "depth map's values mean", parameter="--depth-kind",
+                             hint="give --depth FILE, or leave out --depth-kind")
+    asks_provider = spec.uses_provider and spec.kind != "estimate" or not depth
+    if not asks_provider and not clip:
+        for opt, on in (("--provider", args.provider not in (None, "auto")), ("--mode", args.mode != "max"),
+                        ("--answer", bool(args.answer))):
+            if on:
+                raise ParameterError(f"{opt} has no effect with --depth: {spec.kind} takes the given depth map, no "
+                                     "provider is asked", parameter=opt, hint=f"leave out {opt}, or leave out --depth")
+    if not clip:
+        for name, f in spec.params.model_fields.items():
+            v = getattr(args, f"param_{name}", None)
+            if v is not None and (f.description or "").startswith("clips:"):
+                raise ParameterError(f"--{name.replace('_', '-')} has no effect on a photo: it is a setting for clips "
+                                     f"({f.description[len('clips:'):].strip()})", parameter="--" + name.replace("_", "-"),
+                                     hint=f"leave out --{name.replace('_', '-')}")
