@@ -23,10 +23,24 @@ def flag(spec, name: str, args=None) -> str:
     return f"--set {name}"
 
 
+def say(spec, args, name: str, value: Any) -> str:
+    """A setting as typed: ``--layout sbs``, ``--no-loop``, ``--set metric.near=1.5``."""
+    f = flag(spec, name, args)
+    if f.startswith("--set "):
+        return f"{f}={inert.show(value)}"
+    if isinstance(value, bool):
+        return f if value else "--no-" + f[2:]
+    return f"{f} {inert.show(value)}"
+
+
 def refuse_inert_params(spec, params: Any, values: dict, args) -> None:
     """``values``: what the user gave (flags and ``--set``), not what the ``-o`` suffix implied."""
+    from pathlib import Path
+
     given = inert.given_names(values)
-    inert.refuse(spec, params, given, name=lambda n: flag(spec, n, args))
+    implied = set(spec.output_params) if Path(str(args.output)).suffix else set()
+    inert.refuse(spec, params, given, name=lambda n: flag(spec, n, args), say=lambda n, v: say(spec, args, n, v),
+                 note=lambda n: f" (from -o {Path(str(args.output)).name})" if n in implied else " (the default)")
     depth = getattr(args, "depth", None)
     provider = getattr(args, "provider", "auto") or "auto"
     remote = provider.split(":")[0] == "eachsense"

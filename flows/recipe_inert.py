@@ -33,7 +33,7 @@ def check_inert(recipe: Recipe, src: RecipeSource, validated: dict[str, tuple[St
         if found:
             f = found[0]
             raise src.error(inert.message(f, params, given), ("steps", i, "with", *f.param.split(".")),
-                            hint=f.hint or f"leave out {f.param}")
+                            hint=inert.hint(f))
         if s.provider and not spec.uses_provider:
             raise src.error(f"provider {s.provider} has no effect on a {spec.kind} step: it asks no provider "
                             "(its depth comes from `from`)", ("steps", i, "provider"),

@@ -349,16 +349,16 @@ def inert(p: BokehParams, given: set) -> list:
 
     out = []
     if p.shape == "disc":
-        out.append(Inert("blades", "shape", "blades shape the polygon aperture only", hint="leave out blades, or set shape polygon"))
-        out.append(Inert("rotation", "shape", "rotation turns the polygon aperture only", hint="leave out rotation, or set shape polygon"))
+        out.append(Inert("blades", "shape", "blades shape the polygon aperture only", hint="leave out {blades}, or set {shape} polygon"))
+        out.append(Inert("rotation", "shape", "rotation turns the polygon aperture only", hint="leave out {rotation}, or set {shape} polygon"))
     if p.highlight_boost == 1.0:
         out.append(Inert("highlight_threshold", "highlight_boost", "highlights are not boosted at highlight_boost 1",
-                         hint="leave out highlight_threshold, or set highlight_boost above 1"))
+                         hint="leave out {highlight_threshold}, or set {highlight_boost} above 1"))
     if p.f_number is not None:
         out.append(Inert("aperture", "f_number", "give aperture or f_number, not both (f_number sets aperture = 2.8 / f_number)"))
     if p.format != "jpg":
         out.append(Inert("quality", "format", "quality is JPEG's (format jpg)",
-                         hint="leave out quality, or write a JPEG (format jpg, -o NAME.jpg)"))
+                         hint="leave out {quality}, or write a JPEG ({format} jpg)"))
     return out
 
 

@@ -299,10 +299,10 @@ def inert(p: ParallaxParams, given: set) -> list:
         out.append(Inert("easing", "motion", "each keyframe has its own easing"))
     elif p.loop:
         out.append(Inert("easing", "loop", "easing shapes one-way motions; a loop goes out and back smoothly",
-                         hint="leave out easing, or set loop false (--no-loop)"))
+                         hint="leave out {easing}, or make the motion one-way (loop false; --no-loop)"))
     if p.motion != "keyframes":
         out.append(Inert("keyframes", "motion", "keyframes are the path of motion keyframes only",
-                         hint="leave out keyframes, or set motion keyframes"))
+                         hint="leave out {keyframes}, or set {motion} keyframes"))
     if p.container == "gif":
         out.append(Inert("crf", "container", "a GIF has no quality setting (one palette, dithered)"))
     if p.container != "mp4":

@@ -294,19 +294,19 @@ def inert(p: StereoParams, given: set) -> list:
     out = []
     if p.eye != "both":
         out.append(Inert("layout", "eye", "one eye is written alone, at the photo's size; a layout arranges both eyes",
-                         hint="leave out layout for one eye, or eye both for the layout"))
+                         hint="leave out {layout} for one eye, or set {eye} both for the layout"))
         out.append(Inert("anaglyph", "eye", "the anaglyph matrix mixes both eyes (layout anaglyph)"))
     elif p.layout != "anaglyph":
         out.append(Inert("anaglyph", "layout", "the anaglyph matrix is used by layout anaglyph only",
-                         hint="leave out anaglyph, or set layout anaglyph"))
+                         hint="leave out {anaglyph}, or set {layout} anaglyph"))
     if p.scale is not None:  # exact mode: each pixel moves by its disparity x scale
         for name in ("divergence", "convergence"):
             out.append(Inert(name, "scale", "exact mode (scale) shifts each pixel by its disparity x scale; "
                              "divergence and convergence set the relative mode's shifts",
-                             hint=f"leave out {name}, or leave out scale for the relative mode"))
+                             hint="leave out {%s}, or leave out {scale} for the relative mode" % name))
     if p.format != "jpg" and p.layout != "mpo":
         out.append(Inert("quality", "format", "quality is JPEG's (format jpg, or layout mpo)",
-                         hint="leave out quality, or write a JPEG (format jpg, -o NAME.jpg)"))
+                         hint="leave out {quality}, or write a JPEG ({format} jpg)"))
     if p.eye == "both" and p.layout == "mpo":
         out.append(Inert("format", "layout", "an MPO stereo JPEG is always JPEG"))
     return out

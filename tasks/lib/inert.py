@@ -59,13 +59,32 @@ def show(v: Any) -> str:
     return str(v)
 
 
-def message(f: Inert, params: Any, given: set[str], name: Callable[[str], str] = lambda n: n,
-            by_value: Any = ...) -> str:
-    """``--anaglyph gray has no effect with --layout sbs: <why>``; ``by`` not given by the user
-    is marked as the default."""
-    bv = value_of(params, f.by) if by_value is ... else by_value
-    by = f"{name(f.by)} {show(bv)}" + ("" if f.by in given or by_value is not ... else " (the default)")
-    return f"{name(f.param)} {show(value_of(params, f.param))} has no effect with {by}: {f.why}"
+def say_key(name: str, value: Any) -> str:
+    """How a recipe writes a setting: ``layout sbs``."""
+    return f"{name} {show(value)}"
+
+
+class _Names(dict):
+    def __init__(self, name: Callable[[str], str]):
+        super().__init__()
+        self.name = name
+
+    def __missing__(self, key: str) -> str:
+        return self.name(key)
+
+
+def message(f: Inert, params: Any, given: set[str], *, say: Callable[[str, Any], str] = say_key,
+            note: Callable[[str], str] = lambda n: " (the default)") -> str:
+    """``anaglyph gray has no effect with layout sbs: <why>``; a ``by`` the user did not give is
+    marked by ``note(by)`` (the default, or where else it came from)."""
+    by = say(f.by, value_of(params, f.by)) + ("" if f.by in given else note(f.by))
+    return f"{say(f.param, value_of(params, f.param))} has no effect with {by}: {f.why}"
+
+
+def hint(f: Inert, name: Callable[[str], str] = lambda n: n) -> str:
+    """The rule's hint, its ``{parameter}`` fields written as the user writes them."""
+    return (f.hint or "leave out {%s}" % f.param.replace(".", "__")).format_map(
+        _Names(lambda k: name(k.replace("__", "."))))
 
 
 def find(spec: Any, params: Any, given: Iterable[str]) -> list[Inert]:
@@ -73,15 +92,18 @@ def find(spec: Any, params: Any, given: Iterable[str]) -> list[Inert]:
     rules = getattr(spec, "inert", None)
     if rules is None:
         return []
-    return [f for f in rules(params, set(given)) if f.param in set(given)]
+    given = set(given)
+    return [f for f in rules(params, given) if f.param in given]
 
 
-def refuse(spec: Any, params: Any, given: Iterable[str], *, name: Callable[[str], str] = lambda n: n) -> None:
-    """Raise :class:`ParameterError` (naming the ineffective parameter) for the first rule that fires."""
+def refuse(spec: Any, params: Any, given: Iterable[str], *, name: Callable[[str], str] = lambda n: n,
+           say: Callable[[str, Any], str] = say_key, note: Callable[[str], str] = lambda n: " (the default)") -> None:
+    """Raise :class:`ParameterError` (naming the ineffective parameter as ``name`` writes it)
+    for the first rule that fires."""
     given = set(given)
     for f in find(spec, params, given):
-        raise ParameterError(message(f, params, given, name), parameter=name(f.param),
-                             hint=f.hint or f"leave out {name(f.param)}")
+        raise ParameterError(message(f, params, given, say=say, note=note), parameter=name(f.param),
+                             hint=hint(f, name))
 
 
 METRIC_FORMATS = ("metric", "metric_mm", "metric_tiff", "metric_exr")
@@ -95,7 +117,7 @@ def metric_scale(formats: Iterable[str], by: str, *, fov_applies: bool = False, 
     if not any(f in METRIC_FORMATS for f in formats):
         names = ("near", "far", "known", "known_x", "known_y") + (() if fov_applies else ("fov_deg",))
         out += [Inert(f"{prefix}.{n}", by, f"the metric scale is read by the metric formats ({', '.join(METRIC_FORMATS)})",
-                      hint=f"leave out {prefix}.{n}, or write a metric format") for n in names]
+                      hint="leave out {%s__%s}, or write a metric format" % (prefix, n)) for n in names]
     out += [Inert(f"{prefix}.{n}", f"{prefix}.known", "known_x and known_y are the pixel of the known distance")
             for n in ("known_x", "known_y")]
     return out
