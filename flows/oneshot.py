@@ -205,7 +205,8 @@ def run_oneshot(args) -> int:
                                "given_path": str(d)})
     session = args.session or f"oneshot-{uuid.uuid4().hex[:10]}"
     provider = args.provider
-    if provider == "auto" and (spec.uses_provider or (spec.needs_depth and given is None)):
+    asked = spec.uses_provider and not (spec.kind == "estimate" and given is not None)  # (a given map is the estimate)
+    if provider == "auto" and (asked or (spec.needs_depth and given is None)):
         from depthcraft.tasks.providers import resolve_spec
 
         provider = resolve_spec(provider)  # once, before any step: it may download, or say why not

@@ -38,9 +38,20 @@ def refuse_inert_params(spec, params: Any, values: dict, args) -> None:
     from pathlib import Path
 
     given = inert.given_names(values)
-    implied = set(spec.output_params) if Path(str(args.output)).suffix else set()
+    implied: set = set()
+    if spec.params_for_output is not None and Path(str(args.output)).suffix:
+        implied = set(spec.params_for_output(Path(str(args.output))))  # (a suffix it cannot write: refused before)
     inert.refuse(spec, params, given, name=lambda n: flag(spec, n, args), say=lambda n, v: say(spec, args, n, v),
                  note=lambda n: f" (from -o {Path(str(args.output)).name})" if n in implied else " (the default)")
+    from depthcraft.tasks.lib.clip import is_clip
+
+    if not is_clip(args.image):  # a clip-only parameter ("clips: ..." in its description) on a photo
+        for name, f in spec.params.model_fields.items():
+            if name in given and (f.description or "").startswith("clips:"):
+                opt = flag(spec, name, args)
+                raise ParameterError(f"{opt} has no effect on a photo: it is a setting for clips "
+                                     f"({f.description[len('clips:'):].strip()})", parameter=opt,
+                                     hint=f"leave out {opt}")
     depth = getattr(args, "depth", None)
     provider = getattr(args, "provider", "auto") or "auto"
     remote = provider.split(":")[0] == "eachsense"
@@ -81,10 +92,3 @@ def refuse_inert_options(spec, args, *, clip: bool) -> None:
             if on:
                 raise ParameterError(f"{opt} has no effect with --depth: {spec.kind} takes the given depth map, no "
                                      "provider is asked", parameter=opt, hint=f"leave out {opt}, or leave out --depth")
-    if not clip:
-        for name, f in spec.params.model_fields.items():
-            v = getattr(args, f"param_{name}", None)
-            if v is not None and (f.description or "").startswith("clips:"):
-                raise ParameterError(f"--{name.replace('_', '-')} has no effect on a photo: it is a setting for clips "
-                                     f"({f.description[len('clips:'):].strip()})", parameter="--" + name.replace("_", "-"),
-                                     hint=f"leave out --{name.replace('_', '-')}")
