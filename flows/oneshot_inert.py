@@ -14,6 +14,26 @@ from depthcraft.tasks.lib import inert
 from depthcraft.tasks.lib.errors import ParameterError
 
 
+# Photo settings that the clip engine (depthcraft.tasks.clips: each step's clip_frame and the
+# clip writers) does not read, with why: refused when given for a clip.
+CLIP_IGNORES = {
+    "stereo": {"interpolation": "each eye is a row warp with linear sampling",
+               "quality": "frames are written at the writer's own quality",
+               "mask": "a clip writes no mask of filled-in pixels"},
+    "parallax": {"duration": "the video has the clip's length", "fps": "the video has the clip's frame rate",
+                 "crf": "the clip's videos are encoded with the clip writer's settings",
+                 "preset": "the clip's videos are encoded with the clip writer's settings",
+                 "pix_fmt": "the clip's videos are encoded with the clip writer's settings",
+                 "supersample": "each frame renders at the output size",
+                 "mask": "a clip writes no mask of filled-in pixels"},
+    "bokeh": {"quality": "frames are written at the writer's own quality"},
+    "estimate": {"use_case": "a clip's frames are estimated with the provider's general request",
+                 "message": "a clip's frames are estimated with the provider's general request",
+                 "output": "a clip's depth is the stable nearness (0..1)"},
+    "refine": {"message": "a clip's frames are refined locally"},
+}
+
+
 def flag(spec, name: str, args=None) -> str:
     """How the user wrote parameter ``name``: ``--layout``, or ``--set metric.near`` for nested
     ones and those without a flag of their own."""
@@ -45,7 +65,12 @@ def refuse_inert_params(spec, params: Any, values: dict, args) -> None:
                  note=lambda n: f" (from -o {Path(str(args.output)).name})" if n in implied else " (the default)")
     from depthcraft.tasks.lib.clip import is_clip
 
-    if not is_clip(args.image):  # a clip-only parameter ("clips: ..." in its description) on a photo
+    clip = is_clip(args.image)
+    for name, why in CLIP_IGNORES.get(spec.kind, {}).items() if clip else ():
+        if name in given:
+            opt = flag(spec, name, args)
+            raise ParameterError(f"{opt} has no effect on a clip: {why}", parameter=opt, hint=f"leave out {opt}")
+    if not clip:  # a clip-only parameter ("clips: ..." in its description) on a photo
         for name, f in spec.params.model_fields.items():
             if name in given and (f.description or "").startswith("clips:"):
                 opt = flag(spec, name, args)

@@ -265,3 +265,22 @@ def test_a_recipe_with_an_f_number_runs(tmp_path, scene, prefect_server):
                 env={**OFFLINE, "DEPTHCRAFT_HOME": str(tmp_path / "ws")})
     assert r.returncode == 0, r.stderr
     assert list((tmp_path / "out").rglob("blur.png"))
+
+
+# -- clips: photo settings the clip engine does not read ------------------------------------------
+@pytest.mark.parametrize("step,opts,ineffective", [
+    ("stereo", ["--interpolation", "lanczos"], "--interpolation has no effect on a clip"),
+    ("stereo", ["--eye", "left", "--layout", "hsbs"], "--layout hsbs"),  # the step's own rules hold on clips too
+    ("parallax", ["--duration", "2"], "--duration"),
+    ("parallax", ["--supersample", "2"], "--supersample"),
+    ("parallax", ["--crf", "10"], "--crf"),
+    ("estimate", ["--use-case", "portrait"], "--use-case"),
+])
+def test_a_photo_setting_on_a_clip_is_one_line(tmp_path, step, opts, ineffective):
+    from cliputil import make_clip
+
+    clip = make_clip(tmp_path / "c.mp4", n=3, size=(64, 64))
+    out = tmp_path / "o.mp4"
+    r = run_cli(step, clip, *opts, "-o", out, env=OFFLINE)
+    _one_line_naming(r, ineffective, "no effect")
+    assert not list(tmp_path.glob("o*"))
