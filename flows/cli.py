@@ -34,7 +34,10 @@ def _quiet_prefect(verbose: bool) -> None:
 
 # -- run, validate, plan ---------------------------------------------------------------------
 def cmd_run(a) -> int:
+    from .cli_inert import refuse_runner_options
     from .recipe import load_recipe
+
+    refuse_runner_options(a)  # --dask-address with --task-runner threads
 
     ws = Workspace.default(a.workspace)
     recipe, src = load_recipe(a.recipe, overrides=a.set)
@@ -93,7 +96,8 @@ def _plain(con):
 
 
 def _task_runner(a, recipe):
-    kind = getattr(a, "task_runner", None) or recipe.task_runner
+    # (--dask-address alone runs on that scheduler, as deploy and serve do; it was silently unused)
+    kind = getattr(a, "task_runner", None) or ("dask" if getattr(a, "dask_address", None) else recipe.task_runner)
     if kind == "dask":
         from .scale import dask_runner
 
@@ -229,6 +233,13 @@ def cmd_session(a) -> int:
 
     ws = Workspace.default(a.workspace)
     con = Console()
+    from .cli_inert import refuse_session_options
+
+    refuse_session_options(a)  # `session list ID`: the id did nothing
+    if a.action == "list" and a.json:  # (--json was silently a table here)
+        print(json.dumps([{"session": sid, "turns": n, "last_turn": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(m))}
+                          for sid, n, m in list_sessions(ws)], indent=1))
+        return 0
     if a.action == "list":
         t = Table(title="sessions")
         for c in ("session", "turns", "last turn"):

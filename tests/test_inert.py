@@ -284,3 +284,45 @@ def test_a_photo_setting_on_a_clip_is_one_line(tmp_path, step, opts, ineffective
     r = run_cli(step, clip, *opts, "-o", out, env=OFFLINE)
     _one_line_naming(r, ineffective, "no effect")
     assert not list(tmp_path.glob("o*"))
+
+
+# -- command options outside the steps -------------------------------------------------------------
+@pytest.mark.parametrize("args,ineffective,because", [
+    (["run", "{r}", "--task-runner", "threads", "--dask-address", "tcp://127.0.0.1:9"], "--dask-address",
+     "--task-runner threads"),
+    (["serve", "{r}", "--task-runner", "threads", "--dask-address", "tcp://127.0.0.1:9"], "--dask-address",
+     "--task-runner threads"),
+    (["deploy", "{r}", "--work-queue", "nightly"], "--work-queue nightly", "without --work-pool"),
+    (["session", "list", "depth-project-001"], "depth-project-001", "session list"),
+])
+def test_command_options_with_no_effect_are_one_line(tmp_path, scene, args, ineffective, because):
+    """Refused before any server starts (so in a second, with no Prefect server about)."""
+    p, _ = scene
+    _recipe(tmp_path, p, "")
+    r = run_cli(*[a.format(r=tmp_path / "r.yaml") for a in args],
+                env={**OFFLINE, "DEPTHCRAFT_HOME": str(tmp_path / "ws"), "PREFECT_API_URL": "http://127.0.0.1:9/api"},
+                timeout=60)
+    _one_line_naming(r, ineffective, because, "no effect")
+
+
+def test_session_list_json_is_json(tmp_path):
+    """`session list --json` printed the table: --json did nothing there."""
+    r = run_cli("session", "list", "--json", env={"DEPTHCRAFT_HOME": str(tmp_path / "ws")})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == []
+
+
+def test_a_dask_address_alone_runs_on_that_scheduler(scene, tmp_path):
+    """`run --dask-address ADDR` without --task-runner ran on threads (the address unused); now as
+    deploy and serve: the recipe runs on that Dask scheduler."""
+    import types
+
+    from depthcraft.flows.cli import _task_runner
+    from depthcraft.flows.recipe import load_recipe
+
+    p, _ = scene
+    _recipe(tmp_path, p, "")
+    recipe, _ = load_recipe(tmp_path / "r.yaml")
+    runner = _task_runner(types.SimpleNamespace(task_runner=None, dask_address="tcp://127.0.0.1:9"), recipe)
+    assert runner is not None and "127.0.0.1:9" in str(getattr(runner, "address", "") or runner.__dict__)
+    assert _task_runner(types.SimpleNamespace(task_runner=None, dask_address=None), recipe) is None
