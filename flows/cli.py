@@ -367,7 +367,13 @@ def cmd_focus_stack(a) -> int:
     for out, opt in ((a.output, "-o"), (a.depth_out, "--depth-out")):  # never over a photo of the bracket
         if out is not None:
             refuse_input(out, {f"the bracket's {Path(x).name}": x for x in a.images}, opt)
-    rgb, dm = focus_stack(a.images, order=a.order, align=not a.no_align, max_pixels=a.max_pixels,
+    if a.order and a.depth_out is None:  # (the order only says which end of the depth map is near)
+        from depthcraft.tasks.lib.errors import ParameterError
+
+        raise ParameterError(f"--order {a.order} has no effect without --depth-out: it says which end of the "
+                             "depth map is near; the all-in-focus image is the same either way", parameter="--order",
+                             hint="add --depth-out FILE, or leave out --order")
+    rgb, dm = focus_stack(a.images, order=a.order or "near_first", align=not a.no_align, max_pixels=a.max_pixels,
                           downscale=a.downscale)
     import tempfile
 
@@ -449,8 +455,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     fs.add_argument("images", nargs="+", help="the bracket: photos of one scene focused at different distances")
     fs.add_argument("-o", "--output", required=True, help="the all-in-focus image (.png, .jpg, .tif, .webp: by its suffix)")
     fs.add_argument("--depth-out", help="the depth-from-focus map, by its suffix (.png white = near, .npy, .pfm, .npz, .tif, .exr)")
-    fs.add_argument("--order", choices=["near_first", "far_first"], default="near_first",
-                    help="focus order of the bracket (default: the first photo is focused nearest)")
+    fs.add_argument("--order", choices=["near_first", "far_first"], default=None,
+                    help="focus order of the bracket, for the depth map (default near_first: the first photo is "
+                         "focused nearest)")
     fs.add_argument("--no-align", action="store_true", help="skip aligning the frames (tripod shots)")
     fs.add_argument("--max-pixels", type=int)
     fs.add_argument("--downscale", action="store_true")

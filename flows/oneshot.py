@@ -55,7 +55,8 @@ def add_step_parser(sub, spec: StepSpec) -> None:
     p = sub.add_parser(spec.kind, help=spec.summary, description=f"{spec.summary}. " + __doc__.split("\n\n")[1],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("image", help="the photo (JPEG, PNG, WebP, TIFF...) or clip (MP4, MOV, MKV, WebM, AVI, animated GIF/WebP)")
-    p.add_argument("-o", "--output", required=True, help="the file to write: its suffix chooses the format, and must agree with an explicit one")
+    p.add_argument("-o", "--output", required=True, action="append",  # (once: a second -o silently won)
+                   help="the file to write: its suffix chooses the format, and must agree with an explicit one")
     p.add_argument("--depth", help="a depth map for the photo (PNG 8/16-bit, PGM, PFM, NPY, NPZ)")
     p.add_argument("--depth-kind", choices=sorted(USER_KINDS), default=None,
                    help="what --depth values mean: disparity/relative (larger = nearer) or depth/metric "
@@ -161,6 +162,11 @@ def run_oneshot(args) -> int:
     from . import progress, recovery
 
     spec = steps()[args.step_kind]
+    if isinstance(args.output, list):  # -o given twice: the first one was silently dropped
+        if len(args.output) > 1:
+            raise ParameterError(f"-o {args.output[0]} has no effect with -o {args.output[-1]}: one command writes "
+                                 "one output", parameter="-o", hint="give -o once")
+        args.output = args.output[0]
     if args.max_pixels is not None and args.max_pixels < 1:  # (0 was the default limit, -5 "the limit of -0 MP")
         raise ParameterError(f"{args.max_pixels} is not a number of pixels >= 1", parameter="--max-pixels")
     from depthcraft.tasks.lib.clip import is_clip

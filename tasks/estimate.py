@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from .lib.depthmap import DepthMap
+from .lib.errors import ParameterError
 from .lib.formats import FormatName, MetricScale, format_outputs
 from .lib.outputs import DEPTH_SUFFIXES, depth_params_for_suffix
 from .providers import DepthRequest, get_provider
@@ -35,7 +36,15 @@ def estimate_depth(ctx: StepContext, p: EstimateParams) -> DepthMap:
                        session_id=ctx.session_id, mode=ctx.mode, use_case=p.use_case, message=p.message,
                        answers=dict(ctx.options.get("answers") or {}), output=p.output,
                        options=dict(ctx.options.get("provider_options") or {}))
-    return provider.estimate(req)
+    dm = provider.estimate(req)
+    # (classic gave relative depth, silently, for output metric; onnx refuses a relative model the
+    # same way; eachsense asks for meters and says so when the service answers with a relative map)
+    if p.output == "metric" and dm.kind != "metric" and not str(ctx.provider).startswith("eachsense"):
+        raise ParameterError(f"output metric: provider {ctx.provider} gives relative depth, not meters",
+                             parameter="output", hint="use a metric model (onnx:depth-anything-v2-metric-indoor-small "
+                             "or -outdoor-small) or eachsense, or scale relative depth with a metric format's "
+                             "near/far")
+    return dm
 
 
 def run(ctx: StepContext, p: EstimateParams) -> dict[str, Output]:

@@ -326,3 +326,31 @@ def test_a_dask_address_alone_runs_on_that_scheduler(scene, tmp_path):
     runner = _task_runner(types.SimpleNamespace(task_runner=None, dask_address="tcp://127.0.0.1:9"), recipe)
     assert runner is not None and "127.0.0.1:9" in str(getattr(runner, "address", "") or runner.__dict__)
     assert _task_runner(types.SimpleNamespace(task_runner=None, dask_address=None), recipe) is None
+
+
+def test_focus_stack_order_without_a_depth_map_is_one_line(tmp_path, scene):
+    """--order only says which end of the depth map is near: without --depth-out it did nothing."""
+    p, _ = scene
+    r = run_cli("focus-stack", p, p, "-o", tmp_path / "sharp.png", "--order", "far_first", "--no-align")
+    _one_line_naming(r, "--order far_first", "--depth-out", "no effect")
+    assert not (tmp_path / "sharp.png").exists()
+    r = run_cli("focus-stack", p, p, "-o", tmp_path / "sharp.png", "--order", "far_first", "--no-align",
+                "--depth-out", tmp_path / "d.png")
+    assert r.returncode == 0, r.stderr
+
+
+def test_output_metric_from_a_provider_of_relative_depth_is_one_line(tmp_path, scene):
+    """`estimate --output metric --provider classic` wrote relative depth as if nothing was asked."""
+    p, _ = scene
+    r = run_cli("estimate", p, "--provider", "classic", "--set", "output=metric", "-o", tmp_path / "d.npz", env=OFFLINE)
+    _one_line_naming(r, "output metric", "classic", "relative depth")
+    assert not (tmp_path / "d.npz").exists()
+
+
+def test_a_second_output_is_one_line(tmp_path, scene):
+    """`-o a.png -o b.png` (or `--output metric -o d.npz`: estimate's `output` parameter is
+    `--set output=`, --output is -o) silently wrote the last one only."""
+    p, d = scene
+    r = run_cli("stereo", p, "--depth", d, "-o", tmp_path / "a.png", "-o", tmp_path / "b.png", env=OFFLINE)
+    _one_line_naming(r, "a.png", "b.png", "-o")
+    assert not list(tmp_path.glob("[ab].png"))
