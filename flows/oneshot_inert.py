@@ -117,3 +117,11 @@ def refuse_inert_options(spec, args, *, clip: bool) -> None:
             if on:
                 raise ParameterError(f"{opt} has no effect with --depth: {spec.kind} takes the given depth map, no "
                                      "provider is asked", parameter=opt, hint=f"leave out {opt}, or leave out --depth")
+    provider = args.provider or "auto"
+    if provider.split(":")[0] != "eachsense":  # what only the eachsense provider reads
+        for opt, on, what in (("--mode", args.mode != "max", "the eachsense service's quality"),
+                              ("--answer", bool(args.answer), "an answer to the eachsense service's questions")):
+            if on:
+                raise ParameterError(f"{opt} has no effect with --provider {provider}"
+                                     f"{' (the default)' if provider == 'auto' else ''}: it is {what}",
+                                     parameter=opt, hint=f"leave out {opt}, or use --provider eachsense")

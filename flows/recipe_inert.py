@@ -21,6 +21,20 @@ from .recipe import InputEntry, Recipe, RecipeSource
 
 def check_inert(recipe: Recipe, src: RecipeSource, validated: dict[str, tuple[StepSpec, Any]]) -> None:
     """Raise the RecipeError of the first setting that would have no effect."""
+    providers = {recipe.provider.split(":")[0]} | {s.provider.split(":")[0] for s in recipe.steps if s.provider}
+    data = src.data if isinstance(src.data, dict) else {}
+    if "eachsense" not in providers:  # settings only the eachsense provider reads
+        named = " and ".join(sorted(providers))
+        if "mode" in data and recipe.mode != "max":
+            raise src.error(f"mode {recipe.mode} has no effect with provider {named}: it is the eachsense service's "
+                            "quality", ("mode",), hint="leave out mode, or use provider: eachsense")
+        if recipe.answers:
+            raise src.error(f"answers have no effect with provider {named}: they answer the eachsense service's "
+                            "questions", ("answers",), hint="leave out answers, or use provider: eachsense")
+    if recipe.provider_options and providers == {"classic"}:
+        raise src.error("provider_options have no effect with provider classic: they are settings of the onnx "
+                        "(upsample) and eachsense providers", ("provider_options",),
+                        hint="leave out provider_options, or use an onnx or eachsense provider")
     for i, e in enumerate(recipe.inputs.images):
         if isinstance(e, InputEntry) and e.depth_kind is not None and not e.depth:
             raise src.error(f"depth_kind {e.depth_kind} has no effect without depth: it says what a given depth "

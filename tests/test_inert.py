@@ -354,3 +354,31 @@ def test_a_second_output_is_one_line(tmp_path, scene):
     r = run_cli("stereo", p, "--depth", d, "-o", tmp_path / "a.png", "-o", tmp_path / "b.png", env=OFFLINE)
     _one_line_naming(r, "a.png", "b.png", "-o")
     assert not list(tmp_path.glob("[ab].png"))
+
+
+@pytest.mark.parametrize("head,key,because", [
+    ("mode: eco\n", "r.yaml:3: mode", "provider auto"),
+    ("provider: classic\nanswers: {q: 'yes'}\n", "r.yaml:4: answers", "provider classic"),
+    ("provider: classic\nprovider_options: {upsample: bilinear}\n", "r.yaml:4: provider_options", "provider classic"),
+])
+def test_recipe_provider_settings_no_provider_reads_are_one_line(tmp_path, scene, head, key, because):
+    """mode and answers are read by eachsense only; provider_options by onnx and eachsense."""
+    p, _ = scene
+    _recipe(tmp_path, p, "")
+    text = (tmp_path / "r.yaml").read_text().replace("name: inert\n", "name: inert\n" + head)
+    (tmp_path / "r.yaml").write_text(text)
+    r = run_cli("validate", tmp_path / "r.yaml", env=OFFLINE)
+    _one_line_naming(r, key, because, "no effect")
+    (tmp_path / "r.yaml").write_text(text.replace("provider: classic\n", "") .replace("name: inert\n", "name: inert\nprovider: eachsense\n"))
+    if "provider_options" not in head and "answers" not in head:
+        return
+    r = run_cli("validate", tmp_path / "r.yaml", env={**OFFLINE, "EACHLABS_API_KEY": "test"})
+    assert "no effect" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("opts,ineffective", [(["--mode", "eco"], "--mode"),
+                                               (["--answer", "Which output?=Grayscale"], "--answer")])
+def test_eachsense_only_options_with_another_provider_are_one_line(tmp_path, scene, opts, ineffective):
+    p, _ = scene
+    r = run_cli("estimate", p, *opts, "-o", tmp_path / "d.png", env=OFFLINE)
+    _one_line_naming(r, ineffective, "--provider auto (the default)", "no effect")
