@@ -120,7 +120,9 @@ def refuse_inert_options(spec, args, *, clip: bool) -> None:
     provider = args.provider or "auto"
     if provider.split(":")[0] != "eachsense":  # what only the eachsense provider reads
         for opt, on, what in (("--mode", args.mode != "max", "the eachsense service's quality"),
-                              ("--answer", bool(args.answer), "an answer to the eachsense service's questions")):
+                              ("--answer", bool(args.answer), "an answer to the eachsense service's questions"),
+                              ("--session", bool(getattr(args, "session", None)),
+                               "the eachsense conversation to continue (a one-shot records no session)")):
             if on:
                 raise ParameterError(f"{opt} has no effect with --provider {provider}"
                                      f"{' (the default)' if provider == 'auto' else ''}: it is {what}",

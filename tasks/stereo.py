@@ -307,8 +307,8 @@ def inert(p: StereoParams, given: set) -> list:
     if p.format != "jpg" and p.layout != "mpo":
         out.append(Inert("quality", "format", "quality is JPEG's (format jpg, or layout mpo)",
                          hint="leave out {quality}, or write a JPEG ({format} jpg)"))
-    if p.eye == "both" and p.layout == "mpo":
-        out.append(Inert("format", "layout", "an MPO stereo JPEG is always JPEG"))
+    # (format jpg with layout mpo agrees with what is written; format png is a contradiction,
+    # refused by the output checks)
     return out
 
 

@@ -49,7 +49,6 @@ CLI = [
     ("stereo", ["--depth-kind", "disparity", "--scale", "1", "--divergence", "3"], "o.png", "--divergence", "--scale 1"),
     ("stereo", ["--depth-kind", "disparity", "--scale", "1", "--convergence", "0.2"], "o.png", "--convergence", "--scale"),
     ("stereo", ["--quality", "80"], "o.png", "--quality 80", "--format png (from -o o.png)"),
-    ("stereo", ["--layout", "mpo", "--format", "jpg"], "o.mpo", "--format jpg", "--layout mpo"),
     # parallax
     ("parallax", ["--easing", "linear"], "o.mp4", "--easing linear", "--loop"),
     ("parallax", ["--motion", "zoom", "--intensity", "0.05"], "o.mp4", "--intensity", "--motion zoom"),
@@ -377,7 +376,8 @@ def test_recipe_provider_settings_no_provider_reads_are_one_line(tmp_path, scene
 
 
 @pytest.mark.parametrize("opts,ineffective", [(["--mode", "eco"], "--mode"),
-                                               (["--answer", "Which output?=Grayscale"], "--answer")])
+                                               (["--answer", "Which output?=Grayscale"], "--answer"),
+                                               (["--session", "depth-project-001"], "--session")])
 def test_eachsense_only_options_with_another_provider_are_one_line(tmp_path, scene, opts, ineffective):
     p, _ = scene
     r = run_cli("estimate", p, *opts, "-o", tmp_path / "d.png", env=OFFLINE)
