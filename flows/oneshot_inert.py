@@ -80,6 +80,14 @@ def refuse_inert_params(spec, params: Any, values: dict, args) -> None:
     depth = getattr(args, "depth", None)
     provider = getattr(args, "provider", "auto") or "auto"
     remote = provider.split(":")[0] == "eachsense"
+    if depth and getattr(args, "depth_kind", None) == "metric":  # meters already: nothing to scale
+        for name in ("metric.near", "metric.far", "metric.known", "metric.known_x", "metric.known_y", "far_ratio"):
+            if name in given:
+                opt = flag(spec, name, args)
+                raise ParameterError(f"{say(spec, args, name, inert.value_of(params, name))} has no effect with "
+                                     "--depth-kind metric: the depth map is in meters already, "
+                                     f"{'far_ratio places a map without a scale' if name == 'far_ratio' else 'there is nothing to scale'}",
+                                     parameter=opt, hint=f"leave out {opt}, or give a relative map")
     if spec.kind == "estimate" and depth:  # the given depth map is the estimate: no provider is asked
         for name in ("message", "use_case", "output"):
             if name in given:

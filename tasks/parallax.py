@@ -294,6 +294,9 @@ def inert(p: ParallaxParams, given: set) -> list:
         out.append(Inert("dolly", "motion", f"dolly is read by the motions {', '.join(DOLLY)}"))
     if p.motion not in ZOOM:
         out.append(Inert("zoom", "motion", f"zoom is read by the motions {', '.join(ZOOM)}"))
+    if p.motion == "zoom":  # (no sideways move: the pivot's offset is x, y times a factor: 0)
+        out.append(Inert("focus", "motion", "focus is the plane that stays still when the camera moves; "
+                         "zoom only changes the focal length"))
     if p.motion == "keyframes":
         out.append(Inert("focus", "motion", "each keyframe has its own focus"))
         out.append(Inert("easing", "motion", "each keyframe has its own easing"))

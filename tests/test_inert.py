@@ -56,6 +56,7 @@ CLI = [
     ("parallax", ["--motion", "dolly", "--zoom", "0.3"], "o.mp4", "--zoom", "--motion dolly"),
     ("parallax", ["--motion", "keyframes", "--set", "keyframes=[{t: 0}]", "--focus", "0.3"], "o.mp4",
      "--focus", "--motion keyframes"),
+    ("parallax", ["--motion", "zoom", "--focus", "0.8"], "o.mp4", "--focus 0.8", "--motion zoom"),
     ("parallax", ["--set", "keyframes=[{t: 0}]"], "o.mp4", "--set keyframes", "--motion orbit (the default)"),
     ("parallax", ["--crf", "20"], "o.gif", "--crf 20", "--container gif (from -o o.gif)"),
     ("parallax", ["--preset", "fast"], "o.webm", "--preset fast", "--container webm"),
@@ -82,6 +83,9 @@ CLI = [
     ("estimate", ["--set", "metric.near=1"], "o.png", "--set metric.near=1", "--format grayscale (from -o o.png)"),
     ("refine", ["--set", "metric.far=3"], "o.png", "--set metric.far=3", "--format grayscale"),
     ("export", ["--set", "metric.near=1"], "o.png", "--set metric.near=1", "formats=[grayscale, png16, npy, preview] (from -o o.png)"),
+    ("mesh", ["--depth-kind", "metric", "--far-ratio", "5"], "o.glb", "--far-ratio 5", "--depth-kind metric"),
+    ("mesh", ["--depth-kind", "metric", "--set", "metric.near=1", "--set", "metric.far=4"], "o.glb",
+     "--set metric.near=1", "--depth-kind metric"),
     # what the command line itself makes useless
     ("estimate", ["--message", "the girl in front"], "o.png", "--message", "--depth"),
     ("estimate", ["--use-case", "portrait"], "o.png", "--use-case", "--depth"),
