@@ -112,7 +112,7 @@ def refuse_inert_params(spec, params: Any, values: dict, args) -> None:
 
 def refuse_inert_options(spec, args, *, clip: bool) -> None:
     """Options of the command itself: ``--depth-kind`` without ``--depth``, a provider that is
-    never asked, a clip-only parameter on a photo."""
+    never asked, what only the eachsense provider reads given another provider."""
     depth = getattr(args, "depth", None)
     if args.depth_kind and not depth:
         raise ParameterError(f"--depth-kind {args.depth_kind} has no effect without --depth: it says what a given "
