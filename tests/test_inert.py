@@ -386,3 +386,42 @@ def test_eachsense_only_options_with_another_provider_are_one_line(tmp_path, sce
     p, _ = scene
     r = run_cli("estimate", p, *opts, "-o", tmp_path / "d.png", env=OFFLINE)
     _one_line_naming(r, ineffective, "--provider auto (the default)", "no effect")
+
+
+def test_a_recipe_downscale_fits_an_entrys_full_size_depth_map(tmp_path, prefect_server):
+    """`downscale: true` with an input entry's full-size depth map: the run failed on every step
+    with 'depth map is 320x240 but the image is 160x120'; now the map follows its photo."""
+    yy, xx = np.mgrid[0:240, 0:320]
+    p = save_photo(tmp_path / "big.png", np.dstack([xx % 256, yy % 256, (xx // 8 + yy // 8) % 2 * 200]).astype(np.uint8))
+    disp = (4.0 + 8.0 * ((yy - 120) ** 2 + (xx - 160) ** 2 < 60 ** 2)).astype(np.float32)
+    np.save(tmp_path / "disp.npy", disp)
+    (tmp_path / "r.yaml").write_text(f"""\
+version: 1
+name: fit
+provider: classic
+inputs:
+  images:
+    - {{image: "{p}", depth: "{tmp_path / 'disp.npy'}", depth_kind: disparity}}
+  max_pixels: {160 * 120}
+  downscale: true
+steps:
+  - id: depth
+    uses: estimate
+    with: {{format: npz}}
+  - id: pair
+    uses: stereo
+    from: depth
+    with: {{scale: 1}}
+output: out/{{image}}/
+""")
+    r = run_cli("run", tmp_path / "r.yaml", "--out", tmp_path / "o",
+                env={**OFFLINE, "DEPTHCRAFT_HOME": str(tmp_path / "ws")})
+    assert r.returncode == 0, r.stderr
+    (npz,) = (tmp_path / "o").rglob("depth.npz")
+    with np.load(npz) as z:
+        got = z["depth"]
+    assert got.shape == (120, 160) and np.isclose(got[60, 80], 6.0, atol=1e-4) and np.isclose(got[5, 5], 2.0, atol=1e-4)
+    from PIL import Image
+
+    (pair,) = (tmp_path / "o").rglob("pair.png")
+    assert Image.open(pair).size == (320, 120)
