@@ -56,6 +56,10 @@ def show(v: Any) -> str:
         return "[" + ", ".join(show(x) for x in v) + "]"
     if v is None:
         return "null"
+    if hasattr(v, "model_dump"):  # (a keyframe, a metric scale: what was written, not every default)
+        v = v.model_dump(exclude_defaults=True)
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {show(x)}" for k, x in v.items()) + "}"
     return str(v)
 
 
