@@ -274,6 +274,9 @@ def cmd_server(a) -> int:
 
     ws = Workspace.default(a.workspace)
     con = _console()
+    from .cli_inert import refuse_server_options
+
+    refuse_server_options(a, ws)  # --port that no server would listen on
     if a.action == "start":
         st = server.start(ws, port=a.port)
         con.print(f"Prefect server on {st['url']} (pid {st['pid']}); UI at {st['url'][:-4]}; log {st['log']}")

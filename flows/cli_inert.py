@@ -28,3 +28,20 @@ def refuse_session_options(a) -> None:
     if a.action == "list" and a.id:
         raise ParameterError(f"session id {a.id!r} has no effect with `session list`, which lists every session",
                              parameter="id", hint=f"`depthcraft session show {a.id}` shows its turns")
+
+
+def refuse_server_options(a, ws) -> None:
+    """``--port`` for anything but ``server start``, or for a server already running elsewhere."""
+    if a.port is None:
+        return
+    if a.action != "start":
+        raise ParameterError(f"--port {a.port} has no effect with `server {a.action}`: it is the port a new server "
+                             "listens on", parameter="--port", hint="leave out --port")
+    from urllib.parse import urlparse
+
+    from . import server
+
+    st = server.status(ws)
+    if st and server.healthy(st["url"]) and urlparse(st["url"]).port != a.port:
+        raise ParameterError(f"--port {a.port} has no effect: the server is already running on {st['url']}",
+                             parameter="--port", hint="`depthcraft server stop` first to start it on another port")

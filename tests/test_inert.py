@@ -297,6 +297,8 @@ def test_a_photo_setting_on_a_clip_is_one_line(tmp_path, step, opts, ineffective
      "--task-runner threads"),
     (["deploy", "{r}", "--work-queue", "nightly"], "--work-queue nightly", "without --work-pool"),
     (["session", "list", "depth-project-001"], "depth-project-001", "session list"),
+    (["server", "status", "--port", "4300"], "--port 4300", "server status"),
+    (["server", "stop", "--port", "4300"], "--port 4300", "server stop"),
 ])
 def test_command_options_with_no_effect_are_one_line(tmp_path, scene, args, ineffective, because):
     """Refused before any server starts (so in a second, with no Prefect server about)."""
