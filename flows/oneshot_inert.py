@@ -70,6 +70,10 @@ def refuse_inert_params(spec, params: Any, values: dict, args) -> None:
         if name in given:
             opt = flag(spec, name, args)
             raise ParameterError(f"{opt} has no effect on a clip: {why}", parameter=opt, hint=f"leave out {opt}")
+    if clip and spec.kind == "stereo" and "edge_dilation" in given and params.edge_dilation:  # (0 is read: off)
+        raise ParameterError(f"--edge-dilation {params.edge_dilation} has no effect on a clip: a clip's near objects "
+                             "grow with the divergence; only 0 (off) is read", parameter="--edge-dilation",
+                             hint="leave out --edge-dilation, or 0 to turn the growth off")
     if not clip:  # a clip-only parameter ("clips: ..." in its description) on a photo
         for name, f in spec.params.model_fields.items():
             if name in given and (f.description or "").startswith("clips:"):

@@ -273,7 +273,8 @@ def test_a_recipe_with_an_f_number_runs(tmp_path, scene, prefect_server):
 # -- clips: photo settings the clip engine does not read ------------------------------------------
 @pytest.mark.parametrize("step,opts,ineffective", [
     ("stereo", ["--interpolation", "lanczos"], "--interpolation has no effect on a clip"),
-    ("stereo", ["--eye", "left", "--layout", "hsbs"], "--layout hsbs"),  # the step's own rules hold on clips too
+    ("stereo", ["--eye", "left", "--layout", "hsbs"], "--layout hsbs"),
+    ("stereo", ["--edge-dilation", "3"], "--edge-dilation 3"),  # the step's own rules hold on clips too
     ("parallax", ["--duration", "2"], "--duration"),
     ("parallax", ["--supersample", "2"], "--supersample"),
     ("parallax", ["--crf", "10"], "--crf"),
