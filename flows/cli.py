@@ -34,7 +34,10 @@ def _quiet_prefect(verbose: bool) -> None:
 
 # -- run, validate, plan ---------------------------------------------------------------------
 def cmd_run(a) -> int:
+    from .cli_inert import refuse_runner_options
     from .recipe import load_recipe
+
+    refuse_runner_options(a)  # --dask-address with --task-runner threads
 
     ws = Workspace.default(a.workspace)
     recipe, src = load_recipe(a.recipe, overrides=a.set)
@@ -93,7 +96,8 @@ def _plain(con):
 
 
 def _task_runner(a, recipe):
-    kind = getattr(a, "task_runner", None) or recipe.task_runner
+    # (--dask-address alone runs on that scheduler, as deploy and serve do; it was silently unused)
+    kind = getattr(a, "task_runner", None) or ("dask" if getattr(a, "dask_address", None) else recipe.task_runner)
     if kind == "dask":
         from .scale import dask_runner
 
@@ -229,6 +233,13 @@ def cmd_session(a) -> int:
 
     ws = Workspace.default(a.workspace)
     con = Console()
+    from .cli_inert import refuse_session_options
+
+    refuse_session_options(a)  # `session list ID`: the id did nothing
+    if a.action == "list" and a.json:  # (--json was silently a table here)
+        print(json.dumps([{"session": sid, "turns": n, "last_turn": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(m))}
+                          for sid, n, m in list_sessions(ws)], indent=1))
+        return 0
     if a.action == "list":
         t = Table(title="sessions")
         for c in ("session", "turns", "last turn"):
@@ -263,6 +274,9 @@ def cmd_server(a) -> int:
 
     ws = Workspace.default(a.workspace)
     con = _console()
+    from .cli_inert import refuse_server_options
+
+    refuse_server_options(a, ws)  # --port that no server would listen on
     if a.action == "start":
         st = server.start(ws, port=a.port)
         con.print(f"Prefect server on {st['url']} (pid {st['pid']}); UI at {st['url'][:-4]}; log {st['log']}")
@@ -361,7 +375,13 @@ def cmd_focus_stack(a) -> int:
     for out, opt in ((a.output, "-o"), (a.depth_out, "--depth-out")):  # never over a photo of the bracket
         if out is not None:
             refuse_input(out, {f"the bracket's {Path(x).name}": x for x in a.images}, opt)
-    rgb, dm = focus_stack(a.images, order=a.order, align=not a.no_align, max_pixels=a.max_pixels,
+    if a.order and a.depth_out is None:  # (the order only says which end of the depth map is near)
+        from depthcraft.tasks.lib.errors import ParameterError
+
+        raise ParameterError(f"--order {a.order} has no effect without --depth-out: it says which end of the "
+                             "depth map is near; the all-in-focus image is the same either way", parameter="--order",
+                             hint="add --depth-out FILE, or leave out --order")
+    rgb, dm = focus_stack(a.images, order=a.order or "near_first", align=not a.no_align, max_pixels=a.max_pixels,
                           downscale=a.downscale)
     import tempfile
 
@@ -444,8 +464,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     fs.add_argument("images", nargs="+", help="the bracket: photos of one scene focused at different distances")
     fs.add_argument("-o", "--output", required=True, help="the all-in-focus image (.png, .jpg, .tif, .webp: by its suffix)")
     fs.add_argument("--depth-out", help="the depth-from-focus map, by its suffix (.png white = near, .npy, .pfm, .npz, .tif, .exr)")
-    fs.add_argument("--order", choices=["near_first", "far_first"], default="near_first",
-                    help="focus order of the bracket (default: the first photo is focused nearest)")
+    fs.add_argument("--order", choices=["near_first", "far_first"], default=None,
+                    help="focus order of the bracket, for the depth map (default near_first: the first photo is "
+                         "focused nearest)")
     fs.add_argument("--no-align", action="store_true", help="skip aligning the frames (tripod shots)")
     fs.add_argument("--max-pixels", type=int)
     fs.add_argument("--downscale", action="store_true")

@@ -21,8 +21,11 @@ def _console():
 
 
 def cmd_deploy(a) -> int:
+    from .cli_inert import refuse_deploy_options
     from .recipe import load_recipe
     from .server import ensure_api
+
+    refuse_deploy_options(a)  # --work-queue without --work-pool, --dask-address with threads
 
     load_recipe(a.recipe, overrides=a.set)  # a bad recipe fails before any server starts
     ws = Workspace.default(a.workspace)
@@ -54,8 +57,11 @@ def cmd_deploy(a) -> int:
 
 
 def cmd_serve(a) -> int:
+    from .cli_inert import refuse_runner_options
     from .recipe import load_recipe
     from .server import ensure_api
+
+    refuse_runner_options(a)  # --dask-address with --task-runner threads
 
     for r in a.recipes:
         load_recipe(r, overrides=a.set)

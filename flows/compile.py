@@ -156,6 +156,9 @@ def validate_params(recipe: Recipe, src: RecipeSource) -> dict[str, tuple[StepSp
     from .outputcheck import check_outputs
 
     check_outputs(recipe, src, out)  # an output that contradicts an explicit format
+    from .recipe_inert import check_inert
+
+    check_inert(recipe, src, out)  # a setting written that would have no effect
     return out
 
 

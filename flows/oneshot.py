@@ -55,7 +55,8 @@ def add_step_parser(sub, spec: StepSpec) -> None:
     p = sub.add_parser(spec.kind, help=spec.summary, description=f"{spec.summary}. " + __doc__.split("\n\n")[1],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("image", help="the photo (JPEG, PNG, WebP, TIFF...) or clip (MP4, MOV, MKV, WebM, AVI, animated GIF/WebP/PNG; one frame is a photo)")
-    p.add_argument("-o", "--output", required=True, help="the file to write: its suffix chooses the format, and must agree with an explicit one")
+    p.add_argument("-o", "--output", required=True, action="append",  # (once: a second -o silently won)
+                   help="the file to write: its suffix chooses the format, and must agree with an explicit one")
     p.add_argument("--depth", help="a depth map for the photo (PNG 8/16-bit, PGM, PFM, NPY, NPZ)")
     p.add_argument("--depth-kind", choices=sorted(USER_KINDS), default=None,
                    help="what --depth values mean: disparity/relative (larger = nearer) or depth/metric "
@@ -134,7 +135,11 @@ def params_from_args(spec: StepSpec, args) -> Any:
     if str(args.output).strip() != "-":
         refuse_input(args.output, {"the input": args.image, "--depth": getattr(args, "depth", None)})
     flags = {k: f"--set {k}=" for k in values if getattr(args, f"param_{k}", None) is None}
-    return resolve(spec, args.output, values, validate=lambda v: _validate(spec, v), flags=flags)
+    params = resolve(spec, args.output, values, validate=lambda v: _validate(spec, v), flags=flags)
+    from .oneshot_inert import refuse_inert_params
+
+    refuse_inert_params(spec, params, values, args)  # a parameter given that would have no effect
+    return params
 
 
 def _validate(spec: StepSpec, values: dict) -> Any:
@@ -157,10 +162,18 @@ def run_oneshot(args) -> int:
     from . import progress, recovery
 
     spec = steps()[args.step_kind]
+    if isinstance(args.output, list):  # -o given twice: the first one was silently dropped
+        if len(args.output) > 1:
+            raise ParameterError(f"-o {args.output[0]} has no effect with -o {args.output[-1]}: one command writes "
+                                 "one output", parameter="-o", hint="give -o once")
+        args.output = args.output[0]
     if args.max_pixels is not None and args.max_pixels < 1:  # (0 was the default limit, -5 "the limit of -0 MP")
         raise ParameterError(f"{args.max_pixels} is not a number of pixels >= 1", parameter="--max-pixels")
     from depthcraft.tasks.lib.clip import is_clip
 
+    from .oneshot_inert import refuse_inert_options
+
+    refuse_inert_options(spec, args, clip=is_clip(args.image))  # e.g. --depth-kind without --depth
     if is_clip(args.image):  # a video or an animated GIF/WebP (flows/oneshot_clip.py)
         from .oneshot_clip import run_clip_oneshot
 
@@ -203,7 +216,8 @@ def run_oneshot(args) -> int:
                                "given_path": str(d)})
     session = args.session or f"oneshot-{uuid.uuid4().hex[:10]}"
     provider = args.provider
-    if provider == "auto" and (spec.uses_provider or (spec.needs_depth and given is None)):
+    asked = spec.uses_provider and not (spec.kind == "estimate" and given is not None)  # (a given map is the estimate)
+    if provider == "auto" and (asked or (spec.needs_depth and given is None)):
         from depthcraft.tasks.providers import resolve_spec
 
         provider = resolve_spec(provider)  # once, before any step: it may download, or say why not
@@ -261,7 +275,7 @@ def _estimate_first(ctx: StepContext, workdir: Path) -> dict[str, Artifact]:
                       session_id=ctx.session_id, provider=ctx.provider, mode=ctx.mode, options=ctx.options)
     sub._photo = ctx.photo()
     produced = est.run(sub, est.params())
-    ctx._photo = sub._photo
+    ctx._photo, ctx._photo_full = sub._photo, sub._photo_full
     d = produced["depth"]
     keep = workdir.parent / "estimated-depth.npy"
     shutil.copyfile(d.path, keep)

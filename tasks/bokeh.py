@@ -64,7 +64,9 @@ class BokehParams(StepParams):
             raise ParameterError("focus by point needs focus_x and focus_y", parameter="focus_x")
         if self.focus == "depth" and not depth:
             raise ParameterError("focus by depth needs focus_depth", parameter="focus_depth")
-        if self.f_number is not None and "aperture" in self.model_fields_set:
+        # (aperture at its default: a re-validated dump (every field set) of f_number alone)
+        if self.f_number is not None and "aperture" in self.model_fields_set and \
+                self.aperture != type(self).model_fields["aperture"].default:
             raise ParameterError("give aperture or f_number, not both (f_number sets aperture = 2.8 / f_number)",
                                  parameter="f_number")
         return self
@@ -369,7 +371,26 @@ def main_suffixes(p: BokehParams) -> tuple[str, ...]:
     return IMAGE_SUFFIXES[p.format]
 
 
+def inert(p: BokehParams, given: set) -> list:
+    """Parameters with no effect given the others (refused when written: :mod:`.lib.inert`)."""
+    from .lib.inert import Inert
+
+    out = []
+    if p.shape == "disc":
+        out.append(Inert("blades", "shape", "blades shape the polygon aperture only", hint="leave out {blades}, or set {shape} polygon"))
+        out.append(Inert("rotation", "shape", "rotation turns the polygon aperture only", hint="leave out {rotation}, or set {shape} polygon"))
+    if p.highlight_boost == 1.0:
+        out.append(Inert("highlight_threshold", "highlight_boost", "highlights are not boosted at highlight_boost 1",
+                         hint="leave out {highlight_threshold}, or set {highlight_boost} above 1"))
+    if p.f_number is not None:
+        out.append(Inert("aperture", "f_number", "give aperture or f_number, not both (f_number sets aperture = 2.8 / f_number)"))
+    if p.format != "jpg":
+        out.append(Inert("quality", "format", "quality is JPEG's (format jpg)",
+                         hint="leave out {quality}, or write a JPEG ({format} jpg)"))
+    return out
+
+
 SPEC = StepSpec(kind="bokeh", version="3", params=BokehParams, run=run, params_for_output=params_for_output,
                 output_params=("format",), main_suffixes=main_suffixes,
-                clip_frame=clip_frame, clip_warm=clip_warm,
+                clip_frame=clip_frame, clip_warm=clip_warm, inert=inert,
                 summary="synthetic shallow depth of field, occlusion-aware (focus point, depth or nearest subject)")

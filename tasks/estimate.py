@@ -7,10 +7,11 @@ from typing import Literal
 from pydantic import Field
 
 from .lib.depthmap import DepthMap
+from .lib.errors import ParameterError
 from .lib.formats import FormatName, MetricScale, format_outputs
 from .lib.outputs import DEPTH_SUFFIXES, depth_params_for_suffix
 from .providers import DepthRequest, get_provider
-from .lib.step import Output, StepContext, StepParams, StepSpec, load_depth_artifact, save_depth
+from .lib.step import Output, StepContext, StepParams, StepSpec, save_depth
 
 UseCase = Literal["general", "portrait", "landscape", "product", "interior", "parallax", "vr", "stereo",
                   "focus_planes", "background_blur"]
@@ -29,7 +30,7 @@ class EstimateParams(StepParams):
 def estimate_depth(ctx: StepContext, p: EstimateParams) -> DepthMap:
     """The given depth file when the input has one, else the provider's estimate."""
     if ctx.given_depth is not None:
-        return load_depth_artifact(ctx.given_depth, expect_size=ctx.photo().shape[1::-1])
+        return ctx.given_depth_map(ctx.given_depth)
     provider = get_provider(ctx.provider)
     # a transparent pixel's stored colour is not the scene: the model sees the photo over the
     # stated background (white), as a viewer of the PNG does
@@ -37,7 +38,15 @@ def estimate_depth(ctx: StepContext, p: EstimateParams) -> DepthMap:
                        session_id=ctx.session_id, mode=ctx.mode, use_case=p.use_case, message=p.message,
                        answers=dict(ctx.options.get("answers") or {}), output=p.output,
                        options=dict(ctx.options.get("provider_options") or {}))
-    return provider.estimate(req)
+    dm = provider.estimate(req)
+    # (classic gave relative depth, silently, for output metric; onnx refuses a relative model the
+    # same way; eachsense asks for meters and says so when the service answers with a relative map)
+    if p.output == "metric" and dm.kind != "metric" and not str(ctx.provider).startswith("eachsense"):
+        raise ParameterError(f"output metric: provider {ctx.provider} gives relative depth, not meters",
+                             parameter="output", hint="use a metric model (onnx:depth-anything-v2-metric-indoor-small "
+                             "or -outdoor-small) or eachsense, or scale relative depth with a metric format's "
+                             "near/far")
+    return dm
 
 
 def run(ctx: StepContext, p: EstimateParams) -> dict[str, Output]:
@@ -55,6 +64,14 @@ def main_suffixes(p: EstimateParams) -> tuple[str, ...]:
     return DEPTH_SUFFIXES[p.format]
 
 
+def inert(p: EstimateParams, given: set) -> list:
+    """Parameters with no effect given the others (refused when written: :mod:`.lib.inert`); what
+    depends on the provider (message, a given depth map) is checked where it is known."""
+    from .lib.inert import metric_scale
+
+    return metric_scale([p.format], "format")
+
+
 SPEC = StepSpec(kind="estimate", version="3", params=EstimateParams, run=run, needs_depth=False,
                 uses_provider=True, params_for_output=params_for_output, output_params=("format",),
-                main_suffixes=main_suffixes, summary="estimate a depth map with the run's provider (or take the given one)")
+                main_suffixes=main_suffixes, inert=inert, summary="estimate a depth map with the run's provider (or take the given one)")

@@ -56,6 +56,14 @@ def main_suffixes(p: ExportParams) -> tuple[str, ...]:
     return DEPTH_SUFFIXES[p.formats[0]] if p.formats else (".png",)
 
 
+def inert(p: ExportParams, given: set) -> list:
+    """Parameters with no effect given the others (refused when written: :mod:`.lib.inert`);
+    export writes the field of view into every format."""
+    from .lib.inert import metric_scale
+
+    return metric_scale(p.formats, "formats", fov_applies=True)
+
+
 SPEC = StepSpec(kind="export", version="2", params=ExportParams, run=run, clip_frame=clip_frame,
                 params_for_output=params_for_output, output_params=("formats",), main_suffixes=main_suffixes,
-                summary="write the depth map in the formats the next tool needs")
+                inert=inert, summary="write the depth map in the formats the next tool needs")

@@ -258,7 +258,18 @@ def params_for_output(path) -> dict:
     return {}
 
 
+def inert(p: LayersParams, given: set) -> list:
+    """Parameters with no effect given the others (refused when written: :mod:`.lib.inert`)."""
+    from .lib.inert import Inert, metric_scale
+
+    known = metric_scale(["metric"], "metric")  # (every format "metric": only known_x/known_y without known)
+    if p.depths:
+        return [Inert("count", "depths", "the planes are the given depths"),
+                Inert("method", "depths", "the planes are the given depths, not chosen from the histogram"), *known]
+    return [Inert("units", "depths", "units says what the given depths are in"), *known]
+
+
 SPEC = StepSpec(kind="layers", version="2", params=LayersParams, run=run, clip_frame=clip_frame,
                 params_for_output=params_for_output, main_suffixes=lambda p: (".png",),
-                clip_warm=clip_warm,
+                clip_warm=clip_warm, inert=inert,
                 summary="split the photo into N depth planes: feathered masks and RGBA layers, nearest first")

@@ -311,6 +311,26 @@ def main_suffixes(p: MeshParams) -> tuple[str, ...]:
     return (MESH_SUFFIX[p.format],)
 
 
+def inert(p: MeshParams, given: set) -> list:
+    """Parameters with no effect given the others (refused when written: :mod:`.lib.inert`)."""
+    from .lib.inert import Inert, metric_scale
+
+    out = metric_scale(["metric"], "metric")  # (only known_x/known_y without known)
+    if p.format != "glb":
+        out.append(Inert("texture_max", "format", "only a GLB has a texture (obj: vertex colours, ply: points)"))
+    if p.format == "ply":
+        out.append(Inert("edge_cut", "format", "edge_cut cuts triangles; a point cloud has none"))
+    if p.stride is not None:
+        out.append(Inert("max_faces", "stride", "max_faces picks the stride when stride is not given"))
+    if p.metric.near is not None and p.metric.far is not None:
+        out.append(Inert("far_ratio", "metric.far", "far_ratio places a relative map without a metric scale"))
+    elif p.metric.known is not None:
+        out.append(Inert("far_ratio", "metric.known", "far_ratio places a relative map without a metric scale"))
+    if p.fov_deg is not None:
+        out.append(Inert("metric.fov_deg", "fov_deg", "fov_deg is the field of view used; give it once"))
+    return out
+
+
 SPEC = StepSpec(kind="mesh", version="2", params=MeshParams, run=run, params_for_output=params_for_output,
-                output_params=("format",), main_suffixes=main_suffixes,
+                output_params=("format",), main_suffixes=main_suffixes, inert=inert,
                 summary="3D export: textured mesh (GLB/OBJ) or point cloud (PLY) from photo, depth and field of view")

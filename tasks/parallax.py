@@ -279,7 +279,45 @@ def main_suffixes(p: ParallaxParams) -> tuple[str, ...]:
     return ("." + p.container,)
 
 
+SIDEWAYS = ("orbit", "circle", "swing", "swing_vertical", "dolly", "ken_burns")  # motions that read intensity
+DOLLY = ("dolly", "ken_burns", "dolly_zoom")  # ... dolly
+ZOOM = ("zoom", "ken_burns")  # ... zoom (dolly_zoom's zoom follows from dolly and focus)
+
+
+def inert(p: ParallaxParams, given: set) -> list:
+    """Parameters with no effect given the others (refused when written: :mod:`.lib.inert`);
+    which motion reads which parameter: :func:`depthcraft.tasks.lib.camera.motion_path`."""
+    from .lib.inert import Inert
+
+    out = []
+    if p.motion not in SIDEWAYS:
+        out.append(Inert("intensity", "motion", f"intensity sets the camera travel of {', '.join(SIDEWAYS)}"))
+    if p.motion not in DOLLY:
+        out.append(Inert("dolly", "motion", f"dolly is read by the motions {', '.join(DOLLY)}"))
+    if p.motion not in ZOOM:
+        out.append(Inert("zoom", "motion", f"zoom is read by the motions {', '.join(ZOOM)}"))
+    if p.motion == "zoom":  # (no sideways move: the pivot's offset is x, y times a factor: 0)
+        out.append(Inert("focus", "motion", "focus is the plane that stays still when the camera moves; "
+                         "zoom only changes the focal length"))
+    if p.motion == "keyframes":
+        out.append(Inert("focus", "motion", "each keyframe has its own focus"))
+        out.append(Inert("easing", "motion", "each keyframe has its own easing"))
+    elif p.loop:
+        out.append(Inert("easing", "loop", "easing shapes one-way motions; a loop goes out and back smoothly",
+                         hint="leave out {easing}, or make the motion one-way (loop false; --no-loop)"))
+    if p.motion != "keyframes":
+        out.append(Inert("keyframes", "motion", "keyframes are the path of motion keyframes only",
+                         hint="leave out {keyframes}, or set {motion} keyframes"))
+    if p.container == "gif":
+        out.append(Inert("crf", "container", "a GIF has no quality setting (one palette, dithered)"))
+    if p.container != "mp4":
+        out.append(Inert("preset", "container", "preset is x264's (container mp4)"))
+        out.append(Inert("pix_fmt", "container", "pix_fmt is x264's (container mp4); webm is always yuv420p, "
+                         "gif a palette"))
+    return out
+
+
 SPEC = StepSpec(kind="parallax", version="6", params=ParallaxParams, run=run, params_for_output=params_for_output,
                 output_params=("container",), main_suffixes=main_suffixes,
-                clip_frame=clip_frame,
+                clip_frame=clip_frame, inert=inert,
                 summary="render a parallax video (orbit, dolly, zoom, swing, Ken Burns, dolly-zoom, keyframes)")

@@ -215,8 +215,18 @@ def main_suffixes(p: RefineParams) -> tuple[str, ...]:
     return DEPTH_SUFFIXES[p.format]
 
 
+def inert(p: RefineParams, given: set) -> list:
+    """Parameters with no effect given the others (refused when written: :mod:`.lib.inert`); what
+    depends on the provider (message, the local edge settings) is checked where it is known."""
+    from .lib.inert import metric_scale
+
+    return metric_scale([p.format], "format")
+
+
+LOCAL = ("radius", "color_radius", "band", "margin", "temperature", "median")  # the local edge matting's settings
+
 SPEC = StepSpec(kind="refine", version="3", params=RefineParams, run=run, params_for_output=params_for_output,
                 output_params=("format",), main_suffixes=main_suffixes,
                 clip_frame=clip_frame,
-                uses_provider=True,
+                uses_provider=True, inert=inert,
                 summary="make depth edges follow the photo's edges (two-layer edge matting; keeps the depth's units)")

@@ -314,8 +314,33 @@ def main_suffixes(p: StereoParams) -> tuple[str, ...]:
     return IMAGE_SUFFIXES[p.format]
 
 
+def inert(p: StereoParams, given: set) -> list:
+    """Parameters with no effect given the others (refused when written: :mod:`.lib.inert`)."""
+    from .lib.inert import Inert
+
+    out = []
+    if p.eye != "both":
+        out.append(Inert("layout", "eye", "one eye is written alone, at the photo's size; a layout arranges both eyes",
+                         hint="leave out {layout} for one eye, or set {eye} both for the layout"))
+        out.append(Inert("anaglyph", "eye", "the anaglyph matrix mixes both eyes (layout anaglyph)"))
+    elif p.layout != "anaglyph":
+        out.append(Inert("anaglyph", "layout", "the anaglyph matrix is used by layout anaglyph only",
+                         hint="leave out {anaglyph}, or set {layout} anaglyph"))
+    if p.scale is not None:  # exact mode: each pixel moves by its disparity x scale
+        for name in ("divergence", "convergence"):
+            out.append(Inert(name, "scale", "exact mode (scale) shifts each pixel by its disparity x scale; "
+                             "divergence and convergence set the relative mode's shifts",
+                             hint="leave out {%s}, or leave out {scale} for the relative mode" % name))
+    if p.format != "jpg" and p.layout != "mpo":
+        out.append(Inert("quality", "format", "quality is JPEG's (format jpg, or layout mpo)",
+                         hint="leave out {quality}, or write a JPEG ({format} jpg)"))
+    # (format jpg with layout mpo agrees with what is written; format png is a contradiction,
+    # refused by the output checks)
+    return out
+
+
 # version 7: soft edges (issue 12 §3, fifth round: docs/rendering.md item 12)
 SPEC = StepSpec(kind="stereo", version="8", params=StereoParams, run=run, params_for_output=params_for_output,
                 output_params=("layout", "format"), main_suffixes=main_suffixes,
-                clip_frame=clip_frame,
+                clip_frame=clip_frame, inert=inert,
                 summary="make a stereo pair (side-by-side, top-bottom, anaglyph, MPO, or one eye)")

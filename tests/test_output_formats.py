@@ -503,7 +503,7 @@ def test_interrupted_focus_stack_leaves_no_half_image(tmp_path, photo, monkeypat
 
     monkeypatch.setattr(images, "write_image", write_image)
     out = tmp_path / "f.png"
-    a = argparse.Namespace(images=[str(photo), str(photo)], output=str(out), depth_out=None, order="near_first",
+    a = argparse.Namespace(images=[str(photo), str(photo)], output=str(out), depth_out=None, order=None,
                            no_align=True, max_pixels=None, downscale=False)
     with pytest.raises(KeyboardInterrupt):
         C.cmd_focus_stack(a)

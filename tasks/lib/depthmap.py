@@ -237,6 +237,36 @@ def resize_depth(dm: DepthMap, size: tuple[int, int]) -> DepthMap:
     return dm.with_data(a)
 
 
+def downscale_depth(dm: DepthMap, size: tuple[int, int]) -> DepthMap:
+    """A depth map made for a full-size photo, fitted to that photo downscaled to ``size``
+    (``(w, h)``, as ``--downscale`` does it: area average).
+
+    Area average, as the photo itself: a pixel's value is the mean over the full-size pixels it
+    covers, as its colour is their mean colour (nearest sampling would pick one of them and shift
+    edges by up to half a pixel against the photo's). Invalid values (NaN, inf) stay out of the
+    means; a pixel most of whose area was invalid stays NaN. Units: a disparity is a shift in
+    pixels, so it is multiplied by the width ratio (``w / W``); relative nearness, depth and
+    meters are kept as they are.
+    """
+    import cv2
+
+    w, h = size
+    if (w, h) == (dm.shape[1], dm.shape[0]):
+        return dm
+    a = np.asarray(dm.data, np.float32)
+    ok = np.isfinite(a)
+    if ok.all():
+        out = cv2.resize(a, (w, h), interpolation=cv2.INTER_AREA)
+    else:
+        s = cv2.resize(np.where(ok, a, np.float32(0)), (w, h), interpolation=cv2.INTER_AREA)
+        c = cv2.resize(ok.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = np.where(c >= 0.5, s / np.maximum(c, np.float32(1e-6)), np.float32(np.nan)).astype(np.float32)
+    if dm.kind == "disparity":
+        out *= np.float32(w / dm.shape[1])
+    return dm.with_data(out)
+
+
 # -- camera geometry (pinhole, from a field of view) ---------------------------------------------
 def intrinsics(width: int, height: int, fov_deg: float) -> tuple[float, float, float, float]:
     """Pinhole ``(fx, fy, cx, cy)`` in pixels from the *horizontal* field of view.

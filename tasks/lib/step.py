@@ -57,6 +57,7 @@ class StepContext:
     progress: Callable[[int, int], None] | None = None  # (done, total), e.g. video frames
     _photo: Any = None
     _alpha: Any = None  # the photo's alpha (uint8 H x W), or None when it has none or is opaque
+    _photo_full: tuple[int, int] | None = None  # (w, h) of the photo before --downscale, if it was
 
     # -- reading -------------------------------------------------------------------------
     def photo(self) -> np.ndarray:
@@ -66,8 +67,14 @@ class StepContext:
 
             ph = read_image(self.source.path, max_pixels=self.options.get("max_pixels"),
                             downscale=bool(self.options.get("downscale", False)))
-            self._photo, self._alpha = ph.rgb, _translucent(ph.alpha)
+            self._photo, self._alpha, self._photo_full = ph.rgb, _translucent(ph.alpha), ph.downscaled_from
         return self._photo
+
+    def given_depth_map(self, a: Artifact) -> DepthMap:
+        """Depth artifact ``a`` at the photo's size: a map of the photo's full size follows a
+        ``downscale`` of the photo (:func:`depthcraft.tasks.lib.depthmap.downscale_depth`)."""
+        size = self.photo().shape[1::-1]
+        return load_depth_artifact(a, expect_size=size, full_size=self._photo_full)
 
     def photo_alpha(self) -> np.ndarray | None:
         """The input photo's alpha as :meth:`image_alpha` gives it (None: no alpha, or opaque)."""
@@ -119,7 +126,7 @@ class StepContext:
         if a is None:
             raise ParameterError(f"step {self.step_id!r} needs a depth map: add `from: <an estimate step>` "
                                  "or give the input a depth file", parameter="from")
-        return load_depth_artifact(a, expect_size=self.photo().shape[1::-1])
+        return self.given_depth_map(a)
 
     def out(self, name: str, suffix: str) -> Path:
         """A path in this step's work folder for output ``name``."""
@@ -138,8 +145,11 @@ def _translucent(alpha: np.ndarray | None) -> np.ndarray | None:
     return None if alpha is None or bool((alpha == 255).all()) else alpha
 
 
-def load_depth_artifact(a: Artifact, *, expect_size: tuple[int, int] | None = None) -> DepthMap:
-    """Read a stored depth artifact back into a DepthMap (kind and source from its metadata)."""
+def load_depth_artifact(a: Artifact, *, expect_size: tuple[int, int] | None = None,
+                        full_size: tuple[int, int] | None = None) -> DepthMap:
+    """Read a stored depth artifact back into a DepthMap (kind and source from its metadata).
+    ``full_size``: the photo's size before a downscale to ``expect_size``; a map of that size is
+    downscaled with it (disparity in pixels scaled too), any other size is refused."""
     from .depthio import read_depth
 
     data, file_meta = read_depth(a.path)
@@ -151,6 +161,16 @@ def load_depth_artifact(a: Artifact, *, expect_size: tuple[int, int] | None = No
     if not np.isfinite(dm.data).any():  # every pixel NaN/inf: no step can make anything true of it
         raise InputError("depth map has no valid value (every pixel is NaN or infinite)",
                          path=meta.get("given_path", a.path), hint="give a depth map with finite values")
+    if expect_size is not None and full_size is not None and tuple(full_size) != tuple(expect_size) \
+            and (dm.shape[1], dm.shape[0]) == tuple(full_size):  # the photo was downscaled (--downscale)
+        from .depthmap import downscale_depth
+        from .notices import notice
+
+        src = meta.get("given_path", a.path)
+        dm = downscale_depth(dm, tuple(expect_size))
+        notice(f"{src}: depth map downscaled with its photo from {full_size[0]}x{full_size[1]} to "
+               f"{expect_size[0]}x{expect_size[1]}" + (f" (disparity x {expect_size[0] / full_size[0]:.4g})"
+                                                       if dm.kind == "disparity" else ""))
     if expect_size is not None and (dm.shape[1], dm.shape[0]) != tuple(expect_size):
         src = meta.get("given_path", a.path)
         turned = (dm.shape[0], dm.shape[1]) == tuple(expect_size)  # W and H swapped: an EXIF-rotated photo
@@ -196,3 +216,6 @@ class StepSpec:
     # depth planes) continues across segment boundaries; ``state["cut"]`` is True on the first
     # frame of a new shot.
     clip_warm: Callable[..., None] | None = None
+    # ``inert(params, given) -> [lib.inert.Inert]``: parameters that would have no effect given
+    # the others; those the user wrote (``given``, dotted names) are refused (depthcraft.tasks.lib.inert)
+    inert: Callable[[Any, set], list] | None = None
