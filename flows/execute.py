@@ -7,6 +7,7 @@ another machine that sees the same workspace, or in a test without Prefect at al
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 from depthcraft.tasks.catalog import get_step
 from depthcraft.tasks.lib.step import StepContext
 from depthcraft.tasks.lib import cancel
-from depthcraft.tasks.lib.errors import DepthcraftError
+from depthcraft.tasks.lib.errors import DepthcraftError, OutputError
 from depthcraft.tasks.lib.store import Artifact, CorruptObject, copy_verified, sha256_file
 
 from . import progress
@@ -92,6 +93,24 @@ def output_name(step_id: str, name: str, primary: str, suffix: str) -> str:
     return f"{step_id}{suffix}" if name == primary else f"{step_id}-{name}{suffix}"
 
 
+def _check_writable(dst: Path) -> None:
+    """:class:`OutputError` (one line naming the path, not "run again": the store is fine) when
+    ``dst`` cannot be written: its folder cannot be made (a file is in the way), is read-only, or
+    a folder has ``dst``'s name."""
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OutputError(str(dst.parent), NotADirectoryError(20, "a file is in the way of this folder")) from None
+    except OSError as e:
+        raise OutputError(str(dst.parent), e) from None
+    if not dst.parent.is_dir():
+        raise OutputError(str(dst.parent), NotADirectoryError(20, "a file is in the way of this folder"))
+    if dst.is_dir():
+        raise OutputError(str(dst), IsADirectoryError(21, "a folder has this output's name"))
+    if not os.access(dst.parent, os.W_OK | os.X_OK):
+        raise OutputError(str(dst.parent), PermissionError(13, "the folder is not writable"))
+
+
 def publish(result: dict, step_id: str, primary: str, out_dir: Path, store=None) -> dict[str, dict]:
     """Copy a node's published outputs into ``out_dir`` (atomically, skipping identical files).
 
@@ -108,12 +127,17 @@ def publish(result: dict, step_id: str, primary: str, out_dir: Path, store=None)
             dst = out_dir / (output_name(step_id, owner, primary, o.suffix) + ".json")
         else:
             dst = out_dir / output_name(step_id, name, primary, a.suffix)
-        if not (dst.exists() and sha256_file(dst) == a.sha256):
+        if not (dst.is_file() and sha256_file(dst) == a.sha256):
+            _check_writable(dst)
             try:
                 copy_verified(a.path, dst, a.sha256)
             except CorruptObject:
                 if store is not None:
                     store.quarantine(a.path, "its bytes no longer match its sha256", f"{step_id} ({dst.name})")
+                raise
+            except OSError as e:  # (the store's side was readable: _check_writable passed; what failed is the write)
+                if e.filename is not None and Path(e.filename).parent == dst.parent or e.filename == str(dst):
+                    raise OutputError(str(dst), e) from None
                 raise
         done[name] = {"path": str(dst), "sha256": a.sha256, "kind": a.kind}
     return done

@@ -81,8 +81,15 @@ def build(plan, *, run_id: str | None, started: float, nodes: list[dict], failur
 
 
 def write(manifest: dict, folder: Path) -> Path:
+    from depthcraft.tasks.lib.errors import OutputError
+
     p = Path(folder) / MANIFEST
-    atomic_write_bytes(p, json.dumps(manifest, indent=2, sort_keys=False).encode())
+    try:
+        atomic_write_bytes(p, json.dumps(manifest, indent=2, sort_keys=False).encode())
+    except (FileExistsError, NotADirectoryError):
+        raise OutputError(str(p.parent), NotADirectoryError(20, "a file is in the way of this folder")) from None
+    except OSError as e:  # (a read-only output folder: one line, not a traceback)
+        raise OutputError(str(p), e) from None
     return p
 
 

@@ -21,7 +21,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from depthcraft.tasks.lib import cancel
 from depthcraft.tasks.lib import store as store_lib
-from depthcraft.tasks.lib.errors import DepthcraftError
+from depthcraft.tasks.lib.errors import DepthcraftError, OutputError
 from depthcraft.tasks.lib.store import CorruptObject
 
 from . import interrupt
@@ -144,6 +144,8 @@ def run_plan(plan: Plan, ws: Workspace, *, refresh: bool = False) -> dict:
             except _Stopped:
                 interrupted = True
                 break
+            except OutputError as e:  # (the output folder, not the store: running again does not help)
+                outs, err = None, str(e)
             except (CorruptObject, OSError, DepthcraftError) as e:
                 outs, err = None, f"its outputs are missing from the store or corrupt ({e}); run again to recompute"
             if outs is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -151,3 +152,44 @@ def test_server_stop_refuses_while_a_command_uses_the_server(tmp_path):
         holder.wait()
     res = cli("server", "stop", env={"DEPTHCRAFT_HOME": str(ws)})  # the lease went with the process
     assert res.returncode == 0, res.stderr
+
+
+PAIR = """\
+version: 1
+name: ow
+inputs:
+  images: [{photo}]
+steps:
+  - id: depth
+    uses: estimate
+  - id: pair
+    uses: stereo
+    from: depth
+    with: {{divergence: {div}}}
+output: out/{{recipe}}/{{image}}/
+"""
+
+
+@pytest.mark.parametrize("obstacle", ["a file where the image's folder goes", "a folder named like an output"])
+def test_an_output_path_that_cannot_be_written_is_one_line_that_does_not_blame_the_store(tmp_path, photo_path,
+                                                                                          obstacle):
+    env = {"DEPTHCRAFT_HOME": str(tmp_path / "ws")}
+    r = tmp_path / "ow.yaml"
+    r.write_text(PAIR.format(photo=photo_path, div=2.0))
+    assert cli("run", r, "--out", tmp_path / "o", env=env).returncode == 0
+    folder = tmp_path / "o" / "out" / "ow" / photo_path.stem
+    if obstacle.startswith("a file"):
+        shutil.rmtree(folder)
+        folder.write_text("in the way")
+        blocked = folder
+    else:
+        (folder / "depth.png").unlink()
+        (folder / "depth.png").mkdir()
+        blocked = folder / "depth.png"
+    r.write_text(PAIR.format(photo=photo_path, div=2.5))
+    res = cli("run", r, "--out", tmp_path / "o", env=env)
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr, res.stderr
+    said = [ln for ln in res.stderr.splitlines() if f"cannot write {blocked}" in ln]
+    assert said, res.stderr
+    assert "run again" not in res.stderr and "corrupt" not in res.stderr

@@ -59,6 +59,17 @@ class RecipeError(DepthcraftError):
         super().__init__(f"{where}: {message}", hint=hint)
 
 
+class OutputError(DepthcraftError):
+    """An output cannot be written where it belongs (a read-only folder, a file where a folder
+    should be, a folder named like the file). Running again does not help; the store is fine."""
+
+    def __init__(self, path: str, cause: OSError):
+        self.path = str(path)
+        why = cause.strerror or str(cause)
+        super().__init__(f"cannot write {self.path}: {why}",
+                         hint="free that path or make it writable, or choose another output root with --out")
+
+
 class ProviderError(DepthcraftError):
     """A depth provider failed; carries the provider's request id when it has one."""
 
