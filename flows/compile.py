@@ -37,6 +37,8 @@ class ImageInput:
     source: Artifact | None = None
     given_depth: Artifact | None = None
     error: str | None = None  # why this input cannot be used (the run goes on with the others)
+    size: tuple[int, int] | None = None  # (w, h) as shown, from the header (photos)
+    working_size: tuple[int, int] | None = None  # (w, h) the steps work at (smaller with downscale)
 
 
 @dataclass
@@ -71,8 +73,22 @@ class Plan:
         return [i for i in self.images if i.error is None]
 
     def options(self) -> dict:
+        """The photo reading options every step gets: the effective pixel limit (the recipe's,
+        else ``DEPTHCRAFT_MAX_PIXELS``, else 50 MP), so that every worker reads the same size."""
         ins = self.recipe.inputs
-        return {"max_pixels": ins.max_pixels, "downscale": ins.downscale}
+        return {"max_pixels": self.max_pixels(), "downscale": ins.downscale}
+
+    def max_pixels(self) -> int:
+        from depthcraft.tasks.lib.images import max_pixels_default
+
+        return self.recipe.inputs.max_pixels or max_pixels_default()
+
+    def key_options(self) -> dict:
+        """The reading options in the cache key: with ``downscale`` the limit decides the size
+        every step works at, so it enters the key; without, it only refuses (the recipe's own
+        value, as before, so that earlier cache entries stay valid)."""
+        ins = self.recipe.inputs
+        return {"max_pixels": self.max_pixels() if ins.downscale else ins.max_pixels, "downscale": ins.downscale}
 
 
 # -- steps -----------------------------------------------------------------------------------
@@ -295,7 +311,7 @@ def compile_plan(recipe: Recipe, src: RecipeSource, ws: Workspace, *, out_root: 
                 specs={sid: validated[sid][0] for sid in order}, out_root=Path(out_root or Path.cwd()).resolve())
     decls = {s.id: s for s in recipe.steps}
     ident_cache: dict = {}
-    options = plan.options()
+    options = plan.key_options()
     uses_provider = any(validated[s.id][0].uses_provider or s.provider for s in recipe.steps)
     for img in images:
         plan.out_dirs[img.name] = output_dir(recipe, plan.out_root, img.name, plan.session_id)
@@ -328,6 +344,7 @@ def compile_plan(recipe: Recipe, src: RecipeSource, ws: Workspace, *, out_root: 
                                                    params=params, provider=provider, upstream=list(d.from_),
                                                    step_provider=bool(d.provider),
                                                    requested_provider=requested if requested != provider else None)
+    working_sizes(plan)
     if any(i.source is not None and i.source.kind == "video" for i in images):
         from .outputcheck import check_clip_defaults
         from .segments import expand_clips
@@ -336,3 +353,27 @@ def compile_plan(recipe: Recipe, src: RecipeSource, ws: Workspace, *, out_root: 
 
         expand_clips(plan, ws)
     return plan
+
+
+def working_sizes(plan: Plan) -> None:
+    """Each photo's size and the size its steps work at (headers only), for the manifest; with
+    ``downscale`` the same one-line notice the one-shot commands give, said at plan time so that
+    a run served from the cache says it too."""
+    from depthcraft.tasks.lib.images import header_size, working_size
+    from depthcraft.tasks.lib.notices import notice
+
+    limit, downscale = plan.max_pixels(), plan.recipe.inputs.downscale
+    for img in plan.images:
+        if img.source is None or img.source.kind != "image":
+            continue
+        img.size = header_size(img.source.path)
+        if img.size is None:
+            continue
+        w, h = img.size
+        if w * h <= limit:
+            img.working_size = img.size
+        elif downscale:
+            img.working_size = working_size(w, h, limit)
+            nw, nh = img.working_size
+            # the text decode_image says (read_image names the same resolved path): said once
+            notice(f"{img.source.path}: downscaled from {w}x{h} to {nw}x{nh} to fit {limit / 1e6:g} MP (--downscale)")

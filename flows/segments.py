@@ -124,7 +124,8 @@ def expand_clips(plan, ws: Workspace) -> None:
     re-key its step nodes as the assembly of those segments. A clip that cannot be read gets
     its ``error`` (one line naming the file) and no nodes, like a bad photo."""
     seconds = plan.recipe.inputs.segment_seconds or DEFAULT_SEGMENT_SECONDS
-    limits = {"max_pixels": plan.recipe.inputs.max_pixels, "downscale": plan.recipe.inputs.downscale}
+    # the effective limit (DEPTHCRAFT_MAX_PIXELS too): it decides the working size, so it keys the analysis
+    limits = {"max_pixels": plan.max_pixels(), "downscale": plan.recipe.inputs.downscale}
     warmup = int(engine.WARMUP_FRAMES)
     decls = {d.id: d for d in plan.recipe.steps}
     engine_version = str(getattr(engine, "VERSION", "1"))
