@@ -330,6 +330,8 @@ def compile_plan(recipe: Recipe, src: RecipeSource, ws: Workspace, *, out_root: 
                 "image": img.source.sha256, "upstream": [plan.nodes[(u, img.name)].key for u in d.from_],
                 "options": options,
             }
+            if spec.key_extra is not None:  # names the output embeds (the viewer's default title)
+                body["extra"] = spec.key_extra(params, img.name)
             if img.given_depth is not None:
                 body["given_depth"] = [img.given_depth.sha256, img.given_depth.meta.get("kind")]
             if spec.uses_provider or d.provider:

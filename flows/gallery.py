@@ -258,8 +258,11 @@ def render(m: dict, folder: Path) -> str:
         src = Path(str(inp.get("origin") or ""))
         # an input over the run's limit was refused (or downscaled from the header): never decoded whole here
         big = over_budget(src, in_budget) if inp.get("sha256") and src.is_file() else None
-        if big is not None:
-            figs.append(f"<figure><div class=\"placeholder\">not shown: {e(str(big))}"
+        changed = big is None and inp.get("sha256") and src.is_file() and src.suffix.lower() in IMAGE_SUFFIXES \
+            and _changed(src, inp["sha256"])
+        if big is not None or changed:  # the thumbnail is named by the hash the run read: never of other bytes
+            why = str(big) if big is not None else "the file has changed since the run read it"
+            figs.append(f"<figure><div class=\"placeholder\">not shown: {e(why)}"
                         f"</div><figcaption><b>input</b> · {e(src.name)}</figcaption></figure>")
         elif inp.get("sha256") and src.is_file():
             t = thumbnail(src, folder, inp["sha256"], budget=in_budget)
@@ -313,6 +316,15 @@ def render(m: dict, folder: Path) -> str:
     return page.replace("<head>\n", "<head>\n<meta http-equiv=\"Content-Security-Policy\" content=\""
                         + e(webpage.csp_for(page, img="'self' data:", media="'self'", frame="'self'"), quote=True)
                         + "\">\n", 1)
+
+
+def _changed(path: Path, sha256: str) -> bool:
+    from depthcraft.tasks.lib.store import sha256_file
+
+    try:
+        return sha256_file(path) != sha256
+    except OSError:
+        return True
 
 
 def _is_wide(thumb: Path) -> bool:
