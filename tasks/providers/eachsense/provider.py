@@ -76,9 +76,16 @@ def decode_depth(data: bytes, *, request_id: str | None = None) -> tuple[np.ndar
         a = np.load(io.BytesIO(data), allow_pickle=False)
         a = a[..., 0] if a.ndim == 3 else a
         return np.asarray(a, dtype=np.float32), "float"
+    from depthcraft.tasks.lib.images import decode_budget
+
     try:
         img = Image.open(io.BytesIO(data))
+        if img.size[0] * img.size[1] > decode_budget():  # a header may claim any size: checked before decoding
+            raise GenerationError(f"the generated depth map claims {img.size[0]}x{img.size[1]} pixels, over the "
+                                  f"decoding budget of {decode_budget() / 1e6:,.0f} MP", request_id=request_id)
         img.load()
+    except GenerationError:
+        raise
     except Exception as e:  # noqa: BLE001 - anything undecodable is the answer's fault
         raise GenerationError(f"the generated depth map cannot be decoded ({type(e).__name__})", request_id=request_id,
                               hint="ask for a grayscale PNG in the message") from None
