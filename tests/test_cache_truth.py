@@ -168,6 +168,41 @@ def test_a_batch_with_bombs_finishes_and_its_gallery_shows_placeholders(prefect_
     assert out["maxrss_mb"] - out["base_mb"] < 600, out  # no bomb decoded (64 MP alone is 192 MB, twice)
 
 
+def gif_bomb(path: Path, w: int = 30000, h: int = 30000) -> Path:
+    """A two-frame GIF of 64 x 64 whose screen and frames claim ``w`` x ``h``."""
+    from PIL import Image
+
+    fr = [Image.fromarray((np.random.default_rng(i).random((64, 64)) * 255).astype(np.uint8)).convert("P")
+          for i in range(2)]
+    fr[0].save(path, save_all=True, append_images=fr[1:], duration=100, loop=0)
+    b = bytearray(path.read_bytes())
+    b[6:10] = struct.pack("<HH", w, h)
+    i = b.find(b"\x2c\x00\x00\x00\x00")
+    while i >= 0:  # every image descriptor at 0,0
+        b[i + 5:i + 9] = struct.pack("<HH", w, h)
+        i = b.find(b"\x2c\x00\x00\x00\x00", i + 9)
+    path.write_bytes(bytes(b))
+    return path
+
+
+def test_an_animation_bomb_is_refused_by_its_header(tmp_path):
+    """Reading a GIF's frame durations decodes each frame (PIL loads a frame to seek past it):
+    the size is checked first, from the header, with and without downscale."""
+    g = gif_bomb(tmp_path / "g.gif")
+    out = run_limited(f"""
+        import depthcraft.tasks.lib.images  # as in a run: PIL's own bomb check is off
+        from depthcraft.tasks.lib.clip import probe_clip
+        for ds in (False, True):
+            try:
+                probe_clip({json.dumps(str(g))}, max_pixels=1_000_000, downscale=ds)
+                out[str(ds)] = "probed"
+            except Exception as e:
+                out[str(ds)] = str(e)
+    """)
+    assert "frames are 30000x30000 = 900.0 MP, over the limit of 1 MP" in out["False"], out
+    assert "over the decoding budget of 200 MP" in out["True"], out
+
+
 # -- plans without Prefect ----------------------------------------------------------------------
 def plan_of(tmp_path: Path, text: str, **kw):
     from depthcraft.flows.compile import compile_plan
