@@ -234,8 +234,9 @@ def resolve_inputs(recipe: Recipe, src: RecipeSource, ws: Workspace, *, fetch: b
                         raise InputError(f"no such file (recipe {src.file}:{line})", path=h)
                     if local.is_dir():
                         raise InputError("is a folder; use a glob such as photos/*.jpg", path=h)
+                st = local.stat()  # before hashing: a change after this shows in the size or the time
                 item.source = Artifact(path=str(local.resolve()), sha256=sha256_file(local), kind=_input_kind(local),
-                                       meta={"origin": h, "name": item.name})
+                                       meta={"origin": h, "name": item.name, "stat": [st.st_size, st.st_mtime_ns]})
                 if e.depth:
                     dp = Path(e.depth).expanduser()
                     dp = dp if dp.is_absolute() else base / dp

@@ -23,6 +23,7 @@ a recipe compiles, before the Prefect API is chosen); :mod:`.segment_runs` makes
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 import time
@@ -192,6 +193,24 @@ def _spec_params(payload: dict):
     return get_step(payload["kind"]).params.model_validate(payload["params"])
 
 
+def unchanged_since_plan(source: dict) -> None:
+    """Raise the one-line "changed while the run was reading it" error when a clip's size or
+    modification time differ from what they were when the run hashed it (hashing a long clip
+    again for every segment would cost more than the segment)."""
+    from depthcraft.tasks.lib.step import changed_error
+
+    planned = (source.get("meta") or {}).get("stat")
+    if not planned:
+        return
+    a = Artifact.from_dict(source)
+    try:
+        st = os.stat(a.path)
+    except OSError:
+        raise changed_error(a) from None
+    if [st.st_size, st.st_mtime_ns] != list(planned):
+        raise changed_error(a)
+
+
 def execute_segment(payload: dict, upstream: list[dict]) -> dict:
     """Frames ``[start, stop)`` of a clip through one step (the engine's
     ``process_clip_segment``, warm-up included); its files go to the artifact store under the
@@ -217,6 +236,7 @@ def execute_segment(payload: dict, upstream: list[dict]) -> dict:
             depth=_segment_result(upstream[0]) if upstream else None,
             workers=1,  # the segments are the parallel work (threads or Dask workers), not frame processes
             progress=lambda done, total: FRAMES.segment_progress(label, index, done))
+        unchanged_since_plan(payload["source"])  # the frames read are the clip the key names
         if res.frames != base["frames"]:
             raise DepthcraftError(f"{payload['image']}: segment {payload['start']}..{payload['stop']} of step "
                                   f"{payload['step_id']!r} gave {res.frames} frames, expected {base['frames']}")
@@ -264,6 +284,7 @@ def execute_assemble(payload: dict, parts: list[dict]) -> dict:
         info = clip_info({"info": payload["info"]})
         written = [Path(p) for p in engine.assemble(payload["kind"], segs, payload["source"]["path"], main, params,
                                                     info=info)]
+        unchanged_since_plan(payload["source"])  # assembling reads the clip again (its audio)
         names = {Path(p): n for n, p in engine.output_paths(payload["kind"], main, list(segs[0].files), params).items()}
         outputs = {}
         for path in written:

@@ -386,3 +386,35 @@ def test_a_preset_x264_does_not_know_is_refused_before_any_work(tmp_path):
             inputs: {{images: [{json.dumps(str(photo))}]}}
             steps: [{{id: depth, uses: estimate}}, {{id: v, uses: parallax, from: depth, with: {{preset: quick}}}}]
         """)
+
+
+def test_a_clip_changed_mid_run_fails_its_segment_and_stores_nothing(tmp_path, monkeypatch):
+    """Clips are read segment by segment, long after the plan hashed them: a segment whose clip
+    has another size or modification time than at plan time fails in one line, unstored."""
+    from cliputil import make_clip
+
+    from depthcraft.flows.runner import _payload
+    from depthcraft.flows.segments import execute_segment
+    from depthcraft.flows.workspace import Workspace
+    from depthcraft.tasks.lib.errors import InputError
+
+    monkeypatch.setenv("DEPTHCRAFT_HOME", str(tmp_path / "ws"))
+    clip = make_clip(tmp_path / "c.mp4", n=12, audio=False)
+    plan = plan_of(tmp_path, f"""\
+        version: 1
+        name: clipswap
+        provider: classic
+        inputs: {{images: [{json.dumps(str(clip))}]}}
+        steps: [{{id: depth, uses: estimate}}]
+    """)
+    ws = Workspace.default(tmp_path / "ws")
+    img = plan.images[0]
+    cp = plan.clips[img.name]
+    s, e = cp.segments[0]
+    payload = {**_payload(plan, ws, "depth", img), "key": cp.keys["depth"][0], "index": 0, "start": s, "stop": e,
+               "warmup": cp.warmup, "label": "depth[c]", "target": cp.targets["depth"], "info": cp.info,
+               "keep_depth": False}
+    clip.write_bytes(clip.read_bytes() + b"\0" * 16)  # edited after the plan (a trailing byte run: still playable)
+    with pytest.raises(InputError, match="changed while the run was reading it; run again"):
+        execute_segment(payload, [])
+    assert ws.store.load_record(payload["key"]) is None
