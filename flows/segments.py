@@ -194,9 +194,10 @@ def _spec_params(payload: dict):
 
 
 def unchanged_since_plan(source: dict) -> None:
-    """Raise the one-line "changed while the run was reading it" error when a clip's size or
-    modification time differ from what they were when the run hashed it (hashing a long clip
-    again for every segment would cost more than the segment)."""
+    """Raise the one-line "changed while the run was reading it" error when a clip is no longer
+    the one the run hashed: its size and modification time are compared (hashing a long clip
+    again for every segment would cost more than the segment); only when the time differs is it
+    hashed again (a file touched but not changed is fine)."""
     from depthcraft.tasks.lib.step import changed_error
 
     planned = (source.get("meta") or {}).get("stat")
@@ -208,7 +209,10 @@ def unchanged_since_plan(source: dict) -> None:
     except OSError:
         raise changed_error(a) from None
     if [st.st_size, st.st_mtime_ns] != list(planned):
-        raise changed_error(a)
+        from depthcraft.tasks.lib.store import sha256_file
+
+        if st.st_size != planned[0] or sha256_file(a.path) != a.sha256:  # touched only: the same bytes are fine
+            raise changed_error(a)
 
 
 def execute_segment(payload: dict, upstream: list[dict]) -> dict:

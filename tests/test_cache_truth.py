@@ -418,3 +418,7 @@ def test_a_clip_changed_mid_run_fails_its_segment_and_stores_nothing(tmp_path, m
     with pytest.raises(InputError, match="changed while the run was reading it; run again"):
         execute_segment(payload, [])
     assert ws.store.load_record(payload["key"]) is None
+    # a clip touched but not changed (same bytes, a new time) is fine
+    clip.write_bytes(clip.read_bytes()[:-16])
+    got = execute_segment(payload, [])
+    assert ws.store.load_record(payload["key"]) is not None and got["reused"] is False
