@@ -324,6 +324,14 @@ def test_a_downscaled_run_says_so_and_its_manifest_records_limit_and_size(prefec
 
         d = read_depth(tmp_path / "out" / "out" / "ds" / "big" / "depth.png")[0]
         assert d.shape == (size[1], size[0])  # the old code served 258x193 from the cache at 30000
+    res = run_cli("run", r, "--out", tmp_path / "out", env={"DEPTHCRAFT_MAX_PIXELS": "30000"})
+    assert res.returncode == 0, res.stderr
+    # reproduce, with the variable unset, runs under the limit the manifest recorded
+    env = {k: v for k, v in os.environ.items() if k != "DEPTHCRAFT_MAX_PIXELS"}
+    res = subprocess.run([sys.executable, "-m", "depthcraft.flows.cli", "reproduce",
+                          str(tmp_path / "out" / "out" / "ds" / "big" / "manifest.json"), "--out", str(tmp_path / "rep")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0 and "reproduced" in res.stdout + res.stderr, res.stdout + res.stderr
 
 
 # -- names and spellings in keys ------------------------------------------------------------------
