@@ -430,3 +430,29 @@ def test_a_clip_changed_mid_run_fails_its_segment_and_stores_nothing(tmp_path, m
     clip.write_bytes(clip.read_bytes()[:-16])
     got = execute_segment(payload, [])
     assert ws.store.load_record(payload["key"]) is not None and got["reused"] is False
+
+
+def test_a_compressed_depth_bomb_is_refused_by_its_header(tmp_path):
+    """A given depth map as NPZ: 225 MP of zeros is a few hundred KB compressed; the reader
+    inflated it whole (and made it float32: 0.9 GB) before any size check."""
+    import zipfile
+
+    from numpy.lib import format as npf
+
+    w = h = 15000
+    p = tmp_path / "d.npz"
+    with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as z, z.open("depth.npy", "w", force_zip64=True) as f:
+        npf.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": (h, w)})
+        row = b"\0" * (w * 100)
+        for _ in range(h // 100):
+            f.write(row)
+    out = run_limited(f"""
+        from depthcraft.tasks.lib.depthio import read_depth
+        try:
+            read_depth({json.dumps(str(p))})
+            out["got"] = "read"
+        except Exception as e:
+            out["got"] = str(e)
+    """)
+    assert "15000x15000 = 225 MP, over the decoding budget" in out["got"], out
+    assert out["maxrss_mb"] - out["base_mb"] < 100, out
