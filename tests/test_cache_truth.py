@@ -456,3 +456,23 @@ def test_a_compressed_depth_bomb_is_refused_by_its_header(tmp_path):
     """)
     assert "15000x15000 = 225 MP, over the decoding budget" in out["got"], out
     assert out["maxrss_mb"] - out["base_mb"] < 100, out
+
+
+def test_an_eachsense_answer_claiming_a_huge_depth_map_is_refused_undecoded(bombs):
+    """The service's answer is bytes from the network: a PNG or NPY header claiming 10000 MP is
+    refused by its header (it was decoded, or allocated, first)."""
+    out = run_limited(f"""
+        import io
+        from numpy.lib import format as npf
+        from depthcraft.tasks.providers.eachsense.provider import decode_depth
+        b = io.BytesIO()
+        npf.write_array_header_1_0(b, {{"descr": "<f4", "fortran_order": False, "shape": (100000, 100000)}})
+        for name, data in (("png", open({json.dumps(str(bombs["bomb"]))}, "rb").read()), ("npy", b.getvalue())):
+            try:
+                decode_depth(data)
+                out[name] = "decoded"
+            except Exception as e:
+                out[name] = str(e)
+    """)
+    assert "100000x100000 pixels, over the decoding budget" in out["png"], out
+    assert "(100000, 100000), over the decoding budget" in out["npy"], out

@@ -73,6 +73,16 @@ def encode_photo(rgb: np.ndarray) -> tuple[bytes, str]:
 def decode_depth(data: bytes, *, request_id: str | None = None) -> tuple[np.ndarray, str]:
     """A downloaded depth file as float32 HxW and its sample type: ``u8``, ``u16`` or ``float``."""
     if data[:6] == b"\x93NUMPY":
+        from numpy.lib import format as npf
+
+        from depthcraft.tasks.lib.images import decode_budget
+
+        f = io.BytesIO(data)
+        version = npf.read_magic(f)
+        shape = (npf.read_array_header_1_0 if version == (1, 0) else npf.read_array_header_2_0)(f)[0]
+        if float(np.prod(shape, dtype=np.float64)) > 4 * decode_budget():  # the header may claim any shape
+            raise GenerationError(f"the generated depth array claims shape {tuple(shape)}, over the decoding budget",
+                                  request_id=request_id)
         a = np.load(io.BytesIO(data), allow_pickle=False)
         a = a[..., 0] if a.ndim == 3 else a
         return np.asarray(a, dtype=np.float32), "float"
