@@ -362,7 +362,7 @@ def working_sizes(plan: Plan) -> None:
     """Each photo's size and the size its steps work at (headers only), for the manifest; with
     ``downscale`` the same one-line notice the one-shot commands give, said at plan time so that
     a run served from the cache says it too."""
-    from depthcraft.tasks.lib.images import header_size, working_size
+    from depthcraft.tasks.lib.images import header_size, within_decode_budget, working_size
     from depthcraft.tasks.lib.notices import notice
 
     limit, downscale = plan.max_pixels(), plan.recipe.inputs.downscale
@@ -375,7 +375,7 @@ def working_sizes(plan: Plan) -> None:
         w, h = img.size
         if w * h <= limit:
             img.working_size = img.size
-        elif downscale:
+        elif downscale and within_decode_budget(img.source.path, limit):  # else its step refuses it, by name
             img.working_size = working_size(w, h, limit)
             nw, nh = img.working_size
             # the text decode_image says (read_image names the same resolved path): said once

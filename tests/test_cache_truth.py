@@ -476,3 +476,14 @@ def test_an_eachsense_answer_claiming_a_huge_depth_map_is_refused_undecoded(bomb
     """)
     assert "100000x100000 pixels, over the decoding budget" in out["png"], out
     assert "(100000, 100000), over the decoding budget" in out["npy"], out
+
+
+def test_a_photo_over_the_decoding_budget_is_not_announced_as_downscaled(tmp_path, bombs, monkeypatch):
+    from depthcraft.tasks.lib import notices
+
+    said = []
+    monkeypatch.setattr(notices, "_sink", said.append)
+    monkeypatch.setattr(notices, "_said", set())
+    plan = plan_of(tmp_path, RECIPE_DS.format(photo=json.dumps(str(bombs["bomb"])), downscale="true"))
+    assert plan.images[0].size == (100000, 100000) and plan.images[0].working_size is None
+    assert said == []  # its step refuses it (over the decoding budget): no "downscaled to 7071x7071"

@@ -194,6 +194,21 @@ def header_size(path: str | os.PathLike) -> tuple[int, int] | None:
     return (h, w) if rotated else (w, h)
 
 
+def within_decode_budget(path: str | os.PathLike, limit: int) -> bool:
+    """Whether :func:`decode_image` with ``downscale`` would decode ``path`` within the decoding
+    budget (a JPEG decoded reduced, as it does), from the header alone; False when unreadable."""
+    try:
+        with Image.open(path) as img:
+            w0, h0 = img.size
+            if w0 * h0 > limit and img.format == "JPEG":
+                f = (limit / (w0 * h0)) ** 0.5
+                img.draft("RGB", (max(1, int(w0 * f)), max(1, int(h0 * f))))
+            dw, dh = img.size
+    except Exception:  # noqa: BLE001
+        return False
+    return dw * dh <= decode_budget(limit)
+
+
 def read_image(path: str | os.PathLike, *, max_pixels: int | None = None, downscale: bool = False) -> Photo:
     """Read a photo file. See :func:`decode_image` for the conventions and errors."""
     p = Path(path)
