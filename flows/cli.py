@@ -337,6 +337,9 @@ def cmd_reproduce(a) -> int:
     if pinned and r.get("resolved", {}).get("provider") == "auto":  # what auto was then, not what it is now
         overrides.append(f"provider={pinned}")
     recipe, _ = load_recipe(src_file, overrides=overrides, text=r["text"])
+    limit = (old.get("limits") or {}).get("max_pixels")
+    if limit and recipe.inputs.max_pixels is None:  # the pixel limit in effect then (DEPTHCRAFT_MAX_PIXELS)
+        os.environ["DEPTHCRAFT_MAX_PIXELS"] = str(limit)
     f = flow_for(recipe)
     try:
         summary = interrupt.run_flow(lambda: f(

@@ -37,6 +37,8 @@ class ImageInput:
     source: Artifact | None = None
     given_depth: Artifact | None = None
     error: str | None = None  # why this input cannot be used (the run goes on with the others)
+    size: tuple[int, int] | None = None  # (w, h) as shown, from the header (photos)
+    working_size: tuple[int, int] | None = None  # (w, h) the steps work at (smaller with downscale)
 
 
 @dataclass
@@ -71,8 +73,22 @@ class Plan:
         return [i for i in self.images if i.error is None]
 
     def options(self) -> dict:
+        """The photo reading options every step gets: the effective pixel limit (the recipe's,
+        else ``DEPTHCRAFT_MAX_PIXELS``, else 50 MP), so that every worker reads the same size."""
         ins = self.recipe.inputs
-        return {"max_pixels": ins.max_pixels, "downscale": ins.downscale}
+        return {"max_pixels": self.max_pixels(), "downscale": ins.downscale}
+
+    def max_pixels(self) -> int:
+        from depthcraft.tasks.lib.images import max_pixels_default
+
+        return self.recipe.inputs.max_pixels or max_pixels_default()
+
+    def key_options(self) -> dict:
+        """The reading options in the cache key: with ``downscale`` the limit decides the size
+        every step works at, so it enters the key; without, it only refuses (the recipe's own
+        value, as before, so that earlier cache entries stay valid)."""
+        ins = self.recipe.inputs
+        return {"max_pixels": self.max_pixels() if ins.downscale else ins.max_pixels, "downscale": ins.downscale}
 
 
 # -- steps -----------------------------------------------------------------------------------
@@ -226,8 +242,9 @@ def resolve_inputs(recipe: Recipe, src: RecipeSource, ws: Workspace, *, fetch: b
                         raise InputError(f"no such file (recipe {src.file}:{line})", path=h)
                     if local.is_dir():
                         raise InputError("is a folder; use a glob such as photos/*.jpg", path=h)
+                st = local.stat()  # before hashing: a change after this shows in the size or the time
                 item.source = Artifact(path=str(local.resolve()), sha256=sha256_file(local), kind=_input_kind(local),
-                                       meta={"origin": h, "name": item.name})
+                                       meta={"origin": h, "name": item.name, "stat": [st.st_size, st.st_mtime_ns]})
                 if e.depth:
                     dp = Path(e.depth).expanduser()
                     dp = dp if dp.is_absolute() else base / dp
@@ -303,7 +320,7 @@ def compile_plan(recipe: Recipe, src: RecipeSource, ws: Workspace, *, out_root: 
                 specs={sid: validated[sid][0] for sid in order}, out_root=Path(out_root or Path.cwd()).resolve())
     decls = {s.id: s for s in recipe.steps}
     ident_cache: dict = {}
-    options = plan.options()
+    options = plan.key_options()
     uses_provider = any(validated[s.id][0].uses_provider or s.provider for s in recipe.steps)
     for img in images:
         plan.out_dirs[img.name] = output_dir(recipe, plan.out_root, img.name, plan.session_id)
@@ -322,6 +339,8 @@ def compile_plan(recipe: Recipe, src: RecipeSource, ws: Workspace, *, out_root: 
                 "image": img.source.sha256, "upstream": [plan.nodes[(u, img.name)].key for u in d.from_],
                 "options": options,
             }
+            if spec.key_extra is not None:  # names the output embeds (the viewer's default title)
+                body["extra"] = spec.key_extra(params, img.name)
             if img.given_depth is not None:
                 body["given_depth"] = [img.given_depth.sha256, img.given_depth.meta.get("kind")]
             if spec.uses_provider or d.provider:
@@ -336,6 +355,7 @@ def compile_plan(recipe: Recipe, src: RecipeSource, ws: Workspace, *, out_root: 
                                                    params=params, provider=provider, upstream=list(d.from_),
                                                    step_provider=bool(d.provider),
                                                    requested_provider=requested if requested != provider else None)
+    working_sizes(plan)
     if any(i.source is not None and i.source.kind == "video" for i in images):
         from .outputcheck import check_clip_defaults
         from .segments import expand_clips
@@ -344,3 +364,27 @@ def compile_plan(recipe: Recipe, src: RecipeSource, ws: Workspace, *, out_root: 
 
         expand_clips(plan, ws)
     return plan
+
+
+def working_sizes(plan: Plan) -> None:
+    """Each photo's size and the size its steps work at (headers only), for the manifest; with
+    ``downscale`` the same one-line notice the one-shot commands give, said at plan time so that
+    a run served from the cache says it too."""
+    from depthcraft.tasks.lib.images import header_size, within_decode_budget, working_size
+    from depthcraft.tasks.lib.notices import notice
+
+    limit, downscale = plan.max_pixels(), plan.recipe.inputs.downscale
+    for img in plan.images:
+        if img.source is None or img.source.kind != "image":
+            continue
+        img.size = header_size(img.source.path)
+        if img.size is None:
+            continue
+        w, h = img.size
+        if w * h <= limit:
+            img.working_size = img.size
+        elif downscale and within_decode_budget(img.source.path, limit):  # else its step refuses it, by name
+            img.working_size = working_size(w, h, limit)
+            nw, nh = img.working_size
+            # the text decode_image says (read_image names the same resolved path): said once
+            notice(f"{img.source.path}: downscaled from {w}x{h} to {nw}x{nh} to fit {limit / 1e6:g} MP (--downscale)")

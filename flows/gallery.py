@@ -53,13 +53,42 @@ def _to_rgb8(a: np.ndarray) -> np.ndarray:
     return a[..., :3]
 
 
-def _load_for_thumb(path: Path) -> np.ndarray | None:
-    """The picture a thumbnail shows for ``path`` (uint8 RGB), or None if it has none."""
+class OverBudget(Exception):
+    """A picture whose header claims more pixels than a thumbnail may decode (a "header bomb":
+    a few hundred bytes can claim 100000 x 100000). Nothing of it was decoded."""
+
+    def __init__(self, size: tuple[int, int], budget: int):
+        self.size, self.budget = size, budget
+        super().__init__(f"{size[0]}x{size[1]} = {size[0] * size[1] / 1e6:,.0f} MP, over the budget of "
+                         f"{budget / 1e6:,.0f} MP for a thumbnail")
+
+
+def thumb_budget(limit: int | None = None, *, downscale: bool = False, output: bool = False) -> int:
+    """The most pixels a thumbnail decodes: an input, what its run would decode (the pixel limit,
+    or the decoding budget with ``downscale``); an output (a stereo pair is two photos wide), the
+    decoding budget. See :func:`depthcraft.tasks.lib.images.decode_budget`."""
+    from depthcraft.tasks.lib.images import decode_budget, max_pixels_default
+
+    limit = limit or max_pixels_default()
+    return decode_budget(limit) if (downscale or output) else limit
+
+
+def _check(size: tuple[int, int], budget: int | None) -> None:
+    if budget is not None and size[0] * size[1] > budget:
+        raise OverBudget(size, budget)
+
+
+def _load_for_thumb(path: Path, budget: int | None = None) -> np.ndarray | None:
+    """The picture a thumbnail shows for ``path`` (uint8 RGB), or None if it has none.
+
+    Only headers are read before the size is checked against ``budget`` (pixels; None: the
+    default output budget): :class:`OverBudget` for more, never a decode."""
+    budget = thumb_budget(output=True) if budget is None else budget
     s = path.suffix.lower()
     if s in DEPTH_SUFFIXES:
         from depthcraft.tasks.lib.depthio import read_depth
 
-        return _to_rgb8(read_depth(path)[0])
+        return _to_rgb8(read_depth(path)[0])  # read_depth keeps to the decoding budget itself
     if s in VIDEO_SUFFIXES:
         import imageio_ffmpeg
 
@@ -67,6 +96,7 @@ def _load_for_thumb(path: Path) -> np.ndarray | None:
         try:
             meta = next(gen)
             w, h = meta["size"]
+            _check((w, h), budget)  # before a frame of that size is read into this process
             frame = np.frombuffer(next(gen), np.uint8).reshape(h, w, 3)
         finally:
             gen.close()
@@ -76,20 +106,39 @@ def _load_for_thumb(path: Path) -> np.ndarray | None:
 
         with Image.open(path) as im:
             im.draft("RGB", (THUMB * 2, THUMB * 2))  # JPEG: decode at a fraction of the size
+            _check(im.size, budget)  # the size that would be decoded (after draft), from the header
             if im.mode in ("I;16", "I;16B", "I", "F"):
                 return _to_rgb8(np.asarray(im))
             return _to_rgb8(np.asarray(im.convert("RGBA" if "A" in im.mode or "transparency" in im.info else "RGB")))
     return None
 
 
-def thumbnail(path: Path, folder: Path, key: str, size: int = THUMB) -> Path | None:
+def over_budget(path: Path, budget: int) -> OverBudget | None:
+    """Whether a thumbnail of ``path`` would decode more than ``budget`` pixels (headers only)."""
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return None
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (THUMB * 2, THUMB * 2))
+            _check(im.size, budget)
+    except OverBudget as e:
+        return e
+    except Exception:  # noqa: BLE001 - unreadable: thumbnail() says None
+        return None
+    return None
+
+
+def thumbnail(path: Path, folder: Path, key: str, size: int = THUMB, budget: int | None = None) -> Path | None:
     """A WebP thumbnail of ``path`` in ``folder``/_gallery named by ``key`` (a content hash);
-    made once. None where the file has no picture or cannot be read."""
+    made once. None where the file has no picture, cannot be read, or is over ``budget`` pixels
+    (see :func:`_load_for_thumb`)."""
     out = folder / THUMBS / f"{key[:20]}-{size}.webp"
     if out.exists():
         return out
     try:
-        rgb = _load_for_thumb(path)
+        rgb = _load_for_thumb(path, budget)
     except Exception:  # noqa: BLE001 - a thumbnail is a nicety: the file is still linked
         return None
     if rgb is None:
@@ -167,6 +216,7 @@ figure.wide { width: 496px; }
 figure img, figure video { display: block; width: 100%; height: 170px; object-fit: contain; background: #eee; border-radius: 4px; }
 figure.wide img, figure.wide video, figure iframe { height: 300px; }
 figure iframe { display: block; width: 100%; border: 0; border-radius: 4px; background: #111; }
+.placeholder { height: 170px; display: flex; align-items: center; justify-content: center; text-align: center; background: #eee; color: #666; font-size: 12px; border-radius: 4px; padding: 0 8px; }
 figcaption { font-size: 12px; color: #444; margin-top: 6px; word-break: break-all; }
 figcaption b { color: #1d1d1f; } .tag { display: inline-block; font-size: 11px; border-radius: 8px; padding: 0 6px; margin-left: 4px; }
 .cached { background: #e6f0ff; color: #1a4fa0; } .computed { background: #e8f6ea; color: #1f6b2c; }
@@ -195,6 +245,9 @@ def render(m: dict, folder: Path) -> str:
              + f"<tr><th>manifest</th><td><a href=\"{_rel(folder / 'manifest.json', folder)}\">manifest.json</a></td></tr>"
              + "</table>"]
     failures = m.get("failures", [])
+    lim = m.get("limits") or {}
+    in_budget = thumb_budget(lim.get("max_pixels"), downscale=bool(lim.get("downscale")))
+    out_budget = thumb_budget(lim.get("max_pixels"), output=True)
     by_image: dict[str, list[dict]] = {}
     for r in recs:
         by_image.setdefault(r["image"], []).append(r)
@@ -203,8 +256,16 @@ def render(m: dict, folder: Path) -> str:
         parts.append(f"<h2 id=\"{e(_anchor(name))}\">{e(name)}</h2><p class=\"origin\">{e(str(inp.get('origin')))}</p>")
         figs, files = [], []
         src = Path(str(inp.get("origin") or ""))
-        if inp.get("sha256") and src.is_file():
-            t = thumbnail(src, folder, inp["sha256"])
+        # an input over the run's limit was refused (or downscaled from the header): never decoded whole here
+        big = over_budget(src, in_budget) if inp.get("sha256") and src.is_file() else None
+        changed = big is None and inp.get("sha256") and src.is_file() and src.suffix.lower() in IMAGE_SUFFIXES \
+            and _changed(src, inp["sha256"])
+        if big is not None or changed:  # the thumbnail is named by the hash the run read: never of other bytes
+            why = str(big) if big is not None else "the file has changed since the run read it"
+            figs.append(f"<figure><div class=\"placeholder\">not shown: {e(why)}"
+                        f"</div><figcaption><b>input</b> · {e(src.name)}</figcaption></figure>")
+        elif inp.get("sha256") and src.is_file():
+            t = thumbnail(src, folder, inp["sha256"], budget=in_budget)
             if t is not None:
                 figs.append(f"<figure><img src=\"{_rel(t, folder)}\" alt=\"{e(name)}\"><figcaption><b>input</b> · "
                             f"{e(src.name)}</figcaption></figure>")
@@ -222,7 +283,7 @@ def render(m: dict, folder: Path) -> str:
                 else:
                     files.append(f"<li><a href=\"{r['href']}\">{e(p.name)}</a>: 3D view ({e(r['step'])})</li>")
                 continue
-            t = thumbnail(p, folder, r["sha256"])
+            t = thumbnail(p, folder, r["sha256"], budget=out_budget)
             if suffix in VIDEO_SUFFIXES:
                 poster = f" poster=\"{_rel(t, folder)}\"" if t else ""
                 figs.append(f"<figure class=\"wide\"><video src=\"{r['href']}\"{poster} controls muted loop playsinline "
@@ -255,6 +316,15 @@ def render(m: dict, folder: Path) -> str:
     return page.replace("<head>\n", "<head>\n<meta http-equiv=\"Content-Security-Policy\" content=\""
                         + e(webpage.csp_for(page, img="'self' data:", media="'self'", frame="'self'"), quote=True)
                         + "\">\n", 1)
+
+
+def _changed(path: Path, sha256: str) -> bool:
+    from depthcraft.tasks.lib.store import sha256_file
+
+    try:
+        return sha256_file(path) != sha256
+    except OSError:
+        return True
 
 
 def _is_wide(thumb: Path) -> bool:

@@ -70,8 +70,13 @@ def build(plan, *, run_id: str | None, started: float, nodes: list[dict], failur
                      "resolved": getattr(plan, "resolved", {})},
         "inputs": [{"name": i.name, "origin": i.origin, "sha256": i.source.sha256 if i.source else None,
                     "depth": i.given_depth.meta.get("given_path") if i.given_depth else None,
-                    "depth_sha256": i.given_depth.sha256 if i.given_depth else None, "error": i.error}
+                    "depth_sha256": i.given_depth.sha256 if i.given_depth else None, "error": i.error,
+                    **({"size": list(i.size)} if getattr(i, "size", None) else {}),
+                    **({"working_size": list(i.working_size)} if getattr(i, "working_size", None) else {})}
                    for i in plan.images],
+        # the pixel limit in effect (recipe, else DEPTHCRAFT_MAX_PIXELS, else 50 MP) and what it does
+        "limits": {"max_pixels": plan.max_pixels() if hasattr(plan, "max_pixels") else None,
+                   "downscale": bool(r.inputs.downscale)},
         "steps": nodes,
         "failures": failures,
         "versions": versions(),

@@ -23,6 +23,7 @@ a recipe compiles, before the Prefect API is chosen); :mod:`.segment_runs` makes
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 import time
@@ -124,7 +125,8 @@ def expand_clips(plan, ws: Workspace) -> None:
     re-key its step nodes as the assembly of those segments. A clip that cannot be read gets
     its ``error`` (one line naming the file) and no nodes, like a bad photo."""
     seconds = plan.recipe.inputs.segment_seconds or DEFAULT_SEGMENT_SECONDS
-    limits = {"max_pixels": plan.recipe.inputs.max_pixels, "downscale": plan.recipe.inputs.downscale}
+    # the effective limit (DEPTHCRAFT_MAX_PIXELS too): it decides the working size, so it keys the analysis
+    limits = {"max_pixels": plan.max_pixels(), "downscale": plan.recipe.inputs.downscale}
     warmup = int(engine.WARMUP_FRAMES)
     decls = {d.id: d for d in plan.recipe.steps}
     engine_version = str(getattr(engine, "VERSION", "1"))
@@ -195,6 +197,28 @@ def _spec_params(payload: dict):
     return get_step(payload["kind"]).params.model_validate(payload["params"])
 
 
+def unchanged_since_plan(source: dict) -> None:
+    """Raise the one-line "changed while the run was reading it" error when a clip is no longer
+    the one the run hashed: its size and modification time are compared (hashing a long clip
+    again for every segment would cost more than the segment); only when the time differs is it
+    hashed again (a file touched but not changed is fine)."""
+    from depthcraft.tasks.lib.step import changed_error
+
+    planned = (source.get("meta") or {}).get("stat")
+    if not planned:
+        return
+    a = Artifact.from_dict(source)
+    try:
+        st = os.stat(a.path)
+    except OSError:
+        raise changed_error(a) from None
+    if [st.st_size, st.st_mtime_ns] != list(planned):
+        from depthcraft.tasks.lib.store import sha256_file
+
+        if st.st_size != planned[0] or sha256_file(a.path) != a.sha256:  # touched only: the same bytes are fine
+            raise changed_error(a)
+
+
 def execute_segment(payload: dict, upstream: list[dict]) -> dict:
     """Frames ``[start, stop)`` of a clip through one step (the engine's
     ``process_clip_segment``, warm-up included); its files go to the artifact store under the
@@ -220,6 +244,7 @@ def execute_segment(payload: dict, upstream: list[dict]) -> dict:
             depth=_segment_result(upstream[0]) if upstream else None,
             workers=1,  # the segments are the parallel work (threads or Dask workers), not frame processes
             progress=lambda done, total: FRAMES.segment_progress(label, index, done))
+        unchanged_since_plan(payload["source"])  # the frames read are the clip the key names
         if res.frames != base["frames"]:
             raise DepthcraftError(f"{payload['image']}: segment {payload['start']}..{payload['stop']} of step "
                                   f"{payload['step_id']!r} gave {res.frames} frames, expected {base['frames']}")
@@ -267,6 +292,7 @@ def execute_assemble(payload: dict, parts: list[dict]) -> dict:
         info = clip_info({"info": payload["info"]})
         written = [Path(p) for p in engine.assemble(payload["kind"], segs, payload["source"]["path"], main, params,
                                                     info=info)]
+        unchanged_since_plan(payload["source"])  # assembling reads the clip again (its audio)
         names = {Path(p): n for n, p in engine.output_paths(payload["kind"], main, list(segs[0].files), params).items()}
         outputs = {}
         for path in written:

@@ -54,15 +54,28 @@ class ParallaxParams(StepParams):
     @field_validator("size")
     @classmethod
     def _size(cls, v):
+        # one spelling per size (320X240, 0320x0240, 320×240 -> 320x240): the cache key and
+        # the manifest hold the parameters as validated, so equal sizes must read the same
         if v is None:
             return v
-        parse_size(v)
-        return v
+        w, h = parse_size(v)
+        return f"{w}x{h}"
+
+    @field_validator("preset")
+    @classmethod
+    def _preset(cls, v):
+        name = str(v).strip().lower()  # x264 names are lower case; Medium is medium (one cache key)
+        if name not in X264_PRESETS:
+            raise ValueError(f"preset is one of {', '.join(X264_PRESETS)}")
+        return name
+
+
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
 
 
 def parse_size(text: str) -> tuple[int, int]:
     try:
-        w, h = (int(x) for x in str(text).lower().replace("×", "x").split("x"))
+        w, h = (int(x) for x in str(text).strip().lower().replace("×", "x").split("x"))
     except ValueError:
         raise ParameterError(f"size {text!r} is not WxH, e.g. 1920x1080", parameter="size") from None
     if w < 16 or h < 16 or w > 16384 or h > 16384:

@@ -148,4 +148,5 @@ def params_for_output(path) -> dict:
 
 SPEC = StepSpec(kind="viewer", version="2", params=ViewerParams, run=run, params_for_output=params_for_output,
                 main_suffixes=lambda p: (".html", ".htm"),
+                key_extra=lambda p, image: {} if p.title is not None else {"title": image},  # the <title> it writes
                 summary="a self-contained interactive 3D photo: one HTML file (WebGL, pointer/tilt/auto camera)")

@@ -199,13 +199,14 @@ def probe_clip(path: str | os.PathLike, *, max_pixels: int | None = None, downsc
         raise InputError("no such file", path=str(p))
     if p.is_dir():
         raise InputError("is a folder, not a clip", path=str(p))
-    if p.suffix.lower() in ANIMATION_SUFFIXES:
-        info = _probe_animation(p)
-    else:
-        info = _probe_movie(p)
     from .images import max_pixels_default
 
     limit = max_pixels or max_pixels_default()
+    if p.suffix.lower() in ANIMATION_SUFFIXES:
+        _animation_within_limits(p, limit, downscale)  # before a frame is decoded (reading durations decodes)
+        info = _probe_animation(p)
+    else:
+        info = _probe_movie(p)
     if info.width * info.height > limit:
         if not downscale:
             raise InputError(f"frames are {info.width}x{info.height} = {info.width * info.height / 1e6:.1f} MP, over "
@@ -327,6 +328,26 @@ def _snap_rate(r: Fraction) -> Fraction:
         if abs(float(r) - float(c)) < 0.001 * float(c):
             return c
     return r.limit_denominator(1001)
+
+
+def _animation_within_limits(p: Path, limit: int, downscale: bool) -> None:
+    """Refuse an animation whose header claims frames over the pixel limit (or, with downscale,
+    over the decoding budget) before any frame is decoded: a GIF header may claim 65535 x 65535."""
+    from PIL import Image
+
+    from .images import decode_budget
+
+    try:
+        with Image.open(p) as im:
+            w, h = im.size
+    except Exception:  # noqa: BLE001 - _probe_animation says what is wrong with the file
+        return
+    if w * h > limit and not downscale:
+        raise InputError(f"frames are {w}x{h} = {w * h / 1e6:.1f} MP, over the limit of {limit / 1e6:.0f} MP",
+                         path=str(p), hint="pass --downscale, or raise the limit with --max-pixels / DEPTHCRAFT_MAX_PIXELS")
+    if w * h > decode_budget(limit):
+        raise InputError(f"frames are {w}x{h} = {w * h / 1e6:,.0f} MP, over the decoding budget of "
+                         f"{decode_budget(limit) / 1e6:,.0f} MP", path=str(p), hint="shrink it with an image editor first")
 
 
 def _probe_animation(p: Path) -> ClipInfo:

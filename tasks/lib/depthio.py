@@ -125,13 +125,18 @@ def read_depth(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
         if suffix == ".pfm":
             a = read_pfm(p)
         elif suffix == ".npy":
+            with open(p, "rb") as f:
+                _npy_within_budget(f, p)
             a = np.load(p, allow_pickle=False)
         elif suffix == ".npz":
             with np.load(p, allow_pickle=False) as z:
                 names = [n for n in z.files if n != "meta"]
                 if not names:
                     raise InputError("NPZ file holds no array", path=str(p))
-                a = z["depth" if "depth" in names else names[0]]
+                name = "depth" if "depth" in names else names[0]
+                with z.zip.open(name + ".npy") as f:  # a compressed entry may inflate 1000-fold: header first
+                    _npy_within_budget(f, p)
+                a = z[name]
                 if "meta" in z.files:
                     meta = _json_meta(str(z["meta"]))
         elif suffix == ".exr":
@@ -180,6 +185,22 @@ def _refuse_preview(meta: dict, p: Path) -> None:
                          "read back as depth", path=str(p),
                          hint="give the depth file written by the same export instead: the grayscale or "
                          "png16 PNG, the .npy or the .exr")
+
+
+def _npy_within_budget(f, p: Path) -> None:
+    """Refuse an NPY array (a file, or an NPZ entry) whose header claims more than the decoding
+    budget, before its data is read: a zero-filled NPZ compresses about 1000:1."""
+    from numpy.lib import format as npf
+
+    version = npf.read_magic(f)
+    shape, _, _ = (npf.read_array_header_1_0 if version == (1, 0) else npf.read_array_header_2_0)(f)
+    if len(shape) >= 2:
+        _within_budget((int(shape[1]), int(shape[0])), p)
+    elements = int(np.prod(shape, dtype=np.float64)) if shape else 1
+    from .images import decode_budget
+
+    if elements > 4 * decode_budget():  # channels: at most four per pixel
+        raise InputError(f"depth array holds {elements:,} values, over the decoding budget", path=str(p))
 
 
 def _within_budget(size: tuple[int, int], p: Path) -> None:

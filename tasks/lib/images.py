@@ -74,6 +74,25 @@ def _to_rgb(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     return np.ascontiguousarray(np.asarray(img)), None
 
 
+def exif_orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1..8; 1 when absent or broken) from the header alone.
+
+    PIL's ``PngImageFile.getexif()`` decodes every pixel to look for an eXIf chunk after the
+    image data, which turns a 370-byte PNG claiming 100000 x 100000 into a 30 GB allocation
+    before any size check: for a PNG only an eXIf chunk before the data is read."""
+    try:
+        if img.format == "PNG":
+            raw = img.info.get("exif")
+            if not raw:
+                return 1
+            ex = Image.Exif()
+            ex.load(raw)
+            return int(ex.get(0x0112, 1) or 1)
+        return int(img.getexif().get(0x0112, 1) or 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block: exif_transpose says so, or ignores it
+        return 1
+
+
 def decode_budget(limit: int | None = None) -> int:
     """The most pixels ever decoded at once: 4 x the pixel limit, at least 200 MP (600 MB as RGB).
 
@@ -108,10 +127,7 @@ def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int | None =
                                  path=name, hint="clips go to the clip commands and recipe inputs as they are; "
                                  "extract one frame to use it as a photo")
         w0, h0 = img.size
-        try:
-            rotated = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-        except Exception:  # noqa: BLE001 - a broken EXIF block: exif_transpose below says so, or ignores it
-            rotated = False
+        rotated = exif_orientation(img) in (5, 6, 7, 8)
         w, h = (h0, w0) if rotated else (w0, h0)  # the size once EXIF orientation is applied
         if w * h > limit and not downscale:
             raise InputError(
@@ -151,14 +167,49 @@ def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int | None =
     if w * h > limit:
         import cv2
 
-        f = (limit / (w * h)) ** 0.5
-        nw, nh = max(MIN_SIDE, int(w * f)), max(MIN_SIDE, int(h * f))
+        nw, nh = working_size(w, h, limit)
         rgb = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA)
         if alpha is not None:
             alpha = cv2.resize(alpha, (nw, nh), interpolation=cv2.INTER_AREA)
         before = (w, h)
         notice(f"{name}: downscaled from {w}x{h} to {nw}x{nh} to fit {limit / 1e6:g} MP (--downscale)")
     return Photo(rgb=rgb, alpha=alpha, downscaled_from=before)
+
+
+def working_size(w: int, h: int, limit: int) -> tuple[int, int]:
+    """The size a ``w`` x ``h`` photo is worked at with ``downscale``: itself within ``limit``
+    pixels, else scaled by sqrt(limit / (w h)) (each side at least :data:`MIN_SIDE`)."""
+    if w * h <= limit:
+        return w, h
+    f = (limit / (w * h)) ** 0.5
+    return max(MIN_SIDE, int(w * f)), max(MIN_SIDE, int(h * f))
+
+
+def header_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """A photo's size as shown (EXIF orientation applied), from its header alone; None when
+    the file cannot be read as an image (the step that reads it says why)."""
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            rotated = exif_orientation(img) in (5, 6, 7, 8)
+    except Exception:  # noqa: BLE001
+        return None
+    return (h, w) if rotated else (w, h)
+
+
+def within_decode_budget(path: str | os.PathLike, limit: int) -> bool:
+    """Whether :func:`decode_image` with ``downscale`` would decode ``path`` within the decoding
+    budget (a JPEG decoded reduced, as it does), from the header alone; False when unreadable."""
+    try:
+        with Image.open(path) as img:
+            w0, h0 = img.size
+            if w0 * h0 > limit and img.format == "JPEG":
+                f = (limit / (w0 * h0)) ** 0.5
+                img.draft("RGB", (max(1, int(w0 * f)), max(1, int(h0 * f))))
+            dw, dh = img.size
+    except Exception:  # noqa: BLE001
+        return False
+    return dw * dh <= decode_budget(limit)
 
 
 def read_image(path: str | os.PathLike, *, max_pixels: int | None = None, downscale: bool = False) -> Photo:

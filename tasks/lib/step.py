@@ -63,10 +63,13 @@ class StepContext:
     def photo(self) -> np.ndarray:
         """The input photo, uint8 RGB HxWx3 (decoded once)."""
         if self._photo is None:
-            from .images import read_image
+            from .images import decode_image
 
-            ph = read_image(self.source.path, max_pixels=self.options.get("max_pixels"),
-                            downscale=bool(self.options.get("downscale", False)))
+            # the bytes decoded are the bytes hashed: the cache key names the photo as planned,
+            # so a photo edited since then must not be computed (and stored) under that key
+            data = read_planned(self.source)
+            ph = decode_image(data, name=self.source.path, max_pixels=self.options.get("max_pixels"),
+                              downscale=bool(self.options.get("downscale", False)))
             self._photo, self._alpha, self._photo_full = ph.rgb, _translucent(ph.alpha), ph.downscaled_from
         return self._photo
 
@@ -145,14 +148,54 @@ def _translucent(alpha: np.ndarray | None) -> np.ndarray | None:
     return None if alpha is None or bool((alpha == 255).all()) else alpha
 
 
+def changed_error(a: Artifact) -> InputError:
+    """One line for a file whose bytes are no longer those the run planned (and keyed) with."""
+    return InputError("changed while the run was reading it; run again", path=a.meta.get("given_path") or a.meta.get("origin") or a.path,
+                      hint="nothing was stored for the old content; the next run reads the file as it is then")
+
+
+def read_planned(a: Artifact) -> bytes:
+    """The bytes of an input file, checked against the sha256 it had when the run was planned
+    (its cache key holds that hash). Raises :class:`InputError`: missing, unreadable, or changed
+    meanwhile (see :func:`changed_error`)."""
+    from .store import sha256_bytes
+
+    p = Path(a.path)
+    if not p.exists():
+        raise InputError("no such file (removed while the run was reading it; run again)",
+                         path=a.meta.get("origin") or a.path)
+    if p.is_dir():
+        raise InputError("is a folder, not an image", path=a.meta.get("origin") or a.path)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read ({e.strerror})", path=a.meta.get("origin") or a.path) from None
+    if a.sha256 and sha256_bytes(data) != a.sha256:
+        raise changed_error(a)
+    return data
+
+
 def load_depth_artifact(a: Artifact, *, expect_size: tuple[int, int] | None = None,
                         full_size: tuple[int, int] | None = None) -> DepthMap:
     """Read a stored depth artifact back into a DepthMap (kind and source from its metadata).
     ``full_size``: the photo's size before a downscale to ``expect_size``; a map of that size is
-    downscaled with it (disparity in pixels scaled too), any other size is refused."""
+    downscaled with it (disparity in pixels scaled too), any other size is refused.
+
+    A depth map given with the input is the user's file, which may change during the run: it is
+    hashed again after it was read, and one that no longer has its planned sha256 is refused
+    (:func:`changed_error`), so nothing is computed from it under the planned key."""
     from .depthio import read_depth
 
     data, file_meta = read_depth(a.path)
+    if a.meta.get("source") == "given" and a.sha256:
+        from .store import sha256_file
+
+        try:
+            same = sha256_file(a.path) == a.sha256
+        except OSError:
+            same = False
+        if not same:
+            raise changed_error(a)
     # what the user said (--depth-kind) wins over the file's own metadata, which wins over the default
     meta = {**file_meta, **{k: v for k, v in a.meta.items() if v is not None}}
     default_kind = "disparity" if meta.get("source") == "given" else "relative_inverse"
@@ -219,3 +262,7 @@ class StepSpec:
     # ``inert(params, given) -> [lib.inert.Inert]``: parameters that would have no effect given
     # the others; those the user wrote (``given``, dotted names) are refused (depthcraft.tasks.lib.inert)
     inert: Callable[[Any, set], list] | None = None
+    # What else the output embeds besides content: ``key_extra(params, image_name) -> dict`` enters
+    # the cache key (e.g. the viewer's page title, the image's name by default), so that identical
+    # photos under two names never share a page that names the first.
+    key_extra: Callable[[Any, str], dict] | None = None

@@ -73,12 +73,29 @@ def encode_photo(rgb: np.ndarray) -> tuple[bytes, str]:
 def decode_depth(data: bytes, *, request_id: str | None = None) -> tuple[np.ndarray, str]:
     """A downloaded depth file as float32 HxW and its sample type: ``u8``, ``u16`` or ``float``."""
     if data[:6] == b"\x93NUMPY":
+        from numpy.lib import format as npf
+
+        from depthcraft.tasks.lib.images import decode_budget
+
+        f = io.BytesIO(data)
+        version = npf.read_magic(f)
+        shape = (npf.read_array_header_1_0 if version == (1, 0) else npf.read_array_header_2_0)(f)[0]
+        if float(np.prod(shape, dtype=np.float64)) > 4 * decode_budget():  # the header may claim any shape
+            raise GenerationError(f"the generated depth array claims shape {tuple(shape)}, over the decoding budget",
+                                  request_id=request_id)
         a = np.load(io.BytesIO(data), allow_pickle=False)
         a = a[..., 0] if a.ndim == 3 else a
         return np.asarray(a, dtype=np.float32), "float"
+    from depthcraft.tasks.lib.images import decode_budget
+
     try:
         img = Image.open(io.BytesIO(data))
+        if img.size[0] * img.size[1] > decode_budget():  # a header may claim any size: checked before decoding
+            raise GenerationError(f"the generated depth map claims {img.size[0]}x{img.size[1]} pixels, over the "
+                                  f"decoding budget of {decode_budget() / 1e6:,.0f} MP", request_id=request_id)
         img.load()
+    except GenerationError:
+        raise
     except Exception as e:  # noqa: BLE001 - anything undecodable is the answer's fault
         raise GenerationError(f"the generated depth map cannot be decoded ({type(e).__name__})", request_id=request_id,
                               hint="ask for a grayscale PNG in the message") from None
