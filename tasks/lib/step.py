@@ -64,12 +64,20 @@ class StepContext:
         """The input photo, uint8 RGB HxWx3 (decoded once)."""
         if self._photo is None:
             from .images import decode_image
+            from .oneframe import MOVIE_SUFFIXES
 
             # the bytes decoded are the bytes hashed: the cache key names the photo as planned,
             # so a photo edited since then must not be computed (and stored) under that key
             data = read_planned(self.source)
-            ph = decode_image(data, name=self.source.path, max_pixels=self.options.get("max_pixels"),
-                              downscale=bool(self.options.get("downscale", False)))
+            opts = {"max_pixels": self.options.get("max_pixels"), "downscale": bool(self.options.get("downscale", False))}
+            if Path(self.source.path).suffix.lower() in MOVIE_SUFFIXES:  # a 1-frame video: its frame, via ffmpeg
+                from .images import read_image
+
+                ph = read_image(self.source.path, **opts)
+                if self.source.sha256 and read_planned(self.source) != data:  # (raises when changed since)
+                    raise changed_error(self.source)
+            else:
+                ph = decode_image(data, name=self.source.path, **opts)
             self._photo, self._alpha, self._photo_full = ph.rgb, _translucent(ph.alpha), ph.downscaled_from
         return self._photo
 
