@@ -295,6 +295,9 @@ def cmd_reproduce(a) -> int:
     from . import manifest as mf
 
     old = mf.read(a.manifest)
+    from .manifest_check import check_inputs_exist
+
+    check_inputs_exist(old, Path(a.manifest))  # one line naming a missing input, before any flow
     r = old["recipe"]
     src_file = r["file"]
     ws = Workspace.default(a.workspace)
@@ -329,14 +332,16 @@ def cmd_reproduce(a) -> int:
     # the files this run wrote, hashed on disk now, against what the manifest recorded
     diffs, measured = mf.measure_reproduction(old, new)
     n = len(mf.output_hashes(old))
-    if not diffs:
+    if not diffs:  # how each was made, from the new run's records: "recomputed" only when none was a cache hit
         con.print(f"reproduced: all {n} output(s) written and hashed again, each has the recorded sha256 "
-                  f"({'cached' if a.use_cache else 'recomputed'})")
+                  f"({mf.how_made(new)})")
         return 0
     for d in diffs:
         con.print(f"[red]differs[/] {d['path']}: {d['why']} (recorded {str(d['recorded'])[:12]}, "
                   f"now {str(d['now'])[:12]})")
-    con.print(f"{len(diffs)} of {n} recorded output(s) differ ({measured} file(s) measured)")
+    changed = sum(bool(d.get("input")) for d in diffs)  # an input is not an output: counted apart
+    con.print(f"{len(diffs) - changed} of {n} recorded output(s) differ ({measured} file(s) measured)"
+              + (f"; {changed} input(s) changed" if changed else ""))
     return 1
 
 

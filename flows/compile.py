@@ -299,6 +299,10 @@ def compile_plan(recipe: Recipe, src: RecipeSource, ws: Workspace, *, out_root: 
     uses_provider = any(validated[s.id][0].uses_provider or s.provider for s in recipe.steps)
     for img in images:
         plan.out_dirs[img.name] = output_dir(recipe, plan.out_root, img.name, plan.session_id)
+    from .outfolders import check_distinct
+
+    check_distinct(recipe, src, plan.out_dirs)  # two inputs in one folder would overwrite each other
+    for img in images:
         if img.source is None:
             continue
         for sid in order:
