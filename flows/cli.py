@@ -298,6 +298,10 @@ def cmd_reproduce(a) -> int:
     from .manifest_check import check_inputs_exist
 
     check_inputs_exist(old, Path(a.manifest))  # one line naming a missing input, before any flow
+    from .outlock import describe_partial
+
+    if describe_partial(old):  # interrupted or killed: say so, compare what it recorded
+        _plain(_console())(f"{a.manifest}: {describe_partial(old)}")
     r = old["recipe"]
     src_file = r["file"]
     ws = Workspace.default(a.workspace)

@@ -173,6 +173,8 @@ def measure_reproduction(old: dict, new: dict) -> tuple[list[dict], int]:
             except OSError:
                 now = None
         if rel not in recorded:
+            if old.get("partial"):  # a partial manifest recorded only what its run published
+                continue
             diffs.append({"path": rel, "recorded": None, "now": now, "why": "not in the recorded manifest"})
         elif now is None:
             diffs.append({"path": rel, "recorded": recorded[rel], "now": None, "why": "not written"})

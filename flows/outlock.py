@@ -1,0 +1,172 @@
+"""A run's output folder: one writer at a time, and a manifest that never lies.
+
+**One writer.** Before a run publishes its first file it takes an exclusive ``flock`` on
+``.depthcraft.lock`` in its manifest folder (the folder ``manifest.json`` goes to) and holds
+it until its manifest and gallery are written. A second run writing to the same folder (a
+different recipe with the same name, the same recipe twice) computes meanwhile, then waits
+to publish with one line ``waiting for run ... (pid N) writing to DIR``; Ctrl-C stops the
+wait. The kernel drops the lock when the process ends, even by ``kill -9``: no stale lock.
+
+**A manifest that never lies.** A re-run overwrites the previous run's files one by one, so
+the previous manifest stops being true at the first publish. Just before it, the run replaces
+``manifest.json`` with a *partial* manifest (``"partial": {"state": "running", "pid": ...}``)
+listing nothing yet, and rewrites it (atomically: temp file + rename) after publishes, listing
+the step runs published so far (at most every :data:`EVERY` seconds, and always after the
+last). Whatever stops the run, every record in the manifest on disk names a file that holds
+those bytes:
+
+- finished: the full manifest (no ``partial``) replaces it;
+- Ctrl-C / SIGTERM: ``partial.state`` becomes ``interrupted`` (with the signal);
+- ``kill -9``, power cut: it stays ``running`` with a dead pid; the next run writing there
+  says so in one line, and ``reproduce`` says it compares only what it recorded.
+
+A run stopped before its first publish changed no file: the previous manifest stays true and
+stays in place. The previous run's ``index.html`` is removed with its manifest.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+from depthcraft.tasks.lib import cancel
+from depthcraft.tasks.lib.notices import notice
+
+from . import manifest as mf
+
+LOCK = ".depthcraft.lock"
+EVERY = 0.5  # seconds between rewrites of the partial manifest (it only ever lags: never lies)
+
+
+class OutputFolder:
+    """The publishing side of one run in one manifest folder (see the module docstring)."""
+
+    def __init__(self, plan, folder: Path, *, run_id: str | None, started: float):
+        self.plan, self.folder, self.run_id, self.started = plan, Path(folder), run_id, started
+        self._fd: int | None = None
+        self._base: dict | None = None
+        self._nodes: list[dict] = []
+        self._failures: list[dict] = []
+        self._written = 0.0
+        self._dirty = False
+        self._lock = threading.Lock()  # the flow thread records, the main thread marks a stop
+
+    # -- the lock ------------------------------------------------------------------------
+    def begin(self) -> bool:
+        """Take the folder's lock and put the partial manifest in place (once, before the first
+        publish). False when a stop was requested while waiting for another run's lock."""
+        if self._base is not None:
+            return True
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        said = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not said:
+                    notice(f"waiting for {_holder(fd)} writing to {self.folder}")
+                    said = True
+                if cancel.requested():
+                    os.close(fd)
+                    return False
+                time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "recipe": self.plan.recipe.name,
+                                  "run_id": self.run_id}).encode(), 0)
+        self._fd = fd
+        self._say_killed()
+        base = mf.build(self.plan, run_id=self.run_id, started=self.started, nodes=[], failures=[],
+                        identities={})
+        base["partial"] = {"state": "running", "pid": os.getpid(), "host": _host(),
+                           "reason": "the run is publishing; if its process is gone it was killed"}
+        (self.folder / "index.html").unlink(missing_ok=True)  # the previous run's gallery
+        with self._lock:
+            self._base = base
+            self._write()
+        return True
+
+    def close(self) -> None:
+        if self._fd is not None:
+            try:
+                os.close(self._fd)  # releases the flock
+            finally:
+                self._fd = None
+
+    def __del__(self):  # a run that raised: its lock goes with it
+        self.close()
+
+    # -- the partial manifest ------------------------------------------------------------
+    def record(self, rec: dict, failures: list[dict]) -> None:
+        """A step run published (or failed): listed in the partial manifest (throttled)."""
+        with self._lock:
+            self._nodes.append(rec)
+            self._failures = list(failures)
+            self._dirty = True
+            if self._base is not None and time.monotonic() - self._written >= EVERY:
+                self._write()
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._base is not None and self._dirty:
+                self._write()
+
+    def stopped(self, signal_name: str) -> None:
+        """Ctrl-C / SIGTERM: the manifest says the run was interrupted, with what it published."""
+        with self._lock:
+            if self._base is None:
+                return
+            self._stop(signal_name)
+
+    def _stop(self, signal_name: str) -> None:
+        self._base["partial"] = {"state": "interrupted", "signal": signal_name, "pid": os.getpid(),
+                                 "host": _host(), "reason": f"interrupted by {signal_name}"}
+        self._write()
+
+    def _write(self) -> None:
+        man = {**self._base, "steps": list(self._nodes), "failures": list(self._failures),
+               "duration_s": round(time.time() - self.started, 3)}
+        man["partial"] = {**man["partial"], "recorded": len(self._nodes), "of": len(self.plan.nodes)}
+        mf.write(man, self.folder)
+        self._written, self._dirty = time.monotonic(), False
+
+    def _say_killed(self) -> None:
+        """We hold the lock: a manifest still marked running here is a killed run's."""
+        try:
+            old = json.loads((self.folder / mf.MANIFEST).read_text())
+            p = old.get("partial") if isinstance(old, dict) else None
+        except (OSError, ValueError):
+            return
+        if isinstance(p, dict) and p.get("state") == "running":
+            notice(f"the previous run writing to {self.folder} (pid {p.get('pid')}) was killed before it finished; "
+                   f"its partial manifest ({p.get('recorded', 0)} step run(s)) is replaced by this run's")
+
+
+def _holder(fd: int) -> str:
+    try:
+        h = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return f"run {h.get('run_id') or '?'} of recipe {h.get('recipe')!r} (pid {h.get('pid')})"
+    except (OSError, ValueError):
+        return "another run"
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def describe_partial(m: dict) -> str | None:
+    """One line on a partial manifest (for ``reproduce``), None for a finished run's."""
+    p = m.get("partial")
+    if not isinstance(p, dict):
+        return None
+    how = {"interrupted": f"was interrupted ({p.get('signal', 'a signal')})",
+           "running": f"was killed or is still running (pid {p.get('pid')})"}.get(p.get("state"), "did not finish")
+    return (f"this manifest is partial: its run {how} after publishing {p.get('recorded', '?')} of "
+            f"{p.get('of', '?')} step run(s); only those are compared")
