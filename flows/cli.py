@@ -475,7 +475,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from . import interrupt
 
-    set_sink(lambda text: print(f"notice: {text}", file=sys.stderr, flush=True))
+    # written, not printed: inside a flow run Prefect turns print() into a log record (log_prints)
+    set_sink(lambda text: (sys.stderr.write(f"notice: {text}\n"), sys.stderr.flush()))
     # A local Dask cluster's worker processes hold multiprocessing semaphores; after Ctrl-C the
     # resource tracker (a helper process started with this interpreter's -W options) frees
     # them and would print a warning about each: it is clean-up working, not news.

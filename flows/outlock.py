@@ -54,6 +54,7 @@ class OutputFolder:
         self._written = 0.0
         self._dirty = False
         self._lock = threading.Lock()  # the flow thread records, the main thread marks a stop
+        self._closed = threading.Event()
 
     # -- the lock ------------------------------------------------------------------------
     def begin(self) -> bool:
@@ -89,9 +90,20 @@ class OutputFolder:
         with self._lock:
             self._base = base
             self._write()
+        # records that came within EVERY of the last write are written by this thread, so the
+        # manifest never lags a publish by more than EVERY while the run waits on a long step
+        threading.Thread(target=self._flusher, name="depthcraft-manifest", daemon=True).start()
         return True
 
+    def _flusher(self) -> None:
+        while not self._closed.wait(EVERY):
+            try:
+                self.flush()
+            except OSError:  # a full disk: the final write says so
+                pass
+
     def close(self) -> None:
+        self._closed.set()
         if self._fd is not None:
             try:
                 os.close(self._fd)  # releases the flock
@@ -99,7 +111,8 @@ class OutputFolder:
                 self._fd = None
 
     def __del__(self):  # a run that raised: its lock goes with it
-        self.close()
+        if hasattr(self, "_closed"):
+            self.close()
 
     # -- the partial manifest ------------------------------------------------------------
     def record(self, rec: dict, failures: list[dict]) -> None:
