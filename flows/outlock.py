@@ -55,6 +55,7 @@ class OutputFolder:
         self._dirty = False
         self._lock = threading.Lock()  # the flow thread records, the main thread marks a stop
         self._closed = threading.Event()
+        self._final = False  # the full manifest is being written: no partial one any more
 
     # -- the lock ------------------------------------------------------------------------
     def begin(self) -> bool:
@@ -102,6 +103,14 @@ class OutputFolder:
             except OSError:  # a full disk: the final write says so
                 pass
 
+    def finishing(self) -> None:
+        """The run's full manifest is about to be written: hold the folder (a run that published
+        nothing takes it now) and write no partial one from here on (the flusher, a late Ctrl-C)."""
+        self.begin()
+        with self._lock:
+            self._final = True
+        self._closed.set()
+
     def close(self) -> None:
         self._closed.set()
         if self._fd is not None:
@@ -142,6 +151,8 @@ class OutputFolder:
         self._write()
 
     def _write(self) -> None:
+        if self._final:
+            return
         man = {**self._base, "steps": list(self._nodes), "failures": list(self._failures),
                "duration_s": round(time.time() - self.started, 3)}
         man["partial"] = {**man["partial"], "recorded": len(self._nodes), "of": len(self.plan.nodes)}

@@ -198,7 +198,7 @@ def run_plan(plan: Plan, ws: Workspace, *, refresh: bool = False) -> dict:
     if plan.clips:
         man["clips"] = {name: clipseg.clip_summary(cp) for name, cp in plan.clips.items()}
     folder = mf.manifest_dir([plan.out_dirs[i.name] for i in plan.images], plan.out_root)
-    outfolder.begin()  # (a run that published nothing still holds the folder to write its manifest)
+    outfolder.finishing()  # (a run that published nothing holds the folder too); no partial manifest after this
     mpath = mf.write(man, folder)
     summary = {
         "run_id": run_id, "recipe": plan.recipe.name, "session_id": plan.session_id, "manifest": str(mpath),

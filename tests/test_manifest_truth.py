@@ -66,15 +66,18 @@ class Proc:
     def stderr(self) -> str:
         return self.err.read_text(errors="replace")
 
-    def wait_for(self, cond, what: str, timeout: float = 180) -> None:
+    def wait_for(self, cond, what, timeout: float = 180) -> None:
+        """Until ``cond()``; ``what`` (text, or a function giving it) says what is awaited."""
         deadline = time.time() + timeout
+        said = what
+        what = lambda: said() if callable(said) else said  # noqa: E731 - read when it failed
         while time.time() < deadline:
             if cond():
                 return
-            assert self.p.poll() is None, f"ended before {what}: {self.stderr[-2000:]}"
+            assert self.p.poll() is None, f"ended before {what()}: {self.stderr[-2000:]}"
             time.sleep(0.1)
         self.kill()
-        raise AssertionError(f"no {what} within {timeout} s: {self.stderr[-2000:]}")
+        raise AssertionError(f"no {what()} within {timeout} s: {self.stderr[-2000:]}")
 
     def kill(self):
         if self.p.poll() is None:
@@ -142,7 +145,7 @@ def test_two_runs_writing_to_one_folder_take_turns(prefect_server, workspace, tm
     try:
         pa.wait_for(lambda: (folder / "edges.png").exists(), "A's edges.png")
         pb = Proc(tmp_path, "run", b, "--out", out)
-        pb.wait_for(lambda: "waiting for run" in pb.stderr, "B waiting for A")
+        pb.wait_for(lambda: "waiting for run" in pb.stderr, lambda: f"B waiting for A (A: {pa.p.poll()} {pa.stderr})")
         line = [x for x in pb.stderr.splitlines() if "waiting for run" in x]
         assert len(line) == 1 and f"(pid {pa.p.pid})" in line[0] and str(folder) in line[0], line
         os.kill(pa.p.pid, signal.SIGINT)
@@ -197,8 +200,15 @@ def test_a_glob_over_its_own_outputs_does_not_feed_them_back(prefect_server, wor
     r = run_cli("validate", recipe, "--out", other)
     assert r.returncode == 0 and "(1 image(s)" in r.stderr and "old-results" in r.stderr, r.stderr
 
-    # 7: the photo gone, reproduce names it in one line, before any work
-    man = tmp_path / "out" / "selfglob" / "astronaut" / "manifest.json"
+
+def test_reproduce_with_a_missing_input_names_it_in_one_line(prefect_server, workspace, tmp_path, photos):
+    shutil.copy(photos["astronaut"], tmp_path / "astronaut.png")
+    recipe = tmp_path / "one.yaml"
+    recipe.write_text("version: 1\nname: one\nprovider: classic\ninputs:\n  images: ['*.png']\n"
+                      "steps:\n  - {id: depth, uses: estimate}\noutput: out/{recipe}/{image}/\n")
+    r = run_cli("run", recipe, "--out", tmp_path)
+    assert r.returncode == 0, r.stderr
+    man = tmp_path / "out" / "one" / "astronaut" / "manifest.json"
     (tmp_path / "astronaut.png").rename(tmp_path / "moved.png")
     r = run_cli("reproduce", man)
     assert r.returncode == 2, r.stderr
