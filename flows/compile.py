@@ -307,6 +307,9 @@ def compile_plan(recipe: Recipe, src: RecipeSource, ws: Workspace, *, out_root: 
     from .outfolders import check_distinct
 
     check_distinct(recipe, src, plan.out_dirs)  # two inputs in one folder would overwrite each other
+    from .outfolders import check_step_ids
+
+    check_step_ids(recipe, src)  # nor two steps one file
     for img in images:
         if img.source is None:
             continue

@@ -177,6 +177,13 @@ def test_a_template_without_image_for_several_inputs_is_refused(workspace, tmp_p
     assert run_cli("validate", recipe, "--out", tmp_path).returncode == 2
     recipe.write_text(recipe.read_text().replace("'*.png'", "'astronaut.png'"))
     assert run_cli("validate", recipe, "--out", tmp_path).returncode == 0
+    # the same family inside one folder: step `pair-left` and the left view of step `pair`
+    recipe.write_text(recipe.read_text().replace(
+        "  - {id: depth, uses: estimate}\n", "  - {id: depth, uses: estimate}\n"
+        "  - {id: pair, uses: stereo, from: depth, with: {layout: lr}}\n  - {id: pair-left, uses: estimate}\n"))
+    r = run_cli("validate", recipe, "--out", tmp_path)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "flat.yaml:9" in lines[0] and "'pair-left'" in lines[0], r.stderr
 
 
 # -- 4: a glob that covers the output folder; 7: reproduce with a missing input ----------------------
