@@ -1,11 +1,11 @@
 """A run's output folder: one writer at a time, and a manifest that never lies.
 
-**One writer.** Before a run publishes its first file it takes an exclusive ``flock`` on
-``.depthcraft.lock`` in its manifest folder (the folder ``manifest.json`` goes to) and holds
-it until its manifest and gallery are written. A second run writing to the same folder (a
+**One writer.** Before a run publishes its first file it takes an exclusive ``flock`` on its
+manifest folder itself (the folder ``manifest.json`` goes to; no lock file is left in it) and
+holds it until its manifest and gallery are written. A second run writing to the same folder (a
 different recipe with the same name, the same recipe twice) computes meanwhile, then waits
-to publish with one line ``waiting for run ... (pid N) writing to DIR``; Ctrl-C stops the
-wait. The kernel drops the lock when the process ends, even by ``kill -9``: no stale lock.
+to publish with one line ``waiting for run ... (pid N) writing to DIR`` (read from the
+holder's partial manifest); Ctrl-C stops the wait. The kernel drops the lock when the process ends, even by ``kill -9``: no stale lock.
 
 **A manifest that never lies.** A re-run overwrites the previous run's files one by one, so
 the previous manifest stops being true at the first publish. Just before it, the run replaces
@@ -21,7 +21,9 @@ those bytes:
   says so in one line, and ``reproduce`` says it compares only what it recorded.
 
 A run stopped before its first publish changed no file: the previous manifest stays true and
-stays in place. The previous run's ``index.html`` is removed with its manifest.
+stays in place. The previous run's ``index.html`` is removed with its manifest, and what a
+killed writer left half-written in the run's output folders (temp files of atomic writes,
+partly extracted frame folders) is removed.
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ from depthcraft.tasks.lib.notices import notice
 
 from . import manifest as mf
 
-LOCK = ".depthcraft.lock"
 EVERY = 0.5  # seconds between rewrites of the partial manifest (it only ever lags: never lies)
 
 
@@ -64,7 +65,7 @@ class OutputFolder:
         if self._base is not None:
             return True
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
         said = False
         while True:
             try:
@@ -72,17 +73,19 @@ class OutputFolder:
                 break
             except BlockingIOError:
                 if not said:
-                    notice(f"waiting for {_holder(fd)} writing to {self.folder}")
+                    notice(f"waiting for {self._holder()} writing to {self.folder}")
                     said = True
                 if cancel.requested():
                     os.close(fd)
                     return False
                 time.sleep(0.2)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "recipe": self.plan.recipe.name,
-                                  "run_id": self.run_id}).encode(), 0)
+            except OSError as e:  # a file system without flock on folders (some NFS): unlocked, said once
+                notice(f"{self.folder}: no lock on the output folder ({e.strerror}); two runs writing here at once "
+                       "would mix their files")
+                break
         self._fd = fd
         self._say_killed()
+        _clean_leftovers({Path(d) for d in self.plan.out_dirs.values()})
         base = mf.build(self.plan, run_id=self.run_id, started=self.started, nodes=[], failures=[],
                         identities={})
         base["partial"] = {"state": "running", "pid": os.getpid(), "host": _host(),
@@ -159,6 +162,15 @@ class OutputFolder:
         mf.write(man, self.folder)
         self._written, self._dirty = time.monotonic(), False
 
+    def _holder(self) -> str:
+        """Who holds the folder: its partial manifest names the run, its recipe and its pid."""
+        try:
+            m = json.loads((self.folder / mf.MANIFEST).read_text())
+            p = m["partial"]
+            return f"run {m.get('run_id') or '?'} of recipe {m['recipe']['name']!r} (pid {p['pid']})"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "another run"
+
     def _say_killed(self) -> None:
         """We hold the lock: a manifest still marked running here is a killed run's."""
         try:
@@ -171,12 +183,36 @@ class OutputFolder:
                    f"its partial manifest ({p.get('recorded', 0)} step run(s)) is replaced by this run's")
 
 
-def _holder(fd: int) -> str:
-    try:
-        h = json.loads(os.pread(fd, 4096, 0) or b"{}")
-        return f"run {h.get('run_id') or '?'} of recipe {h.get('recipe')!r} (pid {h.get('pid')})"
-    except (OSError, ValueError):
-        return "another run"
+def _clean_leftovers(folders) -> None:
+    """Half-written files a killed writer left in our output folders (we hold them now): the
+    temp files of atomic writes (``.NAME.XXXX.tmp``, a minute old) and the folders a frame
+    folder is extracted into (``.NAME.part-PID``, PID gone). One line when any was removed."""
+    import re
+    import shutil
+
+    from .recovery import process_alive
+
+    removed = 0
+    for d in folders:
+        try:
+            entries = list(d.glob(".*"))
+        except OSError:
+            continue
+        for p in entries:
+            try:
+                m = re.fullmatch(r"\..+\.part-(\d+)", p.name)
+                if m and p.is_dir() and not process_alive(int(m.group(1))):
+                    shutil.rmtree(p)
+                    removed += 1
+                elif p.name.endswith(".tmp") and p.is_file() and time.time() - p.stat().st_mtime > 60:
+                    p.unlink()
+                    removed += 1
+            except OSError:
+                continue
+    if removed:
+        notice(f"removed {removed} half-written file(s) a killed run left in its output folder(s)")
+
+
 
 
 def _host() -> str:
