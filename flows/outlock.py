@@ -43,6 +43,21 @@ from . import manifest as mf
 EVERY = 0.5  # seconds between rewrites of the partial manifest (it only ever lags: never lies)
 
 
+_OPEN: list = []  # folders held by this process, released by the flow run that took them
+_OPEN_LOCK = threading.Lock()
+
+
+def release(run_id: str | None) -> None:
+    """Release the folders a flow run still holds (it raised before its end): a long-lived
+    process (``depthcraft serve``) must not keep them, or its next run would wait on itself."""
+    if run_id is None:
+        return
+    with _OPEN_LOCK:
+        held = [f for f in _OPEN if f.run_id == run_id]
+    for f in held:
+        f.close()
+
+
 class OutputFolder:
     """The publishing side of one run in one manifest folder (see the module docstring)."""
 
@@ -84,6 +99,8 @@ class OutputFolder:
                        "would mix their files")
                 break
         self._fd = fd
+        with _OPEN_LOCK:
+            _OPEN.append(self)
         self._say_killed()
         _clean_leftovers({Path(d) for d in self.plan.out_dirs.values()})
         base = mf.build(self.plan, run_id=self.run_id, started=self.started, nodes=[], failures=[],
@@ -116,6 +133,9 @@ class OutputFolder:
 
     def close(self) -> None:
         self._closed.set()
+        with _OPEN_LOCK:
+            if self in _OPEN:
+                _OPEN.remove(self)
         if self._fd is not None:
             try:
                 os.close(self._fd)  # releases the flock

@@ -313,8 +313,10 @@ def recipe_flow(recipe_text: str, recipe_file: str = "<recipe>", overrides: list
                               len(plan.order), plan.session_id)
         summary = run_plan(plan, ws, refresh=refresh)
     finally:
+        from .outlock import release
         from .recovery import unregister_run
 
+        release(run_id)  # output folders a run that raised still held
         unregister_run(ws, run_id)
     if summary.get("interrupted"):
         from prefect.states import Cancelled

@@ -301,3 +301,33 @@ def test_work_folders_of_a_killed_clip_run_are_removed(prefect_server, tmp_path,
     assert any(f.is_file() for f in (ws / "tmp").rglob("*"))
     clean_stale_tmp(Workspace(ws))
     assert not any(f.is_file() for f in (ws / "tmp").rglob("*")), list((ws / "tmp").rglob("*"))
+
+
+def test_a_folder_held_by_a_run_that_raised_is_released(workspace, tmp_path, photos):
+    """In a long-lived process (``serve``) a flow run that raised must not keep its folder, or
+    the next run of that process would wait for itself; flock is per open file, not per process."""
+    import threading
+
+    from depthcraft.flows.compile import compile_plan
+    from depthcraft.flows.outlock import OutputFolder, release
+    from depthcraft.flows.recipe import load_recipe
+    from depthcraft.flows.workspace import Workspace
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(LONG.format(name="held", photo=photos["coffee"]))
+    r, src = load_recipe(recipe)
+    plan = compile_plan(r, src, Workspace(workspace), out_root=tmp_path)
+    folder = plan.out_dirs["coffee"]
+    first = OutputFolder(plan, folder, run_id="run-1", started=time.time())
+    assert first.begin() and json.loads((folder / "manifest.json").read_text())["partial"]["state"] == "running"
+    second = OutputFolder(plan, folder, run_id="run-2", started=time.time())
+    got = []
+    t = threading.Thread(target=lambda: got.append(second.begin()), daemon=True)
+    t.start()
+    t.join(1.0)
+    assert t.is_alive() and not got  # waits for the first
+    release("run-1")
+    t.join(10)
+    assert got == [True]
+    second.finishing()
+    second.close()
