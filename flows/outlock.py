@@ -224,7 +224,8 @@ def _clean_leftovers(folders) -> None:
                 if m and p.is_dir() and not process_alive(int(m.group(1))):
                     shutil.rmtree(p)
                     removed += 1
-                elif p.name.endswith(".tmp") and p.is_file() and time.time() - p.stat().st_mtime > 60:
+                elif (re.fullmatch(r"\..+\.[A-Za-z0-9_]{8}\.tmp", p.name) and p.is_file()  # mkstemp's name
+                      and time.time() - p.stat().st_mtime > 60):
                     p.unlink()
                     removed += 1
             except OSError:
