@@ -331,3 +331,19 @@ def test_a_folder_held_by_a_run_that_raised_is_released(workspace, tmp_path, pho
     assert got == [True]
     second.finishing()
     second.close()
+
+
+def test_old_layout_segment_folders_go_when_no_run_is_live(tmp_path):
+    """``tmp/<key>-<n>`` (clip segments of older versions) names no process: removed at once when
+    no run of the workspace is live, kept (a day) while one is."""
+    from depthcraft.flows.recovery import clean_stale_tmp, register_run, unregister_run
+    from depthcraft.flows.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    old = ws.tmp / "26161a415d488512-61560110852031"
+    old.mkdir(parents=True)
+    (old / "main-000000-000018.mp4").write_bytes(b"partial")
+    register_run(ws, "live-run", None)  # this process: alive
+    assert clean_stale_tmp(ws) == [] and old.exists()
+    unregister_run(ws, "live-run")
+    assert clean_stale_tmp(ws) == [old] and not old.exists()
