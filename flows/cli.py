@@ -314,6 +314,13 @@ def cmd_reproduce(a) -> int:
     from . import manifest as mf
 
     old = mf.read(a.manifest)
+    from .manifest_check import check_inputs_exist
+
+    check_inputs_exist(old, Path(a.manifest))  # one line naming a missing input, before any flow
+    from .outlock import describe_partial
+
+    if describe_partial(old):  # interrupted or killed: say so, compare what it recorded
+        _plain(_console())(f"{a.manifest}: {describe_partial(old)}")
     r = old["recipe"]
     src_file = r["file"]
     ws = Workspace.default(a.workspace)
@@ -351,14 +358,16 @@ def cmd_reproduce(a) -> int:
     # the files this run wrote, hashed on disk now, against what the manifest recorded
     diffs, measured = mf.measure_reproduction(old, new)
     n = len(mf.output_hashes(old))
-    if not diffs:
+    if not diffs:  # how each was made, from the new run's records: "recomputed" only when none was a cache hit
         con.print(f"reproduced: all {n} output(s) written and hashed again, each has the recorded sha256 "
-                  f"({'cached' if a.use_cache else 'recomputed'})")
+                  f"({mf.how_made(new)})")
         return 0
     for d in diffs:
         con.print(f"[red]differs[/] {d['path']}: {d['why']} (recorded {str(d['recorded'])[:12]}, "
                   f"now {str(d['now'])[:12]})")
-    con.print(f"{len(diffs)} of {n} recorded output(s) differ ({measured} file(s) measured)")
+    changed = sum(bool(d.get("input")) for d in diffs)  # an input is not an output: counted apart
+    con.print(f"{len(diffs) - changed} of {n} recorded output(s) differ ({measured} file(s) measured)"
+              + (f"; {changed} input(s) changed" if changed else ""))
     return 1
 
 
@@ -496,7 +505,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from . import interrupt
 
-    set_sink(lambda text: print(f"notice: {text}", file=sys.stderr, flush=True))
+    # written, not printed: inside a flow run Prefect turns print() into a log record (log_prints)
+    set_sink(lambda text: (sys.stderr.write(f"notice: {text}\n"), sys.stderr.flush()))
     # A local Dask cluster's worker processes hold multiprocessing semaphores; after Ctrl-C the
     # resource tracker (a helper process started with this interpreter's -W options) frees
     # them and would print a warning about each: it is clean-up working, not news.

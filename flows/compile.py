@@ -190,7 +190,7 @@ def _fetch_url(url: str, ws: Workspace) -> Path:
     return fetch_url(url, ws.downloads)
 
 
-def _expand(pattern: str, base: Path) -> list[str]:
+def _expand(pattern: str, base: Path, guard=None) -> list[str]:
     if URL_RE.match(pattern):
         return [pattern]
     p = Path(pattern).expanduser()
@@ -200,11 +200,11 @@ def _expand(pattern: str, base: Path) -> list[str]:
 
         kinds = IMAGE_SUFFIXES | clip_suffixes()  # photos and clips
         hits = sorted(h for h in glob.glob(str(full), recursive=True) if Path(h).suffix.lower() in kinds)
-        return hits
+        return guard.filter(pattern, hits) if guard is not None else hits  # never our own outputs (globguard)
     return [str(full)]
 
 
-def _input_names(recipe: Recipe, base: Path) -> list[str]:
+def _input_names(recipe: Recipe, base: Path, guard=None) -> list[str]:
     """The output folder name of every input, in order (see :mod:`.naming`): each depends on its
     photo alone; names that would collide get a suffix derived from their own path."""
     from .naming import assign_names
@@ -212,19 +212,24 @@ def _input_names(recipe: Recipe, base: Path) -> list[str]:
     found = []
     for entry in recipe.inputs.images:
         e = entry if isinstance(entry, InputEntry) else InputEntry(image=entry)
-        hits = _expand(e.image, base)
+        hits = _expand(e.image, base, guard)
         found += [(e.name if (e.name and len(hits) == 1) else Path(h.split("?")[0]).stem, h) for h in hits]
     return assign_names(found)
 
 
-def resolve_inputs(recipe: Recipe, src: RecipeSource, ws: Workspace, *, fetch: bool = True) -> list[ImageInput]:
-    """Expand globs, fetch URLs, hash every file. A bad input is kept with its ``error``."""
+def resolve_inputs(recipe: Recipe, src: RecipeSource, ws: Workspace, *, fetch: bool = True,
+                   out_root: Path | None = None) -> list[ImageInput]:
+    """Expand globs (leaving out the outputs and the workspace: :mod:`.globguard`), fetch URLs,
+    hash every file. A bad input is kept with its ``error``."""
+    from .globguard import GlobGuard
+
     base = src.base_dir
     out: list[ImageInput] = []
-    names = iter(_input_names(recipe, base))
+    guard = GlobGuard(recipe, Path(out_root or Path.cwd()), ws.root)
+    names = iter(_input_names(recipe, base, guard))
     for i, entry in enumerate(recipe.inputs.images):
         e = entry if isinstance(entry, InputEntry) else InputEntry(image=entry)
-        hits = _expand(e.image, base)
+        hits = _expand(e.image, base, guard)
         if not hits:
             raise src.error(f"no image matches {e.image!r} (relative to {base})", ("inputs", "images", i))
         for h in hits:
@@ -315,7 +320,7 @@ def compile_plan(recipe: Recipe, src: RecipeSource, ws: Workspace, *, out_root: 
     """``pull_models`` (default: ``fetch``): may ``provider: auto`` download a model now."""
     order = order_steps(recipe, src)
     validated = validate_params(recipe, src)
-    images = resolve_inputs(recipe, src, ws, fetch=fetch)
+    images = resolve_inputs(recipe, src, ws, fetch=fetch, out_root=out_root)
     plan = Plan(recipe=recipe, src=src, session_id=derive_session_id(recipe, images), images=images, order=order,
                 specs={sid: validated[sid][0] for sid in order}, out_root=Path(out_root or Path.cwd()).resolve())
     decls = {s.id: s for s in recipe.steps}
@@ -324,6 +329,13 @@ def compile_plan(recipe: Recipe, src: RecipeSource, ws: Workspace, *, out_root: 
     uses_provider = any(validated[s.id][0].uses_provider or s.provider for s in recipe.steps)
     for img in images:
         plan.out_dirs[img.name] = output_dir(recipe, plan.out_root, img.name, plan.session_id)
+    from .outfolders import check_distinct
+
+    check_distinct(recipe, src, plan.out_dirs)  # two inputs in one folder would overwrite each other
+    from .outfolders import check_step_ids
+
+    check_step_ids(recipe, src)  # nor two steps one file
+    for img in images:
         if img.source is None:
             continue
         for sid in order:

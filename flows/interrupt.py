@@ -49,6 +49,7 @@ class LiveRun:
     nodes: list = field(default_factory=list)
     started: float = field(default_factory=time.time)
     publish_lock: threading.Lock = field(default_factory=threading.Lock)
+    stop_hooks: list = field(default_factory=list)  # called with the signal's name once publishing has stopped
 
 
 _live = LiveRun()
@@ -153,6 +154,11 @@ def _wind_down(ws, e: cancel.Interrupted, t: threading.Thread, say) -> None:
     t.join(GRACE)
     run = _live
     got = run.publish_lock.acquire(timeout=10)  # a file being published is finished, never cut
+    for hook in list(run.stop_hooks):  # e.g. the manifest marked partial (outlock)
+        try:
+            hook(name)
+        except Exception:  # noqa: BLE001 - winding down goes on whatever a hook meets
+            pass
     state = _cancel_flow_run(run.flow_run_id, f"interrupted by {name}")
     if t.is_alive():  # the flow thread may still report Crashed as it unwinds: say Cancelled last
         t.join(0.5)

@@ -110,9 +110,27 @@ def read(path: str | Path) -> dict:
         raise InputError("no such manifest", path=str(p)) from None
     except ValueError as e:
         raise InputError(f"not a JSON manifest ({e})", path=str(p)) from None
-    if m.get("depthcraft_manifest") != 1:
-        raise InputError("not a depthcraft manifest", path=str(p))
+    from .manifest_check import check_shape
+
+    check_shape(m, p)  # a list, a string, a manifest missing its recipe: one line, never a traceback
     return m
+
+
+def how_made(manifest: dict) -> str:
+    """``recomputed`` when every step run (and clip segment) of ``manifest`` was computed, else
+    the counts (``3 computed, 2 cached``): a cache hit is never called recomputed."""
+    counts = {"computed": 0, "cached": 0}
+    for n in manifest.get("steps", []):
+        if n.get("status") in counts:
+            counts[n["status"]] += 1
+        for seg in n.get("segments") or []:
+            if seg.get("status") in counts:
+                counts[seg["status"]] += 1
+    if not counts["cached"]:
+        return "recomputed"
+    if not counts["computed"]:
+        return "all from the cache"
+    return f"{counts['computed']} computed, {counts['cached']} from the cache"
 
 
 def output_hashes(manifest: dict) -> dict[str, str]:
@@ -167,6 +185,8 @@ def measure_reproduction(old: dict, new: dict) -> tuple[list[dict], int]:
             except OSError:
                 now = None
         if rel not in recorded:
+            if old.get("partial"):  # a partial manifest recorded only what its run published
+                continue
             diffs.append({"path": rel, "recorded": None, "now": now, "why": "not in the recorded manifest"})
         elif now is None:
             diffs.append({"path": rel, "recorded": recorded[rel], "now": None, "why": "not written"})

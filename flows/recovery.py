@@ -120,8 +120,10 @@ def clean_stale_tmp(ws: Workspace) -> list[Path]:
         if m:
             if not _owner_gone(m):
                 continue
+        elif re.fullmatch(r"[0-9a-f]{16}-\d+", d.name) and not _live_runs(ws):
+            pass  # a clip segment's folder of the old layout (it names no process): no run is live, so stale
         else:
-            # folders of the old layout (tmp/<key>-<ns>) or of other hosts: only when a day old
+            # folders of the old layout while a run is live, or of other hosts: only when a day old
             try:
                 if time.time() - d.stat().st_mtime < 86400:
                     continue
@@ -132,6 +134,18 @@ def clean_stale_tmp(ws: Workspace) -> list[Path]:
         if had_files and not d.exists():  # an empty folder of a finished run is no news
             removed.append(d)
     return removed
+
+
+def _live_runs(ws: Workspace) -> bool:
+    """Whether a flow run of this workspace is being executed by a live process (any host)."""
+    for p in _active_dir(ws).glob("*.json"):
+        try:
+            rec = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        if rec.get("host") != _HOST or process_alive(int(rec.get("pid", -1)), rec.get("started")):
+            return True
+    return False
 
 
 # -- flow runs of dead processes -------------------------------------------------------------

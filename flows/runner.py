@@ -89,6 +89,11 @@ def run_plan(plan: Plan, ws: Workspace, *, refresh: bool = False) -> dict:
     quarantined_before = len(store_lib.quarantined())
     live = interrupt.live()
     live.total, live.recipe = len(plan.nodes), plan.recipe.name
+    from .outlock import OutputFolder  # one writer per output folder; a manifest that never lies
+
+    outfolder = OutputFolder(plan, mf.manifest_dir([plan.out_dirs[i.name] for i in plan.images], plan.out_root),
+                             run_id=run_id, started=started)
+    live.stop_hooks.append(outfolder.stopped)
     # Prefect leases a concurrency slot over the API for every tag of a task run, limited or not
     # (about 0.5 s per task on 2 busy cores): tag a task only with the tags that have a limit.
     limited = _limited_tags()
@@ -136,6 +141,9 @@ def run_plan(plan: Plan, ws: Workspace, *, refresh: bool = False) -> dict:
             result = state.result()
             cached = state.name == "Cached" or result.get("reused", False)
             err = "its outputs are missing from the store or corrupt (quarantined); run again to recompute"
+            if not outfolder.begin():  # interrupted while another run held the output folder
+                interrupted = True
+                break
             try:
                 if image in plan.clips:  # segments were checked when assembled
                     outs = clipseg.publish(result, sid, plan.specs[sid].primary, plan.out_dirs[image])
@@ -163,11 +171,15 @@ def run_plan(plan: Plan, ws: Workspace, *, refresh: bool = False) -> dict:
             failures.append({"step": sid, "image": image, "error": err})
         nodes.append(rec)
         live.nodes.append(rec)
+        outfolder.record(rec, failures)
         session.append({"run_id": run_id, "recipe": plan.recipe.name,
                         **{k: v for k, v in rec.items() if k != "key"}, "key": node.key[:16]})
         progress.advance()
 
     if interrupted:
+        outfolder.flush()
+        outfolder.stopped(interrupt.signal_name())
+        outfolder.close()
         return {"interrupted": True, "run_id": run_id, "recipe": plan.recipe.name, "session_id": plan.session_id,
                 "nodes": len(plan.nodes), "finished": nodes, "failures": failures}
     order = {(sid, img.name): i for i, (sid, img) in enumerate((s, im) for im in plan.images for s in plan.order)}
@@ -188,6 +200,7 @@ def run_plan(plan: Plan, ws: Workspace, *, refresh: bool = False) -> dict:
     if plan.clips:
         man["clips"] = {name: clipseg.clip_summary(cp) for name, cp in plan.clips.items()}
     folder = mf.manifest_dir([plan.out_dirs[i.name] for i in plan.images], plan.out_root)
+    outfolder.finishing()  # (a run that published nothing holds the folder too); no partial manifest after this
     mpath = mf.write(man, folder)
     summary = {
         "run_id": run_id, "recipe": plan.recipe.name, "session_id": plan.session_id, "manifest": str(mpath),
@@ -196,6 +209,7 @@ def run_plan(plan: Plan, ws: Workspace, *, refresh: bool = False) -> dict:
         "nodes": len(nodes), "images": len(plan.images), "duration_s": round(time.time() - started, 3),
     }
     summary["gallery"] = _show_run(man, folder)
+    outfolder.close()
     _record_run(ws, summary)
     from .serverwatch import finished
 
@@ -301,8 +315,10 @@ def recipe_flow(recipe_text: str, recipe_file: str = "<recipe>", overrides: list
                               len(plan.order), plan.session_id)
         summary = run_plan(plan, ws, refresh=refresh)
     finally:
+        from .outlock import release
         from .recovery import unregister_run
 
+        release(run_id)  # output folders a run that raised still held
         unregister_run(ws, run_id)
     if summary.get("interrupted"):
         from prefect.states import Cancelled

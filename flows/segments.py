@@ -38,6 +38,7 @@ from depthcraft.tasks.lib.errors import DepthcraftError, InputError, ParameterEr
 from depthcraft.tasks.lib.store import Artifact, atomic_write_bytes, stable_hash
 
 from . import clipframes, progress
+from .recovery import process_tmp
 from .workspace import Workspace
 
 DEFAULT_SEGMENT_SECONDS = 10.0
@@ -230,12 +231,12 @@ def execute_segment(payload: dict, upstream: list[dict]) -> dict:
     key, label, index = payload["key"], payload["label"], payload["index"]
     base = {"kind": payload["kind"], "start": payload["start"], "stop": payload["stop"],
             "frames": payload["stop"] - payload["start"], "target": payload["target"]}
-    found = store.load_record(key)
+    found = None if payload.get("refresh") else store.load_record(key)  # --refresh / reproduce: recompute
     if found is not None:
         FRAMES.segment_done(label, index, base["frames"])
         return {**base, "outputs": {k: a.to_dict() for k, a in found.items()}, "seconds": 0.0, "reused": True}
     params = _spec_params(payload)
-    workdir = ws.tmp / f"{key[:16]}-{time.monotonic_ns()}"
+    workdir = process_tmp(ws) / f"{key[:16]}-{time.monotonic_ns()}"  # removed after a kill -9 (recovery)
     try:
         res = engine.process_clip_segment(
             payload["kind"], payload["source"]["path"], payload["start"], payload["stop"], params, workdir,
@@ -274,11 +275,11 @@ def execute_assemble(payload: dict, parts: list[dict]) -> dict:
     ws = Workspace.default(payload["workspace"])
     store = ws.store
     key = payload["key"]
-    found = store.load_record(key)
+    found = None if payload.get("refresh") else store.load_record(key)  # --refresh / reproduce: recompute
     if found is not None:
         return {"outputs": {k: a.to_dict() for k, a in found.items()}, "seconds": 0.0, "reused": True}
     params = _spec_params(payload)
-    workdir = ws.tmp / f"{key[:16]}-{time.monotonic_ns()}"
+    workdir = process_tmp(ws) / f"{key[:16]}-{time.monotonic_ns()}"  # removed after a kill -9 (recovery)
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     try:
