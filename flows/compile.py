@@ -67,6 +67,7 @@ class Plan:
     out_dirs: dict[str, Path] = field(default_factory=dict)
     resolved: dict[str, dict] = field(default_factory=dict)  # {"auto": what it resolved to, and why}
     clips: dict = field(default_factory=dict)  # image name -> segments.ClipPlan, for clip inputs
+    published_by: dict = field(default_factory=dict)  # output file -> the step id that wrote it in this run
 
     @property
     def ok_images(self) -> list[ImageInput]:
@@ -332,9 +333,7 @@ def compile_plan(recipe: Recipe, src: RecipeSource, ws: Workspace, *, out_root: 
     from .outfolders import check_distinct
 
     check_distinct(recipe, src, plan.out_dirs)  # two inputs in one folder would overwrite each other
-    from .outfolders import check_step_ids
 
-    check_step_ids(recipe, src)  # nor two steps one file
     for img in images:
         if img.source is None:
             continue

@@ -111,7 +111,8 @@ def _check_writable(dst: Path) -> None:
         raise OutputError(str(dst.parent), PermissionError(13, "the folder is not writable"))
 
 
-def publish(result: dict, step_id: str, primary: str, out_dir: Path, store=None) -> dict[str, dict]:
+def publish(result: dict, step_id: str, primary: str, out_dir: Path, store=None,
+            claimed: dict[Path, str] | None = None) -> dict[str, dict]:
     """Copy a node's published outputs into ``out_dir`` (atomically, skipping identical files).
 
     Every byte copied is hashed on the way: a store object that no longer matches its sha256
@@ -127,6 +128,11 @@ def publish(result: dict, step_id: str, primary: str, out_dir: Path, store=None)
             dst = out_dir / (output_name(step_id, owner, primary, o.suffix) + ".json")
         else:
             dst = out_dir / output_name(step_id, name, primary, a.suffix)
+        if claimed is not None:  # (step `pair-left` and the left view of step `pair`: one file, two owners)
+            owner_step = claimed.setdefault(dst, step_id)
+            if owner_step != step_id:
+                raise OutputError(str(dst), FileExistsError(17, f"step {owner_step!r} of this run wrote this file; "
+                                                                f"rename step {step_id!r} or {owner_step!r}"))
         if not (dst.is_file() and sha256_file(dst) == a.sha256):
             _check_writable(dst)
             try:

@@ -27,17 +27,3 @@ def check_distinct(recipe, src, out_dirs: dict[str, Path]) -> None:
                 raise src.error(f"output template {recipe.output!r} puts the folder of input {name!r} ({b}) "
                                 f"inside that of {seen[a]!r} ({a})", ("output",),
                                 hint="put {image} in the output template, e.g. out/{recipe}/{image}/")
-
-
-def check_step_ids(recipe, src) -> None:
-    """Refuse a step id that starts with another step's id and ``-``: a step writes its other
-    outputs as ``<id>-<name><suffix>``, so step ``pair-left`` and the left view of step ``pair``
-    would be one file, overwritten, listed twice in the manifest with two sha256."""
-    ids = {s.id for s in recipe.steps}
-    for i, s in enumerate(recipe.steps):
-        for other in ids:
-            if other != s.id and s.id.startswith(other + "-"):
-                raise src.error(f"step id {s.id!r} could name a file of step {other!r} ({other}-<output>): both would "
-                                "write one file in the output folder", ("steps", i, "id"),
-                                hint=f"choose an id that does not start with {other + '-'!r}, e.g. "
-                                     f"{s.id.replace('-', '_')!r}")

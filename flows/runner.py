@@ -264,7 +264,8 @@ def _publish_checked(store, key: str, result: dict, sid: str, plan: Plan, image:
     with interrupt.live().publish_lock:
         if cancel.requested():  # interrupted while waiting: publish nothing more
             raise _Stopped
-        return publish(result, sid, plan.specs[sid].primary, plan.out_dirs[image], store)
+        return publish(result, sid, plan.specs[sid].primary, plan.out_dirs[image], store,
+                       claimed=plan.published_by)
 
 
 def _limited_tags() -> set[str]:

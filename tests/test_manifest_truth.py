@@ -177,13 +177,30 @@ def test_a_template_without_image_for_several_inputs_is_refused(workspace, tmp_p
     assert run_cli("validate", recipe, "--out", tmp_path).returncode == 2
     recipe.write_text(recipe.read_text().replace("'*.png'", "'astronaut.png'"))
     assert run_cli("validate", recipe, "--out", tmp_path).returncode == 0
-    # the same family inside one folder: step `pair-left` and the left view of step `pair`
-    recipe.write_text(recipe.read_text().replace(
-        "  - {id: depth, uses: estimate}\n", "  - {id: depth, uses: estimate}\n"
-        "  - {id: pair, uses: stereo, from: depth, with: {layout: lr}}\n  - {id: pair-left, uses: estimate}\n"))
-    r = run_cli("validate", recipe, "--out", tmp_path)
-    lines = r.stderr.strip().splitlines()
-    assert r.returncode == 2 and len(lines) == 1 and "flat.yaml:9" in lines[0] and "'pair-left'" in lines[0], r.stderr
+
+
+def test_two_steps_that_would_write_one_file_fail_the_second_in_one_line(prefect_server, workspace, tmp_path,
+                                                                           photos):
+    """Step `pair-left` and the left view of step `pair` are one file: the second to publish it fails
+    with one line naming both steps, and the manifest lists the file once. Ids that only start with
+    another step's id (`depth-hq`) write files of their own and are taken."""
+    (tmp_path / "astronaut.png").write_bytes(photos["astronaut"].read_bytes())
+    recipe = tmp_path / "ids.yaml"
+    recipe.write_text(
+        "version: 1\nname: ids\ninputs:\n  images: ['astronaut.png']\nsteps:\n"
+        "  - {id: depth, uses: estimate}\n  - {id: depth-hq, uses: refine, from: depth}\n"
+        "  - {id: pair, uses: stereo, from: depth, with: {layout: lr}}\n  - {id: pair-left, uses: estimate}\n"
+        "output: out/{recipe}/{image}/\n")
+    assert run_cli("validate", recipe, "--out", tmp_path).returncode == 0
+    r = run_cli("run", recipe, "--out", tmp_path, "--json")
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    s = json.loads(r.stdout)
+    assert [(f["step"], f["image"]) for f in s["failures"]] == [("pair-left", "astronaut")], s["failures"]
+    err = s["failures"][0]["error"]
+    assert "pair-left.png" in err and "'pair'" in err and "'pair-left'" in err, err
+    m = json.loads((tmp_path / "out" / "ids" / "astronaut" / "manifest.json").read_text())
+    paths = [o["path"] for n in m["steps"] for o in (n.get("outputs") or {}).values()]
+    assert len(paths) == len(set(paths)) and any(p.endswith("depth-hq.png") for p in paths)
 
 
 # -- 4: a glob that covers the output folder; 7: reproduce with a missing input ----------------------
