@@ -388,7 +388,7 @@ def _make_handler(srv: EachSenseTestServer):
                     srv.outputs.pop(u.rsplit("/", 1)[-1], None)
                 srv.generated -= len(media)
                 media, record, stop_after = [], False, 1
-            if fault == "slow":
+            if fault in ("slow", "trickle"):
                 record = False  # a slow job is recorded when it ends, which the client does not wait for
             if record:
                 hist.append({"timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "user_prompt": msg,
@@ -407,6 +407,13 @@ def _make_handler(srv: EachSenseTestServer):
                 srv.inflight += 1
                 srv.max_inflight = max(srv.max_inflight, srv.inflight)
             try:
+                if fault == "trickle":  # progress events for ever, never the result (until the client hangs up)
+                    for i in range(100000):
+                        status = {"type": "status", "message": f"still working ({i})"}
+                        self.wfile.write(f"data: {json.dumps(status)}\n\n".encode())
+                        self.wfile.flush()
+                        time.sleep(0.05)
+                    return
                 for i, e in enumerate(events):
                     if stop_after is not None and i >= stop_after:
                         return

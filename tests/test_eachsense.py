@@ -301,6 +301,27 @@ def test_slow_stream_hits_the_read_timeout_then_fails_clearly(srv):
     assert len(srv.chats()) == 2
 
 
+def test_a_stream_of_progress_events_that_never_finishes_hits_the_stream_deadline(srv):
+    """The read timeout times silence only: a stream that keeps saying "still working" and never
+    sends its result used to hold the run for ever."""
+    srv.chat_faults.extend(["trickle", "trickle"])
+    p, _ = make(read_timeout=5.0, stream_deadline=0.5, max_retries=1)
+    t0 = time.monotonic()
+    with pytest.raises(ec.StreamTimeoutError) as ei:
+        p.estimate(DepthRequest(image=photo(), session_id="s-trickle"))
+    assert "EACHSENSE_STREAM_DEADLINE" in str(ei.value) and "gave up after 2 attempts" in str(ei.value)
+    assert len(srv.chats()) == 2
+    assert time.monotonic() - t0 < 30  # (each attempt ends at its deadline, not at the stream's end)
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.invalid/d.png", "data:image/png;base64,AA"])
+def test_a_generated_file_at_a_url_that_is_not_http_is_refused_at_once(srv, url):
+    client = EachSenseClient.from_env(sleep=(sleeps := Sleeps()), backoff_base=0.01)
+    with pytest.raises(ec.GenerationError, match="not http"):
+        client.download(url)
+    assert sleeps == []  # (was: a "network error", retried 4 times)
+
+
 def test_malformed_lines_and_unknown_events_are_logged_and_skipped(srv, caplog):
     srv.chat_faults.extend(["malformed", "unknown_event"])
     p, _ = make()

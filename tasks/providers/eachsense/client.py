@@ -63,6 +63,10 @@ DEFAULT_STORAGE_URL = "https://storage-service.core.eachlabs.run"
 MAX_MESSAGE_CHARS = 10_000
 
 
+class StreamDeadline(Exception):
+    """The stream was still sending events at ``stream_deadline`` (internal: becomes a StreamTimeoutError)."""
+
+
 def _as_error(what: str, e: Exception) -> EachSenseError | None:
     """A transport exception as the client's error; an each::sense error as it is; else None."""
     if isinstance(e, httpx.TimeoutException):
@@ -89,6 +93,7 @@ class EachSenseClient:
                  connect_timeout: float = 30.0, read_timeout: float = 600.0, max_retries: int = 4,
                  backoff_base: float = 1.0, backoff_max: float = 60.0, max_retry_after: float = 300.0,
                  poll_interval: float = 2.0, upload_timeout: float = 300.0, recover_from_memory: bool = True,
+                 stream_deadline: float = 900.0,
                  transport: httpx.BaseTransport | None = None, sleep: Callable[[float], None] = time.sleep):
         self.base_url, self.storage_url = base_url.rstrip("/"), storage_url.rstrip("/")
         self.org = org
@@ -98,6 +103,9 @@ class EachSenseClient:
         self.max_retry_after = float(max_retry_after)
         self.poll_interval, self.upload_timeout = float(poll_interval), float(upload_timeout)
         self.recover_from_memory = recover_from_memory
+        # (the read timeout only times silence: a stream that keeps sending progress events and
+        # never its result would hold a run for ever)
+        self.stream_deadline = float(stream_deadline)
         self._transport, self._sleep = transport, sleep
         self._http: httpx.Client | None = None
         self._uploads: dict[str, str] = {}  # sha256 of the bytes -> public_url
@@ -126,7 +134,8 @@ class EachSenseClient:
                   max_retry_after=num("EACHSENSE_MAX_RETRY_AFTER", 300.0),
                   poll_interval=num("EACHSENSE_POLL_INTERVAL", 2.0),
                   upload_timeout=num("EACHSENSE_UPLOAD_TIMEOUT", 300.0),
-                  recover_from_memory=env.get("EACHSENSE_RECOVER_FROM_MEMORY", "1") not in ("0", "false", "no"))
+                  recover_from_memory=env.get("EACHSENSE_RECOVER_FROM_MEMORY", "1") not in ("0", "false", "no"),
+                  stream_deadline=num("EACHSENSE_STREAM_DEADLINE", 900.0))
         kw.update(overrides)
         return cls(**kw)
 
@@ -244,9 +253,13 @@ class EachSenseClient:
                 resp.read()
                 return self._from_json(resp.json(), res)
             cut: Exception | None = None
+            deadline = time.monotonic() + self.stream_deadline
             try:
                 for ev in iter_sse(resp):
                     cancel.check()  # interrupted: abandon the stream
+                    if time.monotonic() > deadline:
+                        cut = StreamDeadline()
+                        break
                     if ev is DONE:
                         res.done = True
                         break
@@ -263,6 +276,11 @@ class EachSenseClient:
             if not (res.done or res.completed):
                 log.warning("eachsense: the stream dropped after delivering its result; using it [request id %s]", rid)
             return res
+        if isinstance(cut, StreamDeadline):
+            raise StreamTimeoutError(f"chat: no result after {self.stream_deadline:.0f} s of events "
+                                     "(EACHSENSE_STREAM_DEADLINE)", request_id=rid,
+                                     hint="the service kept the stream open without finishing: raise "
+                                          "EACHSENSE_STREAM_DEADLINE (seconds), use mode eco, or shrink the image")
         if isinstance(cut, httpx.TimeoutException):
             raise StreamTimeoutError(f"chat: no event for {self.timeout.read:.0f} s (stream read timeout)", request_id=rid)
         why = f"{type(cut).__name__}" if cut else "closed"
@@ -342,7 +360,14 @@ class EachSenseClient:
 
     # -- results ---------------------------------------------------------------------------------
     def download(self, url: str, *, max_bytes: int = 512 * 1024 * 1024) -> bytes:
-        """The bytes of a generated file. No key is sent: the URL may live on any host."""
+        """The bytes of a generated file. No key is sent: the URL may live on any host.
+        Only http(s): a ``file://`` (or other) URL in an answer is refused at once, never retried."""
+        from urllib.parse import urlsplit
+
+        if urlsplit(url).scheme.lower() not in ("http", "https"):
+            raise GenerationError(f"the answer names a file at a URL that is not http(s): {short_url(url)}",
+                                  hint="a service answer may only point at http(s) downloads")
+
         def once(_n):
             with remote_slot():
                 r = self.http.get(url)
