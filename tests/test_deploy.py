@@ -94,7 +94,9 @@ def test_schedule_from_recipe_and_flags(tmp_path):
     with pytest.raises(RecipeError) as e:
         schedule_spec(*load_recipe(r))
     assert "r.yaml:9" in str(e.value) and "schedule" in str(e.value)
-    with pytest.raises(RecipeError, match="--interval"):
+    from depthcraft.flows.deploy import OptionError
+
+    with pytest.raises(OptionError, match="^--interval: "):
         schedule_spec(*load_recipe(r), interval="soon")
 
 
