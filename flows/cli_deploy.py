@@ -17,7 +17,8 @@ from .workspace import Workspace
 def _console():
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    # soft_wrap: a long line (an API URL, a path) is left to the terminal, never broken by rich
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def cmd_deploy(a) -> int:
@@ -35,7 +36,7 @@ def cmd_deploy(a) -> int:
     info = deploy(a.recipe, name=a.name, overrides=a.set, out_root=a.out, workspace=str(ws.root), cron=a.cron,
                   interval=a.interval, rrule=a.rrule, timezone=a.timezone, work_pool=a.work_pool,
                   work_queue=a.work_queue, task_runner=a.task_runner, dask_address=a.dask_address,
-                  paused=True if a.paused else None)
+                  paused=True if a.paused else None, replace=a.replace)
     if a.json:
         print(json.dumps(info, default=str, indent=1))
         return 0
@@ -51,7 +52,8 @@ def cmd_deploy(a) -> int:
         con.print(f"  entrypoint {info['entrypoint']}; wrote {info['prefect_yaml']}")
         con.print(f"runs execute on a worker: [bold]prefect worker start --pool {info['work_pool']}[/]")
     else:
-        con.print(f"runs execute where the recipe is served: [bold]depthcraft serve {a.recipe}[/]")
+        con.print(f"runs execute where the recipe is served: [bold]depthcraft serve {a.recipe}[/] "
+                  "(serves this recipe's deployments with their schedules)")
     con.print(f"trigger one now: prefect deployment run '{info['full_name']}'")
     return 0
 
@@ -69,9 +71,8 @@ def cmd_serve(a) -> int:
     ensure_api(ws, watch=True)
     from .deploy import serve
 
-    serve(a.recipes, overrides=a.set, out_root=a.out, workspace=str(ws.root), limit=a.limit,
-          task_runner=a.task_runner, dask_address=a.dask_address)
-    return 0
+    return serve(a.recipes, overrides=a.set, out_root=a.out, workspace=str(ws.root), limit=a.limit,
+                 task_runner=a.task_runner, dask_address=a.dask_address, replace=a.replace)
 
 
 def register(sub) -> None:
@@ -89,6 +90,8 @@ def register(sub) -> None:
                    "missing) and write prefect.yaml next to the recipe")
     d.add_argument("--work-queue", help="work queue within the pool")
     d.add_argument("--paused", action="store_true", help="register the schedule paused")
+    d.add_argument("--replace", action="store_true", help="take over a deployment of the same name that runs "
+                   "another recipe file (refused otherwise)")
     _common(d)
     d.add_argument("--json", action="store_true", help="print the deployment as JSON on stdout")
     d.set_defaults(func=cmd_deploy)
@@ -98,6 +101,8 @@ def register(sub) -> None:
                        "runs every scheduled or triggered run here, until Ctrl-C.")
     s.add_argument("recipes", nargs="+", metavar="RECIPE", help="recipe YAML files")
     s.add_argument("--limit", type=int, help="at most this many runs at once")
+    s.add_argument("--replace", action="store_true", help="take over a deployment of the same name that runs "
+                   "another recipe file (refused otherwise)")
     _common(s)
     s.set_defaults(func=cmd_serve)
 

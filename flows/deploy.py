@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,48 @@ from .workspace import Workspace
 
 _DURATION_RE = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)d)?\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*"
                           r"(?:(\d+(?:\.\d+)?)s)?\s*$")
+
+
+class OptionError(DepthcraftError):
+    """A bad command-line option: ``--timezone: unknown timezone 'Mars/X'``."""
+
+    exit_code = 2
+
+    def __init__(self, option: str, message: str):
+        self.option = option
+        super().__init__(f"{option}: {message}")
+
+
+_CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+
+
+def check_cron(expr: str) -> None:
+    """Standard 5-field cron (minute hour day-of-month month day-of-week) or a macro such as
+    ``@daily``, which fires at least once: Prefect's croniter would read a 6th field as seconds
+    (``0 2 * * * *`` runs 60 times a night) and accepts dates that never come (30 February).
+    Raises ValueError with the reason."""
+    from prefect._vendor.croniter import CroniterBadDateError, croniter
+
+    text = str(expr).strip()
+    fields = text.split()
+    if text.lower() in _CRON_MACROS:
+        return
+    if len(fields) != 5:
+        raise ValueError(f"{expr!r} has {len(fields)} field(s); give standard 5-field cron "
+                         "'MINUTE HOUR DAY-OF-MONTH MONTH DAY-OF-WEEK', e.g. '0 2 * * *'")
+    if not croniter.is_valid(text):
+        raise ValueError(f"{expr!r} is not a valid cron expression (e.g. '0 2 * * *' is 02:00 every day)")
+    try:
+        croniter(text, dt.datetime.now(dt.timezone.utc), day_or=True).get_next(dt.datetime)
+    except CroniterBadDateError:
+        raise ValueError(f"{expr!r} never fires (no such date, e.g. 30 February)") from None
+
+
+def check_timezone(tz: str) -> None:
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown timezone {tz!r} (use an IANA name such as Europe/Paris)") from None
 
 
 class ScheduleSpec(BaseModel):
@@ -69,11 +112,9 @@ class ScheduleSpec(BaseModel):
         from prefect.schedules import Cron, Interval, RRule
 
         if self.timezone:
-            try:
-                ZoneInfo(self.timezone)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"unknown timezone {self.timezone!r} (use an IANA name such as Europe/Paris)") from None
+            check_timezone(self.timezone)
         if self.cron is not None:
+            check_cron(self.cron)
             return Cron(self.cron, timezone=self.timezone, active=self.active)
         if self.rrule is not None:
             rule = self.rrule if self.rrule.upper().startswith(("RRULE:", "DTSTART")) else f"RRULE:{self.rrule}"
@@ -111,16 +152,29 @@ def schedule_spec(recipe: Recipe, src: RecipeSource | None = None, *, cron: str 
     """The schedule to deploy: command-line flags replace the recipe's ``schedule:``.
 
     ``--timezone`` alone keeps the recipe's schedule in another timezone. Errors name the
-    recipe file, line and key (or the flag).
+    recipe file, line and key, or the option (``--timezone: unknown timezone 'Mars/X'``).
     """
+    if timezone:
+        try:
+            check_timezone(timezone)
+        except ValueError as e:
+            raise OptionError("--timezone", str(e)) from None
     flags = {k: v for k, v in (("cron", cron), ("interval", interval), ("rrule", rrule)) if v is not None}
     if flags:
-        tz = timezone or ((recipe.schedule or {}).get("timezone") if isinstance(recipe.schedule, dict) else None)
+        tz = timezone
+        if not tz and isinstance(recipe.schedule, dict) and recipe.schedule.get("timezone"):
+            tz = recipe.schedule["timezone"]  # the recipe's timezone stays: a fault there is the recipe's
+            try:
+                check_timezone(str(tz))
+            except ValueError as e:
+                if src is not None:
+                    raise src.error(str(e), ("schedule", "timezone")) from None
+                raise RecipeError(str(e), key="schedule.timezone") from None
         return _validated({**flags, **({"timezone": tz} if tz else {})}, None, "--" + "/--".join(flags))
     if not recipe.schedule:
         if timezone:
-            raise RecipeError("--timezone needs a schedule: add `schedule:` to the recipe or pass --cron, "
-                              "--interval or --rrule", key="schedule")
+            raise OptionError("--timezone", "needs a schedule: add `schedule:` to the recipe or pass --cron, "
+                              "--interval or --rrule")
         return None
     data = dict(recipe.schedule)
     if timezone:
@@ -141,7 +195,7 @@ def _validated(data: dict, src: RecipeSource | None, flag: str | None) -> Schedu
     except ValueError as e:
         loc, msg = ("schedule",), str(e)
     if flag:
-        raise RecipeError(f"{flag}: {msg}", key=flag)
+        raise OptionError(flag, msg)
     if src is not None:
         raise src.error(msg, loc)
     raise RecipeError(msg, key=".".join(loc))
@@ -215,7 +269,7 @@ def prepare(recipe_path: str | Path, *, name: str | None = None, overrides: list
     params = deployment_parameters(recipe_path, overrides=overrides, out_root=out_root, workspace=workspace)
     dep_name = name or recipe.name
     if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", dep_name):
-        raise RecipeError(f"--name {dep_name!r}: use letters, digits, '.', '_' and '-'", key="--name")
+        raise OptionError("--name", f"{dep_name!r}: use letters, digits, '.', '_' and '-'")
     kind = _task_runner_kind(recipe, task_runner, dask_address)
     options: dict[str, Any] = dict(
         schedule=spec.to_prefect() if spec else None, parameters=params, paused=paused,
@@ -309,7 +363,30 @@ def upcoming_runs(deployment_id, limit: int = 5) -> list[dict]:
             for r in runs]
 
 
-def deploy(recipe_path: str | Path, *, write_yaml: bool = True, **kw) -> dict:
+def existing_deployment(full_name: str):
+    """The registered deployment ``flow/name``, or None."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            return client.read_deployment_by_name(full_name)
+        except ObjectNotFound:
+            return None
+
+
+def refuse_other_recipe(full_name: str, recipe_file: str, option: str = "--replace") -> None:
+    """Two recipe files with one ``name:`` give one deployment name: deploying the second would
+    silently replace the first (same id, the other recipe). Refused unless ``--replace``;
+    deploying the same file again is an update."""
+    dep = existing_deployment(full_name)
+    other = (dep.parameters or {}).get("recipe_file") if dep is not None else None
+    if other and other != recipe_file:
+        raise OptionError("--name", f"deployment {full_name} already exists for {other}; give this one "
+                          f"another --name, or pass {option} to make it run {recipe_file} instead")
+
+
+def deploy(recipe_path: str | Path, *, write_yaml: bool = True, replace: bool = False, **kw) -> dict:
     """Register a recipe's deployment on the Prefect API (which must be set up: ``ensure_api``).
 
     Applies the recipe's concurrency limits, creates the work pool when named and missing,
@@ -319,6 +396,8 @@ def deploy(recipe_path: str | Path, *, write_yaml: bool = True, **kw) -> dict:
     from .limits import apply_concurrency_limits
 
     dep, recipe, spec = build_deployment(recipe_path, **kw)
+    if not replace:
+        refuse_other_recipe(f"{dep.flow_name}/{dep.name}", dep.parameters["recipe_file"])
     apply_concurrency_limits(recipe)
     pool = kw.get("work_pool")
     created_pool = ensure_work_pool(pool) if pool else False
@@ -394,40 +473,155 @@ def _prefect_version() -> str:
 
 
 # -- serving ---------------------------------------------------------------------------------
+def deployments_of(recipe_file: str, flow_name: str) -> list:
+    """The served (no work pool) deployments of ``flow_name`` registered for this recipe file,
+    e.g. by ``depthcraft deploy RECIPE --name NAME --cron ...``."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with get_client(sync_client=True) as client:
+        deps = client.read_deployments(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
+    return sorted((d for d in deps if (d.parameters or {}).get("recipe_file") == recipe_file and not d.work_pool_name),
+                  key=lambda d: d.name)
+
+
+def describe_schedules(schedules) -> str:
+    """One line for a deployment's registered schedules (``DeploymentSchedule`` objects)."""
+    parts = []
+    for x in schedules or []:
+        sch = x.schedule
+        tz = f" ({getattr(sch, 'timezone', None) or 'UTC'})"
+        if getattr(sch, "cron", None):
+            text = f"cron '{sch.cron}'{tz}"
+        elif getattr(sch, "rrule", None):
+            text = f"rrule '{sch.rrule}'{tz}"
+        else:
+            text = f"every {sch.interval}"
+        parts.append(text + ("" if x.active else " inactive"))
+    return ", ".join(parts) or "no schedule"
+
+
+def _cancel_unfinished(dep_ids: list, since: float, why: str) -> int:
+    """Set the runs of these deployments that this serve left Pending or Running (state entered
+    after it started) to Cancelled; returns how many."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (DeploymentFilter, DeploymentFilterId, FlowRunFilter,
+                                                FlowRunFilterState, FlowRunFilterStateType)
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Cancelled
+
+    n = 0
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=dep_ids)),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
+                any_=[StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]))))
+        for fr in runs:
+            if fr.state is None or fr.state.timestamp.timestamp() < since - 1:
+                continue
+            client.set_flow_run_state(fr.id, Cancelled(message=why), force=True)
+            n += 1
+    return n
+
+
 def serve(recipe_paths: list[str | Path], *, overrides: list[str] | None = None, out_root: str | None = None,
           workspace: str | None = None, limit: int | None = None, task_runner: str | None = None,
-          dask_address: str | None = None, pause_on_shutdown: bool = True) -> None:
-    """Serve one or more recipes until stopped (Prefect's ``Runner``, as ``flow.serve`` uses it):
-    each deployment and schedule is registered, and every scheduled or triggered run executes
-    in a subprocess of this one with the recipe's own flow object (task runner included)."""
-    import asyncio
+          dask_address: str | None = None, replace: bool = False) -> int:
+    """Serve one or more recipes until SIGINT / SIGTERM (Prefect's ``Runner``, as ``flow.serve``
+    uses it); every scheduled or triggered run executes in a subprocess of this one with the
+    recipe's own flow object (task runner included).
 
-    from prefect.exceptions import TerminationSignal
+    A recipe that ``depthcraft deploy`` registered is served as deployed: every served deployment
+    of that recipe file, with its name, schedules, paused state and (unless ``--set``/``--out``
+    are given here) its overrides and output root. Otherwise one deployment named after the
+    recipe is registered with the recipe's ``schedule:``. Stopping does not pause the schedules
+    (Prefect's default would): the runs they make wait as Scheduled until served again. Runs this
+    serve left Pending or Running are set to Cancelled. Returns the exit code: 128 + the signal.
+    """
+    import asyncio
+    import signal
+
+    from prefect.client.schemas.actions import DeploymentScheduleCreate
     from prefect.runner import Runner
 
     from .limits import apply_concurrency_limits
 
-    prepared: list[Prepared] = []
+    prepared: list[tuple[Prepared, str]] = []
     seen: dict[str, str] = {}
+    common = dict(workspace=workspace, task_runner=task_runner, dask_address=dask_address)
     for path in recipe_paths:
-        p = prepare(path, overrides=overrides, out_root=out_root, workspace=workspace, task_runner=task_runner,
-                    dask_address=dask_address)
-        key = f"{p.flow.name}/{p.name}"
-        if key in seen:
-            raise RecipeError(f"two recipes give the same deployment {key} ({seen[key]} and {path})", file=str(path))
-        seen[key] = str(path)
-        prepared.append(p)
-    runner = Runner(name=f"depthcraft-serve-{os.getpid()}", pause_on_shutdown=pause_on_shutdown, limit=limit)
+        recipe, _ = load_recipe(path, overrides=overrides or [])
+        rfile = str(Path(path).resolve())
+        found = deployments_of(rfile, f"depthcraft-{recipe.name}")
+        batch = []
+        for d in found:
+            params = d.parameters or {}
+            p = prepare(path, name=d.name, overrides=overrides or params.get("overrides") or [],
+                        out_root=out_root or params.get("out_root"), paused=d.paused, **common)
+            p.options.pop("schedule", None)
+            p.options["schedules"] = [DeploymentScheduleCreate(schedule=x.schedule, active=x.active)
+                                      for x in d.schedules or []]
+            batch.append((p, describe_schedules(d.schedules) + (", paused" if d.paused else "")))
+        if not found:
+            p = prepare(path, overrides=overrides, out_root=out_root, **common)
+            if not replace:
+                refuse_other_recipe(f"{p.flow.name}/{p.name}", rfile)
+            batch.append((p, p.spec.describe() if p.spec else "no schedule"))
+        for p, sched in batch:
+            key = f"{p.flow.name}/{p.name}"
+            if key in seen:
+                raise RecipeError(f"two recipes give the same deployment {key} ({seen[key]} and {path})",
+                                  file=str(path))
+            seen[key] = str(path)
+            prepared.append((p, sched))
+    runner = Runner(name=f"depthcraft-serve-{os.getpid()}", pause_on_shutdown=False, limit=limit)
     from prefect.deployments.runner import EntrypointType
 
-    for p in prepared:
+    dep_ids = []
+    for p, sched in prepared:
         apply_concurrency_limits(p.recipe)
         # add_flow (not add_deployment) so that the runner runs this flow object, not a fresh import
-        runner.add_flow(p.flow, name=p.name, entrypoint_type=EntrypointType.MODULE_PATH, **p.options)
-        sched = p.spec.describe() if p.spec else "no schedule"
+        dep_ids.append(runner.add_flow(p.flow, name=p.name, entrypoint_type=EntrypointType.MODULE_PATH, **p.options))
         print(f"serving {p.flow.name}/{p.name} ({sched}); "
               f"trigger a run: prefect deployment run '{p.flow.name}/{p.name}'", flush=True)
+    started = time.time()
+    got: list[int] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(runner.start())
+        await asyncio.sleep(0)  # start() installs Prefect's SIGTERM handler first; ours replace it
+        for s in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(s, lambda s=s: (got.append(int(s)), stop.set()))
+        waiter = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            waiter.cancel()
+            task.result()
+            return
+        for s in (signal.SIGINT, signal.SIGTERM):  # a second signal exits at once
+            loop.add_signal_handler(s, lambda s=s: (os.write(2, b"\nexiting now\n"), os._exit(128 + int(s))))
+        print(f"{signal.Signals(got[0]).name}: stopping serve (its running flow runs are cancelled)...",
+              file=sys.stderr, flush=True)
+        try:  # kills the runs' processes and cancels their runs
+            await asyncio.wait_for(runner.astop(), 30)
+        except (Exception, asyncio.CancelledError):  # noqa: BLE001 - the runs are cancelled below anyway
+            pass
+        try:
+            await asyncio.wait_for(task, 15)
+        except (Exception, asyncio.CancelledError):  # noqa: BLE001
+            pass
+
+    asyncio.run(main())
+    signum = got[0] if got else signal.SIGINT
+    why = f"depthcraft serve stopped by {signal.Signals(signum).name}"
     try:
-        asyncio.run(runner.start())
-    except (KeyboardInterrupt, TerminationSignal):
-        pass
+        n = _cancel_unfinished(dep_ids, started, why)
+    except Exception:  # noqa: BLE001 - the API is gone: nothing more to mark
+        n = 0
+    names = " ".join(str(x) for x in recipe_paths)
+    print(f"stopped serving{f'; {n} unfinished run(s) set to Cancelled' if n else ''}; schedules stay active and "
+          f"their runs wait as Scheduled until `depthcraft serve {names}` runs again "
+          f"(pause them: prefect deployment pause NAME)", file=sys.stderr, flush=True)
+    return 128 + int(signum)
