@@ -14,6 +14,7 @@ the UI reaching any file of the run (see docs/viewing.md for what works where).
 from __future__ import annotations
 
 import base64
+import contextvars
 import io
 import re
 import threading
@@ -166,8 +167,9 @@ class ProgressArtifact:
             self._pending = (done, total)
             self._sent.clear()
             if self._thread is None:
-                self._thread = threading.Thread(target=self._send_loop, name="depthcraft-progress-artifact",
-                                                daemon=True)
+                # (in the caller's context: Prefect's settings and client live in context variables)
+                self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._send_loop,),
+                                                name="depthcraft-progress-artifact", daemon=True)
                 self._thread.start()
         self._wake.set()
         if done >= total:

@@ -79,8 +79,15 @@ class OutputFolder:
         publish). False when a stop was requested while waiting for another run's lock."""
         if self._base is not None:
             return True
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
+        from depthcraft.tasks.lib.errors import OutputError
+
+        try:  # (a file where the folder goes, a read-only parent: one line naming it, not a traceback)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
+        except (FileExistsError, NotADirectoryError):
+            raise OutputError(str(self.folder), NotADirectoryError(20, "a file is in the way of this folder")) from None
+        except OSError as e:
+            raise OutputError(str(self.folder), e) from None
         said = False
         while True:
             try:
