@@ -212,11 +212,52 @@ def test_ten_bit_sdr_is_converted_with_a_notice(tmp_path, caplog):
 
 def test_variable_frame_rate_is_converted_with_a_notice(tmp_path):
     p = tmp_path / "vfr.mp4"
-    # 15 frames at 30 fps, then 15 at 15 fps
+    # 15 frames at 30 fps, then 15 at 15 fps: 1.5 s
     subprocess.run([FF, "-y", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=30", "-frames:v", "30",
                     "-vf", "setpts='(N+if(gte(N,15),N-15,0))/30/TB'", "-fps_mode", "vfr", "-c:v", "libx264",
                     "-preset", "ultrafast", str(p)], check=True)
     info = probe_clip(p)
-    assert info.vfr and any("variable frame rate" in n for n in info.notices)
-    assert 19 < float(info.rate) < 22 and info.frames == 30
-    assert len(list(read_frames(p, info=info))) == 30 and len(list(read_frames(p, 10, 20, info=info))) == 10
+    assert info.vfr and any("variable frame rate" in n and "30.000 fps, 45 frames" in n for n in info.notices)
+    # the rate of its 30 fps stretch (no frame of it dropped), frames for its whole 1.5 s
+    assert info.rate == 30 and info.frames == 45
+    assert len(list(read_frames(p, info=info))) == 45 and len(list(read_frames(p, 10, 20, info=info))) == 10
+
+
+def vfr_clip(path: Path, *, audio: bool = True) -> Path:
+    """4 s of 96x96 at 30 fps, of which only every 15th frame is kept from 2 s on (frames at 2.0,
+    2.5, 3.0, 3.5 s): 64 frames over 3.533 s. Source frame n (n < 60, or the kept ones) is grey
+    16 + 2n, so a frame says which source frame it is."""
+    cmd = [FF, "-y", "-loglevel", "error", "-f", "lavfi", "-i",
+           "color=c=black:s=96x96:r=30,format=gray,geq=lum='16+2*N'"]
+    if audio:
+        cmd += ["-f", "lavfi", "-i", "sine=frequency=440"]
+    cmd += ["-t", "4", "-filter_complex", "[0:v]select='lt(t\\,2)+not(mod(n\\,15))'[v]", "-map", "[v]"]
+    if audio:
+        cmd += ["-map", "1:a", "-c:a", "aac", "-shortest"]
+    subprocess.run(cmd + ["-fps_mode", "vfr", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)], check=True)
+    return path
+
+
+def vfr_expected(k: int, rate: float = 30.0) -> int:
+    """The source frame on screen at output frame k's time (k / rate) in :func:`vfr_clip`."""
+    t = k / rate
+    return int(round(t * 30)) if t < 2 - 1 / 60 else 60 + 15 * min(3, int((t + 1 / 60 - 2) / 0.5))
+
+
+def shown(frames) -> list[int]:
+    return [int(round((float(f.mean()) - 16) / 2)) for f in frames]
+
+
+def test_variable_frame_rate_keeps_every_frame_at_its_time_in_any_segment(tmp_path):
+    # was: converted at the mean rate (18.113 fps, 64 frames), dropping 40 % of the 30 fps part
+    p = vfr_clip(tmp_path / "vfr.mp4", audio=False)
+    info = probe_clip(p)
+    assert info.vfr and info.rate == 30 and info.frames == 106  # 3.533 s at 30 fps
+    full = shown(read_frames(p, info=info))
+    assert len(full) == 106
+    for k, got in enumerate(full):  # each output frame k shows the source frame on screen at k / 30 s
+        assert abs(got - vfr_expected(k)) <= (1 if k < 60 else 0) or got in (vfr_expected(k - 1), vfr_expected(k + 1)), (k, got)
+    assert full[:60] == list(range(60)) and full[60] == 60 and full[74] == 60 and full[75] == 75
+    # any segment decodes exactly what the whole clip does there (seeks between source frames)
+    for a, b in [(1, 5), (30, 61), (59, 62), (61, 80), (74, 76), (90, 106), (105, 106)]:
+        assert shown(read_frames(p, a, b, info=info)) == full[a:b], (a, b)

@@ -198,14 +198,14 @@ _STREAM = re.compile(r"Stream #\d+:(\d+)[^:]*: (Video|Audio|Subtitle|Data|Attach
 
 
 def probe_clip(path: str | os.PathLike, *, max_pixels: int | None = None, downscale: bool = False,
-               name: str | None = None, internal: bool = False) -> ClipInfo:
+               name: str | None = None, internal: bool = False, min_side: int = 0) -> ClipInfo:
     """Probe ``path`` (see :class:`ClipInfo`). Raises :class:`InputError` naming the file for a
     missing or truncated file (no index), no video stream, zero frames, an unsupported codec, a
-    side under ``images.MIN_SIDE`` (64 px, as for photos), a frame over the pixel limit (unless
+    side under ``min_side`` (user clips: ``images.MIN_SIDE``, 64 px, as for photos), a frame over the pixel limit (unless
     ``downscale``: decoded smaller, with a notice) and HDR (PQ/HLG) input; 10-bit SDR input is
     converted to 8 bits with a notice. ``name``: the clip as the user named it, in messages
     (default: the file's name). ``internal``: a video depthcraft wrote itself (a depth segment),
-    read by its own reader: no size minimum and no notices logged."""
+    read by its own reader: no notices logged."""
     p = Path(path)
     if not p.exists():
         raise InputError("no such file", path=str(p))
@@ -222,10 +222,8 @@ def probe_clip(path: str | os.PathLike, *, max_pixels: int | None = None, downsc
     info.name = name or p.name
     if name and name != p.name:  # messages name the user's file, not a copy of it
         info.notices = [n.replace(f"{p.name}: ", f"{name}: ", 1) for n in info.notices]
-    from .images import MIN_SIDE
-
-    if not internal and min(info.width, info.height) < MIN_SIDE:
-        raise InputError(f"frames are {info.width}x{info.height}; both sides must be at least {MIN_SIDE} px",
+    if min(info.width, info.height) < min_side:
+        raise InputError(f"frames are {info.width}x{info.height}; both sides must be at least {min_side} px",
                          path=name or str(p))
     if info.width * info.height > limit:
         if not downscale:
@@ -553,7 +551,9 @@ def read_depth_frames(path: str | os.PathLike, start: int = 0, stop: int | None 
             a = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
             yield a.astype(np.float32) / (65535.0 if a.dtype == np.uint16 else 255.0)
         return
-    info = probe_clip(p)
+    # depthcraft's own 16-bit FFV1 is read as 16 bits here: its probe notice ("converted to 8
+    # bits") would be false, and would name a temporary file
+    info = probe_clip(p, internal=True)
     w, h = info.size
     sixteen = info.bit_depth > 8 or "gray16" in info.pix_fmt
     # a segment file holds its own range: frame `start` of the clip is its frame 0 when the file is shorter
