@@ -217,10 +217,11 @@ def test_variable_frame_rate_is_converted_with_a_notice(tmp_path):
                     "-vf", "setpts='(N+if(gte(N,15),N-15,0))/30/TB'", "-fps_mode", "vfr", "-c:v", "libx264",
                     "-preset", "ultrafast", str(p)], check=True)
     info = probe_clip(p)
-    assert info.vfr and any("variable frame rate" in n and "30.000 fps, 45 frames" in n for n in info.notices)
-    # the rate of its 30 fps stretch (no frame of it dropped), frames for its whole 1.5 s
-    assert info.rate == 30 and info.frames == 45
-    assert len(list(read_frames(p, info=info))) == 45 and len(list(read_frames(p, 10, 20, info=info))) == 10
+    assert info.vfr and any("variable frame rate" in n and "30.000 fps, 44 frames" in n for n in info.notices)
+    # the rate of its 30 fps stretch (no frame of it dropped), frames for its 1.467 s (the last
+    # frame lasts its packet's 1/30 s)
+    assert info.rate == 30 and info.frames == 44
+    assert len(list(read_frames(p, info=info))) == 44 and len(list(read_frames(p, 10, 20, info=info))) == 10
 
 
 def vfr_clip(path: Path, *, audio: bool = True) -> Path:
@@ -255,9 +256,10 @@ def test_variable_frame_rate_keeps_every_frame_at_its_time_in_any_segment(tmp_pa
     assert info.vfr and info.rate == 30 and info.frames == 106  # 3.533 s at 30 fps
     full = shown(read_frames(p, info=info))
     assert len(full) == 106
-    for k, got in enumerate(full):  # each output frame k shows the source frame on screen at k / 30 s
-        assert abs(got - vfr_expected(k)) <= (1 if k < 60 else 0) or got in (vfr_expected(k - 1), vfr_expected(k + 1)), (k, got)
-    assert full[:60] == list(range(60)) and full[60] == 60 and full[74] == 60 and full[75] == 75
+    # each output frame k shows the source frame on screen at k / 30 s (the grey read back is
+    # within a level or two, so within one source frame; the kept ones are 15 apart)
+    assert all(abs(got - vfr_expected(k)) <= 1 for k, got in enumerate(full)), full
+    assert abs(full[59] - 59) <= 1 and abs(full[60] - 60) <= 1 and abs(full[74] - 60) <= 1 and abs(full[75] - 75) <= 1
     # any segment decodes exactly what the whole clip does there (seeks between source frames)
     for a, b in [(1, 5), (30, 61), (59, 62), (61, 80), (74, 76), (90, 106), (105, 106)]:
         assert shown(read_frames(p, a, b, info=info)) == full[a:b], (a, b)

@@ -103,17 +103,48 @@ def test_bad_clip_is_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("layout", ["hsbs", "htb"])
-def test_half_size_layouts_of_a_one_pixel_clip(tmp_path, layout):
-    # a 1x1 clip: each eye of a half-size layout is still at least one pixel (was an OpenCV error)
+def test_half_size_layouts_of_the_smallest_clip(tmp_path, layout):
+    # a 64x64 clip (the smallest taken): each eye of a half-size layout is 32 px
     import imageio_ffmpeg
 
-    clip = tmp_path / "one.mp4"
+    clip = tmp_path / "small.mp4"
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i",
-                    "color=red:size=1x1:rate=10", "-frames:v", "4", "-c:v", "libx264", "-pix_fmt", "yuv444p",
+                    "color=red:size=64x64:rate=10", "-frames:v", "4", "-c:v", "libx264", "-pix_fmt", "yuv444p",
                     str(clip)], check=True)
     r = run_cli("stereo", clip, "-o", tmp_path / "s.mp4", "--layout", layout, "--provider", "classic")
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert probe_clip(next(tmp_path.glob("s*.mp4"))).frames == 4
+
+
+@pytest.mark.parametrize("size", ["1x1", "63x80"])
+def test_a_clip_under_64_px_is_refused_like_a_photo(tmp_path, size):
+    # was: a 1x1 clip was taken (and written as 2x2) while a 1x1 photo is refused
+    import imageio_ffmpeg
+
+    clip = tmp_path / "tiny.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i",
+                    f"color=red:size={size}:rate=10", "-frames:v", "4", "-c:v", "libx264", "-pix_fmt", "yuv444p",
+                    str(clip)], check=True)
+    for kind in ("stereo", "estimate"):
+        r = run_cli(kind, clip, "-o", tmp_path / f"{kind}.mp4", "--provider", "classic")
+        assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and "tiny.mp4" in lines[0] and f"frames are {size}; both sides must be at least 64 px" in lines[0], r.stderr
+        assert not list(tmp_path.glob(f"{kind}*"))
+
+
+def test_odd_size_notice_names_the_clip_once(tmp_path):
+    # was: "main-000000-000010.mp4: 1x1 has an odd side; padded to 2x2" (a segment's temp file)
+    import imageio_ffmpeg
+
+    clip = tmp_path / "odd.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i",
+                    "testsrc=size=97x65:rate=2", "-frames:v", "30", "-c:v", "libx264", "-pix_fmt", "yuv444p",
+                    str(clip)], check=True)
+    r = ok(run_cli("estimate", clip, "-o", tmp_path / "d.mp4", "--provider", "classic"))
+    odd = [ln for ln in r.stderr.splitlines() if "odd side" in ln]
+    assert odd == ["odd.mp4 (estimate video): 97x65 has an odd side; padded to 98x66 for yuv420p video"], r.stderr
+    assert probe_clip(tmp_path / "d.mp4").frames == 30  # two segments of 20 and 10
 
 
 def test_a_folder_output_for_a_single_picture_is_one_clear_line(tmp_path):
