@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cliputil import FF, frame_index, make_animation, make_clip
+from cliputil import FF, frame_index, make_animation, make_clip, shown, vfr_clip, vfr_expected
 from depthcraft.tasks.lib.clip import (FfmpegWriter, FolderWriter, VIDEO_SUFFIXES, concat_files, count_frames,
                                        is_clip, mux_audio, probe_clip, read_depth_frames, read_frames)
 from depthcraft.tasks.lib.errors import InputError
@@ -222,31 +222,6 @@ def test_variable_frame_rate_is_converted_with_a_notice(tmp_path):
     # frame lasts its packet's 1/30 s)
     assert info.rate == 30 and info.frames == 44
     assert len(list(read_frames(p, info=info))) == 44 and len(list(read_frames(p, 10, 20, info=info))) == 10
-
-
-def vfr_clip(path: Path, *, audio: bool = True) -> Path:
-    """4 s of 96x96 at 30 fps, of which only every 15th frame is kept from 2 s on (frames at 2.0,
-    2.5, 3.0, 3.5 s): 64 frames over 3.533 s. Source frame n (n < 60, or the kept ones) is grey
-    16 + 2n, so a frame says which source frame it is."""
-    cmd = [FF, "-y", "-loglevel", "error", "-f", "lavfi", "-i",
-           "color=c=black:s=96x96:r=30,format=gray,geq=lum='16+2*N'"]
-    if audio:
-        cmd += ["-f", "lavfi", "-i", "sine=frequency=440"]
-    cmd += ["-t", "4", "-filter_complex", "[0:v]select='lt(t\\,2)+not(mod(n\\,15))'[v]", "-map", "[v]"]
-    if audio:
-        cmd += ["-map", "1:a", "-c:a", "aac", "-shortest"]
-    subprocess.run(cmd + ["-fps_mode", "vfr", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)], check=True)
-    return path
-
-
-def vfr_expected(k: int, rate: float = 30.0) -> int:
-    """The source frame on screen at output frame k's time (k / rate) in :func:`vfr_clip`."""
-    t = k / rate
-    return int(round(t * 30)) if t < 2 - 1 / 60 else 60 + 15 * min(3, int((t + 1 / 60 - 2) / 0.5))
-
-
-def shown(frames) -> list[int]:
-    return [int(round((float(f.mean()) - 16) / 2)) for f in frames]
 
 
 def test_variable_frame_rate_keeps_every_frame_at_its_time_in_any_segment(tmp_path):

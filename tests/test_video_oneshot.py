@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from cliputil import make_animation, make_clip
+from cliputil import make_animation, make_clip, shown, vfr_clip, vfr_expected
 from depthcraft.tasks.lib.clip import count_frames, probe_clip
 
 
@@ -265,3 +265,36 @@ def test_a_depth_gif_holds_every_frame_in_gray(clip, tmp_path):
 
     ref = list(read_depth_frames(tmp_path / "d.mp4"))[5] * 255.0
     assert float(np.abs(g[..., 0] - ref).mean()) < 8.0  # the same depth (GIF dither and H.264 apart)
+
+
+def _duration(path) -> float:
+    """The video stream's duration (its packets' timestamps, read without decoding)."""
+    from depthcraft.tasks.lib.clip import ffmpeg_exe
+
+    r = subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", str(path), "-map", "0:v:0", "-c", "copy",
+                        "-f", "framecrc", "-"], capture_output=True, text=True)
+    tb = Fraction(r.stdout.split("#tb 0:")[1].split()[0])
+    rows = [[int(x) for x in ln.split(",")[1:4]] for ln in r.stdout.splitlines() if ln[:1].isdigit()]
+    return float((max(p + d for _, p, d in rows) - min(p for _, p, _ in rows)) * tb)
+
+
+def test_a_variable_frame_rate_clip_stays_in_sync(tmp_path):
+    # was: "converted to constant 18.113 fps": 64 frames evenly spaced, the 30 fps part lost 40 %
+    # of its frames; now 30 fps, each source frame at its own time, the audio as it was
+    src = vfr_clip(tmp_path / "vfra.mp4")
+    r = ok(run_cli("stereo", src, "-o", tmp_path / "s.mp4", "--provider", "classic"))
+    assert "variable frame rate" in r.stderr and "converted to constant 30.000 fps, 106 frames" in r.stderr
+    out = next(tmp_path.glob("s*.mp4"))
+    info = probe_clip(out)
+    assert info.rate == 30 and info.frames == 106 and info.has_audio and not info.vfr
+    # grey frames stay grey side by side: output frame k (at k / 30 s) shows the source frame on
+    # screen then, within one frame (source frame 60 at 2.000 s was at 3.312 s)
+    from depthcraft.tasks.lib.clip import read_frames
+
+    got = shown(read_frames(out, info=info))
+    assert all(abs(g - vfr_expected(k)) <= 1 for k, g in enumerate(got)), got
+    assert abs(_duration(out) - _duration(src)) <= 1 / 30 + 1e-3
+    r = ok(run_cli("estimate", src, "-o", tmp_path / "d.mp4", "--provider", "classic"))
+    d = probe_clip(tmp_path / "d.mp4")
+    assert d.rate == 30 and d.frames == 106 and d.has_audio
+    assert abs(_duration(tmp_path / "d.mp4") - _duration(src)) <= 1 / 30 + 1e-3
