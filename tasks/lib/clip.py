@@ -833,8 +833,11 @@ def mux_audio(video: str | os.PathLike, clip: str | os.PathLike, out: str | os.P
         return out
     tmp = out.with_name(f".{out.stem}.mux-{_unique()}{out.suffix}")  # two runs to one output: own temp files
     cmd = [ffmpeg_exe(), "-nostdin", "-y", "-hide_banner", "-loglevel", "error", "-i", str(video)]
-    if start > 0:
-        cmd += ["-ss", f"{info.frame_to_seconds(start):.6f}"]
+    # a VFR clip's output starts at its first video frame, which may come after the container's
+    # start (a video stream delayed against the audio): its audio from there
+    lead = float(info.source_pts[0] * info.time_base) if info.source_pts else 0.0
+    if start > 0 or lead > 0:
+        cmd += ["-ss", f"{lead + info.frame_to_seconds(start):.6f}"]
     # the audio of the frames' time span (never -shortest: a short audio track must not cost frames)
     stop = info.frames if stop is None else stop
     cmd += ["-t", f"{info.frame_to_seconds(stop - start):.6f}", "-i", str(clip)]
