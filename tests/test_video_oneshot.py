@@ -298,3 +298,36 @@ def test_a_variable_frame_rate_clip_stays_in_sync(tmp_path):
     d = probe_clip(tmp_path / "d.mp4")
     assert d.rate == 30 and d.frames == 106 and d.has_audio
     assert abs(_duration(tmp_path / "d.mp4") - _duration(src)) <= 1 / 30 + 1e-3
+
+
+def test_a_vfr_clip_whose_video_starts_late_keeps_its_audio_in_sync(tmp_path):
+    # the video stream starts 0.3 s after the audio: output frame 0 is the first video frame, so
+    # the audio is taken from 0.3 s (a beep at audio time 2.0 s, 0.3 s before source frame 60,
+    # belongs at 1.7 s in the output, where frame 60 is at 2.0 s)
+    import re
+
+    from cliputil import FF
+
+    beep = tmp_path / "beep.mkv"
+    subprocess.run([FF, "-y", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "color=c=black:s=96x96:r=30,format=gray,geq=lum='16+2*N'", "-f", "lavfi", "-i",
+                    "aevalsrc='if(between(t\\,2\\,2.1)\\,sin(2*PI*440*t)\\,0)'", "-t", "4", "-filter_complex",
+                    "[0:v]select='lt(t\\,2)+not(mod(n\\,15))'[v]", "-map", "[v]", "-map", "1:a", "-fps_mode", "vfr",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "pcm_s16le", "-shortest", str(beep)], check=True)
+    late = tmp_path / "late.mkv"
+    subprocess.run([FF, "-y", "-loglevel", "error", "-itsoffset", "0.3", "-i", beep, "-i", beep, "-map", "0:v",
+                    "-map", "1:a", "-c", "copy", str(late)], check=True)
+    ok(run_cli("stereo", late, "-o", tmp_path / "s.mkv", "--provider", "classic"))
+    out = next(tmp_path.glob("s*.mkv"))
+    got = shown(read_frames_all(out))
+    assert abs(got[60] - 60) <= 1 and abs(got[59] - 59) <= 1
+    r = subprocess.run([FF, "-hide_banner", "-i", str(out), "-af", "silencedetect=n=-30dB:d=0.05", "-f", "null", "-"],
+                       capture_output=True, text=True)
+    beep_at = float(re.findall(r"silence_end: ([\d.]+)", r.stderr)[0])
+    assert abs(beep_at - 1.7) < 0.03, r.stderr[-1500:]
+
+
+def read_frames_all(path):
+    from depthcraft.tasks.lib.clip import read_frames
+
+    return read_frames(path)
