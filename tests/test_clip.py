@@ -238,3 +238,17 @@ def test_variable_frame_rate_keeps_every_frame_at_its_time_in_any_segment(tmp_pa
     # any segment decodes exactly what the whole clip does there (seeks between source frames)
     for a, b in [(1, 5), (30, 61), (59, 62), (61, 80), (74, 76), (90, 106), (105, 106)]:
         assert shown(read_frames(p, a, b, info=info)) == full[a:b], (a, b)
+
+
+def test_an_animation_of_unequal_durations_keeps_each_frame_for_its_own_time(tmp_path):
+    # was: every frame taken for the most common duration (a 0.5 s frame shown 0.1 s: 1.0 s -> 0.6 s)
+    from PIL import Image
+
+    fr = [Image.fromarray(np.full((64, 80, 3), 16 + 20 * i, np.uint8)) for i in range(6)]
+    p = tmp_path / "u.gif"
+    fr[0].save(p, save_all=True, append_images=fr[1:], duration=[100, 100, 500, 100, 100, 100], loop=0)
+    info = probe_clip(p)
+    assert info.rate == 10 and info.frames == 10 and any("unequal duration" in n and "10 frames" in n for n in info.notices)
+    grey = [int(round((float(f.mean()) - 16) / 20)) for f in read_frames(p, info=info)]
+    assert grey == [0, 1, 2, 2, 2, 2, 2, 3, 4, 5]
+    assert [int(round((float(f.mean()) - 16) / 20)) for f in read_frames(p, 3, 9, info=info)] == grey[3:9]

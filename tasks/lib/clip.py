@@ -424,11 +424,17 @@ def _probe_animation(p: Path) -> ClipInfo:
     rate = _snap_rate(Fraction(1000, max(common, 1)))
     notices = []
     vfr = len(set(durs)) > 1
-    if vfr:
-        notices.append(f"{p.name}: frames of unequal duration; taken at a constant {float(rate):.3f} fps")
-    return ClipInfo(path=str(p), frames=n, rate=rate, time_base=Fraction(1, 1000), width=w, height=h,
+    frames, source_pts = n, None
+    if vfr:  # as a VFR movie: each frame kept for its own duration (repeated or dropped)
+        total = Fraction(sum(durs), 1000)
+        rate = vfr_rate(np.asarray(durs, np.int64), Fraction(1, 1000), n / total)
+        frames = max(1, int(round(total * rate)))
+        source_pts = [0, *np.cumsum(durs[:-1]).tolist()]
+        notices.append(f"{p.name}: frames of unequal duration ({n} frames over {float(total):.3f} s); converted to "
+                       f"constant {float(rate):.3f} fps, {frames} frames, each frame kept for its own duration")
+    return ClipInfo(path=str(p), frames=frames, rate=rate, time_base=Fraction(1, 1000), width=w, height=h,
                     codec=p.suffix.lower().lstrip("."), vfr=vfr, duration=sum(durs) / 1000.0, animation=True,
-                    notices=notices)
+                    notices=notices, source_pts=source_pts)
 
 
 # -- decoding --------------------------------------------------------------------------------
@@ -518,7 +524,8 @@ def _read_animation(p: Path, start: int, stop: int, info: ClipInfo) -> Iterator[
     from PIL import Image
 
     with Image.open(p) as im:
-        for i in range(start, stop):
+        for k in range(start, stop):
+            i = source_frame(info, k) if info.source_pts else k
             im.seek(i)
             if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
                 # a clip's outputs are videos, which have no alpha: transparent pixels over the
