@@ -17,7 +17,8 @@ Conventions
   nearest output frame), so source frames are repeated or dropped but never moved in time and
   the audio stays in sync; the frame count is then ``round(duration x rate)``, with a notice.
 - Animated GIF and WebP are read with Pillow (frame durations in ms; unequal durations are
-  taken at the most common one, with a notice).
+  converted to a constant rate as variable-frame-rate video is, each frame kept for its own
+  duration, with a notice).
 - Bad input raises :class:`InputError` naming the file, with one line saying what is wrong.
 """
 
