@@ -252,3 +252,9 @@ def test_an_animation_of_unequal_durations_keeps_each_frame_for_its_own_time(tmp
     grey = [int(round((float(f.mean()) - 16) / 20)) for f in read_frames(p, info=info)]
     assert grey == [0, 1, 2, 2, 2, 2, 2, 3, 4, 5]
     assert [int(round((float(f.mean()) - 16) / 20)) for f in read_frames(p, 3, 9, info=info)] == grey[3:9]
+    # durations one GIF tick apart are a constant rate's rounding: one frame per frame, 29.97 fps
+    # (the most common duration, 30 ms, made it 33.3 fps)
+    q = tmp_path / "j.gif"
+    fr[0].save(q, save_all=True, append_images=fr[1:] * 2 + fr[1:4], duration=[30, 40, 30] * 4 + [30, 40], loop=0)
+    j = probe_clip(q)
+    assert j.frames == 14 and j.rate == Fraction(30000, 1001) and j.source_pts is None

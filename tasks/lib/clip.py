@@ -430,7 +430,7 @@ def _probe_animation(p: Path) -> ClipInfo:
         # one GIF tick (10 ms) apart: a constant rate's rounding (29.97 fps is 30/40 ms): one
         # frame per frame, at the mean rate snapped to a common one (not the most common
         # duration's: 30 ms would make 29.97 fps 33.3)
-        rate = vfr_rate(np.asarray([round(sum(durs) / n)], np.int64), Fraction(1, 1000), Fraction(1000 * n, sum(durs)))
+        rate = vfr_rate(np.asarray([round(sum(durs) * 1000 / n)], np.int64), Fraction(1, 10**6), Fraction(1000 * n, sum(durs)))
         notices.append(f"{p.name}: frame durations of {min(durs)}-{max(durs)} ms (rounding); taken at a constant "
                        f"{float(rate):.3f} fps")
     elif vfr:  # as a VFR movie: each frame kept for its own duration (repeated or dropped)
