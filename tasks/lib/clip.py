@@ -478,15 +478,17 @@ def _read_vfr(path: Path, start: int, stop: int, info: ClipInfo) -> Iterator[np.
     seek = Fraction(pts[first] + pts[first - 1], 2) * tb if first > 0 else None
     frames = _read_source(path, first, last - first + 1, info, seek, exact=False)
     cur, frame = first - 1, None
-    for k in range(start, stop):
-        want = source_frame(info, k)
-        while cur < want:
-            frame = next(frames, None)
-            if frame is None:
-                return
-            cur += 1
-        yield frame
-    frames.close()
+    try:
+        for k in range(start, stop):
+            want = source_frame(info, k)
+            while cur < want:
+                frame = next(frames, None)
+                if frame is None:  # the stream ended a frame early: what there is
+                    return
+                cur += 1
+            yield frame
+    finally:  # (a consumer that stops early: ffmpeg stopped now, not when collected)
+        frames.close()
 
 
 def _read_source(path: Path, start: int, count: int, info: ClipInfo, seek: Fraction | None, *,
