@@ -60,7 +60,9 @@ def run_clip_oneshot(args, spec, params_from_args) -> int:
                              output_target(args.output)).values():
         refuse_input(dest, {"the input": args.image})
         can_write(dest)
-    info = probe_clip(args.image, max_pixels=args.max_pixels, downscale=args.downscale)
+    from depthcraft.tasks.lib.images import MIN_SIDE
+
+    info = probe_clip(args.image, max_pixels=args.max_pixels, downscale=args.downscale, min_side=MIN_SIDE)
     console = Console(stderr=True, soft_wrap=True)
     recovery.clean_stale_oneshot_tmp()  # what a killed one-shot left (a partial video)
     with tempfile.TemporaryDirectory(prefix=recovery.oneshot_tmp_prefix()) as tmp:

@@ -42,7 +42,7 @@ from .recovery import process_tmp
 from .workspace import Workspace
 
 DEFAULT_SEGMENT_SECONDS = 10.0
-ANALYSIS_VERSION = "1"  # bump when what analyse() records changes
+ANALYSIS_VERSION = "2"  # bump when what analyse() records changes (2: VFR source_pts, name, 64 px minimum)
 
 
 def clip_suffixes() -> frozenset[str]:
@@ -101,7 +101,9 @@ def analyse(ws: Workspace, source: Artifact, *, max_pixels: int | None = None, d
         pass
     origin = source.meta.get("origin", source.path)
     try:
-        info = cliplib.probe_clip(source.path, **limits)
+        from depthcraft.tasks.lib.images import MIN_SIDE
+
+        info = cliplib.probe_clip(source.path, **limits, name=Path(str(origin)).name, min_side=MIN_SIDE)
         cuts = [int(c) for c in cliplib.scene_cuts(source.path, info=info)]
     except InputError as e:  # name the file the user gave, not its copy in the downloads
         raise InputError(e.message.split(": ", 1)[-1], path=origin, hint=e.hint) from None

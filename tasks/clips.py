@@ -47,8 +47,9 @@ WARMUP_FRAMES = 24
 # changes for the same step parameters. 2: fixed encoder threads; 3: clip state (focus pull,
 # depth planes) warmed up before a segment and reset at cuts; 4: stabiliser state at 640
 # columns, history 0.88, leak 0.2, finer keyframe flow, warm-up 24; 5: export's 16-bit formats
-# beside an 8-bit video in their own .mkv (output_suffix), depth GIFs piped as gray
-VERSION = "5"
+# beside an 8-bit video in their own .mkv (output_suffix), depth GIFs piped as gray; 6: a
+# variable-frame-rate clip at the rate of its short steps, each source frame kept at its time
+VERSION = "6"
 # 2D-to-3D and the other rendering steps estimate depth on every Nth frame and carry it along the
 # optical flow in between (estimate: every frame); see docs/video.md for the measured effect
 RENDER_KEYFRAME_INTERVAL = 24
@@ -272,12 +273,20 @@ def _writer(kind: str, target: str, path: Path, info: ClipInfo, *, name: str, st
         # in .mkv: 16-bit FFV1 for the main output (what `-o d.mkv` means) and for a format
         # keeping more than 8 bits; an 8-bit format (`out-grayscale.mkv`) stays 8-bit gray
         sixteen = path.suffix.lower() == ".mkv" and (name == "main" or fmt in DEEP_FORMATS)
-        return FfmpegWriter(path, "depth16" if sixteen else "depth8", size, info.rate, threads=ENCODER_THREADS)
+        return FfmpegWriter(path, "depth16" if sixteen else "depth8", size, info.rate, threads=ENCODER_THREADS,
+                            notice=(start == 0), label=_label(info, kind, name))
     if target == "folder":
         ext = "." + str(getattr(params, "format", "png") or "png")
         return FolderWriter(path, "rgb", start_index=start, suffix=ext if ext in (".png", ".jpg") else ".png")
     return FfmpegWriter(path, "rgb", size, info.rate, notice=(start == 0), threads=ENCODER_THREADS,
-                        label=f"{kind} video ({name})" if name != "main" else f"{kind} video")
+                        label=_label(info, kind, name))
+
+
+def _label(info: ClipInfo, kind: str, name: str) -> str:
+    """An output in a notice: the user's clip and the step (once per clip: the first segment
+    says it), never a segment's temporary file."""
+    clip = info.name or Path(info.path).name
+    return f"{clip} ({kind} video{'' if name == 'main' else ', ' + name})"
 
 
 def process_clip_segment(kind: str, clip: str | os.PathLike, start: int, stop: int, params: Any,

@@ -78,3 +78,28 @@ def make_animation(path: Path, *, n: int = 6, size=(80, 64), duration_ms: int = 
     imgs = [Image.fromarray(f) for f in frames(n, size, pan=3)]
     imgs[0].save(path, save_all=True, append_images=imgs[1:], duration=duration_ms, loop=0)
     return path
+
+
+def vfr_clip(path: Path, *, audio: bool = True) -> Path:
+    """4 s of 96x96 at 30 fps, of which only every 15th frame is kept from 2 s on (frames at 2.0,
+    2.5, 3.0, 3.5 s): 64 frames over 3.533 s. Source frame n (n < 60, or the kept ones) is grey
+    16 + 2n, so a frame says which source frame it is."""
+    cmd = [FF, "-y", "-loglevel", "error", "-f", "lavfi", "-i",
+           "color=c=black:s=96x96:r=30,format=gray,geq=lum='16+2*N'"]
+    if audio:
+        cmd += ["-f", "lavfi", "-i", "sine=frequency=440"]
+    cmd += ["-t", "4", "-filter_complex", "[0:v]select='lt(t\\,2)+not(mod(n\\,15))'[v]", "-map", "[v]"]
+    if audio:
+        cmd += ["-map", "1:a", "-c:a", "aac", "-shortest"]
+    subprocess.run(cmd + ["-fps_mode", "vfr", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)], check=True)
+    return path
+
+
+def vfr_expected(k: int, rate: float = 30.0) -> int:
+    """The source frame on screen at output frame k's time (k / rate) in :func:`vfr_clip`."""
+    t = k / rate
+    return int(round(t * 30)) if t < 2 - 1 / 60 else 60 + 15 * min(3, int((t + 1 / 60 - 2) / 0.5))
+
+
+def shown(frames) -> list[int]:
+    return [int(round((float(f.mean()) - 16) / 2)) for f in frames]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cliputil import FF, frame_index, make_animation, make_clip
+from cliputil import FF, frame_index, make_animation, make_clip, shown, vfr_clip, vfr_expected
 from depthcraft.tasks.lib.clip import (FfmpegWriter, FolderWriter, VIDEO_SUFFIXES, concat_files, count_frames,
                                        is_clip, mux_audio, probe_clip, read_depth_frames, read_frames)
 from depthcraft.tasks.lib.errors import InputError
@@ -212,11 +212,49 @@ def test_ten_bit_sdr_is_converted_with_a_notice(tmp_path, caplog):
 
 def test_variable_frame_rate_is_converted_with_a_notice(tmp_path):
     p = tmp_path / "vfr.mp4"
-    # 15 frames at 30 fps, then 15 at 15 fps
+    # 15 frames at 30 fps, then 15 at 15 fps: 1.5 s
     subprocess.run([FF, "-y", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=30", "-frames:v", "30",
                     "-vf", "setpts='(N+if(gte(N,15),N-15,0))/30/TB'", "-fps_mode", "vfr", "-c:v", "libx264",
                     "-preset", "ultrafast", str(p)], check=True)
     info = probe_clip(p)
-    assert info.vfr and any("variable frame rate" in n for n in info.notices)
-    assert 19 < float(info.rate) < 22 and info.frames == 30
-    assert len(list(read_frames(p, info=info))) == 30 and len(list(read_frames(p, 10, 20, info=info))) == 10
+    assert info.vfr and any("variable frame rate" in n and "30.000 fps, 44 frames" in n for n in info.notices)
+    # the rate of its 30 fps stretch (no frame of it dropped), frames for its 1.467 s (the last
+    # frame lasts its packet's 1/30 s)
+    assert info.rate == 30 and info.frames == 44
+    assert len(list(read_frames(p, info=info))) == 44 and len(list(read_frames(p, 10, 20, info=info))) == 10
+
+
+def test_variable_frame_rate_keeps_every_frame_at_its_time_in_any_segment(tmp_path):
+    # was: converted at the mean rate (18.113 fps, 64 frames), dropping 40 % of the 30 fps part
+    p = vfr_clip(tmp_path / "vfr.mp4", audio=False)
+    info = probe_clip(p)
+    assert info.vfr and info.rate == 30 and info.frames == 106  # 3.533 s at 30 fps
+    full = shown(read_frames(p, info=info))
+    assert len(full) == 106
+    # each output frame k shows the source frame on screen at k / 30 s (the grey read back is
+    # within a level or two, so within one source frame; the kept ones are 15 apart)
+    assert all(abs(got - vfr_expected(k)) <= 1 for k, got in enumerate(full)), full
+    assert abs(full[59] - 59) <= 1 and abs(full[60] - 60) <= 1 and abs(full[74] - 60) <= 1 and abs(full[75] - 75) <= 1
+    # any segment decodes exactly what the whole clip does there (seeks between source frames)
+    for a, b in [(1, 5), (30, 61), (59, 62), (61, 80), (74, 76), (90, 106), (105, 106)]:
+        assert shown(read_frames(p, a, b, info=info)) == full[a:b], (a, b)
+
+
+def test_an_animation_of_unequal_durations_keeps_each_frame_for_its_own_time(tmp_path):
+    # was: every frame taken for the most common duration (a 0.5 s frame shown 0.1 s: 1.0 s -> 0.6 s)
+    from PIL import Image
+
+    fr = [Image.fromarray(np.full((64, 80, 3), 16 + 20 * i, np.uint8)) for i in range(6)]
+    p = tmp_path / "u.gif"
+    fr[0].save(p, save_all=True, append_images=fr[1:], duration=[100, 100, 500, 100, 100, 100], loop=0)
+    info = probe_clip(p)
+    assert info.rate == 10 and info.frames == 10 and any("unequal duration" in n and "10 frames" in n for n in info.notices)
+    grey = [int(round((float(f.mean()) - 16) / 20)) for f in read_frames(p, info=info)]
+    assert grey == [0, 1, 2, 2, 2, 2, 2, 3, 4, 5]
+    assert [int(round((float(f.mean()) - 16) / 20)) for f in read_frames(p, 3, 9, info=info)] == grey[3:9]
+    # durations one GIF tick apart are a constant rate's rounding: one frame per frame, 29.97 fps
+    # (the most common duration, 30 ms, made it 33.3 fps)
+    q = tmp_path / "j.gif"
+    fr[0].save(q, save_all=True, append_images=fr[1:] * 2 + fr[1:4], duration=[30, 40, 30] * 4 + [30, 40], loop=0)
+    j = probe_clip(q)
+    assert j.frames == 14 and j.rate == Fraction(30000, 1001) and j.source_pts is None

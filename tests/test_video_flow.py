@@ -297,3 +297,31 @@ def test_an_animated_gif_is_a_clip_and_a_still_one_a_photo(prefect_server, tmp_p
     info = probe_clip(tmp_path / "out" / "gif" / "moving" / "depth.mp4")
     assert info.frames == 10 and info.rate == 10 and not info.has_audio
     assert (tmp_path / "out" / "gif" / "still" / "depth.png").exists()
+
+
+def test_a_vfr_clip_keeps_its_times_across_segments_and_a_tiny_clip_fails_alone(prefect_server, tmp_path):
+    # was: a VFR clip at its mean rate (frames of its 30 fps part dropped), and a 1x1 clip taken
+    # and written as 2x2 while a 1x1 photo is refused
+    from cliputil import FF, shown, vfr_clip, vfr_expected
+
+    from depthcraft.tasks.lib.clip import probe_clip, read_frames
+
+    vfr_clip(tmp_path / "vfra.mp4")
+    subprocess.run([FF, "-y", "-loglevel", "error", "-f", "lavfi", "-i", "color=red:size=1x1:rate=10", "-frames:v", "4",
+                    "-c:v", "libx264", "-pix_fmt", "yuv444p", str(tmp_path / "tiny.mp4")], check=True)
+    r = tmp_path / "v.yaml"
+    r.write_text(f"version: 1\nname: v\ninputs:\n  images: ['{tmp_path}/vfra.mp4', '{tmp_path}/tiny.mp4', "
+                 f"'{REPO}/recipes/photos/coffee.jpg']\n  segment_seconds: 1\n"
+                 "steps:\n  - {id: depth, uses: estimate}\n  - {id: s, uses: stereo, from: depth}\n")
+    res = run_cli("--workspace", tmp_path / "ws", "run", r, "--out", tmp_path / "out")
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    tiny = [ln for ln in res.stderr.splitlines() if "tiny.mp4" in ln]
+    assert tiny and all("frames are 1x1; both sides must be at least 64 px" in ln for ln in tiny), res.stderr[-3000:]
+    assert not any("main-0" in ln or ".mkv:" in ln for ln in res.stderr.splitlines()), res.stderr[-3000:]
+    out = tmp_path / "out" / "out" / "v"
+    assert (out / "coffee" / "depth.png").exists() and not (out / "tiny").exists()
+    d = probe_clip(out / "vfra" / "depth.mp4")
+    assert d.rate == 30 and d.frames == 106 and d.has_audio  # segments [0, 30) [30, 60) [60, 90) [90, 106)
+    s = probe_clip(next((out / "vfra").glob("s*.mp4")))
+    got = shown(read_frames(s.path, info=s))
+    assert len(got) == 106 and all(abs(g - vfr_expected(k)) <= 1 for k, g in enumerate(got)), got

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from cliputil import make_animation, make_clip
+from cliputil import make_animation, make_clip, shown, vfr_clip, vfr_expected
 from depthcraft.tasks.lib.clip import count_frames, probe_clip
 
 
@@ -103,17 +103,48 @@ def test_bad_clip_is_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("layout", ["hsbs", "htb"])
-def test_half_size_layouts_of_a_one_pixel_clip(tmp_path, layout):
-    # a 1x1 clip: each eye of a half-size layout is still at least one pixel (was an OpenCV error)
+def test_half_size_layouts_of_the_smallest_clip(tmp_path, layout):
+    # a 64x64 clip (the smallest taken): each eye of a half-size layout is 32 px
     import imageio_ffmpeg
 
-    clip = tmp_path / "one.mp4"
+    clip = tmp_path / "small.mp4"
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i",
-                    "color=red:size=1x1:rate=10", "-frames:v", "4", "-c:v", "libx264", "-pix_fmt", "yuv444p",
+                    "color=red:size=64x64:rate=10", "-frames:v", "4", "-c:v", "libx264", "-pix_fmt", "yuv444p",
                     str(clip)], check=True)
     r = run_cli("stereo", clip, "-o", tmp_path / "s.mp4", "--layout", layout, "--provider", "classic")
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert probe_clip(next(tmp_path.glob("s*.mp4"))).frames == 4
+
+
+@pytest.mark.parametrize("size", ["1x1", "63x80"])
+def test_a_clip_under_64_px_is_refused_like_a_photo(tmp_path, size):
+    # was: a 1x1 clip was taken (and written as 2x2) while a 1x1 photo is refused
+    import imageio_ffmpeg
+
+    clip = tmp_path / "tiny.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i",
+                    f"color=red:size={size}:rate=10", "-frames:v", "4", "-c:v", "libx264", "-pix_fmt", "yuv444p",
+                    str(clip)], check=True)
+    for kind in ("stereo", "estimate"):
+        r = run_cli(kind, clip, "-o", tmp_path / f"{kind}.mp4", "--provider", "classic")
+        assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and "tiny.mp4" in lines[0] and f"frames are {size}; both sides must be at least 64 px" in lines[0], r.stderr
+        assert not list(tmp_path.glob(f"{kind}*"))
+
+
+def test_odd_size_notice_names_the_clip_once(tmp_path):
+    # was: "main-000000-000010.mp4: 1x1 has an odd side; padded to 2x2" (a segment's temp file)
+    import imageio_ffmpeg
+
+    clip = tmp_path / "odd.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i",
+                    "testsrc=size=97x65:rate=2", "-frames:v", "30", "-c:v", "libx264", "-pix_fmt", "yuv444p",
+                    str(clip)], check=True)
+    r = ok(run_cli("estimate", clip, "-o", tmp_path / "d.mp4", "--provider", "classic"))
+    odd = [ln for ln in r.stderr.splitlines() if "odd side" in ln]
+    assert odd == ["odd.mp4 (estimate video): 97x65 has an odd side; padded to 98x66 for yuv420p video"], r.stderr
+    assert probe_clip(tmp_path / "d.mp4").frames == 30  # two segments of 20 and 10
 
 
 def test_a_folder_output_for_a_single_picture_is_one_clear_line(tmp_path):
@@ -234,3 +265,69 @@ def test_a_depth_gif_holds_every_frame_in_gray(clip, tmp_path):
 
     ref = list(read_depth_frames(tmp_path / "d.mp4"))[5] * 255.0
     assert float(np.abs(g[..., 0] - ref).mean()) < 8.0  # the same depth (GIF dither and H.264 apart)
+
+
+def _duration(path) -> float:
+    """The video stream's duration (its packets' timestamps, read without decoding)."""
+    from depthcraft.tasks.lib.clip import ffmpeg_exe
+
+    r = subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", str(path), "-map", "0:v:0", "-c", "copy",
+                        "-f", "framecrc", "-"], capture_output=True, text=True)
+    tb = Fraction(r.stdout.split("#tb 0:")[1].split()[0])
+    rows = [[int(x) for x in ln.split(",")[1:4]] for ln in r.stdout.splitlines() if ln[:1].isdigit()]
+    return float((max(p + d for _, p, d in rows) - min(p for _, p, _ in rows)) * tb)
+
+
+def test_a_variable_frame_rate_clip_stays_in_sync(tmp_path):
+    # was: "converted to constant 18.113 fps": 64 frames evenly spaced, the 30 fps part lost 40 %
+    # of its frames; now 30 fps, each source frame at its own time, the audio as it was
+    src = vfr_clip(tmp_path / "vfra.mp4")
+    r = ok(run_cli("stereo", src, "-o", tmp_path / "s.mp4", "--provider", "classic"))
+    assert "variable frame rate" in r.stderr and "converted to constant 30.000 fps, 106 frames" in r.stderr
+    out = next(tmp_path.glob("s*.mp4"))
+    info = probe_clip(out)
+    assert info.rate == 30 and info.frames == 106 and info.has_audio and not info.vfr
+    # grey frames stay grey side by side: output frame k (at k / 30 s) shows the source frame on
+    # screen then, within one frame (source frame 60 at 2.000 s was at 3.312 s)
+    from depthcraft.tasks.lib.clip import read_frames
+
+    got = shown(read_frames(out, info=info))
+    assert all(abs(g - vfr_expected(k)) <= 1 for k, g in enumerate(got)), got
+    assert abs(_duration(out) - _duration(src)) <= 1 / 30 + 1e-3
+    r = ok(run_cli("estimate", src, "-o", tmp_path / "d.mp4", "--provider", "classic"))
+    d = probe_clip(tmp_path / "d.mp4")
+    assert d.rate == 30 and d.frames == 106 and d.has_audio
+    assert abs(_duration(tmp_path / "d.mp4") - _duration(src)) <= 1 / 30 + 1e-3
+
+
+def test_a_vfr_clip_whose_video_starts_late_keeps_its_audio_in_sync(tmp_path):
+    # the video stream starts 0.3 s after the audio: output frame 0 is the first video frame, so
+    # the audio is taken from 0.3 s (a beep at audio time 2.0 s, 0.3 s before source frame 60,
+    # belongs at 1.7 s in the output, where frame 60 is at 2.0 s)
+    import re
+
+    from cliputil import FF
+
+    beep = tmp_path / "beep.mkv"
+    subprocess.run([FF, "-y", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "color=c=black:s=96x96:r=30,format=gray,geq=lum='16+2*N'", "-f", "lavfi", "-i",
+                    "aevalsrc='if(between(t\\,2\\,2.1)\\,sin(2*PI*440*t)\\,0)'", "-t", "4", "-filter_complex",
+                    "[0:v]select='lt(t\\,2)+not(mod(n\\,15))'[v]", "-map", "[v]", "-map", "1:a", "-fps_mode", "vfr",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "pcm_s16le", "-shortest", str(beep)], check=True)
+    late = tmp_path / "late.mkv"
+    subprocess.run([FF, "-y", "-loglevel", "error", "-itsoffset", "0.3", "-i", beep, "-i", beep, "-map", "0:v",
+                    "-map", "1:a", "-c", "copy", str(late)], check=True)
+    ok(run_cli("stereo", late, "-o", tmp_path / "s.mkv", "--provider", "classic"))
+    out = next(tmp_path.glob("s*.mkv"))
+    got = shown(read_frames_all(out))
+    assert abs(got[60] - 60) <= 1 and abs(got[59] - 59) <= 1
+    r = subprocess.run([FF, "-hide_banner", "-i", str(out), "-af", "silencedetect=n=-30dB:d=0.05", "-f", "null", "-"],
+                       capture_output=True, text=True)
+    beep_at = float(re.findall(r"silence_end: ([\d.]+)", r.stderr)[0])
+    assert abs(beep_at - 1.7) < 0.03, r.stderr[-1500:]
+
+
+def read_frames_all(path):
+    from depthcraft.tasks.lib.clip import read_frames
+
+    return read_frames(path)

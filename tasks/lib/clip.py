@@ -11,10 +11,14 @@ Conventions
   displayed size.
 - Frame rates and time bases are exact fractions (29.97 fps is ``Fraction(30000, 1001)``); every
   writer encodes at that rational rate, so a 30000/1001 clip gives a 30000/1001 output with the
-  same number of frames. Variable-frame-rate input is converted to constant rate at its mean rate,
-  with a notice (the frame count is then ``round(duration x rate)``).
+  same number of frames. Variable-frame-rate input is converted to a constant rate (see
+  :func:`vfr_rate`) the way ffmpeg's ``fps`` filter does it: output frame ``k`` (at ``k / rate``
+  after the first frame) shows the source frame on screen then (its timestamp rounded to the
+  nearest output frame), so source frames are repeated or dropped but never moved in time and
+  the audio stays in sync; the frame count is then ``round(duration x rate)``, with a notice.
 - Animated GIF and WebP are read with Pillow (frame durations in ms; unequal durations are
-  taken at the most common one, with a notice).
+  converted to a constant rate as variable-frame-rate video is, each frame kept for its own
+  duration, with a notice).
 - Bad input raises :class:`InputError` naming the file, with one line saying what is wrong.
 """
 
@@ -149,6 +153,11 @@ class ClipInfo:
     animation: bool = False  # GIF/WebP read with Pillow
     scale_to: tuple[int, int] | None = None  # decode downscaled to this size (pixel limit)
     notices: list[str] = field(default_factory=list)
+    # variable frame rate: the source frames' timestamps (``time_base`` ticks, sorted, counted
+    # from the container's start as ffmpeg's input seeks are) that output frames are mapped onto
+    # (see :func:`source_frame`)
+    source_pts: list[int] | None = None
+    name: str = ""  # the clip as the user named it, for messages (a recipe may read a copy)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -189,11 +198,15 @@ def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 _STREAM = re.compile(r"Stream #\d+:(\d+)[^:]*: (Video|Audio|Subtitle|Data|Attachment): (.*)")
 
 
-def probe_clip(path: str | os.PathLike, *, max_pixels: int | None = None, downscale: bool = False) -> ClipInfo:
+def probe_clip(path: str | os.PathLike, *, max_pixels: int | None = None, downscale: bool = False,
+               name: str | None = None, internal: bool = False, min_side: int = 0) -> ClipInfo:
     """Probe ``path`` (see :class:`ClipInfo`). Raises :class:`InputError` naming the file for a
     missing or truncated file (no index), no video stream, zero frames, an unsupported codec, a
-    frame over the pixel limit (unless ``downscale``: decoded smaller, with a notice) and HDR
-    (PQ/HLG) input; 10-bit SDR input is converted to 8 bits with a notice."""
+    side under ``min_side`` (user clips: ``images.MIN_SIDE``, 64 px, as for photos), a frame over the pixel limit (unless
+    ``downscale``: decoded smaller, with a notice) and HDR (PQ/HLG) input; 10-bit SDR input is
+    converted to 8 bits with a notice. ``name``: the clip as the user named it, in messages
+    (default: the file's name). ``internal``: a video depthcraft wrote itself (a depth segment),
+    read by its own reader: no notices logged."""
     p = Path(path)
     if not p.exists():
         raise InputError("no such file", path=str(p))
@@ -207,6 +220,12 @@ def probe_clip(path: str | os.PathLike, *, max_pixels: int | None = None, downsc
         info = _probe_animation(p)
     else:
         info = _probe_movie(p)
+    info.name = name or p.name
+    if name and name != p.name:  # messages name the user's file, not a copy of it
+        info.notices = [n.replace(f"{p.name}: ", f"{name}: ", 1) for n in info.notices]
+    if min(info.width, info.height) < min_side:
+        raise InputError(f"frames are {info.width}x{info.height}; both sides must be at least {min_side} px",
+                         path=name or str(p))
     if info.width * info.height > limit:
         if not downscale:
             raise InputError(f"frames are {info.width}x{info.height} = {info.width * info.height / 1e6:.1f} MP, over "
@@ -214,8 +233,10 @@ def probe_clip(path: str | os.PathLike, *, max_pixels: int | None = None, downsc
                              hint="pass --downscale, or raise the limit with --max-pixels / DEPTHCRAFT_MAX_PIXELS")
         f = (limit / (info.width * info.height)) ** 0.5
         info.scale_to = (max(2, int(info.width * f)) // 2 * 2, max(2, int(info.height * f)) // 2 * 2)
-        info.notices.append(f"{p.name}: frames downscaled from {info.width}x{info.height} to "
+        info.notices.append(f"{info.name}: frames downscaled from {info.width}x{info.height} to "
                             f"{info.scale_to[0]}x{info.scale_to[1]} (pixel limit)")
+    if internal:
+        info.notices = []
     for n in info.notices:
         log.warning("%s", n)
     return info
@@ -276,7 +297,7 @@ def _probe_movie(p: Path) -> ClipInfo:
                "-f", "framecrc", "-"])
     tb = Fraction(1, 1000)
     pts: list[int] = []
-    durs: Counter = Counter()
+    pkt_dur: dict[int, int] = {}
     for line in rc.stdout.splitlines():
         if line.startswith("#tb 0:"):
             a, b = line.split(":", 1)[1].strip().split("/")
@@ -285,23 +306,30 @@ def _probe_movie(p: Path) -> ClipInfo:
             parts = line.split(",")
             if len(parts) >= 5 and int(parts[4]) > 0:
                 pts.append(int(parts[2]))
-                durs[int(parts[3])] += 1
+                pkt_dur[int(parts[2])] = int(parts[3])
     if not pts:
         raise InputError("the video stream has no frames", path=str(p))
     pts.sort()
     rate = rate_from_text(fps.group(1)) if fps else None
     vfr = False
     notices = []
+    source_pts = None
+    frames = len(pts)
     if len(pts) > 2:
         steps = np.diff(np.asarray(pts, np.int64))
         med = float(np.median(steps))
         # a VFR stream: frame steps that differ by more than one tick and 10 % from the median
         if med > 0 and (np.abs(steps - med) > max(1.5, 0.1 * med)).mean() > 0.02:
             vfr = True
-            span = float((pts[-1] - pts[0] + med) * tb)
-            mean_rate = Fraction(len(pts) / span).limit_denominator(1001) if span > 0 else (rate or Fraction(25))
-            rate = _snap_rate(mean_rate)
-            notices.append(f"{p.name}: variable frame rate; converted to constant {float(rate):.3f} fps")
+            # the last frame lasts its packet's duration (else the typical step)
+            last = pkt_dur.get(pts[-1], 0) or int(round(med))
+            span = Fraction(pts[-1] - pts[0] + last) * tb
+            rate = vfr_rate(steps, tb, len(pts) / span if span > 0 else Fraction(25))
+            frames = max(1, int(round(span * rate)))
+            source_pts = [int(t) for t in pts]
+            notices.append(f"{p.name}: variable frame rate ({len(pts)} frames over {float(span):.3f} s); converted to "
+                           f"constant {float(rate):.3f} fps, {frames} frames, each source frame kept at its time "
+                           "(repeated or dropped as ffmpeg's fps filter does)")
         else:
             # the printed rate when the packets agree (it is exact: 30000/1001), else the packets'
             mean_step = Fraction(pts[-1] - pts[0], len(pts) - 1) * tb
@@ -310,15 +338,43 @@ def _probe_movie(p: Path) -> ClipInfo:
                 rate = measured
     if rate is None:
         rate = Fraction(25)
-    frames = len(pts)
-    if vfr:
-        frames = max(1, int(round(float(pts[-1] - pts[0] + float(np.median(np.diff(pts)))) * float(tb) * float(rate))))
     if bit_depth > 8:
         notices.append(f"{p.name}: {bit_depth}-bit video ({pix_fmt}) converted to 8 bits per channel")
     return ClipInfo(path=str(p), frames=frames, rate=rate, time_base=tb, width=w, height=h, codec=codec,
                     pix_fmt=pix_fmt, bit_depth=bit_depth, rotation=rot, vfr=vfr, has_audio=audio is not None,
                     audio_codec=audio.group(3).split(",")[0].split()[0] if audio else None, duration=duration,
-                    notices=notices)
+                    notices=notices, source_pts=source_pts)
+
+
+MAX_VFR_RATE = Fraction(60)
+
+
+def vfr_rate(steps: np.ndarray, tb: Fraction, mean_rate: Fraction) -> Fraction:
+    """The constant rate a variable-frame-rate clip is converted to: the rate of its short frame
+    steps (the 10th percentile of the steps between timestamps, so that the stretches at the
+    clip's full rate keep every frame; a phone clip at 30 fps that slows to 15 in the dark stays
+    30), snapped to a common rate within 1.5 % (timestamp jitter), at least the mean rate and at
+    most :data:`MAX_VFR_RATE` (60 fps: a burst of near-zero steps must not make a 1000 fps clip).
+    ``steps``: timestamp differences in ``tb`` ticks."""
+    short = float(np.percentile(steps[steps > 0], 10)) if (steps > 0).any() else 0.0
+    rate = Fraction(1) / (Fraction(short).limit_denominator(1 << 20) * tb) if short > 0 else Fraction(mean_rate)
+    common = (Fraction(24000, 1001), Fraction(30000, 1001), Fraction(60000, 1001),
+              *map(Fraction, (10, 12, 15, 24, 25, 30, 48, 50, 60)))
+    near = min(common, key=lambda c: abs(float(rate) / float(c) - 1))
+    rate = near if abs(float(rate) / float(near) - 1) < 0.015 else rate.limit_denominator(1001)
+    return min(max(rate, _snap_rate(Fraction(mean_rate).limit_denominator(1001))), MAX_VFR_RATE)
+
+
+def source_frame(info: "ClipInfo", k: int) -> int:
+    """The source frame that output frame ``k`` of a variable-frame-rate clip shows: the last
+    one whose timestamp, rounded to the nearest output frame, is at most ``k`` (ffmpeg's ``fps``
+    filter, ``round=near``). Source frames are repeated or dropped, never moved in time."""
+    import bisect
+
+    pts = info.source_pts or [0]
+    # pts * tb * rate < k + 1/2  <=>  pts < (k + 1/2) / (rate * tb)
+    limit = Fraction(2 * k + 1, 2) / (info.rate * info.time_base) + pts[0]
+    return max(0, bisect.bisect_left(pts, limit) - 1)
 
 
 def _snap_rate(r: Fraction) -> Fraction:
@@ -369,11 +425,24 @@ def _probe_animation(p: Path) -> ClipInfo:
     rate = _snap_rate(Fraction(1000, max(common, 1)))
     notices = []
     vfr = len(set(durs)) > 1
-    if vfr:
-        notices.append(f"{p.name}: frames of unequal duration; taken at a constant {float(rate):.3f} fps")
-    return ClipInfo(path=str(p), frames=n, rate=rate, time_base=Fraction(1, 1000), width=w, height=h,
+    frames, source_pts = n, None
+    if vfr and max(durs) - min(durs) <= 10:
+        # one GIF tick (10 ms) apart: a constant rate's rounding (29.97 fps is 30/40 ms): one
+        # frame per frame, at the mean rate snapped to a common one (not the most common
+        # duration's: 30 ms would make 29.97 fps 33.3)
+        rate = vfr_rate(np.asarray([round(sum(durs) * 1000 / n)], np.int64), Fraction(1, 10**6), Fraction(1000 * n, sum(durs)))
+        notices.append(f"{p.name}: frame durations of {min(durs)}-{max(durs)} ms (rounding); taken at a constant "
+                       f"{float(rate):.3f} fps")
+    elif vfr:  # as a VFR movie: each frame kept for its own duration (repeated or dropped)
+        total = Fraction(sum(durs), 1000)
+        rate = vfr_rate(np.asarray(durs, np.int64), Fraction(1, 1000), n / total)
+        frames = max(1, int(round(total * rate)))
+        source_pts = [0, *np.cumsum(durs[:-1]).tolist()]
+        notices.append(f"{p.name}: frames of unequal duration ({n} frames over {float(total):.3f} s); converted to "
+                       f"constant {float(rate):.3f} fps, {frames} frames, each frame kept for its own duration")
+    return ClipInfo(path=str(p), frames=frames, rate=rate, time_base=Fraction(1, 1000), width=w, height=h,
                     codec=p.suffix.lower().lstrip("."), vfr=vfr, duration=sum(durs) / 1000.0, animation=True,
-                    notices=notices)
+                    notices=notices, source_pts=source_pts)
 
 
 # -- decoding --------------------------------------------------------------------------------
@@ -393,23 +462,49 @@ def read_frames(path: str | os.PathLike, start: int = 0, stop: int | None = None
     if info.animation:
         yield from _read_animation(Path(path), start, stop, info)
         return
+    if info.vfr and info.source_pts:
+        yield from _read_vfr(Path(path), start, stop, info)
+        return
+    yield from _read_source(Path(path), start, stop - start, info, (Fraction(start) - Fraction(1, 2)) / info.rate)
+
+
+def _read_vfr(path: Path, start: int, stop: int, info: ClipInfo) -> Iterator[np.ndarray]:
+    """Output frames ``[start, stop)`` of a variable-frame-rate clip at its constant rate: the
+    source frames that :func:`source_frame` maps them to, decoded once each from a seek half-way
+    between the first one's timestamp and the one before (so any segment starts exactly where
+    the whole clip would be), repeated or skipped here."""
+    first, last = source_frame(info, start), source_frame(info, stop - 1)
+    pts, tb = info.source_pts, info.time_base
+    seek = Fraction(pts[first] + pts[first - 1], 2) * tb if first > 0 else None
+    frames = _read_source(path, first, last - first + 1, info, seek, exact=False)
+    cur, frame = first - 1, None
+    try:
+        for k in range(start, stop):
+            want = source_frame(info, k)
+            while cur < want:
+                frame = next(frames, None)
+                if frame is None:  # the stream ended a frame early: what there is
+                    return
+                cur += 1
+            yield frame
+    finally:  # (a consumer that stops early: ffmpeg stopped now, not when collected)
+        frames.close()
+
+
+def _read_source(path: Path, start: int, count: int, info: ClipInfo, seek: Fraction | None, *,
+                 exact: bool = True) -> Iterator[np.ndarray]:
+    """``count`` decoded frames, each once, from an input seek to ``seek`` seconds (none for
+    ``start`` 0). ``exact``: fewer frames than ``count`` is an error."""
     w, h = info.size
-    count = stop - start
+    stop = start + count
     cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error"]
-    if start > 0:
-        t = (Fraction(start) - Fraction(1, 2)) / info.rate
-        cmd += ["-ss", f"{float(t):.6f}"]
+    if start > 0 and seek is not None:
+        cmd += ["-ss", f"{float(seek):.6f}"]
     cmd += ["-i", str(path), "-map", "0:v:0", "-an", "-sn"]
-    vf = []
-    if info.vfr:
-        vf.append(f"fps={info.rate.numerator}/{info.rate.denominator}")
     if info.scale_to:
-        vf.append(f"scale={w}:{h}:flags=area")
-    if vf:
-        cmd += ["-vf", ",".join(vf)]
-    if not info.vfr:  # every decoded frame once: no duplicates or drops around a seek
-        cmd += ["-fps_mode", "passthrough"]
-    cmd += ["-frames:v", str(count), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+        cmd += ["-vf", f"scale={w}:{h}:flags=area"]
+    # every decoded frame once: no duplicates or drops around a seek
+    cmd += ["-fps_mode", "passthrough", "-frames:v", str(count), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
     nbytes = w * h * 3
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             bufsize=nbytes * 2)
@@ -429,7 +524,7 @@ def read_frames(path: str | os.PathLike, start: int = 0, stop: int | None = None
         proc.stderr.close()
         proc.wait()
     if got < count:
-        if info.vfr and got > 0:  # the fps filter may give a frame less than the estimate
+        if not exact and got > 0:
             return
         raise InputError(f"decoding stopped at frame {start + got} of {stop} ({err.splitlines()[-1] if err else 'end of stream'})",
                          path=str(path))
@@ -439,7 +534,8 @@ def _read_animation(p: Path, start: int, stop: int, info: ClipInfo) -> Iterator[
     from PIL import Image
 
     with Image.open(p) as im:
-        for i in range(start, stop):
+        for k in range(start, stop):
+            i = source_frame(info, k) if info.source_pts else k
             im.seek(i)
             if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
                 # a clip's outputs are videos, which have no alpha: transparent pixels over the
@@ -472,7 +568,9 @@ def read_depth_frames(path: str | os.PathLike, start: int = 0, stop: int | None 
             a = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
             yield a.astype(np.float32) / (65535.0 if a.dtype == np.uint16 else 255.0)
         return
-    info = probe_clip(p)
+    # depthcraft's own 16-bit FFV1 is read as 16 bits here: its probe notice ("converted to 8
+    # bits") would be false, and would name a temporary file
+    info = probe_clip(p, internal=True)
     w, h = info.size
     sixteen = info.bit_depth > 8 or "gray16" in info.pix_fmt
     # a segment file holds its own range: frame `start` of the clip is its frame 0 when the file is shorter
@@ -752,8 +850,11 @@ def mux_audio(video: str | os.PathLike, clip: str | os.PathLike, out: str | os.P
         return out
     tmp = out.with_name(f".{out.stem}.mux-{_unique()}{out.suffix}")  # two runs to one output: own temp files
     cmd = [ffmpeg_exe(), "-nostdin", "-y", "-hide_banner", "-loglevel", "error", "-i", str(video)]
-    if start > 0:
-        cmd += ["-ss", f"{info.frame_to_seconds(start):.6f}"]
+    # a VFR clip's output starts at its first video frame, which may come after the container's
+    # start (a video stream delayed against the audio): its audio from there
+    lead = float(info.source_pts[0] * info.time_base) if info.source_pts else 0.0
+    if start > 0 or lead > 0:
+        cmd += ["-ss", f"{lead + info.frame_to_seconds(start):.6f}"]
     # the audio of the frames' time span (never -shortest: a short audio track must not cost frames)
     stop = info.frames if stop is None else stop
     cmd += ["-t", f"{info.frame_to_seconds(stop - start):.6f}", "-i", str(clip)]
