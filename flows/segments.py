@@ -162,6 +162,8 @@ def expand_clips(plan, ws: Workspace) -> None:
         cp.chained = {u for sid in plan.order for u in plan.nodes[(sid, img.name)].upstream}
         for sid in plan.order:
             node = plan.nodes[(sid, img.name)]
+            if not node.upstream and node.provider:  # (this step estimates every keyframe itself)
+                engine.remote_calls_notice(Path(str(img.origin)).name, node.kind, node.params, node.provider, info.frames)
             chosen = getattr(decls.get(sid), "clip_output", None)
             cp.targets[sid] = target(node, chosen)
             # a target the recipe chose is part of the key (the step's default is in its kind/params)

@@ -172,6 +172,25 @@ def _temporal_params(params: Any, kind: str) -> TemporalParams:
     return tp
 
 
+def remote_calls_notice(name: str, kind: str, params: Any, provider: str, frames: int) -> int:
+    """Say, once, how many frames of a clip a billed remote provider (each::sense: one chat per
+    frame) will be asked for; returns that count (0 for a local provider). The count follows the
+    keyframes (``keyframe_interval``: every Nth frame and after each cut; estimate's default is
+    every frame), so it is "about": cuts and segment warm-ups add a few."""
+    from .lib.notices import notice
+
+    if not provider.startswith("eachsense") or frames <= 0:
+        return 0
+    tp = _temporal_params(params, kind)
+    every = max(1, int(tp.keyframe_interval)) if tp.enabled else 1
+    n = -(-int(frames) // every)
+    hint = ("; keyframe_interval N (--keyframe-interval N) asks for every Nth frame only"
+            if every == 1 and tp.enabled else "")
+    notice(f"{name}: {kind} asks each::sense for the depth of about {n} of its {frames} frames, "
+           f"one billed call each{hint}")
+    return n
+
+
 _PROVIDERS: dict = {}
 
 
@@ -544,6 +563,7 @@ def run_clip(kind: str, clip: str | os.PathLike, out: str | os.PathLike, params:
         ranges = [(0, info.frames)]  # one pass: no warm-up overhead
     else:
         ranges = plan_segments(info, segment_frames)
+    remote_calls_notice(Path(str(clip)).name, kind, params, provider, info.frames)
     segs = []
     done_before = 0
     for a, b in ranges:

@@ -642,3 +642,26 @@ def test_decode_depth_formats():
     assert s == "u8" and a.shape == (8, 8) and a[0, 0] == 77
     with pytest.raises(ec.GenerationError, match="cannot be decoded"):
         decode_depth(b"not an image")
+
+
+def test_a_clip_says_how_many_billed_calls_it_will_make():
+    """One chat per estimated frame: a clip's cost is said before it is spent (was: silent)."""
+    from depthcraft.tasks import clips
+    from depthcraft.tasks.catalog import get_step
+    from depthcraft.tasks.lib.notices import set_sink
+
+    said = []
+    set_sink(said.append)
+    try:
+        est = get_step("estimate").params()
+        assert clips.remote_calls_notice("walk.mp4", "estimate", est, "eachsense", 240) == 240
+        assert clips.remote_calls_notice("walk.mp4", "stereo", get_step("stereo").params(), "eachsense", 240) == 10
+        sparse = get_step("estimate").params(keyframe_interval=8)
+        assert clips.remote_calls_notice("walk.mp4", "estimate", sparse, "eachsense", 240) == 30
+        assert clips.remote_calls_notice("walk.mp4", "estimate", est, "classic", 240) == 0
+    finally:
+        set_sink(None)
+    assert len(said) == 3
+    assert said[0] == ("walk.mp4: estimate asks each::sense for the depth of about 240 of its 240 frames, one billed "
+                       "call each; keyframe_interval N (--keyframe-interval N) asks for every Nth frame only")
+    assert "about 10 of its 240" in said[1] and "keyframe_interval" not in said[1]
