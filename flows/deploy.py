@@ -344,6 +344,35 @@ def schedule_now(deployment_id, runs: int = 3) -> None:
         r.raise_for_status()
 
 
+def _drop_auto_scheduled_runs(deployment_id) -> int:
+    """Delete the deployment's runs that its schedule made and that have not started.
+
+    Prefect deletes them itself when a deployment's schedules change, but its scheduler service
+    may be inserting runs of the old schedule at that very moment: a re-deploy with a new
+    ``--cron`` then still listed (and would have started) a run of the old one. They are made
+    again from the current schedule right after (:func:`schedule_now`, or the scheduler's next
+    loop). Runs someone triggered by hand are kept. Returns how many were deleted; never raises."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (DeploymentFilter, DeploymentFilterId, FlowRunFilter,
+                                                FlowRunFilterState, FlowRunFilterStateType)
+    from prefect.client.schemas.objects import StateType
+
+    n = 0
+    try:
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
+                    any_=[StateType.SCHEDULED]))), limit=200)
+            for r in runs:
+                if getattr(r, "auto_scheduled", False):
+                    client.delete_flow_run(r.id)
+                    n += 1
+    except Exception:  # noqa: BLE001 - the server's own clean-up usually did it; a deploy must not fail here
+        return n
+    return n
+
+
 def upcoming_runs(deployment_id, limit: int = 5) -> list[dict]:
     """The deployment's scheduled runs, soonest first: [{name, expected_start (aware datetime)}]."""
     from prefect.client.orchestration import get_client
@@ -404,6 +433,7 @@ def deploy(recipe_path: str | Path, *, write_yaml: bool = True, replace: bool = 
     dep_id = dep.apply()
     yaml_path = write_prefect_yaml(dep, Path(recipe_path).resolve().parent) if (pool and write_yaml) else None
     upcoming: list[dict] = []
+    _drop_auto_scheduled_runs(dep_id)  # (a run of the schedule this deploy replaced: see the function)
     if spec is not None and spec.active and not kw.get("paused"):
         try:
             schedule_now(dep_id)
