@@ -147,6 +147,9 @@ def run_flow(fn, *, ws, say) -> object:
     return box.get("result")
 
 
+UNWIND = 2.0  # seconds the flow thread gets to finish unwinding before the last word on its state
+
+
 def _wind_down(ws, e: cancel.Interrupted, t: threading.Thread, say) -> None:
     name = signal.Signals(e.signum).name
     say(f"{name}: stopping (no new steps or requests; {'Ctrl-C' if e.signum == signal.SIGINT else 'the signal'}"
@@ -160,9 +163,12 @@ def _wind_down(ws, e: cancel.Interrupted, t: threading.Thread, say) -> None:
         except Exception:  # noqa: BLE001 - winding down goes on whatever a hook meets
             pass
     state = _cancel_flow_run(run.flow_run_id, f"interrupted by {name}")
-    if t.is_alive():  # the flow thread may still report Crashed as it unwinds: say Cancelled last
-        t.join(0.5)
-        state = _cancel_flow_run(run.flow_run_id, f"interrupted by {name}", attempts=1) or state
+    # the flow thread may still report Crashed as it unwinds (its stop hooks and folder locks take
+    # a moment under load): give it up to UNWIND seconds, then say Cancelled last, in any case
+    until = time.monotonic() + UNWIND
+    while t.is_alive() and time.monotonic() < until:
+        t.join(0.1)
+    state = _cancel_flow_run(run.flow_run_id, f"interrupted by {name}", attempts=1) or state
     from .recovery import clean_own_tmp, unregister_run
 
     clean_own_tmp(ws)
