@@ -103,3 +103,15 @@ def vfr_expected(k: int, rate: float = 30.0) -> int:
 
 def shown(frames) -> list[int]:
     return [int(round((float(f.mean()) - 16) / 2)) for f in frames]
+
+
+BUNDLED_CLIP = Path(__file__).resolve().parents[1] / "recipes" / "clips" / "sample.mp4"
+
+
+def small_bundled_clip(folder: Path) -> Path:
+    """The bundled clip scaled to 120x80 in ``folder``: every frame, the rate and the audio stream
+    as they are (the video tests' small real clip)."""
+    out = Path(folder) / "sample.mp4"
+    subprocess.run([FF, "-loglevel", "error", "-i", str(BUNDLED_CLIP), "-vf", "scale=120:80", "-c:v", "libx264",
+                    "-preset", "veryfast", "-crf", "20", "-c:a", "copy", str(out)], check=True)
+    return out

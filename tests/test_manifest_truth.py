@@ -29,7 +29,6 @@ from conftest import DEPTHCRAFT, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 VIDEO = REPO / "recipes" / "video-3d.yaml"
-CLIP = REPO / "recipes" / "clips" / "sample.mp4"
 
 
 def sha(p) -> str:
@@ -278,12 +277,9 @@ def test_a_partial_manifest_compares_only_what_it_recorded():
 @pytest.fixture(scope="module")
 def small(tmp_path_factory) -> Path:
     """The bundled clip at 120x80 (as tests/test_video_flow.py)."""
-    from depthcraft.tasks.lib.clip import ffmpeg_exe
+    from cliputil import small_bundled_clip
 
-    out = tmp_path_factory.mktemp("small-clip") / "sample.mp4"
-    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(CLIP), "-vf", "scale=120:80", "-c:v", "libx264",
-                    "-preset", "veryfast", "-crf", "20", "-c:a", "copy", str(out)], check=True)
-    return out
+    return small_bundled_clip(tmp_path_factory.mktemp("small-clip"))
 
 
 def test_refresh_and_reproduce_recompute_every_clip_segment(prefect_server, tmp_path, small):

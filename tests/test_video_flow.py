@@ -60,12 +60,9 @@ def task_runs(run_id: str, count: int = 10) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def small(tmp_path_factory) -> Path:
     """The bundled clip at 120x80: every frame, the rate and the audio stream as they are."""
-    from depthcraft.tasks.lib.clip import ffmpeg_exe
+    from cliputil import small_bundled_clip
 
-    out = tmp_path_factory.mktemp("small-clip") / "sample.mp4"
-    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(CLIP), "-vf", "scale=120:80", "-c:v", "libx264",
-                    "-preset", "veryfast", "-crf", "20", "-c:a", "copy", str(out)], check=True)
-    return out
+    return small_bundled_clip(tmp_path_factory.mktemp("small-clip"))
 
 
 def on(clip: Path, *more: str) -> list[str]:
