@@ -99,12 +99,10 @@ def _check_writable(dst: Path) -> None:
     a folder has ``dst``'s name."""
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise OutputError(str(dst.parent), NotADirectoryError(20, "a file is in the way of this folder")) from None
     except OSError as e:
         raise OutputError(str(dst.parent), e) from None
     if not dst.parent.is_dir():
-        raise OutputError(str(dst.parent), NotADirectoryError(20, "a file is in the way of this folder"))
+        raise OutputError(str(dst.parent), NotADirectoryError(20, "not a folder"))
     if dst.is_dir():
         raise OutputError(str(dst), IsADirectoryError(21, "a folder has this output's name"))
     if not os.access(dst.parent, os.W_OK | os.X_OK):

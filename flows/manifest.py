@@ -91,10 +91,9 @@ def write(manifest: dict, folder: Path) -> Path:
     p = Path(folder) / MANIFEST
     try:
         atomic_write_bytes(p, json.dumps(manifest, indent=2, sort_keys=False).encode())
-    except (FileExistsError, NotADirectoryError):
-        raise OutputError(str(p.parent), NotADirectoryError(20, "a file is in the way of this folder")) from None
-    except OSError as e:  # (a read-only output folder: one line, not a traceback)
-        raise OutputError(str(p), e) from None
+    except OSError as e:  # (a read-only output folder, a file in the way: one line, not a traceback)
+        raise OutputError(str(p.parent) if isinstance(e, (FileExistsError, NotADirectoryError)) else str(p),
+                          e) from None
     return p
 
 

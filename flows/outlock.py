@@ -84,8 +84,6 @@ class OutputFolder:
         try:  # (a file where the folder goes, a read-only parent: one line naming it, not a traceback)
             self.folder.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
-        except (FileExistsError, NotADirectoryError):
-            raise OutputError(str(self.folder), NotADirectoryError(20, "a file is in the way of this folder")) from None
         except OSError as e:
             raise OutputError(str(self.folder), e) from None
         said = False

@@ -65,7 +65,9 @@ class OutputError(DepthcraftError):
 
     def __init__(self, path: str, cause: OSError):
         self.path = str(path)
-        why = cause.strerror or str(cause)
+        # (making a folder where a file is: FileExistsError, or NotADirectoryError under it)
+        in_the_way = isinstance(cause, (FileExistsError, NotADirectoryError))
+        why = "a file is in the way of this folder" if in_the_way else (cause.strerror or str(cause))
         super().__init__(f"cannot write {self.path}: {why}",
                          hint="free that path or make it writable, or choose another output root with --out")
 
