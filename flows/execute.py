@@ -115,22 +115,28 @@ def publish(result: dict, step_id: str, primary: str, out_dir: Path, store=None,
 
     Every byte copied is hashed on the way: a store object that no longer matches its sha256
     is never published (it is quarantined and :class:`CorruptObject` raised)."""
-    done: dict[str, dict] = {}
     outs = {n: Artifact.from_dict(ad) for n, ad in result["outputs"].items()}
+    dests: dict[str, Path] = {}
     for name, a in outs.items():
         if not a.meta.get("publish", True):
             continue
         owner = a.meta.get("sidecar_of")
         if owner in outs:  # a metadata sidecar travels as <the published file>.json
-            o = outs[owner]
-            dst = out_dir / (output_name(step_id, owner, primary, o.suffix) + ".json")
+            dests[name] = out_dir / (output_name(step_id, owner, primary, outs[owner].suffix) + ".json")
         else:
-            dst = out_dir / output_name(step_id, name, primary, a.suffix)
-        if claimed is not None:  # (step `pair-left` and the left view of step `pair`: one file, two owners)
-            owner_step = claimed.setdefault(dst, step_id)
-            if owner_step != step_id:
-                raise OutputError(str(dst), FileExistsError(17, f"step {owner_step!r} of this run wrote this file; "
-                                                                f"rename step {step_id!r} or {owner_step!r}"))
+            dests[name] = out_dir / output_name(step_id, name, primary, a.suffix)
+    if claimed is not None:  # (step `pair-left` and the left view of step `pair`: one file, two owners)
+        # all of the step's files are checked before any is written: a clash publishes none of them
+        for dst in dests.values():
+            owner_step = claimed.get(dst, step_id)
+            if owner_step != step_id:  # (errno None: OSError(17, ...) would be "a file is in the way")
+                raise OutputError(str(dst), OSError(None, f"step {owner_step!r} of this run wrote this file; "
+                                                        f"rename step {step_id!r} or {owner_step!r}"))
+        for dst in dests.values():
+            claimed[dst] = step_id
+    done: dict[str, dict] = {}
+    for name, dst in dests.items():
+        a = outs[name]
         if not (dst.is_file() and sha256_file(dst) == a.sha256):
             _check_writable(dst)
             try:

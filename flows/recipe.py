@@ -211,10 +211,12 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         if "=" not in spec:
             raise RecipeError(f"--set {spec!r}: expected KEY=VALUE, e.g. steps.video.with.duration=6", key=spec)
         dotted, raw = spec.split("=", 1)
-        from .yamlsafe import safe_value
+        from .yamlsafe import YamlDuplicateKeyError, YamlLimitError, safe_value
 
         try:
             value = safe_value(raw) if raw != "" else ""
+        except (YamlDuplicateKeyError, YamlLimitError) as e:  # (valid YAML, refused: not a plain string either)
+            raise RecipeError(f"--set {spec!r}: {e.message}", key=dotted.strip()) from None
         except (yaml.YAMLError, ValueError):
             value = raw
         _set_path(data, dotted.strip(), value, spec)

@@ -490,13 +490,26 @@ def _check_external(url: str, timeout: float = 5.0) -> None:
     local server); only a malformed URL or a failed connection is refused.
     """
     hint = "unset PREFECT_API_URL to use depthcraft's own local server"
+    health = f"{url.rstrip('/')}/health"
     try:
-        httpx.get(f"{url.rstrip('/')}/health", timeout=timeout)
+        r = httpx.get(health, timeout=timeout)
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as e:
         raise ParameterError(f"{url!r} is not an http(s) URL ({e})", parameter="PREFECT_API_URL", hint=hint) from None
     except httpx.HTTPError as e:
         raise ParameterError(f"cannot reach the Prefect API at {url} ({type(e).__name__}: {e})",
                              parameter="PREFECT_API_URL", hint=hint) from None
+    # a Prefect API answers /health with JSON (a key it wants, 401/403, is Prefect's own line later);
+    # a web server that is not one (404, 5xx, an HTML page) is said here, not in a traceback
+    if r.status_code in (401, 403):
+        return
+    try:
+        ok = r.status_code == 200 and r.json() is not None
+    except ValueError:
+        ok = False
+    if not ok:
+        kind = r.headers.get("content-type", "?").split(";")[0]
+        raise ParameterError(f"{url} answers, but not as a Prefect API (HTTP {r.status_code}, {kind}, on {health})",
+                             parameter="PREFECT_API_URL", hint=hint)
 
 
 def ensure_api(ws: Workspace, *, watch=False) -> str:

@@ -193,3 +193,45 @@ def test_an_output_path_that_cannot_be_written_is_one_line_that_does_not_blame_t
     said = [ln for ln in res.stderr.splitlines() if f"cannot write {blocked}" in ln]
     assert said, res.stderr
     assert "run again" not in res.stderr and "corrupt" not in res.stderr
+
+
+@pytest.mark.parametrize("status,body,ctype", [(500, b"oops", "text/plain"), (200, b"<html>hi</html>", "text/html"),
+                                               (404, b"not found", "text/plain")])
+def test_a_web_server_that_is_not_a_prefect_api_is_one_line(tmp_path, photo_path, status, body, ctype):
+    import http.server
+    import threading
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        r = tmp_path / "r.yaml"
+        r.write_text(RECIPE.format(photo=photo_path, extra=""))
+        url = f"http://127.0.0.1:{srv.server_address[1]}/api"
+        res = cli("run", r, "--out", tmp_path, env={"DEPTHCRAFT_HOME": str(tmp_path / "ws"), "PREFECT_API_URL": url})
+    finally:
+        srv.shutdown()
+    assert res.returncode == 2
+    msg = one_line(res)
+    assert "PREFECT_API_URL" in msg and "not as a Prefect API" in msg and f"HTTP {status}" in msg, msg
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", ["{radius: 4, radius: 5}", "{a: 1, a: 2}"])
+def test_a_duplicate_key_in_a_set_value_is_one_line_naming_the_set(tmp_path, photo_path, value):
+    r = tmp_path / "r.yaml"
+    r.write_text(RECIPE.format(photo=photo_path, extra=""))
+    res = cli("validate", r, "--set", f"steps.depth.with={value}", env={"DEPTHCRAFT_HOME": str(tmp_path / "ws")})
+    assert res.returncode == 2
+    msg = one_line(res)
+    assert "--set" in msg and "duplicate key" in msg, msg

@@ -202,6 +202,28 @@ def test_two_steps_that_would_write_one_file_fail_the_second_in_one_line(prefect
     assert len(paths) == len(set(paths)) and any(p.endswith("depth-hq.png") for p in paths)
 
 
+
+def test_a_step_whose_file_another_step_wrote_publishes_none_of_its_files(prefect_server, workspace, tmp_path,
+                                                                          photos):
+    """`pair-left` listed (and run) before `pair`: `pair` fails on its left view in one line, and its
+    right view is not published either: a refused step leaves no half of its outputs behind."""
+    (tmp_path / "astronaut.png").write_bytes(photos["astronaut"].read_bytes())
+    recipe = tmp_path / "ids2.yaml"
+    recipe.write_text(
+        "version: 1\nname: ids2\ninputs:\n  images: ['astronaut.png']\nsteps:\n"
+        "  - {id: pair-left, uses: estimate}\n  - {id: depth, uses: estimate, from: pair-left}\n"
+        "  - {id: pair, uses: stereo, from: depth, with: {layout: lr}}\n"
+        "output: out/{recipe}/{image}/\n")
+    r = run_cli("run", recipe, "--out", tmp_path, "--json")
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    s = json.loads(r.stdout)
+    assert [(f["step"], f["image"]) for f in s["failures"]] == [("pair", "astronaut")], s["failures"]
+    assert "'pair-left'" in s["failures"][0]["error"], s["failures"][0]["error"]
+    out = tmp_path / "out" / "ids2" / "astronaut"
+    assert (out / "pair-left.png").is_file() and (out / "depth.png").is_file()
+    assert not [p.name for p in out.iterdir() if p.name.startswith("pair-") and p.name != "pair-left.png"]
+
+
 # -- 4: a glob that covers the output folder; 7: reproduce with a missing input ----------------------
 def test_a_glob_over_its_own_outputs_does_not_feed_them_back(prefect_server, workspace, tmp_path, photos):
     shutil.copy(photos["astronaut"], tmp_path / "astronaut.png")
