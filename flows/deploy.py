@@ -554,6 +554,35 @@ def _cancel_unfinished(dep_ids: list, since: float, why: str) -> int:
     return n
 
 
+def _spawn_runs_with_ctrl_c_blocked() -> None:
+    """Flow-run processes that ``serve`` starts begin with SIGINT blocked (the signal mask is
+    inherited through fork and exec). A terminal's Ctrl-C goes to the whole process group: a run
+    interpreter still importing would otherwise print its own KeyboardInterrupt traceback. ``serve``
+    answers Ctrl-C itself by stopping its runs (SIGTERM, then their state set to Cancelled)."""
+    import signal
+
+    import prefect.runner._starter_direct as starter
+
+    spawn = starter.run_flow_in_subprocess
+    if getattr(spawn, "depthcraft_blocks_sigint", False):
+        return
+
+    def run_flow_in_subprocess(*args, **kwargs):
+        # the spawn's resource tracker first: starting it unblocks SIGINT in this thread (bpo-33613)
+        from multiprocessing import resource_tracker
+
+        resource_tracker.ensure_running()
+        # per thread: only this thread's mask, for the one spawn (a Ctrl-C meanwhile waits, is not lost)
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            return spawn(*args, **kwargs)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    run_flow_in_subprocess.depthcraft_blocks_sigint = True
+    starter.run_flow_in_subprocess = run_flow_in_subprocess
+
+
 def serve(recipe_paths: list[str | Path], *, overrides: list[str] | None = None, out_root: str | None = None,
           workspace: str | None = None, limit: int | None = None, task_runner: str | None = None,
           dask_address: str | None = None, replace: bool = False) -> int:
@@ -604,6 +633,7 @@ def serve(recipe_paths: list[str | Path], *, overrides: list[str] | None = None,
                                   file=str(path))
             seen[key] = str(path)
             prepared.append((p, sched))
+    _spawn_runs_with_ctrl_c_blocked()
     runner = Runner(name=f"depthcraft-serve-{os.getpid()}", pause_on_shutdown=False, limit=limit)
     from prefect.deployments.runner import EntrypointType
 

@@ -82,6 +82,25 @@ def test_serve_runs_the_deployment_deploy_made_and_keeps_its_schedule(prefect_se
     assert not after.paused and names == ["dep1"]  # no second deployment named after the recipe
 
 
+def _run_process_sigint_blocked(serve_pid: int, timeout: float = 30.0) -> bool:
+    """True when serve's flow-run child process (multiprocessing spawn) has SIGINT in its blocked mask."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for st in os.listdir("/proc"):
+            if not st.isdigit():
+                continue
+            try:
+                status = open(f"/proc/{st}/status").read()
+                cmd = open(f"/proc/{st}/cmdline", "rb").read()
+            except OSError:
+                continue
+            fields = dict(ln.split(":\t", 1) for ln in status.splitlines() if ":\t" in ln)
+            if int(fields.get("PPid", "0")) == serve_pid and b"spawn_main" in cmd:
+                return bool(int(fields["SigBlk"], 16) & (1 << (signal.SIGINT - 1)))
+        time.sleep(0.05)
+    raise AssertionError("serve started no flow-run process")
+
+
 def test_ctrl_c_of_serve_cancels_its_unfinished_run(prefect_server, tmp_path, photos):
     ws = tmp_path / "ws"
     recipe = write_recipe(tmp_path, "cc", [photos["astronaut"], photos["chelsea"], photos["coffee"]])
@@ -94,8 +113,12 @@ def test_ctrl_c_of_serve_cancels_its_unfinished_run(prefect_server, tmp_path, ph
             while c.read_flow_run(fr.id).state.is_scheduled():  # picked up: Pending, its process starting
                 assert time.time() < deadline, s.log[-3000:]
                 time.sleep(0.1)
+        # the run's interpreter starts with SIGINT blocked: the group's Ctrl-C cannot interrupt its
+        # imports (a traceback of its own); serve stops it
+        blocked = _run_process_sigint_blocked(s.p.pid)
     finally:
         rc = s.stop(signal.SIGINT)  # the terminal's Ctrl-C: the whole process group
+    assert blocked, s.log[-3000:]
     assert rc == 130, s.log[-3000:]
     assert "Traceback" not in s.log and "CancelledError" not in s.log, s.log[-5000:]
     with client() as c:
