@@ -134,7 +134,10 @@ def test_interrupted_or_killed_rerun_leaves_a_manifest_that_matches_the_files(pr
 # -- 5: two runs writing to one folder ---------------------------------------------------------
 def test_two_runs_writing_to_one_folder_take_turns(prefect_server, workspace, tmp_path, photos):
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
-    a.write_text(LONG.format(name="same", photo=photos["chelsea"]).replace("duration: 0.2", "duration: 600"))
+    # A renders long enough to still hold the folder when B, started under load, gets there
+    # (6000 small frames took 14 s: a busy machine could start B after A had finished)
+    a.write_text(LONG.format(name="same", photo=photos["chelsea"])
+                 .replace("duration: 0.2, fps: 10", "duration: 600, fps: 60, size: 640x480"))
     b.write_text(LONG.format(name="same", photo=photos["chelsea"]).replace("duration: 0.2", "duration: 0.3")
                  .replace("id: edges, uses: refine, from: depth", "id: edges, uses: refine, from: depth, "
                           "with: {radius: 2}"))
