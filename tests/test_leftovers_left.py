@@ -1,0 +1,73 @@
+"""Defects found by hostile testers, each with the test that failed before its fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import REPO, run_cli
+
+PHOTO = REPO / "recipes" / "photos" / "coffee.jpg"
+
+
+def _recipe(tmp_path, text: str | None = None, name: str = "r.yaml"):
+    p = tmp_path / name
+    p.write_text(text or (f"version: 1\nname: t\ninputs: {{images: ['{PHOTO}']}}\n"
+                          "steps:\n  - {id: depth, uses: estimate}\n"))
+    return p
+
+
+def _one_line_error(r, *needles):
+    err = r.stderr.strip()
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and len(err.splitlines()) == 1, r.stderr
+    for n in needles:
+        assert n in err, (n, err)
+    return err
+
+
+# -- 1. an empty string for a path-valued option is refused, naming the option ----------------
+@pytest.mark.parametrize("argv, option", [
+    (["--workspace", "", "validate", "{recipe}"], "--workspace"),
+    (["--workspace", " ", "validate", "{recipe}"], "--workspace"),
+    (["validate", "{recipe}", "--out", ""], "--out"),
+    (["run", "{recipe}", "--out", ""], "--out"),
+    (["validate", ""], "RECIPE"),
+    (["reproduce", ""], "MANIFEST"),
+    (["reproduce", "{recipe}", "--out", ""], "--out"),
+    (["deploy", "{recipe}", "--out", ""], "--out"),
+    (["serve", "{recipe}", ""], "RECIPE"),
+    (["runs", ""], "RECIPE"),
+    (["estimate", "", "-o", "{tmp}/d.png"], "IMAGE"),
+    (["estimate", str(PHOTO), "-o", ""], "-o"),
+    (["stereo", str(PHOTO), "--depth", "", "-o", "{tmp}/s.png"], "--depth"),
+    (["focus-stack", str(PHOTO), "", "-o", "{tmp}/a.png"], "IMAGE"),
+    (["focus-stack", str(PHOTO), str(PHOTO), "-o", "{tmp}/a.png", "--depth-out", ""], "--depth-out"),
+])
+def test_an_empty_path_option_is_refused_naming_it(tmp_path, workspace, monkeypatch, argv, option):
+    """`--workspace ''` and `--out ''` silently ran against the default folder, `stereo --depth ''`
+    estimated depth as if no map was given: an empty path is one line naming the option, exit 2."""
+    monkeypatch.chdir(tmp_path)
+    recipe = _recipe(tmp_path)
+    args = [a.replace("{recipe}", str(recipe)).replace("{tmp}", str(tmp_path)) for a in argv]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    r = run_cli(*args, timeout=120)
+    _one_line_error(r, f"'{option}'", "empty")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+@pytest.mark.parametrize("var", ["DEPTHCRAFT_HOME", "DEPTHCRAFT_MODELS_DIR"])
+def test_an_empty_path_variable_is_refused_naming_it(tmp_path, workspace, var):
+    """DEPTHCRAFT_HOME='' used the user's default workspace without a word."""
+    r = run_cli("validate", _recipe(tmp_path), env={var: ""})
+    _one_line_error(r, var, "empty")
+
+
+def test_workspace_default_refuses_an_empty_root(monkeypatch):
+    from depthcraft.flows.workspace import Workspace
+    from depthcraft.tasks.lib.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="--workspace"):
+        Workspace.default("")
+    monkeypatch.setenv("DEPTHCRAFT_HOME", "")
+    with pytest.raises(ParameterError, match="DEPTHCRAFT_HOME"):
+        Workspace.default()
