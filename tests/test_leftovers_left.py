@@ -71,3 +71,51 @@ def test_workspace_default_refuses_an_empty_root(monkeypatch):
     monkeypatch.setenv("DEPTHCRAFT_HOME", "")
     with pytest.raises(ParameterError, match="DEPTHCRAFT_HOME"):
         Workspace.default()
+
+
+# -- 2. errors of a recipe given as a file name the file, never "<recipe>" --------------------
+def test_an_output_folder_escaping_by_a_link_names_the_recipe_and_the_input(tmp_path, workspace):
+    """An input's output folder that is a symbolic link out of the output root said
+    `<recipe>: output: ...`: it names the recipe file, the line of `output` and the input."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "root" / "out").mkdir(parents=True)
+    (tmp_path / "root" / "out" / "coffee").symlink_to(elsewhere)
+    recipe = _recipe(tmp_path, f"version: 1\nname: t\ninputs: {{images: ['{PHOTO}']}}\n"
+                               "steps:\n  - {id: depth, uses: estimate}\noutput: out/{image}/\n")
+    r = run_cli("validate", recipe, "--out", tmp_path / "root")
+    err = _one_line_error(r, f"{recipe}:6: output:", str(PHOTO), str(elsewhere))
+    assert "<recipe>" not in err
+    assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize("override, key", [("steps.nope.with.x=1", "steps.nope.with.x"),
+                                           ("noequals", "noequals"),
+                                           ("inputs={a: 1, a: 2}", "inputs")])
+def test_a_set_error_names_the_recipe_file(tmp_path, workspace, override, key):
+    """`--set` faults said `<recipe>: ...` although the recipe was a file."""
+    recipe = _recipe(tmp_path)
+    err = _one_line_error(run_cli("validate", recipe, "--set", override), f"{recipe}: {key}: --set")
+    assert "<recipe>" not in err
+
+
+def test_a_concurrency_limit_below_one_is_refused_by_validate_with_its_line(tmp_path, workspace):
+    """`concurrency: {x: 0}` passed validate and failed the run as `<recipe>: concurrency.x`."""
+    recipe = _recipe(tmp_path, f"version: 1\nname: t\ninputs: {{images: ['{PHOTO}']}}\n"
+                               "steps:\n  - {id: depth, uses: estimate}\nconcurrency:\n  x: 0\n")
+    _one_line_error(run_cli("validate", recipe), f"{recipe}:7: concurrency.x:")
+
+
+def test_an_input_folder_and_a_missing_depth_name_their_recipe_line(tmp_path):
+    from depthcraft.flows.compile import resolve_inputs
+    from depthcraft.flows.recipe import load_recipe
+    from depthcraft.flows.workspace import Workspace
+
+    (tmp_path / "adir").mkdir()
+    recipe = _recipe(tmp_path, f"version: 1\nname: t\ninputs:\n  images:\n    - {tmp_path / 'adir'}\n"
+                               f"    - {{image: '{PHOTO}', depth: nosuch.png}}\nsteps:\n  - {{id: depth, uses: estimate}}\n")
+    rec, src = load_recipe(recipe)
+    items = resolve_inputs(rec, src, Workspace.default(tmp_path / "ws"), out_root=tmp_path)
+    assert [i.error for i in items] == [
+        f"{tmp_path / 'adir'}: is a folder; use a glob such as photos/*.jpg (recipe {recipe}:5)",
+        f"{tmp_path / 'nosuch.png'}: no such depth file (recipe {recipe}:6)"]
