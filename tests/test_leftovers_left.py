@@ -119,3 +119,43 @@ def test_an_input_folder_and_a_missing_depth_name_their_recipe_line(tmp_path):
     assert [i.error for i in items] == [
         f"{tmp_path / 'adir'}: is a folder; use a glob such as photos/*.jpg (recipe {recipe}:5)",
         f"{tmp_path / 'nosuch.png'}: no such depth file (recipe {recipe}:6)"]
+
+
+# -- 3. duplicate keys are found by the key's value, not its spelling -------------------------
+SPELLINGS = [("true", "yes"), ("1", "1.0"), ('"a"', "a"), ("1", "0x1"), ("null", "~"), ("true", "1"), ("Off", "no")]
+
+
+@pytest.mark.parametrize("first, second", SPELLINGS)
+def test_duplicate_keys_spelled_differently_are_refused_with_the_line(tmp_path, first, second):
+    """`{true: 1, yes: 2}` and `{1: a, 1.0: b}` loaded as one key, the last value silently kept."""
+    from depthcraft.flows.recipe import load_recipe
+    from depthcraft.tasks.lib.errors import RecipeError
+
+    recipe = _recipe(tmp_path, f"version: 1\nname: t\ninputs: {{images: ['{PHOTO}']}}\nanswers:\n"
+                               f"  {first}: x\n  {second}: y\nsteps:\n  - {{id: depth, uses: estimate}}\n")
+    with pytest.raises(RecipeError) as e:
+        load_recipe(recipe)
+    msg = str(e.value)
+    assert msg.startswith(f"{recipe}:6: answers.{second}: duplicate key {second!r}"), msg
+    assert "first on line 5" in msg and "\n" not in msg
+
+
+def test_duplicate_keys_spelled_differently_through_set_and_the_cli(tmp_path, workspace):
+    recipe = _recipe(tmp_path)
+    r = run_cli("validate", recipe, "--set", "answers={true: x, yes: y}")
+    _one_line_error(r, f"{recipe}: answers: --set", "duplicate key 'yes'", "'true'")
+    text = recipe.read_text() + "concurrency: {1: 2, 1.0: 3}\n"
+    recipe.write_text(text)
+    _one_line_error(run_cli("validate", recipe), f"{recipe}:6: concurrency.1.0: duplicate key '1.0'")
+
+
+@pytest.mark.parametrize("text, data", [("{1: a, '1': b}", {1: "a", "1": "b"}),
+                                        ("{2001-01-01: a, '2001-01-01': b}", None),
+                                        ("<<: {a: 1}\na: 2", {"a": 2})])
+def test_keys_that_differ_once_read_are_kept(text, data):
+    """`1` and `"1"` are two keys (an int and a string): they were refused as one (by spelling);
+    a merge key's values are YAML's way to be overridden."""
+    from depthcraft.flows.yamlsafe import load
+
+    got = load(text)[1]
+    assert len(got) == 2 if data is None else got == data
