@@ -383,6 +383,9 @@ def compile_plan(recipe: Recipe, src: RecipeSource, ws: Workspace, *, out_root: 
         from .segments import expand_clips
 
         check_clip_defaults(recipe, src, plan.specs, {sid: validated[sid][1] for sid in order})
+        from .recipe_inert import check_clip_inert
+
+        check_clip_inert(recipe, src, validated, images)  # photo-only settings when every input is a clip
 
         expand_clips(plan, ws)
     return plan

@@ -17,9 +17,11 @@ def _recipe(tmp_path, text: str | None = None, name: str = "r.yaml"):
 
 
 def _one_line_error(r, *needles):
-    err = r.stderr.strip()
+    # (provider auto says once which provider it is: a line of its own, not of the error)
+    lines = [ln for ln in r.stderr.strip().splitlines() if not ln.startswith(("auto: ", "notice: "))]
     assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    assert "Traceback" not in r.stderr and len(err.splitlines()) == 1, r.stderr
+    assert "Traceback" not in r.stderr and len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    err = lines[0]
     for n in needles:
         assert n in err, (n, err)
     return err
@@ -159,3 +161,104 @@ def test_keys_that_differ_once_read_are_kept(text, data):
 
     got = load(text)[1]
     assert len(got) == 2 if data is None else got == data
+
+
+# -- 4. photo-only step settings in a recipe whose inputs are all clips -----------------------
+CLIP = REPO / "recipes" / "clips" / "sample.mp4"
+
+
+def _clip_recipe(tmp_path, uses: str, with_: str, extra: str = "", images=(CLIP,)) -> "Path":
+    frm = "" if uses == "estimate" else "    from: depth\n"
+    return _recipe(tmp_path, f"version: 1\nname: c\ninputs: {{images: [{', '.join(repr(str(p)) for p in images)}]}}\n"
+                             "steps:\n  - {id: depth, uses: estimate}\n"
+                             f"  - id: s\n    uses: {uses}\n{frm}    with: {with_}\n{extra}")
+
+
+def _compile(recipe, tmp_path):
+    from depthcraft.flows.compile import compile_plan
+    from depthcraft.flows.recipe import load_recipe
+    from depthcraft.flows.workspace import Workspace
+
+    rec, src = load_recipe(recipe)
+    return compile_plan(rec, src, Workspace.default(tmp_path / "ws"), out_root=tmp_path / "out", fetch=False)
+
+
+CLIP_REFUSED = [
+    ("stereo", "{interpolation: cubic}", "", "interpolation"),
+    ("stereo", "{mask: false}", "", "mask"),
+    ("stereo", "{edge_dilation: 3}", "", "edge_dilation"),
+    ("stereo", "{scale: 1}", "", "scale"),
+    ("stereo", "{format: jpg}", "", "format"),
+    ("stereo", "{format: jpg, quality: 80}", "    clip_output: folder\n", "quality"),
+    ("parallax", "{duration: 2}", "", "duration"),
+    ("parallax", "{fps: 10}", "", "fps"),
+    ("parallax", "{crf: 20}", "", "crf"),
+    ("parallax", "{preset: fast}", "", "preset"),
+    ("parallax", "{supersample: 2}", "", "supersample"),
+    ("parallax", "{mask: true}", "", "mask"),
+    ("bokeh", "{format: jpg, quality: 80}", "    clip_output: folder\n", "quality"),
+    ("bokeh", "{format: jpg}", "    clip_output: mp4\n", "format"),
+    ("estimate", "{use_case: portrait}", "", "use_case"),
+    ("estimate", "{output: metric}", "", "output"),
+    # a metric format failed on every frame ("needs near and far", given or not); fov_deg was not written
+    ("refine", "{format: metric, metric: {near: 1, far: 5}}", "    clip_output: folder\n", "format"),
+    ("export", "{formats: [png16, metric_exr], metric: {near: 1, far: 5}}", "    clip_output: folder\n", "formats"),
+    ("export", "{formats: [png16], metric: {fov_deg: 50}}", "    clip_output: folder\n", "metric.fov_deg"),
+]
+
+
+@pytest.mark.parametrize("uses, with_, extra, name", CLIP_REFUSED)
+def test_a_photo_only_setting_is_refused_when_every_input_is_a_clip(tmp_path, uses, with_, extra, name):
+    """`stereo quality: 80` (and the rest of the family) on a recipe of clips validated and ran,
+    the setting silently unused by the clip engine."""
+    from depthcraft.tasks.lib.errors import RecipeError
+
+    recipe = _clip_recipe(tmp_path, uses, with_, extra)
+    with pytest.raises(RecipeError) as e:
+        _compile(recipe, tmp_path)
+    msg = str(e.value)
+    line = 8 if uses == "estimate" else 9
+    assert msg.startswith(f"{recipe}:{line}: steps.1.with.{name}: "), msg
+    assert "a clip" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("uses, with_, extra", [
+    ("stereo", "{edge_dilation: 0, layout: hsbs, divergence: 3}", ""),
+    ("stereo", "{format: jpg}", "    clip_output: folder\n"),  # the frames' file type
+    ("parallax", "{pix_fmt: yuv444p, motion: dolly, size: 96x64}", ""),  # odd sides: trimmed or padded
+    ("bokeh", "{aperture: 2, shape: polygon, blades: 5}", ""),
+    ("estimate", "{temporal: false, keyframe_interval: 2, format: png16}", ""),
+    ("layers", "{count: 2, feather: 1}", ""),
+])
+def test_settings_a_clip_reads_are_kept(tmp_path, uses, with_, extra):
+    _compile(_clip_recipe(tmp_path, uses, with_, extra), tmp_path)
+
+
+def test_a_photo_setting_stands_when_a_photo_is_among_the_clips(tmp_path):
+    """An input list of a photo and a clip: the photo reads it."""
+    _compile(_clip_recipe(tmp_path, "stereo", "{format: jpg, quality: 80, interpolation: cubic}",
+                          images=(CLIP, PHOTO)), tmp_path)
+
+
+def test_a_photo_only_setting_on_clips_is_one_line_from_validate(tmp_path, workspace):
+    recipe = _clip_recipe(tmp_path, "parallax", "{duration: 2}")
+    _one_line_error(run_cli("validate", recipe), f"{recipe}:9: steps.1.with.duration: duration 2.0 has no effect on a clip",
+                    "leave out duration")
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["export", "{clip}", "-o", "{tmp}/f/", "--set", "formats=[metric]", "--set", "metric.near=1",
+      "--set", "metric.far=5"], "--set formats"),
+    (["estimate", "{clip}", "-o", "{tmp}/f/", "--format", "metric_mm"], "--format"),
+    (["export", "{clip}", "-o", "{tmp}/f/", "--set", "formats=[png16]", "--set", "metric.fov_deg=50"],
+     "--set metric.fov_deg"),
+])
+def test_a_metric_setting_on_a_clip_is_refused_by_the_one_shot_commands(tmp_path, argv, option):
+    """`export clip.mp4 --set formats=[metric] --set metric.near=1 ...` failed on the first frame
+    with "metric depth needs near and far distances", although both were given."""
+    from cliputil import make_clip
+
+    clip = make_clip(tmp_path / "c.mp4", n=6, audio=False)
+    args = [a.replace("{clip}", str(clip)).replace("{tmp}", str(tmp_path)) for a in argv]
+    _one_line_error(run_cli(*args), f"'{option}'", "clip")
+    assert not (tmp_path / "f").exists()
