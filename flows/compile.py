@@ -372,7 +372,9 @@ def compile_plan(recipe: Recipe, src: RecipeSource, ws: Workspace, *, out_root: 
                     i = recipe.steps.index(d)
                     raise src.error(str(e), ("steps", i, "provider") if d.provider else ("provider",)) from None
                 body["answers"] = recipe.answers
-                body["provider_options"] = recipe.provider_options
+                from depthcraft.tasks.providers.options import key_options
+
+                body["provider_options"] = key_options(provider, recipe.provider_options)  # a default given = omitted
             plan.nodes[(sid, img.name)] = StepNode(step_id=sid, kind=spec.kind, image=img.name, key=stable_hash(body),
                                                    params=params, provider=provider, upstream=list(d.from_),
                                                    step_provider=bool(d.provider),

@@ -262,3 +262,48 @@ def test_a_metric_setting_on_a_clip_is_refused_by_the_one_shot_commands(tmp_path
     args = [a.replace("{clip}", str(clip)).replace("{tmp}", str(tmp_path)) for a in argv]
     _one_line_error(run_cli(*args), f"'{option}'", "clip")
     assert not (tmp_path / "f").exists()
+
+
+# -- 5. a provider option given with its default value keys as omitted ------------------------
+def _onnx_recipe(tmp_path, options: str | None) -> "Path":
+    from test_onnx import mean_graph
+
+    model = tmp_path / "dyn.onnx"
+    if not model.exists():
+        mean_graph(model)
+    return _recipe(tmp_path, f"version: 1\nname: po\nprovider: 'onnx:{model}'\n"
+                             + (f"provider_options: {options}\n" if options is not None else "")
+                             + f"inputs: {{images: ['{PHOTO}']}}\nsteps:\n  - {{id: depth, uses: estimate}}\n"
+                               "  - {id: edges, uses: refine, from: depth}\n",
+                   name=f"r{abs(hash(options))}.yaml")
+
+
+def test_a_default_provider_option_reruns_fully_cached(tmp_path, workspace, prefect_server):
+    """`provider_options: {upsample: guided}` (onnx's default) keyed differently from no
+    provider_options: the same depth was computed again."""
+    import json
+
+    pytest.importorskip("onnx")
+    out = tmp_path / "out"
+    runs = []
+    for options in (None, "{upsample: guided}", "{upsample: bilinear}"):
+        r = run_cli("run", _onnx_recipe(tmp_path, options), "--json", "--out", out)
+        assert r.returncode == 0, r.stderr
+        runs.append(json.loads(r.stdout))
+    first, spelled_out, other = runs
+    assert first["computed"] == first["nodes"] == 2
+    assert spelled_out["cached"] == spelled_out["nodes"] == 2 and spelled_out["computed"] == 0, spelled_out
+    assert other["computed"] == 2  # (a value that is not the default is another computation)
+
+
+@pytest.mark.parametrize("provider, options, kept", [
+    ("onnx:x", {"upsample": "guided"}, {}),
+    ("onnx:x", {"upsample": "bilinear"}, {"upsample": "bilinear"}),
+    ("eachsense", {"web_search": False, "invert": None, "model": "m"}, {"model": "m"}),
+    ("eachsense", {"web_search": 0, "invert": False}, {"web_search": 0, "invert": False}),  # not the defaults
+    ("classic", {"upsample": "guided"}, {"upsample": "guided"}),
+])
+def test_key_options_leave_out_the_defaults_only(provider, options, kept):
+    from depthcraft.tasks.providers.options import key_options
+
+    assert key_options(provider, options) == kept
