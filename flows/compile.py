@@ -89,7 +89,14 @@ class Plan:
         every step works at, so it enters the key; without, it only refuses (the recipe's own
         value, as before, so that earlier cache entries stay valid)."""
         ins = self.recipe.inputs
-        return {"max_pixels": self.max_pixels() if ins.downscale else ins.max_pixels, "downscale": ins.downscale}
+        given = ins.max_pixels if ins.max_pixels != self.max_pixels_default() else None  # the default written out = omitted
+        return {"max_pixels": self.max_pixels() if ins.downscale else given, "downscale": ins.downscale}
+
+    @staticmethod
+    def max_pixels_default() -> int:
+        from depthcraft.tasks.lib.images import max_pixels_default
+
+        return max_pixels_default()
 
 
 # -- steps -----------------------------------------------------------------------------------

@@ -307,3 +307,14 @@ def test_key_options_leave_out_the_defaults_only(provider, options, kept):
     from depthcraft.tasks.providers.options import key_options
 
     assert key_options(provider, options) == kept
+
+
+def test_the_default_pixel_limit_written_out_keys_as_omitted(tmp_path, monkeypatch):
+    """`inputs.max_pixels: 50000000` (the default) gave every step another key than no limit."""
+    monkeypatch.delenv("DEPTHCRAFT_MAX_PIXELS", raising=False)
+    keys = []
+    for extra in ("", "  max_pixels: 50000000\n", "  max_pixels: 40000000\n"):
+        recipe = _recipe(tmp_path, f"version: 1\nname: t\ninputs:\n  images: ['{PHOTO}']\n{extra}"
+                                   "steps:\n  - {id: depth, uses: estimate}\n")
+        keys.append(_compile(recipe, tmp_path).nodes[("depth", "coffee")].key)
+    assert keys[0] == keys[1] != keys[2]
