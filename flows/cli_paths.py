@@ -1,4 +1,4 @@
-"""Empty path-valued options and environment variables are refused, naming the option.
+"""Empty path-valued options and environment variables (and empty names) are refused, naming the option.
 
 An empty string given for a path (``--workspace ''``, ``--out ''``, ``--depth ''``,
 ``DEPTHCRAFT_HOME=``) is almost always a shell variable that was not set (``--out "$DEST"``).
@@ -27,6 +27,23 @@ PATH_OPTIONS: dict[str, str] = {
     "images": "IMAGE",
 }
 
+# argparse destination -> the name the user typed; options that take a name or an address, where
+# an empty string was just as silently "not given" (--provider '' ran auto, --work-pool '' no pool,
+# --dask-address '' threads, models verify '' every model)
+NAMED_OPTIONS: dict[str, str] = {
+    "provider": "--provider",
+    "session": "--session",
+    "work_pool": "--work-pool",
+    "work_queue": "--work-queue",
+    "dask_address": "--dask-address",
+    "timezone": "--timezone",
+    "cron": "--cron",
+    "interval": "--interval",
+    "rrule": "--rrule",
+    "id": "ID",
+    "name": "--name",  # (NAME for `models pull/verify`)
+}
+
 # environment variables that hold a folder (read by flows/workspace.py and tasks/lib/models.py)
 PATH_VARIABLES = ("DEPTHCRAFT_HOME", "DEPTHCRAFT_MODELS_DIR")
 
@@ -48,6 +65,13 @@ def refuse_empty_paths(args) -> None:
                     else f"give a path, or omit {option} for its default" if option.startswith("-")
                     else "give a path")
             raise ParameterError("an empty path (an unset shell variable?)", parameter=option, hint=hint)
+    for dest, option in NAMED_OPTIONS.items():
+        if dest == "name" and given.get("command") == "models":
+            option = "NAME"
+        if _empty(given.get(dest)):
+            raise ParameterError("an empty value (an unset shell variable?)", parameter=option,
+                                 hint=f"give a value, or omit {option} for its default" if option.startswith("-")
+                                 else "give a value, or leave it out")
     for name in PATH_VARIABLES:
         if name in os.environ and _empty(os.environ[name]):
             raise ParameterError("set but empty", parameter=name,

@@ -44,6 +44,12 @@ def _one_line_error(r, *needles):
     (["stereo", str(PHOTO), "--depth", "", "-o", "{tmp}/s.png"], "--depth"),
     (["focus-stack", str(PHOTO), "", "-o", "{tmp}/a.png"], "IMAGE"),
     (["focus-stack", str(PHOTO), str(PHOTO), "-o", "{tmp}/a.png", "--depth-out", ""], "--depth-out"),
+    # names and addresses: as silently "not given" (auto, no work pool, threads, every model)
+    (["estimate", str(PHOTO), "-o", "{tmp}/d.png", "--provider", ""], "--provider"),
+    (["deploy", "{recipe}", "--work-pool", ""], "--work-pool"),
+    (["run", "{recipe}", "--dask-address", ""], "--dask-address"),
+    (["models", "verify", ""], "NAME"),
+    (["session", "list", ""], "ID"),
 ])
 def test_an_empty_path_option_is_refused_naming_it(tmp_path, workspace, monkeypatch, argv, option):
     """`--workspace ''` and `--out ''` silently ran against the default folder, `stereo --depth ''`
