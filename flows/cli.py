@@ -516,6 +516,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["DEPTHCRAFT_OFFLINE"] = "1"  # read by provider auto, here and in the flow it starts
     interrupt.install()  # Ctrl-C / SIGTERM: stop within seconds, exit 130 / 143 (flows/interrupt.py)
     try:
+        from .cli_paths import refuse_empty_paths
+
+        refuse_empty_paths(args)  # --out '' (an unset shell variable) is not "no --out"
         return int(args.func(args) or 0)
     except DepthcraftError as e:
         from rich.markup import escape

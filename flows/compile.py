@@ -89,7 +89,14 @@ class Plan:
         every step works at, so it enters the key; without, it only refuses (the recipe's own
         value, as before, so that earlier cache entries stay valid)."""
         ins = self.recipe.inputs
-        return {"max_pixels": self.max_pixels() if ins.downscale else ins.max_pixels, "downscale": ins.downscale}
+        given = ins.max_pixels if ins.max_pixels != self.max_pixels_default() else None  # the default written out = omitted
+        return {"max_pixels": self.max_pixels() if ins.downscale else given, "downscale": ins.downscale}
+
+    @staticmethod
+    def max_pixels_default() -> int:
+        from depthcraft.tasks.lib.images import max_pixels_default
+
+        return max_pixels_default()
 
 
 # -- steps -----------------------------------------------------------------------------------
@@ -243,11 +250,12 @@ def resolve_inputs(recipe: Recipe, src: RecipeSource, ws: Workspace, *, fetch: b
                         continue
                 else:
                     local = Path(h)
+                    line = src.line_of(("inputs", "images", i))
                     if not local.exists():
-                        line = src.line_of(("inputs", "images", i))
                         raise InputError(f"no such file (recipe {src.file}:{line})", path=h)
                     if local.is_dir():
-                        raise InputError("is a folder; use a glob such as photos/*.jpg", path=h)
+                        raise InputError(f"is a folder; use a glob such as photos/*.jpg (recipe {src.file}:{line})",
+                                         path=h)
                 st = local.stat()  # before hashing: a change after this shows in the size or the time
                 item.source = Artifact(path=str(local.resolve()), sha256=sha256_file(local), kind=_input_kind(local),
                                        meta={"origin": h, "name": item.name, "stat": [st.st_size, st.st_mtime_ns]})
@@ -255,7 +263,8 @@ def resolve_inputs(recipe: Recipe, src: RecipeSource, ws: Workspace, *, fetch: b
                     dp = Path(e.depth).expanduser()
                     dp = dp if dp.is_absolute() else base / dp
                     if not dp.exists():
-                        raise InputError("no such depth file", path=str(dp))
+                        raise InputError(f"no such depth file (recipe {src.file}:{src.line_of(('inputs', 'images', i, 'depth'))})",
+                                         path=str(dp))
                     from depthcraft.tasks.lib.depthio import read_depth
 
                     read_depth(dp)  # a colour picture, a truncated or huge file: refused now, by name
@@ -308,11 +317,19 @@ def provider_identity(provider: str, mode: str, cache: dict) -> dict:
     return {**cache[provider], "mode": mode}
 
 
-def output_dir(recipe: Recipe, root: Path, image: str, session: str) -> Path:
+def output_dir(recipe: Recipe, root: Path, image: str, session: str, *, src: RecipeSource | None = None,
+               origin: str | None = None) -> Path:
+    """The input's output folder under ``root``; a folder that resolves outside it (a symbolic
+    link on the way) is the recipe's ``output`` error, naming the recipe file and line (``src``)
+    and the input (``origin``)."""
     rel = recipe.output.format(recipe=recipe.name, image=image, session=session)
     d = (root / rel).resolve()
     if root.resolve() not in (d, *d.parents):
-        raise RecipeError(f"output folder {d} escapes the output root {root}", key="output")
+        what = f"the output folder of input {origin} ({rel})" if origin else f"output folder {rel}"
+        msg = f"{what} is {d}, which escapes the output root {root} (a symbolic link on the way?)"
+        if src is not None:
+            raise src.error(msg, ("output",), hint="remove the link, or choose another output root with --out")
+        raise RecipeError(msg, key="output")
     return d
 
 
@@ -329,7 +346,8 @@ def compile_plan(recipe: Recipe, src: RecipeSource, ws: Workspace, *, out_root: 
     options = plan.key_options()
     uses_provider = any(validated[s.id][0].uses_provider or s.provider for s in recipe.steps)
     for img in images:
-        plan.out_dirs[img.name] = output_dir(recipe, plan.out_root, img.name, plan.session_id)
+        plan.out_dirs[img.name] = output_dir(recipe, plan.out_root, img.name, plan.session_id, src=src,
+                                             origin=img.origin)
     from .outfolders import check_distinct
 
     check_distinct(recipe, src, plan.out_dirs)  # two inputs in one folder would overwrite each other
@@ -361,7 +379,9 @@ def compile_plan(recipe: Recipe, src: RecipeSource, ws: Workspace, *, out_root: 
                     i = recipe.steps.index(d)
                     raise src.error(str(e), ("steps", i, "provider") if d.provider else ("provider",)) from None
                 body["answers"] = recipe.answers
-                body["provider_options"] = recipe.provider_options
+                from depthcraft.tasks.providers.options import key_options
+
+                body["provider_options"] = key_options(provider, recipe.provider_options)  # a default given = omitted
             plan.nodes[(sid, img.name)] = StepNode(step_id=sid, kind=spec.kind, image=img.name, key=stable_hash(body),
                                                    params=params, provider=provider, upstream=list(d.from_),
                                                    step_provider=bool(d.provider),
@@ -372,6 +392,9 @@ def compile_plan(recipe: Recipe, src: RecipeSource, ws: Workspace, *, out_root: 
         from .segments import expand_clips
 
         check_clip_defaults(recipe, src, plan.specs, {sid: validated[sid][1] for sid in order})
+        from .recipe_inert import check_clip_inert
+
+        check_clip_inert(recipe, src, validated, images)  # photo-only settings when every input is a clip
 
         expand_clips(plan, ws)
     return plan

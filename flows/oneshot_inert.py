@@ -70,6 +70,20 @@ def refuse_inert_params(spec, params: Any, values: dict, args) -> None:
         if name in given:
             opt = flag(spec, name, args)
             raise ParameterError(f"{opt} has no effect on a clip: {why}", parameter=opt, hint=f"leave out {opt}")
+    if clip and spec.kind in ("estimate", "refine", "export"):  # the engine writes frames without the scale
+        key = "formats" if spec.kind == "export" else "format"
+        fmts = list(params.formats) if spec.kind == "export" else [params.format]
+        metric = [f for f in fmts if f in inert.METRIC_FORMATS]
+        if metric:
+            opt = flag(spec, key, args)
+            raise ParameterError(f"{metric[0]} cannot be written for a clip: a clip's depth frames are the stable "
+                                 "nearness (0..1), which has no metric scale", parameter=opt,
+                                 hint="write a relative format (grayscale, png16, npy...)")
+        for name in sorted(given):
+            if name.startswith("metric."):
+                raise ParameterError(f"{say(spec, args, name, inert.value_of(params, name))} has no effect on a clip: "
+                                     "a clip's depth frames are the stable nearness (0..1), written without a metric "
+                                     "scale", parameter=flag(spec, name, args), hint="leave out the metric scale")
     if clip and spec.kind == "stereo" and "edge_dilation" in given and params.edge_dilation:  # (0 is read: off)
         raise ParameterError(f"--edge-dilation {params.edge_dilation} has no effect on a clip: a clip's near objects "
                              "grow with the divergence; only 0 (off) is read", parameter="--edge-dilation",

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -99,7 +99,7 @@ class Recipe(_Strict):
     schedule: dict[str, Any] | None = Field(None, description="cron/interval/rrule for `depthcraft deploy`")
     task_runner: Literal["threads", "dask"] = Field("threads", description="how tasks run: threads or dask")
     dask: DaskSettings | None = None
-    concurrency: dict[str, int] = Field(default_factory=dict, description="tag -> max concurrent task runs")
+    concurrency: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict, description="tag -> max concurrent task runs")
 
     @field_validator("output")
     @classmethod
@@ -280,5 +280,10 @@ def load_recipe(path_or_text: str | Path, *, overrides: list[str] | None = None,
     src = parse_source(text, file)
     src.overrides = list(overrides or [])
     if src.overrides:
-        apply_overrides(src.data, src.overrides)
+        try:
+            apply_overrides(src.data, src.overrides)
+        except RecipeError as e:  # (said of the recipe it was given for, not of "<recipe>")
+            if e.file is not None:
+                raise
+            raise RecipeError(e.reason, file=file, key=e.key, hint=e.hint) from None
     return validate_recipe(src), src

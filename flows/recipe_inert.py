@@ -69,3 +69,88 @@ def check_inert(recipe: Recipe, src: RecipeSource, validated: dict[str, tuple[St
                     raise src.error(f"{name} has no effect with the step's provider {s.provider}: the provider refines "
                                     "the map; this sets the local edge refinement", ("steps", i, "with", name),
                                     hint=f"leave out {name}, or the step's provider")
+
+
+# Step settings that the clip engine (depthcraft.tasks.clips: process_clip_segment, each step's
+# clip_frame, the clip writers) never reads, with why; each checked against that code path.
+# Not here on purpose: parallax's pix_fmt and container (on a clip of odd width or height they
+# decide whether the frame is trimmed to even sides or padded), and a setting a step reads on
+# clips too. Refused only when every input of the recipe is a clip: with photos among them the
+# setting is in force for the photos.
+CLIP_INERT = {
+    "stereo": {"interpolation": "each eye of a clip is a row warp with linear sampling",
+               "quality": "a clip's frames are written at the clip writer's own quality",
+               "mask": "a clip writes no mask of filled-in pixels"},
+    "parallax": {"duration": "the video has the clip's length", "fps": "the video has the clip's frame rate",
+                 "crf": "a clip's videos are encoded with the clip writer's settings",
+                 "preset": "a clip's videos are encoded with the clip writer's settings",
+                 "supersample": "each frame of a clip renders at the output size",
+                 "mask": "a clip writes no mask of filled-in pixels"},
+    "bokeh": {"quality": "a clip's frames are written at the clip writer's own quality"},
+    "estimate": {"use_case": "a clip's frames are estimated with the provider's general request",
+                 "message": "a clip's frames are estimated with the provider's general request",
+                 "output": "a clip's depth is the stable nearness (0..1)"},
+    "refine": {"message": "a clip's frames are refined locally"},
+}
+# the metric scale of a depth step: a clip's depth frames are written without it
+METRIC_KINDS = ("estimate", "refine", "export")
+
+
+def _all_clips(images) -> bool:
+    """Every input is a clip (inputs that failed to resolve produce nothing and do not count; an
+    input whose kind is not known yet, such as a URL not fetched, makes it unknown: False)."""
+    kinds = []
+    for img in images:
+        if img.source is None:
+            if getattr(img, "error", None):
+                continue
+            return False
+        kinds.append(img.source.kind)
+    return bool(kinds) and all(k == "video" for k in kinds)
+
+
+def check_clip_inert(recipe: Recipe, src: RecipeSource, validated: dict[str, tuple[StepSpec, Any]],
+                     images) -> None:
+    """Raise the RecipeError of the first step setting (a key of ``with:``) that no clip reads,
+    when every input of the recipe is a clip (:data:`CLIP_INERT`, and ``metric`` on depth steps,
+    ``format`` of stereo and bokeh when the clip is written as a video, stereo's ``edge_dilation``
+    other than 0 and ``scale``); one-shot commands refuse the same for a clip
+    (:mod:`.oneshot_inert`)."""
+    if not _all_clips(images):
+        return
+    for i, s in enumerate(recipe.steps):
+        spec, params = validated[s.id]
+        given = inert.given_names(s.with_)
+
+        def refuse(name: str, why: str, hint: str | None = None, verb: str = "has no effect on"):
+            value = inert.value_of(params, name)
+            raise src.error(f"{inert.say_key(name, value)} {verb} a clip (every input of this recipe is "
+                            f"one): {why}", ("steps", i, "with", *name.split(".")),
+                            hint=hint or f"leave out {name}")
+
+        for name, why in CLIP_INERT.get(spec.kind, {}).items():
+            if name in given:
+                refuse(name, why)
+        if spec.kind in METRIC_KINDS:
+            key = "formats" if spec.kind == "export" else "format"
+            fmts = list(params.formats) if spec.kind == "export" else [params.format]
+            metric = [f for f in fmts if f in inert.METRIC_FORMATS]
+            if metric:  # (every frame failed: "metric depth needs near and far", given or not)
+                refuse(key, f"{metric[0]} needs a metric scale, and a clip's depth frames are the stable nearness "
+                            "(0..1), written without one", hint="write a relative format (grayscale, png16, npy...)",
+                       verb="cannot be written for")
+            for name in sorted(given):
+                if name.startswith("metric."):
+                    refuse(name, "a clip's depth frames are the stable nearness (0..1), written without a metric "
+                                 "scale", hint="leave out metric")
+        if spec.kind == "stereo":
+            if "scale" in given and params.scale is not None:
+                refuse("scale", "exact mode (scale) needs a disparity map; a clip's depth is estimated nearness",
+                       hint="leave out scale; divergence and convergence set a clip's 3D", verb="cannot be used on")
+            if "edge_dilation" in given and params.edge_dilation:  # (0 is read: the growth off)
+                refuse("edge_dilation", "a clip's near objects grow with the divergence; only 0 (off) is read",
+                       hint="leave out edge_dilation, or 0 to turn the growth off")
+        if spec.kind in ("stereo", "bokeh") and "format" in given and s.clip_output != "folder":
+            refuse("format", f"a clip's {spec.kind} frames are encoded into a video (clip_output "
+                             f"{s.clip_output or 'mp4, the default'}); format is the file type of photos and of "
+                             "frame folders", hint="leave out format, or write frame files with clip_output: folder")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from platformdirs import user_data_dir
 
-from depthcraft.tasks.lib.errors import InputError
+from depthcraft.tasks.lib.errors import InputError, ParameterError
 from depthcraft.tasks.lib.store import Store
 
 
@@ -23,6 +23,12 @@ class Workspace:
 
     @classmethod
     def default(cls, root: str | os.PathLike | None = None) -> "Workspace":
+        if root is not None and not str(root).strip():  # (an unset shell variable; never "the default")
+            raise ParameterError("an empty path (an unset shell variable?)", parameter="--workspace",
+                                 hint="give a path, or omit --workspace for its default")
+        if root is None and "DEPTHCRAFT_HOME" in os.environ and not os.environ["DEPTHCRAFT_HOME"].strip():
+            raise ParameterError("set but empty", parameter="DEPTHCRAFT_HOME",
+                                 hint="give it a folder, or unset it (unset DEPTHCRAFT_HOME) to use the default")
         r = root or os.environ.get("DEPTHCRAFT_HOME") or user_data_dir("depthcraft", appauthor=False)
         p = Path(r).expanduser().resolve()
         how = ("--workspace" if root else "DEPTHCRAFT_HOME" if os.environ.get("DEPTHCRAFT_HOME")

@@ -104,19 +104,40 @@ class _LimitedComposer(Composer):
 
     def _check_unique(self, node: MappingNode) -> None:
         # (a recipe with `name:` twice ran under the second name while the first was what the
-        # reader saw; merge keys `<<` are YAML's way to override and are left to the constructor)
-        seen: dict[str, int] = {}
+        # reader saw; merge keys `<<` are YAML's way to override and are left to the constructor).
+        # Keys are compared as the values they construct to, as the mapping will hold them:
+        # `true` and `yes`, `1`, `1.0` and `0x1`, `null` and `~` are one key (the last one wins
+        # silently), while `1` and `"1"` are two.
+        seen: dict = {}  # constructed key -> (line, spelling)
         for k, _ in node.value:
             if not isinstance(k, ScalarNode) or k.tag == "tag:yaml.org,2002:merge":
                 continue
             line = k.start_mark.line + 1
-            if k.value in seen:
+            value = self._key_value(k)
+            try:
+                first = seen.get(value)
+            except TypeError:  # (unhashable: the constructor refuses it in its own words)
+                continue
+            if first is not None:
                 where = self._where()
-                first = "twice on this line" if seen[k.value] == line else f"first on line {seen[k.value]}"
-                raise YamlDuplicateKeyError(f"duplicate key {k.value!r} ({first}); YAML keeps only the last: "
+                at = "twice on this line" if first[0] == line else f"first on line {first[0]}"
+                same = "" if first[1] == k.value else f" (read as the same key as {first[1]!r})"
+                raise YamlDuplicateKeyError(f"duplicate key {k.value!r}{same} ({at}); YAML keeps only the last: "
                                             "remove one", line,
                                             f"{where}.{k.value}" if where else k.value)
-            seen[k.value] = line
+            seen[value] = (line, k.value)
+
+    def _key_value(self, k: ScalarNode):
+        """What the constructor makes of the scalar key ``k`` (its tag is resolved already: ``yes``
+        is a bool, ``0x1`` an int); a tag it does not know, or a value it cannot construct, stays
+        its own key (``(tag, text)``), refused by the constructor later if at all."""
+        make = self.yaml_constructors.get(k.tag)  # (the loader is also the SafeConstructor)
+        if make is None:
+            return (k.tag, k.value)
+        try:
+            return make(self, k)
+        except Exception:  # noqa: BLE001 - e.g. a malformed !!timestamp: said by the constructor itself
+            return (k.tag, k.value)
 
     def _account(self, node) -> None:
         if isinstance(node, ScalarNode):

@@ -51,6 +51,7 @@ class RecipeError(DepthcraftError):
     def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
                  key: str | None = None, hint: str | None = None):
         self.file, self.line, self.key = file, line, key
+        self.reason = message  # without the "file:line: key: " prefix, for callers that re-place it
         where = file or "<recipe>"
         if line is not None:
             where += f":{line}"

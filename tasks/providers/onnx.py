@@ -306,7 +306,9 @@ class OnnxProvider:
             raise InputError(f"the model failed on a {tw}x{th} input ({str(e).splitlines()[0][:300]})",
                              path=str(path)) from None
         raw = squeeze_output(out)
-        method = str((req.options or {}).get("upsample", "guided"))
+        from .options import OPTION_DEFAULTS
+
+        method = str((req.options or {}).get("upsample", OPTION_DEFAULTS["onnx"]["upsample"]))
         full = upsample(np.nan_to_num(raw, nan=float(np.nanmedian(raw))), rgb, method)
         meta = {"model": info.name, "model_input": f"{tw}x{th}", "upsample": method,
                 "licence": info.licence, "output": info.output}

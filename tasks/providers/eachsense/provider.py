@@ -27,6 +27,7 @@ from PIL import Image
 from ...lib.depthmap import DepthMap, normalized_nearness, resize_depth
 from ...lib.errors import InputError, ParameterError
 from ..base import DepthRequest
+from ..options import OPTION_DEFAULTS
 from . import messages as msgs
 from .client import (ClarificationNeeded, EachSenseClient, GenerationError, ImageRejectedError,
                      MAX_IMAGES, SessionError, session_lock)
@@ -228,7 +229,7 @@ class EachSenseProvider:
             raise ImageRejectedError(f"{len(urls)} images in one request; at most {MAX_IMAGES}")
         opts = req.options
         extra = {k: opts[k] for k in ("model", "behavior", "web_search", "enable_safety_checker") if k in opts}
-        extra.setdefault("web_search", False)  # a depth map needs no web search; it costs time
+        extra.setdefault("web_search", OPTION_DEFAULTS["eachsense"]["web_search"])  # a depth map needs no web search; it costs time
         mode = req.mode or "max"
         planner = planner_for(self.client)
         log.info("eachsense: session %s (service session %s), mode %s, %d image(s)", req.session_id, sid, mode,
@@ -280,7 +281,7 @@ class EachSenseProvider:
             meta["metric"] = "not provided by the service"
         if kind == "relative_inverse":
             a = self._relative(a, sample)
-            invert = req.options.get("invert")
+            invert = req.options.get("invert", OPTION_DEFAULTS["eachsense"]["invert"])
             if invert is None:  # what the request asked for, unless the answer says otherwise
                 invert = msgs.says_black_near(res.text) or (msgs.says_black_near(message)
                                                             and not msgs.says_white_near(res.text))
