@@ -216,7 +216,8 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         try:
             value = safe_value(raw) if raw != "" else ""
         except (YamlDuplicateKeyError, YamlLimitError) as e:  # (valid YAML, refused: not a plain string either)
-            raise RecipeError(f"--set {spec!r}: {e.message}", key=dotted.strip()) from None
+            said = spec if len(spec) <= 80 else f"{spec[:60]}... ({len(spec)} characters)"  # one readable line
+            raise RecipeError(f"--set {said!r}: {e.message}", key=dotted.strip()) from None
         except (yaml.YAMLError, ValueError):
             value = raw
         _set_path(data, dotted.strip(), value, spec)
