@@ -168,6 +168,10 @@ def expand_clips(plan, ws: Workspace) -> None:
             cp.targets[sid] = target(node, chosen)
             # a target the recipe chose is part of the key (the step's default is in its kind/params)
             extra = {"target": cp.targets[sid]} if chosen else {}
+            if plan.recipe.provider_options and not node.upstream and node.provider:
+                # (until engine 6 the options, though keyed, never reached the frames: segments
+                # stored then are not what these options make)
+                extra["provider_options_read"] = True
             cp.keys[sid] = [stable_hash({"node": node.key, "frames": [s, e], "warmup": warmup, "engine": engine_version,
                                          "keep_depth": sid in cp.chained, **extra,
                                          "upstream": [cp.keys[u][i] for u in node.upstream]})
@@ -247,6 +251,7 @@ def execute_segment(payload: dict, upstream: list[dict]) -> dict:
             target=payload["target"], provider=payload["provider"], mode=payload["mode"], warmup=payload["warmup"],
             info=clip_info({"info": payload["info"]}), keep_depth=payload["keep_depth"],
             depth=_segment_result(upstream[0]) if upstream else None,
+            provider_options=(payload.get("options") or {}).get("provider_options"),
             workers=1,  # the segments are the parallel work (threads or Dask workers), not frame processes
             progress=lambda done, total: FRAMES.segment_progress(label, index, done))
         unchanged_since_plan(payload["source"])  # the frames read are the clip the key names

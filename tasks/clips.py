@@ -194,15 +194,17 @@ def remote_calls_notice(name: str, kind: str, params: Any, provider: str, frames
 _PROVIDERS: dict = {}
 
 
-def _estimate(provider_name: str, mode: str, rgb: np.ndarray) -> np.ndarray:
-    """Nearness 0..1 (larger = nearer) of a frame from the provider (also run in worker processes)."""
+def _estimate(provider_name: str, mode: str, rgb: np.ndarray, options: dict | None = None) -> np.ndarray:
+    """Nearness 0..1 (larger = nearer) of a frame from the provider (also run in worker processes);
+    ``options``: the recipe's ``provider_options`` (e.g. onnx ``upsample``), as photos get them."""
     from .lib.depthmap import normalized_nearness
     from .providers import DepthRequest, get_provider
 
     prov = _PROVIDERS.get(provider_name)
     if prov is None:
         prov = _PROVIDERS[provider_name] = get_provider(provider_name)
-    dm = prov.estimate(DepthRequest(image=np.ascontiguousarray(rgb), mode=mode, use_case="general"))
+    dm = prov.estimate(DepthRequest(image=np.ascontiguousarray(rgb), mode=mode, use_case="general",
+                                    options=dict(options or {})))
     n = normalized_nearness(dm)
     if n.shape != rgb.shape[:2]:
         import cv2
@@ -211,8 +213,8 @@ def _estimate(provider_name: str, mode: str, rgb: np.ndarray) -> np.ndarray:
     return n
 
 
-def _depth_fn(provider_name: str, mode: str) -> Callable[[np.ndarray], np.ndarray]:
-    return lambda rgb: _estimate(provider_name, mode, rgb)
+def _depth_fn(provider_name: str, mode: str, options: dict | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda rgb: _estimate(provider_name, mode, rgb, options)
 
 
 def estimate_workers() -> int:
@@ -224,7 +226,7 @@ def estimate_workers() -> int:
         return max(1, min(4, os.cpu_count() or 1))
 
 
-def _prefetched(frames, provider: str, mode: str, workers: int, ahead: int):
+def _prefetched(frames, provider: str, mode: str, workers: int, ahead: int, options: dict | None = None):
     """``(frame, nearness)`` in order, the estimates computed ``ahead`` frames in advance on
     ``workers`` processes (bounded: at most ``ahead`` frames in flight). Where worker processes
     cannot start (a daemonic Dask worker, a ``__main__`` that cannot be re-imported) the
@@ -246,7 +248,7 @@ def _prefetched(frames, provider: str, mode: str, workers: int, ahead: int):
         if broken:
             return None
         try:
-            return ex.submit(_estimate, provider, mode, f)
+            return ex.submit(_estimate, provider, mode, f, options)
         except (BrokenProcessPool, RuntimeError):
             return None
 
@@ -257,7 +259,7 @@ def _prefetched(frames, provider: str, mode: str, workers: int, ahead: int):
                 return fut.result()
             except (BrokenProcessPool, RuntimeError):
                 broken = True
-        return _estimate(provider, mode, f)
+        return _estimate(provider, mode, f, options)
 
     pending: deque = deque()
     try:
@@ -312,7 +314,8 @@ def process_clip_segment(kind: str, clip: str | os.PathLike, start: int, stop: i
                          workdir: str | os.PathLike, *, target: str = ".mp4", provider: str = "classic",
                          mode: str = "max", warmup: int = WARMUP_FRAMES, info: ClipInfo | None = None,
                          depth: "SegmentResult | str | os.PathLike | None" = None, keep_depth: bool = False,
-                         workers: int = 1, progress: Callable[[int, int], None] | None = None) -> SegmentResult:
+                         workers: int = 1, progress: Callable[[int, int], None] | None = None,
+                         provider_options: dict | None = None) -> SegmentResult:
     """Run step ``kind`` on frames ``[start, stop)`` of ``clip`` (see the module docstring).
 
     ``params``: the step's params model (or a dict of its parameters); ``target``: ``'folder'`` or
@@ -324,6 +327,7 @@ def process_clip_segment(kind: str, clip: str | os.PathLike, start: int, stop: i
     16-bit FFV1 (for the next step of a chain); ``workers`` > 1: estimate ahead on that many
     spawned processes when every frame needs an estimate (for a command-line process; the
     default 1 suits segments already run in parallel, and scripts without a ``__main__`` guard).
+    ``provider_options``: the recipe's ``provider_options``, given to every frame's estimate.
     Raises :class:`InputError` for a bad clip and
     :class:`ParameterError` for bad parameters."""
     t0 = time.time()
@@ -348,7 +352,7 @@ def process_clip_segment(kind: str, clip: str | os.PathLike, start: int, stop: i
         from .lib.clip import read_depth_frames
 
         upstream = read_depth_frames(src, start if Path(src).is_dir() else 0, stop if Path(src).is_dir() else stop - start)
-    estimator = _depth_fn(provider, mode) if upstream is None else None
+    estimator = _depth_fn(provider, mode, provider_options) if upstream is None else None
     w0 = max(0, start - max(0, int(warmup))) if stab.p.enabled and upstream is None else start
     writers: dict[str, Any] = {}
     state: dict = {"info": info, "frames_total": info.frames}
@@ -357,7 +361,7 @@ def process_clip_segment(kind: str, clip: str | os.PathLike, start: int, stop: i
         source = read_frames(clip, w0, stop, info=info)
         every_frame = not stab.p.enabled or stab.p.keyframe_interval <= 1
         if upstream is None and every_frame and workers > 1 and stop - w0 > 2 * workers:
-            source = _prefetched(source, provider, mode, workers, ahead=2 * workers)
+            source = _prefetched(source, provider, mode, workers, ahead=2 * workers, options=provider_options)
         for i, item in enumerate(source, start=w0):
             if isinstance(item, tuple):
                 rgb, est = item
