@@ -69,7 +69,7 @@ def inert(p: EstimateParams, given: set) -> list:
     depends on the provider (message, a given depth map) is checked where it is known."""
     from .lib.inert import metric_scale
 
-    return metric_scale([p.format], "format")
+    return metric_scale([p.format], "format", known=p.metric.known)
 
 
 SPEC = StepSpec(kind="estimate", version="3", params=EstimateParams, run=run, needs_depth=False,

@@ -61,7 +61,7 @@ def inert(p: ExportParams, given: set) -> list:
     export writes the field of view into every format."""
     from .lib.inert import metric_scale
 
-    return metric_scale(p.formats, "formats", fov_applies=True)
+    return metric_scale(p.formats, "formats", known=p.metric.known, fov_applies=True)
 
 
 SPEC = StepSpec(kind="export", version="2", params=ExportParams, run=run, clip_frame=clip_frame,

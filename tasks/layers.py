@@ -262,7 +262,7 @@ def inert(p: LayersParams, given: set) -> list:
     """Parameters with no effect given the others (refused when written: :mod:`.lib.inert`)."""
     from .lib.inert import Inert, metric_scale
 
-    known = metric_scale(["metric"], "metric")  # (every format "metric": only known_x/known_y without known)
+    known = metric_scale(["metric"], "metric", known=p.metric.known)  # (every format "metric": only known_x/known_y without known)
     if p.depths:
         return [Inert("count", "depths", "the planes are the given depths"),
                 Inert("method", "depths", "the planes are the given depths, not chosen from the histogram"), *known]

@@ -315,7 +315,7 @@ def inert(p: MeshParams, given: set) -> list:
     """Parameters with no effect given the others (refused when written: :mod:`.lib.inert`)."""
     from .lib.inert import Inert, metric_scale
 
-    out = metric_scale(["metric"], "metric")  # (only known_x/known_y without known)
+    out = metric_scale(["metric"], "metric", known=p.metric.known)  # (only known_x/known_y without known)
     if p.format != "glb":
         out.append(Inert("texture_max", "format", "only a GLB has a texture (obj: vertex colours, ply: points)"))
     if p.format == "ply":

@@ -220,7 +220,7 @@ def inert(p: RefineParams, given: set) -> list:
     depends on the provider (message, the local edge settings) is checked where it is known."""
     from .lib.inert import metric_scale
 
-    return metric_scale([p.format], "format")
+    return metric_scale([p.format], "format", known=p.metric.known)
 
 
 LOCAL = ("radius", "color_radius", "band", "margin", "temperature", "median")  # the local edge matting's settings

@@ -1,0 +1,92 @@
+"""A hostile user of the one-shot commands, `models` and the depth file formats: each test
+here failed before its fix (odd photos, absurd options, outputs that must not be torn or lost,
+round-trips of what was written).
+
+The rule for bad input: one line naming the file or option, a non-zero exit, no traceback,
+nothing already produced lost, outputs exactly as documented (docs/formats.md, docs/cli.md)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_cli, save_photo
+
+OFFLINE = {"DEPTHCRAFT_OFFLINE": "1"}
+
+
+@pytest.fixture
+def scene(tmp_path, workspace):
+    """A 160x120 photo (a disc in front of a ramp) and its relative depth map as .npy."""
+    yy, xx = np.mgrid[0:120, 0:160]
+    img = np.dstack([xx * 255 // 159, yy * 255 // 119, ((xx // 8 + yy // 8) % 2) * 200]).astype(np.uint8)
+    p = save_photo(tmp_path / "p.png", img)
+    d = (0.1 + 0.2 * yy / 119).astype(np.float32)
+    d[(yy - 60) ** 2 + (xx - 80) ** 2 < 30 ** 2] = 0.8
+    np.save(tmp_path / "d.npy", d)
+    return p, tmp_path / "d.npy"
+
+
+def one_line(r, *names, code=2) -> str:
+    err = r.stderr.strip()
+    assert r.returncode == code, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr, r.stderr
+    assert len(err.splitlines()) == 1, err
+    for n in names:
+        assert n in err, (n, err)
+    return err
+
+
+# --- metric.known with its pixel -------------------------------------------------------------
+# The "settings with no effect" rule for known_x/known_y fired whether or not `known` was given,
+# so the documented one-known-distance scale (docs/formats.md) was refused everywhere:
+# "--set metric.known_x=3 has no effect with --set metric.known=1.0".
+
+KNOWN = ["--set", "metric.known=2", "--set", "metric.known_x=30", "--set", "metric.known_y=40"]
+
+
+def test_a_known_distance_at_its_pixel_scales_the_export(tmp_path, scene):
+    p, d = scene
+    out = tmp_path / "o" / "m.npy"
+    r = run_cli("export", p, "--depth", d, "--depth-kind", "relative", "-o", out, "--set", "formats=[metric]", *KNOWN,
+                env=OFFLINE)
+    assert r.returncode == 0, r.stderr
+    m = np.load(out)
+    assert m.dtype == np.float32 and m.shape == (120, 160)
+    assert m[40, 30] == pytest.approx(2.0, rel=1e-5)  # row known_y, column known_x
+    meta = json.loads((tmp_path / "o" / "m.npy.json").read_text())
+    assert meta["kind"] == "metric"
+
+
+@pytest.mark.parametrize("step,out,extra", [
+    ("mesh", "m.glb", []),
+    ("layers", "l.png", ["--set", "depths=[1, 3]", "--units", "meters"]),
+    ("estimate", "e.npy", ["--format", "metric"]),
+    ("refine", "r.npy", ["--format", "metric"]),
+])
+def test_a_known_distance_is_taken_by_every_step_that_reads_a_scale(tmp_path, scene, step, out, extra):
+    p, d = scene
+    depth = [] if step == "estimate" else ["--depth", d, "--depth-kind", "relative"]
+    provider = ["--provider", "classic"] if step in ("estimate", "refine") else []
+    r = run_cli(step, p, *depth, *provider, "-o", tmp_path / out, *KNOWN, *extra, env=OFFLINE)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / out).stat().st_size > 0
+
+
+def test_a_pixel_without_a_known_distance_is_still_refused(tmp_path, scene):
+    p, d = scene
+    r = run_cli("mesh", p, "--depth", d, "-o", tmp_path / "m.glb", "--set", "metric.known_x=3", env=OFFLINE)
+    one_line(r, "--set metric.known_x=3", "no effect", "metric.known=null")
+    assert not (tmp_path / "m.glb").exists()
+
+
+def test_a_recipe_with_a_known_distance_validates(tmp_path, scene):
+    p, _ = scene
+    (tmp_path / "r.yaml").write_text(
+        f"version: 1\nname: known\ninputs: {{images: ['{p}']}}\nsteps:\n  - id: depth\n    uses: estimate\n"
+        "  - id: files\n    uses: export\n    from: depth\n    with:\n      formats: [metric]\n"
+        "      metric: {known: 2, known_x: 30, known_y: 40}\n")
+    r = run_cli("validate", tmp_path / "r.yaml", env=OFFLINE)
+    assert r.returncode == 0, r.stderr
