@@ -24,7 +24,7 @@ from typing import Literal
 import cv2
 import numpy as np
 from PIL import Image
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .lib.depthmap import DepthMap, normalized_nearness
 from .lib.errors import ParameterError
@@ -166,11 +166,22 @@ class LayersParams(StepParams):
     count: int = Field(3, ge=1, le=16, description="number of depth planes (ignored when depths are given)")
     method: Literal["kmeans", "otsu", "quantile"] = Field("kmeans", description="how planes are chosen from the "
                                                           "depth histogram: kmeans, otsu (up to 5), quantile")
-    depths: list[float] | None = Field(None, description="plane centres instead: nearness 0..1 (1 = nearest) "
-                                       "or meters with units: meters")
+    depths: list[float] | None = Field(None, min_length=1, max_length=16,
+                                       description="plane centres instead: nearness 0..1 (1 = nearest) "
+                                       "or meters with units: meters (1 to 16, all different)")
     units: Literal["nearness", "meters"] = Field("nearness", description="units of depths")
     metric: MetricScale = Field(default_factory=MetricScale, description="scale for a relative map when depths are meters")
-    feather: float = Field(2.0, ge=0, description="mask edge softness: Gaussian sigma in pixels (0 = hard)")
+    # (bounded: a sigma of 1e9 px was an OpenCV assertion, its kernel size overflowing)
+    feather: float = Field(2.0, ge=0, le=1000, description="mask edge softness: Gaussian sigma in pixels (0 = hard)")
+
+    @field_validator("depths")
+    @classmethod
+    def _distinct(cls, v):
+        # two planes at one centre: which pixel is whose is a tie, not "the nearest centre"
+        if v is not None and len(set(v)) < len(v):
+            dup = next(x for x in v if v.count(x) > 1)
+            raise ValueError(f"plane centre {dup:g} is given twice; each plane needs its own depth")
+        return v
 
 
 def run(ctx: StepContext, p: LayersParams) -> dict[str, Output]:

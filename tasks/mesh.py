@@ -280,7 +280,7 @@ class MeshParams(StepParams):
                                   "(default: the depth map's, else 60)")
     metric: MetricScale = Field(default_factory=MetricScale, description="scale in meters for a relative map "
                                 "(near/far or a known distance); without it the shape is in relative units")
-    far_ratio: float = Field(3.0, gt=1, description="without a metric scale: far/near distance ratio assumed")
+    far_ratio: float = Field(3.0, gt=1, le=1e6, description="without a metric scale: far/near distance ratio assumed")
     max_faces: int = Field(500_000, ge=2, description="triangle budget (points for ply): picks the sampling stride when stride is unset")
     stride: int | None = Field(None, ge=1, description="sample every n-th pixel (overrides max_faces)")
     edge_cut: float | None = Field(0.1, ge=0, description="cut triangles whose far/near depth ratio exceeds "

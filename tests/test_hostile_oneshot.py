@@ -90,3 +90,47 @@ def test_a_recipe_with_a_known_distance_validates(tmp_path, scene):
         "      metric: {known: 2, known_x: 30, known_y: 40}\n")
     r = run_cli("validate", tmp_path / "r.yaml", env=OFFLINE)
     assert r.returncode == 0, r.stderr
+
+
+# --- absurd values: one line naming the option, never an OpenCV assertion or inf/NaN written --
+
+@pytest.mark.parametrize("step,out,opts,named", [
+    # cv2.GaussianBlur's kernel size overflowed: an OpenCV traceback
+    ("layers", "l.png", ["--feather", "1e9"], "--feather"),
+    # 1/near overflowed float32: NaN meters written, or "no triangle is left" blaming edge_cut
+    ("export", "x.exr", ["--set", "formats=[metric_exr]", "--set", "metric.near=1e-300", "--set", "metric.far=2"],
+     "metric.near"),
+    ("export", "x.exr", ["--set", "formats=[metric_exr]", "--set", "metric.near=1", "--set", "metric.far=1e300"],
+     "metric.far"),
+    ("mesh", "m.glb", ["--set", "metric.near=1e-300", "--set", "metric.far=1e300"], "metric.near"),
+    ("export", "x.npy", ["--set", "formats=[metric]", "--set", "metric.known=1e300", "--set", "metric.known_x=1",
+                         "--set", "metric.known_y=1"], "metric.known"),
+    # far / near = 1e300: infinite depth (a RuntimeWarning, then inf vertices in the GLB)
+    ("mesh", "m.glb", ["--far-ratio", "1e300"], "--far-ratio"),
+    # layers' depths: an empty list silently meant "count planes"; two equal centres made a tie
+    # split at the centre itself; a thousand centres wrote two thousand files (count stops at 16)
+    ("layers", "l.png", ["--set", "depths=[]"], "depths"),
+    ("layers", "l.png", ["--set", "depths=[0.5, 0.5]"], "depths"),
+    ("layers", "l.png", ["--set", "depths=[" + ", ".join(str(i / 100) for i in range(1, 41)) + "]"], "depths"),
+])
+def test_an_absurd_value_is_one_line_and_writes_nothing(tmp_path, scene, step, out, opts, named):
+    p, d = scene
+    r = run_cli(step, p, "--depth", d, "--depth-kind", "relative", "-o", tmp_path / "o" / out, *opts, env=OFFLINE)
+    one_line(r, named)
+    assert "Warning" not in r.stderr
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_the_largest_allowed_values_still_write_finite_files(tmp_path, scene):
+    p, d = scene
+    r = run_cli("export", p, "--depth", d, "--depth-kind", "relative", "-o", tmp_path / "x.exr",
+                "--set", "formats=[metric_exr]", "--set", "metric.near=1e-6", "--set", "metric.far=1e9", env=OFFLINE)
+    assert r.returncode == 0 and "Warning" not in r.stderr, r.stderr
+    from depthcraft.tasks.lib.depthio import read_depth
+
+    z, _ = read_depth(tmp_path / "x.exr")
+    assert np.isfinite(z).all() and z.min() == pytest.approx(1e-6) and z.max() == pytest.approx(1e9)
+    r = run_cli("layers", p, "--depth", d, "--depth-kind", "relative", "-o", tmp_path / "l.png", "--feather", "1000",
+                "--set", "depths=[0.2, 0.9]", env=OFFLINE)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "l-layer_1.png").exists() and not (tmp_path / "l-layer_2.png").exists()

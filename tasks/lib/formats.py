@@ -54,9 +54,11 @@ UNITS = {"relative_inverse": "relative", "disparity": "pixels", "depth": "relati
 class MetricScale(StepParams):
     """How to turn relative depth into meters, and the camera it was seen with."""
 
-    near: float | None = Field(None, gt=0, description="distance of the nearest point, meters")
-    far: float | None = Field(None, gt=0, description="distance of the farthest point, meters")
-    known: float | None = Field(None, gt=0, description="one known distance, meters (with known_x, known_y)")
+    # distances from a micrometre to a million km: meters are stored as float32 (and inverted),
+    # and near=1e-300 or far=1e300 made inf/NaN depth written without a word
+    near: float | None = Field(None, ge=1e-6, le=1e9, description="distance of the nearest point, meters")
+    far: float | None = Field(None, ge=1e-6, le=1e9, description="distance of the farthest point, meters")
+    known: float | None = Field(None, ge=1e-6, le=1e9, description="one known distance, meters (with known_x, known_y)")
     known_x: int | None = Field(None, ge=0, description="pixel column of the known distance")
     known_y: int | None = Field(None, ge=0, description="pixel row of the known distance")
     fov_deg: float | None = Field(None, gt=0, lt=180, description="camera horizontal field of view, degrees "
