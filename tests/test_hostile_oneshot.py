@@ -134,3 +134,52 @@ def test_the_largest_allowed_values_still_write_finite_files(tmp_path, scene):
                 "--set", "depths=[0.2, 0.9]", env=OFFLINE)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "l-layer_1.png").exists() and not (tmp_path / "l-layer_2.png").exists()
+
+
+# --- a depth map with a hole (NaN: no depth) ---------------------------------------------------
+
+@pytest.fixture
+def holed(tmp_path):
+    """Meters increasing to the right (1..4 m) with one pixel of no depth (NaN)."""
+    yy, xx = np.mgrid[0:120, 0:160]
+    z = (1 + 3 * xx / 159).astype(np.float32)
+    z[10, 20] = np.nan
+    np.save(tmp_path / "z.npy", z)
+    return tmp_path / "z.npy"
+
+
+def _strict_json(path):
+    def refuse(c):
+        raise AssertionError(f"{path.name} holds {c}, which is not JSON")
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_layers_in_meters_with_a_hole_in_the_map(tmp_path, scene, holed):
+    """One NaN pixel made every centre NaN (1/NaN in min/max): all pixels in plane 0, plane 1
+    empty, and `NaN` written into planes.json, which strict JSON readers refuse."""
+    p, _ = scene
+    r = run_cli("layers", p, "--depth", holed, "--depth-kind", "metric", "-o", tmp_path / "l.png",
+                "--set", "depths=[1.5, 3]", "--units", "meters", "--feather", "0", env=OFFLINE)
+    assert r.returncode == 0, r.stderr
+    planes = _strict_json(tmp_path / "l-planes.json")
+    assert planes["centres"][0] > planes["centres"][1]
+    assert 0.2 < planes["fractions"][0] < 0.4  # 1..2.25 m of 1..4 m (the threshold is at 1/z's midpoint)
+    assert planes["centres_m"][0] == pytest.approx(1.6, abs=0.1)
+
+
+def test_layers_planes_json_is_strict_json(tmp_path, scene, holed):
+    """centres_m was the median of a plane holding the NaN pixel (NaN); quantile planes that no
+    pixel falls in had a NaN centre: both are `null` now."""
+    p, _ = scene
+    r = run_cli("layers", p, "--depth", holed, "--depth-kind", "metric", "-o", tmp_path / "k.png", env=OFFLINE)
+    assert r.returncode == 0, r.stderr
+    planes = _strict_json(tmp_path / "k-planes.json")
+    assert all(isinstance(c, float) for c in planes["centres_m"])
+    flat = np.ones((120, 160), np.float32)
+    flat[:10] = 2
+    np.save(tmp_path / "flat.npy", flat)
+    r = run_cli("layers", p, "--depth", tmp_path / "flat.npy", "--depth-kind", "disparity", "-o", tmp_path / "q.png",
+                "--method", "quantile", "--count", "4", env=OFFLINE)
+    assert r.returncode == 0, r.stderr
+    planes = _strict_json(tmp_path / "q-planes.json")
+    assert None in planes["centres"] and len(planes["centres"]) == 4
