@@ -72,6 +72,6 @@ def inert(p: EstimateParams, given: set) -> list:
     return metric_scale([p.format], "format", known=p.metric.known)
 
 
-SPEC = StepSpec(kind="estimate", version="3", params=EstimateParams, run=run, needs_depth=False,
+SPEC = StepSpec(kind="estimate", version="4", params=EstimateParams, run=run, needs_depth=False,
                 uses_provider=True, params_for_output=params_for_output, output_params=("format",),
                 main_suffixes=main_suffixes, inert=inert, summary="estimate a depth map with the run's provider (or take the given one)")

@@ -331,6 +331,6 @@ def inert(p: MeshParams, given: set) -> list:
     return out
 
 
-SPEC = StepSpec(kind="mesh", version="2", params=MeshParams, run=run, params_for_output=params_for_output,
+SPEC = StepSpec(kind="mesh", version="3", params=MeshParams, run=run, params_for_output=params_for_output,
                 output_params=("format",), main_suffixes=main_suffixes, inert=inert,
                 summary="3D export: textured mesh (GLB/OBJ) or point cloud (PLY) from photo, depth and field of view")

@@ -225,7 +225,7 @@ def inert(p: RefineParams, given: set) -> list:
 
 LOCAL = ("radius", "color_radius", "band", "margin", "temperature", "median")  # the local edge matting's settings
 
-SPEC = StepSpec(kind="refine", version="3", params=RefineParams, run=run, params_for_output=params_for_output,
+SPEC = StepSpec(kind="refine", version="4", params=RefineParams, run=run, params_for_output=params_for_output,
                 output_params=("format",), main_suffixes=main_suffixes,
                 clip_frame=clip_frame,
                 uses_provider=True, inert=inert,

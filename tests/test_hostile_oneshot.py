@@ -183,3 +183,30 @@ def test_layers_planes_json_is_strict_json(tmp_path, scene, holed):
     assert r.returncode == 0, r.stderr
     planes = _strict_json(tmp_path / "q-planes.json")
     assert None in planes["centres"] and len(planes["centres"]) == 4
+
+
+def test_a_hole_stays_a_hole_in_meters(tmp_path, scene, holed):
+    """A disparity map with an invalid pixel (Middlebury writes inf) turned into meters by
+    near/far: the hole came out as the median distance in every metric file (metric_mm's
+    documented "0 = no depth" never happened), while a metric map's hole stayed NaN."""
+    p, _ = scene
+    z = np.load(holed)
+    disp = np.where(np.isfinite(z), 100.0 / z, np.inf).astype(np.float32)
+    np.save(tmp_path / "disp.npy", disp)
+    r = run_cli("export", p, "--depth", tmp_path / "disp.npy", "--depth-kind", "disparity", "-o", tmp_path / "o" / "x.npy",
+                "--set", "formats=[metric, metric_mm, metric_exr, metric_tiff]", "--set", "metric.near=1",
+                "--set", "metric.far=4", env=OFFLINE)
+    assert r.returncode == 0, r.stderr
+    from depthcraft.tasks.lib.depthio import read_depth
+
+    for name in ("x.npy", "x-metric_mm.png", "x-metric_exr.exr", "x-metric_tiff.tif"):
+        m, meta = read_depth(tmp_path / "o" / name)
+        assert np.argwhere(np.isnan(m)).tolist() == [[10, 20]], name
+        ok = np.isfinite(z)
+        assert np.allclose(m[ok], z[ok], atol=6e-4 if name.endswith(".png") else 1e-5), name
+    # a known distance at that pixel has nothing to scale by
+    r = run_cli("export", p, "--depth", tmp_path / "disp.npy", "--depth-kind", "disparity", "-o", tmp_path / "k.npy",
+                "--set", "formats=[metric]", *KNOWN[:2], "--set", "metric.known_x=20", "--set", "metric.known_y=10",
+                env=OFFLINE)
+    one_line(r, "(20, 10)", "no depth")
+    assert not (tmp_path / "k.npy").exists()
