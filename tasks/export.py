@@ -64,6 +64,6 @@ def inert(p: ExportParams, given: set) -> list:
     return metric_scale(p.formats, "formats", known=p.metric.known, fov_applies=True)
 
 
-SPEC = StepSpec(kind="export", version="3", params=ExportParams, run=run, clip_frame=clip_frame,
+SPEC = StepSpec(kind="export", version="4", params=ExportParams, run=run, clip_frame=clip_frame,
                 params_for_output=params_for_output, output_params=("formats",), main_suffixes=main_suffixes,
                 inert=inert, summary="write the depth map in the formats the next tool needs")

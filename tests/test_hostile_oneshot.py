@@ -210,3 +210,40 @@ def test_a_hole_stays_a_hole_in_meters(tmp_path, scene, holed):
                 env=OFFLINE)
     one_line(r, "(20, 10)", "no depth")
     assert not (tmp_path / "k.npy").exists()
+
+
+# --- what a depth file says about itself (docs/formats.md, "Every file says its convention") ---
+
+def test_metric_files_say_the_kind_the_map_had_before_meters(tmp_path, scene):
+    """source_kind was always "metric" in metric files (file_meta saw the converted map); the
+    documented example is a metric file from a relative map saying source_kind relative_inverse."""
+    p, d = scene
+    r = run_cli("export", p, "--depth", d, "--depth-kind", "relative", "-o", tmp_path / "x.npy",
+                "--set", "formats=[metric, metric_mm, metric_exr, metric_tiff, exr]", "--set", "metric.near=1",
+                "--set", "metric.far=4", env=OFFLINE)
+    assert r.returncode == 0, r.stderr
+    from depthcraft.tasks.lib.depthio import read_depth
+
+    for name in ("x.npy", "x-metric_mm.png", "x-metric_exr.exr", "x-metric_tiff.tif", "x-exr.exr"):
+        _, meta = read_depth(tmp_path / name)
+        assert meta["source_kind"] == "relative_inverse", (name, meta)
+    assert read_depth(tmp_path / "x.npy")[1]["kind"] == "metric"
+
+
+def test_metric_mm_says_what_it_clips_and_its_range_is_what_is_read_back(tmp_path, scene):
+    """Distances over 65.535 m (or under 0.5 mm) were clipped without a word, and the file's
+    near/far (documented as the decoded values at the nearest and farthest pixels) said 100 m
+    while 65.535 m is what comes back."""
+    p, d = scene
+    r = run_cli("export", p, "--depth", d, "--depth-kind", "relative", "-o", tmp_path / "x.png",
+                "--set", "formats=[metric_mm]", "--set", "metric.near=1", "--set", "metric.far=100", env=OFFLINE)
+    assert r.returncode == 0, r.stderr
+    assert "notice: metric_mm:" in r.stderr and "65.535 m" in r.stderr and "Traceback" not in r.stderr
+    from depthcraft.tasks.lib.depthio import read_depth
+
+    z, meta = read_depth(tmp_path / "x.png")
+    assert meta["far"] == pytest.approx(float(np.nanmax(z))) == pytest.approx(65.535)
+    assert meta["near"] == pytest.approx(float(np.nanmin(z)), abs=1e-6)
+    r = run_cli("export", p, "--depth", d, "--depth-kind", "relative", "-o", tmp_path / "y.png",
+                "--set", "formats=[metric_mm]", "--set", "metric.near=1", "--set", "metric.far=4", env=OFFLINE)
+    assert r.returncode == 0 and "notice" not in r.stderr, r.stderr  # nothing clipped: nothing said
