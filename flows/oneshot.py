@@ -196,6 +196,9 @@ def run_oneshot(args) -> int:
         from .oneshot_clip import single_frame_note
 
         raise single_frame_note(e, args.image) from None
+    from depthcraft.tasks.lib.outputs import can_write
+
+    can_write(args.output)  # before any work: a folder that takes no new files (/proc, a read-only mount) failed at the end
     img = Path(args.image)
     if not img.exists():
         raise InputError("no such file", path=str(img))
@@ -257,6 +260,10 @@ def run_oneshot(args) -> int:
         for _, dst in written:  # a file beside the output may carry an input's name (`-o pair.jpg` on pair-right.jpg)
             refuse_input(dst, {"the input": img, "--depth": args.depth},
                          parameter="-o" if dst == out else f"-o (beside it, {dst.name})")
+        for _, dst in written:  # a folder under an output's name: said before any file is replaced (not half the set)
+            if dst.is_dir():
+                raise ParameterError(f"{dst}: a folder is in the way of this output; nothing was written",
+                                     parameter="-o" if dst == out else f"-o (beside it, {dst.name})")
         for src, dst in written:
             try:
                 atomic_copy(src, dst)

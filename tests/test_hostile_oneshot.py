@@ -247,3 +247,26 @@ def test_metric_mm_says_what_it_clips_and_its_range_is_what_is_read_back(tmp_pat
     r = run_cli("export", p, "--depth", d, "--depth-kind", "relative", "-o", tmp_path / "y.png",
                 "--set", "formats=[metric_mm]", "--set", "metric.near=1", "--set", "metric.far=4", env=OFFLINE)
     assert r.returncode == 0 and "notice" not in r.stderr, r.stderr  # nothing clipped: nothing said
+
+
+# --- where the output goes ------------------------------------------------------------------
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self"), reason="needs Linux /proc")
+def test_a_folder_that_takes_no_files_is_refused_before_any_work(tmp_path, scene):
+    """`-o /proc/x.mp4` (root passes os.access; the folder refuses new files) rendered the whole
+    video, then failed on the copy: minutes lost for a 4K parallax."""
+    p, _ = scene
+    r = run_cli("parallax", p, "-o", "/proc/depthcraft-x.mp4", env=OFFLINE)
+    one_line(r, "/proc/depthcraft-x.mp4", "cannot write")  # (the provider's "auto: ..." line came first: work began)
+
+
+def test_a_folder_in_the_way_of_one_output_writes_none_of_them(tmp_path, scene):
+    """A folder named like a beside-output (x-preview.png/) failed the fourth copy: three files
+    of the set were written (or replaced) and the command said it failed."""
+    p, d = scene
+    (tmp_path / "o" / "x-preview.png").mkdir(parents=True)
+    (tmp_path / "o" / "x.png").write_bytes(b"the user's earlier file")
+    r = run_cli("export", p, "--depth", d, "-o", tmp_path / "o" / "x.png", env=OFFLINE)
+    one_line(r, "x-preview.png", "folder")
+    assert sorted(f.name for f in (tmp_path / "o").iterdir()) == ["x-preview.png", "x.png"]
+    assert (tmp_path / "o" / "x.png").read_bytes() == b"the user's earlier file"
