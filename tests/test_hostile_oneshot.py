@@ -270,3 +270,59 @@ def test_a_folder_in_the_way_of_one_output_writes_none_of_them(tmp_path, scene):
     one_line(r, "x-preview.png", "folder")
     assert sorted(f.name for f in (tmp_path / "o").iterdir()) == ["x-preview.png", "x.png"]
     assert (tmp_path / "o" / "x.png").read_bytes() == b"the user's earlier file"
+
+
+# --- foreign depth files given with --depth ---------------------------------------------------
+
+def _pfm(header: bytes, values: np.ndarray, tail: bytes = b"") -> bytes:
+    return header + values.tobytes() + tail
+
+
+PFM_CASES = {
+    # a zero scale or NaN has no sign, so no byte order: read as big-endian, denormal garbage
+    "scale-0.pfm": (_pfm(b"Pf\n160 120\n0\n", np.ones((120, 160), "<f4")), "scale 0"),
+    "scale-nan.pfm": (_pfm(b"Pf\n160 120\nnan\n", np.ones((120, 160), "<f4")), "scale nan"),
+    # 0 x 0: an empty map came back (a size mismatch much later)
+    "empty.pfm": (b"Pf\n0 0\n-1.0\n", "size 0x0"),
+    # a stray byte after the values: numpy's "buffer size must be a multiple of element size"
+    "tail.pfm": (_pfm(b"Pf\n160 120\n-1.0\n", np.ones((120, 160), "<f4"), b"\n"), "bytes after its data"),
+    # (a guard, refused before too: a header claiming 100000 x 100000 is sized from the file, never read)
+    "huge.pfm": (b"Pf\n100000 100000\n-1.0\n", "truncated PFM"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PFM_CASES))
+def test_a_malformed_pfm_is_one_line(tmp_path, scene, name):
+    p, _ = scene
+    data, said = PFM_CASES[name]
+    (tmp_path / name).write_bytes(data)
+    r = run_cli("stereo", p, "--depth", tmp_path / name, "-o", tmp_path / "s.png", env=OFFLINE)
+    one_line(r, name, said)
+    assert not (tmp_path / "s.png").exists()
+
+
+@pytest.mark.parametrize("name,array,said", [
+    ("empty.npy", np.zeros((0, 160), np.float32), "empty"),  # (was refused later, as a size mismatch)
+    ("huge.npy", np.full((120, 160), 1e300), "beyond float32"),  # inf with a RuntimeWarning line
+])
+def test_an_npy_that_cannot_be_a_depth_map_is_one_line(tmp_path, scene, name, array, said):
+    p, _ = scene
+    np.save(tmp_path / name, array)
+    r = run_cli("stereo", p, "--depth", tmp_path / name, "-o", tmp_path / "s.png", env=OFFLINE)
+    one_line(r, name, said)
+
+
+def test_pfm_round_trip_keeps_values_orientation_and_byte_order(tmp_path):
+    """depthcraft's PFM is bottom-up, little-endian (scale -1); a big-endian colour PFM whose
+    channels agree reads the same; both give row 0 = the top of the picture."""
+    from depthcraft.tasks.lib.depthio import read_depth, write_pfm
+
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    write_pfm(tmp_path / "a.pfm", a)
+    raw = (tmp_path / "a.pfm").read_bytes()
+    assert raw.startswith(b"Pf\n4 3\n-1.0\n")
+    assert np.frombuffer(raw[len(b"Pf\n4 3\n-1.0\n"):], "<f4")[:4].tolist() == [8, 9, 10, 11]  # bottom row first
+    got, _ = read_depth(tmp_path / "a.pfm")
+    assert got.dtype == np.float32 and np.array_equal(got, a)
+    (tmp_path / "b.pfm").write_bytes(b"PF\n4 3\n1.0\n" + np.repeat(a[::-1, :, None], 3, 2).astype(">f4").tobytes())
+    assert np.array_equal(read_depth(tmp_path / "b.pfm")[0], a)
