@@ -326,3 +326,46 @@ def test_pfm_round_trip_keeps_values_orientation_and_byte_order(tmp_path):
     assert got.dtype == np.float32 and np.array_equal(got, a)
     (tmp_path / "b.pfm").write_bytes(b"PF\n4 3\n1.0\n" + np.repeat(a[::-1, :, None], 3, 2).astype(">f4").tobytes())
     assert np.array_equal(read_depth(tmp_path / "b.pfm")[0], a)
+
+
+# --- models: a folder where a model file belongs ---------------------------------------------
+
+@pytest.fixture
+def mirror(tmp_path, monkeypatch):
+    pytest.importorskip("onnx")
+    import hashlib
+
+    from test_models import UPSTREAM, FileServer, tiny_model_bytes
+
+    from depthcraft.tasks.lib import models as M
+
+    data = tiny_model_bytes(tmp_path)
+    srv = FileServer({"/releases/v1/tiny.onnx": data})
+    monkeypatch.setenv("DEPTHCRAFT_MODELS_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("DEPTHCRAFT_MODELS_MIRROR", srv.base + "/")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.delenv("DEPTHCRAFT_OFFLINE", raising=False)
+    info = M.ModelInfo(name="tiny-test", title="Tiny test model", url=UPSTREAM,
+                       sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data), licence="CC-BY-NC-4.0",
+                       commercial_use=False, description="a test graph", input_size=28)
+    monkeypatch.setitem(M.REGISTRY, info.name, info)
+    yield srv, info, tmp_path / "cache"
+    srv.close()
+
+
+def test_a_folder_under_a_models_name_is_said_before_any_download(mirror, capsys):
+    """A folder at <cache>/NAME.onnx: `models verify` said "missing ... run pull", and pull
+    downloaded the whole model, then failed on the rename with "cannot write the model cache
+    <folder>: Is a directory". Now both name the folder in the way, and nothing is fetched."""
+    from depthcraft.flows import cli_models
+
+    srv, info, cache = mirror
+    (cache / "tiny-test.onnx").mkdir(parents=True)
+    assert cli_models.main(["pull", "tiny-test", "-q"]) != 0
+    err = capsys.readouterr()
+    line = (err.out + err.err).strip()
+    assert "tiny-test.onnx" in line and "folder" in line and len(line.splitlines()) == 1, line
+    assert srv.log == []  # not a byte downloaded
+    assert cli_models.main(["verify", "tiny-test"]) == 1
+    out = capsys.readouterr().out
+    assert "folder" in out and "not in" not in out, out
