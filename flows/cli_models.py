@@ -81,9 +81,19 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _model(name: str, action: str):
+    """The registry entry; an unknown name is said as the argument it is (it said "parameter 'provider'")."""
+    from depthcraft.tasks.lib.errors import ParameterError
+
+    try:
+        return M.get_model(name)
+    except ParameterError as e:
+        raise ParameterError(e.reason, parameter=f"models {action} NAME", hint=e.hint) from None
+
+
 def cmd_pull(args) -> int:
     con = _console()
-    info = M.get_model(args.name)
+    info = _model(args.name, "pull")
     if M.cached_ok(info) and not args.force:  # a file that fails its hash is downloaded again
         con.print(f"{info.name} is already in the cache: {M.cached_path(info)} (`depthcraft models verify "
                   f"{info.name}` re-hashes it; --force downloads it again)")
@@ -106,6 +116,8 @@ def cmd_verify(args) -> int:
     if why:
         raise M.ModelError(f"cannot read the model cache {M.models_dir()}: {why}",
                            hint="make it readable, or set DEPTHCRAFT_MODELS_DIR to another folder")
+    if args.name:
+        _model(args.name, "verify")
     names = [args.name] if args.name else [n for n in M.REGISTRY if M.is_cached(M.REGISTRY[n])]
     if not names:
         con.print(f"no models in the cache ({M.models_dir()})")

@@ -369,3 +369,11 @@ def test_a_folder_under_a_models_name_is_said_before_any_download(mirror, capsys
     assert cli_models.main(["verify", "tiny-test"]) == 1
     out = capsys.readouterr().out
     assert "folder" in out and "not in" not in out, out
+
+
+@pytest.mark.parametrize("action", ["pull", "verify"])
+def test_an_unknown_model_name_is_said_as_the_argument_it_is(action):
+    """`models pull nope` said "parameter 'provider'": no provider was given."""
+    r = run_cli("models", action, "depth-anything-v2-smal", env=OFFLINE)
+    err = one_line(r, f"models {action} NAME", "unknown model 'depth-anything-v2-smal'", "did you mean")
+    assert "provider" not in err
