@@ -13,13 +13,14 @@ from depthcraft.tasks.lib import models as M
 from depthcraft.tasks.lib.errors import DepthcraftError
 
 
-def _console():
+def _console(stderr: bool = False):
     import sys
 
     from rich.console import Console
 
     # Piped output (logs, tests) gets a wide fixed width rather than rich's 80 columns.
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(highlight=False, stderr=stderr, width=None if stream.isatty() else 160)
 
 
 _STATE_STYLE = {"verified": "green", "corrupt": "red", "unverified": "yellow", "partial": "yellow",
@@ -159,7 +160,8 @@ def handler(args) -> int:
     except DepthcraftError as e:
         from rich.markup import escape
 
-        _console().print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)  # one line, however long
+        # on stderr, as every other command's errors: `models list > inventory.txt` kept the error in the file
+        _console(stderr=True).print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)  # one line, however long
         return e.exit_code
 
 
