@@ -377,3 +377,36 @@ def test_an_unknown_model_name_is_said_as_the_argument_it_is(action):
     r = run_cli("models", action, "depth-anything-v2-smal", env=OFFLINE)
     err = one_line(r, f"models {action} NAME", "unknown model 'depth-anything-v2-smal'", "did you mean")
     assert "provider" not in err
+
+
+# --- odd photos ----------------------------------------------------------------------------------
+
+def _float_tiff(path, a):
+    from PIL import Image
+
+    Image.fromarray(a.astype(np.float32)).save(path)
+    return path
+
+
+def test_a_float_tiff_photo_with_one_nan_or_inf_pixel(tmp_path):
+    """One inf pixel made (a - lo) / inf: the whole photo black, with RuntimeWarnings on the
+    terminal; one NaN pixel printed "invalid value encountered in cast"."""
+    from depthcraft.tasks.lib.images import read_image
+
+    ramp = np.tile(np.linspace(0, 1, 160, dtype=np.float32), (120, 1))
+    for bad in (np.nan, np.inf):
+        a = ramp.copy()
+        a[5, 5] = bad
+        p = _float_tiff(tmp_path / f"f{bad}.tif", a)
+        rgb = read_image(p).rgb
+        assert rgb[5, 5].tolist() == [0, 0, 0]
+        assert rgb[60, 159].tolist() == [255, 255, 255] and abs(int(rgb[60, 80, 0]) - 128) <= 1
+        r = run_cli("estimate", p, "--provider", "classic", "-o", tmp_path / f"d{bad}.png", env=OFFLINE)
+        assert r.returncode == 0 and "Warning" not in r.stderr, r.stderr
+
+
+def test_a_float_tiff_of_nan_only_is_one_line(tmp_path):
+    p = _float_tiff(tmp_path / "nan.tif", np.full((120, 160), np.nan))
+    r = run_cli("estimate", p, "--provider", "classic", "-o", tmp_path / "d.png", env=OFFLINE)
+    one_line(r, "nan.tif", "no finite value")
+    assert not (tmp_path / "d.png").exists()

@@ -3,7 +3,8 @@
 Convention: an image in memory is ``uint8`` RGB, ``H x W x 3``, C-contiguous, with the EXIF
 orientation applied and any alpha channel split off (returned separately when asked for).
 Grayscale, palette, CMYK and 16-bit files are converted to that form; a 16-bit file is scaled
-to 8 bits by its full range (65535 -> 255), not clipped.
+to 8 bits by its full range (65535 -> 255), not clipped; a float (TIFF) picture has its finite
+values stretched to 0..255, a NaN or inf pixel black.
 """
 
 from __future__ import annotations
@@ -54,10 +55,14 @@ def _to_rgb(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
         top = 65535.0 if a.max() > 255 or img.mode.startswith("I;16") else 255.0
         g = np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return np.ascontiguousarray(np.repeat(g[..., None], 3, axis=2)), None
-    if img.mode == "F":
+    if img.mode == "F":  # a float picture (TIFF): its finite range stretched to 0..255
         a = np.asarray(img, dtype=np.float32)
-        lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
-        g = ((a - lo) / max(hi - lo, 1e-12) * 255 + 0.5).astype(np.uint8)
+        ok = np.isfinite(a)  # one NaN or inf pixel made the whole picture NaN (black) with RuntimeWarnings
+        if not ok.any():
+            raise ValueError("a float image with no finite value")
+        lo, hi = float(a[ok].min()), float(a[ok].max())
+        g = np.zeros(a.shape, np.uint8)
+        g[ok] = ((a[ok].astype(np.float64) - lo) / max(hi - lo, 1e-12) * 255 + 0.5).astype(np.uint8)
         return np.ascontiguousarray(np.repeat(g[..., None], 3, axis=2)), None
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
@@ -160,7 +165,10 @@ def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int | None =
     missing = missing_data(data)  # None unless a PNG whose data stops early
     if missing:
         raise InputError(f"truncated PNG: {missing}", path=name, hint="the file is damaged: export it again")
-    rgb, alpha = _to_rgb(img)
+    try:
+        rgb, alpha = _to_rgb(img)
+    except ValueError as e:  # (a float picture of NaN only)
+        raise InputError(f"not a picture: {e}", path=name) from None
     if min(w, h) < MIN_SIDE:
         raise InputError(f"image is {w}x{h}; both sides must be at least {MIN_SIDE} px", path=name)
     before = None
