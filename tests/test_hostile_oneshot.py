@@ -410,3 +410,37 @@ def test_a_float_tiff_of_nan_only_is_one_line(tmp_path):
     r = run_cli("estimate", p, "--provider", "classic", "-o", tmp_path / "d.png", env=OFFLINE)
     one_line(r, "nan.tif", "no finite value")
     assert not (tmp_path / "d.png").exists()
+
+
+# --- --set: YAML values that are not what the parameter takes ---------------------------------
+
+@pytest.mark.parametrize("step,out,opts,named", [
+    # a nested --set under a parameter already given a plain value: a TypeError traceback
+    ("stereo", "s.png", ["--divergence", "2", "--set", "divergence.x=1"], "divergence is already set"),
+    ("mesh", "m.glb", ["--set", "metric=5", "--set", "metric.near=1"], "metric is already set"),
+    # YAML's true where a number goes was taken as 1 (stride 1: the finest mesh, silently)
+    ("mesh", "m.glb", ["--set", "stride=true"], "--stride"),
+    ("bokeh", "b.png", ["--set", "focus_x=true", "--set", "focus_y=1"], "--focus-x"),
+    ("mesh", "m.glb", ["--set", "metric.near=yes", "--set", "metric.far=3"], "metric.near"),
+])
+def test_a_set_value_of_the_wrong_shape_is_one_line(tmp_path, scene, step, out, opts, named):
+    p, d = scene
+    r = run_cli(step, p, "--depth", d, "-o", tmp_path / out, *opts, env=OFFLINE)
+    one_line(r, named)
+    assert not (tmp_path / out).exists()
+
+
+def test_yaml_off_is_the_documented_word_not_false(tmp_path, scene):
+    """viewer's `auto: off` (docs: idle, always or off) is YAML 1.1's false: refused as
+    "Input should be 'idle', 'always' or 'off' (got False)" in recipes and with --set."""
+    p, d = scene
+    r = run_cli("viewer", p, "--depth", d, "-o", tmp_path / "v.html", "--set", "auto=off", env=OFFLINE)
+    assert r.returncode == 0, r.stderr
+    assert '"auto":"off"' in (tmp_path / "v.html").read_text().replace(" ", "")
+    (tmp_path / "r.yaml").write_text(
+        f"version: 1\nname: v\ninputs: {{images: ['{p}']}}\nsteps:\n  - id: d\n    uses: estimate\n"
+        "  - id: page\n    uses: viewer\n    from: d\n    with: {auto: off}\n")
+    r = run_cli("validate", tmp_path / "r.yaml", env=OFFLINE)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("viewer", p, "--depth", d, "-o", tmp_path / "w.html", "--set", "auto=on", env=OFFLINE)
+    one_line(r, "--auto", "idle, always, off")  # no "on" among the choices: said, not guessed
