@@ -444,3 +444,23 @@ def test_yaml_off_is_the_documented_word_not_false(tmp_path, scene):
     assert r.returncode == 0, r.stderr
     r = run_cli("viewer", p, "--depth", d, "-o", tmp_path / "w.html", "--set", "auto=on", env=OFFLINE)
     one_line(r, "--auto", "idle, always, off")  # no "on" among the choices: said, not guessed
+
+
+@pytest.mark.parametrize("out,kind", [("d.npy", "disparity"), ("d.pfm", "relative_inverse")])
+def test_refine_writes_the_sidecar_that_says_what_its_npy_holds(tmp_path, scene, out, kind):
+    """estimate -o x.npy writes x.npy.json; refine wrote the .npy alone, so a refined disparity map
+    (pixels) read back as relative_inverse, and a PFM's normalised values had no metadata."""
+    p, d = scene
+    disp = (np.load(d) * 40).astype(np.float32)
+    np.save(tmp_path / "disp.npy", disp)
+    r = run_cli("refine", p, "--depth", tmp_path / "disp.npy", "--depth-kind", "disparity", "-o", tmp_path / out,
+                env=OFFLINE)
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((tmp_path / (out + ".json")).read_text())
+    assert meta["kind"] == kind and meta["source_kind"] == "disparity"
+    from depthcraft.tasks.lib.depthio import read_depthmap
+
+    dm = read_depthmap(tmp_path / out)
+    assert dm.kind == kind
+    if kind == "disparity":
+        assert float(np.nanmax(dm.data)) == pytest.approx(float(disp.max()), rel=0.05)  # pixels, not 0..1
