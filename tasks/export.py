@@ -16,7 +16,8 @@ from .lib.step import Output, StepContext, StepParams, StepSpec
 
 
 class ExportParams(StepParams):
-    formats: list[FormatName] = Field(default_factory=lambda: ["grayscale", "png16", "npy", "preview"],
+    # (at least one: `formats: []` wrote nothing and exited 0, -o's file never made)
+    formats: list[FormatName] = Field(default_factory=lambda: ["grayscale", "png16", "npy", "preview"], min_length=1,
                                       description="formats to write, any of: " + ", ".join(FORMATS))
     metric: MetricScale = Field(default_factory=MetricScale, description="scale for metric formats")
 

@@ -464,3 +464,11 @@ def test_refine_writes_the_sidecar_that_says_what_its_npy_holds(tmp_path, scene,
     assert dm.kind == kind
     if kind == "disparity":
         assert float(np.nanmax(dm.data)) == pytest.approx(float(disp.max()), rel=0.05)  # pixels, not 0..1
+
+
+def test_export_with_no_format_is_one_line_not_a_silent_success(tmp_path, scene):
+    """`--set formats=[]`: exit 0, no line, and -o's file never written."""
+    p, d = scene
+    r = run_cli("export", p, "--depth", d, "-o", tmp_path / "x.png", "--set", "formats=[]", env=OFFLINE)
+    one_line(r, "formats")
+    assert not (tmp_path / "x.png").exists()
