@@ -472,3 +472,21 @@ def test_export_with_no_format_is_one_line_not_a_silent_success(tmp_path, scene)
     r = run_cli("export", p, "--depth", d, "-o", tmp_path / "x.png", "--set", "formats=[]", env=OFFLINE)
     one_line(r, "formats")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_the_pixel_limit_hint_is_a_value_it_takes_and_small_limits_are_said(tmp_path, scene):
+    """DEPTHCRAFT_MAX_PIXELS=abc was refused with the hint `=5e+07`, which is refused the same
+    way (a whole number is digits); a limit under 1 MP was said as "over the limit of 0 MP"."""
+    import re
+
+    p, _ = scene
+    r = run_cli("estimate", p, "--provider", "classic", "-o", tmp_path / "e.png", env={**OFFLINE,
+                "DEPTHCRAFT_MAX_PIXELS": "abc"})
+    err = one_line(r, "DEPTHCRAFT_MAX_PIXELS", "'abc'")
+    hinted = re.search(r"DEPTHCRAFT_MAX_PIXELS=(\S+)", err).group(1)
+    r = run_cli("estimate", p, "--provider", "classic", "-o", tmp_path / "d.png",
+                env={**OFFLINE, "DEPTHCRAFT_MAX_PIXELS": hinted})
+    assert r.returncode == 0, (hinted, r.stderr)
+    r = run_cli("estimate", p, "--provider", "classic", "-o", tmp_path / "e.png", "--max-pixels", "5000", env=OFFLINE)
+    err = one_line(r, "19,200 pixels", "limit of 5,000 pixels")
+    assert "0 MP" not in err

@@ -98,6 +98,11 @@ def exif_orientation(img: Image.Image) -> int:
         return 1
 
 
+def _amount(pixels: int) -> str:
+    """``12.2 MP``; under a megapixel, the pixels themselves (a limit of 5000 read "0 MP")."""
+    return f"{pixels / 1e6:.1f} MP" if pixels >= 1_000_000 else f"{pixels:,} pixels"
+
+
 def decode_budget(limit: int | None = None) -> int:
     """The most pixels ever decoded at once: 4 x the pixel limit, at least 200 MP (600 MB as RGB).
 
@@ -136,7 +141,7 @@ def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int | None =
         w, h = (h0, w0) if rotated else (w0, h0)  # the size once EXIF orientation is applied
         if w * h > limit and not downscale:
             raise InputError(
-                f"image is {w}x{h} = {w * h / 1e6:.1f} MP, over the limit of {limit / 1e6:.0f} MP",
+                f"image is {w}x{h} = {_amount(w * h)}, over the limit of {_amount(limit)}",
                 path=name, hint="pass --downscale (or `downscale: true` in the recipe), or raise "
                 "the limit with --max-pixels / DEPTHCRAFT_MAX_PIXELS")
         if img.format == "JPEG" and len(data) * 512 < w0 * h0:
