@@ -162,6 +162,10 @@ def run_oneshot(args) -> int:
     from . import progress, recovery
 
     spec = steps()[args.step_kind]
+    for what, name in (("the photo", args.image), ("--depth", args.depth)):
+        if name is not None and not str(name).strip():  # ("" was "." (a folder); --depth "" was no --depth at all)
+            raise InputError(f"{what}: an empty file name", path=repr(str(name)),
+                             hint="an unset shell variable? give the file's name")
     if isinstance(args.output, list):  # -o given twice: the first one was silently dropped
         if len(args.output) > 1:
             raise ParameterError(f"-o {args.output[0]} has no effect with -o {args.output[-1]}: one command writes "

@@ -490,3 +490,24 @@ def test_the_pixel_limit_hint_is_a_value_it_takes_and_small_limits_are_said(tmp_
     r = run_cli("estimate", p, "--provider", "classic", "-o", tmp_path / "e.png", "--max-pixels", "5000", env=OFFLINE)
     err = one_line(r, "19,200 pixels", "limit of 5,000 pixels")
     assert "0 MP" not in err
+
+
+@pytest.mark.parametrize("suffix", [".png", ".npy", ".exr", ".npz", ".tif"])
+def test_an_empty_depth_file_is_said_as_empty(tmp_path, scene, suffix):
+    """A 0-byte --depth was each decoder's own words: "EOF: reading magic string, expected 8
+    bytes got 0", "not enough values to unpack (expected 2, got 0)", "No data left in file"."""
+    p, _ = scene
+    (tmp_path / f"d{suffix}").write_bytes(b"")
+    r = run_cli("stereo", p, "--depth", tmp_path / f"d{suffix}", "-o", tmp_path / "s.png", env=OFFLINE)
+    one_line(r, f"d{suffix}", "empty file")
+
+
+def test_an_empty_name_for_the_photo_or_the_depth_is_said(tmp_path, scene):
+    """`--depth ""` (an unset shell variable) was taken as no --depth: the map was estimated
+    instead, exit 0; an empty photo name was "error: .: is a folder"."""
+    p, _ = scene
+    r = run_cli("stereo", p, "--depth", "", "-o", tmp_path / "s.png", env=OFFLINE)
+    one_line(r, "--depth", "empty file name")
+    assert not (tmp_path / "s.png").exists()
+    r = run_cli("estimate", "", "-o", tmp_path / "e.png", env=OFFLINE)
+    one_line(r, "the photo", "empty file name")

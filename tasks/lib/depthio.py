@@ -127,6 +127,10 @@ def read_depth(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     p = Path(path)
     if not p.exists():
         raise InputError("no such depth file", path=str(p))
+    if p.is_dir():
+        raise InputError("is a folder, not a depth file", path=str(p))
+    if p.stat().st_size == 0:  # (each decoder said it its own way: "EOF: reading magic string", "not enough values")
+        raise InputError("is an empty file (0 bytes), not a depth map", path=str(p))
     suffix = p.suffix.lower()
     meta: dict = {}
     try:
