@@ -511,3 +511,22 @@ def test_an_empty_name_for_the_photo_or_the_depth_is_said(tmp_path, scene):
     assert not (tmp_path / "s.png").exists()
     r = run_cli("estimate", "", "-o", tmp_path / "e.png", env=OFFLINE)
     one_line(r, "the photo", "empty file name")
+
+
+def test_a_jpeg_with_a_preview_or_a_stereo_mpo_is_a_photo(tmp_path, scene):
+    """Camera JPEGs that carry a large preview as a second MPO image (CIPA DC-007), and the
+    stereo MPO depthcraft writes itself, were refused as "animated MPO (2 frames) is a clip, not
+    a photo", though no clip command takes them: the primary (first) image is the photo."""
+    from PIL import Image
+
+    p, d = scene
+    photo = Image.open(p).convert("RGB")
+    photo.save(tmp_path / "cam.jpg", format="MPO", save_all=True, append_images=[photo.resize((80, 60))])
+    r = run_cli("bokeh", tmp_path / "cam.jpg", "--depth", d, "-o", tmp_path / "b.png", env=OFFLINE)
+    assert r.returncode == 0 and "notice" not in r.stderr, r.stderr  # a preview is not news
+    assert Image.open(tmp_path / "b.png").size == (160, 120)
+    r = run_cli("stereo", p, "--depth", d, "-o", tmp_path / "pair.mpo", env=OFFLINE)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("estimate", tmp_path / "pair.mpo", "--provider", "classic", "-o", tmp_path / "e.png", env=OFFLINE)
+    assert r.returncode == 0 and "the left eye" in r.stderr, r.stderr
+    assert Image.open(tmp_path / "e.png").size == (160, 120)

@@ -98,6 +98,19 @@ def exif_orientation(img: Image.Image) -> int:
         return 1
 
 
+def _mpo_views(img: Image.Image) -> int:
+    """How many images of an MPO have the primary image's size (views; a preview is smaller)."""
+    size, n = img.size, 0
+    try:
+        for i in range(img.n_frames):
+            img.seek(i)
+            n += img.size == size
+    except (OSError, EOFError):
+        pass
+    img.seek(0)
+    return n
+
+
 def _amount(pixels: int) -> str:
     """``12.2 MP``; under a megapixel, the pixels themselves (a limit of 5000 read "0 MP")."""
     return f"{pixels / 1e6:.1f} MP" if pixels >= 1_000_000 else f"{pixels:,} pixels"
@@ -132,6 +145,14 @@ def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int | None =
             if img.format == "TIFF":  # pages (scans, a thumbnail, a stack), not an animation: the first, said
                 notice(f"{name}: a TIFF of {img.n_frames} pages: using the first ({img.size[0]}x{img.size[1]}); "
                        "save another page as its own file to use it")
+            elif img.format == "MPO":
+                # a JPEG with more images (CIPA DC-007): camera JPEGs carry a large preview this way, a
+                # stereo MPO (ours too) its right eye; the first is the primary image (it was refused
+                # as "a clip", which no command took). Said only for views of its own size (a stereo set)
+                if _mpo_views(img) > 1:
+                    notice(f"{name}: an MPO of {img.n_frames} views (a stereo pair?): using the first "
+                           f"({img.size[0]}x{img.size[1]}), the left eye")
+                img.seek(0)
             else:  # never silently the first frame: an animation is a clip (tasks/lib/clip.py)
                 raise InputError(f"animated {img.format or 'image'} ({img.n_frames} frames) is a clip, not a photo",
                                  path=name, hint="clips go to the clip commands and recipe inputs as they are; "
