@@ -116,8 +116,11 @@ def params_from_args(spec: StepSpec, args) -> Any:
         k, raw = s.split("=", 1)
         node = values
         parts = k.strip().split(".")
-        for part in parts[:-1]:
+        for i, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):  # (`--divergence 2 --set divergence.x=1`: a TypeError traceback)
+                raise ParameterError(f"--set {s!r}: {'.'.join(parts[:i + 1])} is already set to {node!r}, which "
+                                     "has no parts", parameter="--set", hint="give the parameter once")
         try:
             new = yaml.safe_load(raw) if raw else ""
         except yaml.YAMLError as e:  # (e.g. an unclosed list: `--set divergence=[1`)

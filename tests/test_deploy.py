@@ -185,7 +185,7 @@ def test_triggered_run_is_served_and_sees_new_photos(prefect_server, tmp_path, p
 
     rows = list_runs(Workspace.default(ws), "served")
     row = next(x for x in rows if x["run_id"] == str(fr.id))
-    assert row["state"] == "Completed" and row["deployment"] == "served" and row["computed"] == 4, row
+    assert row["state"] == "Completed" and row["deployment"] == "served" and row["computed"] == 4
     assert row["duration_s"] > 0 and Path(row["out_dir"]).is_relative_to(out)
     r = run_cli("--workspace", ws, "runs", "served")  # the command line prints it
     assert r.returncode == 0 and "served" in r.stdout
