@@ -13,13 +13,14 @@ from depthcraft.tasks.lib import models as M
 from depthcraft.tasks.lib.errors import DepthcraftError
 
 
-def _console():
+def _console(stderr: bool = False):
     import sys
 
     from rich.console import Console
 
     # Piped output (logs, tests) gets a wide fixed width rather than rich's 80 columns.
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(highlight=False, stderr=stderr, width=None if stream.isatty() else 160)
 
 
 _STATE_STYLE = {"verified": "green", "corrupt": "red", "unverified": "yellow", "partial": "yellow",
@@ -81,9 +82,19 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _model(name: str, action: str):
+    """The registry entry; an unknown name is said as the argument it is (it said "parameter 'provider'")."""
+    from depthcraft.tasks.lib.errors import ParameterError
+
+    try:
+        return M.get_model(name)
+    except ParameterError as e:
+        raise ParameterError(e.reason, parameter=f"models {action} NAME", hint=e.hint) from None
+
+
 def cmd_pull(args) -> int:
     con = _console()
-    info = M.get_model(args.name)
+    info = _model(args.name, "pull")
     if M.cached_ok(info) and not args.force:  # a file that fails its hash is downloaded again
         con.print(f"{info.name} is already in the cache: {M.cached_path(info)} (`depthcraft models verify "
                   f"{info.name}` re-hashes it; --force downloads it again)")
@@ -106,6 +117,8 @@ def cmd_verify(args) -> int:
     if why:
         raise M.ModelError(f"cannot read the model cache {M.models_dir()}: {why}",
                            hint="make it readable, or set DEPTHCRAFT_MODELS_DIR to another folder")
+    if args.name:
+        _model(args.name, "verify")
     names = [args.name] if args.name else [n for n in M.REGISTRY if M.is_cached(M.REGISTRY[n])]
     if not names:
         con.print(f"no models in the cache ({M.models_dir()})")
@@ -147,7 +160,8 @@ def handler(args) -> int:
     except DepthcraftError as e:
         from rich.markup import escape
 
-        _console().print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)  # one line, however long
+        # on stderr, as every other command's errors: `models list > inventory.txt` kept the error in the file
+        _console(stderr=True).print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)  # one line, however long
         return e.exit_code
 
 

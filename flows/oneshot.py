@@ -116,8 +116,11 @@ def params_from_args(spec: StepSpec, args) -> Any:
         k, raw = s.split("=", 1)
         node = values
         parts = k.strip().split(".")
-        for part in parts[:-1]:
+        for i, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):  # (`--divergence 2 --set divergence.x=1`: a TypeError traceback)
+                raise ParameterError(f"--set {s!r}: {'.'.join(parts[:i + 1])} is already set to {node!r}, which "
+                                     "has no parts", parameter="--set", hint="give the parameter once")
         try:
             new = yaml.safe_load(raw) if raw else ""
         except yaml.YAMLError as e:  # (e.g. an unclosed list: `--set divergence=[1`)
@@ -162,6 +165,10 @@ def run_oneshot(args) -> int:
     from . import progress, recovery
 
     spec = steps()[args.step_kind]
+    for what, name in (("the photo", args.image), ("--depth", args.depth)):
+        if name is not None and not str(name).strip():  # ("" was "." (a folder); --depth "" was no --depth at all)
+            raise InputError(f"{what}: an empty file name", path=repr(str(name)),
+                             hint="an unset shell variable? give the file's name")
     if isinstance(args.output, list):  # -o given twice: the first one was silently dropped
         if len(args.output) > 1:
             raise ParameterError(f"-o {args.output[0]} has no effect with -o {args.output[-1]}: one command writes "
@@ -196,6 +203,9 @@ def run_oneshot(args) -> int:
         from .oneshot_clip import single_frame_note
 
         raise single_frame_note(e, args.image) from None
+    from depthcraft.tasks.lib.outputs import can_write
+
+    can_write(args.output)  # before any work: a folder that takes no new files (/proc, a read-only mount) failed at the end
     img = Path(args.image)
     if not img.exists():
         raise InputError("no such file", path=str(img))
@@ -257,6 +267,10 @@ def run_oneshot(args) -> int:
         for _, dst in written:  # a file beside the output may carry an input's name (`-o pair.jpg` on pair-right.jpg)
             refuse_input(dst, {"the input": img, "--depth": args.depth},
                          parameter="-o" if dst == out else f"-o (beside it, {dst.name})")
+        for _, dst in written:  # a folder under an output's name: said before any file is replaced (not half the set)
+            if dst.is_dir():
+                raise ParameterError(f"{dst}: a folder is in the way of this output; nothing was written",
+                                     parameter="-o" if dst == out else f"-o (beside it, {dst.name})")
         for src, dst in written:
             try:
                 atomic_copy(src, dst)

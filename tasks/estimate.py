@@ -69,9 +69,9 @@ def inert(p: EstimateParams, given: set) -> list:
     depends on the provider (message, a given depth map) is checked where it is known."""
     from .lib.inert import metric_scale
 
-    return metric_scale([p.format], "format")
+    return metric_scale([p.format], "format", known=p.metric.known)
 
 
-SPEC = StepSpec(kind="estimate", version="3", params=EstimateParams, run=run, needs_depth=False,
+SPEC = StepSpec(kind="estimate", version="4", params=EstimateParams, run=run, needs_depth=False,
                 uses_provider=True, params_for_output=params_for_output, output_params=("format",),
                 main_suffixes=main_suffixes, inert=inert, summary="estimate a depth map with the run's provider (or take the given one)")

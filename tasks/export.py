@@ -16,7 +16,8 @@ from .lib.step import Output, StepContext, StepParams, StepSpec
 
 
 class ExportParams(StepParams):
-    formats: list[FormatName] = Field(default_factory=lambda: ["grayscale", "png16", "npy", "preview"],
+    # (at least one: `formats: []` wrote nothing and exited 0, -o's file never made)
+    formats: list[FormatName] = Field(default_factory=lambda: ["grayscale", "png16", "npy", "preview"], min_length=1,
                                       description="formats to write, any of: " + ", ".join(FORMATS))
     metric: MetricScale = Field(default_factory=MetricScale, description="scale for metric formats")
 
@@ -61,9 +62,9 @@ def inert(p: ExportParams, given: set) -> list:
     export writes the field of view into every format."""
     from .lib.inert import metric_scale
 
-    return metric_scale(p.formats, "formats", fov_applies=True)
+    return metric_scale(p.formats, "formats", known=p.metric.known, fov_applies=True)
 
 
-SPEC = StepSpec(kind="export", version="2", params=ExportParams, run=run, clip_frame=clip_frame,
+SPEC = StepSpec(kind="export", version="4", params=ExportParams, run=run, clip_frame=clip_frame,
                 params_for_output=params_for_output, output_params=("formats",), main_suffixes=main_suffixes,
                 inert=inert, summary="write the depth map in the formats the next tool needs")

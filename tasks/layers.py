@@ -24,7 +24,7 @@ from typing import Literal
 import cv2
 import numpy as np
 from PIL import Image
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .lib.depthmap import DepthMap, normalized_nearness
 from .lib.errors import ParameterError
@@ -138,9 +138,14 @@ def split_layers(rgb: np.ndarray, dm: DepthMap, *, count: int = 3, method: str =
             if np.any(d <= 0):
                 raise ParameterError("plane distances must be positive meters", parameter="depths")
             # work on the metric map's own inverse depth, so that centres and pixels share a scale
-            inv = 1.0 / np.maximum(metric_of(dm, scale).data.astype(np.float64), 1e-9)
-            lo, hi = float(inv.min()), float(inv.max())
+            m = metric_of(dm, scale).data.astype(np.float64)
+            ok = np.isfinite(m) & (m > 0)  # a pixel with no depth (NaN, inf, 0) made every centre NaN
+            if not ok.any():
+                raise ParameterError("the depth map has no valid value to place planes in meters", parameter="depths")
+            inv = 1.0 / np.where(ok, m, 1.0)
+            lo, hi = float(inv[ok].min()), float(inv[ok].max())
             n = ((inv - lo) / max(hi - lo, 1e-12)).astype(np.float32)
+            n[~ok] = np.median(n[ok])  # as normalized_nearness fills them: the planes' own median
             d = (1.0 / d - lo) / max(hi - lo, 1e-12)
         elif np.any((d < 0) | (d > 1)):
             raise ParameterError("plane depths as nearness must lie in 0..1 (1 = nearest); "
@@ -157,8 +162,16 @@ def split_layers(rgb: np.ndarray, dm: DepthMap, *, count: int = 3, method: str =
            "fractions": [float((labels == i).mean()) for i in range(k)]}
     if dm.kind == "metric" or (scale is not None and scale.given()):
         m = metric_of(dm, scale).data
-        out["centres_m"] = [float(np.median(m[labels == i])) if (labels == i).any() else None for i in range(k)]
+        ok = np.isfinite(m)
+        out["centres_m"] = [float(np.median(m[(labels == i) & ok])) if ((labels == i) & ok).any() else None
+                            for i in range(k)]
     return out
+
+
+def _json_numbers(values: list) -> list:
+    """``values`` with NaN (a plane no pixel fell in, e.g. quantiles of a flat map) as ``null``:
+    ``NaN`` is not JSON (RFC 8259), and strict readers refuse the whole file."""
+    return [None if v is None or not np.isfinite(v) else v for v in values]
 
 
 # -- the step --------------------------------------------------------------------------------
@@ -166,11 +179,22 @@ class LayersParams(StepParams):
     count: int = Field(3, ge=1, le=16, description="number of depth planes (ignored when depths are given)")
     method: Literal["kmeans", "otsu", "quantile"] = Field("kmeans", description="how planes are chosen from the "
                                                           "depth histogram: kmeans, otsu (up to 5), quantile")
-    depths: list[float] | None = Field(None, description="plane centres instead: nearness 0..1 (1 = nearest) "
-                                       "or meters with units: meters")
+    depths: list[float] | None = Field(None, min_length=1, max_length=16,
+                                       description="plane centres instead: nearness 0..1 (1 = nearest) "
+                                       "or meters with units: meters (1 to 16, all different)")
     units: Literal["nearness", "meters"] = Field("nearness", description="units of depths")
     metric: MetricScale = Field(default_factory=MetricScale, description="scale for a relative map when depths are meters")
-    feather: float = Field(2.0, ge=0, description="mask edge softness: Gaussian sigma in pixels (0 = hard)")
+    # (bounded: a sigma of 1e9 px was an OpenCV assertion, its kernel size overflowing)
+    feather: float = Field(2.0, ge=0, le=1000, description="mask edge softness: Gaussian sigma in pixels (0 = hard)")
+
+    @field_validator("depths")
+    @classmethod
+    def _distinct(cls, v):
+        # two planes at one centre: which pixel is whose is a tie, not "the nearest centre"
+        if v is not None and len(set(v)) < len(v):
+            dup = next(x for x in v if v.count(x) > 1)
+            raise ValueError(f"plane centre {dup:g} is given twice; each plane needs its own depth")
+        return v
 
 
 def run(ctx: StepContext, p: LayersParams) -> dict[str, Output]:
@@ -183,12 +207,12 @@ def run(ctx: StepContext, p: LayersParams) -> dict[str, Output]:
         res["layers"] = rgba_layers(rgb, res["masks"], alpha)
         rgb = over_background(rgb, alpha)
     k = len(res["centres"])
-    info = {"planes": k, "centres": json.dumps(res["centres"]), "fractions": json.dumps(res["fractions"])}
+    info = {"planes": k, "centres": json.dumps(_json_numbers(res["centres"])), "fractions": json.dumps(res["fractions"])}
     path = ctx.out("main", ".png")
     Image.fromarray(plane_preview(rgb, res["labels"], k)).save(path)
     outs = {"main": Output(path, "image", info)}
     for i in range(k):
-        plane = {"plane": i, "nearness": res["centres"][i], "order": "0 = nearest"}
+        plane = {"plane": i, "nearness": _json_numbers(res["centres"])[i], "order": "0 = nearest"}
         if "centres_m" in res and res["centres_m"][i] is not None:
             plane["distance_m"] = res["centres_m"][i]
         lp = ctx.out(f"layer_{i}", ".png")
@@ -198,8 +222,8 @@ def run(ctx: StepContext, p: LayersParams) -> dict[str, Output]:
         outs[f"layer_{i}"] = Output(lp, "image", plane)
         outs[f"mask_{i}"] = Output(mp, "mask", plane)
     planes = ctx.out("planes", ".json")
-    planes.write_text(json.dumps({k_: v for k_, v in res.items() if k_ in ("centres", "thresholds", "fractions",
-                                                                           "centres_m")}, indent=1))
+    planes.write_text(json.dumps({k_: _json_numbers(v) for k_, v in res.items()
+                                  if k_ in ("centres", "thresholds", "fractions", "centres_m")}, indent=1, allow_nan=False))
     outs["planes"] = Output(planes, "data", {"planes": k})
     return outs
 
@@ -262,14 +286,14 @@ def inert(p: LayersParams, given: set) -> list:
     """Parameters with no effect given the others (refused when written: :mod:`.lib.inert`)."""
     from .lib.inert import Inert, metric_scale
 
-    known = metric_scale(["metric"], "metric")  # (every format "metric": only known_x/known_y without known)
+    known = metric_scale(["metric"], "metric", known=p.metric.known)  # (every format "metric": only known_x/known_y without known)
     if p.depths:
         return [Inert("count", "depths", "the planes are the given depths"),
                 Inert("method", "depths", "the planes are the given depths, not chosen from the histogram"), *known]
     return [Inert("units", "depths", "units says what the given depths are in"), *known]
 
 
-SPEC = StepSpec(kind="layers", version="2", params=LayersParams, run=run, clip_frame=clip_frame,
+SPEC = StepSpec(kind="layers", version="3", params=LayersParams, run=run, clip_frame=clip_frame,
                 params_for_output=params_for_output, main_suffixes=lambda p: (".png",),
                 clip_warm=clip_warm, inert=inert,
                 summary="split the photo into N depth planes: feathered masks and RGBA layers, nearest first")

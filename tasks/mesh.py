@@ -280,7 +280,7 @@ class MeshParams(StepParams):
                                   "(default: the depth map's, else 60)")
     metric: MetricScale = Field(default_factory=MetricScale, description="scale in meters for a relative map "
                                 "(near/far or a known distance); without it the shape is in relative units")
-    far_ratio: float = Field(3.0, gt=1, description="without a metric scale: far/near distance ratio assumed")
+    far_ratio: float = Field(3.0, gt=1, le=1e6, description="without a metric scale: far/near distance ratio assumed")
     max_faces: int = Field(500_000, ge=2, description="triangle budget (points for ply): picks the sampling stride when stride is unset")
     stride: int | None = Field(None, ge=1, description="sample every n-th pixel (overrides max_faces)")
     edge_cut: float | None = Field(0.1, ge=0, description="cut triangles whose far/near depth ratio exceeds "
@@ -315,7 +315,7 @@ def inert(p: MeshParams, given: set) -> list:
     """Parameters with no effect given the others (refused when written: :mod:`.lib.inert`)."""
     from .lib.inert import Inert, metric_scale
 
-    out = metric_scale(["metric"], "metric")  # (only known_x/known_y without known)
+    out = metric_scale(["metric"], "metric", known=p.metric.known)  # (only known_x/known_y without known)
     if p.format != "glb":
         out.append(Inert("texture_max", "format", "only a GLB has a texture (obj: vertex colours, ply: points)"))
     if p.format == "ply":
@@ -331,6 +331,6 @@ def inert(p: MeshParams, given: set) -> list:
     return out
 
 
-SPEC = StepSpec(kind="mesh", version="2", params=MeshParams, run=run, params_for_output=params_for_output,
+SPEC = StepSpec(kind="mesh", version="3", params=MeshParams, run=run, params_for_output=params_for_output,
                 output_params=("format",), main_suffixes=main_suffixes, inert=inert,
                 summary="3D export: textured mesh (GLB/OBJ) or point cloud (PLY) from photo, depth and field of view")

@@ -27,7 +27,7 @@ from pydantic import Field
 
 from .lib.depthmap import DepthMap
 from .lib.errors import InputError, ParameterError
-from .lib.formats import SUFFIX, FormatName, MetricScale, write_format
+from .lib.formats import FormatName, MetricScale, format_outputs
 from .lib.outputs import DEPTH_SUFFIXES, depth_params_for_suffix
 from .lib.guided import box
 from .lib.step import Output, StepContext, StepParams, StepSpec, save_depth
@@ -194,8 +194,9 @@ def run(ctx: StepContext, p: RefineParams) -> dict[str, Output]:
         data = refine_depth(ctx.photo_seen(), dm.data, radius=p.radius, color_radius=p.color_radius, band=p.band,
                             margin=p.margin, temperature=p.temperature, median=p.median)
         out = dm.with_data(data, meta={**dm.meta, "refined": "edge-matting"})
-    main = write_format(out, p.format, ctx.out("main", SUFFIX[p.format]), scale=p.metric)
-    return {"depth": save_depth(ctx, out), "main": Output(main, "depth", {"format": p.format, **out.describe()})}
+    # as estimate: the file's own metadata, and the .npy/.pfm sidecar published beside it (it was
+    # left out: `refine -o d.npy` on a disparity map read back as relative_inverse)
+    return {"depth": save_depth(ctx, out), **format_outputs(ctx, out, p.format, scale=p.metric)}
 
 
 def clip_frame(rgb: np.ndarray, near: np.ndarray, p: RefineParams, state: dict) -> dict[str, np.ndarray]:
@@ -220,12 +221,12 @@ def inert(p: RefineParams, given: set) -> list:
     depends on the provider (message, the local edge settings) is checked where it is known."""
     from .lib.inert import metric_scale
 
-    return metric_scale([p.format], "format")
+    return metric_scale([p.format], "format", known=p.metric.known)
 
 
 LOCAL = ("radius", "color_radius", "band", "margin", "temperature", "median")  # the local edge matting's settings
 
-SPEC = StepSpec(kind="refine", version="3", params=RefineParams, run=run, params_for_output=params_for_output,
+SPEC = StepSpec(kind="refine", version="4", params=RefineParams, run=run, params_for_output=params_for_output,
                 output_params=("format",), main_suffixes=main_suffixes,
                 clip_frame=clip_frame,
                 uses_provider=True, inert=inert,

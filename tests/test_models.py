@@ -318,9 +318,9 @@ def test_cli_models_commands(env, capsys):
     assert cli_models.main(["verify", "tiny-test"]) == 1
     assert "MISMATCH" in capsys.readouterr().out
     assert cli_models.main(["pull", "no-such-model"]) == 2
-    assert "unknown model" in capsys.readouterr().out
+    assert "unknown model" in capsys.readouterr().err  # (errors on stderr, as every command's)
     assert cli_models.main(["pull", "depth-anything-v2-base"]) == 1  # unpinned, no trust: refused offline
-    assert "--trust-unpinned" in capsys.readouterr().out
+    assert "--trust-unpinned" in capsys.readouterr().err
 
 
 def test_offline_never_downloads_a_model_on_first_use(env, monkeypatch):
@@ -338,8 +338,9 @@ def test_models_pull_downloads_nothing_when_offline(env, monkeypatch, capsys):
     srv, info, data = env
     monkeypatch.setenv("DEPTHCRAFT_OFFLINE", "1")
     assert cli_models.main(["pull", "tiny-test", "-q"]) == 1
-    out = capsys.readouterr().out
-    assert "DEPTHCRAFT_OFFLINE=1 forbids downloads" in out and len(out.strip().splitlines()) <= 2
+    cap = capsys.readouterr()
+    out = cap.out + cap.err
+    assert "DEPTHCRAFT_OFFLINE=1 forbids downloads" in cap.err and len(out.strip().splitlines()) <= 2
     assert srv.log == [] and not M.is_cached(info)
     monkeypatch.delenv("DEPTHCRAFT_OFFLINE")
     assert cli_models.main(["pull", "tiny-test", "-q"]) == 0 and M.is_cached(info)

@@ -231,8 +231,9 @@ def test_models_pull_on_a_trickle_is_one_clear_line(tmp_path):
     finally:
         trickle.close()
     waited = time.monotonic() - t0
-    lines = [x for x in r.stdout.splitlines() if x.strip()]
+    lines = [x for x in (r.stdout + r.stderr).splitlines() if x.strip()]
     errors = [x for x in lines if x.startswith("error:")]
+    assert errors and all(x in r.stderr for x in errors)  # (errors on stderr)
     assert r.returncode == 1 and "Traceback" not in r.stdout + r.stderr, r.stdout + r.stderr
     assert len(errors) == 1 and "too slow" in errors[0] and stall.MIN_KBPS_ENV in errors[0], lines
     assert f"kept in {MODEL}.onnx.part" in errors[0]

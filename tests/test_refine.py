@@ -158,7 +158,8 @@ def test_step_keeps_kind_and_units_and_writes_both_outputs(tmp_path, moto):
     left, truth, known, blurry = moto
     ctx = _ctx(tmp_path, left, blurry, {"kind": "disparity", "source": "test"})
     outs = run(ctx, RefineParams(**params_for_output(Path("out.npy"))))
-    assert set(outs) == {"depth", "main"} and outs["depth"].meta["kind"] == "disparity"
+    assert set(outs) == {"depth", "main", "main_meta"} and outs["depth"].meta["kind"] == "disparity"
+    assert json.loads(Path(outs["main_meta"].path).read_text())["kind"] == "disparity"  # the .npy's sidecar
     raw = np.load(outs["main"].path)
     assert raw.dtype == np.float32 and raw.shape == truth.shape
     assert np.allclose(raw, np.load(outs["depth"].path))

@@ -46,10 +46,20 @@ def read_pfm(path: str | os.PathLike) -> np.ndarray:
             scale = float(f.readline())
         except ValueError:
             raise InputError("malformed PFM header", path=str(path)) from None
+        # the scale's sign is the byte order (< 0: little-endian); 0 or NaN says neither, and
+        # reading it as big-endian gave denormal garbage
+        if w < 1 or h < 1 or not np.isfinite(scale) or scale == 0:
+            raise InputError(f"malformed PFM header: size {w}x{h}, scale {scale:g} (the size must be at least "
+                             "1x1, the scale non-zero: its sign is the byte order)", path=str(path))
         ch = 3 if kind == b"PF" else 1
-        data = np.frombuffer(f.read(), dtype="<f4" if scale < 0 else ">f4")
-    if data.size != w * h * ch:
-        raise InputError(f"truncated PFM: {data.size} values for {w}x{h}x{ch}", path=str(path))
+        need = w * h * ch * 4
+        have = os.fstat(f.fileno()).st_size - f.tell()  # (from the size: a header may claim 100000 x 100000)
+        if have != need:
+            what = "truncated PFM" if have < need else "PFM with bytes after its data"
+            raise InputError(f"{what}: {w}x{h}x{ch} needs {need:,} bytes of values, the file has {have:,}",
+                             path=str(path))
+        _within_budget((w, h), Path(path))
+        data = np.frombuffer(f.read(need), dtype="<f4" if scale < 0 else ">f4")
     a = data.reshape(h, w, ch)[::-1]
     if ch == 3:  # a colour PFM: depth only when its three channels agree
         return _array_channel(np.ascontiguousarray(a).astype(np.float32), Path(path))
@@ -117,6 +127,10 @@ def read_depth(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     p = Path(path)
     if not p.exists():
         raise InputError("no such depth file", path=str(p))
+    if p.is_dir():
+        raise InputError("is a folder, not a depth file", path=str(p))
+    if p.stat().st_size == 0:  # (each decoder said it its own way: "EOF: reading magic string", "not enough values")
+        raise InputError("is an empty file (0 bytes), not a depth map", path=str(p))
     suffix = p.suffix.lower()
     meta: dict = {}
     try:
@@ -170,7 +184,14 @@ def read_depth(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
         a = _array_channel(a, p)
     if a.ndim != 2:
         raise InputError(f"depth map must be 2-D, got shape {a.shape}", path=str(p))
-    a = decode_values(a, meta)
+    if 0 in a.shape:  # (a 0 x 5 NPY, a PFM of 0 x 0): refused here, not as a size mismatch later
+        raise InputError(f"depth map is empty ({a.shape[1]}x{a.shape[0]})", path=str(p))
+    a = np.asarray(decode_values(a, meta))
+    if a.dtype.kind == "f" and a.dtype.itemsize > 4:  # float64 beyond float32: inf with a RuntimeWarning
+        big = np.isfinite(a) & (np.abs(a) > np.finfo(np.float32).max)
+        if big.any():
+            raise InputError(f"depth map holds values beyond float32 (up to {float(np.abs(a[big]).max()):.3g})",
+                             path=str(p), hint="depth is read as float32: rescale the values")
     return np.ascontiguousarray(a, dtype=np.float32), meta
 
 

@@ -197,10 +197,22 @@ def to_metric(dm: DepthMap, *, near_m: float | None = None, far_m: float | None 
     Give ``near_m`` and ``far_m`` (the nearest and farthest distances in the scene: inverse
     depth is mapped affinely between them, the usual assumption for relative inverse depth), or
     one known distance ``known_m`` at pixel ``known_xy`` (x, y) (scale only: inverse depth is
-    taken as proportional to nearness). A ``metric`` map is returned unchanged.
+    taken as proportional to nearness). A ``metric`` map is returned unchanged. A pixel with
+    no depth (NaN, inf) stays NaN in meters: a hole is not a distance (metric_mm stores it as 0);
+    a known distance at such a pixel is a :class:`ParameterError`.
     """
     if dm.kind == "metric":
         return dm
+    holes = ~np.isfinite(dm.data)
+    if known_m is not None and known_xy is not None:
+        x, y = known_xy
+        if 0 <= y < holes.shape[0] and 0 <= x < holes.shape[1] and holes[y, x]:
+            raise ParameterError(f"pixel ({x}, {y}) has no depth in the map; give the known distance of another pixel",
+                                 parameter="known_xy")
+    if holes.any():
+        out = to_metric(dm.with_data(_finite_fill(dm.data)), near_m=near_m, far_m=far_m, known_m=known_m,
+                        known_xy=known_xy)
+        return out.with_data(np.where(holes, np.float32(np.nan), out.data))
     if dm.kind == "depth" and known_m is not None and known_xy is not None:
         x, y = known_xy
         s = known_m / max(float(dm.data[y, x]), 1e-9)

@@ -54,9 +54,11 @@ UNITS = {"relative_inverse": "relative", "disparity": "pixels", "depth": "relati
 class MetricScale(StepParams):
     """How to turn relative depth into meters, and the camera it was seen with."""
 
-    near: float | None = Field(None, gt=0, description="distance of the nearest point, meters")
-    far: float | None = Field(None, gt=0, description="distance of the farthest point, meters")
-    known: float | None = Field(None, gt=0, description="one known distance, meters (with known_x, known_y)")
+    # distances from a micrometre to a million km: meters are stored as float32 (and inverted),
+    # and near=1e-300 or far=1e300 made inf/NaN depth written without a word
+    near: float | None = Field(None, ge=1e-6, le=1e9, description="distance of the nearest point, meters")
+    far: float | None = Field(None, ge=1e-6, le=1e9, description="distance of the farthest point, meters")
+    known: float | None = Field(None, ge=1e-6, le=1e9, description="one known distance, meters (with known_x, known_y)")
     known_x: int | None = Field(None, ge=0, description="pixel column of the known distance")
     known_y: int | None = Field(None, ge=0, description="pixel row of the known distance")
     fov_deg: float | None = Field(None, gt=0, lt=180, description="camera horizontal field of view, degrees "
@@ -151,7 +153,16 @@ def write_format_meta(dm: DepthMap, fmt: str, path: str | Path, *,
     else:
         m, what = metric_of(dm, scale), "meters along the optical axis"
     conv = "larger = nearer" if NEAR_IS_LARGER[m.kind] else "larger = farther"
-    meta = file_meta(m, m.data, kind=m.kind, what=what, convention=conv)
+    values = m.data
+    if fmt == "metric_mm":  # near/far are what a reader decodes: 1 mm .. 65.535 m, said when clipped
+        values, clipped = _stored_mm(m.data)
+        if clipped:
+            from .notices import notice
+
+            notice(f"metric_mm: {clipped} pixel(s) outside 0.001..65.535 m stored at that limit (metric_mm's "
+                   "16-bit millimetres); metric_exr, metric_tiff or metric keep every distance")
+    meta = file_meta(m, values, kind=m.kind, what=what, convention=conv)
+    meta["source_kind"] = dm.kind  # what the map was before meters (file_meta saw the metric map)
     if fmt == "metric_mm":
         meta = {**meta, "units": "millimetres", "values": "millimetres along the optical axis, read back as meters"}
         return write_png16_units(p, m.data, 0.001, meta), meta
@@ -164,6 +175,16 @@ def write_format_meta(dm: DepthMap, fmt: str, path: str | Path, *,
     if fmt in ("tiff", "metric_tiff"):
         return write_tiff(p, m.data, meta), meta
     return write_exr(p, m.data, meta), meta
+
+
+def _stored_mm(a: np.ndarray) -> tuple[np.ndarray, int]:
+    """Meters as ``metric_mm`` stores them (whole millimetres, 1..65535; NaN where no depth) and
+    how many valid pixels that clips."""
+    a = np.asarray(a, dtype=np.float64)
+    ok = np.isfinite(a) & (a > 0)
+    mm = np.round(np.where(ok, a, 0) / 0.001)
+    clipped = int((ok & ((mm < 1) | (mm > 65535))).sum())
+    return np.where(ok, np.clip(mm, 1, 65535) * 0.001, np.nan), clipped
 
 
 def format_outputs(ctx: StepContext, dm: DepthMap, fmt: str, name: str = "main", *,

@@ -3,7 +3,8 @@
 Convention: an image in memory is ``uint8`` RGB, ``H x W x 3``, C-contiguous, with the EXIF
 orientation applied and any alpha channel split off (returned separately when asked for).
 Grayscale, palette, CMYK and 16-bit files are converted to that form; a 16-bit file is scaled
-to 8 bits by its full range (65535 -> 255), not clipped.
+to 8 bits by its full range (65535 -> 255), not clipped; a float (TIFF) picture has its finite
+values stretched to 0..255, a NaN or inf pixel black.
 """
 
 from __future__ import annotations
@@ -54,10 +55,14 @@ def _to_rgb(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
         top = 65535.0 if a.max() > 255 or img.mode.startswith("I;16") else 255.0
         g = np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return np.ascontiguousarray(np.repeat(g[..., None], 3, axis=2)), None
-    if img.mode == "F":
+    if img.mode == "F":  # a float picture (TIFF): its finite range stretched to 0..255
         a = np.asarray(img, dtype=np.float32)
-        lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
-        g = ((a - lo) / max(hi - lo, 1e-12) * 255 + 0.5).astype(np.uint8)
+        ok = np.isfinite(a)  # one NaN or inf pixel made the whole picture NaN (black) with RuntimeWarnings
+        if not ok.any():
+            raise ValueError("a float image with no finite value")
+        lo, hi = float(a[ok].min()), float(a[ok].max())
+        g = np.zeros(a.shape, np.uint8)
+        g[ok] = ((a[ok].astype(np.float64) - lo) / max(hi - lo, 1e-12) * 255 + 0.5).astype(np.uint8)
         return np.ascontiguousarray(np.repeat(g[..., None], 3, axis=2)), None
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
@@ -93,6 +98,24 @@ def exif_orientation(img: Image.Image) -> int:
         return 1
 
 
+def _mpo_views(img: Image.Image) -> int:
+    """How many images of an MPO have the primary image's size (views; a preview is smaller)."""
+    size, n = img.size, 0
+    try:
+        for i in range(img.n_frames):
+            img.seek(i)
+            n += img.size == size
+    except (OSError, EOFError):
+        pass
+    img.seek(0)
+    return n
+
+
+def _amount(pixels: int) -> str:
+    """``12.2 MP``; under a megapixel, the pixels themselves (a limit of 5000 read "0 MP")."""
+    return f"{pixels / 1e6:.1f} MP" if pixels >= 1_000_000 else f"{pixels:,} pixels"
+
+
 def decode_budget(limit: int | None = None) -> int:
     """The most pixels ever decoded at once: 4 x the pixel limit, at least 200 MP (600 MB as RGB).
 
@@ -122,6 +145,14 @@ def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int | None =
             if img.format == "TIFF":  # pages (scans, a thumbnail, a stack), not an animation: the first, said
                 notice(f"{name}: a TIFF of {img.n_frames} pages: using the first ({img.size[0]}x{img.size[1]}); "
                        "save another page as its own file to use it")
+            elif img.format == "MPO":
+                # a JPEG with more images (CIPA DC-007): camera JPEGs carry a large preview this way, a
+                # stereo MPO (ours too) its right eye; the first is the primary image (it was refused
+                # as "a clip", which no command took). Said only for views of its own size (a stereo set)
+                if _mpo_views(img) > 1:
+                    notice(f"{name}: an MPO of {img.n_frames} views (a stereo pair?): using the first "
+                           f"({img.size[0]}x{img.size[1]}), the left eye")
+                img.seek(0)
             else:  # never silently the first frame: an animation is a clip (tasks/lib/clip.py)
                 raise InputError(f"animated {img.format or 'image'} ({img.n_frames} frames) is a clip, not a photo",
                                  path=name, hint="clips go to the clip commands and recipe inputs as they are; "
@@ -131,7 +162,7 @@ def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int | None =
         w, h = (h0, w0) if rotated else (w0, h0)  # the size once EXIF orientation is applied
         if w * h > limit and not downscale:
             raise InputError(
-                f"image is {w}x{h} = {w * h / 1e6:.1f} MP, over the limit of {limit / 1e6:.0f} MP",
+                f"image is {w}x{h} = {_amount(w * h)}, over the limit of {_amount(limit)}",
                 path=name, hint="pass --downscale (or `downscale: true` in the recipe), or raise "
                 "the limit with --max-pixels / DEPTHCRAFT_MAX_PIXELS")
         if img.format == "JPEG" and len(data) * 512 < w0 * h0:
@@ -160,7 +191,10 @@ def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int | None =
     missing = missing_data(data)  # None unless a PNG whose data stops early
     if missing:
         raise InputError(f"truncated PNG: {missing}", path=name, hint="the file is damaged: export it again")
-    rgb, alpha = _to_rgb(img)
+    try:
+        rgb, alpha = _to_rgb(img)
+    except ValueError as e:  # (a float picture of NaN only)
+        raise InputError(f"not a picture: {e}", path=name) from None
     if min(w, h) < MIN_SIDE:
         raise InputError(f"image is {w}x{h}; both sides must be at least {MIN_SIDE} px", path=name)
     before = None

@@ -113,15 +113,17 @@ def refuse(spec: Any, params: Any, given: Iterable[str], *, name: Callable[[str]
 METRIC_FORMATS = ("metric", "metric_mm", "metric_tiff", "metric_exr")
 
 
-def metric_scale(formats: Iterable[str], by: str, *, fov_applies: bool = False, prefix: str = "metric") -> list[Inert]:
+def metric_scale(formats: Iterable[str], by: str, *, known: float | None, fov_applies: bool = False,
+                 prefix: str = "metric") -> list[Inert]:
     """A depth step's ``metric`` scale: read by the metric formats only (``fov_applies``: the
     field of view is written into every format, as export does); ``known_x``/``known_y`` place
-    ``known`` and mean nothing without it."""
+    ``known`` (the scale's value, required: the rule depends on it) and mean nothing without it."""
     out = []
     if not any(f in METRIC_FORMATS for f in formats):
         names = ("near", "far", "known", "known_x", "known_y") + (() if fov_applies else ("fov_deg",))
         out += [Inert(f"{prefix}.{n}", by, f"the metric scale is read by the metric formats ({', '.join(METRIC_FORMATS)})",
                       hint="leave out {%s__%s}, or write a metric format" % (prefix, n)) for n in names]
-    out += [Inert(f"{prefix}.{n}", f"{prefix}.known", "known_x and known_y are the pixel of the known distance")
-            for n in ("known_x", "known_y")]
+    if known is None:  # (with a known distance they are its pixel: needed, not inert)
+        out += [Inert(f"{prefix}.{n}", f"{prefix}.known", "known_x and known_y are the pixel of the known distance")
+                for n in ("known_x", "known_y")]
     return out

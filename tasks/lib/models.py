@@ -714,6 +714,10 @@ def pull(info: ModelInfo | str, *, trust_unpinned: bool = False, force: bool = F
     expected = info.sha256.lower() if info.sha256 else (None if trust_unpinned else expected_sha256(info))
     if _is_file(dest) and not force and cached_ok(info):
         return dest
+    way = _in_the_way(dest)
+    if way:  # found before the download, not when the finished file cannot be renamed onto it
+        raise ModelError(f"{dest} {way}; nothing was downloaded", hint=f"remove it, then run "
+                         f"`depthcraft models pull {info.name}` again")
     if expected is None and not trust_unpinned:
         raise ModelError(
             f"model {info.name!r} has no pinned sha256, so its download cannot be verified",
@@ -799,6 +803,19 @@ class VerifyResult:
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
+def _in_the_way(path: Path) -> str | None:
+    """What stands at a model's cache path that is not a file (and that no download can replace):
+    None for a file, nothing, or a dangling link (a download replaces the link)."""
+    try:
+        if path.is_dir():
+            return "is a folder, not a model file"
+        if path.exists() and not path.is_file():
+            return "is not a regular file (a device, socket or pipe)"
+    except OSError:
+        return None
+    return None
+
+
 def verify(info: ModelInfo | str, *, load: bool = True) -> VerifyResult:
     """Re-hash a cached model against its pinned (or recorded) hash; with ``load`` (the default,
     ``models verify``) a file whose hash matches or that nothing pins is also loaded by ONNX
@@ -807,7 +824,8 @@ def verify(info: ModelInfo | str, *, load: bool = True) -> VerifyResult:
     path = cached_path(info)
     expected = expected_sha256(info)
     if not _is_file(path):
-        return VerifyResult(info.name, "missing", expected, None, path)
+        way = _in_the_way(path)  # (was "missing ... run pull": a pull that downloads, then cannot rename)
+        return VerifyResult(info.name, "unloadable" if way else "missing", expected, None, path, None, way)
     got = file_sha256(path)
     why = _write_stamp(path, got)
     if expected is None and got == _EMPTY_SHA256:  # (an empty file is never a model: cached_ok)

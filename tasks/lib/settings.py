@@ -26,5 +26,7 @@ def env_number(name: str, default: float, *, least: float, units: str, whole: bo
     if math.isnan(v) or v < least:
         raise ParameterError(f"{raw!r} is not a {'whole ' if whole else ''}number of {units} >= {least:g}",
                              parameter=name,
-                             hint=hint or f"e.g. {name}={default:g} (the default; unset it to use the default)")
+                             # (a whole default as digits: `=5e+07` was itself refused by this check)
+                             hint=hint or f"e.g. {name}={int(default) if whole else f'{default:g}'} (the default; "
+                                          "unset it to use the default)")
     return v

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 from .depthmap import DepthMap
 from .errors import InputError, ParameterError
@@ -28,6 +28,63 @@ class StepParams(BaseModel):
     """Base of every step's parameters: unknown keys are refused."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)  # nan, inf: refused by name
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, v: Any, info: ValidationInfo) -> Any:
+        # YAML's true/false (`--set stride=true`, `stride: yes` in a recipe) was taken as 1 / 0
+        if isinstance(v, bool) and info.field_name in cls.model_fields \
+                and not _takes_bool(cls.model_fields[info.field_name].annotation):
+            word = _bool_word(cls.model_fields[info.field_name].annotation, v)
+            if word is not None:  # YAML 1.1 reads `auto: off` as false: the documented word was refused
+                return word
+            raise ValueError(f"{str(v).lower()} is a yes/no value; {info.field_name} takes "
+                             f"{_what_it_takes(cls.model_fields[info.field_name].annotation)}")
+        return v
+
+
+# how YAML 1.1 (PyYAML) spells a bool: a choice among these words arrives as true/false
+_BOOL_WORDS = {True: ("on", "yes", "true", "y"), False: ("off", "no", "false", "n")}
+
+
+def _what_it_takes(ann: Any) -> str:
+    import typing
+
+    words = [str(a) for a in typing.get_args(ann) if typing.get_origin(ann) is typing.Literal]
+    return "one of " + ", ".join(words) if words else "a number" if "int" in str(ann) or "float" in str(ann) \
+        else "a value of its own kind"
+
+
+def _bool_word(ann: Any, v: bool) -> str | None:
+    """The one choice of a Literal of words (``auto: off``) that YAML read as ``v``, else None."""
+    import types
+    import typing
+
+    origin = typing.get_origin(ann)
+    if origin in (typing.Union, types.UnionType):
+        found = {w for a in typing.get_args(ann) if (w := _bool_word(a, v)) is not None}
+        return found.pop() if len(found) == 1 else None
+    if origin is not typing.Literal:
+        return None
+    words = [a for a in typing.get_args(ann) if isinstance(a, str) and a.lower() in _BOOL_WORDS[v]]
+    return words[0] if len(words) == 1 else None
+
+
+def _takes_bool(ann: Any) -> bool:
+    """Whether a field's annotation accepts a bool as such (bool, Optional[bool], Any...)."""
+    import typing
+
+    if ann is bool or ann is Any:
+        return True
+    if ann is type(None):
+        return False
+    origin = typing.get_origin(ann)
+    if origin is typing.Literal:
+        return any(isinstance(a, bool) for a in typing.get_args(ann))
+    if origin is None:
+        return not isinstance(ann, type) or not issubclass(ann, (int, float, str))
+    return any(_takes_bool(a) for a in typing.get_args(ann)
+               if origin in (typing.Union, __import__("types").UnionType))
 
 
 @dataclass
