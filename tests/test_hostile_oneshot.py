@@ -507,10 +507,10 @@ def test_an_empty_name_for_the_photo_or_the_depth_is_said(tmp_path, scene):
     instead, exit 0; an empty photo name was "error: .: is a folder"."""
     p, _ = scene
     r = run_cli("stereo", p, "--depth", "", "-o", tmp_path / "s.png", env=OFFLINE)
-    one_line(r, "--depth", "empty file name")
+    one_line(r, "--depth", "empty path")
     assert not (tmp_path / "s.png").exists()
     r = run_cli("estimate", "", "-o", tmp_path / "e.png", env=OFFLINE)
-    one_line(r, "the photo", "empty file name")
+    one_line(r, "IMAGE", "empty path")
 
 
 def test_a_jpeg_with_a_preview_or_a_stereo_mpo_is_a_photo(tmp_path, scene):
