@@ -531,9 +531,43 @@ def describe_schedules(schedules) -> str:
     return ", ".join(parts) or "no schedule"
 
 
-def _cancel_unfinished(dep_ids: list, since: float, why: str) -> int:
+_PICKED_UP: set[str] = set()  # ids of the flow runs this process's Runner claimed (set them Pending)
+
+
+def _record_picked_up_runs() -> None:
+    """Note the id of every flow run this process's Runner claims: the Runner moves a run from
+    Scheduled to Pending before it starts its process, and the server accepts that move from
+    one runner only. At its stop, ``serve`` cancels those runs and no other: another ``serve``
+    of the same deployment (the same recipe twice, or after ``--replace``) keeps its own.
+    (Prefect's runner internals differ between 3.x releases: both known places are wrapped.)"""
+    targets = []
+    try:
+        from prefect.runner._state_proposer import StateProposer
+
+        targets.append((StateProposer, "propose_pending"))
+    except ImportError:
+        pass
+    from prefect.runner import Runner
+
+    targets.append((Runner, "_propose_pending_state"))
+    for cls, name in targets:
+        fn = getattr(cls, name, None)
+        if fn is None or getattr(fn, "depthcraft_records", False):
+            continue
+
+        async def propose(self, flow_run, *a, _fn=fn, **kw):
+            ok = await _fn(self, flow_run, *a, **kw)
+            if ok:
+                _PICKED_UP.add(str(flow_run.id))
+            return ok
+
+        propose.depthcraft_records = True
+        setattr(cls, name, propose)
+
+
+def _cancel_unfinished(dep_ids: list, since: float, why: str, only: set[str] | None = None) -> int:
     """Set the runs of these deployments that this serve left Pending or Running (state entered
-    after it started) to Cancelled; returns how many."""
+    after it started; with ``only``, those of its ids alone) to Cancelled; returns how many."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (DeploymentFilter, DeploymentFilterId, FlowRunFilter,
                                                 FlowRunFilterState, FlowRunFilterStateType)
@@ -548,6 +582,8 @@ def _cancel_unfinished(dep_ids: list, since: float, why: str) -> int:
                 any_=[StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]))))
         for fr in runs:
             if fr.state is None or fr.state.timestamp.timestamp() < since - 1:
+                continue
+            if only is not None and str(fr.id) not in only:  # another serve's run
                 continue
             client.set_flow_run_state(fr.id, Cancelled(message=why), force=True)
             n += 1
@@ -595,7 +631,7 @@ def serve(recipe_paths: list[str | Path], *, overrides: list[str] | None = None,
     are given here) its overrides and output root. Otherwise one deployment named after the
     recipe is registered with the recipe's ``schedule:``. Stopping does not pause the schedules
     (Prefect's default would): the runs they make wait as Scheduled until served again. Runs this
-    serve left Pending or Running are set to Cancelled. Returns the exit code: 128 + the signal.
+    serve picked up and left Pending or Running are set to Cancelled (never another serve's). Returns the exit code: 128 + the signal.
     """
     import asyncio
     import signal
@@ -634,6 +670,7 @@ def serve(recipe_paths: list[str | Path], *, overrides: list[str] | None = None,
             seen[key] = str(path)
             prepared.append((p, sched))
     _spawn_runs_with_ctrl_c_blocked()
+    _record_picked_up_runs()
     runner = Runner(name=f"depthcraft-serve-{os.getpid()}", pause_on_shutdown=False, limit=limit)
     from prefect.deployments.runner import EntrypointType
 
@@ -677,7 +714,7 @@ def serve(recipe_paths: list[str | Path], *, overrides: list[str] | None = None,
     signum = got[0] if got else signal.SIGINT
     why = f"depthcraft serve stopped by {signal.Signals(signum).name}"
     try:
-        n = _cancel_unfinished(dep_ids, started, why)
+        n = _cancel_unfinished(dep_ids, started, why, only=set(_PICKED_UP))
     except Exception:  # noqa: BLE001 - the API is gone: nothing more to mark
         n = 0
     names = " ".join(str(x) for x in recipe_paths)

@@ -7,14 +7,18 @@ two ``serve`` processes that never cancel each other's runs, a paused deployment
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import time
 from pathlib import Path
 
+import psutil
+
 from depthcraft.tasks.lib.store import sha256_file
 
 from conftest import DEPTHCRAFT
-from test_server import any_processes, env_for, kill_workspace_servers, run_cli as run_env, wait_for
+from test_deploy import client, wait_final, write_recipe
+from test_server import env_for, kill_workspace_servers, run_cli as run_env, wait_for
 
 VIDEO_RECIPE = """\
 version: 1
@@ -72,3 +76,71 @@ def test_server_stop_during_a_video_step_counts_and_lists_every_finished_step(tm
         for o in n["outputs"].values():
             assert sha256_file(o["path"]) == o["sha256"], o
     assert Path(steps["video"]["outputs"]["main"]["path"]).name == "video.mp4"
+
+
+# -- 2. two serve processes ------------------------------------------------------------------------
+def _serve_running_a_run(serves, timeout: float = 120.0):
+    """The serve whose flow-run process (a child of it) is running now, and the others."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for s in serves:
+            try:
+                kids = psutil.Process(s.p.pid).children()
+                if any("spawn_main" in " ".join(k.cmdline()) for k in kids):
+                    return s, [o for o in serves if o is not s]
+            except psutil.Error:
+                pass
+        time.sleep(0.1)
+    raise AssertionError("no serve started a flow-run process:\n" + "\n".join(s.log[-2000:] for s in serves))
+
+
+def test_stopping_one_serve_never_cancels_another_serves_run(prefect_server, tmp_path, photos):
+    """Before: a stopping serve set every unfinished run of its deployments to Cancelled, also the
+    run another serve of the same deployment (the same recipe twice) was running."""
+    from test_deploy_serve import Serve
+
+    ws = tmp_path / "ws"
+    recipe = write_recipe(tmp_path, "twoserve", [photos["astronaut"], photos["chelsea"], photos["coffee"]])
+    a = Serve("--workspace", ws, "serve", recipe, cwd=tmp_path)
+    b = None
+    try:
+        a.wait_for("serving depthcraft-twoserve/twoserve")
+        b = Serve("--workspace", ws, "serve", recipe, cwd=tmp_path)
+        b.wait_for("serving depthcraft-twoserve/twoserve")
+        with client() as c:
+            fr = c.create_flow_run_from_deployment(c.read_deployment_by_name("depthcraft-twoserve/twoserve").id)
+        owner, (other,) = _serve_running_a_run([a, b])
+        assert other.stop(signal.SIGTERM, group=False) == 143, other.log[-3000:]
+        assert "unfinished run" not in other.log, other.log[-3000:]  # it picked up nothing: cancels nothing
+        done = wait_final(str(fr.id), timeout=180)
+        assert done.state.is_completed(), f"{done.state.name}: {done.state.message}\n{owner.log[-3000:]}"
+    finally:
+        for s in (a, b):
+            if s is not None:
+                s.stop(signal.SIGTERM, group=False)
+    assert (tmp_path / "out" / "twoserve" / "coffee" / "files.png").exists()
+
+
+def test_a_stopping_serve_cancels_the_run_it_picked_up(prefect_server, tmp_path, photos):
+    """... and still cancels its own, though another serve of the deployment is running."""
+    from test_deploy_serve import Serve
+
+    ws = tmp_path / "ws"
+    recipe = write_recipe(tmp_path, "ownrun", [photos["astronaut"], photos["chelsea"], photos["coffee"]])
+    a = Serve("--workspace", ws, "serve", recipe, cwd=tmp_path)
+    b = None
+    try:
+        a.wait_for("serving depthcraft-ownrun/ownrun")
+        b = Serve("--workspace", ws, "serve", recipe, cwd=tmp_path)
+        b.wait_for("serving depthcraft-ownrun/ownrun")
+        with client() as c:
+            fr = c.create_flow_run_from_deployment(c.read_deployment_by_name("depthcraft-ownrun/ownrun").id)
+        owner, (other,) = _serve_running_a_run([a, b])
+        assert owner.stop(signal.SIGTERM, group=False) == 143, owner.log[-3000:]
+        with client() as c:
+            state = c.read_flow_run(fr.id).state
+        assert state.type.value in ("CANCELLED", "CRASHED"), f"{state}\n{owner.log[-3000:]}"
+    finally:
+        for s in (a, b):
+            if s is not None:
+                s.stop(signal.SIGTERM, group=False)
