@@ -515,6 +515,45 @@ def deployments_of(recipe_file: str, flow_name: str) -> list:
                   key=lambda d: d.name)
 
 
+def paused_notice(full_name: str) -> str:
+    """The line ``serve`` says at its start for a paused deployment. It stays paused: a pause
+    made by hand (``depthcraft pause``, the Prefect UI) is the user's decision, and one left by an
+    older depthcraft ``serve`` (which paused on stop) cannot be told apart from it."""
+    return (f"deployment {full_name} is paused: its schedule makes no runs; "
+            f"resume: depthcraft resume {full_name}")
+
+
+def set_paused(full_names: list[str], paused: bool) -> list[str]:
+    """Pause (or resume) deployments by full name ``flow/deployment``: a paused deployment's
+    schedules make no runs (runs triggered by hand still run where it is served). Returns the
+    names whose state changed. A name that is no deployment: one line naming it and the
+    deployments there are, before any is changed."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    from depthcraft.tasks.lib.errors import InputError
+
+    with get_client(sync_client=True) as client:
+        found = []
+        for name in full_names:
+            if "/" not in name:
+                raise InputError(f"give the deployment's full name FLOW/NAME, e.g. depthcraft-{name}/{name}",
+                                 path=name)
+            try:
+                found.append((name, client.read_deployment_by_name(name)))
+            except ObjectNotFound:
+                known = sorted(f"{d.flow_name}/{d.name}" if getattr(d, "flow_name", None) else d.name
+                               for d in client.read_deployments(limit=20))
+                raise InputError("no such deployment" + (f" (there are: {', '.join(known)})" if known else ""),
+                                 path=name) from None
+        changed = []
+        for name, dep in found:
+            if bool(dep.paused) != paused:
+                (client.pause_deployment if paused else client.resume_deployment)(dep.id)
+                changed.append(name)
+    return changed
+
+
 def describe_schedules(schedules) -> str:
     """One line for a deployment's registered schedules (``DeploymentSchedule`` objects)."""
     parts = []
@@ -681,16 +720,25 @@ def serve(recipe_paths: list[str | Path], *, overrides: list[str] | None = None,
         dep_ids.append(runner.add_flow(p.flow, name=p.name, entrypoint_type=EntrypointType.MODULE_PATH, **p.options))
         print(f"serving {p.flow.name}/{p.name} ({sched}); "
               f"trigger a run: prefect deployment run '{p.flow.name}/{p.name}'", flush=True)
+        if p.options.get("paused"):  # (kept paused, and said: see paused_notice)
+            print(paused_notice(f"{p.flow.name}/{p.name}"), flush=True)
     started = time.time()
     got: list[int] = []
+
+    import prefect.runner.server  # noqa: F401 - imported by start(): not seconds of it with no handler of ours
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
+
+        def ours() -> None:  # (a signal while start() begins: noted, never raised inside its task)
+            for s in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(s, lambda s=s: (got.append(int(s)), stop.set()))
+
+        ours()
         task = asyncio.ensure_future(runner.start())
         await asyncio.sleep(0)  # start() installs Prefect's SIGTERM handler first; ours replace it
-        for s in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(s, lambda s=s: (got.append(int(s)), stop.set()))
+        ours()
         waiter = asyncio.ensure_future(stop.wait())
         await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
         if task.done():
@@ -720,5 +768,5 @@ def serve(recipe_paths: list[str | Path], *, overrides: list[str] | None = None,
     names = " ".join(str(x) for x in recipe_paths)
     print(f"stopped serving{f'; {n} unfinished run(s) set to Cancelled' if n else ''}; schedules stay active and "
           f"their runs wait as Scheduled until `depthcraft serve {names}` runs again "
-          f"(pause them: prefect deployment pause NAME)", file=sys.stderr, flush=True)
+          f"(pause one: depthcraft pause FLOW/NAME)", file=sys.stderr, flush=True)
     return 128 + int(signum)

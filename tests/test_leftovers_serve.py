@@ -144,3 +144,49 @@ def test_a_stopping_serve_cancels_the_run_it_picked_up(prefect_server, tmp_path,
         for s in (a, b):
             if s is not None:
                 s.stop(signal.SIGTERM, group=False)
+
+
+# -- 3. a paused deployment ------------------------------------------------------------------------
+def test_serve_keeps_a_paused_deployment_paused_and_says_so_in_one_line(prefect_server, tmp_path, photos):
+    """Before: serve kept it paused without a word (only ", paused" in its serving line), and the
+    way it named to pause one (`prefect deployment pause`) is no Prefect 3 command."""
+    from conftest import run_cli
+    from test_deploy_serve import Serve
+
+    ws = tmp_path / "ws"
+    recipe = write_recipe(tmp_path, "held", [photos["coffee"]], 'schedule: {interval: 1d}')
+    r = run_cli("--workspace", ws, "deploy", recipe, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("--workspace", ws, "pause", "depthcraft-held/held", cwd=tmp_path)
+    assert r.returncode == 0 and "depthcraft-held/held: paused" in r.stderr, r.stderr
+    s = Serve("--workspace", ws, "serve", recipe, cwd=tmp_path)
+    try:
+        s.wait_for("serving depthcraft-held/held")
+        s.wait_for("is paused")
+    finally:
+        rc = s.stop(signal.SIGTERM, group=False)
+    assert rc == 143, s.log[-3000:]
+    said = [ln for ln in s.log.splitlines() if "is paused" in ln]
+    assert said == ["deployment depthcraft-held/held is paused: its schedule makes no runs; "
+                    "resume: depthcraft resume depthcraft-held/held"], s.log
+    assert "Traceback" not in s.log, s.log
+    with client() as c:
+        dep = c.read_deployment_by_name("depthcraft-held/held")
+        assert dep.paused  # stays paused: the user's decision
+        c.pause_deployment(dep.id)  # (as an older serve left it on stop: the same state)
+    r = run_cli("--workspace", ws, "resume", "depthcraft-held/held", cwd=tmp_path)  # the line's own advice
+    assert r.returncode == 0 and "depthcraft-held/held: resumed" in r.stderr, r.stderr
+    with client() as c:
+        assert not c.read_deployment_by_name("depthcraft-held/held").paused
+    # a serve of an unpaused deployment says nothing of the kind
+    s = Serve("--workspace", ws, "serve", recipe, cwd=tmp_path)
+    try:
+        s.wait_for("serving depthcraft-held/held")
+        time.sleep(1.0)
+    finally:
+        s.stop(signal.SIGTERM, group=False)
+    assert "is paused" not in s.log, s.log
+    # a name that is no deployment: one line naming it
+    r = run_cli("--workspace", ws, "resume", "depthcraft-held/nope", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "depthcraft-held/nope: no such deployment" in r.stderr, r.stderr
