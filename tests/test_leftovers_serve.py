@@ -190,3 +190,138 @@ def test_serve_keeps_a_paused_deployment_paused_and_says_so_in_one_line(prefect_
     r = run_cli("--workspace", ws, "resume", "depthcraft-held/nope", cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "depthcraft-held/nope: no such deployment" in r.stderr, r.stderr
+
+
+# -- 4. concurrent writers of one output -----------------------------------------------------------
+def test_two_one_shots_writing_one_output_at_once_leave_one_complete_set(tmp_path, photos):
+    """Each file is replaced atomically (temp file + rename), so neither is ever torn; the set of
+    files (d.npy and its d.npy.json sidecar) is one command's, never a mix of the two."""
+    import numpy as np
+
+    refs = {}
+    cmds = {"estimate": ["estimate", photos["coffee"], "--provider", "classic"]}
+    r = subprocess.run([*DEPTHCRAFT, *map(str, cmds["estimate"]), "-o", tmp_path / "ref-estimate.npy"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    # another command writing the same name: the same map as a disparity (its sidecar differs)
+    cmds["export"] = ["export", photos["coffee"], "--depth", tmp_path / "ref-estimate.npy", "--depth-kind",
+                      "disparity", "--set", "formats=[npy]"]
+    r = subprocess.run([*DEPTHCRAFT, *map(str, cmds["export"]), "-o", tmp_path / "ref-export.npy"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for k in cmds:
+        refs[k] = ((tmp_path / f"ref-{k}.npy").read_bytes(), (tmp_path / f"ref-{k}.npy.json").read_bytes())
+    assert refs["estimate"][1] != refs["export"][1]
+    out = tmp_path / "same" / "d.npy"
+    for _ in range(3):
+        procs = [subprocess.Popen([*DEPTHCRAFT, *map(str, c), "-o", out], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for c in cmds.values()]
+        for p in procs:
+            _, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err
+        got = (out.read_bytes(), out.with_name("d.npy.json").read_bytes())
+        assert got in refs.values(), "a mixed or torn set of files"
+        assert np.load(out).shape == np.load(tmp_path / "ref-estimate.npy").shape
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp file left
+
+
+def test_a_one_shot_waits_while_another_writes_its_output(tmp_path, photos):
+    """The write phase of a one-shot is held against another writer of the same -o (here the
+    test holds it, as a one-shot in the middle of its copies would)."""
+    import fcntl
+    import hashlib
+    import os
+
+    from depthcraft.flows.outlock import _registry
+
+    out = tmp_path / "d.png"
+    reg = _registry()
+    reg.mkdir(mode=0o700, exist_ok=True)
+    bucket = hashlib.sha256(os.path.abspath(out).encode()).hexdigest()[:2]
+    fd = os.open(reg / f"oneshot-{bucket}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        p = subprocess.Popen([*DEPTHCRAFT, "estimate", photos["coffee"], "--provider", "classic", "-o", out],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(6.0)
+        assert p.poll() is None and not out.exists()  # waiting, nothing written
+    finally:
+        os.close(fd)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert f"waiting for another command writing {out}" in err and out.exists(), err
+
+
+NESTED_RECIPE = """\
+version: 1
+name: vid
+inputs:
+  images: [{image}]
+steps:
+  - id: depth
+    uses: estimate
+  - id: video
+    uses: parallax
+    from: depth
+    with: {{duration: 16, fps: 30, size: 1280x720}}
+output: {output}
+"""
+
+
+def test_a_run_in_a_folder_inside_or_around_a_running_runs_is_refused(prefect_server, tmp_path, photos):
+    """Before: the folder lock held one folder only; a run inside (or around) a running run's
+    folder wrote there at once (an image named as the inner folder: the same files, mixed)."""
+    from conftest import run_cli
+
+    ws = tmp_path / "ws"
+    image = json.dumps(str(photos["astronaut"]))
+    a = tmp_path / "a.yaml"
+    a.write_text(NESTED_RECIPE.format(image=image, output="out/{recipe}/{image}/"))
+    held = tmp_path / "o" / "out" / "vid" / "astronaut"
+    run = subprocess.Popen([*DEPTHCRAFT, "--workspace", ws, "run", a, "--refresh", "--out", tmp_path / "o"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: run.poll() is None and any(p.is_dir() for p in (ws / "tmp").glob("*/*")),
+                        timeout=120, step=0.1), run.communicate()
+        b = tmp_path / "b.yaml"
+        b.write_text(NESTED_RECIPE.format(image=image, output="out/{recipe}/"))
+        tries = [subprocess.Popen([*DEPTHCRAFT, "--workspace", ws, "run", r, "--out", o], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+                 for r, o in ((a, held), (b, tmp_path / "o"))]
+        inner, outer = [subprocess.CompletedProcess(t.args, t.wait(120), *t.communicate()) for t in tries]
+        assert run.poll() is None, "the first run ended before the others were tried: make it longer"
+    finally:
+        _, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err
+    for r, where in ((inner, "inside"), (outer, "around")):
+        assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+        line = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+        assert len(line) == 1 and f"it is {where} {held}, the output folder of a running run" in line[0], r.stderr
+    assert not (held / "out").exists()  # the inner run wrote nothing
+    assert not (tmp_path / "o" / "out" / "vid" / "manifest.json").exists()
+    # once it has finished, the same runs are fine
+    assert run_cli("--workspace", ws, "run", a, "--out", held, cwd=tmp_path).returncode == 0
+
+
+def test_a_killed_runs_folder_record_does_not_refuse_the_next(tmp_path):
+    import sys
+
+    from depthcraft.flows.outlock import FolderInUse, claim_folder, unclaim
+
+    folder = tmp_path / "o"
+    code = ("import sys, time; from depthcraft.flows.outlock import claim_folder; "
+            f"claim_folder(__import__('pathlib').Path({str(folder)!r}), 'killed'); print('held', flush=True); "
+            "time.sleep(60)")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "held"
+        try:
+            claim_folder(folder / "inner", "me")
+            raise AssertionError("not refused while the holder lives")
+        except FolderInUse as e:
+            assert str(folder) in str(e) and "killed" in str(e)
+    finally:
+        p.kill()  # kill -9: no clean-up of its own
+        p.wait()
+    fd = claim_folder(folder / "inner", "me")  # its record is stale now: removed, not refused
+    unclaim(fd)
