@@ -77,6 +77,9 @@ class OutputFolder:
         self._claim = None
         # a folder inside or around a running run's: refused now, before any step runs
         self._claim = claim_folder(self.folder, f"run {run_id or '?'} of recipe {plan.recipe.name!r}")
+        if self._claim is not None:  # (released with the folder by a run that raised: see release())
+            with _OPEN_LOCK:
+                _OPEN.append(self)
 
     # -- the lock ------------------------------------------------------------------------
     def begin(self) -> bool:
@@ -110,7 +113,8 @@ class OutputFolder:
                 break
         self._fd = fd
         with _OPEN_LOCK:
-            _OPEN.append(self)
+            if self not in _OPEN:
+                _OPEN.append(self)
         self._say_killed()
         _clean_leftovers({Path(d) for d in self.plan.out_dirs.values()})
         base = mf.build(self.plan, run_id=self.run_id, started=self.started, nodes=[], failures=[],

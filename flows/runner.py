@@ -215,12 +215,13 @@ def run_plan(plan: Plan, ws: Workspace, *, refresh: bool = False) -> dict:
         "nodes": len(nodes), "images": len(plan.images), "duration_s": round(time.time() - started, 3),
     }
     serverwatch.beat()
-    summary["gallery"] = _show_run(man, folder)
+    summary["gallery"] = _show_run(man, folder, artifacts=False)
     outfolder.close()
     _record_run(ws, summary)
     from .serverwatch import finished
 
-    finished(summary)  # the command line's watchdog prints it if the server has stopped
+    finished(summary)  # the command line's watchdog prints it if the server has stopped (even during the next line)
+    _show_run(man, folder, gallery=False)  # the Prefect artifacts: the API, last
     return summary
 
 
@@ -233,7 +234,7 @@ def _service_session(result: dict) -> dict:
     return {}
 
 
-def _show_run(man: dict, folder: Path) -> str | None:
+def _show_run(man: dict, folder: Path, *, artifacts: bool = True, gallery: bool = True) -> str | None:
     """The run's gallery (index.html beside the manifest) and its Prefect artifacts. Looking at
     a run is never a reason for it to fail: a problem here is logged, and the outputs stand."""
     from .artifacts import publish_run
@@ -245,19 +246,20 @@ def _show_run(man: dict, folder: Path) -> str | None:
         import logging
 
         log = logging.getLogger(__name__)
-    gallery = None
+    written = None
     try:
-        gallery = str(write_gallery(man, folder))
+        if gallery:
+            written = str(write_gallery(man, folder))
     except Exception as e:  # noqa: BLE001
         log.warning("no gallery written: %s", e)
     try:
         from .serverwatch import lost
 
-        if not lost():  # (its API calls would wait for minutes on a server that is gone)
+        if artifacts and not lost():  # (its API calls would wait for minutes on a server that is gone)
             publish_run(man, folder)
     except Exception as e:  # noqa: BLE001
         log.warning("no Prefect artifacts published: %s", e)
-    return gallery
+    return written
 
 
 class _Stopped(Exception):
