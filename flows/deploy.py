@@ -629,6 +629,27 @@ def _cancel_unfinished(dep_ids: list, since: float, why: str, only: set[str] | N
     return n
 
 
+def _restore_finished(only: set[str]) -> int:
+    """Runs of this serve that had finished (Completed, Failed) when its stop came, and that
+    Prefect's Runner set to Cancelled anyway because their process was still exiting (its
+    "Runner is shutting down."): their final state is put back. Returns how many."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import State
+
+    n = 0
+    with get_client(sync_client=True) as client:
+        for rid in only:
+            states = sorted(client.read_flow_run_states(rid), key=lambda st: st.timestamp)
+            if len(states) < 2:
+                continue
+            last, before = states[-1], states[-2]
+            if last.is_cancelled() and before.is_final() and not before.is_cancelled():
+                client.set_flow_run_state(rid, State(type=before.type, name=before.name, message=before.message),
+                                          force=True)
+                n += 1
+    return n
+
+
 def _spawn_runs_with_ctrl_c_blocked() -> None:
     """Flow-run processes that ``serve`` starts begin with SIGINT blocked (the signal mask is
     inherited through fork and exec). A terminal's Ctrl-C goes to the whole process group: a run
@@ -763,6 +784,7 @@ def serve(recipe_paths: list[str | Path], *, overrides: list[str] | None = None,
     why = f"depthcraft serve stopped by {signal.Signals(signum).name}"
     try:
         n = _cancel_unfinished(dep_ids, started, why, only=set(_PICKED_UP))
+        _restore_finished(set(_PICKED_UP))  # (a run that had finished is not cancelled by the stop)
     except Exception:  # noqa: BLE001 - the API is gone: nothing more to mark
         n = 0
     names = " ".join(str(x) for x in recipe_paths)
