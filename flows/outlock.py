@@ -261,7 +261,7 @@ def _clean_leftovers(folders) -> None:
 def _registry() -> Path:
     import tempfile
 
-    return Path(tempfile.gettempdir()) / f"depthcraft-outfolders-{os.getuid()}"
+    return Path(tempfile.gettempdir()) / f".depthcraft-outfolders-{os.getuid()}"  # (hidden: not a one-shot's temp folder)
 
 
 class FolderInUse(OutputError):
