@@ -60,7 +60,7 @@ def _run(a, ws, recipe, src) -> int:
 
     _quiet_prefect(a.verbose)
     t0 = time.time()
-    url = ensure_api(ws, watch=_print_summary)
+    url = ensure_api(ws, watch=_summary_printer(a))
     from . import interrupt, progress, recovery
     from .runner import RunFailed, run_recipe
 
@@ -104,6 +104,15 @@ def _task_runner(a, recipe):
         # prestart: the local cluster starts (and its workers import) while the flow compiles
         return dask_runner(recipe, address=getattr(a, "dask_address", None), prestart=True)
     return None
+
+
+def _summary_printer(a):
+    """What prints a run's summary if the server stops under it (the watchdog): as the run would."""
+    def show(con, s: dict, seconds: float) -> None:
+        _print_summary(con, s, seconds)
+        if getattr(a, "json", False):
+            print(json.dumps(s, indent=1), flush=True)
+    return show
 
 
 def _print_summary(con, s: dict, seconds: float) -> None:

@@ -75,6 +75,22 @@ def cmd_serve(a) -> int:
                  task_runner=a.task_runner, dask_address=a.dask_address, replace=a.replace)
 
 
+def cmd_pause(a) -> int:
+    """``depthcraft pause|resume FLOW/NAME...``: a deployment's schedules stop (or start again)
+    making runs; Prefect 3 has no command for the deployment's own paused state."""
+    from .deploy import set_paused
+    from .server import ensure_api
+
+    ensure_api(Workspace.default(a.workspace))
+    paused = a.command == "pause"
+    changed = set_paused(a.deployments, paused)
+    con = _console()
+    for name in a.deployments:
+        was = "" if name in changed else " (it already was)"
+        con.print(f"{name}: {'paused: its schedule makes no runs' if paused else 'resumed'}{was}", highlight=False)
+    return 0
+
+
 def register(sub) -> None:
     d = sub.add_parser("deploy", help="register a recipe as a Prefect deployment (schedule, work pool)",
                        description="Register a recipe as a Prefect deployment whose parameters are the recipe. "
@@ -105,6 +121,13 @@ def register(sub) -> None:
                    "another recipe file (refused otherwise)")
     _common(s)
     s.set_defaults(func=cmd_serve)
+
+    for verb, what in (("pause", "pause deployments: their schedules make no runs until resumed"),
+                       ("resume", "resume paused deployments: their schedules make runs again")):
+        p = sub.add_parser(verb, help=what, description=what[0].upper() + what[1:] + ".")
+        p.add_argument("deployments", nargs="+", metavar="FLOW/NAME",
+                       help="full deployment name, as `depthcraft serve` prints it (e.g. depthcraft-nightly/nightly)")
+        p.set_defaults(func=cmd_pause)
 
 
 def _common(p) -> None:

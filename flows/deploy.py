@@ -515,6 +515,45 @@ def deployments_of(recipe_file: str, flow_name: str) -> list:
                   key=lambda d: d.name)
 
 
+def paused_notice(full_name: str) -> str:
+    """The line ``serve`` says at its start for a paused deployment. It stays paused: a pause
+    made by hand (``depthcraft pause``, the Prefect UI) is the user's decision, and one left by an
+    older depthcraft ``serve`` (which paused on stop) cannot be told apart from it."""
+    return (f"deployment {full_name} is paused: its schedule makes no runs; "
+            f"resume: depthcraft resume {full_name}")
+
+
+def set_paused(full_names: list[str], paused: bool) -> list[str]:
+    """Pause (or resume) deployments by full name ``flow/deployment``: a paused deployment's
+    schedules make no runs (runs triggered by hand still run where it is served). Returns the
+    names whose state changed. A name that is no deployment: one line naming it and the
+    deployments there are, before any is changed."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    from depthcraft.tasks.lib.errors import InputError
+
+    with get_client(sync_client=True) as client:
+        found = []
+        for name in full_names:
+            if "/" not in name:
+                raise InputError(f"give the deployment's full name FLOW/NAME, e.g. depthcraft-{name}/{name}",
+                                 path=name)
+            try:
+                found.append((name, client.read_deployment_by_name(name)))
+            except ObjectNotFound:
+                known = sorted(f"{d.flow_name}/{d.name}" if getattr(d, "flow_name", None) else d.name
+                               for d in client.read_deployments(limit=20))
+                raise InputError("no such deployment" + (f" (there are: {', '.join(known)})" if known else ""),
+                                 path=name) from None
+        changed = []
+        for name, dep in found:
+            if bool(dep.paused) != paused:
+                (client.pause_deployment if paused else client.resume_deployment)(dep.id)
+                changed.append(name)
+    return changed
+
+
 def describe_schedules(schedules) -> str:
     """One line for a deployment's registered schedules (``DeploymentSchedule`` objects)."""
     parts = []
@@ -531,9 +570,43 @@ def describe_schedules(schedules) -> str:
     return ", ".join(parts) or "no schedule"
 
 
-def _cancel_unfinished(dep_ids: list, since: float, why: str) -> int:
+_PICKED_UP: set[str] = set()  # ids of the flow runs this process's Runner claimed (set them Pending)
+
+
+def _record_picked_up_runs() -> None:
+    """Note the id of every flow run this process's Runner claims: the Runner moves a run from
+    Scheduled to Pending before it starts its process, and the server accepts that move from
+    one runner only. At its stop, ``serve`` cancels those runs and no other: another ``serve``
+    of the same deployment (the same recipe twice, or after ``--replace``) keeps its own.
+    (Prefect's runner internals differ between 3.x releases: both known places are wrapped.)"""
+    targets = []
+    try:
+        from prefect.runner._state_proposer import StateProposer
+
+        targets.append((StateProposer, "propose_pending"))
+    except ImportError:
+        pass
+    from prefect.runner import Runner
+
+    targets.append((Runner, "_propose_pending_state"))
+    for cls, name in targets:
+        fn = getattr(cls, name, None)
+        if fn is None or getattr(fn, "depthcraft_records", False):
+            continue
+
+        async def propose(self, flow_run, *a, _fn=fn, **kw):
+            ok = await _fn(self, flow_run, *a, **kw)
+            if ok:
+                _PICKED_UP.add(str(flow_run.id))
+            return ok
+
+        propose.depthcraft_records = True
+        setattr(cls, name, propose)
+
+
+def _cancel_unfinished(dep_ids: list, since: float, why: str, only: set[str] | None = None) -> int:
     """Set the runs of these deployments that this serve left Pending or Running (state entered
-    after it started) to Cancelled; returns how many."""
+    after it started; with ``only``, those of its ids alone) to Cancelled; returns how many."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (DeploymentFilter, DeploymentFilterId, FlowRunFilter,
                                                 FlowRunFilterState, FlowRunFilterStateType)
@@ -549,8 +622,31 @@ def _cancel_unfinished(dep_ids: list, since: float, why: str) -> int:
         for fr in runs:
             if fr.state is None or fr.state.timestamp.timestamp() < since - 1:
                 continue
+            if only is not None and str(fr.id) not in only:  # another serve's run
+                continue
             client.set_flow_run_state(fr.id, Cancelled(message=why), force=True)
             n += 1
+    return n
+
+
+def _restore_finished(only: set[str]) -> int:
+    """Runs of this serve that had finished (Completed, Failed) when its stop came, and that
+    Prefect's Runner set to Cancelled anyway because their process was still exiting (its
+    "Runner is shutting down."): their final state is put back. Returns how many."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import State
+
+    n = 0
+    with get_client(sync_client=True) as client:
+        for rid in only:
+            states = sorted(client.read_flow_run_states(rid), key=lambda st: st.timestamp)
+            if len(states) < 2:
+                continue
+            last, before = states[-1], states[-2]
+            if last.is_cancelled() and before.is_final() and not before.is_cancelled():
+                client.set_flow_run_state(rid, State(type=before.type, name=before.name, message=before.message),
+                                          force=True)
+                n += 1
     return n
 
 
@@ -595,7 +691,7 @@ def serve(recipe_paths: list[str | Path], *, overrides: list[str] | None = None,
     are given here) its overrides and output root. Otherwise one deployment named after the
     recipe is registered with the recipe's ``schedule:``. Stopping does not pause the schedules
     (Prefect's default would): the runs they make wait as Scheduled until served again. Runs this
-    serve left Pending or Running are set to Cancelled. Returns the exit code: 128 + the signal.
+    serve picked up and left Pending or Running are set to Cancelled (never another serve's). Returns the exit code: 128 + the signal.
     """
     import asyncio
     import signal
@@ -634,6 +730,7 @@ def serve(recipe_paths: list[str | Path], *, overrides: list[str] | None = None,
             seen[key] = str(path)
             prepared.append((p, sched))
     _spawn_runs_with_ctrl_c_blocked()
+    _record_picked_up_runs()
     runner = Runner(name=f"depthcraft-serve-{os.getpid()}", pause_on_shutdown=False, limit=limit)
     from prefect.deployments.runner import EntrypointType
 
@@ -644,16 +741,25 @@ def serve(recipe_paths: list[str | Path], *, overrides: list[str] | None = None,
         dep_ids.append(runner.add_flow(p.flow, name=p.name, entrypoint_type=EntrypointType.MODULE_PATH, **p.options))
         print(f"serving {p.flow.name}/{p.name} ({sched}); "
               f"trigger a run: prefect deployment run '{p.flow.name}/{p.name}'", flush=True)
+        if p.options.get("paused"):  # (kept paused, and said: see paused_notice)
+            print(paused_notice(f"{p.flow.name}/{p.name}"), flush=True)
     started = time.time()
     got: list[int] = []
+
+    import prefect.runner.server  # noqa: F401 - imported by start(): not seconds of it with no handler of ours
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
+
+        def ours() -> None:  # (a signal while start() begins: noted, never raised inside its task)
+            for s in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(s, lambda s=s: (got.append(int(s)), stop.set()))
+
+        ours()
         task = asyncio.ensure_future(runner.start())
         await asyncio.sleep(0)  # start() installs Prefect's SIGTERM handler first; ours replace it
-        for s in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(s, lambda s=s: (got.append(int(s)), stop.set()))
+        ours()
         waiter = asyncio.ensure_future(stop.wait())
         await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
         if task.done():
@@ -677,11 +783,12 @@ def serve(recipe_paths: list[str | Path], *, overrides: list[str] | None = None,
     signum = got[0] if got else signal.SIGINT
     why = f"depthcraft serve stopped by {signal.Signals(signum).name}"
     try:
-        n = _cancel_unfinished(dep_ids, started, why)
+        n = _cancel_unfinished(dep_ids, started, why, only=set(_PICKED_UP))
+        _restore_finished(set(_PICKED_UP))  # (a run that had finished is not cancelled by the stop)
     except Exception:  # noqa: BLE001 - the API is gone: nothing more to mark
         n = 0
     names = " ".join(str(x) for x in recipe_paths)
     print(f"stopped serving{f'; {n} unfinished run(s) set to Cancelled' if n else ''}; schedules stay active and "
           f"their runs wait as Scheduled until `depthcraft serve {names}` runs again "
-          f"(pause them: prefect deployment pause NAME)", file=sys.stderr, flush=True)
+          f"(pause one: depthcraft pause FLOW/NAME)", file=sys.stderr, flush=True)
     return 128 + int(signum)

@@ -271,11 +271,14 @@ def run_oneshot(args) -> int:
             if dst.is_dir():
                 raise ParameterError(f"{dst}: a folder is in the way of this output; nothing was written",
                                      parameter="-o" if dst == out else f"-o (beside it, {dst.name})")
-        for src, dst in written:
-            try:
-                atomic_copy(src, dst)
-            except OSError as e:  # (a folder that takes no new files, such as /proc; a name too long; a full disk)
-                raise ParameterError(f"{dst}: cannot write it ({e.strerror or e})", parameter="-o") from None
+        from .outlock import oneshot_writing
+
+        with oneshot_writing(out):  # (two one-shots writing one -o at once: one's set of files, never a mix)
+            for src, dst in written:
+                try:
+                    atomic_copy(src, dst)
+                except OSError as e:  # (a folder that takes no new files, such as /proc; a name too long; a full disk)
+                    raise ParameterError(f"{dst}: cannot write it ({e.strerror or e})", parameter="-o") from None
         written = [dst for _, dst in written]
     for w in written:
         console.print(f"wrote {w}")

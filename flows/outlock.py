@@ -28,6 +28,7 @@ partly extracted frame folders) is removed.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -36,6 +37,7 @@ import time
 from pathlib import Path
 
 from depthcraft.tasks.lib import cancel
+from depthcraft.tasks.lib.errors import DepthcraftError, OutputError
 from depthcraft.tasks.lib.notices import notice
 
 from . import manifest as mf
@@ -72,6 +74,12 @@ class OutputFolder:
         self._lock = threading.Lock()  # the flow thread records, the main thread marks a stop
         self._closed = threading.Event()
         self._final = False  # the full manifest is being written: no partial one any more
+        self._claim = None
+        # a folder inside or around a running run's: refused now, before any step runs
+        self._claim = claim_folder(self.folder, f"run {run_id or '?'} of recipe {plan.recipe.name!r}")
+        if self._claim is not None:  # (released with the folder by a run that raised: see release())
+            with _OPEN_LOCK:
+                _OPEN.append(self)
 
     # -- the lock ------------------------------------------------------------------------
     def begin(self) -> bool:
@@ -105,7 +113,8 @@ class OutputFolder:
                 break
         self._fd = fd
         with _OPEN_LOCK:
-            _OPEN.append(self)
+            if self not in _OPEN:
+                _OPEN.append(self)
         self._say_killed()
         _clean_leftovers({Path(d) for d in self.plan.out_dirs.values()})
         base = mf.build(self.plan, run_id=self.run_id, started=self.started, nodes=[], failures=[],
@@ -141,6 +150,8 @@ class OutputFolder:
         with _OPEN_LOCK:
             if self in _OPEN:
                 _OPEN.remove(self)
+        claim, self._claim = self._claim, None
+        unclaim(claim)
         if self._fd is not None:
             try:
                 os.close(self._fd)  # releases the flock
@@ -239,6 +250,128 @@ def _clean_leftovers(folders) -> None:
         notice(f"removed {removed} half-written file(s) a killed run left in its output folder(s)")
 
 
+
+
+# -- nested output folders ---------------------------------------------------------------------
+# The folder flock above keeps two runs out of ONE folder; it cannot see a run whose folder is
+# inside (or holds) another's, which writes the same files when an image's name is the inner
+# folder's. So every run also registers its folder host-wide, in a folder of small records, each
+# held with a flock by its run's process for the run's life (the kernel drops it on kill -9:
+# a record nobody holds is stale and removed). Registering and checking happen under one lock.
+def _registry() -> Path:
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f".depthcraft-outfolders-{os.getuid()}"  # (hidden: not a one-shot's temp folder)
+
+
+class FolderInUse(OutputError):
+    """A run would write inside (or around) the output folder of a run that is running."""
+
+    def __init__(self, folder: Path, other: dict):
+        self.path = str(folder)
+        inside = Path(folder).is_relative_to(other["folder"])
+        DepthcraftError.__init__(
+            self, f"cannot write {folder}: it is {'inside' if inside else 'around'} {other['folder']}, the output "
+                  f"folder of a running run ({other.get('who') or 'a run'}, pid {other.get('pid')}); two runs in "
+                  "nested folders would overwrite each other's files",
+            hint="wait for it to finish, or choose another output root with --out")
+
+
+def _records(reg: Path):
+    """(path, record) of every live record; stale ones (their process gone) are removed."""
+    for rec in reg.glob("*.json"):
+        try:
+            fd = os.open(rec, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:  # held: its run is running
+                try:
+                    yield rec, json.loads(os.pread(fd, 65536, 0))
+                except ValueError:
+                    pass
+                continue
+            rec.unlink(missing_ok=True)  # nobody holds it: its process is gone
+        finally:
+            os.close(fd)
+
+
+def claim_folder(folder: Path, who: str, *, register: bool = True) -> int | None:
+    """Refuse (:class:`FolderInUse`) a ``folder`` inside or around the folder of a running run;
+    then, with ``register``, note ``folder`` as this run's until the returned descriptor is
+    closed (:func:`unclaim`). The same folder is not refused: its runs take turns (the flock).
+    None where the registry cannot be used (then only the same folder is guarded)."""
+    from contextlib import suppress
+
+    folder = Path(os.path.abspath(folder))
+    reg = _registry()
+    try:
+        reg.mkdir(mode=0o700, exist_ok=True)
+        glock = os.open(reg / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(glock, fcntl.LOCK_EX)
+        for _, other in _records(reg):
+            theirs = Path(other.get("folder", "/"))
+            if theirs != folder and (folder.is_relative_to(theirs) or theirs.is_relative_to(folder)):
+                raise FolderInUse(folder, other)
+        if not register:
+            return None
+        path = reg / f"{os.getpid()}-{time.monotonic_ns()}.json"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # before the registry lock goes: never seen unheld
+        os.write(fd, json.dumps({"folder": str(folder), "pid": os.getpid(), "who": who}).encode())
+        _CLAIMS[fd] = path
+        return fd
+    except OSError:
+        return None
+    finally:
+        with suppress(OSError):
+            os.close(glock)
+
+
+_CLAIMS: dict[int, Path] = {}
+
+
+def unclaim(fd: int | None) -> None:
+    path = _CLAIMS.pop(fd, None) if fd is not None else None
+    if path is None:
+        return
+    path.unlink(missing_ok=True)
+    os.close(fd)
+
+
+@contextlib.contextmanager
+def oneshot_writing(out: Path):
+    """Around a one-shot command's final writes (its files, already made, copied into place):
+    one such writer per output at a time. Each file is replaced atomically anyway (temp file +
+    rename: never torn); this keeps a set of files (``d.npy`` and its ``d.npy.json``, a stereo
+    view and its mask) from two one-shots writing the same ``-o`` from being mixed. The lock is
+    one of 256 files in the registry folder, picked by the output's path (none is ever left in
+    the output folder); it is held for the copies only, milliseconds to seconds."""
+    import hashlib
+
+    fd = None
+    try:
+        reg = _registry()
+        reg.mkdir(mode=0o700, exist_ok=True)
+        bucket = hashlib.sha256(os.path.abspath(out).encode()).hexdigest()[:2]
+        fd = os.open(reg / f"oneshot-{bucket}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            notice(f"waiting for another command writing {out}")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:  # no registry (a read-only temp folder): each file is still atomic
+        pass
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def _host() -> str:

@@ -28,6 +28,7 @@ from . import interrupt
 from . import manifest as mf
 from . import progress
 from . import segment_runs as clipseg
+from . import serverwatch
 from .compile import Plan, compile_plan, provider_identity
 from .execute import execute_node, publish
 from .recipe import load_recipe
@@ -54,8 +55,10 @@ def step_task(payload: dict, upstream: list[dict], session_id: str) -> dict:
     """One step on one image: a thin wrapper over :func:`depthcraft.flows.execute.execute_node`."""
     from .serverwatch import step_guard
 
-    with step_guard():  # no new step once the local server has stopped (see serverwatch)
-        return execute_node(payload, upstream)
+    with step_guard(payload["key"]) as keep:  # no new step once the local server has stopped (see serverwatch)
+        result = execute_node(payload, upstream)
+        keep(result)  # (its outcome reaches the runner even when Prefect cannot report it)
+        return result
 
 
 def default_workers() -> int:
@@ -126,10 +129,12 @@ def run_plan(plan: Plan, ws: Workspace, *, refresh: bool = False) -> dict:
     for fut in list(futures.values()):  # submission order: upstream before downstream
         sid, image = meta[fut.task_run_id]
         node = plan.nodes[(sid, image)]
-        if not interrupt.wait(fut):  # Ctrl-C / SIGTERM: publish nothing more, wind down
+        # the final state; once the server is gone, the step's outcome in this process (serverwatch)
+        state = serverwatch.wait_state(fut, node.key) if image not in plan.clips else \
+            (fut.state if interrupt.wait(fut) else None)
+        if state is None:  # Ctrl-C / SIGTERM: publish nothing more, wind down
             interrupted = True
             break
-        state = fut.state
         rec = {"step": sid, "kind": node.kind, "image": image, "key": node.key,
                "params": node.params.model_dump(mode="json"), "provider": node.provider}
         if node.requested_provider:  # e.g. auto -> onnx:depth-anything-v2-small, and why
@@ -175,6 +180,7 @@ def run_plan(plan: Plan, ws: Workspace, *, refresh: bool = False) -> dict:
         session.append({"run_id": run_id, "recipe": plan.recipe.name,
                         **{k: v for k, v in rec.items() if k != "key"}, "key": node.key[:16]})
         progress.advance()
+        serverwatch.beat()
 
     if interrupted:
         outfolder.flush()
@@ -208,12 +214,14 @@ def run_plan(plan: Plan, ws: Workspace, *, refresh: bool = False) -> dict:
         "cached": sum(n["status"] == "cached" for n in nodes), "failures": failures,
         "nodes": len(nodes), "images": len(plan.images), "duration_s": round(time.time() - started, 3),
     }
-    summary["gallery"] = _show_run(man, folder)
+    serverwatch.beat()
+    summary["gallery"] = _show_run(man, folder, artifacts=False)
     outfolder.close()
     _record_run(ws, summary)
     from .serverwatch import finished
 
-    finished(summary)  # the command line's watchdog prints it if the server has stopped
+    finished(summary)  # the command line's watchdog prints it if the server has stopped (even during the next line)
+    _show_run(man, folder, gallery=False)  # the Prefect artifacts: the API, last
     return summary
 
 
@@ -226,7 +234,7 @@ def _service_session(result: dict) -> dict:
     return {}
 
 
-def _show_run(man: dict, folder: Path) -> str | None:
+def _show_run(man: dict, folder: Path, *, artifacts: bool = True, gallery: bool = True) -> str | None:
     """The run's gallery (index.html beside the manifest) and its Prefect artifacts. Looking at
     a run is never a reason for it to fail: a problem here is logged, and the outputs stand."""
     from .artifacts import publish_run
@@ -238,16 +246,20 @@ def _show_run(man: dict, folder: Path) -> str | None:
         import logging
 
         log = logging.getLogger(__name__)
-    gallery = None
+    written = None
     try:
-        gallery = str(write_gallery(man, folder))
+        if gallery:
+            written = str(write_gallery(man, folder))
     except Exception as e:  # noqa: BLE001
         log.warning("no gallery written: %s", e)
     try:
-        publish_run(man, folder)
+        from .serverwatch import lost
+
+        if artifacts and not lost():  # (its API calls would wait for minutes on a server that is gone)
+            publish_run(man, folder)
     except Exception as e:  # noqa: BLE001
         log.warning("no Prefect artifacts published: %s", e)
-    return gallery
+    return written
 
 
 class _Stopped(Exception):

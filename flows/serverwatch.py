@@ -9,8 +9,12 @@ sees the server's processes gone it:
 2. lets the steps that are already running finish (their results are kept in the cache) and
    fails the ones that have not started with "not started: the local Prefect server stopped
    during the run" (:func:`step_guard`, called by the runner's step task);
-3. prints the summary of what finished (the runner hands it over with :func:`finished`; if the
-   runner is itself stuck in an API call, the watchdog's own count of finished steps);
+3. prints the summary of what finished: the runner's own (:func:`finished`), which counts, publishes
+   and lists in the manifest every step that finished, also those that finished after the server
+   went away. Prefect reports a step's end over the API, so a future of the runner waits for
+   minutes once the server is gone; :func:`wait_state` hands the runner the step's outcome from
+   this process instead (:func:`step_guard` keeps it). Only if the runner is stuck elsewhere, the
+   watchdog's own count of finished steps;
 4. exits with :data:`EXIT_CODE` (75, EX_TEMPFAIL: try again), skipping Prefect's exit-time
    retries. The next command starts a new server; finished steps come from the cache.
 
@@ -36,7 +40,11 @@ MESSAGE = "the local Prefect server stopped during the run"
 _lost = threading.Event()
 _summary_ready = threading.Event()
 _lock = threading.Lock()
-_state = {"running": 0, "done": 0, "failed": 0, "summary": None, "t0": time.time(), "watching": False}
+_state = {"running": 0, "done": 0, "failed": 0, "summary": None, "t0": time.time(), "watching": False, "beat": 0}
+# the outcome of each step run this process ran since the watchdog started, by node key (only
+# kept while watching: a long-lived process without a watchdog keeps nothing)
+_running_keys: dict[str, int] = {}
+_outcomes: dict[str, tuple[dict | None, str | None]] = {}
 
 
 class ServerLost(DepthcraftError):
@@ -50,20 +58,82 @@ def lost() -> bool:
 
 
 @contextmanager
-def step_guard():
-    """Around one step: refuse to start it once the server is gone; count it while it runs."""
-    if _lost.is_set():
-        raise ServerLost(f"not started: {MESSAGE}")
-    with _lock:
+def step_guard(key: str | None = None):
+    """Around one step: refuse to start it once the server is gone; count it while it runs.
+
+    Yields a function the step calls with its result, kept under ``key`` for :func:`wait_state`."""
+    with _lock:  # (the check and the count under one lock: the watchdog sets _lost under it too)
+        if _lost.is_set():
+            raise ServerLost(f"not started: {MESSAGE}")
         _state["running"] += 1
-    ok = False
+        if key is not None and _state["watching"]:
+            _running_keys[key] = _running_keys.get(key, 0) + 1
+    ok, kept = False, {}
     try:
-        yield
+        yield lambda result: kept.update(result=result)
         ok = True
+    except BaseException as e:
+        kept["error"] = str(e) or type(e).__name__
+        raise
     finally:
         with _lock:
             _state["running"] -= 1
             _state["done" if ok else "failed"] += 1
+            if key is not None and key in _running_keys:
+                _running_keys[key] -= 1
+                if not _running_keys[key]:
+                    del _running_keys[key]
+                _outcomes[key] = (kept.get("result") if ok else None, None if ok else kept.get("error", "failed"))
+
+
+class LostState:
+    """A step's outcome known in this process once the server is gone, shaped as the little of a
+    Prefect state the runner reads (``is_completed``, ``result``, ``name``, ``message``)."""
+
+    def __init__(self, result: dict | None, error: str | None):
+        self._result, self.message = result, error
+        self.name = "Completed" if result is not None else "Failed"
+
+    def is_completed(self) -> bool:
+        return self._result is not None
+
+    def result(self, raise_on_failure: bool = True):
+        if self._result is None and raise_on_failure:
+            raise DepthcraftError(self.message or "failed")
+        return self._result
+
+
+def wait_state(fut, key: str, poll: float = 0.2):
+    """Wait for a step's Prefect future and return its final state; None once a stop (Ctrl-C)
+    is requested. Once the server is gone: the step's outcome in this process (a
+    :class:`LostState`) as soon as it has one, waiting while it runs; a step that never started
+    here (and whose future is not done) is "not started"."""
+    from depthcraft.tasks.lib import cancel
+
+    while not cancel.requested():
+        fut.wait(timeout=poll)
+        try:
+            done = fut.wrapped_future.done()
+        except AttributeError:  # a future without a wrapped future: wait for it plainly
+            fut.wait()
+            return fut.state
+        if done:
+            fut.wait()  # the done-callback can fire before the final state is attached
+            return fut.state
+        if _lost.is_set():
+            with _lock:
+                if key in _running_keys:
+                    continue
+                if key in _outcomes:
+                    return LostState(*_outcomes[key])
+            return LostState(None, f"not started: {MESSAGE}")
+    return None
+
+
+def beat() -> None:
+    """The runner is still publishing (after the server went away): the watchdog waits for it."""
+    with _lock:
+        _state["beat"] += 1
 
 
 def finished(summary: dict) -> None:
@@ -119,19 +189,20 @@ def _console():
 def _run(ws, record: dict, procs) -> None:
     while _alive(procs):
         time.sleep(POLL_S)
-    _lost.set()
+    with _lock:
+        _lost.set()
     # from here on this thread ends the process: an exception in the main thread must not print
     # a traceback or run Prefect's exit-time retries first
     sys.excepthook = lambda *a: _wait_forever()
     con = _console()
     con.print(f"[red]error:[/] {MESSAGE} (its log: {record.get('log')}); steps already running finish, "
               "no new ones start")
-    idle_since = None
+    idle_since, last_beat = None, None
     while not _summary_ready.is_set():
         with _lock:
-            running = _state["running"]
-        if running:
-            idle_since = None
+            running, b = _state["running"], _state["beat"]
+        if running or b != last_beat:  # a step runs, or the runner publishes what finished
+            idle_since, last_beat = None, b
         elif idle_since is None:
             idle_since = time.monotonic()
         elif time.monotonic() - idle_since > GRACE_S:
