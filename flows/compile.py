@@ -368,6 +368,10 @@ def compile_plan(recipe: Recipe, src: RecipeSource, ws: Workspace, *, out_root: 
                 "image": img.source.sha256, "upstream": [plan.nodes[(u, img.name)].key for u in d.from_],
                 "options": options,
             }
+            from depthcraft.tasks.lib.images import decode_revision
+
+            if decode_revision(img.source.path):  # (the photo decodes otherwise than it once did)
+                body["decode"] = decode_revision(img.source.path)
             if spec.key_extra is not None:  # names the output embeds (the viewer's default title)
                 body["extra"] = spec.key_extra(params, img.name)
             if img.given_depth is not None:

@@ -487,3 +487,35 @@ def test_a_photo_over_the_decoding_budget_is_not_announced_as_downscaled(tmp_pat
     plan = plan_of(tmp_path, RECIPE_DS.format(photo=json.dumps(str(bombs["bomb"])), downscale="true"))
     assert plan.images[0].size == (100000, 100000) and plan.images[0].working_size is None
     assert said == []  # its step refuses it (over the decoding budget): no "downscaled to 7071x7071"
+
+
+def test_a_float_tiff_is_keyed_by_its_new_decoding(tmp_path, monkeypatch):
+    """A float TIFF with a NaN pixel decoded all black before (tiff 2: its finite range): its
+    steps are keyed anew, so a result cached under the old decoding is never served; PNGs keep
+    their keys."""
+    from PIL import Image
+
+    from depthcraft.tasks.lib import images
+
+    monkeypatch.setenv("DEPTHCRAFT_HOME", str(tmp_path / "ws"))
+    a = np.linspace(0, 1, 96 * 128, dtype=np.float32).reshape(96, 128)
+    a[5, 5] = np.nan
+    Image.fromarray(a).save(tmp_path / "f.tif")  # (float32: mode F)
+    save_photo(tmp_path / "p.png", np.full((96, 128, 3), 100, np.uint8))
+    text = """\
+        version: 1
+        name: t
+        provider: classic
+        inputs:
+          images: [f.tif, p.png]
+        steps:
+          - {id: depth, uses: estimate}
+        output: out/{recipe}/{image}/
+        """
+    now = {k: n.key for k, n in plan_of(tmp_path, text).nodes.items()}
+    monkeypatch.setattr(images, "_DECODE_REVISIONS", {})
+    before = {k: n.key for k, n in plan_of(tmp_path, text).nodes.items()}
+    assert now[("depth", "f")] != before[("depth", "f")]
+    assert now[("depth", "p")] == before[("depth", "p")]
+    rgb = images.read_image(tmp_path / "f.tif").rgb
+    assert rgb[5, 5].tolist() == [0, 0, 0] and rgb.max() == 255  # the finite range, not black

@@ -113,7 +113,10 @@ def _mpo_views(img: Image.Image) -> int:
 
 def _amount(pixels: int) -> str:
     """``12.2 MP``; under a megapixel, the pixels themselves (a limit of 5000 read "0 MP")."""
-    return f"{pixels / 1e6:.1f} MP" if pixels >= 1_000_000 else f"{pixels:,} pixels"
+    if pixels < 1_000_000:
+        return f"{pixels:,} pixels"
+    mp = f"{pixels / 1e6:.1f}"
+    return f"{mp[:-2] if mp.endswith('.0') else mp} MP"  # "1 MP", "50 MP", "12.2 MP"
 
 
 def decode_budget(limit: int | None = None) -> int:
@@ -123,6 +126,17 @@ def decode_budget(limit: int | None = None) -> int:
     than this is decoded, whatever ``--downscale`` says.
     """
     return max(4 * (limit or max_pixels_default()), 200_000_000)
+
+
+# How photos of a kind decode, where that changed: part of every step's cache key for such a
+# photo, so that a result cached under the old decoding is never served as the new one.
+# "tiff 2": a float TIFF with a NaN/inf pixel is its finite range stretched (it was all black).
+_DECODE_REVISIONS = {".tif": "tiff 2", ".tiff": "tiff 2"}
+
+
+def decode_revision(path: str | os.PathLike) -> str | None:
+    """The decoding revision of photos with ``path``'s suffix, or ``None`` (unchanged since 1)."""
+    return _DECODE_REVISIONS.get(os.path.splitext(str(path))[1].lower())
 
 
 def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int | None = None,
