@@ -261,6 +261,11 @@ def export_3d(rgb: np.ndarray, dm: DepthMap, path: str | Path, *, fmt: MeshForma
         return p, info
     mesh = depth_mesh(z, rgb, fov, stride=s, edge_cut=edge_cut)
     if len(mesh.faces) == 0:
+        nx, ny = len(grid_indices(w, s)), len(grid_indices(h, s))
+        if stride and min(nx, ny) < 16:  # (cells that big cross a depth edge: the stride is the cause)
+            raise ParameterError(f"no triangle is left: stride {s} samples the {w}x{h} depth on a {nx}x{ny} grid, "
+                                 "whose cells all cross a depth edge", parameter="stride",
+                                 hint="lower stride, or leave it out: max_faces then chooses it")
         raise ParameterError("no triangle is left: the depth has no valid values or every triangle "
                              "crosses a depth edge", parameter="edge_cut", hint="raise edge_cut, or set it to null")
     info.update(vertices=int(len(mesh.vertices)), faces=int(len(mesh.faces)), edge_cut=edge_cut)

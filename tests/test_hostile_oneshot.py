@@ -530,3 +530,14 @@ def test_a_jpeg_with_a_preview_or_a_stereo_mpo_is_a_photo(tmp_path, scene):
     r = run_cli("estimate", tmp_path / "pair.mpo", "--provider", "classic", "-o", tmp_path / "e.png", env=OFFLINE)
     assert r.returncode == 0 and "the left eye" in r.stderr, r.stderr
     assert Image.open(tmp_path / "e.png").size == (160, 120)
+
+
+def test_a_stride_too_big_for_any_triangle_names_the_stride(tmp_path):
+    """`mesh --stride 100000` said "raise edge_cut" (the cut was not the cause): a stride that
+    leaves a grid of a few samples is named, with its grid."""
+    import skimage.data as sd
+
+    p = save_photo(tmp_path / "c.png", sd.coffee())
+    r = run_cli("mesh", p, "-o", tmp_path / "m.glb", "--stride", "100000", "--provider", "classic", env=OFFLINE)
+    err = one_line(r, "'stride'", "2x2 grid")
+    assert "edge_cut" not in err and not (tmp_path / "m.glb").exists()
