@@ -8,6 +8,7 @@ nothing already produced lost, outputs exactly as documented (docs/formats.md, d
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -541,3 +542,16 @@ def test_a_stride_too_big_for_any_triangle_names_the_stride(tmp_path):
     r = run_cli("mesh", p, "-o", tmp_path / "m.glb", "--stride", "100000", "--provider", "classic", env=OFFLINE)
     err = one_line(r, "'stride'", "2x2 grid")
     assert "edge_cut" not in err and not (tmp_path / "m.glb").exists()
+
+
+def test_a_glob_takes_mpo_photos_as_the_one_shot_commands_do(tmp_path):
+    """A camera's .mpo (a JPEG with previews) is a photo to `estimate x.mpo`; a recipe's glob
+    left it out."""
+    from PIL import Image
+
+    from depthcraft.flows.compile import _expand
+
+    photo = Image.fromarray(np.full((96, 128, 3), 120, np.uint8))
+    photo.save(tmp_path / "cam.mpo", format="MPO", save_all=True, append_images=[photo.resize((64, 48))])
+    save_photo(tmp_path / "p.png", np.full((96, 128, 3), 90, np.uint8))
+    assert sorted(Path(h).name for h in _expand("*", tmp_path)) == ["cam.mpo", "p.png"]

@@ -21,7 +21,7 @@ from .errors import InputError
 
 MIN_SIDE = 64
 DEFAULT_MAX_PIXELS = 50_000_000
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".gif"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".gif", ".mpo"}
 
 # PIL's own bomb check would raise a warning or its own error first; we enforce our limit.
 Image.MAX_IMAGE_PIXELS = None
