@@ -131,6 +131,10 @@ def check_clip_inert(recipe: Recipe, src: RecipeSource, validated: dict[str, tup
         for name, why in CLIP_INERT.get(spec.kind, {}).items():
             if name in given:
                 refuse(name, why)
+        if spec.kind == "refine" and s.provider:  # (a clip's refine runs clip_frame: the local refinement)
+            raise src.error(f"provider {s.provider} has no effect on a refine step of a clip (every input of this "
+                            "recipe is one): a clip's frames are refined locally, frame by frame",
+                            ("steps", i, "provider"), hint="leave out the step's provider")
         if spec.kind in METRIC_KINDS:
             key = "formats" if spec.kind == "export" else "format"
             fmts = list(params.formats) if spec.kind == "export" else [params.format]

@@ -324,3 +324,15 @@ def test_the_default_pixel_limit_written_out_keys_as_omitted(tmp_path, monkeypat
                                    "steps:\n  - {id: depth, uses: estimate}\n")
         keys.append(_compile(recipe, tmp_path).nodes[("depth", "coffee")].key)
     assert keys[0] == keys[1] != keys[2]
+
+
+def test_a_refine_steps_provider_on_clips_is_refused_with_its_line(tmp_path, workspace):
+    """A clip's refine step refines its frames locally: `provider:` on that step was accepted and
+    never asked (the frames were refined locally all the same)."""
+    from depthcraft.tasks.lib.errors import RecipeError
+
+    recipe = _clip_recipe(tmp_path, "refine", "{}", extra="    provider: eachsense\n")
+    with pytest.raises(RecipeError) as e:
+        _compile(recipe, tmp_path)
+    msg = str(e.value)
+    assert "provider eachsense has no effect on a refine step of a clip" in msg and "steps.1.provider" in msg, msg
