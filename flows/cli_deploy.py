@@ -78,9 +78,10 @@ def cmd_serve(a) -> int:
 def cmd_pause(a) -> int:
     """``depthcraft pause|resume FLOW/NAME...``: a deployment's schedules stop (or start again)
     making runs; Prefect 3 has no command for the deployment's own paused state."""
-    from .deploy import set_paused
+    from .deploy import check_full_names, set_paused
     from .server import ensure_api
 
+    check_full_names(a.deployments)  # (before a server is started for nothing)
     ensure_api(Workspace.default(a.workspace))
     paused = a.command == "pause"
     changed = set_paused(a.deployments, paused)
