@@ -3,6 +3,7 @@ on the code before its fix."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -26,3 +27,63 @@ def test_pause_resume_refuse_a_malformed_name_in_one_line_without_a_server(tmp_p
         assert "FLOW/NAME" in lines[0] and (repr(name) if not name.strip() else name) in lines[0], lines[0]
         assert "depthcraft-/" not in lines[0]
     assert not (ws / "prefect").exists()  # no server was started for a name that cannot be one
+
+
+# -- nested output folders (flows/outlock.py) ---------------------------------------------------------
+@pytest.fixture
+def registry_in(tmp_path, monkeypatch):
+    """The host-wide registry of output folders, moved into the test's own temp folder."""
+    import tempfile
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    return tmp
+
+
+def test_a_folder_reached_through_a_link_is_refused_inside_a_running_runs(tmp_path, registry_in):
+    """Before: folders were compared by their spelled path (abspath), so `link/x` (link -> real)
+    was accepted while a run wrote `real/`, and both wrote the same files."""
+    from depthcraft.flows import outlock
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    held = outlock.claim_folder(tmp_path / "real", "run A")
+    try:
+        with pytest.raises(outlock.FolderInUse, match="inside"):
+            outlock.claim_folder(tmp_path / "link" / "x", "run B")
+        with pytest.raises(outlock.FolderInUse, match="around"):
+            outlock.claim_folder(tmp_path / "out" / ".." / "link" / "..", "run C")
+        same = outlock.claim_folder(tmp_path / "link", "run D")  # the same folder: takes turns (flock), not refused
+        outlock.unclaim(same)
+        sibling = outlock.claim_folder(tmp_path / "realx", "run E")  # a prefix that is no parent
+        outlock.unclaim(sibling)
+    finally:
+        outlock.unclaim(held)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to chown")
+def test_a_registry_folder_made_by_another_user_is_not_trusted(tmp_path, registry_in):
+    """Before: the registry's name in the shared temp folder is predictable; another user who made
+    it first (world-writable) could keep a held record of folder "/" there, and every run of ours
+    was refused ("inside /, the output folder of a running run")."""
+    import fcntl
+    import json
+
+    from depthcraft.flows import outlock
+
+    reg = outlock._registry()
+    reg.mkdir()
+    os.chmod(reg, 0o777)
+    os.chown(reg, 12345, 12345)
+    planted = reg / "1-1.json"
+    planted.write_text(json.dumps({"folder": "/", "pid": 1, "who": "someone else"}))
+    fd = os.open(planted, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # (as its owner's live process would hold it)
+    try:
+        claim = outlock.claim_folder(tmp_path / "out", "our run")  # not refused: the registry is not ours
+        assert claim is None and sorted(p.name for p in reg.iterdir()) == ["1-1.json"]
+        with outlock.oneshot_writing(tmp_path / "o.png"):  # its locks are not taken there either
+            assert not list(reg.glob("oneshot-*"))
+    finally:
+        os.close(fd)
