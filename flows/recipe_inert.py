@@ -97,13 +97,14 @@ METRIC_KINDS = ("estimate", "refine", "export")
 
 
 def _all_clips(images) -> bool:
-    """Every input is a clip (inputs that failed to resolve produce nothing and do not count; an
-    input whose kind is not known yet, such as a URL not fetched, makes it unknown: False)."""
+    """Every input is a clip. An input whose kind is not known (a URL not fetched yet, or one that
+    failed to resolve: a photo path with a typo) makes it unknown: False. A failed input is still
+    one the user means to run with the setting: refusing the setting hid the input's own error
+    behind a line saying every input is a clip, and its advice (leave the setting out) was wrong
+    once the input is fixed."""
     kinds = []
     for img in images:
         if img.source is None:
-            if getattr(img, "error", None):
-                continue
             return False
         kinds.append(img.source.kind)
     return bool(kinds) and all(k == "video" for k in kinds)

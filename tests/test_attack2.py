@@ -87,3 +87,22 @@ def test_a_registry_folder_made_by_another_user_is_not_trusted(tmp_path, registr
             assert not list(reg.glob("oneshot-*"))
     finally:
         os.close(fd)
+
+
+# -- photo-only settings on clips (flows/recipe_inert.py) -------------------------------------------
+def test_a_missing_photo_beside_a_clip_is_said_not_hidden_behind_a_clip_only_refusal(tmp_path):
+    """Before: `images: [c.mp4, typo.png]` with stereo `interpolation: cubic` was refused as "no
+    effect on a clip (every input of this recipe is one)": false, and its advice (leave out
+    interpolation) was wrong once the photo's path is fixed; the missing photo was not said."""
+    from cliputil import make_clip
+
+    make_clip(tmp_path / "c.mp4", n=4, audio=False)
+    (tmp_path / "r.yaml").write_text(
+        "name: r\nprovider: classic\ninputs:\n  images: [c.mp4, typo.png]\nsteps:\n  - {id: depth, uses: estimate}\n"
+        "  - {id: pair, uses: stereo, from: depth, with: {interpolation: cubic}}\n")
+    r = _cli("--workspace", str(tmp_path / "ws"), "validate", str(tmp_path / "r.yaml"), cwd=tmp_path)
+    assert r.returncode == 2 and "typo.png" in r.stderr and "interpolation" not in r.stderr, r.stderr
+    # every input a clip: still refused, naming the recipe line of the setting
+    (tmp_path / "r.yaml").write_text((tmp_path / "r.yaml").read_text().replace(", typo.png", ""))
+    r = _cli("--workspace", str(tmp_path / "ws"), "validate", str(tmp_path / "r.yaml"), cwd=tmp_path)
+    assert r.returncode == 2 and "r.yaml:7: steps.1.with.interpolation" in r.stderr, r.stderr
