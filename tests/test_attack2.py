@@ -106,3 +106,23 @@ def test_a_missing_photo_beside_a_clip_is_said_not_hidden_behind_a_clip_only_ref
     (tmp_path / "r.yaml").write_text((tmp_path / "r.yaml").read_text().replace(", typo.png", ""))
     r = _cli("--workspace", str(tmp_path / "ws"), "validate", str(tmp_path / "r.yaml"), cwd=tmp_path)
     assert r.returncode == 2 and "r.yaml:7: steps.1.with.interpolation" in r.stderr, r.stderr
+
+
+def test_parallax_pix_fmt_on_a_clip_of_odd_sides_is_not_refused_by_the_one_shot(tmp_path):
+    """Before: `parallax odd.mp4 --pix-fmt yuv444p` was refused ("no effect on a clip"), while the
+    same command's own notice says "give ... pix_fmt yuv444p to keep it" and a recipe's pix_fmt
+    pads the odd frame (98x66) instead of trimming it (96x64)."""
+    import cv2
+    from cliputil import make_clip
+
+    make_clip(tmp_path / "odd.mp4", n=3, size=(97, 65), audio=False)
+    sizes = {}
+    for extra in ([], ["--pix-fmt", "yuv444p"]):
+        out = tmp_path / f"p{len(extra)}.mp4"
+        r = _cli("--workspace", str(tmp_path / "ws"), "parallax", str(tmp_path / "odd.mp4"), "--provider", "classic",
+                 "-o", str(out), *extra, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        cap = cv2.VideoCapture(str(out))
+        sizes[len(extra)] = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        cap.release()
+    assert sizes == {0: (96, 64), 2: (98, 66)}, sizes
