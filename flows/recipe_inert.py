@@ -35,6 +35,12 @@ def check_inert(recipe: Recipe, src: RecipeSource, validated: dict[str, tuple[St
         raise src.error("provider_options have no effect with provider classic: they are settings of the onnx "
                         "(upsample) and eachsense providers", ("provider_options",),
                         hint="leave out provider_options, or use an onnx or eachsense provider")
+    from depthcraft.tasks.providers.options import check_options
+
+    bad = check_options(providers, recipe.provider_options)
+    if bad:
+        raise src.error(bad[1], ("provider_options", bad[0]),
+                        hint=f"fix or leave out {bad[0]}")
     for i, e in enumerate(recipe.inputs.images):
         if isinstance(e, InputEntry) and e.depth_kind is not None and not e.depth:
             raise src.error(f"depth_kind {e.depth_kind} has no effect without depth: it says what a given depth "

@@ -126,3 +126,32 @@ def test_parallax_pix_fmt_on_a_clip_of_odd_sides_is_not_refused_by_the_one_shot(
         sizes[len(extra)] = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
         cap.release()
     assert sizes == {0: (96, 64), 2: (98, 66)}, sizes
+
+
+# -- provider_options (tasks/providers/options.py) ---------------------------------------------------
+@pytest.mark.parametrize("options, key, said", [
+    ("{upsample: GUIDED}", "provider_options.upsample", "got 'GUIDED'"),
+    ("{upsample: null}", "provider_options.upsample", "got None"),
+    ("{upsampel: bilinear}", "provider_options.upsampel", "options: upsample"),
+])
+def test_a_provider_option_onnx_cannot_read_is_refused_by_validate(tmp_path, options, key, said):
+    """Before: validate said ok; a wrong value failed every photo and clip at run time, and an
+    option name with a typo was ignored without a word (the run computed the default)."""
+    pytest.importorskip("onnx")
+    from test_onnx import mean_graph
+
+    mean_graph(tmp_path / "m.onnx")
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.full((64, 80, 3), 128, np.uint8)).save(tmp_path / "p.png")
+    recipe = tmp_path / "r.yaml"
+    for opts, ok in ((options, False), ("{upsample: bilinear}", True), ("{upsample: guided}", True)):
+        recipe.write_text(f"name: r\nprovider: 'onnx:{tmp_path / 'm.onnx'}'\nprovider_options: {opts}\n"
+                          "inputs: {images: [p.png]}\nsteps: [{id: d, uses: estimate}]\n")
+        r = _cli("--workspace", str(tmp_path / "ws"), "validate", str(recipe), cwd=tmp_path)
+        if ok:
+            assert r.returncode == 0, r.stderr
+        else:
+            assert r.returncode == 2 and f"r.yaml:3: {key}" in r.stderr and said in r.stderr, r.stderr
+            assert len(r.stderr.strip().splitlines()) == 1, r.stderr
