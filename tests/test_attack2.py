@@ -155,3 +155,23 @@ def test_a_provider_option_onnx_cannot_read_is_refused_by_validate(tmp_path, opt
         else:
             assert r.returncode == 2 and f"r.yaml:3: {key}" in r.stderr and said in r.stderr, r.stderr
             assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+# -- YAML in a one-shot's --set (flows/oneshot.py; recipes' --set had these checks) --------------------
+@pytest.mark.parametrize("value, said", [
+    ("metric={near: 1, near: 2, far: 5}", "duplicate key 'near'"),
+    ("metric=[&a [1,1,1,1,1,1,1,1,1,1], &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a], &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b], "
+     "&d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c], &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d], &f [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]]",
+     "expands to more than"),
+])
+def test_a_one_shot_set_value_has_the_recipes_yaml_limits(tmp_path, value, said):
+    """Before: a one-shot's --set used plain yaml.safe_load: `{near: 1, near: 2}` ran with near 2
+    without a word, and an alias bomb was expanded (seconds, and an error line of megabytes)."""
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.full((64, 80, 3), 128, np.uint8)).save(tmp_path / "p.png")
+    r = _cli("--workspace", str(tmp_path / "ws"), "estimate", str(tmp_path / "p.png"), "--provider", "classic",
+             "-o", str(tmp_path / "d.npy"), "--set", "format=metric", "--set", value, cwd=tmp_path)
+    assert r.returncode == 2 and said in r.stderr and "parameter '--set'" in r.stderr, r.stderr[:500]
+    assert len(r.stderr) < 400 and not (tmp_path / "d.npy").exists()
