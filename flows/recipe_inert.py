@@ -21,6 +21,16 @@ from .recipe import InputEntry, Recipe, RecipeSource
 
 def check_inert(recipe: Recipe, src: RecipeSource, validated: dict[str, tuple[StepSpec, Any]]) -> None:
     """Raise the RecipeError of the first setting that would have no effect."""
+    # an empty provider (`provider: ""`, `--set provider=`: an unset shell variable) ran as auto,
+    # or for a step as the recipe's, and the manifest recorded provider "" (as `--provider ''`,
+    # refused by flows/cli_paths.py)
+    empty = [("provider",)] if not recipe.provider.strip() else []
+    empty += [("steps", i, "provider") for i, s in enumerate(recipe.steps) if s.provider is not None
+              and not s.provider.strip()]
+    if empty:
+        raise src.error("an empty provider (an unset shell variable?)", empty[0],
+                        hint="give a provider (auto, classic, onnx:NAME, eachsense), or leave the key out for "
+                             + ("auto" if len(empty[0]) == 1 else "the recipe's"))
     providers = {recipe.provider.split(":")[0]} | {s.provider.split(":")[0] for s in recipe.steps if s.provider}
     data = src.data if isinstance(src.data, dict) else {}
     if "eachsense" not in providers:  # settings only the eachsense provider reads

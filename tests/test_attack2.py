@@ -175,3 +175,23 @@ def test_a_one_shot_set_value_has_the_recipes_yaml_limits(tmp_path, value, said)
              "-o", str(tmp_path / "d.npy"), "--set", "format=metric", "--set", value, cwd=tmp_path)
     assert r.returncode == 2 and said in r.stderr and "parameter '--set'" in r.stderr, r.stderr[:500]
     assert len(r.stderr) < 400 and not (tmp_path / "d.npy").exists()
+
+
+# -- empty values in recipes (the counterpart of flows/cli_paths.py) -----------------------------------
+@pytest.mark.parametrize("text, sets, where", [
+    ("provider: ''\nsteps: [{id: d, uses: estimate}]\n", [], "r.yaml:2: provider"),
+    ("provider: classic\nsteps: [{id: d, uses: estimate, provider: ' '}]\n", [], "r.yaml:4: steps.0.provider"),
+    ("provider: classic\nsteps: [{id: d, uses: estimate}]\n", ["--set", "provider="], "r.yaml:2: provider"),
+])
+def test_an_empty_provider_in_a_recipe_is_refused_naming_its_line(tmp_path, text, sets, where):
+    """Before: `provider: ""` (or `--set provider=$UNSET`) validated and ran as auto, the manifest
+    recording provider ""; a step's empty provider ran as the recipe's. `--provider ''` on the
+    command line was already refused."""
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.full((64, 80, 3), 128, np.uint8)).save(tmp_path / "p.png")
+    first, rest = text.split("\n", 1)  # name on line 1, provider on line 2, the step on line 4
+    (tmp_path / "r.yaml").write_text(f"name: r\n{first}\ninputs: {{images: [p.png]}}\n{rest}")
+    r = _cli("--workspace", str(tmp_path / "ws"), "validate", str(tmp_path / "r.yaml"), *sets, cwd=tmp_path)
+    assert r.returncode == 2 and where in r.stderr and "empty provider" in r.stderr, r.stderr
