@@ -84,9 +84,10 @@ def cmd_pause(a) -> int:
     check_full_names(a.deployments)  # (before a server is started for nothing)
     ensure_api(Workspace.default(a.workspace))
     paused = a.command == "pause"
-    changed = set_paused(a.deployments, paused)
+    names = list(dict.fromkeys(a.deployments))  # (a name given twice: said once, not "paused" twice)
+    changed = set_paused(names, paused)
     con = _console()
-    for name in a.deployments:
+    for name in names:
         was = "" if name in changed else " (it already was)"
         con.print(f"{name}: {'paused: its schedule makes no runs' if paused else 'resumed'}{was}", highlight=False)
     return 0

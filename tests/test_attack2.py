@@ -195,3 +195,19 @@ def test_an_empty_provider_in_a_recipe_is_refused_naming_its_line(tmp_path, text
     (tmp_path / "r.yaml").write_text(f"name: r\n{first}\ninputs: {{images: [p.png]}}\n{rest}")
     r = _cli("--workspace", str(tmp_path / "ws"), "validate", str(tmp_path / "r.yaml"), *sets, cwd=tmp_path)
     assert r.returncode == 2 and where in r.stderr and "empty provider" in r.stderr, r.stderr
+
+
+def test_pause_of_a_name_given_twice_says_it_once(prefect_server, tmp_path):
+    """Before: `pause X X` paused X twice and said "X: paused" twice (the second time it already was)."""
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.full((64, 80, 3), 128, np.uint8)).save(tmp_path / "p.png")
+    (tmp_path / "twice.yaml").write_text("name: twice\nprovider: classic\ninputs: {images: [p.png]}\n"
+                                         "steps: [{id: d, uses: estimate}]\nschedule: {interval: 1d}\n")
+    ws = str(tmp_path / "ws")
+    assert _cli("--workspace", ws, "deploy", "twice.yaml", cwd=tmp_path).returncode == 0
+    for verb, said in (("pause", "paused"), ("resume", "resumed")):
+        r = _cli("--workspace", ws, verb, "depthcraft-twice/twice", "depthcraft-twice/twice", cwd=tmp_path)
+        lines = [ln for ln in r.stderr.splitlines() if ln.startswith("depthcraft-twice/twice")]
+        assert r.returncode == 0 and len(lines) == 1 and said in lines[0] and "already" not in lines[0], r.stderr
