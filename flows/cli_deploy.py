@@ -78,14 +78,16 @@ def cmd_serve(a) -> int:
 def cmd_pause(a) -> int:
     """``depthcraft pause|resume FLOW/NAME...``: a deployment's schedules stop (or start again)
     making runs; Prefect 3 has no command for the deployment's own paused state."""
-    from .deploy import set_paused
+    from .deploy import check_full_names, set_paused
     from .server import ensure_api
 
+    check_full_names(a.deployments)  # (before a server is started for nothing)
     ensure_api(Workspace.default(a.workspace))
     paused = a.command == "pause"
-    changed = set_paused(a.deployments, paused)
+    names = list(dict.fromkeys(a.deployments))  # (a name given twice: said once, not "paused" twice)
+    changed = set_paused(names, paused)
     con = _console()
-    for name in a.deployments:
+    for name in names:
         was = "" if name in changed else " (it already was)"
         con.print(f"{name}: {'paused: its schedule makes no runs' if paused else 'resumed'}{was}", highlight=False)
     return 0

@@ -523,6 +523,23 @@ def paused_notice(full_name: str) -> str:
             f"resume: depthcraft resume {full_name}")
 
 
+def check_full_names(full_names: list[str]) -> None:
+    """Refuse (:class:`InputError`, naming it) a name that is not ``FLOW/NAME``: no ``/``, an empty
+    side (``a/``, ``''``), or more than one ``/`` (Prefect's lookup raised a ValueError: a traceback).
+    Checked before a server is asked (or started)."""
+    from depthcraft.tasks.lib.errors import InputError
+
+    for name in full_names:
+        flow, _, dep = name.partition("/")
+        if not name.strip():
+            raise InputError("an empty deployment name (an unset shell variable?): give the full name FLOW/NAME, "
+                             "as `depthcraft serve` prints it", path=repr(name))
+        if not flow.strip() or not dep.strip() or "/" in dep:
+            bare = name.strip("/").rsplit("/", 1)[-1].removeprefix("depthcraft-") or "NAME"
+            raise InputError(f"give the deployment's full name FLOW/NAME (one '/'), e.g. depthcraft-{bare}/{bare}",
+                             path=name)
+
+
 def set_paused(full_names: list[str], paused: bool) -> list[str]:
     """Pause (or resume) deployments by full name ``flow/deployment``: a paused deployment's
     schedules make no runs (runs triggered by hand still run where it is served). Returns the
@@ -533,12 +550,10 @@ def set_paused(full_names: list[str], paused: bool) -> list[str]:
 
     from depthcraft.tasks.lib.errors import InputError
 
+    check_full_names(full_names)
     with get_client(sync_client=True) as client:
         found = []
         for name in full_names:
-            if "/" not in name:
-                raise InputError(f"give the deployment's full name FLOW/NAME, e.g. depthcraft-{name}/{name}",
-                                 path=name)
             try:
                 found.append((name, client.read_deployment_by_name(name)))
             except ObjectNotFound:

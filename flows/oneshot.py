@@ -121,8 +121,13 @@ def params_from_args(spec: StepSpec, args) -> Any:
             if not isinstance(node, dict):  # (`--divergence 2 --set divergence.x=1`: a TypeError traceback)
                 raise ParameterError(f"--set {s!r}: {'.'.join(parts[:i + 1])} is already set to {node!r}, which "
                                      "has no parts", parameter="--set", hint="give the parameter once")
-        try:
-            new = yaml.safe_load(raw) if raw else ""
+        from .yamlsafe import YamlDuplicateKeyError, YamlLimitError, safe_value
+
+        try:  # (within the recipe's limits: a duplicate key, an alias bomb are one line, as in recipes)
+            new = safe_value(raw) if raw else ""
+        except (YamlDuplicateKeyError, YamlLimitError) as e:
+            said = s if len(s) <= 80 else f"{s[:60]}... ({len(s)} characters)"
+            raise ParameterError(f"--set {said!r}: {e.message}", parameter="--set") from None
         except yaml.YAMLError as e:  # (e.g. an unclosed list: `--set divergence=[1`)
             raise ParameterError(f"--set {s!r}: the value is not YAML ({getattr(e, 'problem', None) or e})",
                                  parameter="--set", hint="quote it, or write a YAML value: 2, [1, 2], {a: 1}") from None

@@ -15,7 +15,9 @@ from depthcraft.tasks.lib.errors import ParameterError
 
 
 # Photo settings that the clip engine (depthcraft.tasks.clips: each step's clip_frame and the
-# clip writers) does not read, with why: refused when given for a clip.
+# clip writers) does not read, with why: refused when given for a clip. Not parallax's pix_fmt:
+# on a clip of odd width or height it decides whether a frame is trimmed to even sides or padded
+# (as in recipes, flows/recipe_inert.py; the trim notice itself names it).
 CLIP_IGNORES = {
     "stereo": {"interpolation": "each eye is a row warp with linear sampling",
                "quality": "frames are written at the writer's own quality",
@@ -23,7 +25,6 @@ CLIP_IGNORES = {
     "parallax": {"duration": "the video has the clip's length", "fps": "the video has the clip's frame rate",
                  "crf": "the clip's videos are encoded with the clip writer's settings",
                  "preset": "the clip's videos are encoded with the clip writer's settings",
-                 "pix_fmt": "the clip's videos are encoded with the clip writer's settings",
                  "supersample": "each frame renders at the output size",
                  "mask": "a clip writes no mask of filled-in pixels"},
     "bokeh": {"quality": "frames are written at the writer's own quality"},

@@ -264,6 +264,21 @@ def _registry() -> Path:
     return Path(tempfile.gettempdir()) / f".depthcraft-outfolders-{os.getuid()}"  # (hidden: not a one-shot's temp folder)
 
 
+def _own_registry() -> Path:
+    """The registry folder, made if missing; OSError unless it is a real folder of this user's
+    that only they can write: in a shared temp folder another user could make it first (or a link
+    to theirs) and keep a record there that refuses every run (a folder of "/"), or hold the
+    one-shots' locks forever."""
+    import stat
+
+    reg = _registry()
+    reg.mkdir(mode=0o700, exist_ok=True)
+    st = os.lstat(reg)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise PermissionError(f"{reg} is not a folder of this user's that only they can write")
+    return reg
+
+
 class FolderInUse(OutputError):
     """A run would write inside (or around) the output folder of a run that is running."""
 
@@ -305,10 +320,9 @@ def claim_folder(folder: Path, who: str, *, register: bool = True) -> int | None
     None where the registry cannot be used (then only the same folder is guarded)."""
     from contextlib import suppress
 
-    folder = Path(os.path.abspath(folder))
-    reg = _registry()
+    folder = Path(os.path.realpath(folder))  # (a link to a running run's folder, or into it, is that folder)
     try:
-        reg.mkdir(mode=0o700, exist_ok=True)
+        reg = _own_registry()
         glock = os.open(reg / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
     except OSError:
         return None
@@ -356,8 +370,7 @@ def oneshot_writing(out: Path):
 
     fd = None
     try:
-        reg = _registry()
-        reg.mkdir(mode=0o700, exist_ok=True)
+        reg = _own_registry()
         bucket = hashlib.sha256(os.path.abspath(out).encode()).hexdigest()[:2]
         fd = os.open(reg / f"oneshot-{bucket}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:

@@ -21,6 +21,16 @@ from .recipe import InputEntry, Recipe, RecipeSource
 
 def check_inert(recipe: Recipe, src: RecipeSource, validated: dict[str, tuple[StepSpec, Any]]) -> None:
     """Raise the RecipeError of the first setting that would have no effect."""
+    # an empty provider (`provider: ""`, `--set provider=`: an unset shell variable) ran as auto,
+    # or for a step as the recipe's, and the manifest recorded provider "" (as `--provider ''`,
+    # refused by flows/cli_paths.py)
+    empty = [("provider",)] if not recipe.provider.strip() else []
+    empty += [("steps", i, "provider") for i, s in enumerate(recipe.steps) if s.provider is not None
+              and not s.provider.strip()]
+    if empty:
+        raise src.error("an empty provider (an unset shell variable?)", empty[0],
+                        hint="give a provider (auto, classic, onnx:NAME, eachsense), or leave the key out for "
+                             + ("auto" if len(empty[0]) == 1 else "the recipe's"))
     providers = {recipe.provider.split(":")[0]} | {s.provider.split(":")[0] for s in recipe.steps if s.provider}
     data = src.data if isinstance(src.data, dict) else {}
     if "eachsense" not in providers:  # settings only the eachsense provider reads
@@ -35,6 +45,12 @@ def check_inert(recipe: Recipe, src: RecipeSource, validated: dict[str, tuple[St
         raise src.error("provider_options have no effect with provider classic: they are settings of the onnx "
                         "(upsample) and eachsense providers", ("provider_options",),
                         hint="leave out provider_options, or use an onnx or eachsense provider")
+    from depthcraft.tasks.providers.options import check_options
+
+    bad = check_options(providers, recipe.provider_options)
+    if bad:
+        raise src.error(bad[1], ("provider_options", bad[0]),
+                        hint=f"fix or leave out {bad[0]}")
     for i, e in enumerate(recipe.inputs.images):
         if isinstance(e, InputEntry) and e.depth_kind is not None and not e.depth:
             raise src.error(f"depth_kind {e.depth_kind} has no effect without depth: it says what a given depth "
@@ -97,13 +113,14 @@ METRIC_KINDS = ("estimate", "refine", "export")
 
 
 def _all_clips(images) -> bool:
-    """Every input is a clip (inputs that failed to resolve produce nothing and do not count; an
-    input whose kind is not known yet, such as a URL not fetched, makes it unknown: False)."""
+    """Every input is a clip. An input whose kind is not known (a URL not fetched yet, or one that
+    failed to resolve: a photo path with a typo) makes it unknown: False. A failed input is still
+    one the user means to run with the setting: refusing the setting hid the input's own error
+    behind a line saying every input is a clip, and its advice (leave the setting out) was wrong
+    once the input is fixed."""
     kinds = []
     for img in images:
         if img.source is None:
-            if getattr(img, "error", None):
-                continue
             return False
         kinds.append(img.source.kind)
     return bool(kinds) and all(k == "video" for k in kinds)

@@ -21,6 +21,35 @@ OPTION_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+# provider family -> option -> the values it takes (None: any); a family not here takes any
+# option (eachsense's are the remote service's own). ``auto`` is onnx or classic, never eachsense.
+OPTION_VALUES: dict[str, dict[str, tuple | None]] = {
+    "onnx": {"upsample": ("guided", "bilinear")},
+    "auto": {"upsample": ("guided", "bilinear")},
+    "classic": {},
+}
+
+
+def check_options(providers: set[str], options: dict | None) -> tuple[str, str] | None:
+    """``(option, why)`` of the first of ``options`` that none of the recipe's ``providers``
+    (families: ``onnx``, ``auto``...) reads or that has a value they refuse, else None. Checked
+    when the recipe is validated: a typo (``upsampel``) was ignored without a word, and a wrong
+    value (``GUIDED``) failed every photo and clip at run time, after ``validate`` said ok."""
+    if not options or any(p not in OPTION_VALUES for p in providers):
+        return None
+    known: dict[str, tuple | None] = {}
+    for p in providers:
+        known.update(OPTION_VALUES[p])
+    for name, value in options.items():
+        if name not in known:
+            return name, (f"no provider of this recipe ({', '.join(sorted(providers))}) reads it; "
+                          f"options: {', '.join(sorted(known)) or 'none'}")
+        allowed = known[name]
+        if allowed is not None and value not in allowed:
+            return name, f"{name} must be {' or '.join(allowed)}, got {value!r}"
+    return None
+
+
 def _same(value: Any, default: Any) -> bool:
     """``value`` is ``default`` as the provider reads it (type and value: ``0`` is not ``false``,
     which a remote service may read differently)."""
