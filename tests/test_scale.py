@@ -111,7 +111,6 @@ def test_a_dask_workers_work_folders_live_inside_its_parents(tmp_path):
 def test_concurrency_limits_become_tag_limits(prefect_server):
     from depthcraft.flows.recipe import Recipe
     from depthcraft.flows.limits import apply_concurrency_limits, read_concurrency_limits
-    from depthcraft.tasks.lib.errors import RecipeError
 
     base = {"name": "lim", "inputs": {"images": ["x.png"]}, "steps": [{"id": "d", "uses": "estimate"}]}
     applied = apply_concurrency_limits(Recipe.model_validate({**base, "concurrency": {"eachsense": 4, "gpu-x": 1}}))
@@ -120,8 +119,10 @@ def test_concurrency_limits_become_tag_limits(prefect_server):
                                                                                "nothing-here": None}
     apply_concurrency_limits(Recipe.model_validate({**base, "concurrency": {"eachsense": 2}}))  # updates in place
     assert read_concurrency_limits(["eachsense", "gpu-x"]) == {"eachsense": 2, "gpu-x": 1}
-    with pytest.raises(RecipeError, match="eachsense"):
-        apply_concurrency_limits(Recipe.model_validate({**base, "concurrency": {"eachsense": 0}}))
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="eachsense"):  # (a limit below 1 is the recipe's own error now)
+        Recipe.model_validate({**base, "concurrency": {"eachsense": 0}})
     from depthcraft.flows.limits import limited_tags
 
     assert {"eachsense", "gpu-x"} <= limited_tags() and "classic" not in limited_tags()
