@@ -227,7 +227,11 @@ def test_workers_hold_no_inherited_descriptors():
 
 
 _SCRIPT = textwrap.dedent("""
-    import os, sys, time
+    import os, signal, sys, time
+    # a terminal's process: Ctrl-C is KeyboardInterrupt, whatever the test process left ignored
+    # or blocked (both are inherited through fork and exec)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {{signal.SIGINT}})
     sys.path.insert(0, {repo!r})
     import numpy as np
     from depthcraft.tasks.lib.forked import forked_map
@@ -260,6 +264,15 @@ def _start_script(tmp_path):
     return proc, pids
 
 
+def _signal_lines(pid: int) -> str:
+    try:
+        text = open(f"/proc/{pid}/status").read()
+    except OSError:
+        return "gone"
+    return " ".join(ln.replace("\t", "") for ln in text.splitlines() if ln.startswith(("State", "SigBlk", "SigIgn",
+                                                                                      "SigCgt")))
+
+
 def test_kill_9_of_the_parent_takes_its_workers(tmp_path):
     proc, pids = _start_script(tmp_path)
     os.kill(proc.pid, signal.SIGKILL)
@@ -270,7 +283,12 @@ def test_kill_9_of_the_parent_takes_its_workers(tmp_path):
 def test_ctrl_c_stops_the_parent_and_its_workers(tmp_path):
     proc, pids = _start_script(tmp_path)
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends: the whole process group
-    out, _ = proc.communicate(timeout=60)  # a limit, not a speed target (CI under load)
+    try:
+        out, _ = proc.communicate(timeout=60)  # a limit, not a speed target (CI under load)
+    except subprocess.TimeoutExpired:
+        status = {p: _signal_lines(p) for p in [proc.pid, *pids]}
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError(f"no exit 60 s after Ctrl-C; signal state: {status}") from None
     assert proc.returncode == 130 and "interrupted" in out
     assert _gone(pids)
 
