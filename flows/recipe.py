@@ -220,6 +220,8 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             raise RecipeError(f"--set {said!r}: {e.message}", key=dotted.strip()) from None
         except (yaml.YAMLError, ValueError):
             value = raw
+        if isinstance(value, dict) and ":" not in raw:  # `{image}`: a template, not a mapping of one key
+            value = raw.strip()
         _set_path(data, dotted.strip(), value, spec)
     return data
 

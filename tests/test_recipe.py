@@ -189,3 +189,13 @@ def test_no_step_parameter_takes_nan_or_infinity():
                     spec.params.model_validate({name: bad})
             checked += 1
     assert checked >= 10  # divergence, scale, intensity, duration, fps, ...
+
+
+def test_a_set_template_in_braces_stays_text():
+    """`--set output={image}` was read by YAML as the mapping {image: null} ("should be a valid
+    string"); braces without a colon are a template. A real mapping stays a mapping."""
+    from depthcraft.flows.recipe import apply_overrides
+
+    data = apply_overrides({}, ["output={image}", "provider_options={upsample: bilinear}", "x.y={a, b}"])
+    assert data["output"] == "{image}" and data["x"]["y"] == "{a, b}"
+    assert data["provider_options"] == {"upsample": "bilinear"}
