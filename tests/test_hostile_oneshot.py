@@ -555,3 +555,26 @@ def test_a_glob_takes_mpo_photos_as_the_one_shot_commands_do(tmp_path):
     photo.save(tmp_path / "cam.mpo", format="MPO", save_all=True, append_images=[photo.resize((64, 48))])
     save_photo(tmp_path / "p.png", np.full((96, 128, 3), 90, np.uint8))
     assert sorted(Path(h).name for h in _expand("*", tmp_path)) == ["cam.mpo", "p.png"]
+
+
+def test_a_killed_writers_temp_file_goes_with_the_next_write(tmp_path):
+    """`kill -9` during a final copy left a hidden `.NAME.*.tmp` for good; the next write of NAME
+    removes those untouched for 10 minutes (a live writer's temp file is kept)."""
+    import os
+    import time
+
+    from depthcraft.tasks.lib.store import STALE_TEMP_SECONDS, atomic_copy
+
+    src = tmp_path / "src.png"
+    src.write_bytes(b"new")
+    out = tmp_path / "o"
+    out.mkdir()
+    stale, live, other = out / ".x.png.k1ll.tmp", out / ".x.png.l1ve.tmp", out / ".y.png.k1ll.tmp"
+    for p in (stale, live, other):
+        p.write_bytes(b"half")
+    old = time.time() - STALE_TEMP_SECONDS - 60
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    atomic_copy(src, out / "x.png")
+    assert (out / "x.png").read_bytes() == b"new"
+    assert not stale.exists() and live.exists() and other.exists()  # (another output's temp: its own write)

@@ -19,6 +19,7 @@ on stderr, and the step that made it runs again.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -93,7 +94,23 @@ def _atomic_replace(dst: str | os.PathLike, fill) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _drop_stale_temps(d)
     return d
+
+
+STALE_TEMP_SECONDS = 600
+
+
+def _drop_stale_temps(d: Path) -> None:
+    """Remove the ``.NAME.*.tmp`` files a killed writer of ``d`` left beside it: untouched for
+    :data:`STALE_TEMP_SECONDS` (a live copy writes to its temp file all the time)."""
+    now = time.time()
+    for old in d.parent.glob(f".{glob.escape(d.name)}.*.tmp"):
+        try:
+            if now - old.stat().st_mtime > STALE_TEMP_SECONDS:
+                old.unlink()
+        except OSError:  # gone already, or not ours to remove
+            pass
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
