@@ -563,7 +563,7 @@ def test_a_killed_writers_temp_file_goes_with_the_next_write(tmp_path):
     import os
     import time
 
-    from depthcraft.tasks.lib.store import STALE_TEMP_SECONDS, atomic_copy
+    from depthcraft.tasks.lib.store import STALE_TEMP_SECONDS, atomic_copy, copy_verified, sha256_file
 
     src = tmp_path / "src.png"
     src.write_bytes(b"new")
@@ -578,3 +578,5 @@ def test_a_killed_writers_temp_file_goes_with_the_next_write(tmp_path):
     atomic_copy(src, out / "x.png")
     assert (out / "x.png").read_bytes() == b"new"
     assert not stale.exists() and live.exists() and other.exists()  # (another output's temp: its own write)
+    copy_verified(src, out / "y.png", sha256_file(src))  # a recipe's publish: the same
+    assert not other.exists()

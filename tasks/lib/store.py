@@ -184,6 +184,7 @@ def copy_verified(src: str | os.PathLike, dst: str | os.PathLike, sha256: str) -
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _drop_stale_temps(d)
     return d
 
 
