@@ -332,7 +332,8 @@ def recipe_flow(recipe_text: str, recipe_file: str = "<recipe>", overrides: list
         from .recovery import unregister_run
 
         release(run_id)  # output folders a run that raised still held
-        unregister_run(ws, run_id)
+        if not serverwatch.lost():  # (else kept: the next run marks this flow run Crashed through the new server)
+            unregister_run(ws, run_id)
     if summary.get("interrupted"):
         from prefect.states import Cancelled
 
