@@ -73,6 +73,8 @@ def refuse_empty_paths(args) -> None:
                                  hint=f"give a value, or omit {option} for its default" if option.startswith("-")
                                  else "give a value, or leave it out")
     for name in PATH_VARIABLES:
+        if name == "DEPTHCRAFT_HOME" and given.get("workspace"):  # (an empty --workspace is refused above)
+            continue  # --workspace is the workspace: the variable is not read
         if name in os.environ and _empty(os.environ[name]):
             raise ParameterError("set but empty", parameter=name,
                                  hint=f"give it a folder, or unset it (unset {name}) to use the default")

@@ -70,6 +70,13 @@ def test_an_empty_path_variable_is_refused_naming_it(tmp_path, workspace, var):
     _one_line_error(r, var, "empty")
 
 
+def test_an_empty_home_variable_is_not_read_when_workspace_is_given(tmp_path):
+    """--workspace is the workspace: an empty DEPTHCRAFT_HOME left in the environment is not read
+    (it was refused all the same)."""
+    r = run_cli("--workspace", tmp_path / "ws", "validate", _recipe(tmp_path), env={"DEPTHCRAFT_HOME": ""})
+    assert r.returncode == 0, r.stderr
+
+
 def test_workspace_default_refuses_an_empty_root(monkeypatch):
     from depthcraft.flows.workspace import Workspace
     from depthcraft.tasks.lib.errors import ParameterError
