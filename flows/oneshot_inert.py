@@ -13,26 +13,9 @@ from typing import Any
 from depthcraft.tasks.lib import inert
 from depthcraft.tasks.lib.errors import ParameterError
 
-
-# Photo settings that the clip engine (depthcraft.tasks.clips: each step's clip_frame and the
-# clip writers) does not read, with why: refused when given for a clip. Not parallax's pix_fmt:
-# on a clip of odd width or height it decides whether a frame is trimmed to even sides or padded
-# (as in recipes, flows/recipe_inert.py; the trim notice itself names it).
-CLIP_IGNORES = {
-    "stereo": {"interpolation": "each eye is a row warp with linear sampling",
-               "quality": "frames are written at the writer's own quality",
-               "mask": "a clip writes no mask of filled-in pixels"},
-    "parallax": {"duration": "the video has the clip's length", "fps": "the video has the clip's frame rate",
-                 "crf": "the clip's videos are encoded with the clip writer's settings",
-                 "preset": "the clip's videos are encoded with the clip writer's settings",
-                 "supersample": "each frame renders at the output size",
-                 "mask": "a clip writes no mask of filled-in pixels"},
-    "bokeh": {"quality": "frames are written at the writer's own quality"},
-    "estimate": {"use_case": "a clip's frames are estimated with the provider's general request",
-                 "message": "a clip's frames are estimated with the provider's general request",
-                 "output": "a clip's depth is the stable nearness (0..1)"},
-    "refine": {"message": "a clip's frames are refined locally"},
-}
+# Photo settings that the clip engine does not read, with why: refused when given for a clip.
+# One table with recipes (flows/recipe_inert.py), so the two never drift apart.
+from .recipe_inert import CLIP_INERT as CLIP_IGNORES
 
 
 def flag(spec, name: str, args=None) -> str:
