@@ -104,17 +104,32 @@ def finished() -> None:
         signal.signal(s, lambda signum, _f: os._exit(128 + signum))
 
 
+def settle(fut, timeout: float | None = None) -> None:
+    """``fut.wait(timeout)`` for a Prefect future, without a step's stop reaching the caller.
+
+    A step stopped by the stop flag raises :class:`~depthcraft.tasks.lib.cancel.Interrupted`
+    (a ``KeyboardInterrupt``) in its task thread; Prefect's thread-pool future re-raises it from
+    ``wait`` (``concurrent.futures.Future.result``) in the thread that waits: the flow's. There
+    Prefect's engine would take it for a crash of the flow and report the flow run *Crashed*,
+    late enough under load to overwrite the *Cancelled* that the main thread set. The step's own
+    task run records its end; the flow thread only has to see that it is over."""
+    try:
+        fut.wait(timeout=timeout)
+    except KeyboardInterrupt:
+        pass
+
+
 def wait(fut, poll: float = 0.2) -> bool:
     """Wait for a Prefect future; False as soon as a stop is requested."""
     while not cancel.requested():
-        fut.wait(timeout=poll)
+        settle(fut, poll)
         try:
             if fut.wrapped_future.done():
-                fut.wait()  # the done-callback can fire before the final state is attached
-                return True
+                settle(fut)  # the done-callback can fire before the final state is attached
+                return not cancel.requested()
         except AttributeError:  # a future without a wrapped future: wait for it plainly
-            fut.wait()
-            return True
+            settle(fut)
+            return not cancel.requested()
     return False
 
 

@@ -327,6 +327,12 @@ def recipe_flow(recipe_text: str, recipe_file: str = "<recipe>", overrides: list
         get_run_logger().info("recipe %s: %d image(s) x %d step(s), session %s", recipe.name, len(plan.images),
                               len(plan.order), plan.session_id)
         summary = run_plan(plan, ws, refresh=refresh)
+    except KeyboardInterrupt:  # a stop that reached this thread (cancel.Interrupted) is the user's, not a crash
+        if not cancel.requested():
+            raise
+        from prefect.states import Cancelled
+
+        return Cancelled(message=f"interrupted by {interrupt.signal_name()}")
     finally:
         from .outlock import release
         from .recovery import unregister_run

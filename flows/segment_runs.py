@@ -64,8 +64,10 @@ def segment_records(plan, sid: str, image: str, futures: list) -> tuple[list[dic
     seconds), and whether all of them came from the cache."""
     cp: ClipPlan = plan.clips[image]
     out, all_cached = [], True
+    from .interrupt import settle
+
     for i, fut in enumerate(futures):
-        fut.wait()
+        settle(fut)
         state = fut.state
         s, e = cp.segments[i]
         rec: dict[str, Any] = {"index": i, "frames": [s, e], "key": cp.keys[sid][i]}

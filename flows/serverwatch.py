@@ -110,16 +110,18 @@ def wait_state(fut, key: str, poll: float = 0.2):
     here (and whose future is not done) is "not started"."""
     from depthcraft.tasks.lib import cancel
 
+    from .interrupt import settle
+
     while not cancel.requested():
-        fut.wait(timeout=poll)
+        settle(fut, poll)  # (a step stopped by Ctrl-C raises KeyboardInterrupt from a plain wait)
         try:
             done = fut.wrapped_future.done()
         except AttributeError:  # a future without a wrapped future: wait for it plainly
-            fut.wait()
-            return fut.state
+            settle(fut)
+            done = True
         if done:
-            fut.wait()  # the done-callback can fire before the final state is attached
-            return fut.state
+            settle(fut)  # the done-callback can fire before the final state is attached
+            return None if cancel.requested() else fut.state
         if _lost.is_set():
             with _lock:
                 if key in _running_keys:

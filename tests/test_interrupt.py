@@ -103,6 +103,15 @@ def flow_run(run_id: str):
         return c.read_flow_run(run_id)
 
 
+def state_history(run_id: str) -> str:
+    """The flow run's states in order, with their messages (what set the last one)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as c:
+        states = sorted(c.read_flow_run_states(run_id), key=lambda s: s.timestamp)
+    return "; ".join(f"{s.timestamp:%H:%M:%S.%f} {s.name}: {s.message}" for s in states)
+
+
 def task_runs(run_id: str):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -147,7 +156,7 @@ def test_signal_stops_a_local_run_cancels_the_flow_run_and_the_next_run_resumes(
     assert f"interrupted by {signal.Signals(sig).name}" in err and "2 of 3 step run(s) finished" in err, err
     assert "Traceback" not in err
     rid = run_id_from(err)
-    assert flow_run(rid).state.type.value == "CANCELLED", err
+    assert flow_run(rid).state.type.value == "CANCELLED", err + "\nstates: " + state_history(rid)
     assert all(tr.state.is_final() for tr in task_runs(rid))  # nothing left Running
     assert work_files(workspace) == []  # work folders cleaned
     folder = out / "out" / "stoppable" / "astronaut"
@@ -198,7 +207,8 @@ def test_sigint_stops_a_remote_run_with_no_new_paid_requests(prefect_server, wor
     assert took < 8, f"{took:.1f} s after the signal"
     assert len(slow_service.chats()) == at_signal, "new /chat calls were made after Ctrl-C"
     assert at_signal < 6  # 3 photos x 2 turns: the run was really cut short
-    assert flow_run(run_id_from(err)).state.type.value == "CANCELLED"
+    rid = run_id_from(err)
+    assert flow_run(rid).state.type.value == "CANCELLED", err + "\nstates: " + state_history(rid)
     assert work_files(workspace) == []
 
 
@@ -284,7 +294,8 @@ def test_sigterm_stops_reproduce(prefect_server, workspace, tmp_path, photos):
     finally:
         proc.kill()
     assert rc == 143 and took < 10, proc.stderr
-    assert flow_run(run_id_from(proc.stderr)).state.type.value == "CANCELLED"
+    rid = run_id_from(proc.stderr)
+    assert flow_run(rid).state.type.value == "CANCELLED", proc.stderr + "\nstates: " + state_history(rid)
     assert work_files(workspace) == []
 
 
