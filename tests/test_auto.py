@@ -287,3 +287,39 @@ def test_a_run_that_downloads_the_model_says_so_in_its_manifest(prefect_server, 
     turns = [json.loads(x) for x in (ws / "sessions" / f"{s['session_id']}.jsonl").read_text().splitlines()]
     assert turns[-1]["provider_requested"]["reason"] == "downloaded"
     assert r.stderr.count("auto: downloading") == 1
+
+
+def test_a_model_this_runtime_loaded_before_is_not_loaded_again_to_plan(cache, monkeypatch, tmp_path):
+    """A fully cached re-run with a model in the cache paid one ONNX Runtime session to plan;
+    the stamp beside the model now records that this runtime loaded these bytes."""
+    from depthcraft.tasks.providers import onnx as onnx_provider
+
+    monkeypatch.setenv("DEPTHCRAFT_OFFLINE", "1")
+    cache.mkdir(parents=True)
+    data = tiny_model_bytes(tmp_path)
+    _pin(monkeypatch, MODEL, data)
+    model = cache / f"{MODEL}.onnx"
+    model.write_bytes(data)
+    monkeypatch.setattr(onnx_provider, "_SESSIONS", {})
+    monkeypatch.setattr(auto, "_unloadable", {})
+    assert auto.resolve(say=lambda s: None).provider == f"onnx:{MODEL}"
+    assert len(onnx_provider._SESSIONS) == 1  # the first time: loaded to be sure it loads
+    stamp = json.loads((cache / f"{MODEL}.onnx.verified").read_text())
+    assert stamp["loads_with"] == M.runtime_marker() and stamp["sha256"] == hashlib.sha256(data).hexdigest()
+
+    onnx_provider._SESSIONS.clear()  # a new process
+    assert auto.resolve(say=lambda s: None).provider == f"onnx:{MODEL}"
+    assert onnx_provider._SESSIONS == {}  # not loaded again
+    # another runtime (here: other execution providers asked for) tries again
+    monkeypatch.setenv("DEPTHCRAFT_ORT_PROVIDERS", "cpu")
+    assert auto.resolve(say=lambda s: None).provider == f"onnx:{MODEL}"
+    assert len(onnx_provider._SESSIONS) == 1
+    # a model replaced by other bytes that ONNX Runtime refuses is still passed over
+    monkeypatch.delenv("DEPTHCRAFT_ORT_PROVIDERS")
+    onnx_provider._SESSIONS.clear()
+    from test_models_junk import _bad_op_graph
+
+    bad = _bad_op_graph(tmp_path)
+    _pin(monkeypatch, MODEL, bad)
+    model.write_bytes(bad)
+    assert auto.resolve(say=lambda s: None).provider == "classic"

@@ -257,13 +257,20 @@ def _stat_fields(st: os.stat_result) -> dict:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino}
 
 
-def _write_stamp(path: Path, sha: str) -> str | None:
-    """Record ``sha`` for ``path``; None when recorded, else why not (a read-only cache...)."""
+def _write_stamp(path: Path, sha: str, *, loads_with: str | None = None) -> str | None:
+    """Record ``sha`` for ``path`` (and, given ``loads_with``, that the runtime it names created a
+    session for these bytes); None when recorded, else why not (a read-only cache...). A record
+    that still describes the file keeps its ``loads_with``."""
     stamp = _stamp_path(path)
     try:
         rec = {**_stat_fields(path.stat()), "sha256": sha}
-        if _small_json(stamp) == rec:
-            return None
+        old = _small_json(stamp)
+        if isinstance(old, dict) and {k: old.get(k) for k in rec} == rec:
+            if loads_with is None or old.get("loads_with") == loads_with:
+                return None
+            rec["loads_with"] = loads_with
+        elif loads_with is not None:
+            rec["loads_with"] = loads_with
         tmp = stamp.with_name(f"{stamp.name}.{os.getpid()}.tmp")
         try:
             tmp.write_text(json.dumps(rec))
@@ -277,6 +284,42 @@ def _write_stamp(path: Path, sha: str) -> str | None:
     except OSError as e:  # a read-only cache: list says "not verified", nothing else changes
         return e.strerror or str(e)
     return None
+
+
+def runtime_marker() -> str:
+    """Names the ONNX Runtime that would load a model here (its version and the execution
+    providers asked for), without importing it (``importlib.metadata``: no second of import)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ver = version("onnxruntime")
+    except PackageNotFoundError:
+        ver = "?"
+    return f"onnxruntime {ver}; providers {os.environ.get('DEPTHCRAFT_ORT_PROVIDERS', '').strip() or 'default'}"
+
+
+def stamped_loadable(path: Path, sha: str) -> bool:
+    """The stamp says that this runtime (:func:`runtime_marker`) created a session for this very
+    file, whose bytes hash to ``sha`` (the caller has just hashed them). Lets a run skip the
+    trial load of a model it loaded before: same bytes, same runtime, same answer."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    rec = _small_json(_stamp_path(path))
+    return (isinstance(rec, dict) and all(rec.get(k) == v for k, v in _stat_fields(st).items())
+            and str(rec.get("sha256") or "").lower() == sha.lower() and rec.get("loads_with") == runtime_marker())
+
+
+def stamp_loadable(path: Path) -> None:
+    """Note in the stamp that this runtime created a session for the file the stamp describes
+    (no stamp, or one of other bytes: nothing is noted; a read-only cache: nothing either)."""
+    try:
+        sha = _stamped_sha(path, path.stat())
+    except OSError:
+        return
+    if sha is not None:
+        _write_stamp(path, sha, loads_with=runtime_marker())
 
 
 def _stamped_sha(path: Path, st: os.stat_result) -> str | None:
@@ -386,6 +429,17 @@ def file_sha256(path: str | os.PathLike) -> str:
                 h.update(chunk)
         _HASH_CACHE[key] = h.hexdigest()
     return _HASH_CACHE[key]
+
+
+def hashed_sha256(path: str | os.PathLike) -> str | None:
+    """The sha256 :func:`file_sha256` computed for this file version in this process, or None
+    (never hashes)."""
+    try:
+        p = Path(path)
+        st = p.stat()
+        return _HASH_CACHE.get((str(p.resolve()), st.st_mtime_ns, st.st_size))
+    except OSError:
+        return None
 
 
 def _trusted_file() -> Path:

@@ -117,7 +117,9 @@ def best_cached(say: Callable[[str], None] | None = None, *, load: bool = False)
 
 def _load_problem(path) -> str | None:
     """None when ONNX Runtime can create a session for ``path`` (kept for the run), else why not.
-    Tried once per file version in this process."""
+    Tried once per file version in this process; a file whose stamp says this runtime loaded its
+    bytes before (:func:`~depthcraft.tasks.lib.models.stamped_loadable`) is not loaded again
+    here: its steps load it when they run, and a fully cached re-run never does."""
     from .onnx import get_session
 
     try:
@@ -125,9 +127,13 @@ def _load_problem(path) -> str | None:
     except OSError as e:
         return f"cannot be read ({e.strerror or e})"
     key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    sha = M.hashed_sha256(path)  # (hashed just now by cached_ok, for a pinned or recorded model)
+    if sha is not None and M.stamped_loadable(path, sha):
+        return None  # this runtime loaded these very bytes before: a cached re-run pays no load
     if key not in _unloadable:
         try:
             get_session(path)
+            M.stamp_loadable(path)
             return None
         except Exception as e:  # noqa: BLE001 - any failure to load means "not this model"
             _unloadable[key] = getattr(e, "reason", None) or " ".join(str(e).split())[:300]
