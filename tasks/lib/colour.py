@@ -177,3 +177,10 @@ def to_srgb(img: Image.Image, icc: bytes | None, name: str) -> tuple[Image.Image
     if alpha is not None:
         out.putalpha(alpha)
     return out, plan.description
+
+
+def manifest_note(path) -> str | None:
+    """What a run's manifest records of a photo's colours: "converted from the ICC profile
+    'Display P3' to sRGB (relative colorimetric)", or None (untagged or sRGB: read as it is)."""
+    d = header_conversion(path)
+    return None if d is None else f"converted from the ICC profile {d!r} to sRGB ({INTENT_WORDS})"

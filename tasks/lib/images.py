@@ -333,7 +333,11 @@ def over_background(rgb: np.ndarray, alpha: np.ndarray | None, background: tuple
 
 
 def write_image(path: str | os.PathLike, arr: np.ndarray, *, quality: int = 95) -> Path:
-    """Write a uint8 RGB/RGBA/gray array; format from the suffix. Returns the path."""
+    """Write a uint8 RGB/RGBA/gray array; format from the suffix. Returns the path.
+
+    A colour picture (RGB/RGBA) is sRGB (every photo is read as sRGB, :mod:`.colour`) and says so:
+    a PNG with an ``sRGB`` chunk (PNG 1.2, 11.3.3.5), a JPEG with the sRGB ICC profile (588 bytes;
+    JPEG has no shorter tag). A gray picture (a depth map, a mask) is data, and is not tagged."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     a = np.asarray(arr)
@@ -341,8 +345,18 @@ def write_image(path: str | os.PathLike, arr: np.ndarray, *, quality: int = 95) 
         a = np.clip(a, 0, 255).astype(np.uint8)
     img = Image.fromarray(a)
     suffix = p.suffix.lower()
+    colour = a.ndim == 3 and a.shape[2] in (3, 4)
     if suffix in (".jpg", ".jpeg"):
-        img.convert("RGB").save(p, quality=quality, subsampling=0 if quality >= 95 else 2)
+        from .colour import srgb_icc
+
+        tag = {"icc_profile": srgb_icc()} if colour else {}
+        img.convert("RGB").save(p, quality=quality, subsampling=0 if quality >= 95 else 2, **tag)
+    elif suffix == ".png" and colour:
+        from PIL import PngImagePlugin
+
+        info = PngImagePlugin.PngInfo()
+        info.add(b"sRGB", b"\x00")  # rendering intent 0 (perceptual), as libpng and editors write it
+        img.save(p, pnginfo=info)
     else:
         img.save(p)
     return p
