@@ -265,3 +265,15 @@ def test_a_video_with_wide_primaries_says_they_are_not_converted(tmp_path):
     assert not any("primaries" in n for n in clip.probe_clip(src).notices)
     notes = [n for n in clip.probe_clip(tagged).notices if "primaries" in n]
     assert len(notes) == 1 and "bt2020" in notes[0] and "w.mp4" in notes[0]
+
+
+def test_a_gallery_thumbnail_of_a_tagged_photo_is_in_srgb(tmp_path):
+    from depthcraft.flows import gallery
+
+    rgb = np.zeros((96, 128, 3), np.uint8)
+    rgb[:] = (200, 120, 80)
+    Image.fromarray(rgb).save(tmp_path / "p.png", icc_profile=_icc("p3"))
+    thumb = gallery.thumbnail(tmp_path / "p.png", tmp_path, "k" * 40)
+    with Image.open(thumb) as im:
+        got = np.asarray(im.convert("RGB"))[20, 20].astype(float)
+    assert np.abs(got - _truth(rgb[0, 0], "p3")).max() <= 3, got  # (lossy WebP)
