@@ -82,7 +82,8 @@ def _description(prof: ImageCms.ImageCmsProfile) -> str:
         d = ImageCms.getProfileDescription(prof).strip()
     except Exception:  # noqa: BLE001 - a profile without a readable description still converts
         d = ""
-    return " ".join(d.split())[:120] or "an unnamed profile"
+    # (a description is the file's text: no terminal escapes or line breaks reach a message)
+    return " ".join("".join(c if c.isprintable() else " " for c in d).split())[:120] or "an unnamed profile"
 
 
 def _probe(mode: str) -> Image.Image:
