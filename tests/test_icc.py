@@ -277,3 +277,11 @@ def test_a_gallery_thumbnail_of_a_tagged_photo_is_in_srgb(tmp_path):
     with Image.open(thumb) as im:
         got = np.asarray(im.convert("RGB"))[20, 20].astype(float)
     assert np.abs(got - _truth(rgb[0, 0], "p3")).max() <= 3, got  # (lossy WebP)
+
+
+def test_a_profile_description_cannot_write_to_the_terminal(tmp_path):
+    evil = ib.rgb_profile("P3 \x1b[31mred\x1b[0m\r\nsecond line", ib.P3_PRIMARIES, ib.D65_XY, 2.2)
+    Image.fromarray(_pixels()).save(tmp_path / "e.png", icc_profile=evil)
+    d = images.read_image(tmp_path / "e.png").profile
+    assert d == "P3 [31mred [0m second line"
+    assert all(c.isprintable() for c in images.decode_revision(tmp_path / "e.png"))
