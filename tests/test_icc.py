@@ -285,3 +285,11 @@ def test_a_profile_description_cannot_write_to_the_terminal(tmp_path):
     d = images.read_image(tmp_path / "e.png").profile
     assert d == "P3 [31mred [0m second line"
     assert all(c.isprintable() for c in images.decode_revision(tmp_path / "e.png"))
+
+
+def test_a_png_profile_over_pillows_limit_is_read_as_srgb(tmp_path, said):
+    rgb = _pixels()
+    Image.fromarray(rgb).save(tmp_path / "h.png", icc_profile=b"\0" * 3_000_000)  # inflates past 1 MB
+    ph = images.read_image(tmp_path / "h.png")
+    assert np.array_equal(ph.rgb, rgb) and ph.profile is None
+    assert len(said) == 1 and "h.png" in said[0] and "read as sRGB" in said[0], said

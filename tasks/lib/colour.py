@@ -229,3 +229,25 @@ def manifest_note(path) -> str | None:
     'Display P3' to sRGB (relative colorimetric)", or None (untagged or sRGB: read as it is)."""
     d = header_conversion(path)
     return None if d is None else f"converted from the ICC profile {d!r} to sRGB ({INTENT_WORDS})"
+
+
+def without_png_profile(data: bytes) -> bytes | None:
+    """A PNG's bytes without its ``iCCP`` chunk (ISO/IEC 15948, 11.3.3.3), or None when ``data`` is
+    not a PNG or has none. Pillow refuses a whole PNG whose profile inflates past its 1 MB limit
+    for text chunks (``PngImagePlugin.MAX_TEXT_CHUNK``, a zip bomb guard); the photo itself is
+    then read without the profile, as sRGB, rather than refused."""
+    from .pngcheck import PNG_MAGIC
+
+    if not data.startswith(PNG_MAGIC):
+        return None
+    out, i, dropped = [PNG_MAGIC], len(PNG_MAGIC), False
+    while i + 8 <= len(data):
+        n = struct.unpack(">I", data[i:i + 4])[0]
+        end = i + 12 + n
+        if data[i + 4:i + 8] == b"iCCP":
+            dropped = True
+        else:
+            out.append(data[i:end])
+        i = end
+    out.append(data[i:])
+    return b"".join(out) if dropped else None

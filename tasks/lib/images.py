@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from .errors import InputError
 
@@ -214,6 +214,14 @@ def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int | None =
         raise InputError("not an image, or a format that cannot be read", path=name,
                          hint="use JPEG, PNG, WebP, TIFF, BMP or PPM") from None
     except (OSError, SyntaxError, ValueError, MemoryError) as e:
+        if "MAX_TEXT_CHUNK" in str(e):  # (a PNG whose ICC profile is over Pillow's 1 MB: without it)
+            from .colour import without_png_profile
+
+            plain = without_png_profile(data)
+            if plain is not None:
+                notice(f"{name}: its colour profile is over Pillow's limit of "
+                       f"{PngImagePlugin.MAX_TEXT_CHUNK // 2**20} MB: read as sRGB")
+                return decode_image(plain, name=name, max_pixels=max_pixels, downscale=downscale)
         raise InputError(f"unreadable or truncated image ({e or type(e).__name__})", path=name) from None
     missing = missing_data(data)  # None unless a PNG whose data stops early
     if missing:
