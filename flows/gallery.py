@@ -107,6 +107,14 @@ def _load_for_thumb(path: Path, budget: int | None = None) -> np.ndarray | None:
         with Image.open(path) as im:
             im.draft("RGB", (THUMB * 2, THUMB * 2))  # JPEG: decode at a fraction of the size
             _check(im.size, budget)  # the size that would be decoded (after draft), from the header
+            icc = im.info.get("icc_profile")
+            if icc:  # a photo tagged Display P3 etc.: its thumbnail in sRGB, as the steps see it
+                from depthcraft.tasks.lib.colour import to_srgb
+
+                im.load()
+                conv, _ = to_srgb(im, icc, str(path))
+                if conv is not im:
+                    return _to_rgb8(np.asarray(conv.convert("RGBA" if "A" in conv.mode else "RGB")))
             if im.mode in ("I;16", "I;16B", "I", "F"):
                 return _to_rgb8(np.asarray(im))
             return _to_rgb8(np.asarray(im.convert("RGBA" if "A" in im.mode or "transparency" in im.info else "RGB")))

@@ -72,7 +72,8 @@ def build(plan, *, run_id: str | None, started: float, nodes: list[dict], failur
                     "depth": i.given_depth.meta.get("given_path") if i.given_depth else None,
                     "depth_sha256": i.given_depth.sha256 if i.given_depth else None, "error": i.error,
                     **({"size": list(i.size)} if getattr(i, "size", None) else {}),
-                    **({"working_size": list(i.working_size)} if getattr(i, "working_size", None) else {})}
+                    **({"working_size": list(i.working_size)} if getattr(i, "working_size", None) else {}),
+                    **_colour(i)}
                    for i in plan.images],
         # the pixel limit in effect (recipe, else DEPTHCRAFT_MAX_PIXELS, else 50 MP) and what it does
         "limits": {"max_pixels": plan.max_pixels() if hasattr(plan, "max_pixels") else None,
@@ -83,6 +84,16 @@ def build(plan, *, run_id: str | None, started: float, nodes: list[dict], failur
         "platform": {"system": platform.system(), "machine": platform.machine(), "argv0": Path(sys.argv[0]).name},
         "duration_s": round(time.time() - started, 3),
     }
+
+
+def _colour(image) -> dict:
+    """``{"colour": "converted from the ICC profile 'Display P3' to sRGB (...)"}`` for a photo whose
+    embedded profile was converted (tasks/lib/colour.py); nothing for an untagged or sRGB one."""
+    from depthcraft.tasks.lib.colour import manifest_note
+
+    src = getattr(image, "source", None)
+    note = manifest_note(src.path) if src is not None and getattr(src, "kind", "") == "image" else None
+    return {"colour": note} if note else {}
 
 
 def write(manifest: dict, folder: Path) -> Path:

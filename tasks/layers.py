@@ -29,6 +29,7 @@ from pydantic import Field, field_validator
 from .lib.depthmap import DepthMap, normalized_nearness
 from .lib.errors import ParameterError
 from .lib.formats import MetricScale, colorize, metric_of
+from .lib.images import write_image
 from .lib.step import Output, StepContext, StepParams, StepSpec
 
 
@@ -209,14 +210,14 @@ def run(ctx: StepContext, p: LayersParams) -> dict[str, Output]:
     k = len(res["centres"])
     info = {"planes": k, "centres": json.dumps(_json_numbers(res["centres"])), "fractions": json.dumps(res["fractions"])}
     path = ctx.out("main", ".png")
-    Image.fromarray(plane_preview(rgb, res["labels"], k)).save(path)
+    write_image(path, plane_preview(rgb, res["labels"], k))  # (tagged sRGB, as every colour output)
     outs = {"main": Output(path, "image", info)}
     for i in range(k):
         plane = {"plane": i, "nearness": _json_numbers(res["centres"])[i], "order": "0 = nearest"}
         if "centres_m" in res and res["centres_m"][i] is not None:
             plane["distance_m"] = res["centres_m"][i]
         lp = ctx.out(f"layer_{i}", ".png")
-        Image.fromarray(res["layers"][i]).save(lp)
+        write_image(lp, res["layers"][i])
         mp = ctx.out(f"mask_{i}", ".png")
         Image.fromarray(np.clip(res["masks"][i] * 255.0 + 0.5, 0, 255).astype(np.uint8)).save(mp)
         outs[f"layer_{i}"] = Output(lp, "image", plane)

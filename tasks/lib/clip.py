@@ -50,6 +50,7 @@ VIDEO_SUFFIXES = MOVIE_SUFFIXES | ANIMATION_SUFFIXES
 # what an output path's suffix makes: a video file written by ffmpeg
 VIDEO_OUTPUT_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".gif"})
 HDR_TRANSFERS = ("smpte2084", "arib-std-b67")  # PQ and HLG
+WIDE_PRIMARIES = ("bt2020", "smpte431", "smpte432")  # BT.2020, DCI-P3, Display P3 (ffmpeg's names)
 # no encoder/muxer version strings or dates in the files: the same frames give the same bytes
 BITEXACT = ["-fflags", "+bitexact", "-flags:v", "+bitexact", "-map_metadata", "-1"]
 # a GIF's 256 colours: one palette from the whole video's frames
@@ -283,6 +284,15 @@ def _probe_movie(p: Path) -> ClipInfo:
         raise InputError(f"HDR video ({pix_fmt}, {'PQ' if 'smpte2084' in desc else 'HLG'} transfer) cannot be "
                          "honoured: depthcraft works on SDR frames", path=str(p),
                          hint="tone-map it to SDR first (e.g. with ffmpeg's zscale/tonemap filters)")
+    # the YUV matrix and range a stream is tagged with are honoured by ffmpeg's rgb24 conversion;
+    # its primaries are not converted (docs/colour.md): said for primaries wider than BT.709
+    tags = re.search(r"\((?:tv|pc), ([\w-]+)(?:/([\w-]+)/([\w-]+))?", desc)
+    primaries = (tags.group(2) or tags.group(1)) if tags else ""
+    if primaries in WIDE_PRIMARIES:
+        info_notes = [f"{p.name}: colour primaries {primaries} (wider than sRGB/BT.709) are not converted: "
+                      "frames are read as BT.709, their colours less saturated than shown by a player"]
+    else:
+        info_notes = []
     rot = 0
     m = re.search(r"rotation of (-?[\d.]+) degrees", err[video.start():])
     if m:
@@ -312,7 +322,7 @@ def _probe_movie(p: Path) -> ClipInfo:
     pts.sort()
     rate = rate_from_text(fps.group(1)) if fps else None
     vfr = False
-    notices = []
+    notices = info_notes
     source_pts = None
     frames = len(pts)
     if len(pts) > 2:
@@ -533,10 +543,27 @@ def _read_source(path: Path, start: int, count: int, info: ClipInfo, seek: Fract
 def _read_animation(p: Path, start: int, stop: int, info: ClipInfo) -> Iterator[np.ndarray]:
     from PIL import Image
 
+    from .colour import to_srgb
+
     with Image.open(p) as im:
+        icc = im.info.get("icc_profile")  # (an APNG's iCCP, a WebP's ICCP: one profile for all frames)
         for k in range(start, stop):
             i = source_frame(info, k) if info.source_pts else k
             im.seek(i)
+            if icc:  # to sRGB, as a photo is (tasks/lib/colour.py); untagged or sRGB: untouched
+                im.load()
+                conv, _ = to_srgb(im, icc, str(p))
+                if conv is not im:
+                    fr = conv if conv.mode == "RGB" else None
+                    if fr is None:
+                        from .images import over_background
+
+                        rgba = np.asarray(conv.convert("RGBA"))
+                        fr = Image.fromarray(over_background(np.ascontiguousarray(rgba[..., :3]), rgba[..., 3]))
+                    if info.scale_to:
+                        fr = fr.resize(info.scale_to, Image.Resampling.BOX)
+                    yield np.asarray(fr)
+                    continue
             if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
                 # a clip's outputs are videos, which have no alpha: transparent pixels over the
                 # stated background (white, images.BACKGROUND), never the colour stored under them

@@ -4,7 +4,9 @@ Convention: an image in memory is ``uint8`` RGB, ``H x W x 3``, C-contiguous, wi
 orientation applied and any alpha channel split off (returned separately when asked for).
 Grayscale, palette, CMYK and 16-bit files are converted to that form; a 16-bit file is scaled
 to 8 bits by its full range (65535 -> 255), not clipped; a float (TIFF) picture has its finite
-values stretched to 0..255, a NaN or inf pixel black.
+values stretched to 0..255, a NaN or inf pixel black. A photo with an embedded ICC profile other
+than sRGB is converted to sRGB (relative colorimetric, LittleCMS; :mod:`.colour`); an untagged
+or sRGB photo is left bit for bit as decoded.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from .errors import InputError
 
@@ -34,6 +36,7 @@ class Photo:
     rgb: np.ndarray
     alpha: np.ndarray | None = None
     downscaled_from: tuple[int, int] | None = None  # (w, h) before a requested downscale
+    profile: str | None = None  # the description of the ICC profile converted from to sRGB; None: none
 
     @property
     def size(self) -> tuple[int, int]:
@@ -135,8 +138,17 @@ _DECODE_REVISIONS = {".tif": "tiff 2", ".tiff": "tiff 2"}
 
 
 def decode_revision(path: str | os.PathLike) -> str | None:
-    """The decoding revision of photos with ``path``'s suffix, or ``None`` (unchanged since 1)."""
-    return _DECODE_REVISIONS.get(os.path.splitext(str(path))[1].lower())
+    """The decoding revision of the photo ``path``, or ``None`` (decoded as it always was): by
+    its suffix (:data:`_DECODE_REVISIONS`), and "icc 1 <description>" added for a photo whose
+    embedded colour profile is converted to sRGB (read from its header), so that a result made
+    from its unconverted colours is never served. An untagged or sRGB photo keeps its key."""
+    from .colour import header_conversion
+
+    rev = _DECODE_REVISIONS.get(os.path.splitext(str(path))[1].lower())
+    profile = header_conversion(path)
+    if profile is not None:
+        rev = f"{rev + '; ' if rev else ''}icc 1 {profile}"
+    return rev
 
 
 def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int | None = None,
@@ -194,6 +206,7 @@ def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int | None =
                 f"over the decoding budget of {decode_budget(limit) / 1e6:,.0f} MP", path=name,
                 hint="shrink it with an image editor first (a JPEG can be decoded reduced up to 8x)")
         img.load()
+        icc = img.info.get("icc_profile")  # (read before the transpose, which may not copy it)
         img = ImageOps.exif_transpose(img)
     except InputError:
         raise
@@ -201,10 +214,19 @@ def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int | None =
         raise InputError("not an image, or a format that cannot be read", path=name,
                          hint="use JPEG, PNG, WebP, TIFF, BMP or PPM") from None
     except (OSError, SyntaxError, ValueError, MemoryError) as e:
+        if "MAX_TEXT_CHUNK" in str(e):  # (a PNG whose ICC profile is over Pillow's 1 MB: without it)
+            from .colour import without_png_profile
+
+            plain = without_png_profile(data)
+            if plain is not None:
+                notice(f"{name}: its colour profile is over Pillow's limit of "
+                       f"{PngImagePlugin.MAX_TEXT_CHUNK // 2**20} MB: read as sRGB")
+                return decode_image(plain, name=name, max_pixels=max_pixels, downscale=downscale)
         raise InputError(f"unreadable or truncated image ({e or type(e).__name__})", path=name) from None
     missing = missing_data(data)  # None unless a PNG whose data stops early
     if missing:
         raise InputError(f"truncated PNG: {missing}", path=name, hint="the file is damaged: export it again")
+    img, profile = _profile_to_srgb(img, icc, name)
     try:
         rgb, alpha = _to_rgb(img)
     except ValueError as e:  # (a float picture of NaN only)
@@ -221,7 +243,20 @@ def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int | None =
             alpha = cv2.resize(alpha, (nw, nh), interpolation=cv2.INTER_AREA)
         before = (w, h)
         notice(f"{name}: downscaled from {w}x{h} to {nw}x{nh} to fit {limit / 1e6:g} MP (--downscale)")
-    return Photo(rgb=rgb, alpha=alpha, downscaled_from=before)
+    return Photo(rgb=rgb, alpha=alpha, downscaled_from=before, profile=profile)
+
+
+def _profile_to_srgb(img: Image.Image, icc: bytes | None, name: str) -> tuple[Image.Image, str | None]:
+    """:func:`.colour.to_srgb`, where a failure LittleCMS only shows on the whole picture is one
+    notice and the picture read as sRGB, as for an unreadable profile."""
+    from .colour import to_srgb
+    from .notices import notice
+
+    try:
+        return to_srgb(img, icc, name)
+    except Exception as e:  # noqa: BLE001 - a colour profile never costs the photo
+        notice(f"{name}: its colour profile cannot be applied ({str(e).strip() or type(e).__name__}): read as sRGB")
+        return img, None
 
 
 def working_size(w: int, h: int, limit: int) -> tuple[int, int]:
@@ -306,7 +341,11 @@ def over_background(rgb: np.ndarray, alpha: np.ndarray | None, background: tuple
 
 
 def write_image(path: str | os.PathLike, arr: np.ndarray, *, quality: int = 95) -> Path:
-    """Write a uint8 RGB/RGBA/gray array; format from the suffix. Returns the path."""
+    """Write a uint8 RGB/RGBA/gray array; format from the suffix. Returns the path.
+
+    A colour picture (RGB/RGBA) is sRGB (every photo is read as sRGB, :mod:`.colour`) and says so:
+    a PNG with an ``sRGB`` chunk (PNG 1.2, 11.3.3.5), a JPEG with the sRGB ICC profile (588 bytes;
+    JPEG has no shorter tag). A gray picture (a depth map, a mask) is data, and is not tagged."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     a = np.asarray(arr)
@@ -314,8 +353,18 @@ def write_image(path: str | os.PathLike, arr: np.ndarray, *, quality: int = 95) 
         a = np.clip(a, 0, 255).astype(np.uint8)
     img = Image.fromarray(a)
     suffix = p.suffix.lower()
+    colour = a.ndim == 3 and a.shape[2] in (3, 4)
     if suffix in (".jpg", ".jpeg"):
-        img.convert("RGB").save(p, quality=quality, subsampling=0 if quality >= 95 else 2)
+        from .colour import srgb_icc
+
+        tag = {"icc_profile": srgb_icc()} if colour else {}
+        img.convert("RGB").save(p, quality=quality, subsampling=0 if quality >= 95 else 2, **tag)
+    elif suffix == ".png" and colour:
+        from PIL import PngImagePlugin
+
+        info = PngImagePlugin.PngInfo()
+        info.add(b"sRGB", b"\x00")  # rendering intent 0 (perceptual), as libpng and editors write it
+        img.save(p, pnginfo=info)
     else:
         img.save(p)
     return p
