@@ -69,3 +69,43 @@ def test_serve_replace_stops_the_older_serve_and_runs_its_unfinished_run(prefect
             if s is not None:
                 s.stop(signal.SIGTERM, group=False)
     assert (tmp_path / "out" / "takeover" / "coffee" / "files.png").exists()
+
+
+def test_a_killed_serve_leaves_no_lease_and_a_stuck_one_is_not_waited_for_forever(prefect_server, tmp_path, photos):
+    """kill -9 lets the lease go (the kernel's lock); a serve that does not stop within the wait
+    (here stopped with SIGSTOP) makes --replace give up in one line naming its pid."""
+    import os
+
+    ws = tmp_path / "ws"
+    recipe = write_recipe(tmp_path, "stuck", [photos["coffee"]])
+    a = Serve("--workspace", ws, "serve", recipe, cwd=tmp_path)
+    b = c = None
+    try:
+        a.wait_for("serving depthcraft-stuck/stuck")
+        os.kill(a.p.pid, signal.SIGKILL)
+        a.p.wait(timeout=30)
+        b = Serve("--workspace", ws, "serve", recipe, cwd=tmp_path)  # no --replace needed: nobody serves it
+        b.wait_for("serving depthcraft-stuck/stuck")
+        os.kill(b.p.pid, signal.SIGSTOP)
+        os.environ["DEPTHCRAFT_SERVE_REPLACE_WAIT"] = "2"
+        try:
+            c = Serve("--workspace", ws, "serve", recipe, "--replace", cwd=tmp_path)
+        finally:
+            del os.environ["DEPTHCRAFT_SERVE_REPLACE_WAIT"]
+        assert c.p.wait(timeout=120) == 2, c.log[-3000:]
+        time.sleep(0.3)
+        err = [ln for ln in c.log.splitlines() if ln.startswith("error")]
+        assert len(err) == 1 and f"pid {b.p.pid}" in err[0] and "did not stop within 2 s" in err[0], c.log
+        assert f"kill {b.p.pid}" in err[0] and "Traceback" not in c.log and "serving " not in c.log
+        os.kill(b.p.pid, signal.SIGCONT)  # its SIGTERM arrives now: an ordinary stop, its runs cancelled
+        assert b.p.wait(timeout=90) == 143, b.log[-3000:]
+        time.sleep(0.3)
+        assert "replaced by" not in b.log, b.log[-3000:]
+    finally:
+        for s in (a, b, c):
+            if s is not None:
+                try:
+                    os.kill(s.p.pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+                s.stop(signal.SIGTERM, group=False)
