@@ -30,6 +30,7 @@ except ImportError:  # pragma: no cover - PyYAML built without libyaml: the comp
 
 _STR = "tag:yaml.org,2002:str"
 _MERGE = "tag:yaml.org,2002:merge"
+_INT = "tag:yaml.org,2002:int"
 
 
 class _Unsure(Exception):
@@ -171,7 +172,12 @@ def _key_seen(mapping: list, ev, value: str, helper, resolvers) -> None:
             tag = _STR
     if tag == _MERGE:
         return
-    key = value if tag == _STR else helper._key_value(ScalarNode(tag, value))
+    if tag == _STR:
+        key = value
+    elif tag == _INT and value.isdigit() and (value[0] != "0" or value == "0"):
+        key = int(value)  # (plain decimal: what the constructor makes of it, without its regexes)
+    else:
+        key = helper._key_value(ScalarNode(tag, value))
     seen = mapping[7]
     try:
         if key in seen:

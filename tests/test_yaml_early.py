@@ -27,6 +27,8 @@ SMALL = [  # under DEPTHCRAFT_YAML_MAX_NODES=40, DEPTHCRAFT_YAML_MAX_DEPTH=6
     "a: 1\nb: [[" + ", ".join(map(str, range(30))) + "], [" + ", ".join(map(str, range(30))) + "]]\n",
     "x: &x [1, 2, 3, 4, 5, 6, 7, 8]\ny: [*x, *x, *x, *x, *x, *x]\n",
     "{1: a, 0x1: b, " + ", ".join(f"k{i}: {i}" for i in range(30)) + "}",
+    "{010: a, 8: b, " + ", ".join(f"{i}: {i}" for i in range(10, 40)) + "}",
+    "{" + ", ".join(f"{i}: {i}" for i in range(30)) + ", '7': x, 7: y}",
     "{true: a, " + ", ".join(f"k{i}: {i}" for i in range(30)) + ", yes: b}",
     "a: {b: 1, b: 2}\nc: [" + ", ".join(map(str, range(50))) + "]\n",
     "a: &a [1, *a]\n", "a: *nowhere\n", "a: &d 1\nb: &d 2\n", "{&k k: 1, *k : 2, z: [" + "1, " * 50 + "]}",
