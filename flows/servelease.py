@@ -106,6 +106,10 @@ def _replace(path: Path, full: str, pid: int, who: str, option_error) -> int:
         fd = _try_lock(path)
         if fd is not None:
             return fd
+        now = int(_read(path).get("pid") or 0)
+        if now and now != pid:  # (two --replace at once: the other one took over first)
+            raise option_error("--replace", f"deployment {full} was taken over meanwhile by depthcraft serve "
+                                            f"(pid {now}); pass --replace again to take over from it")
         if time.monotonic() > deadline:
             _handover(path).unlink(missing_ok=True)
             raise option_error("--replace", f"{who} did not stop within {REPLACE_WAIT_S:.0f} s of SIGTERM; "
