@@ -21,8 +21,6 @@ from yaml.events import (AliasEvent, DocumentEndEvent, MappingEndEvent, MappingS
                          SequenceEndEvent, SequenceStartEvent, StreamEndEvent)
 from yaml.nodes import ScalarNode
 
-from depthcraft.flows import yamlsafe
-
 try:
     from yaml._yaml import CParser
 except ImportError:  # pragma: no cover - PyYAML built without libyaml: the composer alone
@@ -37,13 +35,22 @@ class _Unsure(Exception):
     """The composer would stop before the culprit, or differently: leave the document to it."""
 
 
-def refuse_early(text: str) -> None:
-    """Raise the :class:`~flows.yamlsafe.YamlLimitError` the composer would raise on ``text``, if
-    it would raise one and nothing before it; return (having built nothing) otherwise."""
+class _Limits:
+    """What the composer of :mod:`.yamlsafe` checks, given by it (this module imports it not)."""
+
+    def __init__(self, max_depth: int, max_nodes: int, max_chars: int, loader, error):
+        self.max_depth, self.max_nodes, self.max_chars = max_depth, max_nodes, max_chars
+        self.loader, self.error = loader, error  # a loader whose resolver and constructor read keys; the error class
+
+
+def refuse_early(text: str, limits: _Limits) -> None:
+    """Raise the ``limits.error`` (:class:`~flows.yamlsafe.YamlLimitError`) the composer would
+    raise on ``text``, if it would raise one and nothing before it; return (having built
+    nothing) otherwise."""
     if CParser is None:
         return
     try:
-        _walk(text)
+        _walk(text, limits)
     except (_Unsure, yaml.YAMLError):
         return
 
@@ -62,7 +69,7 @@ def _where(stack) -> str | None:
     return ".".join(parts) or None
 
 
-def _over(stack, nodes: int, chars: int, max_nodes: int, max_chars: int) -> None:
+def _over(stack, nodes: int, chars: int, max_nodes: int, max_chars: int, error) -> None:
     """The composer's ``_check_open``: the innermost open collection, if over a limit already."""
     if not stack:
         return
@@ -70,15 +77,13 @@ def _over(stack, nodes: int, chars: int, max_nodes: int, max_chars: int) -> None
     if n > max_nodes or c > max_chars:
         what = f"{n:,} values" if n > max_nodes else f"{c:,} characters"
         limit = f"{max_nodes:,} values" if n > max_nodes else f"{max_chars:,} characters"
-        raise yamlsafe.YamlLimitError(f"expands to more than {limit} ({what} so far, once aliases are expanded)",
-                                      stack[-1][3].line + 1, _where(stack[:-1]))
+        raise error(f"expands to more than {limit} ({what} so far, once aliases are expanded)",
+                    stack[-1][3].line + 1, _where(stack[:-1]))
 
 
-def _walk(text: str) -> None:
-    max_depth = yamlsafe._env_int("DEPTHCRAFT_YAML_MAX_DEPTH", yamlsafe.MAX_DEPTH)
-    max_nodes = yamlsafe._env_int("DEPTHCRAFT_YAML_MAX_NODES", yamlsafe.MAX_NODES)
-    max_chars = yamlsafe.MAX_CHARS
-    helper = yamlsafe.LimitedSafeLoader("")  # its resolver and constructor read keys as the composer does
+def _walk(text: str, limits: _Limits) -> None:
+    max_depth, max_nodes, max_chars, error = limits.max_depth, limits.max_nodes, limits.max_chars, limits.error
+    helper = limits.loader  # its resolver and constructor read keys as the composer does
     resolvers = helper.yaml_implicit_resolvers
     nodes = chars = 0
     # open collections: [is mapping, nodes at start, chars at start, start mark, anchor,
@@ -94,7 +99,7 @@ def _walk(text: str) -> None:
             kind = type(ev)
             if kind is ScalarEvent or kind is SequenceStartEvent or kind is MappingStartEvent:
                 if len(stack) + 1 > max_depth:
-                    raise yamlsafe.YamlLimitError(f"nested more than {max_depth} levels deep",
+                    raise error(f"nested more than {max_depth} levels deep",
                                                   ev.start_mark.line + 1, _where(stack))
                 anchor = ev.anchor
                 if anchor is not None and (anchor in sizes or anchor in open_anchors):
@@ -104,9 +109,9 @@ def _walk(text: str) -> None:
                     nodes += 1
                     chars += len(value)
                     if stack and (nodes - stack[-1][1] > max_nodes or chars - stack[-1][2] > max_chars):
-                        _over(stack, nodes, chars, max_nodes, max_chars)
+                        _over(stack, nodes, chars, max_nodes, max_chars, error)
                     if len(value) > max_chars:
-                        raise yamlsafe.YamlLimitError(
+                        raise error(
                             f"expands to more than {max_chars:,} characters ({len(value):,} characters once "
                             "aliases are expanded)", ev.start_mark.line + 1, _where(stack))
                     if anchor is not None:
@@ -133,7 +138,7 @@ def _walk(text: str) -> None:
                     open_anchors.discard(frame[4])
                     sizes[frame[4]] = (nodes - frame[1], chars - frame[2])
                 if stack:
-                    _over(stack, nodes, chars, max_nodes, max_chars)
+                    _over(stack, nodes, chars, max_nodes, max_chars, error)
                     parent = stack[-1]
                     if parent[0] and parent[5] % 2 == 0:
                         parent[6] = "?"
@@ -141,7 +146,7 @@ def _walk(text: str) -> None:
             elif kind is AliasEvent:
                 anchor = ev.anchor
                 if anchor in open_anchors:
-                    raise yamlsafe.YamlLimitError("a recursive alias (a node that contains itself) is not allowed",
+                    raise error("a recursive alias (a node that contains itself) is not allowed",
                                                   ev.start_mark.line + 1, _where(stack))
                 if anchor not in sizes:
                     raise _Unsure  # an undefined alias: said by the composer
@@ -150,7 +155,7 @@ def _walk(text: str) -> None:
                 chars += c
                 if stack:
                     if nodes - stack[-1][1] > max_nodes or chars - stack[-1][2] > max_chars:
-                        _over(stack, nodes, chars, max_nodes, max_chars)
+                        _over(stack, nodes, chars, max_nodes, max_chars, error)
                     parent = stack[-1]
                     if parent[0] and parent[5] % 2 == 0:
                         raise _Unsure  # an alias as a key (rare): the composer reads it

@@ -45,7 +45,7 @@ def test_the_early_walk_says_what_the_composer_says(doc, monkeypatch):
     pure = _outcome(lambda: yamlsafe._load(yamlsafe.LimitedSafeLoader, doc))
     assert _outcome(lambda: yamlsafe._load(yamlsafe._FastLimitedSafeLoader, doc)) == pure
     assert _outcome(lambda: yamlsafe.load(doc)) == pure
-    early = _outcome(lambda: yamlcount.refuse_early(doc))
+    early = _outcome(lambda: yamlcount.refuse_early(doc, yamlsafe._limits()))
     assert early == "ok" or early == pure  # never a refusal the composer would not make
 
 
