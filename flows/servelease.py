@@ -91,16 +91,24 @@ def _handover(lock: Path) -> Path:
 
 def _replace(path: Path, full: str, pid: int, who: str, option_error) -> int:
     """Stop the serve holding ``path`` (SIGTERM, after a hand-over note) and take its lease."""
-    _handover(path).write_text(json.dumps({"pid": os.getpid()}))
-    print(f"replacing {who} as the serve of {full}: asked it to stop (SIGTERM), waiting for it to hand "
-          f"back its runs...", flush=True)
-    if pid > 0 and pid != os.getpid():
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass  # (it ended meanwhile: its lease is free)
-        except PermissionError:
-            raise option_error("--replace", f"{who} is another user's; it cannot be stopped from here") from None
+    try:
+        _handover(path).write_text(json.dumps({"pid": os.getpid()}))
+        print(f"replacing {who} as the serve of {full}: asked it to stop (SIGTERM), waiting for it to hand "
+              f"back its runs...", flush=True)
+        if pid > 0 and pid != os.getpid():
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass  # (it ended meanwhile: its lease is free)
+            except PermissionError:
+                raise option_error("--replace", f"{who} is another user's; it cannot be stopped from here") from None
+        return _wait(path, full, pid, who, option_error)
+    except BaseException:  # (Ctrl-C while waiting, given up): the older serve stops as any stop does
+        _handover(path).unlink(missing_ok=True)
+        raise
+
+
+def _wait(path: Path, full: str, pid: int, who: str, option_error) -> int:
     deadline = time.monotonic() + REPLACE_WAIT_S
     while True:
         fd = _try_lock(path)
@@ -111,7 +119,6 @@ def _replace(path: Path, full: str, pid: int, who: str, option_error) -> int:
             raise option_error("--replace", f"deployment {full} was taken over meanwhile by depthcraft serve "
                                             f"(pid {now}); pass --replace again to take over from it")
         if time.monotonic() > deadline:
-            _handover(path).unlink(missing_ok=True)
             raise option_error("--replace", f"{who} did not stop within {REPLACE_WAIT_S:.0f} s of SIGTERM; "
                                             f"stop it (kill {pid}), then serve again")
         time.sleep(0.2)
