@@ -120,7 +120,8 @@ def register(sub) -> None:
     s.add_argument("recipes", nargs="+", metavar="RECIPE", help="recipe YAML files")
     s.add_argument("--limit", type=int, help="at most this many runs at once")
     s.add_argument("--replace", action="store_true", help="take over a deployment of the same name that runs "
-                   "another recipe file (refused otherwise)")
+                   "another recipe file, or that another serve of this workspace is serving: that serve is "
+                   "stopped (SIGTERM) and hands its unfinished runs back (refused otherwise)")
     _common(s)
     s.set_defaults(func=cmd_serve)
 

@@ -665,6 +665,27 @@ def _restore_finished(only: set[str]) -> int:
     return n
 
 
+def _hand_back(only: set[str], since: float, successor: int) -> int:
+    """Runs of this serve left unfinished by its stop (Pending, Running, or Cancelled or Crashed
+    since ``since``: its process killed by the stop) set back to Scheduled, now, for the serve that replaces it
+    (pid ``successor``) to run again. Returns how many."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Scheduled
+
+    n = 0
+    with get_client(sync_client=True) as client:
+        for rid in only:
+            st = client.read_flow_run(rid).state
+            if st is None or st.is_completed() or st.is_failed() or st.is_scheduled():
+                continue
+            if (st.is_cancelled() or st.is_crashed()) and st.timestamp.timestamp() < since - 1:
+                continue  # (cancelled by a user, or crashed, before the stop: not the stop's doing)
+            client.set_flow_run_state(rid, Scheduled(message=f"handed back by depthcraft serve {os.getpid()} to "
+                                                             f"depthcraft serve {successor} (--replace)"), force=True)
+            n += 1
+    return n
+
+
 def _spawn_runs_with_ctrl_c_blocked() -> None:
     """Flow-run processes that ``serve`` starts begin with SIGINT blocked (the signal mask is
     inherited through fork and exec). A terminal's Ctrl-C goes to the whole process group: a run
@@ -744,6 +765,12 @@ def serve(recipe_paths: list[str | Path], *, overrides: list[str] | None = None,
                                   file=str(path))
             seen[key] = str(path)
             prepared.append((p, sched))
+    from . import servelease
+
+    full_names = [f"{p.flow.name}/{p.name}" for p, _ in prepared]
+    if workspace:  # one serve per deployment in a workspace (flows/servelease.py); --replace takes over
+        servelease.take(workspace, full_names, [str(Path(x).resolve()) for x in recipe_paths], replace=replace,
+                        option_error=OptionError)
     _spawn_runs_with_ctrl_c_blocked()
     _record_picked_up_runs()
     runner = Runner(name=f"depthcraft-serve-{os.getpid()}", pause_on_shutdown=False, limit=limit)
@@ -760,6 +787,7 @@ def serve(recipe_paths: list[str | Path], *, overrides: list[str] | None = None,
             print(paused_notice(f"{p.flow.name}/{p.name}"), flush=True)
     started = time.time()
     got: list[int] = []
+    stopping: list[float] = []
 
     import prefect.runner.server  # noqa: F401 - imported by start(): not seconds of it with no handler of ours
 
@@ -783,7 +811,10 @@ def serve(recipe_paths: list[str | Path], *, overrides: list[str] | None = None,
             return
         for s in (signal.SIGINT, signal.SIGTERM):  # a second signal exits at once
             loop.add_signal_handler(s, lambda s=s: (os.write(2, b"\nexiting now\n"), os._exit(128 + int(s))))
-        print(f"{signal.Signals(got[0]).name}: stopping serve (its running flow runs are cancelled)...",
+        stopping.append(time.time())
+        successor = servelease.replaced_by(full_names, workspace) if workspace else None
+        print(f"{signal.Signals(got[0]).name}: stopping serve (its running flow runs are "
+              + (f"handed back to depthcraft serve {successor}, which replaces it)..." if successor else "cancelled)..."),
               file=sys.stderr, flush=True)
         try:  # kills the runs' processes and cancels their runs
             await asyncio.wait_for(runner.astop(), 30)
@@ -797,11 +828,22 @@ def serve(recipe_paths: list[str | Path], *, overrides: list[str] | None = None,
     asyncio.run(main())
     signum = got[0] if got else signal.SIGINT
     why = f"depthcraft serve stopped by {signal.Signals(signum).name}"
+    successor = servelease.replaced_by(full_names, workspace) if workspace else None
+    handed = 0
     try:
-        n = _cancel_unfinished(dep_ids, started, why, only=set(_PICKED_UP))
-        _restore_finished(set(_PICKED_UP))  # (a run that had finished is not cancelled by the stop)
+        if successor:  # --replace: the runs go back to the schedule, for the new serve to run
+            _restore_finished(set(_PICKED_UP))
+            n, handed = 0, _hand_back(set(_PICKED_UP), stopping[0] if stopping else started, successor)
+        else:
+            n = _cancel_unfinished(dep_ids, started, why, only=set(_PICKED_UP))
+            _restore_finished(set(_PICKED_UP))  # (a run that had finished is not cancelled by the stop)
     except Exception:  # noqa: BLE001 - the API is gone: nothing more to mark
         n = 0
+    servelease.release()  # (after the runs' states: the new serve takes over only then)
+    if successor:
+        print(f"stopped serving: replaced by depthcraft serve {successor}"
+              + (f"; {handed} unfinished run(s) handed back to it" if handed else ""), file=sys.stderr, flush=True)
+        return 128 + int(signum)
     names = " ".join(str(x) for x in recipe_paths)
     print(f"stopped serving{f'; {n} unfinished run(s) set to Cancelled' if n else ''}; schedules stay active and "
           f"their runs wait as Scheduled until `depthcraft serve {names}` runs again "

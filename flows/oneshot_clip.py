@@ -70,7 +70,11 @@ def run_clip_oneshot(args, spec, params_from_args) -> int:
                                          transient=True) if console.is_terminal else None
         from depthcraft.tasks.clips import estimate_workers
 
-        kw = dict(provider=args.provider, mode=args.mode, info=info, workers=estimate_workers())
+        from .outlock import oneshot_writing
+
+        # (the photo one-shots' write turn: two one-shots writing one -o write one set of files)
+        kw = dict(provider=args.provider, mode=args.mode, info=info, workers=estimate_workers(),
+                  writing=lambda: oneshot_writing(Path(args.output)))
         if reporter:
             with reporter, progress.reporting(reporter):
                 written = run_clip(spec.kind, args.image, args.output, params, tmp,

@@ -20,6 +20,7 @@ it imports the library, the providers and the step catalog (never a step module 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -481,10 +482,13 @@ def stereo_name(out: Path, layout: str, *, eye: str | None = None) -> Path:
 
 
 def assemble(kind: str, segments: list[SegmentResult], clip: str | os.PathLike, out: str | os.PathLike,
-             params: Any = None, *, info: ClipInfo | None = None) -> list[Path]:
+             params: Any = None, *, info: ClipInfo | None = None,
+             writing: Callable[[], Any] | None = None) -> list[Path]:
     """Join segments (in frame order) into the final outputs: video segments with the concat
     demuxer (no re-encode) and the clip's audio muxed in; frame folders merged. Returns the files
-    (or folders) written. Segments must cover the clip's frames without gap or overlap."""
+    (or folders) written. Segments must cover the clip's frames without gap or overlap.
+    ``writing``: a context manager factory held around the writes (a one-shot's write turn,
+    flows/outlock.py: two one-shots writing one output write one set of files, never a mix)."""
     segs = sorted(segments, key=lambda s: s.start)
     for a, b in zip(segs, segs[1:]):
         if a.stop != b.start:
@@ -497,6 +501,11 @@ def assemble(kind: str, segments: list[SegmentResult], clip: str | os.PathLike, 
     dests = output_paths(kind, out_p, names, params, target)
     for name in names:  # a renamed output (`s_SBS_LR.mp4`) or one beside it may be the clip itself
         refuse_input(dests[name], {"the input clip": clip})
+    with (writing or contextlib.nullcontext)():
+        return _write_outputs(names, dests, segs, clip, target, info)
+
+
+def _write_outputs(names, dests, segs, clip, target, info) -> list[Path]:
     written = []
     for name in names:
         dest = dests[name]
@@ -555,9 +564,10 @@ def plan_segments(info: ClipInfo, segment_frames: int | None = None, cuts: list[
 def run_clip(kind: str, clip: str | os.PathLike, out: str | os.PathLike, params: Any, workdir: str | os.PathLike, *,
              provider: str = "classic", mode: str = "max", segment_frames: int | None = None,
              info: ClipInfo | None = None, progress: Callable[[int, int], None] | None = None,
-             max_pixels: int | None = None, downscale: bool = False, workers: int = 1) -> list[Path]:
+             max_pixels: int | None = None, downscale: bool = False, workers: int = 1,
+             writing: Callable[[], Any] | None = None) -> list[Path]:
     """A step on a whole clip, in this process: segments in order, then :func:`assemble`
-    (``workers``: see :func:`process_clip_segment`)."""
+    (``workers``: see :func:`process_clip_segment`; ``writing``: see :func:`assemble`)."""
     info = info or probe_clip(clip, max_pixels=max_pixels, downscale=downscale)
     target = output_target(out)
     spec = get_step(kind)
@@ -578,4 +588,4 @@ def run_clip(kind: str, clip: str | os.PathLike, out: str | os.PathLike, params:
         segs.append(process_clip_segment(kind, clip, a, b, params, Path(workdir) / f"seg-{a:06d}", target=target,
                                          provider=provider, mode=mode, info=info, progress=prog, workers=workers))
         done_before += b - a
-    return assemble(kind, segs, clip, out, params, info=info)
+    return assemble(kind, segs, clip, out, params, info=info, writing=writing)

@@ -105,7 +105,8 @@ def test_stopping_one_serve_never_cancels_another_serves_run(prefect_server, tmp
     b = None
     try:
         a.wait_for("serving depthcraft-twoserve/twoserve")
-        b = Serve("--workspace", ws, "serve", recipe, cwd=tmp_path)
+        # (another workspace, as another machine: one workspace serves a deployment once, servelease.py)
+        b = Serve("--workspace", tmp_path / "ws-b", "serve", recipe, cwd=tmp_path)
         b.wait_for("serving depthcraft-twoserve/twoserve")
         with client() as c:
             fr = c.create_flow_run_from_deployment(c.read_deployment_by_name("depthcraft-twoserve/twoserve").id)
@@ -131,7 +132,7 @@ def test_a_stopping_serve_cancels_the_run_it_picked_up(prefect_server, tmp_path,
     b = None
     try:
         a.wait_for("serving depthcraft-ownrun/ownrun")
-        b = Serve("--workspace", ws, "serve", recipe, cwd=tmp_path)
+        b = Serve("--workspace", tmp_path / "ws-b", "serve", recipe, cwd=tmp_path)  # (see above)
         b.wait_for("serving depthcraft-ownrun/ownrun")
         with client() as c:
             fr = c.create_flow_run_from_deployment(c.read_deployment_by_name("depthcraft-ownrun/ownrun").id)

@@ -21,32 +21,47 @@ OPTION_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-# provider family -> option -> the values it takes (None: any); a family not here takes any
-# option (eachsense's are the remote service's own). ``auto`` is onnx or classic, never eachsense.
-OPTION_VALUES: dict[str, dict[str, tuple | None]] = {
+# provider family -> option -> the values it takes (a tuple: these values, compared with their
+# type, so ``1`` is not ``true``; a type: any value of it; None: any). ``auto`` is onnx or classic,
+# never eachsense. eachsense's are the ones its provider sends or reads (tasks/providers/eachsense/
+# provider.py); ``model`` and ``behavior`` are the remote service's own words, any text.
+OPTION_VALUES: dict[str, dict[str, tuple | type | None]] = {
     "onnx": {"upsample": ("guided", "bilinear")},
     "auto": {"upsample": ("guided", "bilinear")},
     "classic": {},
+    "eachsense": {"model": str, "behavior": str, "web_search": (True, False),
+                  "enable_safety_checker": (True, False), "invert": (True, False, None), "send_depth": (True, False)},
 }
+
+
+def _said(value: Any) -> str:
+    return {True: "true", False: "false", None: "null"}.get(value, str(value)) if not isinstance(value, str) else value
 
 
 def check_options(providers: set[str], options: dict | None) -> tuple[str, str] | None:
     """``(option, why)`` of the first of ``options`` that none of the recipe's ``providers``
-    (families: ``onnx``, ``auto``...) reads or that has a value they refuse, else None. Checked
-    when the recipe is validated: a typo (``upsampel``) was ignored without a word, and a wrong
-    value (``GUIDED``) failed every photo and clip at run time, after ``validate`` said ok."""
+    (families: ``onnx``, ``auto``, ``eachsense``...) reads or that has a value they refuse, else
+    None; every provider the recipe uses is checked (one recipe-wide ``provider_options`` serves
+    them all: an option one of them reads is not a typo for another). Checked when the recipe is
+    validated: a typo (``upsampel``) was ignored without a word, and a wrong value (``GUIDED``)
+    failed every photo and clip at run time, after ``validate`` said ok; with an eachsense step in
+    the recipe nothing at all was checked."""
     if not options or any(p not in OPTION_VALUES for p in providers):
-        return None
-    known: dict[str, tuple | None] = {}
-    for p in providers:
-        known.update(OPTION_VALUES[p])
+        return None  # (an unknown provider is refused in its own words)
+    known: dict[str, tuple | type | None] = {}
+    for p in sorted(providers):
+        for name, allowed in OPTION_VALUES[p].items():
+            known[name] = allowed if name not in known or known[name] == allowed else None
     for name, value in options.items():
         if name not in known:
             return name, (f"no provider of this recipe ({', '.join(sorted(providers))}) reads it; "
                           f"options: {', '.join(sorted(known)) or 'none'}")
         allowed = known[name]
-        if allowed is not None and value not in allowed:
-            return name, f"{name} must be {' or '.join(allowed)}, got {value!r}"
+        if isinstance(allowed, type):
+            if not isinstance(value, allowed) or isinstance(value, bool) and allowed is not bool:
+                return name, f"{name} must be {'text' if allowed is str else allowed.__name__}, got {value!r}"
+        elif allowed is not None and not any(type(value) is type(a) and value == a for a in allowed):
+            return name, f"{name} must be {' or '.join(_said(a) for a in allowed)}, got {value!r}"
     return None
 
 

@@ -1,0 +1,140 @@
+"""One ``depthcraft serve`` per deployment in a workspace: the lease, and ``--replace``.
+
+Two serves of one deployment both pick up its runs (each Prefect runner polls the deployment), so
+a second ``serve`` of a deployment that another serve of this workspace is serving is refused,
+naming that serve and the way to replace it. ``serve --replace`` takes over instead: it asks the
+older serve to stop (SIGTERM, as a terminal's ``kill`` does), waits until it has stopped, and
+only then registers and serves the deployment itself. The older serve, told by a hand-over note
+that it is being replaced, hands the runs it had picked up back to the schedule (Scheduled, now)
+instead of cancelling them, so the new serve runs them again (finished steps are cache hits).
+
+The lease is an exclusive ``flock`` on ``<workspace>/serving/<deployment>.lock``, held for the
+serve's lifetime: the kernel lets it go when the process ends, also on ``kill -9`` (no stale
+lease to clear by hand). The file holds the holder's pid and recipe, read by the one refused.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+# how long --replace waits for the older serve to stop: its own stop waits up to 30 s for the
+# runner and 15 s for its task, then sets its runs' states
+REPLACE_WAIT_S = float(os.environ.get("DEPTHCRAFT_SERVE_REPLACE_WAIT", "120"))
+
+_HELD: dict[str, int] = {}  # deployment full name -> the descriptor holding its lease (this process)
+
+
+def _folder(workspace: str | os.PathLike) -> Path:
+    return Path(workspace) / "serving"
+
+
+def _stem(full_name: str) -> str:
+    """A file name for ``flow/name`` (readable, and unique by a short hash of the exact name)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", full_name)[:80]
+    return f"{safe}-{hashlib.sha256(full_name.encode()).hexdigest()[:8]}"
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+
+
+def _try_lock(path: Path) -> int | None:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def take(workspace: str | os.PathLike, full_names: list[str], recipes: list[str], *, replace: bool,
+         option_error) -> None:
+    """Hold the lease of every deployment in ``full_names`` for this process, before any is
+    registered. A deployment another serve holds: refused (``option_error(option, message)``,
+    raised) without ``replace``; with it, that serve is stopped (SIGTERM) and waited for. Leases
+    already taken are kept on refusal only until the process exits (it exits at once)."""
+    folder = _folder(workspace)
+    folder.mkdir(parents=True, exist_ok=True)
+    for full in full_names:
+        path = folder / f"{_stem(full)}.lock"
+        fd = _try_lock(path)
+        if fd is None:
+            holder = _read(path)
+            pid = int(holder.get("pid") or 0)
+            who = f"depthcraft serve (pid {pid}, {' '.join(holder.get('recipes') or []) or '?'})"
+            if not replace:
+                raise option_error("--replace", f"deployment {full} is already served by {who} in this workspace; "
+                                                f"two serves would both pick up its runs: stop that one, or pass "
+                                                f"--replace to take over from it")
+            fd = _replace(path, full, pid, who, option_error)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "deployment": full, "recipes": recipes,
+                                  "since": time.time()}).encode(), 0)
+        _handover(path).unlink(missing_ok=True)
+        _HELD[full] = fd
+
+
+def _handover(lock: Path) -> Path:
+    return lock.with_suffix(".handover")
+
+
+def _replace(path: Path, full: str, pid: int, who: str, option_error) -> int:
+    """Stop the serve holding ``path`` (SIGTERM, after a hand-over note) and take its lease."""
+    try:
+        _handover(path).write_text(json.dumps({"pid": os.getpid()}))
+        print(f"replacing {who} as the serve of {full}: asked it to stop (SIGTERM), waiting for it to hand "
+              f"back its runs...", flush=True)
+        if pid > 0 and pid != os.getpid():
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass  # (it ended meanwhile: its lease is free)
+            except PermissionError:
+                raise option_error("--replace", f"{who} is another user's; it cannot be stopped from here") from None
+        return _wait(path, full, pid, who, option_error)
+    except BaseException:  # (Ctrl-C while waiting, given up): the older serve stops as any stop does
+        _handover(path).unlink(missing_ok=True)
+        raise
+
+
+def _wait(path: Path, full: str, pid: int, who: str, option_error) -> int:
+    deadline = time.monotonic() + REPLACE_WAIT_S
+    while True:
+        fd = _try_lock(path)
+        if fd is not None:
+            return fd
+        now = int(_read(path).get("pid") or 0)
+        if now and now != pid:  # (two --replace at once: the other one took over first)
+            raise option_error("--replace", f"deployment {full} was taken over meanwhile by depthcraft serve "
+                                            f"(pid {now}); pass --replace again to take over from it")
+        if time.monotonic() > deadline:
+            raise option_error("--replace", f"{who} did not stop within {REPLACE_WAIT_S:.0f} s of SIGTERM; "
+                                            f"stop it (kill {pid}), then serve again")
+        time.sleep(0.2)
+
+
+def replaced_by(full_names: list[str], workspace: str | os.PathLike) -> int | None:
+    """The pid of the serve taking over from this one (``--replace``), if one asked."""
+    for full in full_names:
+        note = _read(_handover(_folder(workspace) / f"{_stem(full)}.lock"))
+        if note.get("pid"):
+            return int(note["pid"])
+    return None
+
+
+def release() -> None:
+    """Let this process's leases go (at its stop, after its runs are handed back or cancelled)."""
+    while _HELD:
+        _, fd = _HELD.popitem()
+        os.close(fd)

@@ -1,0 +1,111 @@
+"""One `depthcraft serve` per deployment in a workspace (flows/servelease.py), with two real serve
+processes against the loopback Prefect server. Before: a second serve of the same deployment
+started beside the first, `--replace` included, and both picked up its runs."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import psutil
+
+from test_deploy import client, wait_final, write_recipe
+from test_deploy_serve import Serve
+
+
+def _running_child(s: Serve, timeout: float = 120.0) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if any("spawn_main" in " ".join(k.cmdline()) for k in psutil.Process(s.p.pid).children()):
+                return True
+        except psutil.Error:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def test_a_second_serve_of_a_deployment_is_refused_in_one_line(prefect_server, tmp_path, photos):
+    ws = tmp_path / "ws"
+    recipe = write_recipe(tmp_path, "onlyone", [photos["coffee"]])
+    a = Serve("--workspace", ws, "serve", recipe, cwd=tmp_path)
+    b = None
+    try:
+        a.wait_for("serving depthcraft-onlyone/onlyone")
+        b = Serve("--workspace", ws, "serve", recipe, cwd=tmp_path)
+        rc = b.p.wait(timeout=120)
+        time.sleep(0.3)
+        assert rc == 2 and "Traceback" not in b.log, b.log[-3000:]
+        lines = [ln for ln in b.log.splitlines() if ln.strip()]
+        assert len(lines) == 1 and "depthcraft-onlyone/onlyone" in lines[0] and f"pid {a.p.pid}" in lines[0], b.log
+        assert "--replace" in lines[0] and "serving " not in b.log
+        assert a.p.poll() is None  # the first one serves on
+    finally:
+        for s in (a, b):
+            if s is not None:
+                s.stop(signal.SIGTERM, group=False)
+
+
+def test_serve_replace_stops_the_older_serve_and_runs_its_unfinished_run(prefect_server, tmp_path, photos):
+    ws = tmp_path / "ws"
+    recipe = write_recipe(tmp_path, "takeover", [photos["astronaut"], photos["chelsea"], photos["coffee"]])
+    a = Serve("--workspace", ws, "serve", recipe, cwd=tmp_path)
+    b = None
+    try:
+        a.wait_for("serving depthcraft-takeover/takeover")
+        with client() as c:
+            fr = c.create_flow_run_from_deployment(c.read_deployment_by_name("depthcraft-takeover/takeover").id)
+        assert _running_child(a), a.log[-3000:]  # the old serve is running the run
+        b = Serve("--workspace", ws, "serve", recipe, "--replace", cwd=tmp_path)
+        b.wait_for("serving depthcraft-takeover/takeover", timeout=180)
+        assert a.p.wait(timeout=60) == 143, a.log[-3000:]  # stopped by SIGTERM (it let its lease go last)
+        time.sleep(0.3)
+        assert f"replaced by depthcraft serve {b.p.pid}" in a.log and "handed back" in a.log, a.log[-3000:]
+        assert "Traceback" not in a.log + b.log, (a.log + b.log)[-5000:]
+        done = wait_final(str(fr.id), timeout=240)  # the new serve runs it again
+        assert done.state.is_completed(), f"{done.state.name}: {done.state.message}\n{b.log[-3000:]}"
+    finally:
+        for s in (a, b):
+            if s is not None:
+                s.stop(signal.SIGTERM, group=False)
+    assert (tmp_path / "out" / "takeover" / "coffee" / "files.png").exists()
+
+
+def test_a_killed_serve_leaves_no_lease_and_a_stuck_one_is_not_waited_for_forever(prefect_server, tmp_path, photos):
+    """kill -9 lets the lease go (the kernel's lock); a serve that does not stop within the wait
+    (here stopped with SIGSTOP) makes --replace give up in one line naming its pid."""
+    import os
+
+    ws = tmp_path / "ws"
+    recipe = write_recipe(tmp_path, "stuck", [photos["coffee"]])
+    a = Serve("--workspace", ws, "serve", recipe, cwd=tmp_path)
+    b = c = None
+    try:
+        a.wait_for("serving depthcraft-stuck/stuck")
+        os.kill(a.p.pid, signal.SIGKILL)
+        a.p.wait(timeout=30)
+        b = Serve("--workspace", ws, "serve", recipe, cwd=tmp_path)  # no --replace needed: nobody serves it
+        b.wait_for("serving depthcraft-stuck/stuck")
+        os.kill(b.p.pid, signal.SIGSTOP)
+        os.environ["DEPTHCRAFT_SERVE_REPLACE_WAIT"] = "2"
+        try:
+            c = Serve("--workspace", ws, "serve", recipe, "--replace", cwd=tmp_path)
+        finally:
+            del os.environ["DEPTHCRAFT_SERVE_REPLACE_WAIT"]
+        assert c.p.wait(timeout=120) == 2, c.log[-3000:]
+        time.sleep(0.3)
+        err = [ln for ln in c.log.splitlines() if ln.startswith("error")]
+        assert len(err) == 1 and f"pid {b.p.pid}" in err[0] and "did not stop within 2 s" in err[0], c.log
+        assert f"kill {b.p.pid}" in err[0] and "Traceback" not in c.log and "serving " not in c.log
+        os.kill(b.p.pid, signal.SIGCONT)  # its SIGTERM arrives now: an ordinary stop, its runs cancelled
+        assert b.p.wait(timeout=90) == 143, b.log[-3000:]
+        time.sleep(0.3)
+        assert "replaced by" not in b.log, b.log[-3000:]
+    finally:
+        for s in (a, b, c):
+            if s is not None:
+                try:
+                    os.kill(s.p.pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+                s.stop(signal.SIGTERM, group=False)
