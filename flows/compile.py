@@ -386,6 +386,9 @@ def compile_plan(recipe: Recipe, src: RecipeSource, ws: Workspace, *, out_root: 
                 from depthcraft.tasks.providers.options import key_options
 
                 body["provider_options"] = key_options(provider, recipe.provider_options)  # a default given = omitted
+                if d.provider and spec.kind == "refine" and body["provider_options"]:
+                    # (a refine turn never got the options, though keyed, before: not what they make now)
+                    body["provider_options_read"] = True
             plan.nodes[(sid, img.name)] = StepNode(step_id=sid, kind=spec.kind, image=img.name, key=stable_hash(body),
                                                    params=params, provider=provider, upstream=list(d.from_),
                                                    step_provider=bool(d.provider),

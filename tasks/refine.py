@@ -180,9 +180,12 @@ def _delegate(ctx: StepContext, p: RefineParams, dm: DepthMap) -> DepthMap:
                              "to use the local edge refinement", parameter="provider")
     up = ctx.depth_artifact()  # a remote estimate says which service session holds its conversation
     chain = {"service_session": up.meta["service_session"]} if up is not None and up.meta.get("service_session") else {}
+    # the recipe's provider_options (send_depth, model, web_search...) reach the refine turn as
+    # they reach estimate's (they were keyed but never sent before)
+    options = {**dict(ctx.options.get("provider_options") or {}), **chain}
     req = DepthRequest(image=ctx.photo_seen(), image_path=ctx.source.meta.get("origin", ctx.source.path),
                        session_id=ctx.session_id, mode=ctx.mode, message=p.message, depth=dm,
-                       answers=dict(ctx.options.get("answers") or {}), options=chain)
+                       answers=dict(ctx.options.get("answers") or {}), options=options)
     return prov.refine(req)
 
 

@@ -55,3 +55,32 @@ def test_multiturn_recipe_keeps_one_session_and_caches(prefect_server, tmp_path,
     for f in list(tmp_path.rglob("*")):
         if f.is_file() and f.stat().st_size < 50_000_000:
             assert KEY.encode() not in f.read_bytes(), f"the API key leaked into {f}"
+
+
+def test_provider_options_reach_the_refine_turn(prefect_server, tmp_path, service):
+    """`send_depth: false` and `model:` in provider_options were keyed for a refine step with
+    provider eachsense but never sent: the turn still carried the depth map."""
+    import numpy as np
+    from PIL import Image
+
+    from depthcraft.flows.runner import run_recipe
+
+    photo = tmp_path / "p.png"
+    Image.fromarray((np.random.default_rng(3).random((72, 96, 3)) * 255).astype(np.uint8)).save(photo)
+    recipe = tmp_path / "r.yaml"
+    body = ("version: 1\nname: opts\nprovider: eachsense\n"
+            "provider_options: {{send_depth: {send}, model: eachsense/depth-pro}}\n"
+            f"inputs:\n  images: ['{photo}']\n"
+            "steps:\n  - {{id: depth, uses: estimate}}\n"
+            "  - {{id: edges, uses: refine, from: depth, provider: eachsense}}\n")
+    recipe.write_text(body.format(send="false"))
+    ws = tmp_path / "ws"
+    s = run_recipe(recipe, out_root=str(tmp_path), workspace=str(ws))
+    assert s["failures"] == [], s["failures"]
+    refine = [r["body"] for r in service.chats()][-1]
+    assert len(refine["image_urls"]) == 1, refine  # the photo only: no depth map sent
+    assert refine.get("model") == "eachsense/depth-pro", refine
+    recipe.write_text(body.format(send="true"))
+    s = run_recipe(recipe, out_root=str(tmp_path), workspace=str(ws))
+    refine = [r["body"] for r in service.chats()][-1]
+    assert len(refine["image_urls"]) == 2, refine  # the photo and its depth map
