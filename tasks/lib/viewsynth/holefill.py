@@ -531,7 +531,10 @@ def background_fill(image: np.ndarray, hidden: np.ndarray, disparity: np.ndarray
        is push-pulled (Gortler et al. 1996) from the layer of its background disparity only,
        so a near object next to the hole never bleeds into it (depth-guided inpainting in the
        spirit of Daribo and Pesquet-Popescu, "Depth-aided image inpainting for novel view
-       synthesis", MMSP 2010).
+       synthesis", MMSP 2010). ``near_sigma`` (None: :data:`NEAR_SOURCE_SIGMA` for the stereo
+       sides, 0 for ``all``): inside a layer, a source nearer than the layer's centre by x px
+       weighs exp(-x^2 / 2 s^2), s = ``near_sigma`` layer steps + ``jump`` (it is likelier the
+       side of something in front of the background); 0: every layer source weighs alike.
     3. **Row exemplar** (stereo sides only): along the epipolar line, a pixel ``k`` pixels
        behind the edge copies the background on the far side of the edge: the mean of the
        first background pixel past the guard (the surface continued) and the one ``k``
