@@ -339,8 +339,9 @@ def inert(p: StereoParams, given: set) -> list:
     return out
 
 
-# version 7: soft edges (issue 12 §3, fifth round: docs/rendering.md item 12)
-SPEC = StepSpec(kind="stereo", version="8", params=StereoParams, run=run, params_for_output=params_for_output,
+# version 7: soft edges (issue 12 §3, fifth round: docs/rendering.md item 12); version 9: nearer
+# sources count less in the fill's depth layers (seventh round, item 17)
+SPEC = StepSpec(kind="stereo", version="9", params=StereoParams, run=run, params_for_output=params_for_output,
                 output_params=("layout", "format"), main_suffixes=main_suffixes,
                 clip_frame=clip_frame, inert=inert,
                 summary="make a stereo pair (side-by-side, top-bottom, anaglyph, MPO, or one eye)")
