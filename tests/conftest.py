@@ -74,6 +74,27 @@ def workspace(tmp_path, monkeypatch):
     return ws
 
 
+def settled_task_runs(run_id: str, count: int = 0, settle_s: float = 60.0) -> list:
+    """The task runs of a flow run, once the API has at least ``count`` of them and all final.
+
+    Prefect 3 records task-run states from events, a moment after the flow has returned: under
+    load the server can still show a finished step as Running for a while. After ``settle_s``
+    the runs are returned as they are (a state that never settles fails the caller's assert)."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    end = time.monotonic() + settle_s
+    while True:
+        with get_client(sync_client=True) as c:
+            trs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+        if (len(trs) >= count and all(t.state is not None and t.state.is_final() for t in trs)) \
+                or time.monotonic() > end:
+            return trs
+        time.sleep(0.5)
+
+
 def save_photo(path: Path, rgb: np.ndarray) -> Path:
     from PIL import Image
 

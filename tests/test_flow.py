@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conftest import run_cli, save_photo
+from conftest import run_cli, save_photo, settled_task_runs
 
 RECIPE = """\
 version: 1
@@ -46,12 +46,7 @@ def run(recipe, ws, tmp_path, overrides=(), refresh=False):
 
 
 def task_states(run_id: str) -> dict[str, str]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    with get_client(sync_client=True) as c:
-        trs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
-    return {tr.name: tr.state.name for tr in trs}
+    return {tr.name: tr.state.name for tr in settled_task_runs(run_id)}
 
 
 def test_cache_hits_show_as_cached_and_changes_recompute_dependants(prefect_server, tmp_path, photos):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, settled_task_runs
 
 def batch_recipe(folder: Path, photos: dict[str, Path], name: str, extra: str = "") -> Path:
     r = folder / f"{name}.yaml"
@@ -62,11 +62,7 @@ def test_dask_batch_gives_the_same_outputs_as_threads(prefect_server, tmp_path, 
     for name in photos:  # what each step publishes
         assert {f"out/same/{name}/{f}" for f in ("depth.png", "files.png", "files-npy.npy")} <= set(ha)
 
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    with get_client(sync_client=True) as c:
-        trs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[b["run_id"]])))
+    trs = settled_task_runs(b["run_id"], len(photos) * 2)
     assert len(trs) == len(photos) * 2 and all(t.state.is_completed() for t in trs)
 
 
@@ -138,7 +134,6 @@ def test_a_tag_limit_of_one_serialises_the_steps(prefect_server, tmp_path, photo
     """With ``concurrency: {step:estimate: 1}`` no two estimate task runs overlap in time,
     even on a runner with several threads."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     from depthcraft.flows.recipe import load_recipe
     from depthcraft.flows.runner import run_recipe
@@ -148,8 +143,8 @@ def test_a_tag_limit_of_one_serialises_the_steps(prefect_server, tmp_path, photo
     apply_concurrency_limits(load_recipe(recipe)[0])
     s = run_recipe(recipe, out_root=str(tmp_path), workspace=str(tmp_path / "ws"))
     assert s["failures"] == []
+    trs = settled_task_runs(s["run_id"], len(photos) * 2)
     with get_client(sync_client=True) as c:
-        trs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[s["run_id"]])))
         c.delete_concurrency_limit_by_tag("step:estimate")  # leave the shared server as found
     spans = sorted((t.start_time, t.end_time) for t in trs if t.name.startswith("depth["))
     assert len(spans) == len(photos)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEPTHCRAFT, run_cli
+from conftest import DEPTHCRAFT, run_cli, settled_task_runs
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "video-3d.yaml"
@@ -42,19 +42,8 @@ def published(m: dict) -> dict[str, str]:
 
 
 def task_runs(run_id: str, count: int = 10) -> dict[str, str]:
-    """{task-run name: state name} of a flow run, once the API has all ``count`` final states
-    (task-run states reach the server as events, a moment after the flow returns)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    deadline = time.time() + 30
-    while True:
-        with get_client(sync_client=True) as c:
-            trs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
-        states = {t.name: t.state.name for t in trs}
-        if (len(states) >= count and all(t.state.is_final() for t in trs)) or time.time() > deadline:
-            return states
-        time.sleep(0.5)
+    """{task-run name: state name} of a flow run, once the API has all ``count`` final states."""
+    return {t.name: t.state.name for t in settled_task_runs(run_id, count, settle_s=30)}
 
 
 @pytest.fixture(scope="module")
