@@ -17,7 +17,8 @@ OPTION_DEFAULTS: dict[str, dict[str, Any]] = {
     "onnx": {"upsample": "guided"},  # guided upsampling of the model's output to the photo's size
     # web_search: depthcraft sends false unless told (a depth map needs none); invert: null is
     # "as the answer says" (black or white = near, read from the words)
-    "eachsense": {"web_search": False, "invert": None},
+    # send_depth: a refine turn sends the current depth map unless told
+    "eachsense": {"web_search": False, "invert": None, "send_depth": True},
 }
 
 
@@ -72,8 +73,15 @@ def _same(value: Any, default: Any) -> bool:
 
 
 def key_options(provider: str, options: dict | None) -> dict:
-    """``options`` without the entries equal to ``provider``'s defaults (``provider``: a concrete
-    provider, ``classic``, ``onnx:NAME`` or ``eachsense``; ``auto`` and unknown names keep every
-    entry). For cache keys only: the provider still gets the options as written."""
-    defaults = OPTION_DEFAULTS.get(str(provider).split(":")[0], {})
-    return {k: v for k, v in (options or {}).items() if not (k in defaults and _same(v, defaults[k]))}
+    """``options`` without the entries equal to ``provider``'s defaults and without those
+    ``provider`` does not read (``provider``: a concrete provider, ``classic``, ``onnx:NAME`` or
+    ``eachsense``; ``auto`` and unknown names keep every entry). One recipe-wide
+    ``provider_options`` serves every provider of a mixed recipe: eachsense's ``send_depth``
+    changes nothing an onnx or classic step computes, and must not make it compute again (nor
+    onnx's ``upsample`` re-send a paid eachsense turn). For cache keys only: the provider still
+    gets the options as written."""
+    family = str(provider).split(":")[0]
+    defaults = OPTION_DEFAULTS.get(family, {})
+    reads = OPTION_VALUES.get(family) if family != "auto" else None
+    return {k: v for k, v in (options or {}).items()
+            if not (k in defaults and _same(v, defaults[k])) and (reads is None or k in reads)}

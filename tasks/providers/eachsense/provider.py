@@ -204,7 +204,7 @@ class EachSenseProvider:
         # the service holds the depth map only from this photo's own estimate turn, in this service
         # session: after a local estimate (no service session) or a chain moved to a new one it has
         # none, and the depth map goes along whatever send_depth says
-        send_depth = bool(req.options.get("send_depth", True)) or before is None or sid != before
+        send_depth = bool(req.options.get("send_depth", OPTION_DEFAULTS["eachsense"]["send_depth"])) or before is None or sid != before
         message = msgs.refine_message(req.message, with_depth=send_depth, output=req.output)
         if send_depth:
             urls.append(self._depth_url(req.depth, req.image.shape[1::-1]))
