@@ -125,12 +125,29 @@ def _wait(path: Path, full: str, pid: int, who: str, option_error) -> int:
 
 
 def replaced_by(full_names: list[str], workspace: str | os.PathLike) -> int | None:
-    """The pid of the serve taking over from this one (``--replace``), if one asked."""
+    """The pid of the serve taking over from this one (``--replace``), if one asked and is still
+    there: a replacing serve killed (-9) while it waited leaves its note behind, and this serve
+    then stops as any stop does (its runs cancelled), not "replaced by" a process that is gone."""
     for full in full_names:
         note = _read(_handover(_folder(workspace) / f"{_stem(full)}.lock"))
-        if note.get("pid"):
-            return int(note["pid"])
+        pid = note.get("pid")
+        if isinstance(pid, int) and pid > 0 and _alive(pid):
+            return pid
     return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # (another user's: there)
+        return True
+    try:  # a killed child of the test or shell not yet reaped is gone too
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def release() -> None:

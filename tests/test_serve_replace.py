@@ -109,3 +109,35 @@ def test_a_killed_serve_leaves_no_lease_and_a_stuck_one_is_not_waited_for_foreve
                 except ProcessLookupError:
                     pass
                 s.stop(signal.SIGTERM, group=False)
+
+
+def test_a_replacing_serve_killed_while_waiting_is_not_named_as_the_successor(prefect_server, tmp_path, photos):
+    """`serve --replace` killed (-9) during the hand-over leaves its hand-over note behind: the
+    older serve, stopping on its SIGTERM, said "replaced by depthcraft serve <the dead pid>" and
+    handed its runs to nobody instead of an ordinary stop."""
+    import os
+
+    ws = tmp_path / "ws"
+    recipe = write_recipe(tmp_path, "orphan", [photos["coffee"]])
+    a = Serve("--workspace", ws, "serve", recipe, cwd=tmp_path)
+    b = None
+    try:
+        a.wait_for("serving depthcraft-orphan/orphan")
+        os.kill(a.p.pid, signal.SIGSTOP)  # (its SIGTERM waits until the replacing serve is gone)
+        b = Serve("--workspace", ws, "serve", recipe, "--replace", cwd=tmp_path)
+        b.wait_for("replacing depthcraft serve")
+        os.kill(b.p.pid, signal.SIGKILL)
+        b.p.wait(timeout=30)
+        os.kill(a.p.pid, signal.SIGCONT)
+        assert a.p.wait(timeout=90) == 143, a.log[-3000:]
+        time.sleep(0.3)
+        assert "replaced by" not in a.log and "handed back" not in a.log, a.log[-3000:]
+        assert "stopped serving" in a.log, a.log[-3000:]
+    finally:
+        for s in (a, b):
+            if s is not None:
+                try:
+                    os.kill(s.p.pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+                s.stop(signal.SIGTERM, group=False)
