@@ -26,7 +26,16 @@ from pathlib import Path
 
 # how long --replace waits for the older serve to stop: its own stop waits up to 30 s for the
 # runner and 15 s for its task, then sets its runs' states
-REPLACE_WAIT_S = float(os.environ.get("DEPTHCRAFT_SERVE_REPLACE_WAIT", "120"))
+REPLACE_WAIT_DEFAULT_S = 120.0
+
+
+def replace_wait() -> float:
+    """``DEPTHCRAFT_SERVE_REPLACE_WAIT`` seconds (default 120), read when ``--replace`` is used: a
+    value that is not a number >= 0 is one line naming the variable (it was a traceback of every
+    ``serve``, read at import)."""
+    from depthcraft.tasks.lib.settings import env_number
+
+    return env_number("DEPTHCRAFT_SERVE_REPLACE_WAIT", REPLACE_WAIT_DEFAULT_S, least=0, units="seconds")
 
 _HELD: dict[str, int] = {}  # deployment full name -> the descriptor holding its lease (this process)
 
@@ -64,6 +73,7 @@ def take(workspace: str | os.PathLike, full_names: list[str], recipes: list[str]
     registered. A deployment another serve holds: refused (``option_error(option, message)``,
     raised) without ``replace``; with it, that serve is stopped (SIGTERM) and waited for. Leases
     already taken are kept on refusal only until the process exits (it exits at once)."""
+    wait_s = replace_wait() if replace else 0.0  # (a bad value refused before anyone is asked to stop)
     folder = _folder(workspace)
     folder.mkdir(parents=True, exist_ok=True)
     for full in full_names:
@@ -77,7 +87,7 @@ def take(workspace: str | os.PathLike, full_names: list[str], recipes: list[str]
                 raise option_error("--replace", f"deployment {full} is already served by {who} in this workspace; "
                                                 f"two serves would both pick up its runs: stop that one, or pass "
                                                 f"--replace to take over from it")
-            fd = _replace(path, full, pid, who, option_error)
+            fd = _replace(path, full, pid, who, option_error, wait_s)
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "deployment": full, "recipes": recipes,
                                   "since": time.time()}).encode(), 0)
@@ -89,7 +99,7 @@ def _handover(lock: Path) -> Path:
     return lock.with_suffix(".handover")
 
 
-def _replace(path: Path, full: str, pid: int, who: str, option_error) -> int:
+def _replace(path: Path, full: str, pid: int, who: str, option_error, wait_s: float) -> int:
     """Stop the serve holding ``path`` (SIGTERM, after a hand-over note) and take its lease."""
     try:
         _handover(path).write_text(json.dumps({"pid": os.getpid()}))
@@ -102,14 +112,14 @@ def _replace(path: Path, full: str, pid: int, who: str, option_error) -> int:
                 pass  # (it ended meanwhile: its lease is free)
             except PermissionError:
                 raise option_error("--replace", f"{who} is another user's; it cannot be stopped from here") from None
-        return _wait(path, full, pid, who, option_error)
+        return _wait(path, full, pid, who, option_error, wait_s)
     except BaseException:  # (Ctrl-C while waiting, given up): the older serve stops as any stop does
         _handover(path).unlink(missing_ok=True)
         raise
 
 
-def _wait(path: Path, full: str, pid: int, who: str, option_error) -> int:
-    deadline = time.monotonic() + REPLACE_WAIT_S
+def _wait(path: Path, full: str, pid: int, who: str, option_error, wait_s: float) -> int:
+    deadline = time.monotonic() + wait_s
     while True:
         fd = _try_lock(path)
         if fd is not None:
@@ -119,7 +129,7 @@ def _wait(path: Path, full: str, pid: int, who: str, option_error) -> int:
             raise option_error("--replace", f"deployment {full} was taken over meanwhile by depthcraft serve "
                                             f"(pid {now}); pass --replace again to take over from it")
         if time.monotonic() > deadline:
-            raise option_error("--replace", f"{who} did not stop within {REPLACE_WAIT_S:.0f} s of SIGTERM; "
+            raise option_error("--replace", f"{who} did not stop within {wait_s:g} s of SIGTERM; "
                                             f"stop it (kill {pid}), then serve again")
         time.sleep(0.2)
 

@@ -141,3 +141,23 @@ def test_a_replacing_serve_killed_while_waiting_is_not_named_as_the_successor(pr
                 except ProcessLookupError:
                     pass
                 s.stop(signal.SIGTERM, group=False)
+
+
+def test_a_bad_replace_wait_is_one_line_naming_the_variable(prefect_server, tmp_path, photos):
+    """DEPTHCRAFT_SERVE_REPLACE_WAIT=abc was a ValueError traceback of every serve (read at import)."""
+    import os
+
+    recipe = write_recipe(tmp_path, "badwait", [photos["coffee"]])
+    os.environ["DEPTHCRAFT_SERVE_REPLACE_WAIT"] = "abc"
+    try:
+        s = Serve("--workspace", tmp_path / "ws", "serve", recipe, "--replace", cwd=tmp_path)
+    finally:
+        del os.environ["DEPTHCRAFT_SERVE_REPLACE_WAIT"]
+    try:
+        assert s.p.wait(timeout=120) == 2, s.log[-3000:]
+        time.sleep(0.3)
+        lines = [ln for ln in s.log.splitlines() if ln.strip()]
+        assert len(lines) == 1 and "DEPTHCRAFT_SERVE_REPLACE_WAIT" in lines[0], s.log[-3000:]
+        assert "Traceback" not in s.log and "serving " not in s.log
+    finally:
+        s.stop(signal.SIGTERM, group=False)
