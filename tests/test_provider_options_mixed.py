@@ -46,6 +46,8 @@ BAD = [
     ("{model: 3}", "eachsense", "provider_options.model", "model must be text, got 3"),
     ("{upsample: bilinear}", "eachsense", "provider_options.upsample", "no provider of this recipe (eachsense)"),
     ("{sendepth: false}", "eachsense", "provider_options.sendepth", "send_depth"),
+    ("{model: ''}", "eachsense", "provider_options.model", "model is empty"),  # (was sent to the service)
+    ("{behavior: '  '}", "mixed", "provider_options.behavior", "behavior is empty"),
 ]
 
 

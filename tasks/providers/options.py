@@ -61,6 +61,8 @@ def check_options(providers: set[str], options: dict | None) -> tuple[str, str] 
         if isinstance(allowed, type):
             if not isinstance(value, allowed) or isinstance(value, bool) and allowed is not bool:
                 return name, f"{name} must be {'text' if allowed is str else allowed.__name__}, got {value!r}"
+            if allowed is str and not value.strip():  # (an unset shell variable: the service refused it mid-run)
+                return name, f"{name} is empty (an unset shell variable?); leave it out for the service's own"
         elif allowed is not None and not any(type(value) is type(a) and value == a for a in allowed):
             return name, f"{name} must be {' or '.join(_said(a) for a in allowed)}, got {value!r}"
     return None
