@@ -102,7 +102,7 @@ def _handover(lock: Path) -> Path:
 def _replace(path: Path, full: str, pid: int, who: str, option_error, wait_s: float) -> int:
     """Stop the serve holding ``path`` (SIGTERM, after a hand-over note) and take its lease."""
     try:
-        _handover(path).write_text(json.dumps({"pid": os.getpid()}))
+        _handover(path).write_text(json.dumps({"pid": os.getpid(), "start": _started(os.getpid())}))
         print(f"replacing {who} as the serve of {full}: asked it to stop (SIGTERM), waiting for it to hand "
               f"back its runs...", flush=True)
         if pid > 0 and pid != os.getpid():
@@ -141,9 +141,19 @@ def replaced_by(full_names: list[str], workspace: str | os.PathLike) -> int | No
     for full in full_names:
         note = _read(_handover(_folder(workspace) / f"{_stem(full)}.lock"))
         pid = note.get("pid")
-        if isinstance(pid, int) and pid > 0 and _alive(pid):
-            return pid
+        if isinstance(pid, int) and pid > 0 and _alive(pid) and note.get("start") in (None, _started(pid)):
+            return pid  # (the same process, not another that was given its pid later)
     return None
+
+
+def _started(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, /proc/PID/stat field 22; None where
+    unknown): a pid and its start time name one process, where a pid alone is reused."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _alive(pid: int) -> bool:

@@ -161,3 +161,26 @@ def test_a_bad_replace_wait_is_one_line_naming_the_variable(prefect_server, tmp_
         assert "Traceback" not in s.log and "serving " not in s.log
     finally:
         s.stop(signal.SIGTERM, group=False)
+
+
+def test_a_stale_hand_over_note_whose_pid_was_reused_is_not_a_successor(prefect_server, tmp_path, photos):
+    """A hand-over note left by a replacing serve that died names a pid the system may give to
+    another process later: the serve then stopping by Ctrl-C said "replaced by" that process
+    and handed its runs to nobody. The note names the process by pid and start time."""
+    import json
+    import os
+
+    from depthcraft.flows.servelease import _stem
+
+    ws = tmp_path / "ws"
+    recipe = write_recipe(tmp_path, "reused", [photos["coffee"]])
+    a = Serve("--workspace", ws, "serve", recipe, cwd=tmp_path)
+    try:
+        a.wait_for("serving depthcraft-reused/reused")
+        note = ws / "serving" / f"{_stem('depthcraft-reused/reused')}.handover"
+        # (this test's own pid stands for the reused one: alive, but started at another time)
+        note.write_text(json.dumps({"pid": os.getpid(), "start": 1}))
+        assert a.stop(signal.SIGTERM, group=False) == 143, a.log[-3000:]
+        assert "replaced by" not in a.log and "stopped serving" in a.log, a.log[-3000:]
+    finally:
+        a.stop(signal.SIGTERM, group=False)
