@@ -21,6 +21,7 @@ import json
 import os
 import re
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -101,6 +102,7 @@ def _handover(lock: Path) -> Path:
 
 def _replace(path: Path, full: str, pid: int, who: str, option_error, wait_s: float) -> int:
     """Stop the serve holding ``path`` (SIGTERM, after a hand-over note) and take its lease."""
+    sent = False
     try:
         _handover(path).write_text(json.dumps({"pid": os.getpid(), "start": _started(os.getpid())}))
         print(f"replacing {who} as the serve of {full}: asked it to stop (SIGTERM), waiting for it to hand "
@@ -108,13 +110,18 @@ def _replace(path: Path, full: str, pid: int, who: str, option_error, wait_s: fl
         if pid > 0 and pid != os.getpid():
             try:
                 os.kill(pid, signal.SIGTERM)
+                sent = True
             except ProcessLookupError:
                 pass  # (it ended meanwhile: its lease is free)
             except PermissionError:
                 raise option_error("--replace", f"{who} is another user's; it cannot be stopped from here") from None
         return _wait(path, full, pid, who, option_error, wait_s)
-    except BaseException:  # (Ctrl-C while waiting, given up): the older serve stops as any stop does
+    except BaseException as e:  # (Ctrl-C while waiting, given up): the older serve stops as any stop does
         _handover(path).unlink(missing_ok=True)
+        if sent and isinstance(e, KeyboardInterrupt):  # (a SIGTERM cannot be taken back: said, not left to guess)
+            print(f"{who} was already asked to stop: it stops as any stop does (its unfinished runs cancelled) "
+                  f"and nothing serves {full} then; run depthcraft serve again to serve it", file=sys.stderr,
+                  flush=True)
         raise
 
 

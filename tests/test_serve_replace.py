@@ -184,3 +184,34 @@ def test_a_stale_hand_over_note_whose_pid_was_reused_is_not_a_successor(prefect_
         assert "replaced by" not in a.log and "stopped serving" in a.log, a.log[-3000:]
     finally:
         a.stop(signal.SIGTERM, group=False)
+
+
+def test_ctrl_c_during_the_hand_over_says_the_older_serve_stops(prefect_server, tmp_path, photos):
+    """Ctrl-C on `serve --replace` while it waits cannot take back the SIGTERM the older serve got:
+    it said only "interrupted", and nothing served the deployment afterwards without a word."""
+    import os
+
+    ws = tmp_path / "ws"
+    recipe = write_recipe(tmp_path, "ctrlc", [photos["coffee"]])
+    a = Serve("--workspace", ws, "serve", recipe, cwd=tmp_path)
+    b = None
+    try:
+        a.wait_for("serving depthcraft-ctrlc/ctrlc")
+        os.kill(a.p.pid, signal.SIGSTOP)
+        b = Serve("--workspace", ws, "serve", recipe, "--replace", cwd=tmp_path)
+        b.wait_for("replacing depthcraft serve")
+        assert b.stop(signal.SIGINT, group=False) == 130, b.log[-3000:]
+        assert "was already asked to stop" in b.log and "nothing serves depthcraft-ctrlc/ctrlc" in b.log, b.log
+        assert "Traceback" not in b.log, b.log[-3000:]
+        os.kill(a.p.pid, signal.SIGCONT)
+        assert a.p.wait(timeout=90) == 143, a.log[-3000:]
+        time.sleep(0.3)
+        assert "replaced by" not in a.log and "stopped serving" in a.log, a.log[-3000:]
+    finally:
+        for s in (a, b):
+            if s is not None:
+                try:
+                    os.kill(s.p.pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+                s.stop(signal.SIGTERM, group=False)
