@@ -771,6 +771,11 @@ def serve(recipe_paths: list[str | Path], *, overrides: list[str] | None = None,
     if workspace:  # one serve per deployment in a workspace (flows/servelease.py); --replace takes over
         servelease.take(workspace, full_names, [str(Path(x).resolve()) for x in recipe_paths], replace=replace,
                         option_error=OptionError)
+    got: list[int] = []
+    for s in (signal.SIGINT, signal.SIGTERM):  # from here a serve --replace may stop this one: a signal
+        # before the loop's handlers below (seconds of imports and registration) was the generic
+        # "interrupted" exit, never "stopped serving"; noted, it stops the serve at once instead
+        signal.signal(s, lambda signum, _f: got.append(int(signum)) if not got else os._exit(128 + signum))
     _spawn_runs_with_ctrl_c_blocked()
     _record_picked_up_runs()
     runner = Runner(name=f"depthcraft-serve-{os.getpid()}", pause_on_shutdown=False, limit=limit)
@@ -786,7 +791,6 @@ def serve(recipe_paths: list[str | Path], *, overrides: list[str] | None = None,
         if p.options.get("paused"):  # (kept paused, and said: see paused_notice)
             print(paused_notice(f"{p.flow.name}/{p.name}"), flush=True)
     started = time.time()
-    got: list[int] = []
     stopping: list[float] = []
 
     import prefect.runner.server  # noqa: F401 - imported by start(): not seconds of it with no handler of ours
@@ -803,6 +807,8 @@ def serve(recipe_paths: list[str | Path], *, overrides: list[str] | None = None,
         task = asyncio.ensure_future(runner.start())
         await asyncio.sleep(0)  # start() installs Prefect's SIGTERM handler first; ours replace it
         ours()
+        if got:  # (a signal before the handlers: see above)
+            stop.set()
         waiter = asyncio.ensure_future(stop.wait())
         await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
         if task.done():

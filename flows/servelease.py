@@ -21,12 +21,22 @@ import json
 import os
 import re
 import signal
+import sys
 import time
 from pathlib import Path
 
 # how long --replace waits for the older serve to stop: its own stop waits up to 30 s for the
 # runner and 15 s for its task, then sets its runs' states
-REPLACE_WAIT_S = float(os.environ.get("DEPTHCRAFT_SERVE_REPLACE_WAIT", "120"))
+REPLACE_WAIT_DEFAULT_S = 120.0
+
+
+def replace_wait() -> float:
+    """``DEPTHCRAFT_SERVE_REPLACE_WAIT`` seconds (default 120), read when ``--replace`` is used: a
+    value that is not a number >= 0 is one line naming the variable (it was a traceback of every
+    ``serve``, read at import)."""
+    from depthcraft.tasks.lib.settings import env_number
+
+    return env_number("DEPTHCRAFT_SERVE_REPLACE_WAIT", REPLACE_WAIT_DEFAULT_S, least=0, units="seconds")
 
 _HELD: dict[str, int] = {}  # deployment full name -> the descriptor holding its lease (this process)
 
@@ -64,6 +74,7 @@ def take(workspace: str | os.PathLike, full_names: list[str], recipes: list[str]
     registered. A deployment another serve holds: refused (``option_error(option, message)``,
     raised) without ``replace``; with it, that serve is stopped (SIGTERM) and waited for. Leases
     already taken are kept on refusal only until the process exits (it exits at once)."""
+    wait_s = replace_wait() if replace else 0.0  # (a bad value refused before anyone is asked to stop)
     folder = _folder(workspace)
     folder.mkdir(parents=True, exist_ok=True)
     for full in full_names:
@@ -77,7 +88,7 @@ def take(workspace: str | os.PathLike, full_names: list[str], recipes: list[str]
                 raise option_error("--replace", f"deployment {full} is already served by {who} in this workspace; "
                                                 f"two serves would both pick up its runs: stop that one, or pass "
                                                 f"--replace to take over from it")
-            fd = _replace(path, full, pid, who, option_error)
+            fd = _replace(path, full, pid, who, option_error, wait_s)
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "deployment": full, "recipes": recipes,
                                   "since": time.time()}).encode(), 0)
@@ -89,27 +100,33 @@ def _handover(lock: Path) -> Path:
     return lock.with_suffix(".handover")
 
 
-def _replace(path: Path, full: str, pid: int, who: str, option_error) -> int:
+def _replace(path: Path, full: str, pid: int, who: str, option_error, wait_s: float) -> int:
     """Stop the serve holding ``path`` (SIGTERM, after a hand-over note) and take its lease."""
+    sent = False
     try:
-        _handover(path).write_text(json.dumps({"pid": os.getpid()}))
+        _handover(path).write_text(json.dumps({"pid": os.getpid(), "start": _started(os.getpid())}))
         print(f"replacing {who} as the serve of {full}: asked it to stop (SIGTERM), waiting for it to hand "
               f"back its runs...", flush=True)
         if pid > 0 and pid != os.getpid():
             try:
                 os.kill(pid, signal.SIGTERM)
+                sent = True
             except ProcessLookupError:
                 pass  # (it ended meanwhile: its lease is free)
             except PermissionError:
                 raise option_error("--replace", f"{who} is another user's; it cannot be stopped from here") from None
-        return _wait(path, full, pid, who, option_error)
-    except BaseException:  # (Ctrl-C while waiting, given up): the older serve stops as any stop does
+        return _wait(path, full, pid, who, option_error, wait_s)
+    except BaseException as e:  # (Ctrl-C while waiting, given up): the older serve stops as any stop does
         _handover(path).unlink(missing_ok=True)
+        if sent and isinstance(e, KeyboardInterrupt):  # (a SIGTERM cannot be taken back: said, not left to guess)
+            print(f"{who} was already asked to stop: it stops as any stop does (its unfinished runs cancelled) "
+                  f"and nothing serves {full} then; run depthcraft serve again to serve it", file=sys.stderr,
+                  flush=True)
         raise
 
 
-def _wait(path: Path, full: str, pid: int, who: str, option_error) -> int:
-    deadline = time.monotonic() + REPLACE_WAIT_S
+def _wait(path: Path, full: str, pid: int, who: str, option_error, wait_s: float) -> int:
+    deadline = time.monotonic() + wait_s
     while True:
         fd = _try_lock(path)
         if fd is not None:
@@ -119,18 +136,45 @@ def _wait(path: Path, full: str, pid: int, who: str, option_error) -> int:
             raise option_error("--replace", f"deployment {full} was taken over meanwhile by depthcraft serve "
                                             f"(pid {now}); pass --replace again to take over from it")
         if time.monotonic() > deadline:
-            raise option_error("--replace", f"{who} did not stop within {REPLACE_WAIT_S:.0f} s of SIGTERM; "
+            raise option_error("--replace", f"{who} did not stop within {wait_s:g} s of SIGTERM; "
                                             f"stop it (kill {pid}), then serve again")
         time.sleep(0.2)
 
 
 def replaced_by(full_names: list[str], workspace: str | os.PathLike) -> int | None:
-    """The pid of the serve taking over from this one (``--replace``), if one asked."""
+    """The pid of the serve taking over from this one (``--replace``), if one asked and is still
+    there: a replacing serve killed (-9) while it waited leaves its note behind, and this serve
+    then stops as any stop does (its runs cancelled), not "replaced by" a process that is gone."""
     for full in full_names:
         note = _read(_handover(_folder(workspace) / f"{_stem(full)}.lock"))
-        if note.get("pid"):
-            return int(note["pid"])
+        pid = note.get("pid")
+        if isinstance(pid, int) and pid > 0 and _alive(pid) and note.get("start") in (None, _started(pid)):
+            return pid  # (the same process, not another that was given its pid later)
     return None
+
+
+def _started(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, /proc/PID/stat field 22; None where
+    unknown): a pid and its start time name one process, where a pid alone is reused."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # (another user's: there)
+        return True
+    try:  # a killed child of the test or shell not yet reaped is gone too
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def release() -> None:

@@ -147,9 +147,12 @@ def test_refine_with_own_message_and_without_depth(srv):
     img = photo()
     base = p.estimate(DepthRequest(image=img, session_id="s-r"))
     p.refine(DepthRequest(image=img, session_id="s-r", depth=base, message="sharpen the edges of the cat",
-                          options={"send_depth": False}))
+                          options={"send_depth": False, "service_session": base.meta["service_session"]}))
     body = srv.chats()[-1]["body"]
     assert body["message"] == "sharpen the edges of the cat" and len(body["image_urls"]) == 1
+    # no service session holding this photo's depth (a local estimate): the depth map goes along
+    p.refine(DepthRequest(image=img, session_id="s-r2", depth=base, options={"send_depth": False}))
+    assert len(srv.chats()[-1]["body"]["image_urls"]) == 2
 
 
 def test_metric_request_reads_millimeter_png_as_meters(srv):

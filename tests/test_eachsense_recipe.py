@@ -84,3 +84,27 @@ def test_provider_options_reach_the_refine_turn(prefect_server, tmp_path, servic
     s = run_recipe(recipe, out_root=str(tmp_path), workspace=str(ws))
     refine = [r["body"] for r in service.chats()][-1]
     assert len(refine["image_urls"]) == 2, refine  # the photo and its depth map
+
+
+def test_send_depth_false_still_sends_the_depth_when_the_estimate_was_not_eachsense(prefect_server, tmp_path,
+                                                                                      service):
+    """`send_depth: false` leaves out the depth map because the service holds it from the
+    estimate's turn; after a local (classic) estimate the service never saw one, and the refine
+    turn went out with the photo alone (since provider_options reach the refine turn)."""
+    import numpy as np
+    from PIL import Image
+
+    from depthcraft.flows.runner import run_recipe
+
+    photo = tmp_path / "p.png"
+    Image.fromarray((np.random.default_rng(4).random((72, 96, 3)) * 255).astype(np.uint8)).save(photo)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("version: 1\nname: localfirst\nprovider: classic\n"
+                      "provider_options: {send_depth: false}\n"
+                      f"inputs:\n  images: ['{photo}']\n"
+                      "steps:\n  - {id: depth, uses: estimate}\n"
+                      "  - {id: edges, uses: refine, from: depth, provider: eachsense}\n")
+    s = run_recipe(recipe, out_root=str(tmp_path), workspace=str(tmp_path / "ws"))
+    assert s["failures"] == [], s["failures"]
+    chats = [r["body"] for r in service.chats()]
+    assert len(chats) == 1 and len(chats[0]["image_urls"]) == 2, chats  # the photo and its depth map

@@ -293,3 +293,32 @@ def test_a_png_profile_over_pillows_limit_is_read_as_srgb(tmp_path, said):
     ph = images.read_image(tmp_path / "h.png")
     assert np.array_equal(ph.rgb, rgb) and ph.profile is None
     assert len(said) == 1 and "h.png" in said[0] and "read as sRGB" in said[0], said
+
+
+def test_the_manifest_records_a_profile_that_is_not_applied(tmp_path, monkeypatch):
+    """A broken or mismatched profile was said once in a notice and the manifest recorded nothing,
+    as for an untagged photo: after a cached re-run nothing said its colours were not managed."""
+    from depthcraft.flows import manifest
+
+    monkeypatch.setenv("DEPTHCRAFT_HOME", str(tmp_path / "ws"))
+    rgb = _pixels()
+    Image.fromarray(rgb).save(tmp_path / "broken.jpg", icc_profile=b"\0" * 3000)
+    Image.fromarray(rgb).convert("L").save(tmp_path / "grey.png", icc_profile=_icc("p3"))
+    Image.fromarray(rgb).save(tmp_path / "t.png", icc_profile=_icc("p3"))
+    plan = plan_of(tmp_path, """\
+        version: 1
+        name: t
+        provider: classic
+        inputs:
+          images: [broken.jpg, grey.png, t.png]
+        steps:
+          - {id: depth, uses: estimate}
+        output: out/{recipe}/{image}/
+        """)
+    m = json.loads(json.dumps(manifest.build(plan, run_id=None, started=time.time(), nodes=[], failures=[],
+                                             identities={})))
+    by = {i["name"]: i.get("colour") for i in m["inputs"]}
+    assert by["broken"].startswith("not applied: its colour profile cannot be read ("), by
+    assert by["grey"] == ("not applied: its colour profile (Display P3 test) is for RGB colours, "
+                          "the picture is GRAY; read as sRGB"), by
+    assert by["t"].startswith("converted from the ICC profile 'Display P3 test'"), by

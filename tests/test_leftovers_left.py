@@ -314,7 +314,8 @@ def test_a_default_provider_option_reruns_fully_cached(tmp_path, workspace, pref
     ("onnx:x", {"upsample": "bilinear"}, {"upsample": "bilinear"}),
     ("eachsense", {"web_search": False, "invert": None, "model": "m"}, {"model": "m"}),
     ("eachsense", {"web_search": 0, "invert": False}, {"web_search": 0, "invert": False}),  # not the defaults
-    ("classic", {"upsample": "guided"}, {"upsample": "guided"}),
+    ("classic", {"upsample": "guided"}, {}),  # (classic reads no option: tests/test_provider_options_mixed.py)
+    ("auto", {"upsample": "guided", "model": "m"}, {"upsample": "guided", "model": "m"}),
 ])
 def test_key_options_leave_out_the_defaults_only(provider, options, kept):
     from depthcraft.tasks.providers.options import key_options

@@ -46,6 +46,8 @@ BAD = [
     ("{model: 3}", "eachsense", "provider_options.model", "model must be text, got 3"),
     ("{upsample: bilinear}", "eachsense", "provider_options.upsample", "no provider of this recipe (eachsense)"),
     ("{sendepth: false}", "eachsense", "provider_options.sendepth", "send_depth"),
+    ("{model: ''}", "eachsense", "provider_options.model", "model is empty"),  # (was sent to the service)
+    ("{behavior: '  '}", "mixed", "provider_options.behavior", "behavior is empty"),
 ]
 
 
@@ -72,3 +74,25 @@ def test_run_refuses_a_typo_in_a_mixed_recipe_before_anything_runs(mixed, tmp_pa
     assert r.returncode == 2 and "r.yaml:3: provider_options.upsampel" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.png"))
+
+
+def test_an_option_keys_only_the_steps_whose_provider_reads_it(tmp_path, monkeypatch):
+    """One recipe-wide provider_options serves every provider of a mixed recipe; an option keyed
+    every provider's steps: turning eachsense's `send_depth` recomputed the local estimate, and
+    onnx's `upsample` re-sent (and paid for) an eachsense estimate of another step."""
+    from test_cache_truth import plan_of
+
+    monkeypatch.setenv("EACHSENSE_API_KEY", "k")
+    Image.fromarray(np.full((64, 80, 3), 128, np.uint8)).save(tmp_path / "p.png")
+
+    def keys(options: str) -> dict:
+        plan = plan_of(tmp_path, "version: 1\nname: r\nprovider: classic\n"
+                                 f"provider_options: {options}\ninputs: {{images: [p.png]}}\n"
+                                 "steps:\n  - {id: d, uses: estimate}\n"
+                                 "  - {id: e, uses: refine, from: d, provider: eachsense}\n")
+        return {sid: n.key for (sid, _), n in plan.nodes.items()}
+
+    a, b = keys("{send_depth: true}"), keys("{send_depth: false}")
+    assert a["d"] == b["d"]  # classic reads no option: the local estimate is the same computation
+    assert a["e"] != b["e"]  # the refine turn is not
+    assert keys("{send_depth: true}") == keys("{web_search: false}")  # eachsense's defaults written out = omitted

@@ -109,3 +109,109 @@ def test_a_killed_serve_leaves_no_lease_and_a_stuck_one_is_not_waited_for_foreve
                 except ProcessLookupError:
                     pass
                 s.stop(signal.SIGTERM, group=False)
+
+
+def test_a_replacing_serve_killed_while_waiting_is_not_named_as_the_successor(prefect_server, tmp_path, photos):
+    """`serve --replace` killed (-9) during the hand-over leaves its hand-over note behind: the
+    older serve, stopping on its SIGTERM, said "replaced by depthcraft serve <the dead pid>" and
+    handed its runs to nobody instead of an ordinary stop."""
+    import os
+
+    ws = tmp_path / "ws"
+    recipe = write_recipe(tmp_path, "orphan", [photos["coffee"]])
+    a = Serve("--workspace", ws, "serve", recipe, cwd=tmp_path)
+    b = None
+    try:
+        a.wait_for("serving depthcraft-orphan/orphan")
+        os.kill(a.p.pid, signal.SIGSTOP)  # (its SIGTERM waits until the replacing serve is gone)
+        b = Serve("--workspace", ws, "serve", recipe, "--replace", cwd=tmp_path)
+        b.wait_for("replacing depthcraft serve")
+        os.kill(b.p.pid, signal.SIGKILL)
+        b.p.wait(timeout=30)
+        os.kill(a.p.pid, signal.SIGCONT)
+        assert a.p.wait(timeout=90) == 143, a.log[-3000:]
+        time.sleep(0.3)
+        assert "replaced by" not in a.log and "handed back" not in a.log, a.log[-3000:]
+        assert "stopped serving" in a.log, a.log[-3000:]
+    finally:
+        for s in (a, b):
+            if s is not None:
+                try:
+                    os.kill(s.p.pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+                s.stop(signal.SIGTERM, group=False)
+
+
+def test_a_bad_replace_wait_is_one_line_naming_the_variable(prefect_server, tmp_path, photos):
+    """DEPTHCRAFT_SERVE_REPLACE_WAIT=abc was a ValueError traceback of every serve (read at import)."""
+    import os
+
+    recipe = write_recipe(tmp_path, "badwait", [photos["coffee"]])
+    os.environ["DEPTHCRAFT_SERVE_REPLACE_WAIT"] = "abc"
+    try:
+        s = Serve("--workspace", tmp_path / "ws", "serve", recipe, "--replace", cwd=tmp_path)
+    finally:
+        del os.environ["DEPTHCRAFT_SERVE_REPLACE_WAIT"]
+    try:
+        assert s.p.wait(timeout=120) == 2, s.log[-3000:]
+        time.sleep(0.3)
+        lines = [ln for ln in s.log.splitlines() if ln.strip()]
+        assert len(lines) == 1 and "DEPTHCRAFT_SERVE_REPLACE_WAIT" in lines[0], s.log[-3000:]
+        assert "Traceback" not in s.log and "serving " not in s.log
+    finally:
+        s.stop(signal.SIGTERM, group=False)
+
+
+def test_a_stale_hand_over_note_whose_pid_was_reused_is_not_a_successor(prefect_server, tmp_path, photos):
+    """A hand-over note left by a replacing serve that died names a pid the system may give to
+    another process later: the serve then stopping by Ctrl-C said "replaced by" that process
+    and handed its runs to nobody. The note names the process by pid and start time."""
+    import json
+    import os
+
+    from depthcraft.flows.servelease import _stem
+
+    ws = tmp_path / "ws"
+    recipe = write_recipe(tmp_path, "reused", [photos["coffee"]])
+    a = Serve("--workspace", ws, "serve", recipe, cwd=tmp_path)
+    try:
+        a.wait_for("serving depthcraft-reused/reused")
+        note = ws / "serving" / f"{_stem('depthcraft-reused/reused')}.handover"
+        # (this test's own pid stands for the reused one: alive, but started at another time)
+        note.write_text(json.dumps({"pid": os.getpid(), "start": 1}))
+        assert a.stop(signal.SIGTERM, group=False) == 143, a.log[-3000:]
+        assert "replaced by" not in a.log and "stopped serving" in a.log, a.log[-3000:]
+    finally:
+        a.stop(signal.SIGTERM, group=False)
+
+
+def test_ctrl_c_during_the_hand_over_says_the_older_serve_stops(prefect_server, tmp_path, photos):
+    """Ctrl-C on `serve --replace` while it waits cannot take back the SIGTERM the older serve got:
+    it said only "interrupted", and nothing served the deployment afterwards without a word."""
+    import os
+
+    ws = tmp_path / "ws"
+    recipe = write_recipe(tmp_path, "ctrlc", [photos["coffee"]])
+    a = Serve("--workspace", ws, "serve", recipe, cwd=tmp_path)
+    b = None
+    try:
+        a.wait_for("serving depthcraft-ctrlc/ctrlc")
+        os.kill(a.p.pid, signal.SIGSTOP)
+        b = Serve("--workspace", ws, "serve", recipe, "--replace", cwd=tmp_path)
+        b.wait_for("replacing depthcraft serve")
+        assert b.stop(signal.SIGINT, group=False) == 130, b.log[-3000:]
+        assert "was already asked to stop" in b.log and "nothing serves depthcraft-ctrlc/ctrlc" in b.log, b.log
+        assert "Traceback" not in b.log, b.log[-3000:]
+        os.kill(a.p.pid, signal.SIGCONT)
+        assert a.p.wait(timeout=90) == 143, a.log[-3000:]
+        time.sleep(0.3)
+        assert "replaced by" not in a.log and "stopped serving" in a.log, a.log[-3000:]
+    finally:
+        for s in (a, b):
+            if s is not None:
+                try:
+                    os.kill(s.p.pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+                s.stop(signal.SIGTERM, group=False)

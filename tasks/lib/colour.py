@@ -226,9 +226,24 @@ def to_srgb(img: Image.Image, icc: bytes | None, name: str) -> tuple[Image.Image
 
 def manifest_note(path) -> str | None:
     """What a run's manifest records of a photo's colours: "converted from the ICC profile
-    'Display P3' to sRGB (relative colorimetric)", or None (untagged or sRGB: read as it is)."""
-    d = header_conversion(path)
-    return None if d is None else f"converted from the ICC profile {d!r} to sRGB ({INTENT_WORDS})"
+    'Display P3' to sRGB (relative colorimetric)"; for a profile that is not applied (unreadable,
+    for another colour space, over Pillow's size limit) "not applied: <why>; read as sRGB"
+    (said once in a notice, which a cached re-run does not repeat: the manifest keeps it); or None (untagged or sRGB: read as it is)."""
+    try:
+        with Image.open(path) as im:
+            icc, mode = im.info.get("icc_profile"), im.mode
+    except ValueError as e:
+        if "MAX_TEXT_CHUNK" in str(e):  # (tasks/lib/images.py reads such a PNG without its profile)
+            return "not applied: its colour profile is over Pillow's size limit; read as sRGB"
+        return None
+    except Exception:  # noqa: BLE001 - (its reader says why)
+        return None
+    if not icc:
+        return None
+    plan = _plan(icc, mode)
+    if plan.problem:
+        return f"not applied: {plan.problem}; read as sRGB"
+    return f"converted from the ICC profile {plan.description!r} to sRGB ({INTENT_WORDS})" if plan.convert else None
 
 
 def without_png_profile(data: bytes) -> bytes | None:

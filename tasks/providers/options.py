@@ -17,7 +17,8 @@ OPTION_DEFAULTS: dict[str, dict[str, Any]] = {
     "onnx": {"upsample": "guided"},  # guided upsampling of the model's output to the photo's size
     # web_search: depthcraft sends false unless told (a depth map needs none); invert: null is
     # "as the answer says" (black or white = near, read from the words)
-    "eachsense": {"web_search": False, "invert": None},
+    # send_depth: a refine turn sends the current depth map unless told
+    "eachsense": {"web_search": False, "invert": None, "send_depth": True},
 }
 
 
@@ -60,6 +61,8 @@ def check_options(providers: set[str], options: dict | None) -> tuple[str, str] 
         if isinstance(allowed, type):
             if not isinstance(value, allowed) or isinstance(value, bool) and allowed is not bool:
                 return name, f"{name} must be {'text' if allowed is str else allowed.__name__}, got {value!r}"
+            if allowed is str and not value.strip():  # (an unset shell variable: the service refused it mid-run)
+                return name, f"{name} is empty (an unset shell variable?); leave it out for the service's own"
         elif allowed is not None and not any(type(value) is type(a) and value == a for a in allowed):
             return name, f"{name} must be {' or '.join(_said(a) for a in allowed)}, got {value!r}"
     return None
@@ -72,8 +75,15 @@ def _same(value: Any, default: Any) -> bool:
 
 
 def key_options(provider: str, options: dict | None) -> dict:
-    """``options`` without the entries equal to ``provider``'s defaults (``provider``: a concrete
-    provider, ``classic``, ``onnx:NAME`` or ``eachsense``; ``auto`` and unknown names keep every
-    entry). For cache keys only: the provider still gets the options as written."""
-    defaults = OPTION_DEFAULTS.get(str(provider).split(":")[0], {})
-    return {k: v for k, v in (options or {}).items() if not (k in defaults and _same(v, defaults[k]))}
+    """``options`` without the entries equal to ``provider``'s defaults and without those
+    ``provider`` does not read (``provider``: a concrete provider, ``classic``, ``onnx:NAME`` or
+    ``eachsense``; ``auto`` and unknown names keep every entry). One recipe-wide
+    ``provider_options`` serves every provider of a mixed recipe: eachsense's ``send_depth``
+    changes nothing an onnx or classic step computes, and must not make it compute again (nor
+    onnx's ``upsample`` re-send a paid eachsense turn). For cache keys only: the provider still
+    gets the options as written."""
+    family = str(provider).split(":")[0]
+    defaults = OPTION_DEFAULTS.get(family, {})
+    reads = OPTION_VALUES.get(family) if family != "auto" else None
+    return {k: v for k, v in (options or {}).items()
+            if not (k in defaults and _same(v, defaults[k])) and (reads is None or k in reads)}

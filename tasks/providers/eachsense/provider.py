@@ -201,8 +201,10 @@ class EachSenseProvider:
         urls = [self._photo_url(req)]  # checks the photo first: a refused one costs no request
         chain, before = _chain(req), req.options.get("service_session")
         sid = planner_for(self.client).place(req.session_id, chain, continues=before)
-        # a chain moved to a new service session has no history there: the depth map goes along
-        send_depth = bool(req.options.get("send_depth", True)) or (before is not None and sid != before)
+        # the service holds the depth map only from this photo's own estimate turn, in this service
+        # session: after a local estimate (no service session) or a chain moved to a new one it has
+        # none, and the depth map goes along whatever send_depth says
+        send_depth = bool(req.options.get("send_depth", OPTION_DEFAULTS["eachsense"]["send_depth"])) or before is None or sid != before
         message = msgs.refine_message(req.message, with_depth=send_depth, output=req.output)
         if send_depth:
             urls.append(self._depth_url(req.depth, req.image.shape[1::-1]))
