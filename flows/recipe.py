@@ -101,6 +101,11 @@ class Recipe(_Strict):
     dask: DaskSettings | None = None
     concurrency: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict, description="tag -> max concurrent task runs")
 
+    @field_validator("answers", "provider_options", "concurrency", mode="before")
+    @classmethod
+    def _none_is_empty(cls, v):
+        return {} if v is None else v  # (a mapping whose entries are all commented out reads as null)
+
     @field_validator("output")
     @classmethod
     def _template(cls, v: str):

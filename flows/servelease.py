@@ -76,14 +76,22 @@ def take(workspace: str | os.PathLike, full_names: list[str], recipes: list[str]
     already taken are kept on refusal only until the process exits (it exits at once)."""
     wait_s = replace_wait() if replace else 0.0  # (a bad value refused before anyone is asked to stop)
     folder = _folder(workspace)
-    folder.mkdir(parents=True, exist_ok=True)
     for full in full_names:
         path = folder / f"{_stem(full)}.lock"
-        fd = _try_lock(path)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = _try_lock(path)
+        except OSError as e:  # a read-only workspace, a file where the folder should be
+            from depthcraft.tasks.lib.errors import DepthcraftError
+
+            raise DepthcraftError(f"cannot take the serve lease {path}: "
+                                  f"{'a file is in the way' if isinstance(e, (FileExistsError, NotADirectoryError)) else e.strerror or e}",
+                                  hint="serve needs a workspace it can write (--workspace or DEPTHCRAFT_HOME)") from None
         if fd is None:
             holder = _read(path)
             pid = int(holder.get("pid") or 0)
-            who = f"depthcraft serve (pid {pid}, {' '.join(holder.get('recipes') or []) or '?'})"
+            who = (f"depthcraft serve (pid {pid}, {' '.join(holder.get('recipes') or []) or '?'})" if pid > 0 else
+                   "another depthcraft serve (starting up)")
             if not replace:
                 raise option_error("--replace", f"deployment {full} is already served by {who} in this workspace; "
                                                 f"two serves would both pick up its runs: stop that one, or pass "

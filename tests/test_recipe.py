@@ -199,3 +199,15 @@ def test_a_set_template_in_braces_stays_text():
     data = apply_overrides({}, ["output={image}", "provider_options={upsample: bilinear}", "x.y={a, b}"])
     assert data["output"] == "{image}" and data["x"]["y"] == "{a, b}"
     assert data["provider_options"] == {"upsample": "bilinear"}
+
+
+def test_mappings_whose_entries_are_all_commented_out_read_as_empty(tmp_path, photos):
+    """`provider_options:` with every entry commented out is YAML null: the same as leaving it out
+    (it was refused as "Input should be a valid dictionary"); the cache keys are the same too."""
+    base = BASE.format(img=photos["astronaut"])
+    plain = compile_text(tmp_path, base)
+    head, rest = base.split("inputs:", 1)
+    nulls = head + "provider_options:\n  # upsample: bilinear\nanswers:\nconcurrency:\ninputs:" + rest
+    plan = compile_text(tmp_path, nulls)
+    assert plan.recipe.provider_options == {} and plan.recipe.answers == {} and plan.recipe.concurrency == {}
+    assert {k: n.key for k, n in plan.nodes.items()} == {k: n.key for k, n in plain.nodes.items()}

@@ -215,3 +215,19 @@ def test_ctrl_c_during_the_hand_over_says_the_older_serve_stops(prefect_server, 
                 except ProcessLookupError:
                     pass
                 s.stop(signal.SIGTERM, group=False)
+
+
+def test_a_workspace_where_the_lease_cannot_be_taken_is_one_line(prefect_server, tmp_path, photos):
+    """A file where the lease folder belongs (as a read-only workspace would): one line, no traceback."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "serving").write_text("not a folder")
+    recipe = write_recipe(tmp_path, "nolease", [photos["coffee"]])
+    s = Serve("--workspace", ws, "serve", recipe, cwd=tmp_path)
+    try:
+        rc = s.p.wait(timeout=120)
+        time.sleep(0.3)
+    finally:
+        s.stop(signal.SIGTERM, group=False)
+    assert rc != 0 and "Traceback" not in s.log, s.log[-3000:]
+    assert "cannot take the serve lease" in s.log and str(ws / "serving") in s.log, s.log[-3000:]
