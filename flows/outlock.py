@@ -364,26 +364,44 @@ def oneshot_writing(out: Path):
     one such writer per output at a time. Each file is replaced atomically anyway (temp file +
     rename: never torn); this keeps a set of files (``d.npy`` and its ``d.npy.json``, a stereo
     view and its mask) from two one-shots writing the same ``-o`` from being mixed. The lock is
-    one of 256 files in the registry folder, picked by the output's path (none is ever left in
-    the output folder); it is held for the copies only, milliseconds to seconds."""
+    a file in the registry folder named by the output's path (none is ever left in the output
+    folder), held for the copies (a clip's: its concatenation and mux too) and removed after;
+    two different outputs never wait for each other."""
     import hashlib
 
-    fd = None
+    fd = path = None
     try:
         reg = _own_registry()
-        bucket = hashlib.sha256(os.path.abspath(out).encode()).hexdigest()[:2]
-        fd = os.open(reg / f"oneshot-{bucket}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            notice(f"waiting for another command writing {out}")
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        path = reg / f"oneshot-{hashlib.sha256(os.path.abspath(out).encode()).hexdigest()[:32]}.lock"
+        told = False
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not told:
+                    notice(f"waiting for another command writing {out}")
+                    told = True
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:  # the writer before us removes the file when it is done: ours must still be the one there
+                if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+            fd = None
     except OSError:  # no registry (a read-only temp folder): each file is still atomic
-        pass
+        if fd is not None:
+            os.close(fd)
+        fd = None
     try:
         yield
     finally:
         if fd is not None:
+            try:
+                path.unlink(missing_ok=True)  # (while holding it: a waiter then finds it gone and retries)
+            except OSError:
+                pass
             os.close(fd)
 
 

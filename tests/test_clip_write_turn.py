@@ -4,9 +4,6 @@ one-shot wrote its frames or videos whenever it was done, while another was writ
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import os
 import subprocess
 import sys
 import time
@@ -28,16 +25,11 @@ def clip(tmp_path_factory) -> Path:
 
 def test_a_clip_one_shot_waits_while_another_command_writes_its_output(clip, tmp_path):
     """The test holds the write turn of `out/`, as a one-shot in the middle of its copies would."""
-    from depthcraft.flows.outlock import _registry
+    from depthcraft.flows.outlock import oneshot_writing
 
     out = tmp_path / "frames"
-    reg = _registry()
-    reg.mkdir(mode=0o700, exist_ok=True)
-    bucket = hashlib.sha256(os.path.abspath(out).encode()).hexdigest()[:2]
-    fd = os.open(reg / f"oneshot-{bucket}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)
     err = tmp_path / "err.txt"
-    try:
+    with oneshot_writing(out):  # held by this (another) process
         with open(err, "w") as e:
             p = subprocess.Popen([*DEPTHCRAFT, "estimate", str(clip), "--provider", "classic", "-o", f"{out}/"],
                                  stdout=subprocess.DEVNULL, stderr=e, text=True)
@@ -47,8 +39,6 @@ def test_a_clip_one_shot_waits_while_another_command_writes_its_output(clip, tmp
         assert p.poll() is None, err.read_text()  # (before: it wrote its frames and exited)
         time.sleep(1.0)
         assert p.poll() is None and not (out.exists() and any(out.iterdir()))  # waiting, nothing written
-    finally:
-        os.close(fd)
     assert p.wait(timeout=120) == 0, err.read_text()
     said = err.read_text()
     assert f"waiting for another command writing {out}" in said and len(list(out.iterdir())) == 12, said
@@ -68,3 +58,34 @@ def test_two_clip_one_shots_writing_one_folder_leave_one_set_of_frames(clip, tmp
         depths = {cv2.imread(str(f), cv2.IMREAD_UNCHANGED).dtype for f in sorted(out.iterdir())}
         assert len(list(out.iterdir())) == 12 and len(depths) == 1, depths
     assert not [f for f in out.parent.rglob(".*")]  # no temp file left
+
+
+def test_one_shots_writing_different_outputs_never_wait_for_each_other(tmp_path):
+    """The turn was one of 256 lock files picked by the output's path: one pair of unrelated
+    outputs in 256 waited for each other (and said "waiting for another command writing" an
+    output nobody else wrote). Each output has its own lock now, removed after."""
+    import hashlib
+    import os
+    import threading
+
+    from depthcraft.flows.outlock import _registry, oneshot_writing
+
+    a = tmp_path / "a.png"
+    # another output whose path fell in the same one of 256 buckets as a's
+    bucket = hashlib.sha256(os.path.abspath(a).encode()).hexdigest()[:2]
+    b = next(p for p in (tmp_path / f"b{i}.png" for i in range(100_000))
+             if hashlib.sha256(os.path.abspath(p).encode()).hexdigest()[:2] == bucket)
+    before = set(_registry().glob("oneshot-*"))
+
+    def write_b():
+        with oneshot_writing(b):
+            entered.set()
+
+    entered = threading.Event()
+    with oneshot_writing(a):
+        # (flock locks belong to an open file, so a thread stands in for another process)
+        t = threading.Thread(target=write_b, daemon=True)
+        t.start()
+        assert entered.wait(10), "writing b waited for a"
+    t.join(10)
+    assert set(_registry().glob("oneshot-*")) <= before  # no lock file left behind

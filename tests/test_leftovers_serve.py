@@ -230,25 +230,14 @@ def test_two_one_shots_writing_one_output_at_once_leave_one_complete_set(tmp_pat
 def test_a_one_shot_waits_while_another_writes_its_output(tmp_path, photos):
     """The write phase of a one-shot is held against another writer of the same -o (here the
     test holds it, as a one-shot in the middle of its copies would)."""
-    import fcntl
-    import hashlib
-    import os
-
-    from depthcraft.flows.outlock import _registry
+    from depthcraft.flows.outlock import oneshot_writing
 
     out = tmp_path / "d.png"
-    reg = _registry()
-    reg.mkdir(mode=0o700, exist_ok=True)
-    bucket = hashlib.sha256(os.path.abspath(out).encode()).hexdigest()[:2]
-    fd = os.open(reg / f"oneshot-{bucket}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    try:
+    with oneshot_writing(out):  # held by this (another) process
         p = subprocess.Popen([*DEPTHCRAFT, "estimate", photos["coffee"], "--provider", "classic", "-o", out],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(6.0)
         assert p.poll() is None and not out.exists()  # waiting, nothing written
-    finally:
-        os.close(fd)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
     assert f"waiting for another command writing {out}" in err and out.exists(), err
