@@ -804,6 +804,17 @@ def serve(recipe_paths: list[str | Path], *, overrides: list[str] | None = None,
                 loop.add_signal_handler(s, lambda s=s: (got.append(int(s)), stop.set()))
 
         ours()
+
+        def noted(signum=signal.SIGTERM, _frame=None) -> None:
+            if got:  # a second signal exits at once
+                os._exit(128 + int(signum))
+            got.append(int(signum))
+            loop.call_soon_threadsafe(stop.set)
+
+        # start() installs its own SIGTERM handler (sys.exit(0) while it is still starting: a
+        # traceback and exit 0 for a serve stopped then, e.g. by a --replace) and runs seconds of
+        # synchronous set-up before ours below replace it: its handler is ours from the start
+        runner.handle_sigterm = noted
         task = asyncio.ensure_future(runner.start())
         await asyncio.sleep(0)  # start() installs Prefect's SIGTERM handler first; ours replace it
         ours()

@@ -231,3 +231,42 @@ def test_a_workspace_where_the_lease_cannot_be_taken_is_one_line(prefect_server,
         s.stop(signal.SIGTERM, group=False)
     assert rc != 0 and "Traceback" not in s.log, s.log[-3000:]
     assert "cannot take the serve lease" in s.log and str(ws / "serving") in s.log, s.log[-3000:]
+
+
+WRAP = '''\
+import os, signal, sys
+import prefect.runner.runner as R
+
+orig = R.Runner.start
+
+
+async def start(self, *a, **k):
+    # a SIGTERM landing in start()'s first, synchronous part (as a --replace's did in CI, under
+    # load): start() has just installed its SIGTERM handler, as Prefect's own code does
+    signal.signal(signal.SIGTERM, self.handle_sigterm)
+    os.kill(os.getpid(), signal.SIGTERM)
+    return await orig(self, *a, **k)
+
+
+R.Runner.start = start
+from depthcraft.flows.cli import main
+
+sys.exit(main())
+'''
+
+
+def test_a_sigterm_while_prefects_runner_starts_stops_the_serve_as_any_stop_does(prefect_server, tmp_path, photos):
+    """Prefect's Runner.start() installs its own SIGTERM handler (``sys.exit(0)`` while starting);
+    a SIGTERM then was a traceback and exit 0, the serve's own stop never ran."""
+    import subprocess
+    import sys
+
+    ws = tmp_path / "ws"
+    recipe = write_recipe(tmp_path, "early", [photos["coffee"]])
+    wrap = tmp_path / "wrap.py"
+    wrap.write_text(WRAP)
+    p = subprocess.run([sys.executable, str(wrap), "--workspace", str(ws), "serve", str(recipe)], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=180)
+    log = p.stdout + p.stderr
+    assert p.returncode == 143 and "Traceback" not in log, log[-3000:]
+    assert "SIGTERM: stopping serve" in log and "stopped serving" in log, log[-3000:]
