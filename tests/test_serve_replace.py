@@ -25,6 +25,19 @@ def _running_child(s: Serve, timeout: float = 120.0) -> bool:
     return False
 
 
+def _stop_all(*serves) -> None:
+    """Stop the test's serves, a SIGSTOPped one too (SIGCONT first)."""
+    import os
+
+    for s in serves:
+        if s is not None:
+            try:
+                os.kill(s.p.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+            s.stop(signal.SIGTERM, group=False)
+
+
 def test_a_second_serve_of_a_deployment_is_refused_in_one_line(prefect_server, tmp_path, photos):
     ws = tmp_path / "ws"
     recipe = write_recipe(tmp_path, "onlyone", [photos["coffee"]])
@@ -102,13 +115,7 @@ def test_a_killed_serve_leaves_no_lease_and_a_stuck_one_is_not_waited_for_foreve
         time.sleep(0.3)
         assert "replaced by" not in b.log, b.log[-3000:]
     finally:
-        for s in (a, b, c):
-            if s is not None:
-                try:
-                    os.kill(s.p.pid, signal.SIGCONT)
-                except ProcessLookupError:
-                    pass
-                s.stop(signal.SIGTERM, group=False)
+        _stop_all(a, b, c)
 
 
 def test_a_replacing_serve_killed_while_waiting_is_not_named_as_the_successor(prefect_server, tmp_path, photos):
@@ -134,13 +141,7 @@ def test_a_replacing_serve_killed_while_waiting_is_not_named_as_the_successor(pr
         assert "replaced by" not in a.log and "handed back" not in a.log, a.log[-3000:]
         assert "stopped serving" in a.log, a.log[-3000:]
     finally:
-        for s in (a, b):
-            if s is not None:
-                try:
-                    os.kill(s.p.pid, signal.SIGCONT)
-                except ProcessLookupError:
-                    pass
-                s.stop(signal.SIGTERM, group=False)
+        _stop_all(a, b)
 
 
 def test_a_bad_replace_wait_is_one_line_naming_the_variable(prefect_server, tmp_path, photos):
@@ -208,13 +209,7 @@ def test_ctrl_c_during_the_hand_over_says_the_older_serve_stops(prefect_server, 
         time.sleep(0.3)
         assert "replaced by" not in a.log and "stopped serving" in a.log, a.log[-3000:]
     finally:
-        for s in (a, b):
-            if s is not None:
-                try:
-                    os.kill(s.p.pid, signal.SIGCONT)
-                except ProcessLookupError:
-                    pass
-                s.stop(signal.SIGTERM, group=False)
+        _stop_all(a, b)
 
 
 def test_a_workspace_where_the_lease_cannot_be_taken_is_one_line(prefect_server, tmp_path, photos):
