@@ -340,8 +340,10 @@ def inert(p: StereoParams, given: set) -> list:
 
 
 # version 7: soft edges (issue 12 §3, fifth round: docs/rendering.md item 12); version 9: nearer
-# sources count less in the fill's depth layers (seventh round, item 17)
-SPEC = StepSpec(kind="stereo", version="9", params=StereoParams, run=run, params_for_output=params_for_output,
+# sources count less in the fill's depth layers (seventh round, item 17); version 10: holes lean
+# towards the background at their row ends and read the nearest background row above and below
+# unless it is mixed with the occluder (eighth round, items 18-20)
+SPEC = StepSpec(kind="stereo", version="10", params=StereoParams, run=run, params_for_output=params_for_output,
                 output_params=("layout", "format"), main_suffixes=main_suffixes,
                 clip_frame=clip_frame, inert=inert,
                 summary="make a stereo pair (side-by-side, top-bottom, anaglyph, MPO, or one eye)")

@@ -530,11 +530,12 @@ def test_a_filled_pixel_under_a_near_surface_takes_a_share_of_its_edge():
 
 def test_holes_lean_towards_the_background_around_them():
     """The fill is the local average of the background; next to its edges the background's own
-    pixels are the likelier colour. A hole's last pixels lean towards the background's first
-    clean pixel beside it (``FAR_STRETCH``: 15 % at the edge, none 12 px in), its top and
-    bottom rows towards the clean background above and below (``COLUMN_STRETCH``, skipping the
-    first row as the fill's guard does), and the first visible background pixel beside, above
-    and below, tinted by the occluder that has moved away, loses 30 % of the tint (``FAR_DEMIX``)."""
+    pixels are the likelier colour. A hole's last pixels lean towards the background beside it
+    (``ROW_LEAN``: 20 % at the edge, here the clean pixel past the first visible one, which the
+    blur has mixed with the red occluder), its top and bottom rows towards the clean
+    background above and below (``COLUMN_STRETCH``: the row past the first, which is mixed
+    too), and the first visible background pixel beside, above and below, tinted by the
+    occluder that has moved away, loses 30 % of the tint (``FAR_DEMIX``)."""
     h, w = 60, 160
     img = np.full((h, w, 3), 40, np.uint8)
     img[:, 70:] = 200  # bright background right of the occluder, dark elsewhere
@@ -542,7 +543,7 @@ def test_holes_lean_towards_the_background_around_them():
     img = cv2.GaussianBlur(img, (0, 0), 0.8)  # soft edges: the pixels beside it are tinted
     d = np.full((h, w), 2.0, np.float32)
     d[10:50, 40:70] = 12.0
-    off = dict(far_stretch=0.0, far_demix=0.0, column_stretch=0.0)
+    off = dict(far_stretch=0.0, far_demix=0.0, column_stretch=0.0, row_lean=0.0)
     base = V.shift_view(img, d, direction=-1, **off)
     full = V.shift_view(img, d, direction=-1)
     assert (full.filled == base.filled).all()
@@ -551,7 +552,7 @@ def test_holes_lean_towards_the_background_around_them():
     holes = np.flatnonzero(base.filled[row, :120])  # (not the strip entering at the right edge)
     last = holes.max()  # the hole's last pixel, beside the bright background
     clean = img[row, last + 1 + 2 + 1].astype(float)  # the photo one past the first visible pixel (disparity 2)
-    np.testing.assert_allclose(a[row, last], b[row, last] + 0.15 * (clean - b[row, last]), atol=1.5)
+    np.testing.assert_allclose(a[row, last], b[row, last] + 0.2 * (clean - b[row, last]), atol=1.5)
     # the first visible pixel: 30 % of the way to the clean pixel beside it
     first = last + 1
     np.testing.assert_allclose(a[row, first], b[row, first] + 0.3 * (clean - b[row, first]), atol=1.5)
@@ -564,3 +565,95 @@ def test_holes_lean_towards_the_background_around_them():
     np.testing.assert_allclose(a[top - 1, holes.min()], b[top - 1, holes.min()] + 0.3 * (above - b[top - 1, holes.min()]),
                                atol=1.5)
     assert np.abs(a[row, holes.min()] - b[row, holes.min()]).max() <= 1
+
+
+def _edge_scene(beside):
+    """A red block (disparity 12) on a grey background (2), sharp edges; ``beside``: the
+    colour of the background column just right of it (the first background pixel beside the
+    drop)."""
+    img = np.full((60, 160, 3), 120, np.uint8)
+    img[10:50, 40:70] = (255, 0, 0)
+    img[10:50, 70] = beside
+    d = np.full((60, 160), 2.0, np.float32)
+    d[10:50, 40:70] = 12.0
+    return img, d
+
+
+@pytest.mark.parametrize("beside, mixed", [((60, 200, 60), False), ((188, 60, 60), True)])
+def test_holes_lean_towards_the_nearest_background_unless_it_is_mixed(beside, mixed):
+    """A run of holes leans towards the background at its end (``ROW_LEAN``: 20 % at the last
+    pixel, ``20 % x 10 / (10 + k - 1)`` k px in): the background's first visible pixel, the
+    nearest sample of what the hole hides, where it holds none of the occluder (a green line
+    along the edge: the hole leans towards green), and the clean pixel past it where a colour
+    step says it is mixed (a half-red pixel of an anti-aliased edge: the hole stays grey, no
+    red; reading it as it is put the occluder's colour into the fill, docs/rendering.md, sixth
+    round)."""
+    img, d = _edge_scene(beside)
+    off = dict(far_stretch=0.0, far_demix=0.0, column_stretch=0.0, interpolation="linear")
+    base = V.shift_view(img, d, direction=-1, row_lean=0.0, **off)
+    lean = V.shift_view(img, d, direction=-1, **off)
+    a, b = lean.image.astype(float), base.image.astype(float)
+    row = 30
+    holes = np.flatnonzero(base.filled[row, :120])
+    assert holes.size == 9 and (lean.filled[row, holes]).all()
+    target = np.full(3, 120.0) if mixed else np.asarray(beside, float)
+    k = holes.max() + 1 - holes  # 1 at the hole's last pixel
+    share = (0.2 * 10 / (10 + k - 1))[:, None]
+    np.testing.assert_allclose(a[row, holes], b[row, holes] + share * (target - b[row, holes]), atol=0.6)
+    assert (np.abs(a[row, holes] - b[row, holes]).max() > 10) != mixed
+
+
+def test_holes_beside_a_thin_occluder_lean_towards_both_ends():
+    """Behind a post narrower than its disparity step, the hole has background on both sides
+    of it in the new view (the post has moved past the background left of it): it leans
+    towards the inverse-distance mean of the two ends, blue on the left and yellow on the
+    right, by the share of the nearer end's distance."""
+    blue, yellow = np.array([40.0, 40, 200]), np.array([200.0, 200, 40])
+    img = np.zeros((60, 160, 3), np.uint8)
+    img[:, :80] = blue
+    img[:, 80:] = yellow
+    img[10:50, 80:84] = (128, 128, 128)  # the post, 4 px wide, 10 px nearer
+    d = np.full((60, 160), 2.0, np.float32)
+    d[10:50, 80:84] = 12.0
+    off = dict(far_stretch=0.0, far_demix=0.0, column_stretch=0.0, interpolation="linear")
+    base = V.shift_view(img, d, direction=-1, row_lean=0.0, **off)
+    lean = V.shift_view(img, d, direction=-1, **off)
+    a, b = lean.image.astype(float), base.image.astype(float)
+    row = 30
+    holes = np.flatnonzero(lean.filled[row, :120])  # (not the strip entering at the right edge)
+    assert holes.size >= 4 and (np.diff(holes) == 1).all()
+    left, right = holes.min() - 1, holes.max() + 1
+    assert (np.abs(lean.disparity[row, [left, right]] - 2) < 0.5).all()  # background on both sides
+    assert (a[row, left] == blue).all() and (a[row, right] == yellow).all()
+    dl, dr = (holes - left)[:, None], (right - holes)[:, None]
+    target = (blue / dl + yellow / dr) / (1 / dl + 1 / dr)
+    share = 0.2 * 10 / (10 + np.minimum(dl, dr) - 1)
+    np.testing.assert_allclose(a[row, holes], b[row, holes] + share * (target - b[row, holes]), atol=0.6)
+    assert np.abs(a[row, holes] - b[row, holes]).max() >= 4
+    # the left end counts: leaning to the right end alone would move the pixel beside the left end
+    # 30 levels towards yellow
+    one_sided = b[row, holes[0]] + share[0] * (yellow - b[row, holes[0]])
+    assert np.abs(one_sided - a[row, holes[0]]).max() > 20
+
+
+@pytest.mark.parametrize("line", [(60, 200, 60), (188, 60, 60)])
+def test_holes_lean_towards_the_nearest_row_above_unless_it_is_mixed(line):
+    """A hole's top row leans towards the visible background above it (``COLUMN_STRETCH``: 20 %
+    in its first row): the nearest row where it holds none of the occluder (a green line along
+    the block's top: the hole's top row leans towards green, where before the eighth round it
+    read the row past it, grey), the row past it where it is mixed with the occluder below it
+    (a half-red row, or a depth edge a row short: no red in the hole)."""
+    img, d = _edge_scene((120, 120, 120))
+    img[9, 30:80] = line
+    off = dict(far_stretch=0.0, far_demix=0.0, row_lean=0.0, interpolation="linear")
+    base = V.shift_view(img, d, direction=-1, column_stretch=0.0, **off)
+    near = V.shift_view(img, d, direction=-1, **off)
+    past = V.shift_view(img, d, direction=-1, column_nearest=False, **off)
+    cols = np.flatnonzero(base.filled[20, :120])
+    top = np.flatnonzero(base.filled[:, cols[4]]).min()
+    assert top == 10 and (near.image[9, cols] == line).all()
+    a, b, p = (v.image[top, cols].astype(float) for v in (near, base, past))
+    grey = np.full(3, 120.0)
+    np.testing.assert_allclose(p, b + 0.2 * (grey - b), atol=0.6)  # the row past it
+    target = grey if line[1] < 100 else np.asarray(line, float)
+    np.testing.assert_allclose(a, b + 0.2 * (target - b), atol=0.6)

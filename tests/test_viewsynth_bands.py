@@ -1,5 +1,5 @@
-"""The stereo warp's row bands and batches change no pixel: the soft rows' and the column
-stretch's parallel work (tasks/lib/viewsynth/shift.py) gives what one pass over the whole photo
+"""The stereo warp's row bands and batches change no pixel: the soft rows', the column
+stretch's and the row lean's parallel work (tasks/lib/viewsynth/shift.py) gives what one pass over the whole photo
 gives, for any number of threads, any band and batch size."""
 
 from __future__ import annotations
@@ -31,10 +31,12 @@ def test_bands_and_batches_change_no_pixel(monkeypatch, interp):
             monkeypatch.setenv("DEPTHCRAFT_THREADS", "1")
             monkeypatch.setattr(SH, "SOFT_ROWS_BATCH", 10**9)  # one batch, one band of all rows
             monkeypatch.setattr(SH, "COLUMN_BAND_HOLES", 10**9)
+            monkeypatch.setattr(SH, "LEAN_RUNS", 10**9)  # the row lean's runs in one chunk
             whole = V.shift_view(img, d, direction=direction, interpolation=interp)
             monkeypatch.setenv("DEPTHCRAFT_THREADS", "3")
             monkeypatch.setattr(SH, "SOFT_ROWS_BATCH", 5)  # a batch per band, 16-row bands
             monkeypatch.setattr(SH, "COLUMN_BAND_HOLES", 1)
+            monkeypatch.setattr(SH, "LEAN_RUNS", 3)
             banded = V.shift_view(img, d, direction=direction, interpolation=interp)
             assert whole.filled.any(), name
             for k in ("image", "filled", "disparity"):

@@ -14,9 +14,10 @@ import numpy as np
 
 from ..errors import ParameterError
 from .common import (COLUMN_STRETCH, COLUMN_STRETCH_PX, FAR_DEMIX, FAR_EXTEND, FAR_STRETCH, FAR_STRETCH_PX,
-                     GAP_EXTEND, GAP_SOFT, INTERP, JUMP_PX, NEAR_EXTEND, NEAR_SOFT, ROW_SOFT, by_bands, layer_channels,
-                     put_px, resolve_interpolation, rgb, take_px)
-from .holefill import Layers, _fill_row_holes, _finite, border_far, hidden_mask, make_layers, row_runs
+                     GAP_EXTEND, GAP_SOFT, INTERP, JUMP_PX, NEAR_EXTEND, NEAR_SOFT, ROW_LEAN, ROW_LEAN_PX,
+                     ROW_LEAN_REACH, ROW_LEAN_ROWS, ROW_SOFT, by_bands, layer_channels, put_px,
+                     resolve_interpolation, rgb, take_px)
+from .holefill import Layers, _fill_row_holes, _finite, border_far, guard_px, hidden_mask, make_layers, row_runs
 from .holefill import edge_far as _edge_far
 from .raster import _row_sources
 
@@ -35,14 +36,16 @@ def _row_maps(d: np.ndarray, direction: int, tau: float, near_extend: float, far
               offset: int = 0, *, layers: Layers | None = None, interp: int = cv2.INTER_LINEAR,
               keep_map_y: bool = True, as_disparity: bool = False, gap_extend: float | None = None,
               edge_far: np.ndarray | None = None, gap_soft: float | None = None, near_soft: float | None = None,
-              far_stretch: float = 0.0, far_stretch_px: float = FAR_STRETCH_PX, far_demix: float = 0.0):
+              far_stretch: float = 0.0, far_stretch_px: float = FAR_STRETCH_PX, far_demix: float = 0.0,
+              row_lean: float = 0.0):
     """(map_x, map_y, filled, image) of a horizontal warp, computed in row bands; ``map_y``
     points the filled pixels ``offset`` rows down (into the background layer of a
     :class:`Layers`). With ``layers``, each band is also resampled as soon as its maps exist
     (``image``, uint8 RGB; the maps stay in cache, and no full-size ``map_y`` is needed:
     ``keep_map_y=False`` returns None for it). ``as_disparity``: ``map_x`` holds each output
     pixel's disparity (the source's distance from it) instead of its source x. ``edge_far``:
-    :func:`~.holefill.edge_far` of ``d`` for this view's side, when the caller has it."""
+    :func:`~.holefill.edge_far` of ``d`` for this view's side, when the caller has it.
+    ``row_lean``: the share of :func:`_row_lean` (with ``layers``; 0: none)."""
     if direction not in (-1, 1):
         raise ParameterError("direction must be -1 (x - d) or +1 (x + d)", parameter="direction")
     h, w = d.shape
@@ -73,6 +76,7 @@ def _row_maps(d: np.ndarray, direction: int, tau: float, near_extend: float, far
         # the strip that enters beside an object cut by the edge (the run of holes that ends
         # each object row): see _edge_strip
         strip = _edge_strip(hole, far) if layers is not None else None
+        ends = _lean_ends(xs, runs, sl.start, tau, far) if layers is not None and row_lean > 0 else None
         if direction > 0:
             xs, hole = (w - 1) - xs[:, ::-1], hole[:, ::-1]
             strip = strip[:, ::-1] if strip is not None else None
@@ -117,8 +121,34 @@ def _row_maps(d: np.ndarray, direction: int, tau: float, near_extend: float, far
                 edge = layers.stack[sl.start + ys, w - 1 if direction < 0 else 0, :3].astype(np.uint16)
                 o3, f = image[sl].reshape(-1, 3), ys * w + xx
                 put_px(o3, f, ((take_px(o3, f) + edge + 1) >> 1).astype(np.uint8))
+        return ends
 
-    by_bands(band, h)
+    ends = [e for e in by_bands(band, h) if e is not None]
+    if ends:
+        # the runs of holes lean towards the background at their ends: the runs of every band
+        # together, in chunks of LEAN_RUNS in parallel (the work per call, not per pixel, is
+        # what costs; each run writes only its own pixels)
+        ends = [np.concatenate(a) for a in zip(*ends)]
+        o3, fl = image.reshape(-1, 3), filled.reshape(-1)
+
+        def lean(k):
+            got = _row_lean(*(a[k] for a in ends), d=d, photo=layers.stack, direction=direction, tau=tau,
+                            weight=row_lean)
+            if got is None:
+                return
+            r, c, tgt, wgt = got
+            if direction > 0:
+                c = (w - 1) - c
+            f = r * w + c
+            wgt *= fl[f]  # (not where the soft edge drew mostly the photo: unchanged)
+            px = take_px(o3, f).astype(np.float32)
+            tgt -= px  # px + wgt (tgt - px), rounded
+            tgt *= wgt[:, None]
+            px += tgt
+            px += np.float32(0.5)
+            put_px(o3, f, np.clip(px, 0, 255).astype(np.uint8))
+
+        by_bands(lean, ends[0].size, rows=LEAN_RUNS)
     return map_x, map_y, filled, image
 
 
@@ -184,6 +214,7 @@ def _soft_edges(d: np.ndarray, xs: np.ndarray, tau: float, gap: tuple[float, flo
     return r, c, src[keep], wgt[keep]
 
 
+LEAN_RUNS = 32768  # runs of holes per chunk of _row_lean (in parallel)
 BLEND_COLS = 4096  # points per row of _blend's remap grid
 SOFT_ROWS_BATCH = 16384  # points per batch of _soft_rows' blend (a remap each, the batches in parallel)
 COLUMN_BAND_HOLES = 16384  # holes per row band of _column_stretch (at least 16 rows)
@@ -242,7 +273,8 @@ def _background_stretch(hole: np.ndarray, xs: np.ndarray, weight: float, length:
     pixel itself, the mixed one: the occluder that tinted it has moved away in the new view
     (the ghost contours that view synthesis's boundary filtering removes). ``(rows, cols, src,
     weight, edge)`` of the pixels (``edge``: that first visible pixel), or None. ``runs``:
-    :func:`~.holefill.row_runs` of ``hole``, when the caller has them."""
+    :func:`~.holefill.row_runs` of ``hole``, when the caller has them. The default ``weight``
+    (``FAR_STRETCH``) is 0 since the eighth round: :func:`_row_lean` took its place."""
     h, w = hole.shape
     row, c0, c1 = row_runs(hole) if runs is None else runs  # c1: the first visible pixel after each run
     keep = c1 < w
@@ -262,6 +294,193 @@ def _background_stretch(hole: np.ndarray, xs: np.ndarray, weight: float, length:
     wgt[k == 0] = edge_weight
     ok = wgt > 0
     return r[ok], (cc - k)[ok], src[ok], wgt[ok], (k == 0)[ok]
+
+
+MIXED_FROM, MIXED_TO = 0.05, 0.25  # the occluder's share (a) over which _unmixed goes from the pixel to the clean one
+
+
+def _unmixed(occ: np.ndarray, px: np.ndarray, clean: np.ndarray, mixed: np.ndarray) -> np.ndarray:
+    """``px`` (float32 ``N x 3``), or where it is mixed with the occluder beside it, the
+    ``clean`` background pixel past it: the occluder's share ``a`` in ``px`` is the projection
+    of ``px - clean`` on ``occ - clean`` (the colour line through the occluder and the
+    background, as in alpha matting: Levin et al., "A closed-form solution to natural image
+    matting", CVPR 2006); the result moves from ``px`` (``a`` <= ``MIXED_FROM``) to ``clean``
+    (``a`` >= ``MIXED_TO``), only where ``mixed`` (bool ``N``: the pixel beside it is nearer).
+    Always a mix of the two background pixels, never a colour of its own: subtracting the
+    estimated share instead (``px - a (occ - clean)``) put the occluder's complementary hue
+    into a textured grey background (chroma 7 behind a magenta object). On an anti-aliased
+    edge (``a`` about 0.5) this reads the clean pixel, so a white and a black occluder give the
+    same fill; on a sharp edge, the nearest background there is."""
+    step = occ - clean
+    a = ((px - clean) * step).sum(1) / np.maximum((step * step).sum(1), np.float32(1e-6))
+    b = np.clip((a - np.float32(MIXED_FROM)) / np.float32(MIXED_TO - MIXED_FROM), 0, 1)
+    b *= mixed
+    return px + b[:, None] * (clean - px)
+
+
+def _read_row(photo: np.ndarray, w: int, y: np.ndarray, x: np.ndarray, direction: int) -> tuple[np.ndarray, np.ndarray]:
+    """The photo (its pixels as rows: uint8 ``H*W x C``, C >= 3, row-major; ``w`` its width) at
+    rows ``y`` (int) and columns ``x`` (float32, in the frame of :func:`_row_maps`' rows:
+    mirrored when ``direction > 0``), read linearly along the row and clamped to it: ``(rgb
+    float32 N x 3, the nearest photo column)``."""
+    x0 = np.floor(x)
+    f = (x - x0).astype(np.float32)[:, None]
+    a = np.clip(x0, 0, w - 1).astype(np.int64)
+    b = np.clip(x0 + 1, 0, w - 1).astype(np.int64)
+    n = np.clip(np.rint(x), 0, w - 1).astype(np.int64)
+    if direction > 0:
+        a, b, n = (w - 1) - a, (w - 1) - b, (w - 1) - n
+    base = y * w
+    pa = take_px(photo, base + a)[:, :3].astype(np.float32)
+    pa += f * (take_px(photo, base + b)[:, :3].astype(np.float32) - pa)
+    return pa, n
+
+
+def _lean_ends(xs: np.ndarray, runs: tuple[np.ndarray, np.ndarray, np.ndarray], row0: int, tau: float,
+               far: np.ndarray | None = None):
+    """The runs of holes of a band of :func:`_row_maps` (``xs``: the source x of every output
+    pixel, holes filled; ``runs``: :func:`~.holefill.row_runs` of the holes; for the view
+    ``t = x - d``) and the ends of each that :func:`_row_lean` may read: ``(rows, c0, c1,
+    disparity, right source x, left source x, right counts, left counts)``, ``rows`` in the
+    photo (the band starts at ``row0``). An end counts where the visible pixel beside the run
+    is on the run's surface (disparity within ``tau``); its source x is where it reads the
+    photo. ``far``: :func:`~.holefill.border_far` of the band's rows; the strip that enters
+    beside an object cut by the frame edge (:func:`_edge_strip`) keeps its mean of the
+    object and the background, and does not lean."""
+    h, w = xs.shape
+    row, c0, c1 = runs
+    flat = xs.reshape(-1)
+    base = row * w
+    dh = flat[base + c0] - c0  # the run's disparity (the background's: _fill_row_holes)
+    t32 = np.float32(tau)
+    sr = flat[base + np.minimum(c1, w - 1)]
+    sl = flat[base + np.maximum(c0 - 1, 0)]
+    on_r = (c1 < w) & (np.abs(sr - np.minimum(c1, w - 1) - dh) <= t32)
+    on_l = (c0 > 0) & (np.abs(sl - np.maximum(c0 - 1, 0) - dh) <= t32)
+    if far is not None:
+        on_l &= (c1 < w) | ~np.isfinite(far[row])
+    keep = on_r | on_l
+    if not keep.any():
+        return None
+    return row[keep] + row0, c0[keep], c1[keep], dh[keep], sr[keep], sl[keep], on_r[keep], on_l[keep]
+
+
+def _row_lean(row: np.ndarray, c0: np.ndarray, c1: np.ndarray, dh: np.ndarray, src_r: np.ndarray,
+              src_l: np.ndarray, on_r: np.ndarray, on_l: np.ndarray, *, d: np.ndarray, photo: np.ndarray,
+              direction: int, tau: float, weight: float, length: float = ROW_LEAN_PX, rows: int = ROW_LEAN_ROWS,
+              reach: int = ROW_LEAN_REACH):
+    """Each run of holes leans towards the visible background at its ends: ``(rows, cols,
+    target float32 N x 3, weight float32 N)`` of the hole pixels, or None; the runs and their
+    ends as :func:`_lean_ends` gives them (for the view ``t = x - d``, columns mirrored when
+    ``direction > 0``); ``d`` the photo's disparity, float32 ``H x W``, unmirrored; ``photo``
+    uint8 ``H' x W x C`` (C >= 3, C-contiguous) whose first ``H`` rows are the photo (the
+    :class:`Layers` stack).
+
+    An end counts where the visible pixel beside the run is on the run's own surface
+    (disparity within ``tau``): the background's side of a disocclusion, and the other side
+    too where the hole lies inside one surface; never an occluder. Its colour is the photo
+    where that pixel is read, the nearest background to the hole, or where a colour step
+    says it is mixed with the occluder beside it, the first clean pixel past it (``guard_px``
+    further: :func:`_unmixed`), averaged over ``rows`` rows above and below where the photo
+    is that surface with no nearer pixel between the clean pixel and the hole (single rows'
+    texture averaged out). The run's pixels take the inverse-distance mean of the ends that
+    count, ``weight * length / (length + k - 1)`` of the way, ``k`` px from the nearest such
+    end: the background beside a hole is the likelier colour near it, and it goes on further
+    into the hole than the fill's local average says (a share of the stretch of DIBR hole
+    filling, iw3's too; the sixth round's row interpolation, which read the first visible
+    pixel as it is and so took in the occluder's share: docs/rendering.md, eighth round).
+    Per run, then per hole pixel (its inverse-distance mix): the cost follows the holes."""
+    if row.size == 0:
+        return None
+    h, w = d.shape
+    photo = photo.reshape(-1, photo.shape[-1])[:h * w]  # (its pixels as rows: np.take is fast)
+    g = guard_px(w)
+    t32 = np.float32(tau)
+    n = row.size
+    # the ends that count (the runs' right ends, then their left ones), all at once
+    which = np.flatnonzero(np.concatenate([on_r, on_l]))  # (index into [right ends, left ends])
+    er = row[which % n]
+    src = np.concatenate([src_r, src_l])[which]
+    dr = dh[which % n]
+    side = np.where(which < n, 1, -1)
+    # every row within ``rows`` of each end, as one flat array (rows x ends), narrowed to the
+    # points whose clean pixel passes before any colour is read (noisy depth: most rows beside
+    # an end are another surface)
+    k = er.size
+    nr = 2 * rows + 1
+    y = (er[None, :] + np.arange(-rows, rows + 1)[:, None]).reshape(-1)
+    p = np.flatnonzero((y >= 0) & (y < h))  # (the points: index into rows x ends)
+    e = p % k  # (each point's end)
+    y, sd, dv = y[p], side[e], dr[e]
+    sf = sd.astype(np.float32)
+    cx = src[e] + sf * np.float32(g)  # the clean pixel
+    # the clean pixel: both its columns on the surface, none nearer between it and the hole
+    df = d.reshape(-1)
+    x0 = np.floor(cx).astype(np.int64)
+    s0 = np.where(sd > 0, x0, x0 + 1)  # its column nearer the hole (kk = 0); kk px further from it
+    base = y * w
+    ok = np.ones(y.size, bool)
+    for kk in (0, 1, *range(-1, -g - 1, -1)):  # (kk < 0: the g columns before it, towards the hole)
+        xk = s0 + kk * sd
+        np.clip(xk, 0, w - 1, out=xk)
+        if direction > 0:
+            np.subtract(w - 1, xk, out=xk)
+        xk += base
+        dk = np.take(df, xk)
+        dk -= dv
+        ok &= (np.abs(dk) <= t32) if kk >= 0 else (dk <= t32)
+    p, e, y, sd, dv, sf, cx = p[ok], e[ok], y[ok], sd[ok], dv[ok], sf[ok], cx[ok]
+    col, _ = _read_row(photo, w, y, cx, direction)
+    # the end's own pixel where this row has it on the surface (unless mixed), else the clean one
+    xs_ = src[e]
+    npx = np.clip(np.rint(xs_), 0, w - 1).astype(np.int64)
+    on = np.abs(np.take(df, y * w + ((w - 1) - npx if direction > 0 else npx)) - dv) <= t32
+    if on.any():
+        yo, xo, so, do = y[on], xs_[on], sf[on], dv[on]
+        px, _ = _read_row(photo, w, yo, xo, direction)
+        occ, nocc = _read_row(photo, w, yo, xo - so, direction)
+        col[on] = _unmixed(occ, px, col[on], np.take(df, yo * w + nocc) > do + t32)
+    cnt = np.bincount(e, minlength=k)
+    valid = np.zeros(k, bool)
+    valid[e[p // k == rows]] = True  # the end's own row
+    tgt = np.stack([np.bincount(e, weights=col[:, c], minlength=k) for c in range(3)], 1).astype(np.float32)
+    tgt /= np.maximum(cnt, 1)[:, None].astype(np.float32)
+    # per run: the colour of each end that counts
+    okr = np.zeros(2 * n, bool)
+    okr[which[valid]] = True
+    ends = np.zeros((2 * n, 3), np.float32)
+    ends[which[valid]] = tgt[valid]
+    use = okr[:n] | okr[n:]
+    if not use.any():
+        return None
+    rr, a, b = row[use], c0[use], c1[use]
+    okR, okL = okr[:n][use], okr[n:][use]
+    tR, tL = ends[:n][use], ends[n:][use]
+    # the pixels within ``reach`` of an end that counts: from the left end, then from the right
+    # one those not taken yet (each run's pixels once); k: the distance to that end
+    m = b - a
+    nl = np.where(okL, np.minimum(m, reach), 0)
+    cnt = nl + np.where(okR, np.minimum(m - nl, reach), 0)
+    run_px = np.repeat(np.arange(m.size), cnt)
+    k = np.arange(run_px.size) - np.repeat(np.cumsum(cnt) - cnt - 1, cnt)  # 1 .. cnt within each run
+    nlr = nl[run_px]
+    left = k <= nlr
+    k[~left] -= nlr[~left]
+    q = np.where(left, a[run_px] - 1 + k, b[run_px] - k)  # each pixel's column
+    both = okR & okL
+    if not both.any():  # (one end per run: its colour)
+        target = np.repeat(np.where(okR[:, None], tR, tL), cnt, axis=0)
+        near = k
+    else:  # the inverse-distance mean: the share of the right end (1 or 0 where one end counts)
+        dR = (b[run_px] - q).astype(np.float32)  # px to the right end (1 at the run's last pixel)
+        dL = (q - a[run_px] + 1).astype(np.float32)
+        bp = both[run_px]
+        sR = np.where(bp, dL / (dL + dR), okR[run_px]).astype(np.float32)
+        target = np.repeat(tL, cnt, axis=0)
+        target += sR[:, None] * np.repeat(tR - tL, cnt, axis=0)
+        near = np.where(bp, np.minimum(dR, dL).astype(k.dtype), k)
+    table = (np.float32(weight * length) / (np.float32(length - 1) + np.arange(1, reach + 1, dtype=np.float32)))
+    return np.repeat(rr, cnt), q, target, table[near - 1]
 
 
 def _edge_strip(hole: np.ndarray, far: np.ndarray) -> np.ndarray:
@@ -307,12 +526,19 @@ def shift_view(image: np.ndarray, disparity: np.ndarray, *, direction: int = -1,
                edge_far: np.ndarray | None = None, gap_soft: float | None = GAP_SOFT,
                near_soft: float | None = NEAR_SOFT, row_soft: float = ROW_SOFT,
                far_stretch: float = FAR_STRETCH, far_demix: float = FAR_DEMIX,
-               column_stretch: float = COLUMN_STRETCH) -> View:
+               column_stretch: float = COLUMN_STRETCH, row_lean: float = ROW_LEAN,
+               column_nearest: bool = True) -> View:
     """``image`` seen from a camera moved sideways: each pixel moves by ``-d`` (``direction=-1``,
     the right view) or ``+d``; nearer surfaces win; disocclusions are filled from the
     background layer of ``layers`` (built here when not given, see :func:`make_layers`).
     ``edge_far``: :func:`~.holefill.edge_far` of ``disparity`` for the side this view
-    reveals (``right`` for ``direction=-1``), when the caller has it (computed otherwise)."""
+    reveals (``right`` for ``direction=-1``), when the caller has it (computed otherwise).
+    The shares that the filled pixels lean towards the visible background around them:
+    ``row_lean`` (:func:`_row_lean`), ``far_stretch`` (:func:`_background_stretch`),
+    ``column_stretch`` (:func:`_column_stretch`; ``column_nearest``: it reads the nearest
+    visible row where it is not mixed with the occluder, False: always the row past it);
+    ``far_demix``: the share of the clean pixel in the visible pixel beside a hole. Measured
+    on the Middlebury yardstick: docs/rendering.md."""
     img = np.asarray(image)
     d = _finite(disparity)  # (NaN: the farthest, inf: the nearest; callers of the library may pass them)
     if img.shape[:2] != d.shape:
@@ -335,26 +561,35 @@ def shift_view(image: np.ndarray, disparity: np.ndarray, *, direction: int = -1,
     disp, _, filled, out = _row_maps(d, direction, tau, near_extend, far_extend, layers=layers,
                                      interp=INTERP[interpolation], keep_map_y=False, as_disparity=True,
                                      gap_extend=gap_extend, edge_far=edge_far, gap_soft=gap_soft,
-                                     near_soft=near_soft, far_stretch=far_stretch, far_demix=far_demix)
+                                     near_soft=near_soft, far_stretch=far_stretch, far_demix=far_demix,
+                                     row_lean=row_lean)
     if row_soft:
         _soft_rows(out, filled, disp, layers, direction, tau, row_soft, INTERP[interpolation])
     if column_stretch > 0:
-        _column_stretch(out, filled, disp, tau, column_stretch, COLUMN_STRETCH_PX, far_demix)
+        _column_stretch(out, filled, disp, tau, column_stretch, COLUMN_STRETCH_PX, far_demix,
+                        photo=layers.stack if column_nearest else None, source_d=d, direction=direction)
     return View(out, filled, disp)
 
 
 def _column_stretch(out: np.ndarray, filled: np.ndarray, disp: np.ndarray, tau: float, weight: float,
-                    length: int, demix: float = 0.0) -> None:
+                    length: int, demix: float = 0.0, *, photo: np.ndarray | None = None,
+                    source_d: np.ndarray | None = None, direction: int = -1) -> None:
     """Filled pixels lean towards the visible background just above or below them, in place:
-    the pixel just past the nearest one up and down the column within ``length`` rows that is
-    not filled, both on the hole's own surface (disparity within ``tau``; the first is skipped
-    as the fill's guard is: a depth edge a row short labels a row of the occluder's colour as
-    background), with ``weight`` at the first row
-    fading to none past ``length`` (the two sides averaged, the share at most ``weight``). The
-    columns' counterpart of :func:`_background_stretch`: a surface seen just above a hole
-    usually goes on into it. ``demix``: the share of that clean pixel the skipped first row
-    takes (it is tinted by the occluder that has moved away, as ``FAR_DEMIX`` along the rows).
-    ``out`` uint8 RGB, ``filled`` bool, ``disp`` float32 ``H x W``.
+    the nearest pixel up and down the column within ``length`` rows that is not filled, and the
+    one just past it, both on the hole's own surface (disparity within ``tau``), with ``weight``
+    at the first row fading to none past ``length`` (the two sides averaged, the share at most
+    ``weight``). The columns' counterpart of :func:`_row_lean`: a surface seen just above a
+    hole usually goes on into it. With ``photo`` (uint8 ``H' x W x C``, C >= 3, C-contiguous,
+    whose first ``H`` rows are the photo: the :class:`Layers` stack), its
+    disparity ``source_d`` (float32 ``H x W``) and the view's ``direction``, the nearest pixel
+    is read where it is clean and the one past it where a colour step says it is mixed with
+    the occluder next to it in the photo (:func:`_unmixed`: a depth edge a row short labels a
+    row of the occluder's colour as background, and the rows just above and below an occluder
+    are blurred into it); without, always the one past it (as the fill's guard skips the
+    first row; the eighth round's change: docs/rendering.md). ``demix``: the share of the
+    pixel past it that the nearest row takes (it is tinted by the occluder that has moved
+    away, as ``FAR_DEMIX`` along the rows). ``out`` uint8 RGB, ``filled`` bool, ``disp``
+    float32 ``H x W``.
 
     Row bands in parallel, each reading the rows within ``length + 1`` of it; every pixel is
     read before any is written (the demixed pixels are read as clean ones by other holes)."""
@@ -364,6 +599,8 @@ def _column_stretch(out: np.ndarray, filled: np.ndarray, disp: np.ndarray, tau: 
     # (the weights as the scalar loop made them: float64, then float32)
     wj = {j: np.float32(weight * (1.0 - (j - 1) / length)) for j in range(1, length + 1)}
     o3 = out.reshape(-1, 3)  # (a view of shift_view's image; a copy, written back, otherwise)
+    if photo is not None:  # (pixels as rows: np.take is fast)
+        ph, sdf = photo.reshape(-1, photo.shape[-1])[:h * w], source_d.reshape(-1)
 
     def band(sl):
         ys, xs = np.nonzero(near[sl])
@@ -387,8 +624,8 @@ def _column_stretch(out: np.ndarray, filled: np.ndarray, disp: np.ndarray, tau: 
                     break
                 q = p[cur] + dy * j * w
                 nh = fl[q]
-                hit, q, ny = cur[~nh], q[~nh], ny[~nh]  # the first visible pixel this way; read the one
-                ok = (ny + dy >= 0) & (ny + dy < h)  # past it, as the guard of the fill does
+                hit, q, ny = cur[~nh], q[~nh], ny[~nh]  # the first visible pixel this way, and the
+                ok = (ny + dy >= 0) & (ny + dy < h)  # one past it
                 hit, q = hit[ok], q[ok]
                 c = q + dy * w
                 ok = ~fl[c]
@@ -396,7 +633,15 @@ def _column_stretch(out: np.ndarray, filled: np.ndarray, disp: np.ndarray, tau: 
                 ok &= np.abs(dv[q] - own[hit]) <= t32
                 same, q, c = hit[ok], q[ok], c[ok]
                 if same.size:
-                    acc[same] += wj[j] * take_px(o3, c)
+                    val = take_px(o3, c).astype(np.float32)
+                    if photo is not None:  # the nearest pixel, unless mixed with the photo's pixel
+                        # on the hole's side of its source (the occluder, where it is nearer)
+                        qy, qx = np.divmod(q, w)
+                        sx = qx + dv[q] if direction < 0 else qx - dv[q]
+                        a = np.clip(qy - dy, 0, h - 1) * w + np.clip(np.rint(sx), 0, w - 1).astype(np.int64)
+                        val = _unmixed(take_px(ph, a)[:, :3].astype(np.float32), take_px(o3, q).astype(np.float32),
+                                       val, np.take(sdf, a) > own[same] + t32)
+                    acc[same] += wj[j] * val
                     tot[same] += wj[j]
                     if j == 1 and demix > 0:  # the first visible row, beside the hole's top or bottom
                         dm.append((q, c))
