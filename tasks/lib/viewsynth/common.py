@@ -22,8 +22,9 @@ GAP_EXTEND = 0.5  # ...and over a disocclusion: its own half pixel fully (1.75 p
 GAP_SOFT = 3.5  # ...then its soft edge fading out until 3.5 px past it (see shift._soft_edges, docs/rendering.md)
 ROW_SOFT = 0.4  # share of a near surface's edge in the filled pixel just above or below it (shift._soft_rows)
 FAR_EXTEND = 0.0  # px the far side extends: none (issue 12 §3: 0.25 read the occluder into the pixel beside a hole)
-FAR_STRETCH = 0.0  # share of the background's first clean pixel in a hole's last pixel (0.15 before the
-FAR_STRETCH_PX = 12.0  # eighth round: ROW_LEAN took its place)... fading to none this many px into the hole
+FAR_STRETCH = 0.0  # share of the background's first clean pixel in a hole's last pixel (0.15 until the
+# eighth round of issue 12 §3, where ROW_LEAN took its place)...
+FAR_STRETCH_PX = 12.0  # ...fading to none this many px into the hole (shift._background_stretch)
 FAR_DEMIX = 0.3  # ...and in the first visible background pixel, mixed with the occluder that has moved away
 ROW_LEAN = 0.2  # share of the visible background at a run of holes' ends in its pixels next to them...
 ROW_LEAN_PX = 10.0  # ...weight ROW_LEAN * P / (P + k - 1) at k px from the end (shift._row_lean)...
