@@ -342,8 +342,9 @@ def inert(p: StereoParams, given: set) -> list:
 # version 7: soft edges (issue 12 §3, fifth round: docs/rendering.md item 12); version 9: nearer
 # sources count less in the fill's depth layers (seventh round, item 17); version 10: holes lean
 # towards the background at their row ends and read the nearest background row above and below
-# unless it is mixed with the occluder (eighth round, items 18-20)
-SPEC = StepSpec(kind="stereo", version="10", params=StereoParams, run=run, params_for_output=params_for_output,
+# unless it is mixed with the occluder (eighth round, items 18-20); version 11: a pixel ~16 %
+# occluder (a soft edge) counts as mixed (shift.MIXED_FROM/MIXED_TO 0.03 .. 0.12)
+SPEC = StepSpec(kind="stereo", version="11", params=StereoParams, run=run, params_for_output=params_for_output,
                 output_params=("layout", "format"), main_suffixes=main_suffixes,
                 clip_frame=clip_frame, inert=inert,
                 summary="make a stereo pair (side-by-side, top-bottom, anaglyph, MPO, or one eye)")
