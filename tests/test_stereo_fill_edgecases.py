@@ -33,3 +33,15 @@ def test_row_lean_does_not_take_the_occluders_colour_on_a_soft_edge(sigma):
     # occluder into the fill (white - black 1.98 levels; 0.08 without the lean)
     assert abs(_occluder_bias(sigma)) < 0.5
     assert abs(_occluder_bias(sigma)) <= abs(_occluder_bias(sigma, row_lean=0.0)) + 0.3
+
+
+@pytest.mark.parametrize("shape", [(48, 64), (48, 64, 4), (48, 64, 1), (48, 64, 3, 1)])
+def test_shift_view_refuses_an_image_that_is_not_rgb_in_one_clear_error(shape):
+    """Grey or RGBA arrays given to the library were a numpy broadcast error from deep inside
+    the background layer (found by a hostile review); now one ParameterError naming the shape."""
+    from depthcraft.tasks.lib.errors import ParameterError
+
+    d = np.zeros((48, 64), np.float32)
+    d[:, 20:30] = 8.0
+    with pytest.raises(ParameterError, match=r"H x W x 3; got shape"):
+        shift_view(np.zeros(shape, np.uint8), d)

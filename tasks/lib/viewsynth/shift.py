@@ -542,8 +542,15 @@ def shift_view(image: np.ndarray, disparity: np.ndarray, *, direction: int = -1,
     ``column_stretch`` (:func:`_column_stretch`; ``column_nearest``: it reads the nearest
     visible row where it is not mixed with the occluder, False: always the row past it);
     ``far_demix``: the share of the clean pixel in the visible pixel beside a hole. Measured
-    on the Middlebury yardstick: docs/rendering.md."""
+    on the Middlebury yardstick: docs/rendering.md.
+
+    ``image``: RGB, ``H x W x 3`` (uint8; other dtypes are read as 0..255 levels);
+    ``disparity``: float ``H x W``, px. Raises :class:`ParameterError` for another shape
+    (grey, RGBA), mismatched sizes, a side of 32767 px or more, an unknown interpolation."""
     img = np.asarray(image)
+    if img.ndim != 3 or img.shape[2] != 3:  # (grey or RGBA was a numpy broadcast error deep in make_layers)
+        raise ParameterError(f"image must be RGB, H x W x 3; got shape {img.shape}", parameter="image",
+                             hint="convert grey with np.dstack([g] * 3); composite RGBA over a background first")
     d = _finite(disparity)  # (NaN: the farthest, inf: the nearest; callers of the library may pass them)
     if img.shape[:2] != d.shape:
         raise ParameterError(f"disparity is {d.shape[1]}x{d.shape[0]} but the image is "
