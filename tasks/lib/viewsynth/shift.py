@@ -281,7 +281,7 @@ def _background_stretch(hole: np.ndarray, xs: np.ndarray, weight: float, length:
     row, c0, c1 = row[keep], c0[keep], c1[keep]
     if row.size == 0:
         return None
-    m = int(np.ceil(length))
+    m = int(np.ceil(length)) if weight > 0 else 0  # (weight 0, the default: the edge pixels only)
     n = np.minimum(c1 - c0, m)  # the run's last n pixels
     run = np.repeat(np.arange(n.size), n)
     k = np.arange(run.size) - np.repeat(np.cumsum(n) - n, n) + 1  # 1 = the hole's last pixel
